@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; .ci/run runs exactly this).
+# Installs its own prerequisites when missing, quietly and idempotently, then
+# runs formatting, lints, unit/property tests and the end-to-end suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+JOBS="${JOBS:-2}"
+
+log() { printf '==> %s\n' "$*"; }
+
+# --- prerequisites -----------------------------------------------------------
+# Debian packages providing the real clients the end-to-end tests drive.
+need_apt=()
+command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
+command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Python packages: pytest runs tests/, dnspython is one of the DNS clients.
+if ! python3 -c 'import pytest, dns.resolver' >/dev/null 2>&1; then
+  log "installing pytest dnspython"
+  python3 -m pip install --quiet --disable-pip-version-check pytest dnspython
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt >/dev/null 2>&1 || true
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy >/dev/null 2>&1 || true
+
+# --- static checks -----------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy -j "$JOBS" --workspace --all-targets --locked -- -D warnings
+
+# --- unit, property and doc tests -------------------------------------------
+log "cargo test"
+cargo test -j "$JOBS" --workspace --locked
+
+# --- end-to-end: real daemons on loopback, real clients ----------------------
+if ls tests/test_*.py >/dev/null 2>&1; then
+  log "building daemons"
+  cargo build -j "$JOBS" --workspace --bins --locked
+  log "pytest tests/"
+  python3 -m pytest -q tests/
+fi
+log "all tests passed"
