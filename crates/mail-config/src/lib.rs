@@ -1,0 +1,662 @@
+//! The one configuration file shared by every daemon of the system.
+//!
+//! Like Postfix's `main.cf` and Dovecot's `dovecot.conf`, a single TOML file
+//! configures the whole system, one section per daemon:
+//!
+//! * `[global]`: host name, local domains (`mydestination`), relay networks
+//!   (`mynetworks`), the Maildir root, passwd-file and aliases, transcripts;
+//! * `[smtpd]`: SMTP listeners (inbound and submission) and limits;
+//! * `[pop3d]`: POP3 listeners and limits;
+//! * `[dnsd]`: zones and DNS listeners; that section is validated by `dnsd`
+//!   itself and carried here as a raw table.
+//!
+//! Every key has a default, so an empty file is a valid configuration: the
+//! built-in lab setup on loopback ports. Unknown keys are errors, never
+//! silently ignored, and every error names the key, the line and the reason.
+//! Relative paths are relative to the directory of the configuration file.
+//!
+//! ```
+//! use mail_config::Config;
+//!
+//! let cfg = Config::from_toml_str(
+//!     r#"
+//!     [global]
+//!     hostname = "mail.csuvnetwork.com"
+//!     local_domains = ["csuvnetwork.com", "mail.csuvnetwork.com"]
+//!     relay_networks = ["192.168.3.0/24", "127.0.0.0/8"]
+//!
+//!     [smtpd]
+//!     message_size_limit = 10240000
+//!     "#,
+//!     "/etc/csuv-mail".as_ref(),
+//! )
+//! .unwrap();
+//! assert!(cfg.global.is_relay_client("192.168.3.4".parse().unwrap()));
+//! assert!(!cfg.global.is_relay_client("10.0.0.1".parse().unwrap()));
+//! assert_eq!(cfg.smtpd.message_size_limit, 10_240_000);
+//!
+//! // Unknown keys are refused with their line.
+//! let err = Config::from_toml_str("[smtpd]\nmesage_size_limit = 1\n", "/".as_ref()).unwrap_err();
+//! assert!(err.to_string().contains("line 2"), "{err}");
+//! assert!(err.to_string().contains("mesage_size_limit"), "{err}");
+//! ```
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown or a value is invalid. The
+    /// message carries the line, the column and the key.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file name, or `<string>`.
+        origin: String,
+        /// toml's message: line, column, the offending text and the reason.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Settings every daemon shares.
+    pub global: Global,
+    /// The SMTP server.
+    pub smtpd: Smtpd,
+    /// The POP3 server.
+    pub pop3d: Pop3d,
+    /// The DNS server's section, validated by `dnsd` itself.
+    pub dnsd: Option<toml::Table>,
+    /// Directory relative paths are resolved against (not a key).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[global]`: what Postfix keeps in `main.cf` and Dovecot in `10-mail.conf`
+/// and `10-auth.conf`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// This host's name in greetings and `Received:` lines (`myhostname`).
+    pub hostname: String,
+    /// Domains delivered locally (`mydestination`).
+    pub local_domains: Vec<String>,
+    /// Clients allowed to relay without authentication (`mynetworks`).
+    pub relay_networks: Vec<IpNet>,
+    /// Root of the Maildirs: user `u` owns `<maildir_root>/u/{cur,new,tmp}`
+    /// (Dovecot `mail_location = maildir:~/Maildir`).
+    pub maildir_root: PathBuf,
+    /// Dovecot-style passwd-file (`passdb { driver = passwd-file }`).
+    pub passwd_file: PathBuf,
+    /// Aliases in `/etc/aliases` form (`alias_maps`).
+    pub aliases_file: PathBuf,
+    /// Log every protocol line as `C: ...` / `S: ...` (teaching aid).
+    pub transcript: bool,
+    /// Show AUTH payloads and passwords in transcripts instead of
+    /// `<redacted>`. Only for classroom use.
+    pub transcript_show_secrets: bool,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            hostname: "mail.csuvnetwork.com".into(),
+            local_domains: vec![
+                "mail.csuvnetwork.com".into(),
+                "localhost.csuvnetwork.com".into(),
+                "localhost".into(),
+                "csuvnetwork.com".into(),
+            ],
+            relay_networks: vec![
+                IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
+                IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
+            ],
+            maildir_root: "lab-data/mail".into(),
+            passwd_file: "lab-data/passwd".into(),
+            aliases_file: "lab-data/aliases".into(),
+            transcript: false,
+            transcript_show_secrets: false,
+        }
+    }
+}
+
+impl Global {
+    /// Whether `ip` is in `relay_networks` (Postfix `permit_mynetworks`).
+    pub fn is_relay_client(&self, ip: IpAddr) -> bool {
+        self.relay_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// `[smtpd]`: listeners and limits of the SMTP server, with Postfix's
+/// defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtpd {
+    /// Inbound SMTP listeners (port 25 in production): local recipients
+    /// without AUTH; relaying only for `relay_networks` or after AUTH.
+    pub listen: Vec<SocketAddr>,
+    /// Submission listeners (port 587, RFC 6409): AUTH required before MAIL.
+    pub submission_listen: Vec<SocketAddr>,
+    /// Largest message accepted, in bytes (`message_size_limit`).
+    pub message_size_limit: u64,
+    /// Recipients per message (`smtpd_recipient_limit`).
+    pub recipient_limit: usize,
+    /// Concurrent connections in total (`default_process_limit`).
+    pub max_connections: usize,
+    /// Concurrent connections per client address
+    /// (`smtpd_client_connection_count_limit`).
+    pub max_connections_per_client: usize,
+    /// Wait for a command (`smtpd_timeout`; RFC 5321 section 4.5.3.2).
+    pub command_timeout: Secs,
+    /// Wait for each block of DATA (RFC 5321 section 4.5.3.2: 3 minutes).
+    pub data_timeout: Secs,
+    /// Errors before `421` and close (`smtpd_hard_error_limit`).
+    pub error_limit: u32,
+    /// Pause after each failed AUTH, against password guessing
+    /// (`smtpd_error_sleep_time`).
+    pub auth_failure_delay: Secs,
+    /// SASL mechanisms offered (`smtpd_sasl_security_options`).
+    pub auth_mechanisms: Vec<String>,
+    /// What to do with a line ending in a bare LF
+    /// (`smtpd_forbid_bare_newline`): `normalize` or `reject`.
+    pub bare_newline: BareNewline,
+    /// How long in-flight transactions may run after SIGTERM.
+    pub shutdown_grace: Secs,
+}
+
+impl Default for Smtpd {
+    fn default() -> Self {
+        Smtpd {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            submission_listen: vec![SocketAddr::from(([127, 0, 0, 1], 2587))],
+            message_size_limit: 10_240_000,
+            recipient_limit: 1000,
+            max_connections: 100,
+            max_connections_per_client: 50,
+            command_timeout: Secs(300),
+            data_timeout: Secs(180),
+            error_limit: 20,
+            auth_failure_delay: Secs(1),
+            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into(), "CRAM-MD5".into()],
+            bare_newline: BareNewline::Normalize,
+            shutdown_grace: Secs(30),
+        }
+    }
+}
+
+/// Bare-newline policy, as Postfix 3.9's `smtpd_forbid_bare_newline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Accept lines ending in a bare LF, store them with CRLF; such a line
+    /// never takes part in the end of DATA.
+    Normalize,
+    /// Refuse a message containing a bare LF with `550 5.5.2`.
+    Reject,
+}
+
+/// `[pop3d]`: listeners and limits of the POP3 server, with Dovecot's
+/// defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3d {
+    /// POP3 listeners (port 110 in production).
+    pub listen: Vec<SocketAddr>,
+    /// Idle time before the server closes a session (RFC 1939 section 3:
+    /// at least 10 minutes).
+    pub idle_timeout: Secs,
+    /// Concurrent connections in total (`process_limit`).
+    pub max_connections: usize,
+    /// Concurrent connections per client address
+    /// (`mail_max_userip_connections`).
+    pub max_connections_per_client: usize,
+    /// Failed logins before the connection is closed.
+    pub failed_login_limit: u32,
+    /// Pause after each failed login (`auth_failure_delay`).
+    pub auth_failure_delay: Secs,
+    /// Offer APOP (only accounts with a `{PLAIN}` secret can use it).
+    pub apop: bool,
+    /// SASL mechanisms offered by `AUTH` (RFC 5034).
+    pub auth_mechanisms: Vec<String>,
+    /// How long sessions may run after SIGTERM.
+    pub shutdown_grace: Secs,
+}
+
+impl Default for Pop3d {
+    fn default() -> Self {
+        Pop3d {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1110))],
+            idle_timeout: Secs(600),
+            max_connections: 100,
+            max_connections_per_client: 10,
+            failed_login_limit: 3,
+            auth_failure_delay: Secs(2),
+            apop: true,
+            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
+            shutdown_grace: Secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate a configuration from TOML text; relative paths
+    /// are resolved against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Self::parse(text, base_dir, "<string>")
+    }
+
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, base, &path.display().to_string())
+    }
+
+    fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        cfg.base_dir = base_dir.to_owned();
+        cfg.validate().map_err(|e| invalid(e.describe(text)))?;
+        let g = &mut cfg.global;
+        for p in [&mut g.maildir_root, &mut g.passwd_file, &mut g.aliases_file] {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
+        for d in &mut g.local_domains {
+            *d = d.trim_end_matches('.').to_ascii_lowercase();
+        }
+        Ok(cfg)
+    }
+
+    /// Checks that types alone cannot express. Errors name the key; the
+    /// caller adds its line.
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |section, key, reason: String| {
+            Err(Invalid {
+                section,
+                key,
+                reason,
+            })
+        };
+        let g = &self.global;
+        if g.hostname.is_empty() || g.hostname.contains(char::is_whitespace) {
+            return bad(
+                "global",
+                "hostname",
+                format!("{:?} is not a host name", g.hostname),
+            );
+        }
+        for d in &g.local_domains {
+            if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '@') {
+                return bad("global", "local_domains", format!("{d:?} is not a domain"));
+            }
+        }
+        let s = &self.smtpd;
+        if s.listen.is_empty() && s.submission_listen.is_empty() {
+            return bad(
+                "smtpd",
+                "listen",
+                "neither listen nor submission_listen is set".into(),
+            );
+        }
+        let positive: [(&'static str, u64); 4] = [
+            ("message_size_limit", s.message_size_limit),
+            ("recipient_limit", s.recipient_limit as u64),
+            ("max_connections", s.max_connections as u64),
+            (
+                "max_connections_per_client",
+                s.max_connections_per_client as u64,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return bad("smtpd", key, "must be greater than 0".into());
+            }
+        }
+        check_mechanisms("smtpd", &s.auth_mechanisms)?;
+        let p = &self.pop3d;
+        if p.idle_timeout.0 < 600 {
+            // RFC 1939 section 3: the autologout timer MUST be at least 10 minutes.
+            return bad(
+                "pop3d",
+                "idle_timeout",
+                format!(
+                    "{}s is below the 600s RFC 1939 section 3 requires",
+                    p.idle_timeout.0
+                ),
+            );
+        }
+        for (key, v) in [
+            ("max_connections", p.max_connections),
+            ("max_connections_per_client", p.max_connections_per_client),
+        ] {
+            if v == 0 {
+                return bad("pop3d", key, "must be greater than 0".into());
+            }
+        }
+        check_mechanisms("pop3d", &p.auth_mechanisms)?;
+        Ok(())
+    }
+}
+
+/// A value that parsed but is not acceptable.
+struct Invalid {
+    section: &'static str,
+    key: &'static str,
+    reason: String,
+}
+
+impl Invalid {
+    /// `line N: section.key: reason`, finding the key's line in the text.
+    fn describe(&self, text: &str) -> String {
+        match key_line(text, self.section, self.key) {
+            Some(n) => format!("line {n}: {}.{}: {}", self.section, self.key, self.reason),
+            None => format!("{}.{}: {}", self.section, self.key, self.reason),
+        }
+    }
+}
+
+/// The 1-based line where `key` is set inside `[section]`, if it is.
+fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h.split(']').next().unwrap_or("").trim();
+        } else if current == section {
+            if let Some(rest) = t.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn check_mechanisms(section: &'static str, mechs: &[String]) -> Result<(), Invalid> {
+    for m in mechs {
+        if !matches!(m.as_str(), "PLAIN" | "LOGIN" | "CRAM-MD5") {
+            return Err(Invalid {
+                section,
+                key: "auth_mechanisms",
+                reason: format!("unknown mechanism {m:?} (known: PLAIN, LOGIN, CRAM-MD5)"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A duration in whole seconds, written as a number (`300`) or with a unit
+/// as Postfix writes them (`"300s"`, `"5m"`, `"1h"`, `"1d"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Secs(pub u64);
+
+impl Secs {
+    /// As a [`Duration`].
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl FromStr for Secs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (e.g. 300, \"300s\", \"5m\")"))?;
+        let mult = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 604_800,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d, w)")),
+        };
+        n.checked_mul(mult)
+            .map(Secs)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration: seconds, or a string like \"300s\", \"5m\", \"1h\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+                u64::try_from(v)
+                    .map(Secs)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secs, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An IP network in CIDR form (`192.168.3.0/24`, `::1/128`, or a bare
+/// address meaning a single host), as Postfix's `mynetworks` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    const LOOPBACK_V4: IpNet = IpNet {
+        addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+        prefix: 8,
+    };
+
+    /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses
+    /// (`::ffff:a.b.c.d`) match IPv4 networks, as a dual-stack socket
+    /// reports IPv4 clients that way.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or network (e.g. 192.168.3.0/24)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(s, Path::new("/base"))
+    }
+
+    #[test]
+    fn empty_file_is_the_lab_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.global.hostname, "mail.csuvnetwork.com");
+        assert!(c
+            .global
+            .local_domains
+            .contains(&"csuvnetwork.com".to_string()));
+        assert_eq!(c.global.maildir_root, Path::new("/base/lab-data/mail"));
+        assert_eq!(c.smtpd.message_size_limit, 10_240_000);
+        assert_eq!(c.pop3d.idle_timeout, Secs(600));
+        assert!(c.dnsd.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_errors_with_lines() {
+        let e = parse("[global]\nhostname = \"a\"\nmydestination = []\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("line 3") && m.contains("mydestination"), "{m}");
+        let e = parse("[imapd]\nx = 1\n").unwrap_err().to_string();
+        assert!(e.contains("imapd"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_line_and_reason() {
+        let e = parse("[global]\nrelay_networks = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("prefix"), "{e}");
+        let e = parse("[smtpd]\nlisten = [\"nowhere\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("[pop3d]\nidle_timeout = \"5m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RFC 1939") && e.contains("line 2"), "{e}");
+        let e = parse("[smtpd]\nauth_mechanisms = [\"GSSAPI\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GSSAPI"), "{e}");
+        let e = parse("[smtpd]\nbare_newline = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        let c = parse("[smtpd]\ncommand_timeout = \"5m\"\ndata_timeout = 90\n").unwrap();
+        assert_eq!(c.smtpd.command_timeout, Secs(300));
+        assert_eq!(c.smtpd.data_timeout, Secs(90));
+        assert!("5x".parse::<Secs>().is_err());
+        assert!("99999999999999999999d".parse::<Secs>().is_err());
+        assert_eq!("2w".parse::<Secs>(), Ok(Secs(1_209_600)));
+    }
+
+    #[test]
+    fn networks() {
+        let n: IpNet = "192.168.3.0/24".parse().unwrap();
+        assert!(n.contains("192.168.3.11".parse().unwrap()));
+        assert!(!n.contains("192.168.4.1".parse().unwrap()));
+        assert!(n.contains("::ffff:192.168.3.4".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: IpNet = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!v6.contains("192.168.3.4".parse().unwrap()));
+        let host: IpNet = "10.1.2.3".parse().unwrap();
+        assert_eq!(host.to_string(), "10.1.2.3/32");
+        assert!(!host.contains("10.1.2.4".parse().unwrap()));
+        assert!("10.0.0.0/x".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn dnsd_section_is_carried_raw() {
+        let c = parse("[dnsd]\nlisten = [\"127.0.0.1:5353\"]\n").unwrap();
+        assert!(c.dnsd.unwrap().contains_key("listen"));
+    }
+
+    #[test]
+    fn domains_are_normalised_and_paths_kept_absolute() {
+        let c = parse(
+            "[global]\nlocal_domains = [\"CSUVnetwork.com.\"]\npasswd_file = \"/etc/mail/passwd\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.global.local_domains, vec!["csuvnetwork.com".to_string()]);
+        assert_eq!(c.global.passwd_file, Path::new("/etc/mail/passwd"));
+    }
+
+    #[test]
+    fn load_reports_file_name() {
+        let dir = std::env::temp_dir().join(format!("mail-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("mail.toml");
+        std::fs::write(&f, "[smtpd]\nrecipient_limit = 0\n").unwrap();
+        let e = Config::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("mail.toml") && e.contains("line 2: smtpd.recipient_limit"),
+            "{e}"
+        );
+        assert!(Config::load(&dir.join("missing.toml")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
