@@ -1,0 +1,294 @@
+//! What the TCP daemons (`smtpd`, `pop3d`) share: connection limits in
+//! total and per client address, a shutdown signal that every connection
+//! task can watch, Unix signal handling and logging setup.
+//!
+//! ```
+//! use netkit::{ConnLimiter, Shutdown};
+//!
+//! let limiter = ConnLimiter::new(2, 1);
+//! let ip = "192.0.2.1".parse().unwrap();
+//! let first = limiter.try_acquire(ip).unwrap();
+//! assert!(limiter.try_acquire(ip).is_err()); // one per client address
+//! drop(first);
+//! assert!(limiter.try_acquire(ip).is_ok());
+//!
+//! let shutdown = Shutdown::new();
+//! let watcher = shutdown.subscribe();
+//! assert!(!watcher.is_triggered());
+//! shutdown.trigger();
+//! assert!(watcher.is_triggered());
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why a connection was refused by a [`ConnLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitExceeded {
+    /// Too many connections in total.
+    Total,
+    /// Too many connections from this client address.
+    PerClient,
+}
+
+/// Counts connections in total and per client address.
+#[derive(Debug)]
+pub struct ConnLimiter {
+    max_total: usize,
+    max_per_client: usize,
+    state: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl ConnLimiter {
+    /// A limiter allowing `max_total` connections, `max_per_client` from
+    /// any one address.
+    pub fn new(max_total: usize, max_per_client: usize) -> Arc<Self> {
+        Arc::new(ConnLimiter {
+            max_total,
+            max_per_client,
+            state: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// Count a new connection from `ip`, or say which limit it exceeds. The
+    /// permit gives the slot back when dropped.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, LimitExceeded> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.total >= self.max_total {
+            return Err(LimitExceeded::Total);
+        }
+        let n = s.per_client.entry(ip).or_insert(0);
+        if *n >= self.max_per_client {
+            return Err(LimitExceeded::PerClient);
+        }
+        *n += 1;
+        s.total += 1;
+        Ok(ConnPermit {
+            limiter: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections counted now.
+    pub fn active(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
+}
+
+/// One counted connection; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnPermit {
+    limiter: Arc<ConnLimiter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut s = self
+            .limiter
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_client.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The sending side of a shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Self {
+        Shutdown {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ask everything watching to stop.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// A handle for a task that must stop when asked.
+    pub fn subscribe(&self) -> ShutdownWatch {
+        ShutdownWatch {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// The watching side of a shutdown signal.
+#[derive(Debug, Clone)]
+pub struct ShutdownWatch {
+    rx: watch::Receiver<bool>,
+}
+
+impl ShutdownWatch {
+    /// Whether shutdown was asked for.
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once shutdown is asked for (at once if it already was).
+    pub async fn triggered(&mut self) {
+        // An error means every sender is gone: nobody can ask any more, so
+        // treat it as asked, which ends the waiting task.
+        let _ = self.rx.wait_for(|v| *v).await;
+    }
+}
+
+/// What a daemon was told by a Unix signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT (Ctrl-C): stop gracefully.
+    Stop,
+    /// SIGHUP: reread the configuration.
+    Reload,
+}
+
+/// Unix signal listeners for a daemon's main loop.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install the handlers (SIGTERM, SIGINT, SIGHUP).
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal.
+    pub async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Bind every address, failing with the address in the message.
+pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Set up `tracing` output on stderr; `RUST_LOG` overrides `default`.
+/// Calling it twice is harmless.
+pub fn init_tracing(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Render protocol bytes for a transcript line: printable ASCII and UTF-8
+/// as they are, the line end dropped, control bytes escaped.
+pub fn printable(line: &[u8]) -> String {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line);
+    String::from_utf8_lossy(line)
+        .chars()
+        .flat_map(|c| match c {
+            '\t' => vec!['\t'],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_limit() {
+        let l = ConnLimiter::new(2, 5);
+        let a = l.try_acquire("10.0.0.1".parse().unwrap()).unwrap();
+        let _b = l.try_acquire("10.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            l.try_acquire("10.0.0.3".parse().unwrap()).unwrap_err(),
+            LimitExceeded::Total
+        );
+        assert_eq!(l.active(), 2);
+        drop(a);
+        assert_eq!(l.active(), 1);
+        assert!(l.try_acquire("10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn per_client_limit_frees_entries() {
+        let l = ConnLimiter::new(10, 2);
+        let ip: IpAddr = "::1".parse().unwrap();
+        let a = l.try_acquire(ip).unwrap();
+        let b = l.try_acquire(ip).unwrap();
+        assert_eq!(l.try_acquire(ip).unwrap_err(), LimitExceeded::PerClient);
+        drop((a, b));
+        assert!(l.state.lock().unwrap().per_client.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_wakes_watchers() {
+        let s = Shutdown::new();
+        let mut w = s.subscribe();
+        let t = tokio::spawn(async move { w.triggered().await });
+        s.trigger();
+        t.await.unwrap();
+        // A watcher made after the fact sees it at once.
+        s.subscribe().triggered().await;
+    }
+
+    #[test]
+    fn printable_escapes_controls() {
+        assert_eq!(printable(b"EHLO x\r\n"), "EHLO x");
+        assert_eq!(printable(b"a\x00b\rc"), "a\\u{0}b\\rc");
+        assert_eq!(printable("中文\r\n".as_bytes()), "中文");
+    }
+}
