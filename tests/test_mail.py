@@ -1,0 +1,447 @@
+"""End-to-end: smtpd, pop3d and dnsd on loopback, driven by real clients.
+
+The lab's dialogue: user2 authenticates with AUTH LOGIN and sends to
+user1@csuvnetwork.com; the message lands in user1's Maildir with trace
+headers; user1 reads it by POP3 byte for byte; MX for csuvnetwork.com
+resolves to mail.csuvnetwork.com with its address.
+"""
+import os
+import pathlib
+import poplib
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import bin_path, free_port, wait_tcp
+
+PASSWORDS = {"user1": "user1-secret", "user2": "p@ss word2"}
+DOMAIN = "csuvnetwork.com"
+
+
+class Lab:
+    """One configuration file, the accounts, and the three daemons."""
+
+    def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra=""):
+        self.tmp = tmp
+        self.smtp = free_port()
+        self.submission = free_port()
+        self.pop3 = free_port()
+        self.dns = free_port()
+        self.maildir = tmp / "mail"
+        relay = relay_networks if relay_networks is not None else ["127.0.0.0/8"]
+        self.config = tmp / "mail.toml"
+        zone = tmp / "csuvnetwork.com.zone"
+        shutil.copy(pathlib.Path(__file__).parent.parent / "bins/dnsd/zones/csuvnetwork.com.zone", zone)
+        self.config.write_text(
+            f"""
+[global]
+hostname = "mail.csuvnetwork.com"
+local_domains = ["mail.csuvnetwork.com", "localhost.csuvnetwork.com", "localhost", "csuvnetwork.com"]
+relay_networks = {relay!r}
+maildir_root = "mail"
+passwd_file = "passwd"
+aliases_file = "aliases"
+transcript = true
+
+[smtpd]
+listen = ["127.0.0.1:{self.smtp}"]
+submission_listen = ["127.0.0.1:{self.submission}"]
+message_size_limit = 100000
+auth_failure_delay = 0
+{extra}
+
+[pop3d]
+listen = ["127.0.0.1:{self.pop3}"]
+auth_failure_delay = 0
+
+[dnsd]
+listen = ["127.0.0.1:{self.dns}"]
+zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
+"""
+        )
+        (tmp / "aliases").write_text("postmaster: user1\n")
+        for user, pw in PASSWORDS.items():
+            subprocess.run(
+                [bin_path("mailctl"), "--config", self.config, "user", "add", user, "--password-stdin"],
+                input=(pw + "\n").encode(),
+                check=True,
+                capture_output=True,
+            )
+        self.smtpd = daemons([bin_path("smtpd"), "--config", self.config])
+        self.pop3d = daemons([bin_path("pop3d"), "--config", self.config])
+        self.dnsd = daemons([bin_path("dnsd"), "--config", self.config])
+        for port in (self.smtp, self.submission, self.pop3, self.dns):
+            wait_tcp(port)
+
+    def inbox(self, user="user1"):
+        d = self.maildir / user
+        return sorted(
+            p for sub in ("new", "cur") if (d / sub).exists() for p in (d / sub).iterdir()
+        )
+
+    def smtp_client(self, port=None):
+        s = smtplib.SMTP("127.0.0.1", port or self.smtp, local_hostname="client2.csuvnetwork.com", timeout=10)
+        s.ehlo()
+        return s
+
+    def pop(self, user="user1"):
+        p = poplib.POP3("127.0.0.1", self.pop3, timeout=10)
+        p.user(user)
+        p.pass_(PASSWORDS[user])
+        return p
+
+
+@pytest.fixture
+def lab(tmp_path, daemons):
+    return Lab(tmp_path, daemons)
+
+
+def message(subject: str, body: bytes = b"Hello user1,\r\nthis is the lab message.\r\n") -> bytes:
+    return (
+        b'From: "user2@mail.csuvnetwork.com" <user2@mail.csuvnetwork.com>\r\n'
+        b"To: user1@csuvnetwork.com\r\n"
+        b"Subject: " + subject.encode() + b"\r\n"
+        b"Message-ID: <" + subject.replace(" ", "-").encode() + b"@client2.csuvnetwork.com>\r\n"
+        b"\r\n" + body
+    )
+
+
+def retrieve_all(lab, user="user1"):
+    p = lab.pop(user)
+    try:
+        count, _ = p.stat()
+        out = []
+        for i in range(1, count + 1):
+            _, lines, _ = p.retr(i)
+            out.append(b"\r\n".join(lines) + b"\r\n")
+        return out
+    finally:
+        p.quit()
+
+
+def split_trace(raw: bytes):
+    """Return (trace header lines, original message) of a delivered message."""
+    lines = raw.split(b"\r\n")
+    assert lines[0].startswith(b"Return-Path: <"), raw[:200]
+    i = 1
+    assert lines[i].startswith(b"Received: from "), raw[:300]
+    i += 1
+    while lines[i].startswith((b" ", b"\t")):
+        i += 1
+    return lines[:i], b"\r\n".join(lines[i:])
+
+
+def test_lab_flow_smtplib_auth_login_then_poplib(lab):
+    msg = message("lab flow")
+    s = lab.smtp_client()
+    assert "LOGIN" in s.esmtp_features["auth"]
+    # Force AUTH LOGIN, as Foxmail did in the lab's capture.
+    s.user, s.password = "user2", PASSWORDS["user2"]
+    code, text = s.auth("LOGIN", s.auth_login)
+    assert (code, text) == (235, b"2.7.0 Authentication successful")
+    refused = s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg)
+    assert refused == {}
+    s.quit()
+    (raw,) = retrieve_all(lab)
+    trace, original = split_trace(raw)
+    assert original == msg
+    assert trace[0] == b"Return-Path: <user2@mail.csuvnetwork.com>"
+    received = b" ".join(trace[1:])
+    assert b"client2.csuvnetwork.com" in received and b"127.0.0.1" in received
+    assert b"by mail.csuvnetwork.com" in received and b"ESMTPA" in received
+    assert b"for <user1@csuvnetwork.com>" in received
+    # On disk, as Postfix's local delivery writes it: LF line ends.
+    (f,) = lab.inbox()
+    assert f.read_bytes() == raw.replace(b"\r\n", b"\n")
+
+
+def test_failed_then_successful_login_535(lab):
+    s = lab.smtp_client()
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        s.user, s.password = "user2", "wrong"
+        s.auth("LOGIN", s.auth_login)
+    assert e.value.smtp_code == 535
+    assert e.value.smtp_error == b"5.7.8 Error: authentication failed"
+    s.user, s.password = "user2", PASSWORDS["user2"]
+    assert s.auth("LOGIN", s.auth_login)[0] == 235
+    s.quit()
+
+
+def test_swaks_auth_login(lab):
+    if not shutil.which("swaks"):
+        pytest.skip("swaks not installed")
+    r = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{lab.smtp}", "--auth", "LOGIN",
+         "--auth-user", "user2", "--auth-password", PASSWORDS["user2"],
+         "--from", "user2@mail.csuvnetwork.com", "--to", "user1@csuvnetwork.com",
+         "--header", "Subject: via swaks", "--body", "sent by swaks"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "235 2.7.0 Authentication successful" in r.stdout
+    (raw,) = retrieve_all(lab)
+    assert b"Subject: via swaks" in raw and b"sent by swaks" in raw
+
+
+def test_curl_smtp_and_pop3(lab, tmp_path):
+    msg = message("via curl", b"curl body line\r\n.leading dot\r\n")
+    f = tmp_path / "msg.eml"
+    f.write_bytes(msg)
+    r = subprocess.run(
+        ["curl", "-sS", f"smtp://127.0.0.1:{lab.smtp}", "--mail-from", "user2@mail.csuvnetwork.com",
+         "--mail-rcpt", "user1@csuvnetwork.com", "--upload-file", str(f),
+         "--user", f"user2:{PASSWORDS['user2']}", "--login-options", "AUTH=LOGIN"],
+        capture_output=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        ["curl", "-sS", f"pop3://127.0.0.1:{lab.pop3}/1", "--user", f"user1:{PASSWORDS['user1']}"],
+        capture_output=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    _, original = split_trace(r.stdout)
+    assert original == msg
+
+
+def test_dig_mx_against_dnsd(lab):
+    if not shutil.which("dig"):
+        pytest.skip("dig not installed")
+    r = subprocess.run(
+        ["dig", "@127.0.0.1", "-p", str(lab.dns), "MX", DOMAIN, "+norecurse"],
+        capture_output=True, text=True, timeout=10,
+    )
+    assert "status: NOERROR" in r.stdout, r.stdout
+    assert "10 mail.csuvnetwork.com." in r.stdout
+    assert "192.168.3.10" in r.stdout  # additional section
+
+
+def test_open_relay_refused(tmp_path, daemons):
+    lab = Lab(tmp_path, daemons, relay_networks=["192.0.2.0/24"])
+    s = lab.smtp_client()
+    s.mail("spammer@example.net")
+    code, text = s.rcpt("victim@example.org")
+    assert code == 554 and b"5.7.1" in text and b"Relay access denied" in text
+    # Local recipients are still accepted without AUTH on port 25.
+    assert s.rcpt("user1@csuvnetwork.com")[0] == 250
+    s.quit()
+
+
+def test_authenticated_relay_is_refused_not_dropped(lab):
+    s = lab.smtp_client()
+    s.login("user2", PASSWORDS["user2"])
+    s.mail("user2@mail.csuvnetwork.com")
+    code, _ = s.rcpt("someone@example.org")
+    assert code >= 400  # no outbound relay yet: refused, never accepted and lost
+    s.quit()
+
+
+def test_unknown_local_user_550(lab):
+    s = lab.smtp_client()
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("nosuch@csuvnetwork.com")
+    assert code == 550 and text.startswith(b"5.1.1"), text
+    # postmaster always reaches someone (RFC 5321 section 4.5.1).
+    assert s.rcpt("postmaster@csuvnetwork.com")[0] == 250
+    s.quit()
+
+
+def test_postmaster_without_domain(lab):
+    s = lab.smtp_client()
+    s.mail("")
+    code, _ = s.docmd("RCPT TO:<Postmaster>")
+    assert code == 250
+    s.quit()
+
+
+def test_message_over_size_limit_552_and_nothing_delivered(lab):
+    s = lab.smtp_client()
+    s.mail("user2@mail.csuvnetwork.com")
+    s.rcpt("user1@csuvnetwork.com")
+    big = message("big", b"x" * 998 + b"\r\n") + (b"y" * 998 + b"\r\n") * 150
+    code, text = s.data(big)
+    assert code == 552 and text.startswith(b"5.3.4"), text
+    s.quit()
+    assert lab.inbox() == []
+    # SIZE declared too large is refused at MAIL.
+    s = lab.smtp_client()
+    code, _ = s.docmd("MAIL FROM:<user2@mail.csuvnetwork.com> SIZE=999999999")
+    assert code == 552
+    s.quit()
+
+
+def test_auth_required_on_submission(lab):
+    s = lab.smtp_client(lab.submission)
+    code, text = s.docmd("MAIL FROM:<user2@mail.csuvnetwork.com>")
+    assert code == 530 and b"5.7.0" in text, text
+    s.login("user2", PASSWORDS["user2"])
+    assert s.mail("user2@mail.csuvnetwork.com")[0] == 250
+    assert s.rcpt("user1@csuvnetwork.com")[0] == 250
+    assert s.data(message("submission"))[0] == 250
+    s.quit()
+    assert len(lab.inbox()) == 1
+
+
+def test_auth_plain_and_wrong_password(lab):
+    s = lab.smtp_client()
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        s.login("user1", "nope")
+    assert e.value.smtp_code == 535
+    s.quit()
+    s = lab.smtp_client()
+    s.user, s.password = "user1", PASSWORDS["user1"]
+    assert s.auth("PLAIN", s.auth_plain)[0] == 235
+    s.quit()
+
+
+def recv_replies(sock, n, timeout=10):
+    """Read until n final SMTP reply lines have arrived."""
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        finals = [l for l in buf.split(b"\r\n") if len(l) >= 4 and l[3:4] == b" "]
+        if len(finals) >= n:
+            return finals
+        chunk = sock.recv(65536)
+        if not chunk:
+            return finals
+        buf += chunk
+
+
+def test_pipelined_transaction(lab):
+    with socket.create_connection(("127.0.0.1", lab.smtp)) as sock:
+        recv_replies(sock, 1)
+        sock.sendall(b"EHLO pipeliner\r\n")
+        (ehlo,) = recv_replies(sock, 1)
+        sock.sendall(
+            b"MAIL FROM:<user2@mail.csuvnetwork.com>\r\n"
+            b"RCPT TO:<user1@csuvnetwork.com>\r\n"
+            b"RCPT TO:<nosuch@csuvnetwork.com>\r\n"
+            b"RCPT TO:<user2@csuvnetwork.com>\r\n"
+            b"DATA\r\n"
+        )
+        replies = recv_replies(sock, 5)
+        assert [r[:3] for r in replies] == [b"250", b"250", b"550", b"250", b"354"], replies
+        sock.sendall(message("pipelined") + b".\r\nQUIT\r\n")
+        replies = recv_replies(sock, 2)
+        assert replies[0].startswith(b"250 2.0.0") and replies[1].startswith(b"221"), replies
+    assert len(lab.inbox("user1")) == 1 and len(lab.inbox("user2")) == 1
+
+
+def test_dot_stuffing_both_ways_and_utf8_body(lab):
+    body = (
+        ".starts with a dot\r\n"
+        "..two dots\r\n"
+        ".\r\n"
+        "ünïcödé 中文 邮件 ✉\r\n"
+        "no final newline in the middle. \r\n"
+    ).encode("utf-8")
+    msg = message("dots and utf8", body)
+    s = lab.smtp_client()
+    assert "8bitmime" in s.esmtp_features
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg, mail_options=["BODY=8BITMIME"])
+    s.quit()
+    (raw,) = retrieve_all(lab)
+    _, original = split_trace(raw)
+    assert original == msg
+
+
+def test_pop3_dele_rset_quit_and_dropped_connection(lab):
+    s = lab.smtp_client()
+    for i in range(3):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(f"m{i}"))
+    s.quit()
+    assert len(lab.inbox()) == 3
+
+    # DELE + RSET: nothing deleted.
+    p = lab.pop()
+    p.dele(1)
+    assert p.stat()[0] == 2
+    p.rset()
+    assert p.stat()[0] == 3
+    p.quit()
+    assert len(lab.inbox()) == 3
+
+    # DELE + dropped connection: the mail is kept (RFC 1939 section 6).
+    p = lab.pop()
+    uidls = p.uidl()[1]
+    p.dele(2)
+    p.sock.close()
+    time.sleep(0.5)
+    p = lab.pop()
+    assert p.stat()[0] == 3
+    assert p.uidl()[1] == uidls  # UIDLs stable across sessions
+    # DELE + QUIT expunges.
+    p.dele(2)
+    p.quit()
+    assert len(lab.inbox()) == 2
+    p = lab.pop()
+    remaining = [l.split()[1] for l in p.uidl()[1]]
+    p.quit()
+    assert remaining == [uidls[0].split()[1], uidls[2].split()[1]]
+
+
+def test_second_concurrent_pop3_login_in_use(lab):
+    p = lab.pop()
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    q.user("user1")
+    with pytest.raises(poplib.error_proto) as e:
+        q.pass_(PASSWORDS["user1"])
+    assert b"[IN-USE]" in e.value.args[0]
+    p.quit()
+    q.close()
+    lab.pop().quit()  # free again
+
+
+def test_pop3_wrong_password(lab):
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    q.user("user1")
+    with pytest.raises(poplib.error_proto) as e:
+        q.pass_("wrong")
+    assert b"[AUTH]" in e.value.args[0]
+    q.close()
+
+
+def test_pop3_apop(lab):
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    # The account store holds hashed secrets by default: APOP is refused
+    # cleanly for such an account (it needs the plain secret).
+    with pytest.raises(poplib.error_proto):
+        q.apop("user1", PASSWORDS["user1"])
+    q.close()
+
+
+def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
+    acked = []
+    stop = threading.Event()
+
+    def sender():
+        try:
+            s = lab.smtp_client()
+            i = 0
+            while not stop.is_set():
+                try:
+                    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(f"term {i}"))
+                except (smtplib.SMTPException, OSError):
+                    return
+                acked.append(f"term {i}")
+                i += 1
+        except (smtplib.SMTPException, OSError):
+            return
+
+    t = threading.Thread(target=sender)
+    t.start()
+    time.sleep(1.0)
+    lab.smtpd.proc.send_signal(signal.SIGTERM)
+    lab.smtpd.proc.wait(timeout=40)
+    stop.set()
+    t.join(timeout=20)
+    assert acked, "no message was acknowledged before SIGTERM"
+    stored = b"".join(p.read_bytes() for p in lab.inbox())
+    for subject in acked:
+        assert f"Subject: {subject}\n".encode() in stored, subject
