@@ -1,0 +1,1300 @@
+//! SMTP commands: parsing (zero-copy) and formatting.
+//!
+//! [`Command::parse`] takes one complete command line *without* its line end
+//! (the [`framer`](crate::framer) cuts lines) and borrows every string from
+//! it. [`Command::into_owned`] detaches the result from the input.
+//!
+//! Grammar: RFC 5321 section 4.1 (commands, paths, ESMTP parameters),
+//! RFC 6531 (UTF-8 in addresses), RFC 4954 (AUTH), RFC 3207 (STARTTLS),
+//! RFC 3030 (BDAT), RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 3461
+//! (RET, ENVID, NOTIFY, ORCPT; kept as data).
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The verb of a command, used to name it in errors and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `EHLO`
+    Ehlo,
+    /// `HELO`
+    Helo,
+    /// `MAIL`
+    Mail,
+    /// `RCPT`
+    Rcpt,
+    /// `DATA`
+    Data,
+    /// `RSET`
+    Rset,
+    /// `VRFY`
+    Vrfy,
+    /// `EXPN`
+    Expn,
+    /// `HELP`
+    Help,
+    /// `NOOP`
+    Noop,
+    /// `QUIT`
+    Quit,
+    /// `AUTH`
+    Auth,
+    /// `STARTTLS`
+    StartTls,
+    /// `BDAT`
+    Bdat,
+}
+
+impl Verb {
+    /// The verb as sent on the wire (upper case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "EHLO",
+            Verb::Helo => "HELO",
+            Verb::Mail => "MAIL",
+            Verb::Rcpt => "RCPT",
+            Verb::Data => "DATA",
+            Verb::Rset => "RSET",
+            Verb::Vrfy => "VRFY",
+            Verb::Expn => "EXPN",
+            Verb::Help => "HELP",
+            Verb::Noop => "NOOP",
+            Verb::Quit => "QUIT",
+            Verb::Auth => "AUTH",
+            Verb::StartTls => "STARTTLS",
+            Verb::Bdat => "BDAT",
+        }
+    }
+
+    /// The usage hint Postfix gives in its `501 5.5.4 Syntax: ...` replies.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "EHLO hostname",
+            Verb::Helo => "HELO hostname",
+            Verb::Mail => "MAIL FROM:<address>",
+            Verb::Rcpt => "RCPT TO:<address>",
+            Verb::Data => "DATA",
+            Verb::Rset => "RSET",
+            Verb::Vrfy => "VRFY address",
+            Verb::Expn => "EXPN address",
+            Verb::Help => "HELP [topic]",
+            Verb::Noop => "NOOP",
+            Verb::Quit => "QUIT",
+            Verb::Auth => "AUTH mechanism [initial-response]",
+            Verb::StartTls => "STARTTLS",
+            Verb::Bdat => "BDAT chunk-size [LAST]",
+        }
+    }
+
+    /// Recognise a verb, ignoring ASCII case (RFC 5321 section 2.4).
+    pub fn from_bytes(verb: &[u8]) -> Option<Verb> {
+        const VERBS: [Verb; 14] = [
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Ehlo,
+            Verb::Helo,
+            Verb::Data,
+            Verb::Rset,
+            Verb::Vrfy,
+            Verb::Expn,
+            Verb::Help,
+            Verb::Noop,
+            Verb::Quit,
+            Verb::Auth,
+            Verb::StartTls,
+            Verb::Bdat,
+        ];
+        VERBS
+            .into_iter()
+            .find(|v| v.as_str().as_bytes().eq_ignore_ascii_case(verb))
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a command line could not be parsed. Each maps to the reply a server
+/// sends ([`ParseError::reply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Empty line or unknown verb (`500 5.5.2`).
+    #[error("command not recognized")]
+    UnknownCommand,
+    /// Known verb, malformed arguments (`501 5.5.4 Syntax: ...`).
+    #[error("syntax error in {0} command")]
+    Syntax(Verb),
+    /// Malformed mailbox or path in MAIL or RCPT (`501 5.1.7` / `501 5.1.3`).
+    #[error("bad address syntax in {0} command")]
+    BadAddress(Verb),
+    /// Malformed ESMTP parameter (`501 5.5.4`).
+    #[error("bad parameter syntax in {0} command")]
+    BadParameter(Verb),
+}
+
+impl ParseError {
+    /// The reply a server sends for this error (texts as Postfix words them).
+    pub fn reply(&self) -> crate::Reply {
+        use crate::Reply;
+        match self {
+            ParseError::UnknownCommand => {
+                Reply::new(500, (5, 5, 2), "Error: command not recognized")
+            }
+            ParseError::Syntax(v) => Reply::new(501, (5, 5, 4), format!("Syntax: {}", v.usage())),
+            ParseError::BadAddress(Verb::Mail) => {
+                Reply::new(501, (5, 1, 7), "Bad sender address syntax")
+            }
+            ParseError::BadAddress(_) => Reply::new(501, (5, 1, 3), "Bad recipient address syntax"),
+            ParseError::BadParameter(v) => Reply::new(
+                501,
+                (5, 5, 4),
+                format!("Bad {} parameter syntax", v.as_str()),
+            ),
+        }
+    }
+}
+
+/// A mailbox `local-part@domain` (RFC 5321 section 4.1.2).
+///
+/// `local_part` is kept as written: a quoted local part keeps its quotes and
+/// backslashes, so formatting gives back the original text. `domain` is a
+/// domain name or an address literal including its brackets
+/// (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mailbox<'a> {
+    /// Local part as written (quoted form kept).
+    pub local_part: Cow<'a, str>,
+    /// Domain or bracketed address literal.
+    pub domain: Cow<'a, str>,
+}
+
+impl Mailbox<'_> {
+    /// Detach from the input line.
+    pub fn into_owned(self) -> Mailbox<'static> {
+        Mailbox {
+            local_part: Cow::Owned(self.local_part.into_owned()),
+            domain: Cow::Owned(self.domain.into_owned()),
+        }
+    }
+
+    /// True when the address is all ASCII (no SMTPUTF8 needed, RFC 6531).
+    pub fn is_ascii(&self) -> bool {
+        self.local_part.is_ascii() && self.domain.is_ascii()
+    }
+
+    /// True when the domain is an address literal (`[...]`).
+    pub fn is_address_literal(&self) -> bool {
+        self.domain.starts_with('[')
+    }
+}
+
+impl fmt::Display for Mailbox<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local_part, self.domain)
+    }
+}
+
+/// The argument of `MAIL FROM:`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReversePath<'a> {
+    /// The null reverse-path `<>` (bounces, RFC 5321 section 4.5.5).
+    Null,
+    /// A sender mailbox.
+    Mailbox(Mailbox<'a>),
+}
+
+impl ReversePath<'_> {
+    /// Detach from the input line.
+    pub fn into_owned(self) -> ReversePath<'static> {
+        match self {
+            ReversePath::Null => ReversePath::Null,
+            ReversePath::Mailbox(m) => ReversePath::Mailbox(m.into_owned()),
+        }
+    }
+
+    /// True when no SMTPUTF8 is needed.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            ReversePath::Null => true,
+            ReversePath::Mailbox(m) => m.is_ascii(),
+        }
+    }
+}
+
+impl fmt::Display for ReversePath<'_> {
+    /// Formats the address without brackets (empty for the null path).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReversePath::Null => Ok(()),
+            ReversePath::Mailbox(m) => m.fmt(f),
+        }
+    }
+}
+
+/// The argument of `RCPT TO:`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForwardPath<'a> {
+    /// `<postmaster>` without a domain: this server's postmaster
+    /// (RFC 5321 section 4.1.1.3; matched without regard to case).
+    Postmaster,
+    /// A recipient mailbox.
+    Mailbox(Mailbox<'a>),
+}
+
+impl ForwardPath<'_> {
+    /// Detach from the input line.
+    pub fn into_owned(self) -> ForwardPath<'static> {
+        match self {
+            ForwardPath::Postmaster => ForwardPath::Postmaster,
+            ForwardPath::Mailbox(m) => ForwardPath::Mailbox(m.into_owned()),
+        }
+    }
+
+    /// True when no SMTPUTF8 is needed.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            ForwardPath::Postmaster => true,
+            ForwardPath::Mailbox(m) => m.is_ascii(),
+        }
+    }
+}
+
+impl fmt::Display for ForwardPath<'_> {
+    /// Formats the address without brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardPath::Postmaster => f.write_str("postmaster"),
+            ForwardPath::Mailbox(m) => m.fmt(f),
+        }
+    }
+}
+
+/// `BODY=` values (RFC 6152, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyType {
+    /// `7BIT`
+    SevenBit,
+    /// `8BITMIME`
+    EightBitMime,
+    /// `BINARYMIME`
+    BinaryMime,
+}
+
+impl BodyType {
+    /// Wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+            BodyType::BinaryMime => "BINARYMIME",
+        }
+    }
+}
+
+/// An ESMTP parameter this crate does not interpret: keyword and optional
+/// value, as written.
+pub type OtherParam<'a> = (Cow<'a, str>, Option<Cow<'a, str>>);
+
+/// ESMTP parameters of `MAIL FROM:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MailParameters<'a> {
+    /// `SIZE=n` (RFC 1870).
+    pub size: Option<u64>,
+    /// `BODY=` (RFC 6152).
+    pub body: Option<BodyType>,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+    /// `AUTH=` (RFC 4954 section 5): xtext mailbox, or `<>` as Outlook sends.
+    pub auth: Option<Cow<'a, str>>,
+    /// `RET=` (RFC 3461), kept as written.
+    pub ret: Option<Cow<'a, str>>,
+    /// `ENVID=` (RFC 3461), kept as written.
+    pub envid: Option<Cow<'a, str>>,
+    /// Any other parameter, in order.
+    pub other: Vec<OtherParam<'a>>,
+}
+
+impl MailParameters<'_> {
+    /// Detach from the input line.
+    pub fn into_owned(self) -> MailParameters<'static> {
+        MailParameters {
+            size: self.size,
+            body: self.body,
+            smtputf8: self.smtputf8,
+            auth: self.auth.map(own),
+            ret: self.ret.map(own),
+            envid: self.envid.map(own),
+            other: own_other(self.other),
+        }
+    }
+}
+
+/// ESMTP parameters of `RCPT TO:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RcptParameters<'a> {
+    /// `NOTIFY=` (RFC 3461), kept as written.
+    pub notify: Option<Cow<'a, str>>,
+    /// `ORCPT=` (RFC 3461), kept as written.
+    pub orcpt: Option<Cow<'a, str>>,
+    /// Any other parameter, in order.
+    pub other: Vec<OtherParam<'a>>,
+}
+
+impl RcptParameters<'_> {
+    /// Detach from the input line.
+    pub fn into_owned(self) -> RcptParameters<'static> {
+        RcptParameters {
+            notify: self.notify.map(own),
+            orcpt: self.orcpt.map(own),
+            other: own_other(self.other),
+        }
+    }
+}
+
+fn own(c: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(c.into_owned())
+}
+
+fn own_other(v: Vec<OtherParam<'_>>) -> Vec<OtherParam<'static>> {
+    v.into_iter()
+        .map(|(k, val)| (own(k), val.map(own)))
+        .collect()
+}
+
+/// One SMTP command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Command<'a> {
+    /// `EHLO domain-or-literal`
+    Ehlo(Cow<'a, str>),
+    /// `HELO domain`
+    Helo(Cow<'a, str>),
+    /// `MAIL FROM:<reverse-path> [params]`
+    Mail {
+        /// Sender.
+        from: ReversePath<'a>,
+        /// ESMTP parameters.
+        params: MailParameters<'a>,
+    },
+    /// `RCPT TO:<forward-path> [params]`
+    Rcpt {
+        /// Recipient.
+        to: ForwardPath<'a>,
+        /// ESMTP parameters.
+        params: RcptParameters<'a>,
+    },
+    /// `DATA`
+    Data,
+    /// `RSET`
+    Rset,
+    /// `VRFY string`
+    Vrfy(Cow<'a, str>),
+    /// `EXPN string`
+    Expn(Cow<'a, str>),
+    /// `HELP [string]`
+    Help(Option<Cow<'a, str>>),
+    /// `NOOP [string]`
+    Noop(Option<Cow<'a, str>>),
+    /// `QUIT`
+    Quit,
+    /// `AUTH mechanism [initial-response]` (RFC 4954). The mechanism is kept
+    /// as written; the initial response is base64 text (or `=` for empty).
+    Auth {
+        /// SASL mechanism name.
+        mechanism: Cow<'a, str>,
+        /// Initial response, base64 or `=`.
+        initial_response: Option<Cow<'a, str>>,
+    },
+    /// `STARTTLS` (RFC 3207)
+    StartTls,
+    /// `BDAT size [LAST]` (RFC 3030)
+    Bdat {
+        /// Chunk size in octets.
+        size: u64,
+        /// Final chunk.
+        last: bool,
+    },
+}
+
+impl<'a> Command<'a> {
+    /// Parse one command line given without its line end.
+    ///
+    /// Verbs and parameter keywords are matched without regard to case. A
+    /// single space separates the verb from its arguments; after `FROM:` and
+    /// `TO:` spaces are tolerated (as Postfix does), and a path may be given
+    /// without angle brackets. Non-ASCII UTF-8 is accepted in addresses and
+    /// parameter values; whether SMTPUTF8 permits it is the session's call
+    /// ([`Mailbox::is_ascii`]).
+    pub fn parse(line: &'a [u8]) -> Result<Command<'a>, ParseError> {
+        let (verb_bytes, args) = match memchr::memchr(b' ', line) {
+            Some(i) => (line.get(..i).unwrap_or(line), line.get(i + 1..)),
+            None => (line, None),
+        };
+        let verb = Verb::from_bytes(verb_bytes).ok_or(ParseError::UnknownCommand)?;
+        let args = match args {
+            None => None,
+            Some(a) => Some(std::str::from_utf8(a).map_err(|_| ParseError::Syntax(verb))?),
+        };
+        if let Some(a) = args {
+            // Control characters (a bare CR among them) have no place in a
+            // command line; RFC 5321 section 4.1.1 allows only printable text.
+            if a.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err(ParseError::Syntax(verb));
+            }
+        }
+        match verb {
+            Verb::Ehlo | Verb::Helo => {
+                let domain = args
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .ok_or(ParseError::Syntax(verb))?;
+                Ok(if verb == Verb::Ehlo {
+                    Command::Ehlo(Cow::Borrowed(domain))
+                } else {
+                    Command::Helo(Cow::Borrowed(domain))
+                })
+            }
+            Verb::Mail => {
+                let rest = strip_keyword(args.ok_or(ParseError::Syntax(verb))?, "FROM:")
+                    .ok_or(ParseError::Syntax(verb))?;
+                let (path, rest) = split_path(rest).ok_or(ParseError::BadAddress(verb))?;
+                let from = if path.is_empty() {
+                    ReversePath::Null
+                } else {
+                    ReversePath::Mailbox(parse_mailbox(path).ok_or(ParseError::BadAddress(verb))?)
+                };
+                let mut params = MailParameters::default();
+                for p in split_params(rest).ok_or(ParseError::BadParameter(verb))? {
+                    let (k, v) = p.map_err(|()| ParseError::BadParameter(verb))?;
+                    let bad = ParseError::BadParameter(verb);
+                    if k.eq_ignore_ascii_case("SIZE") {
+                        params.size = Some(parse_decimal(v.ok_or(bad)?).ok_or(bad)?);
+                    } else if k.eq_ignore_ascii_case("BODY") {
+                        let v = v.ok_or(bad)?;
+                        params.body = Some(if v.eq_ignore_ascii_case("7BIT") {
+                            BodyType::SevenBit
+                        } else if v.eq_ignore_ascii_case("8BITMIME") {
+                            BodyType::EightBitMime
+                        } else if v.eq_ignore_ascii_case("BINARYMIME") {
+                            BodyType::BinaryMime
+                        } else {
+                            return Err(bad);
+                        });
+                    } else if k.eq_ignore_ascii_case("SMTPUTF8") {
+                        if v.is_some() {
+                            return Err(bad);
+                        }
+                        params.smtputf8 = true;
+                    } else if k.eq_ignore_ascii_case("AUTH") {
+                        params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
+                    } else if k.eq_ignore_ascii_case("RET") {
+                        params.ret = Some(Cow::Borrowed(v.ok_or(bad)?));
+                    } else if k.eq_ignore_ascii_case("ENVID") {
+                        params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
+                    } else {
+                        params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
+                    }
+                }
+                Ok(Command::Mail { from, params })
+            }
+            Verb::Rcpt => {
+                let rest = strip_keyword(args.ok_or(ParseError::Syntax(verb))?, "TO:")
+                    .ok_or(ParseError::Syntax(verb))?;
+                let (path, rest) = split_path(rest).ok_or(ParseError::BadAddress(verb))?;
+                let to = if path.eq_ignore_ascii_case("postmaster") {
+                    ForwardPath::Postmaster
+                } else {
+                    ForwardPath::Mailbox(parse_mailbox(path).ok_or(ParseError::BadAddress(verb))?)
+                };
+                let mut params = RcptParameters::default();
+                for p in split_params(rest).ok_or(ParseError::BadParameter(verb))? {
+                    let (k, v) = p.map_err(|()| ParseError::BadParameter(verb))?;
+                    let bad = ParseError::BadParameter(verb);
+                    if k.eq_ignore_ascii_case("NOTIFY") {
+                        params.notify = Some(Cow::Borrowed(v.ok_or(bad)?));
+                    } else if k.eq_ignore_ascii_case("ORCPT") {
+                        params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
+                    } else {
+                        params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
+                    }
+                }
+                Ok(Command::Rcpt { to, params })
+            }
+            Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => {
+                if args.is_some() {
+                    return Err(ParseError::Syntax(verb));
+                }
+                Ok(match verb {
+                    Verb::Data => Command::Data,
+                    Verb::Rset => Command::Rset,
+                    Verb::Quit => Command::Quit,
+                    _ => Command::StartTls,
+                })
+            }
+            Verb::Vrfy | Verb::Expn => {
+                let a = args
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .ok_or(ParseError::Syntax(verb))?;
+                Ok(if verb == Verb::Vrfy {
+                    Command::Vrfy(Cow::Borrowed(a))
+                } else {
+                    Command::Expn(Cow::Borrowed(a))
+                })
+            }
+            Verb::Help | Verb::Noop => {
+                let a = args
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Cow::Borrowed);
+                Ok(if verb == Verb::Help {
+                    Command::Help(a)
+                } else {
+                    Command::Noop(a)
+                })
+            }
+            Verb::Auth => {
+                let a = args.ok_or(ParseError::Syntax(verb))?;
+                let (mech, ir) = match a.split_once(' ') {
+                    Some((m, ir)) => (m, Some(ir)),
+                    None => (a, None),
+                };
+                // RFC 4422 section 3.1: 1-20 of upper-case letters, digits,
+                // '-' and '_'; lower case accepted since verbs are caseless.
+                if mech.is_empty()
+                    || mech.len() > 20
+                    || !mech
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(ParseError::Syntax(verb));
+                }
+                if let Some(ir) = ir {
+                    if ir.is_empty() || !is_base64_text(ir) {
+                        return Err(ParseError::Syntax(verb));
+                    }
+                }
+                Ok(Command::Auth {
+                    mechanism: Cow::Borrowed(mech),
+                    initial_response: ir.map(Cow::Borrowed),
+                })
+            }
+            Verb::Bdat => {
+                let a = args.ok_or(ParseError::Syntax(verb))?;
+                let (size, last) = match a.split_once(' ') {
+                    Some((s, l)) if l.eq_ignore_ascii_case("LAST") => (s, true),
+                    Some(_) => return Err(ParseError::Syntax(verb)),
+                    None => (a, false),
+                };
+                let size = parse_decimal(size).ok_or(ParseError::Syntax(verb))?;
+                Ok(Command::Bdat { size, last })
+            }
+        }
+    }
+
+    /// The command's verb.
+    pub fn verb(&self) -> Verb {
+        match self {
+            Command::Ehlo(_) => Verb::Ehlo,
+            Command::Helo(_) => Verb::Helo,
+            Command::Mail { .. } => Verb::Mail,
+            Command::Rcpt { .. } => Verb::Rcpt,
+            Command::Data => Verb::Data,
+            Command::Rset => Verb::Rset,
+            Command::Vrfy(_) => Verb::Vrfy,
+            Command::Expn(_) => Verb::Expn,
+            Command::Help(_) => Verb::Help,
+            Command::Noop(_) => Verb::Noop,
+            Command::Quit => Verb::Quit,
+            Command::Auth { .. } => Verb::Auth,
+            Command::StartTls => Verb::StartTls,
+            Command::Bdat { .. } => Verb::Bdat,
+        }
+    }
+
+    /// Detach from the input line.
+    pub fn into_owned(self) -> Command<'static> {
+        match self {
+            Command::Ehlo(d) => Command::Ehlo(own(d)),
+            Command::Helo(d) => Command::Helo(own(d)),
+            Command::Mail { from, params } => Command::Mail {
+                from: from.into_owned(),
+                params: params.into_owned(),
+            },
+            Command::Rcpt { to, params } => Command::Rcpt {
+                to: to.into_owned(),
+                params: params.into_owned(),
+            },
+            Command::Data => Command::Data,
+            Command::Rset => Command::Rset,
+            Command::Vrfy(s) => Command::Vrfy(own(s)),
+            Command::Expn(s) => Command::Expn(own(s)),
+            Command::Help(s) => Command::Help(s.map(own)),
+            Command::Noop(s) => Command::Noop(s.map(own)),
+            Command::Quit => Command::Quit,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => Command::Auth {
+                mechanism: own(mechanism),
+                initial_response: initial_response.map(own),
+            },
+            Command::StartTls => Command::StartTls,
+            Command::Bdat { size, last } => Command::Bdat { size, last },
+        }
+    }
+
+    /// The command line with its CRLF, ready to send.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut s = self.to_string();
+        s.push_str("\r\n");
+        s.into_bytes()
+    }
+}
+
+impl fmt::Display for Command<'_> {
+    /// Formats the command line without its CRLF.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Ehlo(d) => write!(f, "EHLO {d}"),
+            Command::Helo(d) => write!(f, "HELO {d}"),
+            Command::Mail { from, params } => {
+                write!(f, "MAIL FROM:<{from}>")?;
+                if let Some(s) = params.size {
+                    write!(f, " SIZE={s}")?;
+                }
+                if let Some(b) = params.body {
+                    write!(f, " BODY={}", b.as_str())?;
+                }
+                if params.smtputf8 {
+                    f.write_str(" SMTPUTF8")?;
+                }
+                if let Some(a) = &params.auth {
+                    write!(f, " AUTH={a}")?;
+                }
+                if let Some(r) = &params.ret {
+                    write!(f, " RET={r}")?;
+                }
+                if let Some(e) = &params.envid {
+                    write!(f, " ENVID={e}")?;
+                }
+                write_other(f, &params.other)
+            }
+            Command::Rcpt { to, params } => {
+                write!(f, "RCPT TO:<{to}>")?;
+                if let Some(n) = &params.notify {
+                    write!(f, " NOTIFY={n}")?;
+                }
+                if let Some(o) = &params.orcpt {
+                    write!(f, " ORCPT={o}")?;
+                }
+                write_other(f, &params.other)
+            }
+            Command::Data => f.write_str("DATA"),
+            Command::Rset => f.write_str("RSET"),
+            Command::Vrfy(s) => write!(f, "VRFY {s}"),
+            Command::Expn(s) => write!(f, "EXPN {s}"),
+            Command::Help(None) => f.write_str("HELP"),
+            Command::Help(Some(s)) => write!(f, "HELP {s}"),
+            Command::Noop(None) => f.write_str("NOOP"),
+            Command::Noop(Some(s)) => write!(f, "NOOP {s}"),
+            Command::Quit => f.write_str("QUIT"),
+            Command::Auth {
+                mechanism,
+                initial_response: None,
+            } => write!(f, "AUTH {mechanism}"),
+            Command::Auth {
+                mechanism,
+                initial_response: Some(ir),
+            } => write!(f, "AUTH {mechanism} {ir}"),
+            Command::StartTls => f.write_str("STARTTLS"),
+            Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
+            Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
+        }
+    }
+}
+
+fn write_other(f: &mut fmt::Formatter<'_>, other: &[OtherParam<'_>]) -> fmt::Result {
+    for (k, v) in other {
+        match v {
+            Some(v) => write!(f, " {k}={v}")?,
+            None => write!(f, " {k}")?,
+        }
+    }
+    Ok(())
+}
+
+/// Strip a case-insensitive keyword (`FROM:` / `TO:`) and following spaces.
+fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
+    let head = s.get(..kw.len())?;
+    if !head.eq_ignore_ascii_case(kw) {
+        return None;
+    }
+    Some(s.get(kw.len()..)?.trim_start_matches(' '))
+}
+
+/// Split `<path> params` (or `path params` without brackets) into the path
+/// contents (source route removed) and the rest of the line.
+fn split_path(s: &str) -> Option<(&str, &str)> {
+    let (inner, rest) = if let Some(after) = s.strip_prefix('<') {
+        // Find the closing '>' outside a quoted local part.
+        let bytes = after.as_bytes();
+        let mut i = 0;
+        let mut in_quote = false;
+        let end = loop {
+            let b = *bytes.get(i)?;
+            if in_quote {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == b'"' {
+                    in_quote = false;
+                }
+            } else if b == b'"' {
+                in_quote = true;
+            } else if b == b'>' {
+                break i;
+            }
+            i += 1;
+        };
+        (after.get(..end)?, after.get(end + 1..)?)
+    } else {
+        if s.is_empty() {
+            return None;
+        }
+        match s.find(' ') {
+            Some(i) => (s.get(..i)?, s.get(i..)?),
+            None => (s, ""),
+        }
+    };
+    // RFC 5321 section 4.1.2 / appendix C: an A-d-l source route
+    // (`@a,@b:`) is accepted and ignored.
+    let inner = if inner.starts_with('@') {
+        let (route, mbox) = inner.split_once(':')?;
+        if !route
+            .split(',')
+            .all(|hop| hop.strip_prefix('@').is_some_and(is_domain))
+        {
+            return None;
+        }
+        mbox
+    } else {
+        inner
+    };
+    Some((inner, rest))
+}
+
+/// Parse `local-part@domain`.
+fn parse_mailbox(s: &str) -> Option<Mailbox<'_>> {
+    let at = if s.starts_with('"') {
+        // Quoted-string = DQUOTE *QcontentSMTP DQUOTE
+        let bytes = s.as_bytes();
+        let mut i = 1;
+        loop {
+            let b = *bytes.get(i)?;
+            match b {
+                b'\\' => {
+                    let n = *bytes.get(i + 1)?;
+                    // quoted-pairSMTP = %d92 %d32-126
+                    if !(32..=126).contains(&n) {
+                        return None;
+                    }
+                    i += 2;
+                    continue;
+                }
+                b'"' => break i + 1,
+                // qtextSMTP = %d32-33 / %d35-91 / %d93-126, plus UTF-8
+                32..=126 | 0x80.. => {}
+                _ => return None,
+            }
+            i += 1;
+        }
+    } else {
+        s.rfind('@')?
+    };
+    let local = s.get(..at)?;
+    let domain = s.get(at..)?.strip_prefix('@')?;
+    if local.is_empty() || !(local.starts_with('"') || is_dot_string(local)) {
+        return None;
+    }
+    if !(is_domain(domain) || is_address_literal(domain)) {
+        return None;
+    }
+    Some(Mailbox {
+        local_part: Cow::Borrowed(local),
+        domain: Cow::Borrowed(domain),
+    })
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// Dot-string = Atom *("." Atom)
+fn is_dot_string(s: &str) -> bool {
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+}
+
+/// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str],
+/// with U-labels (non-ASCII) allowed as RFC 6531 section 3.3 says.
+pub(crate) fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('.').all(|label| {
+            let ok_end = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
+            label.chars().next().is_some_and(ok_end)
+                && label.chars().next_back().is_some_and(ok_end)
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        })
+}
+
+/// address-literal = "[" ( IPv4 / IPv6 / General ) "]" (section 4.1.3).
+fn is_address_literal(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) else {
+        return false;
+    };
+    if let Some(v6) = inner
+        .get(..5)
+        .filter(|p| p.eq_ignore_ascii_case("IPv6:"))
+        .and_then(|_| inner.get(5..))
+    {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if let Some((tag, content)) = inner.split_once(':') {
+        // General-address-literal = Standardized-tag ":" 1*dcontent
+        return !tag.is_empty()
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !content.is_empty()
+            && content
+                .bytes()
+                .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b));
+    }
+    inner.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+type ParamResult<'s> = Result<(&'s str, Option<&'s str>), ()>;
+
+/// Split the parameter part (after the path). It must be empty or start
+/// with a space.
+fn split_params(rest: &str) -> Option<impl Iterator<Item = ParamResult<'_>>> {
+    if !rest.is_empty() && !rest.starts_with(' ') {
+        return None;
+    }
+    Some(rest.split(' ').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        };
+        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+        let kw_ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531)
+        let val_ok = v.is_none_or(|v| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| (33..=60).contains(&b) || (62..=126).contains(&b) || b >= 0x80)
+        });
+        if kw_ok && val_ok {
+            Ok((k, v))
+        } else {
+            Err(())
+        }
+    }))
+}
+
+/// Decimal with at most 19 digits (fits u64 without overflow checks).
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Base64 text or the lone `=` of RFC 4954 (empty initial response).
+pub(crate) fn is_base64_text(s: &str) -> bool {
+    s == "="
+        || s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command<'_>, ParseError> {
+        Command::parse(s.as_bytes())
+    }
+
+    fn mb<'a>(l: &'a str, d: &'a str) -> Mailbox<'a> {
+        Mailbox {
+            local_part: l.into(),
+            domain: d.into(),
+        }
+    }
+
+    #[test]
+    fn simple_verbs_any_case() {
+        assert_eq!(p("DATA"), Ok(Command::Data));
+        assert_eq!(p("data"), Ok(Command::Data));
+        assert_eq!(p("rSeT"), Ok(Command::Rset));
+        assert_eq!(p("QUIT"), Ok(Command::Quit));
+        assert_eq!(p("StartTLS"), Ok(Command::StartTls));
+        assert_eq!(p("NOOP"), Ok(Command::Noop(None)));
+        assert_eq!(p("NOOP hello"), Ok(Command::Noop(Some("hello".into()))));
+        assert_eq!(p("HELP"), Ok(Command::Help(None)));
+        assert_eq!(p("HELP MAIL"), Ok(Command::Help(Some("MAIL".into()))));
+        assert_eq!(p("DATA x"), Err(ParseError::Syntax(Verb::Data)));
+        assert_eq!(p("QUIT now"), Err(ParseError::Syntax(Verb::Quit)));
+        assert_eq!(p("STARTTLS x"), Err(ParseError::Syntax(Verb::StartTls)));
+        assert_eq!(p("RSET x"), Err(ParseError::Syntax(Verb::Rset)));
+    }
+
+    #[test]
+    fn unknown_and_empty() {
+        assert_eq!(p(""), Err(ParseError::UnknownCommand));
+        assert_eq!(p("FOO bar"), Err(ParseError::UnknownCommand));
+        assert_eq!(p("MAILX FROM:<>"), Err(ParseError::UnknownCommand));
+        assert_eq!(p(" MAIL FROM:<>"), Err(ParseError::UnknownCommand));
+        assert_eq!(Command::parse(b"\xff\xfe"), Err(ParseError::UnknownCommand));
+    }
+
+    #[test]
+    fn ehlo_helo() {
+        assert_eq!(
+            p("EHLO client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(
+            p("ehlo [192.0.2.1]"),
+            Ok(Command::Ehlo("[192.0.2.1]".into()))
+        );
+        assert_eq!(p("HELO x"), Ok(Command::Helo("x".into())));
+        assert_eq!(p("EHLO"), Err(ParseError::Syntax(Verb::Ehlo)));
+        assert_eq!(p("EHLO "), Err(ParseError::Syntax(Verb::Ehlo)));
+        assert_eq!(p("HELO"), Err(ParseError::Syntax(Verb::Helo)));
+        assert_eq!(p("EHLO a\rb"), Err(ParseError::Syntax(Verb::Ehlo)));
+    }
+
+    #[test]
+    fn mail_paths() {
+        assert_eq!(
+            p("MAIL FROM:<>"),
+            Ok(Command::Mail {
+                from: ReversePath::Null,
+                params: MailParameters::default()
+            })
+        );
+        assert_eq!(
+            p("mail from:<user2@mail.csuvnetwork.com>"),
+            Ok(Command::Mail {
+                from: ReversePath::Mailbox(mb("user2", "mail.csuvnetwork.com")),
+                params: MailParameters::default()
+            })
+        );
+        // Space after the colon, as Foxmail sends (the lab capture).
+        let c = p("MAIL FROM: <user2@mail.csuvnetwork.com> SIZE=1234").unwrap();
+        assert_eq!(
+            c,
+            Command::Mail {
+                from: ReversePath::Mailbox(mb("user2", "mail.csuvnetwork.com")),
+                params: MailParameters {
+                    size: Some(1234),
+                    ..Default::default()
+                }
+            }
+        );
+        // Without brackets.
+        assert!(matches!(
+            p("MAIL FROM:a@b.c"),
+            Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m == mb("a", "b.c")
+        ));
+        // Quoted local part with '>' and '@' inside.
+        assert!(matches!(
+            p(r#"MAIL FROM:<"a>b@c\"d"@example.com>"#),
+            Ok(Command::Mail { from: ReversePath::Mailbox(m), .. })
+                if m == mb(r#""a>b@c\"d""#, "example.com")
+        ));
+        // Address literals.
+        assert!(matches!(
+            p("MAIL FROM:<u@[192.0.2.1]>"),
+            Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m.is_address_literal()
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<u@[IPv6:2001:db8::1]>"),
+            Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m.domain == "[IPv6:2001:db8::1]"
+        ));
+        assert!(p("MAIL FROM:<u@[x-tag:abc]>").is_ok());
+        assert_eq!(
+            p("MAIL FROM:<u@[999.0.2.1]>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<u@[IPv6:zz]>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        // Source route ignored.
+        assert!(matches!(
+            p("MAIL FROM:<@relay.one,@relay.two:joe@example.com>"),
+            Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m == mb("joe", "example.com")
+        ));
+        assert_eq!(
+            p("MAIL FROM:<@bad..route:joe@example.com>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        // UTF-8 address (SMTPUTF8 checked by the session).
+        match p("MAIL FROM:<用户@例子.广告> SMTPUTF8").unwrap() {
+            Command::Mail { from, params } => {
+                assert!(!from.is_ascii());
+                assert!(params.smtputf8);
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn mail_errors() {
+        assert_eq!(p("MAIL"), Err(ParseError::Syntax(Verb::Mail)));
+        assert_eq!(p("MAIL TO:<a@b>"), Err(ParseError::Syntax(Verb::Mail)));
+        assert_eq!(p("MAIL FROM:"), Err(ParseError::BadAddress(Verb::Mail)));
+        assert_eq!(p("MAIL FROM:<a@b"), Err(ParseError::BadAddress(Verb::Mail)));
+        assert_eq!(p("MAIL FROM:<a>"), Err(ParseError::BadAddress(Verb::Mail)));
+        assert_eq!(p("MAIL FROM:<a@>"), Err(ParseError::BadAddress(Verb::Mail)));
+        assert_eq!(
+            p("MAIL FROM:<.a@b>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a..b@c>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@-b.c>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b..c>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p(r#"MAIL FROM:<"a@b>"#),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b>SIZE=1"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> SIZE=x"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> SIZE=99999999999999999999"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> SIZE"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> BODY=9BIT"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> SMTPUTF8=yes"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> -X=1"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b> X=a=b"),
+            Err(ParseError::BadParameter(Verb::Mail))
+        );
+    }
+
+    #[test]
+    fn mail_params() {
+        let c = p("MAIL FROM:<a@b> size=10 body=8bitmime SMTPUTF8 AUTH=<> RET=HDRS ENVID=QQ314159 X-FOO=bar XFLAG").unwrap();
+        let Command::Mail { params, .. } = c else {
+            panic!()
+        };
+        assert_eq!(params.size, Some(10));
+        assert_eq!(params.body, Some(BodyType::EightBitMime));
+        assert!(params.smtputf8);
+        assert_eq!(params.auth.as_deref(), Some("<>"));
+        assert_eq!(params.ret.as_deref(), Some("HDRS"));
+        assert_eq!(params.envid.as_deref(), Some("QQ314159"));
+        assert_eq!(
+            params.other,
+            vec![("X-FOO".into(), Some("bar".into())), ("XFLAG".into(), None)]
+        );
+        let Command::Mail { params, .. } = p("MAIL FROM:<a@b> BODY=7BIT").unwrap() else {
+            panic!()
+        };
+        assert_eq!(params.body, Some(BodyType::SevenBit));
+        let Command::Mail { params, .. } = p("MAIL FROM:<a@b> BODY=BINARYMIME").unwrap() else {
+            panic!()
+        };
+        assert_eq!(params.body, Some(BodyType::BinaryMime));
+        let Command::Mail { params, .. } = p("MAIL FROM:<a@b> AUTH=joe+40example.com").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(params.auth.as_deref(), Some("joe+40example.com"));
+    }
+
+    #[test]
+    fn rcpt_forms() {
+        assert_eq!(
+            p("RCPT TO:<postmaster>"),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Postmaster,
+                params: RcptParameters::default()
+            })
+        );
+        assert_eq!(
+            p("rcpt to:<PostMaster>"),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Postmaster,
+                params: RcptParameters::default()
+            })
+        );
+        assert!(matches!(
+            p("RCPT TO:<Postmaster@csuvnetwork.com>"),
+            Ok(Command::Rcpt { to: ForwardPath::Mailbox(m), .. }) if m == mb("Postmaster", "csuvnetwork.com")
+        ));
+        let c = p("RCPT TO: <user1@csuvnetwork.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;user1@csuvnetwork.com XX=1").unwrap();
+        let Command::Rcpt { to, params } = c else {
+            panic!()
+        };
+        assert_eq!(to, ForwardPath::Mailbox(mb("user1", "csuvnetwork.com")));
+        assert_eq!(params.notify.as_deref(), Some("SUCCESS,FAILURE"));
+        assert_eq!(
+            params.orcpt.as_deref(),
+            Some("rfc822;user1@csuvnetwork.com")
+        );
+        assert_eq!(params.other, vec![("XX".into(), Some("1".into()))]);
+        assert_eq!(p("RCPT TO:<>"), Err(ParseError::BadAddress(Verb::Rcpt)));
+        assert_eq!(p("RCPT FROM:<a@b>"), Err(ParseError::Syntax(Verb::Rcpt)));
+        assert_eq!(p("RCPT"), Err(ParseError::Syntax(Verb::Rcpt)));
+        assert_eq!(
+            p("RCPT TO:<a@b> NOTIFY"),
+            Err(ParseError::BadParameter(Verb::Rcpt))
+        );
+    }
+
+    #[test]
+    fn vrfy_expn() {
+        assert_eq!(p("VRFY user1"), Ok(Command::Vrfy("user1".into())));
+        assert_eq!(p("EXPN staff"), Ok(Command::Expn("staff".into())));
+        assert_eq!(p("VRFY"), Err(ParseError::Syntax(Verb::Vrfy)));
+        assert_eq!(p("EXPN  "), Err(ParseError::Syntax(Verb::Expn)));
+    }
+
+    #[test]
+    fn auth_forms() {
+        assert_eq!(
+            p("AUTH LOGIN"),
+            Ok(Command::Auth {
+                mechanism: "LOGIN".into(),
+                initial_response: None
+            })
+        );
+        assert_eq!(
+            p("auth plain AHVzZXIxAHBhc3M="),
+            Ok(Command::Auth {
+                mechanism: "plain".into(),
+                initial_response: Some("AHVzZXIxAHBhc3M=".into())
+            })
+        );
+        assert_eq!(
+            p("AUTH PLAIN ="),
+            Ok(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: Some("=".into())
+            })
+        );
+        assert_eq!(p("AUTH"), Err(ParseError::Syntax(Verb::Auth)));
+        assert_eq!(p("AUTH LO*GIN"), Err(ParseError::Syntax(Verb::Auth)));
+        assert_eq!(p("AUTH PLAIN a b"), Err(ParseError::Syntax(Verb::Auth)));
+        assert_eq!(
+            p("AUTH ABCDEFGHIJKLMNOPQRSTU"),
+            Err(ParseError::Syntax(Verb::Auth))
+        );
+    }
+
+    #[test]
+    fn bdat_forms() {
+        assert_eq!(
+            p("BDAT 0 LAST"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        assert_eq!(
+            p("bdat 1000 last"),
+            Ok(Command::Bdat {
+                size: 1000,
+                last: true
+            })
+        );
+        assert_eq!(
+            p("BDAT 86"),
+            Ok(Command::Bdat {
+                size: 86,
+                last: false
+            })
+        );
+        assert_eq!(p("BDAT"), Err(ParseError::Syntax(Verb::Bdat)));
+        assert_eq!(p("BDAT x"), Err(ParseError::Syntax(Verb::Bdat)));
+        assert_eq!(p("BDAT 1 FIRST"), Err(ParseError::Syntax(Verb::Bdat)));
+        assert_eq!(p("BDAT -1"), Err(ParseError::Syntax(Verb::Bdat)));
+    }
+
+    #[test]
+    fn error_replies() {
+        assert_eq!(
+            ParseError::UnknownCommand.reply().to_string(),
+            "500 5.5.2 Error: command not recognized\r\n"
+        );
+        assert_eq!(
+            ParseError::Syntax(Verb::Mail).reply().to_string(),
+            "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"
+        );
+        assert_eq!(
+            ParseError::BadAddress(Verb::Mail).reply().to_string(),
+            "501 5.1.7 Bad sender address syntax\r\n"
+        );
+        assert_eq!(
+            ParseError::BadAddress(Verb::Rcpt).reply().to_string(),
+            "501 5.1.3 Bad recipient address syntax\r\n"
+        );
+        assert_eq!(
+            ParseError::BadParameter(Verb::Rcpt).reply().to_string(),
+            "501 5.5.4 Bad RCPT parameter syntax\r\n"
+        );
+    }
+
+    #[test]
+    fn format_and_owned() {
+        let line = "MAIL FROM:<a@b.c> SIZE=5 BODY=8BITMIME SMTPUTF8 AUTH=<> RET=FULL ENVID=x X=y Z";
+        let c = p(line).unwrap();
+        assert_eq!(c.to_string(), line);
+        let owned = c.clone().into_owned();
+        assert_eq!(owned, c);
+        assert_eq!(
+            Command::Bdat {
+                size: 3,
+                last: true
+            }
+            .to_line(),
+            b"BDAT 3 LAST\r\n"
+        );
+        assert_eq!(owned.verb(), Verb::Mail);
+    }
+}

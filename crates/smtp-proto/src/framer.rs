@@ -1,0 +1,333 @@
+//! The framing layer: the one place where input bytes are cut into units.
+//!
+//! Like imap-codec's `Fragmentizer`, the [`Framer`] knows nothing of command
+//! syntax; it only cuts the input into
+//!
+//! * command lines and SASL responses ([`Frame::Line`]), capped in size: an
+//!   oversized line is skipped to its end and reported as
+//!   [`Frame::LineTooLong`], so no tail of it is ever read as a command;
+//! * DATA bodies ([`Framer::expect_data`]): dot-unstuffed chunks
+//!   ([`Frame::Data`]) and the end ([`Frame::DataEnd`]) at the standard
+//!   `<CRLF>.<CRLF>` only;
+//! * BDAT chunks ([`Framer::expect_chunk`]): exactly the announced number of
+//!   octets ([`Frame::Chunk`], [`Frame::ChunkEnd`]), never looked into.
+//!
+//! The session switches mode; when a DATA body or BDAT chunk ends, the
+//! framer returns to line mode by itself.
+//!
+//! # Line ends and SMTP smuggling
+//!
+//! A line ends at LF. A line ending in CRLF is standard; one ending in a
+//! bare LF is reported (`bare_lf`) so the session can apply its
+//! [`BareLf`] policy. A bare CR is never a line end.
+//!
+//! In a DATA body the end is a line `.` CRLF whose previous line ended in a
+//! real CRLF (the CRLF of the DATA command counts for the first line), as
+//! RFC 5321 section 4.1.1.4 defines `<CRLF>.<CRLF>`. A line ending in a bare
+//! LF therefore never takes part in the end of data: under
+//! [`BareLf::Normalize`] it is passed on with CRLF, under [`BareLf::Reject`]
+//! it is passed on as is and [`Frame::DataEnd`] says `bare_lf: true` so
+//! that the session refuses the message. `\n.\n`, `\r\n.\n`, `\n.\r\n`,
+//! `\r.\r\n` and `\r\n.\r` thus never end a message (CVE-2023-51764 and
+//! relatives).
+//!
+//! Other lines that start with `.` lose that dot (RFC 5321 section 4.5.2).
+//!
+//! Memory: the framer holds what the host enqueued and has not been framed,
+//! plus at most `line_cap` octets of a command line, or two octets of a
+//! DATA line (a pending `.` or CR whose meaning depends on the next byte).
+
+/// What to do with a line that ends in a bare LF (Postfix 3.9
+/// `smtpd_forbid_bare_newline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareLf {
+    /// Accept the line as if it ended in CRLF (DATA lines are stored with
+    /// CRLF), but never let it take part in the end of data.
+    #[default]
+    Normalize,
+    /// Refuse: a command line is answered with an error and not executed;
+    /// a message containing one is refused with `550 5.5.2` after its end.
+    Reject,
+}
+
+/// One unit cut from the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Not enough buffered input for the next unit.
+    NeedMore,
+    /// A complete line without its line end.
+    Line {
+        /// Line contents, without CRLF or LF.
+        line: &'a [u8],
+        /// The line ended in a bare LF.
+        bare_lf: bool,
+        /// Octets the line occupied, line end included.
+        len: usize,
+    },
+    /// A line longer than the cap was skipped through its line end.
+    LineTooLong,
+    /// Dot-unstuffed DATA body octets (never empty).
+    Data(Vec<u8>),
+    /// The DATA body ended; the framer is back in line mode.
+    DataEnd {
+        /// The body contained a line ending in a bare LF.
+        bare_lf: bool,
+    },
+    /// BDAT chunk octets (never empty).
+    Chunk(Vec<u8>),
+    /// The BDAT chunk is complete; the framer is back in line mode.
+    ChunkEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Line,
+    Data {
+        at_line_start: bool,
+        prev_crlf: bool,
+        bare_lf: bool,
+    },
+    Chunk {
+        remaining: u64,
+    },
+    /// The end was seen after some final body octets; report it next.
+    DataEndPending {
+        bare_lf: bool,
+    },
+}
+
+/// Cuts buffered input into [`Frame`]s. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Framer {
+    buf: Vec<u8>,
+    pos: usize,
+    mode: Mode,
+    policy: BareLf,
+    line_cap: usize,
+    skipping: bool,
+}
+
+impl Framer {
+    /// A framer in line mode. `line_cap` is the largest line (line end
+    /// included) ever returned; longer lines are skipped.
+    pub fn new(line_cap: usize, policy: BareLf) -> Self {
+        Framer {
+            buf: Vec::new(),
+            pos: 0,
+            mode: Mode::Line,
+            policy,
+            line_cap: line_cap.max(3),
+            skipping: false,
+        }
+    }
+
+    /// Append received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 4096 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Octets buffered and not yet framed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Drop everything buffered (after `220 Ready to start TLS`, RFC 3207
+    /// section 4.2: plaintext pipelined after STARTTLS must not be
+    /// executed once TLS is up).
+    pub fn discard_buffered(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.skipping = false;
+    }
+
+    /// Switch to DATA body mode (after sending 354).
+    pub fn expect_data(&mut self) {
+        self.mode = Mode::Data {
+            at_line_start: true,
+            prev_crlf: true,
+            bare_lf: false,
+        };
+    }
+
+    /// Switch to BDAT chunk mode for `size` octets (also when the chunk
+    /// is to be discarded: its octets must never be read as commands).
+    pub fn expect_chunk(&mut self, size: u64) {
+        self.mode = Mode::Chunk { remaining: size };
+    }
+
+    /// True in line mode (commands and SASL responses).
+    pub fn in_line_mode(&self) -> bool {
+        self.mode == Mode::Line
+    }
+
+    /// Cut the next unit.
+    pub fn next_frame(&mut self) -> Frame<'_> {
+        match self.mode {
+            Mode::Line => self.line(),
+            Mode::Data {
+                at_line_start,
+                prev_crlf,
+                bare_lf,
+            } => self.data(at_line_start, prev_crlf, bare_lf),
+            Mode::DataEndPending { bare_lf } => {
+                self.mode = Mode::Line;
+                Frame::DataEnd { bare_lf }
+            }
+            Mode::Chunk { remaining } => {
+                if remaining == 0 {
+                    self.mode = Mode::Line;
+                    return Frame::ChunkEnd;
+                }
+                let avail = self.buf.get(self.pos..).unwrap_or_default();
+                if avail.is_empty() {
+                    return Frame::NeedMore;
+                }
+                let n = usize::try_from(remaining).map_or(avail.len(), |r| r.min(avail.len()));
+                let chunk = avail.get(..n).unwrap_or_default().to_vec();
+                self.pos += n;
+                self.mode = Mode::Chunk {
+                    remaining: remaining - n as u64,
+                };
+                Frame::Chunk(chunk)
+            }
+        }
+    }
+
+    fn line(&mut self) -> Frame<'_> {
+        loop {
+            let avail = self.buf.get(self.pos..).unwrap_or_default();
+            if self.skipping {
+                match memchr::memchr(b'\n', avail) {
+                    None => {
+                        self.pos = self.buf.len();
+                        return Frame::NeedMore;
+                    }
+                    Some(off) => {
+                        self.pos += off + 1;
+                        self.skipping = false;
+                        return Frame::LineTooLong;
+                    }
+                }
+            }
+            let scan = avail
+                .get(..self.line_cap.min(avail.len()))
+                .unwrap_or_default();
+            match memchr::memchr(b'\n', scan) {
+                Some(off) => {
+                    let start = self.pos;
+                    self.pos += off + 1;
+                    let raw = self.buf.get(start..start + off).unwrap_or_default();
+                    let (line, bare_lf) = match raw.strip_suffix(b"\r") {
+                        Some(l) => (l, false),
+                        None => (raw, true),
+                    };
+                    return Frame::Line {
+                        line,
+                        bare_lf,
+                        len: off + 1,
+                    };
+                }
+                None if avail.len() >= self.line_cap => {
+                    // Oversized: drop what we have and skip to the line end.
+                    self.skipping = true;
+                }
+                None => return Frame::NeedMore,
+            }
+        }
+    }
+
+    fn data(&mut self, mut at_line_start: bool, mut prev_crlf: bool, mut bare: bool) -> Frame<'_> {
+        let avail = self.buf.get(self.pos..).unwrap_or_default();
+        let mut out = Vec::with_capacity(avail.len() + avail.len() / 64);
+        let mut i = 0usize; // next unexamined byte
+        let mut run = 0usize; // first byte not yet copied to `out`
+                              // Index where the current line began within `avail` (0 when it
+                              // began in an earlier call; its trailing CR, if any, was held back
+                              // so it is still in `avail`).
+        let mut floor = 0usize;
+        let mut ended = false;
+        loop {
+            if at_line_start {
+                let Some(&first) = avail.get(i) else { break };
+                if first == b'.' {
+                    match (avail.get(i + 1), avail.get(i + 2)) {
+                        (None, _) | (Some(b'\r'), None) => break, // undecidable yet
+                        (Some(b'\r'), Some(b'\n')) if prev_crlf => {
+                            out.extend_from_slice(avail.get(run..i).unwrap_or_default());
+                            i += 3;
+                            run = i;
+                            ended = true;
+                            break;
+                        }
+                        _ => {
+                            // Dot-stuffed line (RFC 5321 section 4.5.2).
+                            out.extend_from_slice(avail.get(run..i).unwrap_or_default());
+                            run = i + 1;
+                        }
+                    }
+                }
+                at_line_start = false;
+                floor = i;
+            }
+            let rest = avail.get(i..).unwrap_or_default();
+            match memchr::memchr(b'\n', rest) {
+                Some(off) => {
+                    let lf = i + off;
+                    let crlf = lf > floor && avail.get(lf - 1) == Some(&b'\r');
+                    if crlf {
+                        prev_crlf = true;
+                    } else {
+                        prev_crlf = false;
+                        match self.policy {
+                            BareLf::Normalize => {
+                                out.extend_from_slice(avail.get(run..lf).unwrap_or_default());
+                                out.extend_from_slice(b"\r\n");
+                                run = lf + 1;
+                            }
+                            BareLf::Reject => bare = true,
+                        }
+                    }
+                    i = lf + 1;
+                    at_line_start = true;
+                }
+                None => {
+                    // Partial line: pass it on, except a trailing CR whose
+                    // meaning (CRLF or bare CR) depends on the next byte.
+                    i = avail.len();
+                    if i > floor && avail.last() == Some(&b'\r') {
+                        i -= 1;
+                    }
+                    break;
+                }
+            }
+        }
+        out.extend_from_slice(avail.get(run..i.max(run)).unwrap_or_default());
+        self.pos += i;
+        if ended {
+            self.mode = Mode::Line;
+            if out.is_empty() {
+                return Frame::DataEnd { bare_lf: bare };
+            }
+            // Report the tail first; DataEnd follows on the next call.
+            self.mode = Mode::DataEndPending { bare_lf: bare };
+            return Frame::Data(out);
+        }
+        self.mode = Mode::Data {
+            at_line_start,
+            prev_crlf,
+            bare_lf: bare,
+        };
+        if out.is_empty() {
+            Frame::NeedMore
+        } else {
+            Frame::Data(out)
+        }
+    }
+}

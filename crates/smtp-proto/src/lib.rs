@@ -1,0 +1,116 @@
+//! Sans-I/O ESMTP engine: command and reply codec, one framing layer, and
+//! server and client sessions that a host drives with bytes, time values
+//! and answers to decision events. No sockets, no async runtime, no clock.
+//!
+//! * [`command`]: [`Command::parse`] (zero-copy, every RFC 5321 command
+//!   plus AUTH, STARTTLS, BDAT) and formatting.
+//! * [`reply`]: [`Reply`] with RFC 3463 enhanced status codes, single and
+//!   multi-line, formatting and [`Reply::parse`].
+//! * [`framer`]: the only code that cuts input into command lines, SASL
+//!   responses, DATA bodies (dot-unstuffing, smuggling-proof end of data)
+//!   and BDAT chunks.
+//! * [`server`]: [`ServerSession`], the receiver, with Postfix's reply texts.
+//! * [`transcript`]: `C:`/`S:` lines of a dialogue, credentials marked.
+//!
+//! # Driving a server session
+//!
+//! One [`ServerSession`] serves one connection. The host owns the socket
+//! and the clock (any monotonic clock, given as a [`Duration`] since an
+//! epoch the host picks, e.g. `Instant::now() - start`). Call
+//! [`ServerSession::next`] in a loop and act on what it returns:
+//!
+//! | `next()` returns | the host then |
+//! |---|---|
+//! | `Err(Interrupt::Send(bytes))` | writes all `bytes` to the client |
+//! | `Err(Interrupt::NeedInput)` | waits for the socket to be readable, or for [`ServerSession::poll_timeout`] to pass; passes what it read to [`ServerSession::enqueue_input`] or calls [`ServerSession::handle_timeout`] |
+//! | `Err(Interrupt::Close)` | closes the connection (sticky: every later call says `Close`) |
+//! | `Ok(Event::Mail { .. })`, `Ok(Event::Rcpt { .. })`, `Ok(Event::Vrfy { .. })` | decides, calls [`ServerSession::decide`] |
+//! | `Ok(Event::Auth(credentials))` | checks them, calls [`ServerSession::auth_result`] |
+//! | `Ok(Event::AuthChallenge)` | calls [`ServerSession::provide_challenge`] with a fresh CRAM-MD5 challenge |
+//! | `Ok(Event::MessageStart)` | opens a temporary file |
+//! | `Ok(Event::BodyChunk(bytes))` | appends the (already dot-unstuffed) bytes |
+//! | `Ok(Event::MessageEnd(envelope))` | makes the message durable (fsync, rename), then calls [`ServerSession::message_result`]; `250` is sent only now |
+//! | `Ok(Event::MessageAborted(_))` | discards the temporary file |
+//! | `Ok(Event::StartTls)` | the `220` reply has already been returned as `Send`: runs the TLS handshake, then calls [`ServerSession::tls_established`] and from then on passes decrypted bytes |
+//! | `Ok(Event::Helo { .. })` | nothing required (logging) |
+//!
+//! A decision event must be answered before `next` is called again
+//! (otherwise it returns [`Interrupt::AwaitingAnswer`]). While the host
+//! decides, the session keeps any pipelined input buffered and replies in
+//! order afterwards; replies are batched as RFC 2920 section 3.2 says and
+//! handed out when the buffered input is exhausted, at once for EHLO, DATA,
+//! BDAT LAST, QUIT and unknown commands. Read from the socket only after
+//! `NeedInput`: memory then stays bounded by the configured limits.
+//! With [`ServerConfig::record_transcript`] set, [`ServerSession::poll_transcript`]
+//! yields the dialogue line by line for `C:`/`S:` logs.
+//!
+//! ```
+//! use std::time::Duration;
+//! use smtp_proto::{Delivery, Event, Interrupt, ServerConfig, ServerSession, Verdict};
+//!
+//! let mut session = ServerSession::new(ServerConfig::new("mail.example.org"), Duration::ZERO);
+//! // What a client sends, here all at once (pipelined); any split works.
+//! let mut input: Vec<&[u8]> = vec![b"EHLO client.example\r\nMAIL FROM:<a@example.net>\r\n\
+//!     RCPT TO:<b@example.org>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n"];
+//! let (mut sent, mut body) = (Vec::new(), Vec::new());
+//! loop {
+//!     match session.next() {
+//!         Ok(Event::Mail { .. } | Event::Rcpt { .. } | Event::Vrfy { .. }) => {
+//!             session.decide(Verdict::Accept).unwrap()
+//!         }
+//!         Ok(Event::BodyChunk(bytes)) => body.extend_from_slice(&bytes),
+//!         Ok(Event::MessageEnd(envelope)) => {
+//!             assert_eq!(envelope.recipients.len(), 1);
+//!             // ... store `body` durably, then:
+//!             session.message_result(Delivery::Accepted { queue_id: "4F2A".into() }).unwrap();
+//!         }
+//!         Ok(_) => {}
+//!         Err(Interrupt::Send(bytes)) => sent.extend_from_slice(&bytes),
+//!         Err(Interrupt::NeedInput) => match input.pop() {
+//!             Some(bytes) => session.enqueue_input(Duration::from_secs(1), bytes),
+//!             None => session.handle_timeout(session.poll_timeout().unwrap()),
+//!         },
+//!         Err(Interrupt::Close) => break,
+//!         Err(Interrupt::AwaitingAnswer) => unreachable!(),
+//!     }
+//! }
+//! assert_eq!(body, b"Subject: hi\r\n\r\n.dot\r\n");
+//! let sent = String::from_utf8(sent).unwrap();
+//! assert!(sent.starts_with("220 mail.example.org ESMTP\r\n250-mail.example.org\r\n"));
+//! assert!(sent.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n\
+//!     250 2.0.0 Ok: queued as 4F2A\r\n221 2.0.0 Bye\r\n"));
+//! ```
+//!
+//! [`Duration`]: std::time::Duration
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod auth;
+pub mod command;
+pub mod framer;
+pub mod reply;
+mod secret;
+pub mod server;
+pub mod transcript;
+
+pub use auth::{cram_md5_digest, Credentials, Mechanism};
+pub use command::{
+    BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,
+    ReversePath, Verb,
+};
+pub use framer::{BareLf, Frame, Framer};
+pub use reply::{EnhancedStatus, Reply, ReplyError};
+pub use secret::Secret;
+pub use server::{
+    AbortReason, AuthResult, Delivery, Envelope, Event, Interrupt, ServerConfig, ServerSession,
+    UsageError, Verdict,
+};
+pub use transcript::{Direction, EntryKind, TranscriptEntry};

@@ -1,0 +1,1237 @@
+//! The server session: a Sans-I/O ESMTP receiver.
+//!
+//! See the [crate docs](crate) for the driving loop and exactly when to call
+//! each method.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::auth::{b64_decode, b64_encode, Credentials, Mechanism};
+use crate::command::{BodyType, Command, ForwardPath, MailParameters, RcptParameters, ReversePath};
+use crate::framer::{BareLf, Frame, Framer};
+use crate::reply::{write_line, Reply};
+use crate::transcript::{Direction, EntryKind, TranscriptEntry};
+use crate::Secret;
+
+/// RFC 4954 section 4: an AUTH command line or SASL response may be up to
+/// 12288 octets, more than the 512 of ordinary commands.
+pub const SASL_LINE_LIMIT: usize = 12288;
+
+/// Server configuration. [`ServerConfig::new`] gives Postfix-like defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Host name in the greeting, EHLO and 421 replies.
+    pub hostname: String,
+    /// Greeting text after the host name: `220 <hostname> <greeting>`.
+    pub greeting: String,
+    /// Message size limit in octets, advertised as `SIZE n`; 0 = none.
+    pub max_message_size: u64,
+    /// Recipients per transaction (`452 4.5.3` beyond).
+    pub max_recipients: usize,
+    /// Client errors before `421 4.7.0 ... too many errors` and close.
+    pub max_errors: u32,
+    /// Command line limit in octets, CRLF included (RFC 5321 section
+    /// 4.5.3.1.4: at least 512).
+    pub line_limit: usize,
+    /// Bare LF policy for command lines and DATA.
+    pub bare_lf: BareLf,
+    /// SASL mechanisms offered (empty: no AUTH).
+    pub auth_mechanisms: Vec<Mechanism>,
+    /// Submission policy: MAIL needs a successful AUTH first (530).
+    pub auth_required: bool,
+    /// Offer AUTH only once TLS is active (Postfix `smtpd_tls_auth_only`).
+    pub auth_requires_tls: bool,
+    /// The host can do TLS: STARTTLS is advertised until TLS is active.
+    pub tls_available: bool,
+    /// MAIL needs HELO/EHLO first (503), as RFC 5321 section 4.1.4 expects.
+    pub require_helo: bool,
+    /// Advertise and accept SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// Advertise and accept CHUNKING / BDAT (RFC 3030).
+    pub chunking: bool,
+    /// Waiting for a command (RFC 5321 section 4.5.3.2.7: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for more DATA or BDAT octets (section 4.5.3.2.5: 3 minutes).
+    pub data_timeout: Duration,
+    /// Record a transcript ([`ServerSession::poll_transcript`]).
+    pub record_transcript: bool,
+}
+
+impl ServerConfig {
+    /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
+    /// 512-octet lines, bare LF normalised, no AUTH, no TLS, HELO required,
+    /// SMTPUTF8 and CHUNKING on, 300 s / 180 s timeouts.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        ServerConfig {
+            hostname: hostname.into(),
+            greeting: "ESMTP".into(),
+            max_message_size: 10_240_000,
+            max_recipients: 1000,
+            max_errors: 20,
+            line_limit: 512,
+            bare_lf: BareLf::Normalize,
+            auth_mechanisms: Vec::new(),
+            auth_required: false,
+            auth_requires_tls: false,
+            tls_available: false,
+            require_helo: true,
+            smtputf8: true,
+            chunking: true,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            record_transcript: false,
+        }
+    }
+}
+
+/// The envelope of a complete message, given with [`Event::MessageEnd`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `MAIL FROM`.
+    pub from: ReversePath<'static>,
+    /// MAIL parameters.
+    pub params: MailParameters<'static>,
+    /// Accepted recipients, in order, with their parameters.
+    pub recipients: Vec<(ForwardPath<'static>, RcptParameters<'static>)>,
+    /// HELO/EHLO argument.
+    pub helo: Option<String>,
+    /// EHLO (true) or HELO (false).
+    pub esmtp: bool,
+    /// Authenticated user, if any.
+    pub authenticated: Option<String>,
+    /// TLS was active.
+    pub tls: bool,
+    /// Body size in octets as handed over.
+    pub size: u64,
+    /// Received with BDAT (CHUNKING) rather than DATA.
+    pub chunked: bool,
+}
+
+/// Why a message body that was started ([`Event::MessageStart`]) will not
+/// be completed: the host discards what it stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// It exceeded the size limit (552 follows at its end).
+    TooBig,
+    /// It contained a bare LF under [`BareLf::Reject`] (550 sent).
+    BareLf,
+    /// RSET, EHLO/HELO or a BDAT error ended the transaction.
+    Reset,
+    /// The session timed out or closed.
+    Closed,
+}
+
+/// Something the host learns or must decide. Decision events say which
+/// method answers them; until it is called, [`ServerSession::next`] returns
+/// [`Interrupt::AwaitingAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// HELO or EHLO accepted (information).
+    Helo {
+        /// The client's argument.
+        domain: String,
+        /// EHLO (true) or HELO.
+        extended: bool,
+    },
+    /// Check credentials; answer with [`ServerSession::auth_result`].
+    Auth(Credentials),
+    /// CRAM-MD5 needs a fresh challenge such as `<random.time@host>`;
+    /// answer with [`ServerSession::provide_challenge`].
+    AuthChallenge,
+    /// Accept a sender; answer with [`ServerSession::decide`].
+    Mail {
+        /// Sender.
+        from: ReversePath<'static>,
+        /// Parameters.
+        params: MailParameters<'static>,
+    },
+    /// Accept a recipient; answer with [`ServerSession::decide`].
+    Rcpt {
+        /// Recipient.
+        to: ForwardPath<'static>,
+        /// Parameters.
+        params: RcptParameters<'static>,
+    },
+    /// VRFY; answer with [`ServerSession::decide`]: `Accept` sends
+    /// `252 2.0.0 <argument>`, `Reject(reply)` sends `reply`.
+    Vrfy {
+        /// The argument as given.
+        argument: String,
+    },
+    /// A message body begins (after 354 or with the first BDAT): open a
+    /// temporary file (information).
+    MessageStart,
+    /// Body octets, dot-unstuffed, CRLF line ends (information).
+    BodyChunk(Vec<u8>),
+    /// The body is complete: make it durable, then answer with
+    /// [`ServerSession::message_result`]. 250 is sent only then.
+    MessageEnd(Envelope),
+    /// The body begun will not complete: discard it (information).
+    MessageAborted(AbortReason),
+    /// `220 2.0.0 Ready to start TLS` has been handed out: do the TLS
+    /// handshake, then call [`ServerSession::tls_established`] (or drop the
+    /// connection if it fails).
+    StartTls,
+}
+
+/// What the host must do before calling [`ServerSession::next`] again.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupt {
+    /// All input has been used: read more, pass it to
+    /// [`ServerSession::enqueue_input`] (or call
+    /// [`ServerSession::handle_timeout`] when
+    /// [`ServerSession::poll_timeout`] passes).
+    NeedInput,
+    /// Write these bytes to the client, then call `next` again.
+    Send(Vec<u8>),
+    /// Everything has been sent: close the connection. Sticky.
+    Close,
+    /// A decision event has not been answered yet (a host bug).
+    AwaitingAnswer,
+}
+
+/// The host's verdict on MAIL, RCPT or VRFY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accept (`250 2.1.0 Ok`, `250 2.1.5 Ok`, `252 2.0.0 <arg>`).
+    Accept,
+    /// Send this reply instead (e.g. `550 5.1.1 ... User unknown`).
+    Reject(Reply),
+}
+
+/// The host's answer to a credential check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    /// `235 2.7.0 Authentication successful`.
+    Success,
+    /// `535 5.7.8 Error: authentication failed`.
+    Failure,
+    /// `454 4.7.0 Temporary authentication failure`.
+    TemporaryFailure,
+}
+
+/// The host's answer to [`Event::MessageEnd`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The message is durable: `250 2.0.0 Ok: queued as <queue_id>`.
+    Accepted {
+        /// Identifier for the reply and the logs.
+        queue_id: String,
+    },
+    /// Not stored: send this reply (e.g. `451 4.3.0 Error: queue file
+    /// write error`).
+    Failed(Reply),
+}
+
+/// Misuse of the answer methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// The method does not answer the pending event (or none is pending).
+    #[error("no matching decision is pending")]
+    NotAwaiting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaiting {
+    Auth(String),
+    Challenge,
+    Mail(ReversePath<'static>, MailParameters<'static>),
+    Rcpt(ForwardPath<'static>, RcptParameters<'static>),
+    Vrfy(String),
+    Message,
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPass(String),
+    Cram(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Input {
+    Command,
+    Sasl(Sasl),
+    Data,
+    Chunk {
+        size: u64,
+        last: bool,
+        error: Option<Reply>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Body {
+    size: u64,
+    too_big: bool,
+    chunked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Transaction {
+    from: ReversePath<'static>,
+    params: MailParameters<'static>,
+    recipients: Vec<(ForwardPath<'static>, RcptParameters<'static>)>,
+    body: Option<Body>,
+}
+
+/// What to do to the framer once a frame's borrow has ended.
+enum After {
+    Nothing,
+    ExpectData,
+    ExpectChunk(u64),
+    DiscardInput,
+}
+
+#[derive(Debug)]
+struct Core {
+    cfg: ServerConfig,
+    out: Vec<u8>,
+    flush: bool,
+    events: VecDeque<Event>,
+    transcript: VecDeque<TranscriptEntry>,
+    awaiting: Option<Awaiting>,
+    input: Input,
+    helo: Option<String>,
+    esmtp: bool,
+    user: Option<String>,
+    tls: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    last_input: Duration,
+    closing: bool,
+    closed: bool,
+}
+
+/// A Sans-I/O SMTP server session for one connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    framer: Framer,
+    core: Core,
+}
+
+impl ServerSession {
+    /// Start a session; the greeting is the first output. `now` is the
+    /// current time on the host's clock (any epoch, e.g. time since the
+    /// process started), the same clock as for every later call.
+    pub fn new(config: ServerConfig, now: Duration) -> Self {
+        let cap = config.line_limit.max(SASL_LINE_LIMIT);
+        let framer = Framer::new(cap, config.bare_lf);
+        let mut core = Core {
+            cfg: config,
+            out: Vec::new(),
+            flush: false,
+            events: VecDeque::new(),
+            transcript: VecDeque::new(),
+            awaiting: None,
+            input: Input::Command,
+            helo: None,
+            esmtp: false,
+            user: None,
+            tls: false,
+            tx: None,
+            errors: 0,
+            last_input: now,
+            closing: false,
+            closed: false,
+        };
+        let greeting = format!("{} {}", core.cfg.hostname, core.cfg.greeting);
+        core.reply_plain(220, greeting.trim_end());
+        core.flush = true;
+        ServerSession { framer, core }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.core.cfg
+    }
+
+    /// Hand over bytes read from the client, with the current time (it
+    /// restarts the idle timer). Call it after [`Interrupt::NeedInput`];
+    /// input given while a decision is pending is buffered (pipelining).
+    /// Input after close is ignored.
+    pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        if self.core.closing || self.core.closed {
+            return;
+        }
+        self.core.last_input = now;
+        self.framer.push(bytes);
+    }
+
+    /// Drive the session: returns the next event, or what the host must do
+    /// first. Call it in a loop; see the crate docs.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Event, Interrupt> {
+        loop {
+            let core = &mut self.core;
+            if core.flush {
+                core.flush = false;
+                if !core.out.is_empty() {
+                    return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                }
+            }
+            if let Some(e) = core.events.pop_front() {
+                return Ok(e);
+            }
+            if core.closed {
+                return Err(Interrupt::Close);
+            }
+            if core.closing {
+                if !core.out.is_empty() {
+                    return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                }
+                core.closed = true;
+                return Err(Interrupt::Close);
+            }
+            if core.awaiting.is_some() {
+                return Err(Interrupt::AwaitingAnswer);
+            }
+            let after = match self.framer.next_frame() {
+                Frame::NeedMore => {
+                    // RFC 2920 section 3.2: flush when no more input is
+                    // buffered.
+                    if !core.out.is_empty() {
+                        return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                    }
+                    return Err(Interrupt::NeedInput);
+                }
+                Frame::Line { line, bare_lf, len } => core.on_line(line, bare_lf, len),
+                Frame::LineTooLong => core.on_line_too_long(),
+                Frame::Data(bytes) | Frame::Chunk(bytes) => {
+                    core.on_body(bytes);
+                    After::Nothing
+                }
+                Frame::DataEnd { bare_lf } => core.on_data_end(bare_lf),
+                Frame::ChunkEnd => core.on_chunk_end(),
+            };
+            match after {
+                After::Nothing => {}
+                After::ExpectData => self.framer.expect_data(),
+                After::ExpectChunk(n) => self.framer.expect_chunk(n),
+                After::DiscardInput => self.framer.discard_buffered(),
+            }
+        }
+    }
+
+    /// The next deadline on the host's clock, if the session is waiting for
+    /// the client: call [`handle_timeout`](Self::handle_timeout) once it
+    /// has passed. `None` while closed or waiting for the host.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let c = &self.core;
+        if c.closing || c.closed || c.awaiting.is_some() {
+            return None;
+        }
+        let t = match c.input {
+            Input::Data | Input::Chunk { .. } => c.cfg.data_timeout,
+            _ => c.cfg.command_timeout,
+        };
+        Some(c.last_input.saturating_add(t))
+    }
+
+    /// Tell the session the time. If its deadline has passed it queues
+    /// `421 4.4.2 <host> Error: timeout exceeded` and closes.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            let c = &mut self.core;
+            c.abort_body(AbortReason::Closed);
+            let text = format!("{} Error: timeout exceeded", c.cfg.hostname);
+            c.reply(421, (4, 4, 2), &text);
+            c.closing = true;
+        }
+    }
+
+    /// True once [`Interrupt::Close`] has been returned.
+    pub fn is_closed(&self) -> bool {
+        self.core.closed
+    }
+
+    /// The authenticated user, if any.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.core.user.as_deref()
+    }
+
+    /// True after [`tls_established`](Self::tls_established).
+    pub fn is_tls(&self) -> bool {
+        self.core.tls
+    }
+
+    /// Next transcript entry (only with
+    /// [`ServerConfig::record_transcript`]): what was received and sent,
+    /// in order, one line per entry.
+    pub fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        self.core.transcript.pop_front()
+    }
+
+    /// Answer [`Event::Mail`], [`Event::Rcpt`] or [`Event::Vrfy`].
+    pub fn decide(&mut self, verdict: Verdict) -> Result<(), UsageError> {
+        let c = &mut self.core;
+        match c.awaiting.take() {
+            Some(Awaiting::Mail(from, params)) => {
+                match verdict {
+                    Verdict::Accept => {
+                        c.tx = Some(Transaction {
+                            from,
+                            params,
+                            recipients: Vec::new(),
+                            body: None,
+                        });
+                        c.reply(250, (2, 1, 0), "Ok");
+                    }
+                    Verdict::Reject(r) => c.reply_error(&r),
+                }
+                Ok(())
+            }
+            Some(Awaiting::Rcpt(to, params)) => {
+                match verdict {
+                    Verdict::Accept => {
+                        if let Some(tx) = c.tx.as_mut() {
+                            tx.recipients.push((to, params));
+                        }
+                        c.reply(250, (2, 1, 5), "Ok");
+                    }
+                    Verdict::Reject(r) => c.reply_error(&r),
+                }
+                Ok(())
+            }
+            Some(Awaiting::Vrfy(arg)) => {
+                match verdict {
+                    Verdict::Accept => c.reply(252, (2, 0, 0), &arg),
+                    Verdict::Reject(r) => c.send_reply(&r),
+                }
+                Ok(())
+            }
+            other => {
+                c.awaiting = other;
+                Err(UsageError::NotAwaiting)
+            }
+        }
+    }
+
+    /// Answer [`Event::Auth`].
+    pub fn auth_result(&mut self, result: AuthResult) -> Result<(), UsageError> {
+        let c = &mut self.core;
+        match c.awaiting.take() {
+            Some(Awaiting::Auth(user)) => {
+                match result {
+                    AuthResult::Success => {
+                        c.user = Some(user);
+                        c.reply(235, (2, 7, 0), "Authentication successful");
+                    }
+                    AuthResult::Failure => {
+                        c.reply(535, (5, 7, 8), "Error: authentication failed");
+                        c.count_error();
+                    }
+                    AuthResult::TemporaryFailure => {
+                        c.reply(454, (4, 7, 0), "Temporary authentication failure");
+                    }
+                }
+                Ok(())
+            }
+            other => {
+                c.awaiting = other;
+                Err(UsageError::NotAwaiting)
+            }
+        }
+    }
+
+    /// Answer [`Event::AuthChallenge`] with a fresh challenge (sent base64
+    /// encoded in a `334` reply).
+    pub fn provide_challenge(&mut self, challenge: &str) -> Result<(), UsageError> {
+        let c = &mut self.core;
+        match c.awaiting.take() {
+            Some(Awaiting::Challenge) => {
+                c.reply_plain(334, &b64_encode(challenge.as_bytes()));
+                c.input = Input::Sasl(Sasl::Cram(challenge.to_owned()));
+                Ok(())
+            }
+            other => {
+                c.awaiting = other;
+                Err(UsageError::NotAwaiting)
+            }
+        }
+    }
+
+    /// Answer [`Event::MessageEnd`] once the message is durable (or not).
+    pub fn message_result(&mut self, delivery: Delivery) -> Result<(), UsageError> {
+        let c = &mut self.core;
+        match c.awaiting.take() {
+            Some(Awaiting::Message) => {
+                c.tx = None;
+                match delivery {
+                    Delivery::Accepted { queue_id } => {
+                        c.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"));
+                    }
+                    Delivery::Failed(r) => c.send_reply(&r),
+                }
+                Ok(())
+            }
+            other => {
+                c.awaiting = other;
+                Err(UsageError::NotAwaiting)
+            }
+        }
+    }
+
+    /// Answer [`Event::StartTls`] once the TLS handshake is complete: the
+    /// session forgets HELO, AUTH and any transaction (RFC 3207 section
+    /// 4.2) and drops input buffered before the handshake; from now on
+    /// [`enqueue_input`](Self::enqueue_input) takes decrypted bytes.
+    pub fn tls_established(&mut self) -> Result<(), UsageError> {
+        let c = &mut self.core;
+        match c.awaiting.take() {
+            Some(Awaiting::Tls) => {
+                c.tls = true;
+                c.helo = None;
+                c.esmtp = false;
+                c.user = None;
+                c.tx = None;
+                c.input = Input::Command;
+                self.framer.discard_buffered();
+                Ok(())
+            }
+            other => {
+                c.awaiting = other;
+                Err(UsageError::NotAwaiting)
+            }
+        }
+    }
+}
+
+impl Core {
+    // ---- output -------------------------------------------------------
+
+    fn record(&mut self, direction: Direction, kind: EntryKind, text: String) {
+        if self.cfg.record_transcript {
+            self.transcript.push_back(TranscriptEntry {
+                direction,
+                kind,
+                text,
+            });
+        }
+    }
+
+    fn record_sent(&mut self, from: usize) {
+        if !self.cfg.record_transcript {
+            return;
+        }
+        let sent = String::from_utf8_lossy(self.out.get(from..).unwrap_or_default()).into_owned();
+        for l in sent.split_terminator("\r\n") {
+            self.record(Direction::Server, EntryKind::Line, l.to_owned());
+        }
+    }
+
+    fn reply(&mut self, code: u16, st: (u8, u16, u16), text: &str) {
+        let from = self.out.len();
+        write_line(&mut self.out, code, false, Some(st.into()), text);
+        self.record_sent(from);
+    }
+
+    fn reply_plain(&mut self, code: u16, text: &str) {
+        let from = self.out.len();
+        write_line(&mut self.out, code, false, None, text);
+        self.record_sent(from);
+    }
+
+    fn send_reply(&mut self, r: &Reply) {
+        let from = self.out.len();
+        r.write_to(&mut self.out);
+        self.record_sent(from);
+    }
+
+    /// A host-supplied rejection: counts as an error as Postfix counts it.
+    fn reply_error(&mut self, r: &Reply) {
+        self.send_reply(r);
+        if r.code() >= 400 {
+            self.count_error();
+        }
+    }
+
+    /// Count a client error; at the limit, 421 and close.
+    fn count_error(&mut self) {
+        self.errors = self.errors.saturating_add(1);
+        if self.errors >= self.cfg.max_errors && !self.closing {
+            self.abort_body(AbortReason::Closed);
+            let text = format!("{} Error: too many errors", self.cfg.hostname);
+            self.reply(421, (4, 7, 0), &text);
+            self.closing = true;
+        }
+    }
+
+    fn error(&mut self, code: u16, st: (u8, u16, u16), text: &str) {
+        self.reply(code, st, text);
+        self.count_error();
+    }
+
+    fn abort_body(&mut self, reason: AbortReason) {
+        if let Some(tx) = self.tx.as_mut() {
+            if tx.body.take().is_some() {
+                self.events.push_back(Event::MessageAborted(reason));
+            }
+        }
+    }
+
+    // ---- input --------------------------------------------------------
+
+    fn on_line_too_long(&mut self) -> After {
+        self.record(Direction::Client, EntryKind::Line, "<line too long>".into());
+        if matches!(self.input, Input::Sasl(_)) {
+            self.input = Input::Command;
+            // Postfix's text for an oversized SASL response.
+            self.error(500, (5, 5, 6), "Authentication Exchange line is too long");
+        } else {
+            self.error(500, (5, 5, 2), "Error: line too long");
+        }
+        self.flush = true;
+        After::Nothing
+    }
+
+    fn on_line(&mut self, line: &[u8], bare_lf: bool, len: usize) -> After {
+        if let Input::Sasl(sasl) = std::mem::replace(&mut self.input, Input::Command) {
+            self.record(
+                Direction::Client,
+                EntryKind::AuthPayload,
+                String::from_utf8_lossy(line).into_owned(),
+            );
+            if bare_lf && self.cfg.bare_lf == BareLf::Reject {
+                self.error(500, (5, 5, 2), "Error: bare <LF> received");
+                return After::Nothing;
+            }
+            self.on_sasl(sasl, line);
+            return After::Nothing;
+        }
+        let is_auth = line
+            .get(..5)
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "));
+        self.record(
+            Direction::Client,
+            if is_auth && line.len() > 5 && line.iter().skip(5).any(|&b| b == b' ') {
+                EntryKind::AuthPayload
+            } else {
+                EntryKind::Line
+            },
+            String::from_utf8_lossy(line).into_owned(),
+        );
+        if bare_lf && self.cfg.bare_lf == BareLf::Reject {
+            self.error(500, (5, 5, 2), "Error: bare <LF> received");
+            self.flush = true;
+            return After::Nothing;
+        }
+        if len > self.cfg.line_limit && !is_auth {
+            self.error(500, (5, 5, 2), "Error: line too long");
+            self.flush = true;
+            return After::Nothing;
+        }
+        match Command::parse(line) {
+            Err(e) => {
+                let r = e.reply();
+                self.send_reply(&r);
+                self.count_error();
+                if e == crate::ParseError::UnknownCommand {
+                    // RFC 2920 section 3.2: never hold back the reply to an
+                    // unknown command.
+                    self.flush = true;
+                }
+                After::Nothing
+            }
+            Ok(cmd) => self.on_command(cmd),
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command<'_>) -> After {
+        match cmd {
+            Command::Ehlo(d) => self.on_helo(d.into_owned(), true),
+            Command::Helo(d) => self.on_helo(d.into_owned(), false),
+            Command::Mail { from, params } => self.on_mail(from, params),
+            Command::Rcpt { to, params } => self.on_rcpt(to, params),
+            Command::Data => self.on_data(),
+            Command::Bdat { size, last } => self.on_bdat(size, last),
+            Command::Rset => {
+                self.abort_body(AbortReason::Reset);
+                self.tx = None;
+                self.reply(250, (2, 0, 0), "Ok");
+                After::Nothing
+            }
+            Command::Noop(_) => {
+                self.reply(250, (2, 0, 0), "Ok");
+                After::Nothing
+            }
+            Command::Vrfy(arg) => {
+                let argument = arg.into_owned();
+                self.awaiting = Some(Awaiting::Vrfy(argument.clone()));
+                self.events.push_back(Event::Vrfy { argument });
+                After::Nothing
+            }
+            Command::Expn(_) => {
+                self.reply(502, (5, 5, 1), "Error: command not implemented");
+                After::Nothing
+            }
+            Command::Help(_) => {
+                self.reply(
+                    214,
+                    (2, 0, 0),
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET VRFY NOOP QUIT AUTH STARTTLS HELP",
+                );
+                After::Nothing
+            }
+            Command::Quit => {
+                self.abort_body(AbortReason::Closed);
+                self.reply(221, (2, 0, 0), "Bye");
+                self.closing = true;
+                After::Nothing
+            }
+            Command::StartTls => self.on_starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.on_auth(&mechanism, initial_response.as_deref()),
+        }
+    }
+
+    fn on_helo(&mut self, domain: String, extended: bool) -> After {
+        // RFC 5321 section 4.1.4: EHLO/HELO also resets the transaction.
+        self.abort_body(AbortReason::Reset);
+        self.tx = None;
+        self.helo = Some(domain.clone());
+        self.esmtp = extended;
+        self.events.push_back(Event::Helo { domain, extended });
+        let host = self.cfg.hostname.clone();
+        if !extended {
+            self.reply_plain(250, &host);
+        } else {
+            let mut lines = vec![host, "PIPELINING".to_owned()];
+            lines.push(if self.cfg.max_message_size > 0 {
+                format!("SIZE {}", self.cfg.max_message_size)
+            } else {
+                "SIZE".to_owned()
+            });
+            if self.cfg.tls_available && !self.tls {
+                lines.push("STARTTLS".into());
+            }
+            if self.auth_enabled() {
+                let mechs: Vec<&str> = self
+                    .cfg
+                    .auth_mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect();
+                lines.push(format!("AUTH {}", mechs.join(" ")));
+            }
+            lines.push("ENHANCEDSTATUSCODES".into());
+            lines.push("8BITMIME".into());
+            if self.cfg.smtputf8 {
+                lines.push("SMTPUTF8".into());
+            }
+            if self.cfg.chunking {
+                lines.push("CHUNKING".into());
+            }
+            self.send_reply(&Reply::multiline(250, None, lines));
+        }
+        // RFC 2920 section 3.2: the EHLO reply is never held back.
+        self.flush = true;
+        After::Nothing
+    }
+
+    fn auth_enabled(&self) -> bool {
+        !self.cfg.auth_mechanisms.is_empty() && (self.tls || !self.cfg.auth_requires_tls)
+    }
+
+    fn on_mail(&mut self, from: ReversePath<'_>, params: MailParameters<'_>) -> After {
+        if self.cfg.require_helo && self.helo.is_none() {
+            self.error(503, (5, 5, 1), "Error: send HELO/EHLO first");
+        } else if self.tx.is_some() {
+            self.error(503, (5, 5, 1), "Error: nested MAIL command");
+        } else if self.cfg.auth_required && self.user.is_none() {
+            self.error(530, (5, 7, 0), "Authentication required");
+        } else if let Some(opt) = self.unsupported_mail_option(&params) {
+            self.error(555, (5, 5, 4), &format!("Unsupported option: {opt}"));
+        } else if !from.is_ascii() && !params.smtputf8 {
+            self.error(
+                553,
+                (5, 6, 7),
+                "Must declare SMTPUTF8 to send unicode address",
+            );
+        } else if self.cfg.max_message_size > 0
+            && params.size.is_some_and(|s| s > self.cfg.max_message_size)
+        {
+            self.error(552, (5, 3, 4), "Message size exceeds fixed limit");
+        } else {
+            let from = from.into_owned();
+            let params = params.into_owned();
+            self.awaiting = Some(Awaiting::Mail(from.clone(), params.clone()));
+            self.events.push_back(Event::Mail { from, params });
+        }
+        After::Nothing
+    }
+
+    fn unsupported_mail_option(&self, p: &MailParameters<'_>) -> Option<String> {
+        if let Some((k, v)) = p.other.first() {
+            return Some(match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.to_string(),
+            });
+        }
+        if p.body == Some(BodyType::BinaryMime) {
+            return Some("BODY=BINARYMIME".into());
+        }
+        if p.smtputf8 && !self.cfg.smtputf8 {
+            return Some("SMTPUTF8".into());
+        }
+        None
+    }
+
+    fn on_rcpt(&mut self, to: ForwardPath<'_>, params: RcptParameters<'_>) -> After {
+        let Some(tx) = self.tx.as_ref() else {
+            self.error(503, (5, 5, 1), "Error: need MAIL command");
+            return After::Nothing;
+        };
+        let smtputf8 = tx.params.smtputf8;
+        let count = tx.recipients.len();
+        if count >= self.cfg.max_recipients {
+            // RFC 5321 section 4.5.3.1.10: 452, not counted as an error.
+            self.reply(452, (4, 5, 3), "Error: too many recipients");
+        } else if let Some((k, v)) = params.other.first() {
+            let opt = match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.to_string(),
+            };
+            self.error(555, (5, 5, 4), &format!("Unsupported option: {opt}"));
+        } else if !to.is_ascii() && !smtputf8 {
+            self.error(
+                553,
+                (5, 6, 7),
+                "Must declare SMTPUTF8 to send unicode address",
+            );
+        } else {
+            let to = to.into_owned();
+            let params = params.into_owned();
+            self.awaiting = Some(Awaiting::Rcpt(to.clone(), params.clone()));
+            self.events.push_back(Event::Rcpt { to, params });
+        }
+        After::Nothing
+    }
+
+    fn on_data(&mut self) -> After {
+        match self.tx.as_mut() {
+            None => {
+                self.error(503, (5, 5, 1), "Error: need RCPT command");
+            }
+            Some(tx) if tx.body.is_some() => {
+                self.error(503, (5, 5, 1), "Error: BDAT in progress");
+            }
+            Some(tx) if tx.recipients.is_empty() => {
+                self.error(554, (5, 5, 1), "Error: no valid recipients");
+            }
+            Some(tx) => {
+                tx.body = Some(Body {
+                    size: 0,
+                    too_big: false,
+                    chunked: false,
+                });
+                self.input = Input::Data;
+                self.events.push_back(Event::MessageStart);
+                self.reply_plain(354, "End data with <CR><LF>.<CR><LF>");
+                // RFC 2920 section 3.2: the 354 is never held back.
+                self.flush = true;
+                return After::ExpectData;
+            }
+        }
+        After::Nothing
+    }
+
+    fn on_bdat(&mut self, size: u64, last: bool) -> After {
+        // The chunk's octets are consumed whatever the verdict, so that
+        // they are never read as commands (RFC 3030 section 2).
+        let error = if !self.cfg.chunking {
+            Some(Reply::new(502, (5, 5, 1), "Error: command not implemented"))
+        } else {
+            match self.tx.as_mut() {
+                None => Some(Reply::new(503, (5, 5, 1), "Error: need RCPT command")),
+                Some(tx) if tx.recipients.is_empty() => {
+                    Some(Reply::new(554, (5, 5, 1), "Error: no valid recipients"))
+                }
+                Some(tx) => {
+                    if tx.body.is_none() {
+                        tx.body = Some(Body {
+                            size: 0,
+                            too_big: false,
+                            chunked: true,
+                        });
+                        self.events.push_back(Event::MessageStart);
+                    }
+                    None
+                }
+            }
+        };
+        self.input = Input::Chunk { size, last, error };
+        After::ExpectChunk(size)
+    }
+
+    fn on_body(&mut self, bytes: Vec<u8>) {
+        if matches!(self.input, Input::Chunk { error: Some(_), .. }) {
+            return;
+        }
+        let limit = self.cfg.max_message_size;
+        let Some(body) = self.tx.as_mut().and_then(|t| t.body.as_mut()) else {
+            return;
+        };
+        body.size = body.size.saturating_add(bytes.len() as u64);
+        if body.too_big {
+            return;
+        }
+        if limit > 0 && body.size > limit {
+            // RFC 1870 section 6: the reply comes at the end of the data;
+            // the host can discard what it stored now.
+            body.too_big = true;
+            self.events
+                .push_back(Event::MessageAborted(AbortReason::TooBig));
+            return;
+        }
+        self.events.push_back(Event::BodyChunk(bytes));
+    }
+
+    fn on_data_end(&mut self, bare_lf: bool) -> After {
+        self.input = Input::Command;
+        let Some(mut tx) = self.tx.take() else {
+            return After::Nothing;
+        };
+        let body = tx.body.take().unwrap_or(Body {
+            size: 0,
+            too_big: false,
+            chunked: false,
+        });
+        self.record(
+            Direction::Client,
+            EntryKind::Body,
+            format!("<message body, {} octets>", body.size),
+        );
+        if body.too_big {
+            self.reply(552, (5, 3, 4), "Message size exceeds fixed limit");
+        } else if bare_lf {
+            // Only reported under BareLf::Reject.
+            self.events
+                .push_back(Event::MessageAborted(AbortReason::BareLf));
+            self.reply(550, (5, 5, 2), "Error: bare <LF> received");
+        } else {
+            self.finish_message(tx, body);
+        }
+        After::Nothing
+    }
+
+    fn finish_message(&mut self, tx: Transaction, body: Body) {
+        let env = Envelope {
+            from: tx.from,
+            params: tx.params,
+            recipients: tx.recipients,
+            helo: self.helo.clone(),
+            esmtp: self.esmtp,
+            authenticated: self.user.clone(),
+            tls: self.tls,
+            size: body.size,
+            chunked: body.chunked,
+        };
+        self.awaiting = Some(Awaiting::Message);
+        self.events.push_back(Event::MessageEnd(env));
+        // The final reply is never held back behind later input.
+        self.flush = true;
+    }
+
+    fn on_chunk_end(&mut self) -> After {
+        let Input::Chunk { size, last, error } = std::mem::replace(&mut self.input, Input::Command)
+        else {
+            return After::Nothing;
+        };
+        self.record(
+            Direction::Client,
+            EntryKind::Body,
+            format!("<chunk, {size} octets>"),
+        );
+        if let Some(r) = error {
+            self.reply_error(&r);
+            return After::Nothing;
+        }
+        let too_big = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.body.as_ref())
+            .is_some_and(|b| b.too_big);
+        if too_big {
+            // The transaction is over; later BDATs get 503.
+            self.tx = None;
+            self.reply(552, (5, 3, 4), "Message size exceeds fixed limit");
+            self.flush = true;
+        } else if last {
+            if let Some(mut tx) = self.tx.take() {
+                let body = tx.body.take().unwrap_or(Body {
+                    size: 0,
+                    too_big: false,
+                    chunked: true,
+                });
+                self.finish_message(tx, body);
+            }
+        } else {
+            self.reply(250, (2, 0, 0), &format!("Ok: {size} bytes"));
+        }
+        After::Nothing
+    }
+
+    fn on_starttls(&mut self) -> After {
+        if !self.cfg.tls_available {
+            self.reply(502, (5, 5, 1), "Error: command not implemented");
+            return After::Nothing;
+        }
+        if self.tls {
+            self.error(554, (5, 5, 1), "Error: TLS already active");
+            return After::Nothing;
+        }
+        self.reply(220, (2, 0, 0), "Ready to start TLS");
+        self.flush = true;
+        self.awaiting = Some(Awaiting::Tls);
+        self.events.push_back(Event::StartTls);
+        // RFC 3207 section 4.2 / CVE-2011-0411: nothing pipelined after
+        // STARTTLS in plaintext may be executed after the handshake.
+        After::DiscardInput
+    }
+
+    fn on_auth(&mut self, mechanism: &str, ir: Option<&str>) -> After {
+        if !self.auth_enabled() {
+            self.error(503, (5, 5, 1), "Error: authentication not enabled");
+            return After::Nothing;
+        }
+        if self.helo.is_none() {
+            self.error(503, (5, 5, 1), "Error: send HELO/EHLO first");
+            return After::Nothing;
+        }
+        if self.user.is_some() {
+            self.error(503, (5, 5, 1), "Error: already authenticated");
+            return After::Nothing;
+        }
+        if self.tx.is_some() {
+            self.error(503, (5, 5, 1), "Error: MAIL transaction in progress");
+            return After::Nothing;
+        }
+        let Some(mech) =
+            Mechanism::from_name(mechanism).filter(|m| self.cfg.auth_mechanisms.contains(m))
+        else {
+            self.error(504, (5, 5, 4), "Unrecognized authentication type");
+            return After::Nothing;
+        };
+        match (mech, ir) {
+            (Mechanism::CramMd5, Some(_)) => {
+                self.error(501, (5, 7, 0), "Error: initial response not allowed");
+            }
+            (Mechanism::CramMd5, None) => {
+                self.awaiting = Some(Awaiting::Challenge);
+                self.events.push_back(Event::AuthChallenge);
+            }
+            (Mechanism::Plain, None) => {
+                // RFC 4954 section 4: an empty challenge is "334 ".
+                let from = self.out.len();
+                self.out.extend_from_slice(b"334 \r\n");
+                self.record_sent(from);
+                self.input = Input::Sasl(Sasl::Plain);
+            }
+            (Mechanism::Login, None) => {
+                self.reply_plain(334, "VXNlcm5hbWU6");
+                self.input = Input::Sasl(Sasl::LoginUser);
+            }
+            (m, Some(ir)) => {
+                // "=" is an empty initial response (RFC 4954 section 4).
+                let data = if ir == "=" { "" } else { ir };
+                let sasl = if m == Mechanism::Plain {
+                    Sasl::Plain
+                } else {
+                    Sasl::LoginUser
+                };
+                self.on_sasl(sasl, data.as_bytes());
+            }
+        }
+        // Replies to AUTH steps go out at once: the client waits for them.
+        self.flush = true;
+        After::Nothing
+    }
+
+    fn on_sasl(&mut self, sasl: Sasl, line: &[u8]) {
+        self.flush = true;
+        if line == b"*" {
+            self.error(501, (5, 7, 0), "Authentication aborted");
+            return;
+        }
+        let Some(data) = b64_decode(line) else {
+            self.error(501, (5, 5, 2), "Cannot decode response");
+            return;
+        };
+        match sasl {
+            Sasl::Plain => {
+                // RFC 4616: [authzid] NUL authcid NUL passwd
+                let mut parts = data.split(|&b| b == 0);
+                let fields = (parts.next(), parts.next(), parts.next(), parts.next());
+                let creds = match fields {
+                    (Some(z), Some(u), Some(p), None) if !u.is_empty() => {
+                        match (
+                            String::from_utf8(z.to_vec()),
+                            String::from_utf8(u.to_vec()),
+                            String::from_utf8(p.to_vec()),
+                        ) {
+                            (Ok(authzid), Ok(username), Ok(password)) => Some(Credentials::Plain {
+                                authzid,
+                                username,
+                                password: Secret::new(password),
+                            }),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                match creds {
+                    Some(c) => self.ask_auth(c),
+                    None => self.error(535, (5, 7, 8), "Error: authentication failed"),
+                }
+            }
+            Sasl::LoginUser => match String::from_utf8(data) {
+                Ok(user) => {
+                    self.reply_plain(334, "UGFzc3dvcmQ6");
+                    self.input = Input::Sasl(Sasl::LoginPass(user));
+                }
+                Err(_) => self.error(535, (5, 7, 8), "Error: authentication failed"),
+            },
+            Sasl::LoginPass(username) => match String::from_utf8(data) {
+                Ok(password) => self.ask_auth(Credentials::Login {
+                    username,
+                    password: Secret::new(password),
+                }),
+                Err(_) => self.error(535, (5, 7, 8), "Error: authentication failed"),
+            },
+            Sasl::Cram(challenge) => {
+                // RFC 2195: "user SP 32 hex digits"
+                let text = String::from_utf8(data).ok();
+                let parsed = text
+                    .as_deref()
+                    .and_then(|t| t.rsplit_once(' '))
+                    .and_then(|(u, d)| {
+                        (!u.is_empty() && d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                            .then(|| (u.to_owned(), d.to_owned()))
+                    });
+                match parsed {
+                    Some((username, digest)) => self.ask_auth(Credentials::CramMd5 {
+                        username,
+                        challenge,
+                        digest: Secret::new(digest),
+                    }),
+                    None => self.error(535, (5, 7, 8), "Error: authentication failed"),
+                }
+            }
+        }
+    }
+
+    fn ask_auth(&mut self, creds: Credentials) {
+        self.awaiting = Some(Awaiting::Auth(creds.username().to_owned()));
+        self.events.push_back(Event::Auth(creds));
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,939 @@
+//! Server session tests: a scripted host answers the events.
+
+use super::*;
+use crate::command::Mailbox;
+
+/// A test host: accepts everything except recipients at `nowhere.invalid`,
+/// passwords other than the user name, and answers messages with
+/// queue ids `Q1`, `Q2`, ...
+pub(crate) struct Host {
+    pub s: ServerSession,
+    pub out: Vec<u8>,
+    pub events: Vec<Event>,
+    pub bodies: Vec<Vec<u8>>,
+    pub body: Vec<u8>,
+    pub closed: bool,
+    pub fail_delivery: bool,
+    queued: u32,
+}
+
+impl Host {
+    pub fn new(cfg: ServerConfig) -> Self {
+        Host {
+            s: ServerSession::new(cfg, Duration::ZERO),
+            out: Vec::new(),
+            events: Vec::new(),
+            bodies: Vec::new(),
+            body: Vec::new(),
+            closed: false,
+            fail_delivery: false,
+            queued: 0,
+        }
+    }
+
+    /// Run until the session needs input or closes.
+    pub fn run(&mut self) {
+        loop {
+            match self.s.next() {
+                Ok(ev) => {
+                    self.answer(&ev);
+                    self.events.push(ev);
+                }
+                Err(Interrupt::Send(b)) => self.out.extend_from_slice(&b),
+                Err(Interrupt::NeedInput) => return,
+                Err(Interrupt::Close) => {
+                    self.closed = true;
+                    return;
+                }
+                Err(Interrupt::AwaitingAnswer) => panic!("unanswered event"),
+            }
+        }
+    }
+
+    fn answer(&mut self, ev: &Event) {
+        match ev {
+            Event::Auth(c) => {
+                let ok = c.verify_password(c.username());
+                self.s
+                    .auth_result(if ok {
+                        AuthResult::Success
+                    } else {
+                        AuthResult::Failure
+                    })
+                    .unwrap();
+            }
+            Event::AuthChallenge => self
+                .s
+                .provide_challenge("<1896.697170952@mail.test>")
+                .unwrap(),
+            Event::Mail { .. } | Event::Vrfy { .. } => self.s.decide(Verdict::Accept).unwrap(),
+            Event::Rcpt { to, .. } => {
+                let bad = matches!(to, ForwardPath::Mailbox(m) if m.domain == "nowhere.invalid");
+                self.s
+                    .decide(if bad {
+                        Verdict::Reject(Reply::new(
+                            550,
+                            (5, 1, 1),
+                            "Recipient address rejected: User unknown",
+                        ))
+                    } else {
+                        Verdict::Accept
+                    })
+                    .unwrap();
+            }
+            Event::MessageStart => self.body.clear(),
+            Event::BodyChunk(b) => self.body.extend_from_slice(b),
+            Event::MessageEnd(env) => {
+                assert_eq!(env.size, self.body.len() as u64);
+                self.bodies.push(std::mem::take(&mut self.body));
+                self.queued += 1;
+                let d = if self.fail_delivery {
+                    Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"))
+                } else {
+                    Delivery::Accepted {
+                        queue_id: format!("Q{}", self.queued),
+                    }
+                };
+                self.s.message_result(d).unwrap();
+            }
+            Event::MessageAborted(_) => self.body.clear(),
+            Event::StartTls => self.s.tls_established().unwrap(),
+            Event::Helo { .. } => {}
+        }
+    }
+
+    pub fn feed(&mut self, input: &[u8]) {
+        self.s.enqueue_input(Duration::ZERO, input);
+        self.run();
+    }
+
+    /// Output produced since the last call.
+    pub fn take(&mut self) -> String {
+        String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+    }
+}
+
+pub(crate) fn cfg() -> ServerConfig {
+    let mut c = ServerConfig::new("mail.csuvnetwork.com");
+    c.auth_mechanisms = vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5];
+    c
+}
+
+/// Greeted and EHLOed host.
+fn ready(c: ServerConfig) -> Host {
+    let mut h = Host::new(c);
+    h.run();
+    h.feed(b"EHLO client.test\r\n");
+    h.take();
+    h
+}
+
+fn exchange(h: &mut Host, input: &str) -> String {
+    h.feed(input.as_bytes());
+    h.take()
+}
+
+const EHLO_REPLY: &str = "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+
+#[test]
+fn lab_transcript_byte_for_byte() {
+    let mut c = cfg();
+    c.greeting = "ESMTP Postfix".into();
+    c.auth_mechanisms = vec![Mechanism::Plain, Mechanism::Login];
+    c.record_transcript = true;
+    let mut h = Host::new(c);
+    h.run();
+    assert_eq!(h.take(), "220 mail.csuvnetwork.com ESMTP Postfix\r\n");
+    let ehlo = exchange(&mut h, "EHLO user2-PC\r\n");
+    assert_eq!(
+        ehlo,
+        "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+    );
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(exchange(&mut h, "dXNlcjI=\r\n"), "334 UGFzc3dvcmQ6\r\n");
+    // Wrong password ("wrong").
+    assert_eq!(
+        exchange(&mut h, "d3Jvbmc=\r\n"),
+        "535 5.7.8 Error: authentication failed\r\n"
+    );
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(exchange(&mut h, "dXNlcjI=\r\n"), "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(
+        exchange(&mut h, "dXNlcjI=\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(h.s.authenticated_user(), Some("user2"));
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM: <user2@mail.csuvnetwork.com> SIZE=387\r\n"
+        ),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO: <user1@csuvnetwork.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "DATA\r\n"),
+        "354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    let body = "From: \"user2@mail.csuvnetwork.com\" <user2@mail.csuvnetwork.com>\r\nTo: user1@csuvnetwork.com\r\nSubject: test\r\n\r\nhello\r\n..leading dot\r\n";
+    assert_eq!(exchange(&mut h, body), "");
+    assert_eq!(exchange(&mut h, ".\r\n"), "250 2.0.0 Ok: queued as Q1\r\n");
+    assert_eq!(
+        h.bodies,
+        vec![body.replace("\r\n..leading", "\r\n.leading").into_bytes()]
+    );
+    assert_eq!(exchange(&mut h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+    assert!(h.closed);
+    let mut log = Vec::new();
+    while let Some(e) = h.s.poll_transcript() {
+        log.push(e.to_string());
+    }
+    assert_eq!(log[0], "S: 220 mail.csuvnetwork.com ESMTP Postfix");
+    assert_eq!(log[1], "C: EHLO user2-PC");
+    assert!(log.contains(&"C: <redacted>".to_string()));
+    assert!(!log.iter().any(|l| l.contains("dXNlcjI=")));
+    let stored = h.bodies[0].len();
+    assert!(log.contains(&format!("C: <message body, {stored} octets>")));
+    assert_eq!(log.last().unwrap(), "S: 221 2.0.0 Bye");
+}
+
+#[test]
+fn greeting_helo_and_basic_replies() {
+    let mut h = Host::new(cfg());
+    h.run();
+    assert_eq!(h.take(), "220 mail.csuvnetwork.com ESMTP\r\n");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "HELO x\r\n"),
+        "250 mail.csuvnetwork.com\r\n"
+    );
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(exchange(&mut h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(exchange(&mut h, "VRFY user1\r\n"), "252 2.0.0 user1\r\n");
+    assert_eq!(
+        exchange(&mut h, "EXPN staff\r\n"),
+        "502 5.5.1 Error: command not implemented\r\n"
+    );
+    assert!(exchange(&mut h, "HELP\r\n").starts_with("214 2.0.0 "));
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "502 5.5.1 Error: command not implemented\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "FOO\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b\r\n"),
+        "501 5.1.7 Bad sender address syntax\r\n"
+    );
+    assert_eq!(exchange(&mut h, "DATA x\r\n"), "501 5.5.4 Syntax: DATA\r\n");
+    let mut e = h.events.iter().filter(|e| matches!(e, Event::Helo { .. }));
+    assert_eq!(
+        e.next(),
+        Some(&Event::Helo {
+            domain: "x".into(),
+            extended: false
+        })
+    );
+    assert_eq!(exchange(&mut h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+    assert!(h.closed && h.s.is_closed());
+    // Sticky.
+    assert_eq!(h.s.next(), Err(Interrupt::Close));
+    h.s.enqueue_input(Duration::ZERO, b"NOOP\r\n");
+    assert_eq!(h.s.next(), Err(Interrupt::Close));
+}
+
+#[test]
+fn ehlo_capabilities() {
+    let mut h = Host::new(cfg());
+    h.run();
+    h.take();
+    assert_eq!(exchange(&mut h, "EHLO client.test\r\n"), EHLO_REPLY);
+    let mut c = ServerConfig::new("mx");
+    c.tls_available = true;
+    c.auth_mechanisms = vec![Mechanism::Plain];
+    c.auth_requires_tls = true;
+    c.max_message_size = 0;
+    c.smtputf8 = false;
+    c.chunking = false;
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    assert_eq!(
+        exchange(&mut h, "EHLO c\r\n"),
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN\r\n"),
+        "503 5.5.1 Error: authentication not enabled\r\n"
+    );
+    // STARTTLS: pipelined plaintext after it is dropped (CVE-2011-0411).
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\nMAIL FROM:<evil@x.y>\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    assert!(h.s.is_tls());
+    assert!(h.events.contains(&Event::StartTls));
+    // Fresh state: HELO forgotten.
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "EHLO c\r\n"),
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-AUTH PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "554 5.5.1 Error: TLS already active\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> SMTPUTF8\r\n"),
+        "555 5.5.4 Unsupported option: SMTPUTF8\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 3 LAST\r\nabcRSET\r\n"),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n502 5.5.1 Error: command not implemented\r\n250 2.0.0 Ok\r\n"
+    );
+}
+
+#[test]
+fn mail_rcpt_sequencing() {
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<a@b.c>\r\n"),
+        "503 5.5.1 Error: need MAIL command\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "DATA\r\n"),
+        "503 5.5.1 Error: need RCPT command\r\n"
+    );
+    assert_eq!(exchange(&mut h, "MAIL FROM:<>\r\n"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<>\r\n"),
+        "503 5.5.1 Error: nested MAIL command\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "DATA\r\n"),
+        "554 5.5.1 Error: no valid recipients\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<x@nowhere.invalid>\r\n"),
+        "550 5.1.1 Recipient address rejected: User unknown\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "DATA\r\n"),
+        "554 5.5.1 Error: no valid recipients\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<postmaster>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<a@b.c> FOO=1\r\n"),
+        "555 5.5.4 Unsupported option: FOO=1\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<δοκιμή@παράδειγμα.δοκιμή>\r\n"),
+        "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"
+    );
+    assert_eq!(exchange(&mut h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<δοκιμή@παράδειγμα.δοκιμή>\r\n"),
+        "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<δοκιμή@παράδειγμα.δοκιμή> SMTPUTF8\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "RCPT TO:<用户@例子.广告> NOTIFY=NEVER ORCPT=rfc822;x@y.z\r\n"
+        ),
+        "250 2.1.5 Ok\r\n"
+    );
+    let rcpt = h.events.iter().rev().find_map(|e| match e {
+        Event::Rcpt { to, params } => Some((to.clone(), params.clone())),
+        _ => None,
+    });
+    let (to, params) = rcpt.unwrap();
+    assert_eq!(
+        to,
+        ForwardPath::Mailbox(Mailbox {
+            local_part: "用户".into(),
+            domain: "例子.广告".into()
+        })
+    );
+    assert_eq!(params.notify.as_deref(), Some("NEVER"));
+    assert_eq!(exchange(&mut h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> SIZE=10240001\r\n"),
+        "552 5.3.4 Message size exceeds fixed limit\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> BODY=BINARYMIME\r\n"),
+        "555 5.5.4 Unsupported option: BODY=BINARYMIME\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> XYZ\r\n"),
+        "555 5.5.4 Unsupported option: XYZ\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c> BODY=8BITMIME AUTH=<> RET=HDRS ENVID=x1\r\n"
+        ),
+        "250 2.1.0 Ok\r\n"
+    );
+}
+
+#[test]
+fn recipient_limit() {
+    let mut c = cfg();
+    c.max_recipients = 2;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c>\r\nRCPT TO:<1@b.c>\r\nRCPT TO:<2@b.c>\r\nRCPT TO:<3@b.c>\r\n"
+        ),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n452 4.5.3 Error: too many recipients\r\n"
+    );
+}
+
+#[test]
+fn auth_required_for_submission() {
+    let mut c = cfg();
+    c.auth_required = true;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+    // PLAIN with initial response: "\0user1\0user1".
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "503 5.5.1 Error: already authenticated\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    let env_user = h.s.authenticated_user().map(str::to_owned);
+    assert_eq!(env_user.as_deref(), Some("user1"));
+}
+
+#[test]
+fn auth_mechanisms_and_errors() {
+    let mut h = ready(cfg());
+    // PLAIN without initial response: empty challenge "334 ".
+    assert_eq!(exchange(&mut h, "AUTH PLAIN\r\n"), "334 \r\n");
+    assert_eq!(
+        exchange(&mut h, "AHVzZXIxAHdyb25n\r\n"),
+        "535 5.7.8 Error: authentication failed\r\n"
+    );
+    // Cancel.
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        exchange(&mut h, "*\r\n"),
+        "501 5.7.0 Authentication aborted\r\n"
+    );
+    // Bad base64.
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        exchange(&mut h, "!!!\r\n"),
+        "501 5.5.2 Cannot decode response\r\n"
+    );
+    // Malformed PLAIN message (no NULs).
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN dXNlcjE=\r\n"),
+        "535 5.7.8 Error: authentication failed\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH XOAUTH2\r\n"),
+        "504 5.5.4 Unrecognized authentication type\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH CRAM-MD5 abc=\r\n"),
+        "501 5.7.0 Error: initial response not allowed\r\n"
+    );
+    // LOGIN with initial response (Outlook, MailKit): user name given.
+    assert_eq!(
+        exchange(&mut h, "AUTH LOGIN dXNlcjI=\r\n"),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "dXNlcjI=\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::Auth(Credentials::Login { username, .. }) if username == "user2"
+    )));
+}
+
+#[test]
+fn auth_cram_md5_and_order() {
+    let mut h = Host::new(cfg());
+    h.run();
+    h.take();
+    assert_eq!(
+        exchange(&mut h, "AUTH LOGIN\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
+    h.feed(b"EHLO c\r\n");
+    h.take();
+    let challenge = "<1896.697170952@mail.test>";
+    assert_eq!(
+        exchange(&mut h, "AUTH CRAM-MD5\r\n"),
+        format!("334 {}\r\n", b64_encode(challenge.as_bytes()))
+    );
+    let resp = format!(
+        "user1 {}",
+        crate::cram_md5_digest(b"user1", challenge.as_bytes())
+    );
+    assert_eq!(
+        exchange(&mut h, &format!("{}\r\n", b64_encode(resp.as_bytes()))),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    let mut h = ready(cfg());
+    h.feed(b"MAIL FROM:<a@b.c>\r\n");
+    h.take();
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "503 5.5.1 Error: MAIL transaction in progress\r\n"
+    );
+    let mut c = cfg();
+    c.auth_mechanisms.clear();
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN\r\n"),
+        "503 5.5.1 Error: authentication not enabled\r\n"
+    );
+}
+
+#[test]
+fn sasl_line_limits() {
+    let mut h = ready(cfg());
+    // An AUTH line may exceed 512 octets (RFC 4954 section 4).
+    let long = format!("AUTH PLAIN {}\r\n", "A".repeat(600));
+    assert_eq!(
+        exchange(&mut h, &long),
+        "535 5.7.8 Error: authentication failed\r\n"
+    );
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    let huge = format!("{}\r\n", "A".repeat(SASL_LINE_LIMIT + 10));
+    assert_eq!(
+        exchange(&mut h, &huge),
+        "500 5.5.6 Authentication Exchange line is too long\r\n"
+    );
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+#[test]
+fn long_lines_skipped_never_executed() {
+    let mut h = ready(cfg());
+    // 513 octets with CRLF: over the limit, answered 500, not executed.
+    let line = format!("NOOP {}\r\n", "x".repeat(506));
+    assert_eq!(line.len(), 513);
+    assert_eq!(
+        exchange(&mut h, &line),
+        "500 5.5.2 Error: line too long\r\n"
+    );
+    let ok = format!("NOOP {}\r\n", "x".repeat(505));
+    assert_eq!(exchange(&mut h, &ok), "250 2.0.0 Ok\r\n");
+    // A huge line whose tail looks like a command: the tail is skipped.
+    let evil = format!("{}QUIT\r\nNOOP\r\n", "y".repeat(20000));
+    for chunk in evil.as_bytes().chunks(1000) {
+        h.feed(chunk);
+    }
+    assert_eq!(
+        h.take(),
+        "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
+    );
+    assert!(!h.closed);
+}
+
+#[test]
+fn bare_lf_in_commands() {
+    let mut h = ready(cfg());
+    assert_eq!(exchange(&mut h, "NOOP\n"), "250 2.0.0 Ok\r\n");
+    // A bare CR is not a line end.
+    assert_eq!(
+        exchange(&mut h, "NOOP\rQUIT\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "NOOP x\ry\r\n"),
+        "501 5.5.4 Syntax: NOOP\r\n"
+    );
+    assert!(!h.closed);
+    let mut c = cfg();
+    c.bare_lf = BareLf::Reject;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "NOOP\n"),
+        "500 5.5.2 Error: bare <LF> received\r\n"
+    );
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+#[test]
+fn too_many_errors() {
+    let mut c = cfg();
+    c.max_errors = 3;
+    let mut h = ready(c);
+    let out = exchange(&mut h, "A\r\nB\r\nC\r\nNOOP\r\n");
+    assert_eq!(
+        out,
+        "500 5.5.2 Error: command not recognized\r\n500 5.5.2 Error: command not recognized\r\n500 5.5.2 Error: command not recognized\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"
+    );
+    assert!(h.closed);
+}
+
+fn start_data(c: ServerConfig) -> Host {
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    h
+}
+
+#[test]
+fn data_dot_unstuffing_and_end() {
+    let mut h = start_data(cfg());
+    let out = exchange(&mut h, "line1\r\n..two\r\n.\r\n");
+    assert_eq!(out, "250 2.0.0 Ok: queued as Q1\r\n");
+    assert_eq!(h.bodies, vec![b"line1\r\n.two\r\n".to_vec()]);
+    // Empty body.
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n.\r\n"),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as Q2\r\n"
+    );
+    assert_eq!(h.bodies[1], b"");
+    let ev = h.events.iter().rev().find_map(|e| match e {
+        Event::MessageEnd(env) => Some(env.clone()),
+        _ => None,
+    });
+    let env = ev.unwrap();
+    assert_eq!(env.recipients.len(), 1);
+    assert_eq!(env.helo.as_deref(), Some("client.test"));
+    assert!(env.esmtp && !env.chunked);
+}
+
+#[test]
+fn delivery_failure_reply() {
+    let mut h = start_data(cfg());
+    h.fail_delivery = true;
+    assert_eq!(
+        exchange(&mut h, "x\r\n.\r\n"),
+        "451 4.3.0 Error: queue file write error\r\n"
+    );
+    // The transaction is over.
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<a@b.c>\r\n"),
+        "503 5.5.1 Error: need MAIL command\r\n"
+    );
+}
+
+#[test]
+fn message_reply_waits_for_host() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    let mut out = Vec::new();
+    let pump = |s: &mut ServerSession, out: &mut Vec<u8>| loop {
+        match s.next() {
+            Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
+            Ok(Event::MessageEnd(_)) => return true,
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(_) => return false,
+        }
+    };
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    assert!(pump(&mut s, &mut out));
+    // The host has not answered: no 250 yet, and next() says so.
+    assert!(!String::from_utf8_lossy(&out).contains("queued"));
+    assert_eq!(s.next(), Err(Interrupt::AwaitingAnswer));
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.decide(Verdict::Accept), Err(UsageError::NotAwaiting));
+    assert_eq!(
+        s.auth_result(AuthResult::Success),
+        Err(UsageError::NotAwaiting)
+    );
+    assert_eq!(s.tls_established(), Err(UsageError::NotAwaiting));
+    assert_eq!(s.provide_challenge("x"), Err(UsageError::NotAwaiting));
+    s.message_result(Delivery::Accepted {
+        queue_id: "6CC0910773DF".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        s.message_result(Delivery::Accepted {
+            queue_id: "x".into()
+        }),
+        Err(UsageError::NotAwaiting)
+    );
+    assert!(!pump(&mut s, &mut out));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("250 2.0.0 Ok: queued as 6CC0910773DF\r\n221 2.0.0 Bye\r\n"));
+}
+
+#[test]
+fn size_limit_while_streaming() {
+    let mut c = cfg();
+    c.max_message_size = 10;
+    let mut h = start_data(c);
+    let out = exchange(&mut h, "0123456789\r\nmore\r\n.\r\n");
+    assert_eq!(out, "552 5.3.4 Message size exceeds fixed limit\r\n");
+    assert!(h.bodies.is_empty());
+    assert!(h
+        .events
+        .contains(&Event::MessageAborted(AbortReason::TooBig)));
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+#[test]
+fn bare_lf_in_data_normalize() {
+    let mut h = start_data(cfg());
+    // "\n.\n" and "\n.\r\n" do not end the message; lines are stored
+    // with CRLF.
+    let out = exchange(&mut h, "a\n.\nb\n.\r\nMAIL FROM:<x@y.z>\r\n.\r\n");
+    assert_eq!(out, "250 2.0.0 Ok: queued as Q1\r\n");
+    assert_eq!(
+        h.bodies,
+        vec![b"a\r\n\r\nb\r\n\r\nMAIL FROM:<x@y.z>\r\n".to_vec()]
+    );
+}
+
+#[test]
+fn bare_lf_in_data_reject() {
+    let mut c = cfg();
+    c.bare_lf = BareLf::Reject;
+    let mut h = start_data(c);
+    let out = exchange(&mut h, "a\n.\nb\r\n.\r\nNOOP\r\n");
+    assert_eq!(
+        out,
+        "550 5.5.2 Error: bare <LF> received\r\n250 2.0.0 Ok\r\n"
+    );
+    assert!(h.bodies.is_empty());
+    assert!(h
+        .events
+        .contains(&Event::MessageAborted(AbortReason::BareLf)));
+}
+
+#[test]
+fn bdat_chunks() {
+    let mut h = ready(cfg());
+    let out = exchange(
+        &mut h,
+        "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 4\r\nab\r\nBDAT 9 LAST\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: 4 bytes\r\n250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    // The chunk octets are raw: no unstuffing, and "QUIT" in a chunk is data.
+    assert_eq!(h.bodies, vec![b"ab\r\n.\r\nQUIT\r\n".to_vec()]);
+    assert!(!h.closed);
+    assert_eq!(
+        exchange(&mut h, "BDAT 0 LAST\r\n"),
+        "503 5.5.1 Error: need RCPT command\r\n"
+    );
+    // Errors still consume the chunk.
+    assert_eq!(
+        exchange(&mut h, "BDAT 6\r\nQUIT\r\n"),
+        "503 5.5.1 Error: need RCPT command\r\n"
+    );
+    assert!(!h.closed);
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nBDAT 1 LAST\r\nx"),
+        "250 2.1.0 Ok\r\n554 5.5.1 Error: no valid recipients\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<d@e.f>\r\nBDAT 1\r\nxDATA\r\n"),
+        "250 2.1.5 Ok\r\n250 2.0.0 Ok: 1 bytes\r\n503 5.5.1 Error: BDAT in progress\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "BDAT 0 LAST\r\n"),
+        "250 2.0.0 Ok: queued as Q2\r\n"
+    );
+    assert_eq!(h.bodies[1], b"x");
+    let env = h.events.iter().rev().find_map(|e| match e {
+        Event::MessageEnd(env) => Some(env.clone()),
+        _ => None,
+    });
+    assert!(env.unwrap().chunked);
+}
+
+#[test]
+fn bdat_size_limit_and_rset() {
+    let mut c = cfg();
+    c.max_message_size = 4;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 6\r\n123456BDAT 1 LAST\r\nx"),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n552 5.3.4 Message size exceeds fixed limit\r\n503 5.5.1 Error: need RCPT command\r\n"
+    );
+    assert!(h.bodies.is_empty());
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 2\r\n12RSET\r\n"
+        ),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: 2 bytes\r\n250 2.0.0 Ok\r\n"
+    );
+    assert_eq!(
+        h.events.last(),
+        Some(&Event::MessageAborted(AbortReason::Reset))
+    );
+}
+
+#[test]
+fn timeouts() {
+    let mut h = Host::new(cfg());
+    h.run();
+    h.take();
+    assert_eq!(h.s.poll_timeout(), Some(Duration::from_secs(300)));
+    h.s.enqueue_input(
+        Duration::from_secs(10),
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n",
+    );
+    h.run();
+    h.take();
+    // In DATA: the data block timeout (RFC 5321 section 4.5.3.2.5).
+    assert_eq!(h.s.poll_timeout(), Some(Duration::from_secs(190)));
+    h.s.handle_timeout(Duration::from_secs(189));
+    h.run();
+    assert_eq!(h.take(), "");
+    h.s.handle_timeout(Duration::from_secs(190));
+    h.run();
+    assert_eq!(
+        h.take(),
+        "421 4.4.2 mail.csuvnetwork.com Error: timeout exceeded\r\n"
+    );
+    assert!(h.closed);
+    assert!(h
+        .events
+        .contains(&Event::MessageAborted(AbortReason::Closed)));
+    assert_eq!(h.s.poll_timeout(), None);
+}
+
+#[test]
+fn pipelining_batches_replies() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    let mut sends = Vec::new();
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nDATA\r\n",
+    );
+    loop {
+        match s.next() {
+            Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => sends.push(String::from_utf8(b).unwrap()),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        sends,
+        vec![
+            "220 mail.csuvnetwork.com ESMTP\r\n".to_string(),
+            EHLO_REPLY.to_string(),
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+                .to_string(),
+        ]
+    );
+}
+
+/// RFC 5321 appendix D.1: a typical transaction with three recipients,
+/// one unknown.
+#[test]
+fn rfc5321_appendix_d1() {
+    let mut c = ServerConfig::new("foo.com");
+    c.greeting = "Simple Mail Transfer Service Ready".into();
+    let mut h = Host::new(c);
+    h.run();
+    assert_eq!(
+        h.take(),
+        "220 foo.com Simple Mail Transfer Service Ready\r\n"
+    );
+    let ehlo = exchange(&mut h, "EHLO bar.com\r\n");
+    assert!(ehlo.starts_with("250-foo.com\r\n") && ehlo.ends_with("250 CHUNKING\r\n"));
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<Smith@bar.com>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Jones@foo.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Green@nowhere.invalid>\r\n"),
+        "550 5.1.1 Recipient address rejected: User unknown\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Brown@foo.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "DATA\r\n"),
+        "354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "Blah blah blah...\r\n...etc. etc. etc.\r\n.\r\n"),
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    assert_eq!(h.bodies[0], b"Blah blah blah...\r\n..etc. etc. etc.\r\n");
+    let env = h.events.iter().find_map(|e| match e {
+        Event::MessageEnd(env) => Some(env.clone()),
+        _ => None,
+    });
+    assert_eq!(env.unwrap().recipients.len(), 2);
+    assert_eq!(exchange(&mut h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+}
+
+/// RFC 5321 appendix D.2 (aborted transaction) and D.3 (relayed mail with
+/// a source route kept by old relays).
+#[test]
+fn rfc5321_appendix_d2_d3() {
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<Smith@bar.com>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Jones@foo.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(exchange(&mut h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(exchange(&mut h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<@foo.com:JQP@bar.com>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    let from = h.events.iter().find_map(|e| match e {
+        Event::Mail { from, .. } => Some(from.to_string()),
+        _ => None,
+    });
+    assert_eq!(from.as_deref(), Some("JQP@bar.com"));
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<@foo.com,@bar.com:Jones@XYZ.COM>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+}
