@@ -1,0 +1,1196 @@
+//! The server side of a POP3 connection, driven by the host.
+//!
+//! See the crate documentation for the driving loop and exactly when to
+//! call each method.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::command::{Command, MAX_COMMAND_LINE};
+use crate::framer::{Frame, LineFramer};
+use crate::response::{Response, ResponseCode};
+use crate::secret::Secret;
+use crate::stuff::{DotStuffer, TopFilter};
+
+/// Longest SASL client response line, line end included. RFC 5034 lets
+/// responses exceed the 255-octet command limit; 8 KiB holds any PLAIN,
+/// LOGIN or CRAM-MD5 response with room to spare.
+pub const MAX_SASL_LINE: usize = 8192;
+
+/// The shortest idle timeout RFC 1939 section 3 allows.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Output is handed to the host once this much is queued, so that a long
+/// pipeline does not build one huge buffer.
+const OUTPUT_HIGH_WATER: usize = 16 * 1024;
+
+/// A SASL mechanism the server offers (RFC 5034).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN` (RFC 4616).
+    Plain,
+    /// `LOGIN` (draft-murchison-sasl-login).
+    Login,
+    /// `CRAM-MD5` (RFC 2195); the challenge is the APOP timestamp.
+    CramMd5,
+}
+
+impl SaslMechanism {
+    /// The registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::Login => "LOGIN",
+            SaslMechanism::CramMd5 => "CRAM-MD5",
+        }
+    }
+
+    fn plaintext(self) -> bool {
+        !matches!(self, SaslMechanism::CramMd5)
+    }
+}
+
+/// Which response texts the server uses where RFC 1939 leaves them free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Style {
+    /// Dovecot's texts (`+OK Logged in.`, `+OK Marked to be deleted.`,
+    /// `+OK Logging out.`).
+    #[default]
+    Dovecot,
+    /// The texts of the RFC 1939 examples (`+OK mrose's maildrop has 2
+    /// messages (320 octets)`, `+OK message 1 deleted`, `+OK dewey POP3
+    /// server signing off (maildrop empty)`).
+    Rfc1939,
+}
+
+/// Server settings, fixed for the life of a session.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Greeting text after `+OK ` (the APOP timestamp is appended).
+    pub greeting: String,
+    /// APOP timestamp `<unique@host>` (RFC 1939 section 7), unique per
+    /// connection; enables APOP and CRAM-MD5 (as the challenge). `None`
+    /// disables both.
+    pub apop_timestamp: Option<String>,
+    /// Server host name used in [`Style::Rfc1939`] sign-off texts.
+    pub hostname: String,
+    /// Response text style.
+    pub style: Style,
+    /// Offer USER/PASS (RFC 2449 `USER` capability).
+    pub user_pass: bool,
+    /// Refuse plaintext logins (USER/PASS, PLAIN, LOGIN) until TLS is
+    /// active, like Dovecot's `disable_plaintext_auth`.
+    pub plaintext_requires_tls: bool,
+    /// SASL mechanisms offered by AUTH. CRAM-MD5 is only offered when
+    /// there is an APOP timestamp.
+    pub sasl: Vec<SaslMechanism>,
+    /// The host can start TLS (STLS is offered while not yet active).
+    pub tls_available: bool,
+    /// The connection is already TLS (pop3s, port 995).
+    pub tls_active: bool,
+    /// Failed logins after which the session closes (at least 1).
+    pub max_failed_logins: u32,
+    /// Idle timeout; values below [`MIN_IDLE_TIMEOUT`] are raised to it.
+    pub idle_timeout: Duration,
+    /// `IMPLEMENTATION` capability text; `None` omits it.
+    pub implementation: Option<String>,
+    /// Record a transcript (see [`ServerSession::pop_transcript`]).
+    pub transcript: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            greeting: "Dovecot ready.".into(),
+            apop_timestamp: None,
+            hostname: "localhost".into(),
+            style: Style::Dovecot,
+            user_pass: true,
+            plaintext_requires_tls: false,
+            sasl: vec![SaslMechanism::Plain, SaslMechanism::Login],
+            tls_available: false,
+            tls_active: false,
+            max_failed_logins: 3,
+            idle_timeout: MIN_IDLE_TIMEOUT,
+            implementation: Some(
+                concat!("csuv-mail pop3-proto ", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            transcript: false,
+        }
+    }
+}
+
+/// One message of the maildrop snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Exact size in octets with CRLF line ends (RFC 1939 section 5).
+    pub size: u64,
+    /// Unique id: 1 to 70 characters in 0x21..=0x7E (RFC 1939 section 7).
+    pub uid: String,
+}
+
+/// A message the host is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    /// Message number in this session (1-based).
+    pub number: u32,
+    /// The message's unique id from the snapshot.
+    pub uid: String,
+}
+
+/// What the client presented to log in. The host checks it against its
+/// account store and answers with [`ServerSession::auth_result`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A plain password: USER/PASS, AUTH PLAIN or AUTH LOGIN.
+    Password {
+        /// User name.
+        user: String,
+        /// The password.
+        password: Secret<String>,
+    },
+    /// APOP: the host computes MD5(timestamp + shared secret) (see
+    /// [`crate::apop_digest`]) and compares it with `digest` (see
+    /// [`crate::digest_eq`]).
+    Apop {
+        /// User name.
+        user: String,
+        /// The timestamp from the greeting.
+        timestamp: String,
+        /// The client's digest, hex.
+        digest: String,
+    },
+    /// CRAM-MD5: the host computes HMAC-MD5(secret, challenge) (see
+    /// [`crate::cram_md5_digest`]) and compares it with `digest`.
+    CramMd5 {
+        /// User name.
+        user: String,
+        /// The challenge the server sent.
+        challenge: String,
+        /// The client's digest, hex.
+        digest: String,
+    },
+}
+
+impl Credentials {
+    /// The user name presented.
+    pub fn user(&self) -> &str {
+        match self {
+            Credentials::Password { user, .. }
+            | Credentials::Apop { user, .. }
+            | Credentials::CramMd5 { user, .. } => user,
+        }
+    }
+}
+
+/// The host's verdict on [`Event::Authenticate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    /// Credentials are right; the session goes on to [`Event::OpenMaildrop`].
+    Accepted,
+    /// Wrong user or password: `-ERR [AUTH] Authentication failed.`
+    Rejected,
+    /// The account store failed: `-ERR [SYS/TEMP] ...` (not counted as a
+    /// failed login).
+    TempFail,
+}
+
+/// Why the maildrop could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaildropError {
+    /// Another session holds the lock: `-ERR [IN-USE] ...` (RFC 1939
+    /// section 8 requires exclusive access).
+    InUse,
+    /// A temporary failure: `-ERR [SYS/TEMP] ...`.
+    TempFail,
+    /// A permanent failure: `-ERR [SYS/PERM] ...`.
+    PermFail,
+}
+
+/// Something the host must decide or do. Answer it with the method named
+/// in each variant before calling [`ServerSession::next`] again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Check these credentials; answer with [`ServerSession::auth_result`].
+    Authenticate(Credentials),
+    /// Lock and list the maildrop of `user`; answer with
+    /// [`ServerSession::maildrop_opened`] (the snapshot) or
+    /// [`ServerSession::maildrop_failed`]. The host keeps the lock until
+    /// [`Event::Update`] is answered or the connection ends.
+    OpenMaildrop {
+        /// The authenticated user.
+        user: String,
+    },
+    /// Stream this message (CRLF line ends): call
+    /// [`ServerSession::message_data`] for each chunk, then
+    /// [`ServerSession::message_end`]; or [`ServerSession::message_failed`].
+    Retrieve {
+        /// Which message.
+        message: MessageRef,
+        /// Its size from the snapshot.
+        size: u64,
+        /// `Some(n)` for `TOP msg n`: the session itself cuts the stream to
+        /// the headers and n body lines, and tells the host when it has
+        /// enough.
+        top: Option<u32>,
+    },
+    /// QUIT in TRANSACTION (RFC 1939 section 6): remove these messages,
+    /// release the lock, then answer with [`ServerSession::update_result`].
+    /// Sent even when nothing is to be removed, so the host always learns
+    /// the session is done.
+    Update {
+        /// Messages marked deleted, in number order.
+        deleted: Vec<MessageRef>,
+    },
+    /// STLS was accepted and `+OK` has been handed out: flush it, run the
+    /// TLS handshake, then call [`ServerSession::tls_started`] (or close the
+    /// connection if the handshake fails).
+    StartTls,
+}
+
+/// Why the session stopped for the host. `Interrupt` is not an error: it is
+/// the normal way the session asks for I/O.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Write these bytes to the client, then call `next` again.
+    Output(Vec<u8>),
+    /// All input is used: read more and pass it to `enqueue_input` (or
+    /// wait until `poll_timeout` and call `handle_timeout`).
+    NeedInput,
+    /// An event is still unanswered (while streaming a message: give the
+    /// next chunk or end it).
+    AwaitingHost,
+    /// Close the connection (after writing all output already returned).
+    /// Nothing was deleted unless an [`Event::Update`] was answered.
+    Close,
+}
+
+/// The host called an answer method that does not fit the pending event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// No event of that kind is waiting for an answer.
+    #[error("no {0} event is awaiting an answer")]
+    NotAwaiting(&'static str),
+    /// A unique id in the snapshot is empty, too long or not printable
+    /// ASCII (RFC 1939 section 7); the session answered `-ERR [SYS/TEMP]`.
+    #[error("invalid unique id in maildrop listing")]
+    InvalidUid,
+}
+
+/// Session state (RFC 1939 section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Before a successful login.
+    Authorization,
+    /// Logged in, maildrop open.
+    Transaction,
+    /// After QUIT in TRANSACTION, until the host confirms the update.
+    Update,
+    /// The connection is to be closed.
+    Closed,
+}
+
+/// Direction of a transcript line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client.
+    Client,
+    /// From the server.
+    Server,
+}
+
+/// One line of the protocol transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptLine {
+    /// Who sent it.
+    pub direction: Direction,
+    /// The line without its line end. Passwords and SASL payloads are
+    /// already replaced by `<redacted>`; `redacted` says so.
+    pub text: String,
+    /// True if a credential was removed from `text`.
+    pub redacted: bool,
+}
+
+impl fmt::Display for TranscriptLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = match self.direction {
+            Direction::Client => "C: ",
+            Direction::Server => "S: ",
+        };
+        write!(f, "{p}{}", self.text)
+    }
+}
+
+#[derive(Debug)]
+enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPass(String),
+    Cram(String),
+}
+
+#[derive(Debug)]
+struct Maildrop {
+    messages: Vec<MessageInfo>,
+    deleted: Vec<bool>,
+}
+
+impl Maildrop {
+    fn live(&self) -> impl Iterator<Item = (u32, &MessageInfo)> {
+        self.messages
+            .iter()
+            .zip(self.deleted.iter())
+            .zip(1u32..)
+            .filter(|((_, d), _)| !**d)
+            .map(|((m, _), n)| (n, m))
+    }
+
+    fn totals(&self) -> (usize, u64) {
+        self.live()
+            .fold((0, 0), |(c, s), (_, m)| (c + 1, s.saturating_add(m.size)))
+    }
+
+    /// Message `n` if it exists and is not deleted.
+    fn get(&self, n: u32) -> Result<&MessageInfo, Response> {
+        let i = usize::try_from(n).unwrap_or(usize::MAX).wrapping_sub(1);
+        match (self.messages.get(i), self.deleted.get(i)) {
+            (Some(_), Some(true)) => Err(Response::err("Message is deleted.")),
+            (Some(m), Some(false)) => Ok(m),
+            _ => Err(Response::err(format!("There's no message {n}."))),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    status: Option<Response>,
+    stuffer: DotStuffer,
+    top: Option<TopFilter>,
+}
+
+#[derive(Debug)]
+enum Awaiting {
+    Auth,
+    Maildrop,
+    Message(Box<Stream>),
+    Update,
+    Tls,
+}
+
+impl Awaiting {
+    fn name(&self) -> &'static str {
+        match self {
+            Awaiting::Auth => "Authenticate",
+            Awaiting::Maildrop => "OpenMaildrop",
+            Awaiting::Message(_) => "Retrieve",
+            Awaiting::Update => "Update",
+            Awaiting::Tls => "StartTls",
+        }
+    }
+}
+
+/// A server-side POP3 session (Sans-I/O).
+#[derive(Debug)]
+pub struct ServerSession {
+    config: ServerConfig,
+    state: SessionState,
+    input: LineFramer,
+    out: Vec<u8>,
+    event: Option<Event>,
+    awaiting: Option<Awaiting>,
+    user: Option<String>,
+    sasl: Option<Sasl>,
+    pending_user: Option<String>,
+    maildrop: Option<Maildrop>,
+    failed_logins: u32,
+    tls_active: bool,
+    last_activity: Instant,
+    activity: bool,
+    transcript: VecDeque<TranscriptLine>,
+}
+
+impl ServerSession {
+    /// Starts a session at time `now`; the greeting is the first output.
+    pub fn new(mut config: ServerConfig, now: Instant) -> ServerSession {
+        config.idle_timeout = config.idle_timeout.max(MIN_IDLE_TIMEOUT);
+        config.max_failed_logins = config.max_failed_logins.max(1);
+        let tls_active = config.tls_active;
+        let mut s = ServerSession {
+            config,
+            state: SessionState::Authorization,
+            input: LineFramer::default(),
+            out: Vec::new(),
+            event: None,
+            awaiting: None,
+            user: None,
+            sasl: None,
+            pending_user: None,
+            maildrop: None,
+            failed_logins: 0,
+            tls_active,
+            last_activity: now,
+            activity: false,
+            transcript: VecDeque::new(),
+        };
+        let mut text = s.config.greeting.clone();
+        if let Some(ts) = &s.config.apop_timestamp {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(ts);
+        }
+        s.reply(Response::ok(text));
+        s
+    }
+
+    /// Current RFC 1939 state.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// The logged-in user, once the maildrop is open.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether TLS is active (from the config or after STLS).
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
+    }
+
+    /// Bytes received from the client. Call [`ServerSession::next`] after.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) {
+        if self.state == SessionState::Closed || bytes.is_empty() {
+            return;
+        }
+        self.activity = true;
+        self.input.push(bytes);
+    }
+
+    /// The instant at which [`ServerSession::handle_timeout`] should be
+    /// called if no input arrives; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == SessionState::Closed {
+            return None;
+        }
+        Some(self.last_activity + self.config.idle_timeout)
+    }
+
+    /// Tells the session the time. Call it after each `enqueue_input` (it
+    /// restarts the idle timer) and when `poll_timeout` has passed. When
+    /// the client was idle for the timeout, the session closes without a
+    /// response and without deleting anything (RFC 1939 section 3).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if std::mem::take(&mut self.activity) || self.awaiting.is_some() || self.event.is_some() {
+            self.last_activity = now;
+            return;
+        }
+        if self.state != SessionState::Closed
+            && now >= self.last_activity + self.config.idle_timeout
+        {
+            self.state = SessionState::Closed;
+        }
+    }
+
+    /// Takes the next transcript line, if transcripts are on.
+    pub fn pop_transcript(&mut self) -> Option<TranscriptLine> {
+        self.transcript.pop_front()
+    }
+
+    /// Drives the session: returns the next event for the host, or an
+    /// [`Interrupt`] saying what I/O it needs.
+    // Named like imap-next's `next`; it is not an iterator (it needs the
+    // host's answers in between).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Event, Interrupt> {
+        loop {
+            if self.event.is_some() || self.awaiting.is_some() || self.state == SessionState::Closed
+            {
+                if !self.out.is_empty() {
+                    return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+                }
+                if let Some(ev) = self.event.take() {
+                    return Ok(ev);
+                }
+                if self.awaiting.is_some() {
+                    return Err(Interrupt::AwaitingHost);
+                }
+                return Err(Interrupt::Close);
+            }
+            if self.out.len() >= OUTPUT_HIGH_WATER {
+                return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+            }
+            let limit = if self.sasl.is_some() {
+                MAX_SASL_LINE
+            } else {
+                MAX_COMMAND_LINE
+            };
+            match self.input.next_frame(limit) {
+                Some(Frame::Line(line)) => self.handle_line(&line),
+                Some(Frame::TooLong) => {
+                    self.log(Direction::Client, "<line too long, skipped>".into(), false);
+                    self.sasl = None;
+                    self.reply(Response::err("Input line too long."));
+                }
+                None => {
+                    if !self.out.is_empty() {
+                        return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+                    }
+                    return Err(Interrupt::NeedInput);
+                }
+            }
+        }
+    }
+
+    // ----- answers to events ------------------------------------------
+
+    fn expect(&mut self, what: &'static str) -> Result<Awaiting, UsageError> {
+        match self.awaiting.take() {
+            Some(a) if a.name() == what => Ok(a),
+            other => {
+                self.awaiting = other;
+                Err(UsageError::NotAwaiting(what))
+            }
+        }
+    }
+
+    /// Answers [`Event::Authenticate`].
+    pub fn auth_result(&mut self, result: AuthResult) -> Result<(), UsageError> {
+        self.expect("Authenticate")?;
+        let user = self.pending_user.take().unwrap_or_default();
+        match result {
+            AuthResult::Accepted => {
+                self.awaiting = Some(Awaiting::Maildrop);
+                self.event = Some(Event::OpenMaildrop { user: user.clone() });
+                self.pending_user = Some(user);
+            }
+            AuthResult::Rejected => {
+                self.failed_logins += 1;
+                self.reply(Response::err_code(
+                    ResponseCode::Auth,
+                    "Authentication failed.",
+                ));
+                if self.failed_logins >= self.config.max_failed_logins {
+                    self.state = SessionState::Closed;
+                }
+            }
+            AuthResult::TempFail => self.reply(Response::err_code(
+                ResponseCode::SysTemp,
+                "Temporary authentication failure.",
+            )),
+        }
+        Ok(())
+    }
+
+    /// Answers [`Event::OpenMaildrop`] with the snapshot. Messages arriving
+    /// later are not seen by this session.
+    pub fn maildrop_opened(&mut self, messages: Vec<MessageInfo>) -> Result<(), UsageError> {
+        self.expect("OpenMaildrop")?;
+        let user = self.pending_user.take().unwrap_or_default();
+        let bad = messages.iter().any(|m| {
+            m.uid.is_empty()
+                || m.uid.len() > 70
+                || !m.uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        });
+        if bad {
+            self.reply(Response::err_code(
+                ResponseCode::SysTemp,
+                "Couldn't open mailbox.",
+            ));
+            return Err(UsageError::InvalidUid);
+        }
+        let deleted = vec![false; messages.len()];
+        let md = Maildrop { messages, deleted };
+        let text = match self.config.style {
+            Style::Dovecot => "Logged in.".to_owned(),
+            Style::Rfc1939 => {
+                let (n, size) = md.totals();
+                format!("{user}'s maildrop has {n} messages ({size} octets)")
+            }
+        };
+        self.maildrop = Some(md);
+        self.user = Some(user);
+        self.state = SessionState::Transaction;
+        self.reply(Response::ok(text));
+        Ok(())
+    }
+
+    /// Answers [`Event::OpenMaildrop`] with a failure; the session stays in
+    /// AUTHORIZATION.
+    pub fn maildrop_failed(&mut self, error: MaildropError) -> Result<(), UsageError> {
+        self.expect("OpenMaildrop")?;
+        self.pending_user = None;
+        let r = match error {
+            MaildropError::InUse => Response::err_code(
+                ResponseCode::InUse,
+                "Mailbox is locked by another POP3 session.",
+            ),
+            MaildropError::TempFail => {
+                Response::err_code(ResponseCode::SysTemp, "Couldn't open mailbox.")
+            }
+            MaildropError::PermFail => {
+                Response::err_code(ResponseCode::SysPerm, "Couldn't open mailbox.")
+            }
+        };
+        self.reply(r);
+        Ok(())
+    }
+
+    /// Gives the next chunk of the message of [`Event::Retrieve`]. Chunks
+    /// may split lines anywhere. Returns `false` once the session needs no
+    /// more data (TOP has its lines); the host should then call
+    /// [`ServerSession::message_end`].
+    pub fn message_data(&mut self, chunk: &[u8]) -> Result<bool, UsageError> {
+        let Some(Awaiting::Message(stream)) = self.awaiting.as_mut() else {
+            return Err(UsageError::NotAwaiting("Retrieve"));
+        };
+        let data = match stream.top.as_mut() {
+            Some(t) => t.filter(chunk),
+            None => chunk,
+        };
+        if let Some(status) = stream.status.take() {
+            status.write_to(&mut self.out);
+            log_line(&mut self.transcript, self.config.transcript, &status);
+        }
+        stream.stuffer.push(data, &mut self.out);
+        Ok(!stream.top.as_ref().is_some_and(TopFilter::is_done))
+    }
+
+    /// Ends the message of [`Event::Retrieve`]: adds a final CRLF if the
+    /// message lacked one, then the `.` terminator.
+    pub fn message_end(&mut self) -> Result<(), UsageError> {
+        let Awaiting::Message(mut stream) = self.expect("Retrieve")? else {
+            return Err(UsageError::NotAwaiting("Retrieve"));
+        };
+        if let Some(status) = stream.status.take() {
+            status.write_to(&mut self.out);
+            log_line(&mut self.transcript, self.config.transcript, &status);
+        }
+        stream.stuffer.finish(&mut self.out);
+        self.log(Direction::Server, ".".into(), false);
+        Ok(())
+    }
+
+    /// The message of [`Event::Retrieve`] could not be read. Before any
+    /// data the client gets `-ERR [SYS/TEMP]`; after some data the
+    /// response cannot be repaired and the session closes.
+    pub fn message_failed(&mut self) -> Result<(), UsageError> {
+        let Awaiting::Message(stream) = self.expect("Retrieve")? else {
+            return Err(UsageError::NotAwaiting("Retrieve"));
+        };
+        if stream.status.is_some() {
+            self.reply(Response::err_code(
+                ResponseCode::SysTemp,
+                "Couldn't read message.",
+            ));
+        } else {
+            self.state = SessionState::Closed;
+        }
+        Ok(())
+    }
+
+    /// Answers [`Event::Update`]: `true` if every marked message was
+    /// removed. The session then says goodbye and closes.
+    pub fn update_result(&mut self, ok: bool) -> Result<(), UsageError> {
+        self.expect("Update")?;
+        let r = if ok {
+            match self.config.style {
+                Style::Dovecot => Response::ok("Logging out."),
+                Style::Rfc1939 => {
+                    let left = self.maildrop.as_ref().map_or(0, |m| m.totals().0);
+                    let host = &self.config.hostname;
+                    if left == 0 {
+                        Response::ok(format!("{host} POP3 server signing off (maildrop empty)"))
+                    } else {
+                        Response::ok(format!(
+                            "{host} POP3 server signing off ({left} messages left)"
+                        ))
+                    }
+                }
+            }
+        } else {
+            Response::err_code(
+                ResponseCode::SysTemp,
+                "Some deleted messages were not removed.",
+            )
+        };
+        self.reply(r);
+        self.state = SessionState::Closed;
+        Ok(())
+    }
+
+    /// Answers [`Event::StartTls`] once the handshake succeeded. Input
+    /// received before the handshake is discarded (RFC 2595 section 4).
+    pub fn tls_started(&mut self) -> Result<(), UsageError> {
+        self.expect("StartTls")?;
+        self.input.clear();
+        self.tls_active = true;
+        Ok(())
+    }
+
+    // ----- command handling -------------------------------------------
+
+    fn log(&mut self, direction: Direction, text: String, redacted: bool) {
+        if self.config.transcript {
+            self.transcript.push_back(TranscriptLine {
+                direction,
+                text,
+                redacted,
+            });
+        }
+    }
+
+    fn reply(&mut self, r: Response) {
+        r.write_to(&mut self.out);
+        log_line(&mut self.transcript, self.config.transcript, &r);
+    }
+
+    fn reply_multi(&mut self, r: Response, lines: &[String]) {
+        self.reply(r);
+        let mut s = DotStuffer::new();
+        for l in lines {
+            s.push(l.as_bytes(), &mut self.out);
+            s.push(b"\r\n", &mut self.out);
+            self.log(Direction::Server, l.clone(), false);
+        }
+        s.finish(&mut self.out);
+        self.log(Direction::Server, ".".into(), false);
+    }
+
+    fn log_command(&mut self, line: &[u8]) {
+        if !self.config.transcript {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let kw_end = text.find(' ');
+        let kw = kw_end.map_or(&*text, |i| text.get(..i).unwrap_or(""));
+        let (t, red) = if kw.eq_ignore_ascii_case("PASS") && kw_end.is_some() {
+            (format!("{kw} <redacted>"), true)
+        } else if kw.eq_ignore_ascii_case("AUTH") && text.split(' ').count() > 2 {
+            let mech = text.split(' ').nth(1).unwrap_or("");
+            (format!("{kw} {mech} <redacted>"), true)
+        } else {
+            (text.into_owned(), false)
+        };
+        self.log(Direction::Client, t, red);
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        !self.config.plaintext_requires_tls || self.tls_active
+    }
+
+    fn mechanisms(&self) -> Vec<SaslMechanism> {
+        self.config
+            .sasl
+            .iter()
+            .copied()
+            .filter(|m| match m {
+                SaslMechanism::CramMd5 => self.config.apop_timestamp.is_some(),
+                _ => self.plaintext_allowed(),
+            })
+            .collect()
+    }
+
+    fn handle_line(&mut self, line: &[u8]) {
+        if let Some(sasl) = self.sasl.take() {
+            self.handle_sasl(sasl, line);
+            return;
+        }
+        self.log_command(line);
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reply(Response::err(e.to_string()));
+                return;
+            }
+        };
+        match self.state {
+            SessionState::Authorization => self.authorization(cmd),
+            SessionState::Transaction => self.transaction(cmd),
+            // No input is read in UPDATE or after closing.
+            SessionState::Update | SessionState::Closed => {}
+        }
+    }
+
+    fn capa(&mut self) {
+        let mut caps: Vec<String> = vec![
+            "TOP".into(),
+            "UIDL".into(),
+            "RESP-CODES".into(),
+            "PIPELINING".into(),
+        ];
+        if self.state == SessionState::Authorization {
+            if self.config.user_pass && self.plaintext_allowed() {
+                caps.push("USER".into());
+            }
+            let mechs = self.mechanisms();
+            if !mechs.is_empty() {
+                let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
+                caps.push(format!("SASL {}", names.join(" ")));
+            }
+            if self.config.tls_available && !self.tls_active {
+                caps.push("STLS".into());
+            }
+        }
+        if let Some(i) = &self.config.implementation {
+            caps.push(format!("IMPLEMENTATION {i}"));
+        }
+        self.reply_multi(Response::ok("Capability list follows"), &caps);
+    }
+
+    fn start_auth(&mut self, creds: Credentials) {
+        self.pending_user = Some(creds.user().to_owned());
+        self.awaiting = Some(Awaiting::Auth);
+        self.event = Some(Event::Authenticate(creds));
+    }
+
+    fn authorization(&mut self, cmd: Command) {
+        match cmd {
+            Command::User(name) => {
+                if !self.config.user_pass {
+                    self.reply(Response::err("USER/PASS is not enabled."));
+                } else if !self.plaintext_allowed() {
+                    self.reply(plaintext_refused());
+                } else {
+                    self.user = Some(name);
+                    self.reply(Response::ok(""));
+                }
+            }
+            Command::Pass(password) => match self.user.take() {
+                None => self.reply(Response::err("No username given.")),
+                Some(user) => self.start_auth(Credentials::Password { user, password }),
+            },
+            Command::Apop { name, digest } => match self.config.apop_timestamp.clone() {
+                None => self.reply(Response::err("APOP is not enabled.")),
+                Some(timestamp) => {
+                    self.user = None;
+                    self.start_auth(Credentials::Apop {
+                        user: name,
+                        timestamp,
+                        digest: digest.to_ascii_lowercase(),
+                    });
+                }
+            },
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                let names: Vec<String> = self
+                    .mechanisms()
+                    .iter()
+                    .map(|m| m.name().to_owned())
+                    .collect();
+                self.reply_multi(Response::ok(""), &names);
+            }
+            Command::Auth {
+                mechanism: Some(mech),
+                initial_response,
+            } => self.auth(&mech, initial_response),
+            Command::Capa => self.capa(),
+            Command::Stls => {
+                if !self.config.tls_available {
+                    self.reply(Response::err("TLS support isn't enabled."));
+                } else if self.tls_active {
+                    self.reply(Response::err("TLS is already active."));
+                } else {
+                    self.reply(Response::ok("Begin TLS negotiation now."));
+                    // Anything pipelined after STLS was sent in clear text
+                    // and must not be acted on (RFC 2595 section 4).
+                    self.input.clear();
+                    self.awaiting = Some(Awaiting::Tls);
+                    self.event = Some(Event::StartTls);
+                }
+            }
+            Command::Quit => {
+                self.reply(Response::ok("Logging out"));
+                self.state = SessionState::Closed;
+            }
+            Command::Noop
+            | Command::Stat
+            | Command::List(_)
+            | Command::Retr(_)
+            | Command::Dele(_)
+            | Command::Rset
+            | Command::Top { .. }
+            | Command::Uidl(_) => {
+                self.reply(Response::err("Command not valid in AUTHORIZATION state."))
+            }
+        }
+    }
+
+    fn auth(&mut self, mech: &str, initial: Option<Secret<String>>) {
+        let Some(m) = self
+            .config
+            .sasl
+            .iter()
+            .copied()
+            .find(|m| m.name().eq_ignore_ascii_case(mech))
+        else {
+            self.reply(Response::err("Unsupported authentication mechanism."));
+            return;
+        };
+        if m.plaintext() && !self.plaintext_allowed() {
+            self.reply(plaintext_refused());
+            return;
+        }
+        match m {
+            SaslMechanism::Plain => match initial {
+                Some(ir) => self.handle_sasl(Sasl::Plain, ir.expose().as_bytes()),
+                None => self.challenge(Sasl::Plain, ""),
+            },
+            SaslMechanism::Login => match initial {
+                Some(ir) => self.handle_sasl(Sasl::LoginUser, ir.expose().as_bytes()),
+                None => self.challenge(Sasl::LoginUser, "VXNlcm5hbWU6"),
+            },
+            SaslMechanism::CramMd5 => match self.config.apop_timestamp.clone() {
+                None => self.reply(Response::err("Unsupported authentication mechanism.")),
+                Some(_) if initial.is_some() => {
+                    // CRAM-MD5 is server-first: an initial response is a
+                    // protocol error (RFC 4422 section 3.3).
+                    self.reply(Response::err("Initial response not allowed for CRAM-MD5."));
+                }
+                Some(ch) => {
+                    let enc = B64.encode(ch.as_bytes());
+                    self.challenge(Sasl::Cram(ch), &enc);
+                }
+            },
+        }
+    }
+
+    fn challenge(&mut self, next: Sasl, b64: &str) {
+        self.out.extend_from_slice(b"+ ");
+        self.out.extend_from_slice(b64.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.log(Direction::Server, format!("+ {b64}"), false);
+        self.sasl = Some(next);
+    }
+
+    fn sasl_fail(&mut self) {
+        self.failed_logins += 1;
+        self.reply(Response::err_code(
+            ResponseCode::Auth,
+            "Authentication failed.",
+        ));
+        if self.failed_logins >= self.config.max_failed_logins {
+            self.state = SessionState::Closed;
+        }
+    }
+
+    fn handle_sasl(&mut self, step: Sasl, line: &[u8]) {
+        self.log(Direction::Client, "<redacted>".into(), true);
+        if line == b"*" {
+            // RFC 5034 section 4: the client cancels; reply -ERR.
+            self.reply(Response::err("Authentication aborted by client."));
+            return;
+        }
+        // "=" is an empty response (RFC 5034 section 4).
+        let decoded = if line == b"=" {
+            Ok(Vec::new())
+        } else {
+            B64.decode(line)
+        };
+        let Ok(data) = decoded else {
+            self.reply(Response::err("Invalid base64 data in continued response."));
+            return;
+        };
+        match step {
+            Sasl::Plain => {
+                // authzid NUL authcid NUL passwd (RFC 4616 section 2).
+                let mut parts = data.split(|&b| b == 0);
+                let (Some(authz), Some(authc), Some(pass), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    self.sasl_fail();
+                    return;
+                };
+                let (Ok(authz), Ok(user), Ok(pass)) = (
+                    std::str::from_utf8(authz),
+                    std::str::from_utf8(authc),
+                    std::str::from_utf8(pass),
+                ) else {
+                    self.sasl_fail();
+                    return;
+                };
+                // Acting as another user is not supported.
+                if user.is_empty() || (!authz.is_empty() && authz != user) {
+                    self.sasl_fail();
+                    return;
+                }
+                self.start_auth(Credentials::Password {
+                    user: user.to_owned(),
+                    password: Secret::new(pass.to_owned()),
+                });
+            }
+            Sasl::LoginUser => match String::from_utf8(data) {
+                Ok(user) if !user.is_empty() => {
+                    self.challenge(Sasl::LoginPass(user), "UGFzc3dvcmQ6")
+                }
+                _ => self.sasl_fail(),
+            },
+            Sasl::LoginPass(user) => match String::from_utf8(data) {
+                Ok(pass) => self.start_auth(Credentials::Password {
+                    user,
+                    password: Secret::new(pass),
+                }),
+                Err(_) => self.sasl_fail(),
+            },
+            Sasl::Cram(challenge) => {
+                // "user SP hex-digest" (RFC 2195 section 2).
+                let text = String::from_utf8(data).unwrap_or_default();
+                match text.rsplit_once(' ') {
+                    Some((user, digest))
+                        if !user.is_empty()
+                            && digest.len() == 32
+                            && digest.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        self.start_auth(Credentials::CramMd5 {
+                            user: user.to_owned(),
+                            challenge,
+                            digest: digest.to_ascii_lowercase(),
+                        });
+                    }
+                    _ => self.sasl_fail(),
+                }
+            }
+        }
+    }
+
+    fn transaction(&mut self, cmd: Command) {
+        let Some(md) = self.maildrop.as_mut() else {
+            return;
+        };
+        let style = self.config.style;
+        match cmd {
+            Command::Stat => {
+                let (n, size) = md.totals();
+                self.reply(Response::ok(format!("{n} {size}")));
+            }
+            Command::List(None) => {
+                let (n, size) = md.totals();
+                let lines: Vec<String> =
+                    md.live().map(|(i, m)| format!("{i} {}", m.size)).collect();
+                let text = match style {
+                    Style::Dovecot => format!("{n} messages:"),
+                    Style::Rfc1939 => format!("{n} messages ({size} octets)"),
+                };
+                self.reply_multi(Response::ok(text), &lines);
+            }
+            Command::List(Some(i)) => {
+                let r = md.get(i).map(|m| Response::ok(format!("{i} {}", m.size)));
+                self.reply(r.unwrap_or_else(|e| e));
+            }
+            Command::Uidl(None) => {
+                let lines: Vec<String> = md.live().map(|(i, m)| format!("{i} {}", m.uid)).collect();
+                self.reply_multi(Response::ok(""), &lines);
+            }
+            Command::Uidl(Some(i)) => {
+                let r = md.get(i).map(|m| Response::ok(format!("{i} {}", m.uid)));
+                self.reply(r.unwrap_or_else(|e| e));
+            }
+            Command::Retr(i) | Command::Top { msg: i, .. } => {
+                let top = match cmd {
+                    Command::Top { lines, .. } => Some(lines),
+                    _ => None,
+                };
+                match md.get(i) {
+                    Err(e) => self.reply(e),
+                    Ok(m) => {
+                        let status = match top {
+                            None => Response::ok(format!("{} octets", m.size)),
+                            Some(_) => Response::ok(""),
+                        };
+                        let ev = Event::Retrieve {
+                            message: MessageRef {
+                                number: i,
+                                uid: m.uid.clone(),
+                            },
+                            size: m.size,
+                            top,
+                        };
+                        self.awaiting = Some(Awaiting::Message(Box::new(Stream {
+                            status: Some(status),
+                            stuffer: DotStuffer::new(),
+                            top: top.map(TopFilter::new),
+                        })));
+                        self.event = Some(ev);
+                    }
+                }
+            }
+            Command::Dele(i) => {
+                let r = match md.get(i) {
+                    Err(e) => e,
+                    Ok(_) => {
+                        let idx = usize::try_from(i).unwrap_or(usize::MAX).wrapping_sub(1);
+                        if let Some(d) = md.deleted.get_mut(idx) {
+                            *d = true;
+                        }
+                        match style {
+                            Style::Dovecot => Response::ok("Marked to be deleted."),
+                            Style::Rfc1939 => Response::ok(format!("message {i} deleted")),
+                        }
+                    }
+                };
+                self.reply(r);
+            }
+            Command::Rset => {
+                md.deleted.iter_mut().for_each(|d| *d = false);
+                let r = match style {
+                    Style::Dovecot => Response::ok(""),
+                    Style::Rfc1939 => {
+                        let (n, size) = md.totals();
+                        Response::ok(format!("maildrop has {n} messages ({size} octets)"))
+                    }
+                };
+                self.reply(r);
+            }
+            Command::Noop => self.reply(Response::ok("")),
+            Command::Quit => {
+                let deleted: Vec<MessageRef> = md
+                    .messages
+                    .iter()
+                    .zip(md.deleted.iter())
+                    .zip(1u32..)
+                    .filter(|((_, d), _)| **d)
+                    .map(|((m, _), number)| MessageRef {
+                        number,
+                        uid: m.uid.clone(),
+                    })
+                    .collect();
+                self.state = SessionState::Update;
+                self.awaiting = Some(Awaiting::Update);
+                self.event = Some(Event::Update { deleted });
+            }
+            Command::Capa => self.capa(),
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+            | Command::Stls => self.reply(Response::err("Command not valid in TRANSACTION state.")),
+        }
+    }
+}
+
+fn plaintext_refused() -> Response {
+    Response::err_code(
+        ResponseCode::Auth,
+        "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+    )
+}
+
+fn log_line(t: &mut VecDeque<TranscriptLine>, on: bool, r: &Response) {
+    if on {
+        t.push_back(TranscriptLine {
+            direction: Direction::Server,
+            text: r.to_string(),
+            redacted: false,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
