@@ -1,0 +1,134 @@
+//! Storage and identity layer of the mail system: durable Maildir delivery,
+//! POP3 maildrops, Dovecot-compatible passwd-file accounts and address
+//! routing with Postfix's `mydestination` meaning.
+//!
+//! Everything here is blocking `std` file I/O; the types are `Send + Sync`
+//! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
+//! [`Aliases`] and [`Router`] in an `Arc`). Async daemons call them from
+//! `tokio::task::spawn_blocking` or a dedicated thread.
+//!
+//! # Example: the lab's dialogue, store side
+//!
+//! ```
+//! use std::{io::Read, sync::Arc, time::SystemTime};
+//! use mailstore::{Accounts, Envelope, Protocol, QueueIdGenerator, Route, Router, Store, LAB_DOMAINS};
+//!
+//! # fn main() -> Result<(), mailstore::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("passwd"), "user1:{PLAIN}pw1\nuser2:{PLAIN}pw2\n").unwrap();
+//! let accounts = Arc::new(Accounts::open(dir.path().join("passwd"))?);
+//! let router = Router::new(LAB_DOMAINS, accounts.clone(), None);
+//! let store = Store::open(dir.path().join("mail"))?;
+//!
+//! // AUTH LOGIN as user2, then RCPT TO:<user1@csuvnetwork.com>.
+//! assert!(accounts.verify_password("user2", b"pw2")?.is_some());
+//! let Route::Local(mailboxes) = router.route("user1@csuvnetwork.com")? else { panic!() };
+//!
+//! // DATA: stream the message, commit before answering 250.
+//! let queue_id = QueueIdGenerator::new().next_id(SystemTime::now());
+//! let env = Envelope {
+//!     mail_from: "user2@csuvnetwork.com".into(),
+//!     recipients: vec!["user1@csuvnetwork.com".into()],
+//!     mailboxes,
+//!     helo: "client.example".into(),
+//!     client_ip: "127.0.0.1".parse().unwrap(),
+//!     protocol: Protocol::Esmtpa,
+//!     our_hostname: "mail.csuvnetwork.com".into(),
+//!     queue_id: queue_id.clone(),
+//!     time: SystemTime::now(),
+//! };
+//! let mut delivery = store.begin_delivery(&env)?;
+//! delivery.write(b"Subject: lab\r\n\r\nHello user1\r\n")?;
+//! let report = delivery.commit()?; // now "250 2.0.0 Ok: queued as {queue_id}"
+//!
+//! // POP3: user1 reads it back with CRLF line ends, exactly LIST's size.
+//! let mut maildrop = store.open_maildrop("user1")?;
+//! let msg = &maildrop.messages()[0];
+//! assert_eq!(msg.size, report.pop3_size);
+//! let mut bytes = Vec::new();
+//! maildrop.open_message(0)?.read_to_end(&mut bytes).unwrap();
+//! assert_eq!(bytes.len() as u64, msg.size);
+//! assert!(bytes.ends_with(b"\r\n\r\nHello user1\r\n"));
+//! maildrop.mark_seen(0)?;
+//! maildrop.finish(&[0])?; // QUIT after DELE 1
+//! assert!(store.open_maildrop("user1")?.messages().is_empty());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::path::PathBuf;
+
+pub mod accounts;
+pub mod crlf;
+pub mod maildrop;
+pub mod routing;
+pub mod store;
+mod util;
+
+pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
+pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
+pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
+pub use store::{
+    Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
+};
+pub use util::{atomic_write, fsync_dir, rfc5322_date};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The maildrop is locked by another session (POP3 `-ERR [IN-USE]`,
+    /// RFC 2449 section 8.1.1).
+    #[error("maildrop of {0} is in use by another session")]
+    InUse(String),
+    /// A user or mailbox name that cannot be used as a directory name.
+    #[error("invalid mailbox name {0:?}")]
+    BadName(String),
+    /// A delivery without any mailbox.
+    #[error("delivery has no local recipient")]
+    NoRecipients,
+    /// A message index outside the snapshot.
+    #[error("no such message: index {0}")]
+    NoSuchMessage(usize),
+    /// A message of the snapshot was removed by someone else.
+    #[error("message {0} is gone")]
+    MessageGone(String),
+    /// A delivery used after it failed.
+    #[error("delivery already closed")]
+    DeliveryClosed,
+    /// Hashing a password failed or the scheme is unsupported.
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shareable_types() {
+        assert_send_sync::<Store>();
+        assert_send_sync::<Accounts>();
+        assert_send_sync::<Aliases>();
+        assert_send_sync::<Router>();
+        assert_send_sync::<Delivery>();
+        assert_send_sync::<Maildrop>();
+        assert_send_sync::<QueueIdGenerator>();
+        assert_send_sync::<Error>();
+    }
+}
