@@ -276,6 +276,15 @@ impl Config {
         Self::parse(&text, base, &path.display().to_string())
     }
 
+    /// [`Config::load`] the file when there is one; otherwise the built-in
+    /// lab configuration, with relative paths under the current directory.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::from_toml_str("", Path::new(".")),
+        }
+    }
+
     fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_owned(),

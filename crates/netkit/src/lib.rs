@@ -24,8 +24,54 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::net::TcpListener;
+use std::cell::RefCell;
+use std::time::Instant;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// Largest single socket read.
+const READ_BUF: usize = 64 * 1024;
+
+thread_local! {
+    // One read buffer per worker thread, not per connection: an idle
+    // connection then holds no read buffer at all.
+    static READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+}
+
+/// Wait until `stream` has data, read what is there into a per-thread
+/// buffer and pass it to `consume`. Returns `Ok(false)` at end of stream.
+/// Cancel-safe: dropping the future before it completes loses no data.
+pub async fn read_with(
+    stream: &TcpStream,
+    mut consume: impl FnMut(&[u8]),
+) -> std::io::Result<bool> {
+    loop {
+        stream.readable().await?;
+        let r = READ_SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            match stream.try_read(&mut b) {
+                Ok(n) => {
+                    consume(b.get(..n).unwrap_or_default());
+                    Ok(Some(n > 0))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        if let Some(more) = r {
+            return Ok(more);
+        }
+    }
+}
+
+/// Sleep until `deadline`, or forever when there is none.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Why a connection was refused by a [`ConnLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +250,18 @@ impl Signals {
     }
 }
 
+/// Serve signals until SIGTERM or SIGINT: call `reload` on each SIGHUP,
+/// return on a stop signal.
+pub async fn until_stop_signal(mut reload: impl FnMut()) -> std::io::Result<()> {
+    let mut signals = Signals::new()?;
+    loop {
+        match signals.recv().await {
+            Signal::Stop => return Ok(()),
+            Signal::Reload => reload(),
+        }
+    }
+}
+
 /// Bind every address, failing with the address in the message.
 pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
@@ -216,6 +274,55 @@ pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
     Ok(out)
 }
 
+/// Accept connections on every listener until shutdown is triggered, and
+/// run `handle(stream, peer, tag)` for each in its own task; `tag` tells
+/// which listener it came from. After shutdown the listeners are closed
+/// and this waits for the connection tasks still running.
+pub async fn accept_loop<T, F, Fut>(
+    listeners: Vec<(TcpListener, T)>,
+    shutdown: ShutdownWatch,
+    handle: F,
+) where
+    T: Copy + Send + 'static,
+    F: Fn(TcpStream, SocketAddr, T) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut acceptors = tokio::task::JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, T)>(64);
+    for (l, tag) in listeners {
+        let tx = tx.clone();
+        let mut sd = shutdown.clone();
+        acceptors.spawn(async move {
+            loop {
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, peer)) => {
+                            let _ = s.set_nodelay(true);
+                            if tx.send((s, peer, tag)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    },
+                    _ = sd.triggered() => return,
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut conns = tokio::task::JoinSet::new();
+    while let Some((stream, peer, tag)) = rx.recv().await {
+        conns.spawn(handle(stream, peer, tag));
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
 /// Set up `tracing` output on stderr; `RUST_LOG` overrides `default`.
 /// Calling it twice is harmless.
 pub fn init_tracing(default: &str) {
@@ -223,25 +330,9 @@ pub fn init_tracing(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Render protocol bytes for a transcript line: printable ASCII and UTF-8
-/// as they are, the line end dropped, control bytes escaped.
-pub fn printable(line: &[u8]) -> String {
-    let line = line
-        .strip_suffix(b"\r\n")
-        .or_else(|| line.strip_suffix(b"\n"))
-        .unwrap_or(line);
-    String::from_utf8_lossy(line)
-        .chars()
-        .flat_map(|c| match c {
-            '\t' => vec!['\t'],
-            c if c.is_control() => c.escape_default().collect(),
-            c => vec![c],
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -285,10 +376,19 @@ mod tests {
         s.subscribe().triggered().await;
     }
 
-    #[test]
-    fn printable_escapes_controls() {
-        assert_eq!(printable(b"EHLO x\r\n"), "EHLO x");
-        assert_eq!(printable(b"a\x00b\rc"), "a\\u{0}b\\rc");
-        assert_eq!(printable("中文\r\n".as_bytes()), "中文");
+    #[tokio::test]
+    async fn read_with_reports_data_then_eof() {
+        use tokio::io::AsyncWriteExt;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"hello").await.unwrap();
+        });
+        let (s, _) = l.accept().await.unwrap();
+        client.await.unwrap();
+        let mut got = Vec::new();
+        while read_with(&s, |b| got.extend_from_slice(b)).await.unwrap() {}
+        assert_eq!(got, b"hello");
     }
 }

@@ -1,0 +1,555 @@
+//! `pop3d`: the POP3 server of the system, a thin tokio host around
+//! [`pop3_proto::ServerSession`].
+//!
+//! Per connection it moves bytes between the socket and the session and
+//! answers the session's events from [`mailstore`]: passwords from the
+//! passwd-file (APOP and CRAM-MD5 only for `{PLAIN}` accounts, which hold
+//! the secret itself), the maildrop opened with an exclusive lock
+//! (`-ERR [IN-USE]` for a second session, RFC 1939 section 8), messages
+//! streamed from their files in chunks (never held whole), and deletions
+//! carried out only on QUIT. A connection that ends without QUIT deletes
+//! nothing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), pop3d::Error> {
+//! let cfg = mail_config::Config::load_or_builtin(None)?; // the lab's
+//! let running = pop3d::start(cfg).await?;
+//! println!("POP3 on {:?}", running.addrs());
+//! running.stop().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Instant, SystemTime};
+
+use mail_config::Config;
+use mailstore::{Accounts, Maildrop, MessageReader, Store};
+use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
+use pop3_proto::{
+    apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
+    MaildropError, MessageInfo, SaslMechanism, ServerConfig, ServerSession, SessionState,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{error, info, warn};
+
+/// Bytes read from a message file per trip to the blocking pool: a typical
+/// message is one read; a large one streams in steps of this size.
+const CHUNK: usize = 128 * 1024;
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] mail_config::ConfigError),
+    /// The Maildir store or the passwd-file could not be opened.
+    #[error(transparent)]
+    Store(#[from] mailstore::Error),
+    /// A listener could not be bound, or another socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+struct Shared {
+    cfg: RwLock<Arc<Config>>,
+    store: Store,
+    accounts: Arc<Accounts>,
+    limiter: Arc<ConnLimiter>,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    fn cfg(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A started server: its listeners are bound and accepting.
+pub struct Running {
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    addrs: Vec<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Addresses of the listeners.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Apply a reread configuration (SIGHUP) to new connections. Listeners,
+    /// the Maildir root and the passwd-file path change only on restart.
+    pub fn reload(&self, cfg: Config) -> Result<(), Error> {
+        let old = self.shared.cfg();
+        if cfg.pop3d.listen != old.pop3d.listen
+            || cfg.global.maildir_root != old.global.maildir_root
+            || cfg.global.passwd_file != old.global.passwd_file
+        {
+            warn!("listeners, maildir_root and passwd_file change only on restart");
+        }
+        *self
+            .shared
+            .cfg
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(cfg);
+        self.shared.accounts.reload_if_changed()?;
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Stop accepting; idle sessions are told and closed, sessions busy
+    /// with a command finish it (up to `shutdown_grace`). Nothing is
+    /// deleted for a session that did not QUIT.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let grace = self.shared.cfg().pop3d.shutdown_grace.duration();
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            warn!("shutdown grace period over; closing remaining sessions");
+            task.abort();
+        }
+    }
+}
+
+/// Open the store and accounts, bind every listener and start serving.
+pub async fn start(cfg: Config) -> Result<Running, Error> {
+    let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
+    let accounts = Arc::new(Accounts::open(&cfg.global.passwd_file)?);
+    let listeners = netkit::bind_all(&cfg.pop3d.listen).await?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()?;
+    for a in &addrs {
+        info!(addr = %a, "pop3d listening");
+    }
+    let shared = Arc::new(Shared {
+        limiter: ConnLimiter::new(
+            cfg.pop3d.max_connections,
+            cfg.pop3d.max_connections_per_client,
+        ),
+        cfg: RwLock::new(Arc::new(cfg)),
+        store,
+        accounts,
+        next_session: AtomicU64::new(1),
+    });
+    let shutdown = Shutdown::new();
+    let handler_shared = Arc::clone(&shared);
+    let watch = shutdown.subscribe();
+    let task = tokio::spawn(netkit::accept_loop(
+        listeners.into_iter().map(|l| (l, ())).collect(),
+        shutdown.subscribe(),
+        move |stream, peer, ()| {
+            connection(Arc::clone(&handler_shared), stream, peer, watch.clone())
+        },
+    ));
+    Ok(Running {
+        shared,
+        shutdown,
+        addrs,
+        task,
+    })
+}
+
+/// Run until SIGTERM/SIGINT (graceful stop); SIGHUP rereads `config_path`.
+pub async fn serve_until_signalled(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Error> {
+    let running = start(cfg).await?;
+    netkit::until_stop_signal(|| {
+        let r = Config::load_or_builtin(config_path.as_deref())
+            .map_err(Error::from)
+            .and_then(|cfg| running.reload(cfg));
+        if let Err(e) = r {
+            error!(error = %e, "reload failed; keeping the old configuration");
+        }
+    })
+    .await?;
+    info!("stopping");
+    running.stop().await;
+    Ok(())
+}
+
+fn session_config(cfg: &Config, sid: &str) -> ServerConfig {
+    let p = &cfg.pop3d;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    ServerConfig {
+        greeting: format!("{} POP3 ready.", cfg.global.hostname),
+        // RFC 1939 section 7: `<process-ID.clock@hostname>`, unique per
+        // connection; the session id makes it unique within a process.
+        apop_timestamp: p.apop.then(|| {
+            format!(
+                "<{}.{}.{}@{}>",
+                std::process::id(),
+                sid,
+                now.as_secs(),
+                cfg.global.hostname
+            )
+        }),
+        hostname: cfg.global.hostname.clone(),
+        sasl: p
+            .auth_mechanisms
+            .iter()
+            .filter_map(|m| match m.as_str() {
+                "PLAIN" => Some(SaslMechanism::Plain),
+                "LOGIN" => Some(SaslMechanism::Login),
+                "CRAM-MD5" => Some(SaslMechanism::CramMd5),
+                _ => None,
+            })
+            .collect(),
+        max_failed_logins: p.failed_login_limit.max(1),
+        idle_timeout: p.idle_timeout.duration(),
+        transcript: cfg.global.transcript,
+        ..ServerConfig::default()
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: ShutdownWatch,
+) {
+    let cfg = shared.cfg();
+    let _permit = match shared.limiter.try_acquire(peer.ip()) {
+        Ok(p) => p,
+        Err(which) => {
+            let text = match which {
+                LimitExceeded::PerClient => {
+                    "-ERR [SYS/TEMP] Maximum number of connections from your IP exceeded.\r\n"
+                }
+                LimitExceeded::Total => {
+                    "-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
+                }
+            };
+            let _ = stream.write_all(text.as_bytes()).await;
+            warn!(client = %peer, "connection refused: {:?} limit", which);
+            return;
+        }
+    };
+    let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
+    info!(sid, client = %peer, "connect");
+    let session = ServerSession::new(session_config(&cfg, &sid), Instant::now());
+    let mut conn = Conn {
+        shared,
+        cfg,
+        sid,
+        account: None,
+        maildrop: None,
+    };
+    let result = conn.drive(session, &mut stream, &mut shutdown).await;
+    // Dropping the maildrop without finish() deletes nothing and releases
+    // the lock (RFC 1939 section 6: no QUIT, no UPDATE state).
+    if let Some(m) = conn.maildrop.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(m)).await;
+    }
+    match result {
+        Ok(()) => info!(sid = conn.sid, "disconnect"),
+        Err(e) => info!(sid = conn.sid, error = %e, "disconnect"),
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    sid: String,
+    /// The canonical account name after a successful login.
+    account: Option<String>,
+    maildrop: Option<Maildrop>,
+}
+
+impl Conn {
+    async fn drive(
+        &mut self,
+        mut session: ServerSession,
+        stream: &mut TcpStream,
+        shutdown: &mut ShutdownWatch,
+    ) -> std::io::Result<()> {
+        loop {
+            let step = session.next();
+            self.log_transcript(&mut session);
+            match step {
+                Err(Interrupt::Output(bytes)) => stream.write_all(&bytes).await?,
+                Err(Interrupt::Close) => return Ok(()),
+                Err(Interrupt::AwaitingHost) => {
+                    error!(sid = self.sid, "event left unanswered (bug)");
+                    return Ok(());
+                }
+                Err(Interrupt::NeedInput) => {
+                    let deadline = session.poll_timeout();
+                    tokio::select! {
+                        r = netkit::read_with(stream, |b| session.enqueue_input(b)) => {
+                            if !r? {
+                                return Ok(()); // client closed
+                            }
+                            session.handle_timeout(Instant::now());
+                        }
+                        _ = netkit::sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                        _ = shutdown.triggered(), if session.state() != SessionState::Update => {
+                            stream.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(event) => self.answer(&mut session, event, stream).await?,
+            }
+        }
+    }
+
+    fn log_transcript(&self, session: &mut ServerSession) {
+        while let Some(line) = session.pop_transcript() {
+            let who = match line.direction {
+                Direction::Client => "C",
+                Direction::Server => "S",
+            };
+            info!(target: "transcript", sid = self.sid, "{who}: {}", line.text);
+        }
+    }
+
+    async fn answer(
+        &mut self,
+        session: &mut ServerSession,
+        event: Event,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let answered = match event {
+            Event::Authenticate(creds) => {
+                let result = self.check_credentials(creds).await;
+                session.auth_result(result)
+            }
+            Event::OpenMaildrop { user } => {
+                let name = self.account.clone().unwrap_or(user);
+                let store = self.shared.store.clone();
+                match tokio::task::spawn_blocking(move || store.open_maildrop(&name)).await {
+                    Ok(Ok(m)) => {
+                        let list = m
+                            .messages()
+                            .iter()
+                            .map(|i| MessageInfo {
+                                size: i.size,
+                                uid: i.uid.clone(),
+                            })
+                            .collect();
+                        info!(
+                            sid = self.sid,
+                            user = m.user(),
+                            messages = m.messages().len(),
+                            "maildrop opened"
+                        );
+                        self.maildrop = Some(m);
+                        session.maildrop_opened(list)
+                    }
+                    Ok(Err(mailstore::Error::InUse(u))) => {
+                        warn!(sid = self.sid, user = u, "maildrop in use");
+                        session.maildrop_failed(MaildropError::InUse)
+                    }
+                    Ok(Err(e)) => {
+                        error!(sid = self.sid, error = %e, "opening maildrop failed");
+                        session.maildrop_failed(MaildropError::TempFail)
+                    }
+                    Err(e) => {
+                        error!(sid = self.sid, error = %e, "maildrop task failed");
+                        session.maildrop_failed(MaildropError::TempFail)
+                    }
+                }
+            }
+            Event::Retrieve { message, top, .. } => {
+                let index = (message.number as usize).saturating_sub(1);
+                return self.retrieve(session, index, top.is_none(), stream).await;
+            }
+            Event::Update { deleted } => {
+                let indices: Vec<usize> = deleted
+                    .iter()
+                    .map(|m| (m.number as usize).saturating_sub(1))
+                    .collect();
+                let ok = match self.maildrop.take() {
+                    Some(m) => {
+                        match tokio::task::spawn_blocking(move || m.finish(&indices)).await {
+                            Ok(Ok(report)) => {
+                                info!(sid = self.sid, deleted = report.deleted, "maildrop updated");
+                                true
+                            }
+                            Ok(Err(e)) => {
+                                error!(sid = self.sid, error = %e, "expunge failed");
+                                false
+                            }
+                            Err(e) => {
+                                error!(sid = self.sid, error = %e, "expunge task failed");
+                                false
+                            }
+                        }
+                    }
+                    None => true,
+                };
+                session.update_result(ok)
+            }
+            Event::StartTls => {
+                // Never offered (tls_available = false).
+                Ok(())
+            }
+        };
+        if let Err(e) = answered {
+            error!(sid = self.sid, error = %e, "session refused an answer (bug)");
+        }
+        Ok(())
+    }
+
+    async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
+        let accounts = Arc::clone(&self.shared.accounts);
+        let user = creds.user().to_owned();
+        let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailstore::Error> {
+            let canonical = |u: &str| -> Result<Option<String>, mailstore::Error> {
+                Ok(accounts.lookup(u)?.map(|a| a.name))
+            };
+            match &creds {
+                Credentials::Password { user, password } => Ok(accounts
+                    .verify_password(user, password.expose().as_bytes())?
+                    .map(|a| a.name)),
+                Credentials::Apop {
+                    user,
+                    timestamp,
+                    digest,
+                } => {
+                    // RFC 1939 section 7: MD5(timestamp + shared secret).
+                    let Some(secret) = accounts.plain_secret(user)? else {
+                        return Ok(None);
+                    };
+                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
+                    if digest_eq(&apop_digest(timestamp, &secret), digest) {
+                        canonical(user)
+                    } else {
+                        Ok(None)
+                    }
+                }
+                Credentials::CramMd5 {
+                    user,
+                    challenge,
+                    digest,
+                } => {
+                    let Some(secret) = accounts.plain_secret(user)? else {
+                        return Ok(None);
+                    };
+                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
+                    if digest_eq(&cram_md5_digest(&secret, challenge), digest) {
+                        canonical(user)
+                    } else {
+                        Ok(None)
+                    }
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(Ok(Some(name))) => {
+                info!(sid = self.sid, user = name, "logged in");
+                self.account = Some(name);
+                AuthResult::Accepted
+            }
+            Ok(Ok(None)) => {
+                warn!(sid = self.sid, user, "authentication failed");
+                tokio::time::sleep(self.cfg.pop3d.auth_failure_delay.duration()).await;
+                AuthResult::Rejected
+            }
+            Ok(Err(e)) => {
+                error!(sid = self.sid, error = %e, "account lookup failed");
+                AuthResult::TempFail
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "account lookup task failed");
+                AuthResult::TempFail
+            }
+        }
+    }
+
+    /// Stream message `index` through the session: read a chunk from the
+    /// file (blocking pool), hand it over, write out what the session
+    /// produced, until the session has enough (TOP) or the file ends.
+    async fn retrieve(
+        &mut self,
+        session: &mut ServerSession,
+        index: usize,
+        whole: bool,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let Some(maildrop) = self.maildrop.as_ref() else {
+            let _ = session.message_failed();
+            return Ok(());
+        };
+        let mut reader: Option<MessageReader> = match maildrop.open_message(index) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(sid = self.sid, error = %e, "message cannot be read");
+                let _ = session.message_failed();
+                return Ok(());
+            }
+        };
+        let mut buf = Vec::new();
+        loop {
+            let Some(mut r) = reader.take() else { break };
+            let read = tokio::task::spawn_blocking(move || {
+                buf.resize(CHUNK, 0);
+                let n = read_full(&mut r, &mut buf);
+                (r, buf, n)
+            })
+            .await;
+            let (r, b, n) = match read {
+                Ok(v) => v,
+                Err(e) => {
+                    error!(sid = self.sid, error = %e, "read task failed");
+                    let _ = session.message_failed();
+                    return Ok(());
+                }
+            };
+            buf = b;
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    error!(sid = self.sid, error = %e, "reading message failed");
+                    let _ = session.message_failed();
+                    return Ok(());
+                }
+            };
+            let more = session
+                .message_data(buf.get(..n).unwrap_or_default())
+                .unwrap_or_default();
+            // Write out what the session stuffed so far; it then says
+            // AwaitingHost (wants the next chunk or the end).
+            while let Err(Interrupt::Output(bytes)) = session.next() {
+                stream.write_all(&bytes).await?;
+            }
+            if more && n == CHUNK {
+                reader = Some(r);
+            }
+        }
+        let _ = session.message_end();
+        if whole {
+            if let Some(m) = self.maildrop.as_mut() {
+                // RETR marks the message seen (moved to cur/ at QUIT), as
+                // Dovecot does; TOP does not.
+                let _ = m.mark_seen(index);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fill `buf` as far as the reader allows; short only at end of file.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(buf.get_mut(n..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,692 @@
+//! `smtpd`: the ESMTP server of the system, a thin tokio host around
+//! [`smtp_proto::ServerSession`].
+//!
+//! Per connection it moves bytes between the socket and the session and
+//! answers the session's events from [`mailstore`]: credentials from the
+//! passwd-file, recipients through the router (`550 5.1.1` for unknown
+//! local users, `554 5.7.1 Relay access denied` for other domains unless
+//! the client may relay), and delivery into every local recipient's
+//! Maildir, durable before `250 2.0.0 Ok: queued as <id>` is sent.
+//!
+//! Two kinds of listener: inbound (port 25: local recipients need no AUTH)
+//! and submission (port 587, RFC 6409: AUTH before MAIL).
+//!
+//! The logic lives here so the end-to-end tests and the lab runner start
+//! the server in-process with [`start`]; `main.rs` only parses arguments.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), smtpd::Error> {
+//! let cfg = mail_config::Config::load_or_builtin(None)?; // the lab's
+//! let running = smtpd::start(cfg).await?;
+//! println!("SMTP on {:?}", running.inbound_addrs());
+//! running.stop().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use mail_config::{BareNewline, Config};
+use mailstore::{Accounts, Aliases, QueueIdGenerator, Route, Router, Store};
+use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
+use smtp_proto::{
+    AbortReason, AuthResult, BareLf, Credentials, Delivery, Direction, Event, ForwardPath,
+    Interrupt, Mechanism, Reply, ReversePath, ServerConfig, ServerSession, Verdict,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, error, info, warn};
+
+/// Body bytes gathered before they are written to the Maildir file: a
+/// small message costs one trip to the blocking pool, a large one is never
+/// held whole in memory.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] mail_config::ConfigError),
+    /// The Maildir store, passwd-file or aliases could not be opened.
+    #[error(transparent)]
+    Store(#[from] mailstore::Error),
+    /// A listener could not be bound, or another socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a connection needs that SIGHUP may replace.
+struct Settings {
+    cfg: Config,
+    router: Router,
+}
+
+impl Settings {
+    fn new(cfg: Config, accounts: &Arc<Accounts>) -> Result<Self, Error> {
+        let aliases = if cfg.global.aliases_file.exists() {
+            Some(Arc::new(Aliases::open(&cfg.global.aliases_file)?))
+        } else {
+            None
+        };
+        let router = Router::new(&cfg.global.local_domains, Arc::clone(accounts), aliases);
+        Ok(Settings { cfg, router })
+    }
+}
+
+struct Shared {
+    settings: RwLock<Arc<Settings>>,
+    store: Store,
+    accounts: Arc<Accounts>,
+    queue_ids: QueueIdGenerator,
+    limiter: Arc<ConnLimiter>,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A started server: its listeners are bound and accepting.
+pub struct Running {
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    inbound: Vec<SocketAddr>,
+    submission: Vec<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Addresses of the inbound (port 25 style) listeners.
+    pub fn inbound_addrs(&self) -> &[SocketAddr] {
+        &self.inbound
+    }
+
+    /// Addresses of the submission (port 587 style) listeners.
+    pub fn submission_addrs(&self) -> &[SocketAddr] {
+        &self.submission
+    }
+
+    /// Apply a reread configuration (SIGHUP): host name, domains, relay
+    /// networks, limits and the aliases file take effect for new
+    /// connections. Listeners, store and passwd-file paths need a restart.
+    pub fn reload(&self, cfg: Config) -> Result<(), Error> {
+        let old = self.shared.settings();
+        if cfg.smtpd.listen != old.cfg.smtpd.listen
+            || cfg.smtpd.submission_listen != old.cfg.smtpd.submission_listen
+            || cfg.global.maildir_root != old.cfg.global.maildir_root
+            || cfg.global.passwd_file != old.cfg.global.passwd_file
+        {
+            warn!("listeners, maildir_root and passwd_file change only on restart");
+        }
+        let new = Settings::new(cfg, &self.shared.accounts)?;
+        *self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+        self.shared.accounts.reload_if_changed()?;
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Stop accepting, let transactions in flight finish (up to
+    /// `shutdown_grace`), then return. Idle sessions get `421`.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            warn!("shutdown grace period over; closing remaining sessions");
+            task.abort();
+        }
+    }
+}
+
+/// Open the store and accounts, bind every listener and start serving.
+pub async fn start(cfg: Config) -> Result<Running, Error> {
+    let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
+    match store.clean_stale_tmp(SystemTime::now(), mailstore::STALE_TMP_AGE) {
+        Ok(0) => {}
+        Ok(n) => info!(removed = n, "removed stale Maildir tmp files"),
+        Err(e) => warn!(error = %e, "cleaning stale Maildir tmp files failed"),
+    }
+    let accounts = Arc::new(Accounts::open(&cfg.global.passwd_file)?);
+    let inbound = netkit::bind_all(&cfg.smtpd.listen).await?;
+    let submission = netkit::bind_all(&cfg.smtpd.submission_listen).await?;
+    let limiter = ConnLimiter::new(
+        cfg.smtpd.max_connections,
+        cfg.smtpd.max_connections_per_client,
+    );
+    let settings = Settings::new(cfg, &accounts)?;
+    let shared = Arc::new(Shared {
+        settings: RwLock::new(Arc::new(settings)),
+        store,
+        accounts,
+        queue_ids: QueueIdGenerator::new(),
+        limiter,
+        next_session: AtomicU64::new(1),
+    });
+    let shutdown = Shutdown::new();
+    let addrs = |ls: &[TcpListener]| -> Result<Vec<SocketAddr>, Error> {
+        Ok(ls
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()?)
+    };
+    let (in_addrs, sub_addrs) = (addrs(&inbound)?, addrs(&submission)?);
+    for a in &in_addrs {
+        info!(addr = %a, "smtpd listening (inbound)");
+    }
+    for a in &sub_addrs {
+        info!(addr = %a, "smtpd listening (submission)");
+    }
+    let listeners = inbound
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(submission.into_iter().map(|l| (l, true)))
+        .collect();
+    let handler_shared = Arc::clone(&shared);
+    let watch = shutdown.subscribe();
+    let task = tokio::spawn(netkit::accept_loop(
+        listeners,
+        shutdown.subscribe(),
+        move |stream, peer, submission| {
+            connection(
+                Arc::clone(&handler_shared),
+                stream,
+                peer,
+                submission,
+                watch.clone(),
+            )
+        },
+    ));
+    Ok(Running {
+        shared,
+        shutdown,
+        inbound: in_addrs,
+        submission: sub_addrs,
+        task,
+    })
+}
+
+/// Run until SIGTERM/SIGINT (graceful stop); SIGHUP rereads `config_path`.
+pub async fn serve_until_signalled(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Error> {
+    let running = start(cfg).await?;
+    netkit::until_stop_signal(|| {
+        let r = Config::load_or_builtin(config_path.as_deref())
+            .map_err(Error::from)
+            .and_then(|cfg| running.reload(cfg));
+        if let Err(e) = r {
+            error!(error = %e, "reload failed; keeping the old configuration");
+        }
+    })
+    .await?;
+    info!("stopping");
+    running.stop().await;
+    Ok(())
+}
+
+/// What the host knows of the transaction the session is in.
+#[derive(Default)]
+struct Txn {
+    from: String,
+    recipients: Vec<String>,
+    mailboxes: Vec<String>,
+    queue_id: String,
+    pending: Vec<u8>,
+    delivery: Option<mailstore::Delivery>,
+    failed: bool,
+    active: bool,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    peer: SocketAddr,
+    sid: String,
+    helo: String,
+    esmtp: bool,
+    txn: Txn,
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    submission: bool,
+    mut shutdown: ShutdownWatch,
+) {
+    let settings = shared.settings();
+    let hostname = settings.cfg.global.hostname.clone();
+    let _permit = match shared.limiter.try_acquire(peer.ip()) {
+        Ok(p) => p,
+        Err(which) => {
+            // Postfix's wording for smtpd_client_connection_count_limit.
+            let text = match which {
+                LimitExceeded::PerClient => format!(
+                    "421 4.7.0 {hostname} Error: too many connections from {}\r\n",
+                    peer.ip()
+                ),
+                LimitExceeded::Total => {
+                    format!("421 4.3.2 {hostname} Error: too many connections\r\n")
+                }
+            };
+            let _ = stream.write_all(text.as_bytes()).await;
+            warn!(client = %peer, "connection refused: {:?} limit", which);
+            return;
+        }
+    };
+    let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
+    info!(sid, client = %peer, submission, "connect");
+    let session = ServerSession::new(session_config(&settings.cfg, submission), Duration::ZERO);
+    let mut conn = Conn {
+        shared,
+        settings,
+        peer,
+        sid,
+        helo: String::new(),
+        esmtp: false,
+        txn: Txn::default(),
+    };
+    let result = conn.drive(session, &mut stream, &mut shutdown).await;
+    if conn.txn.delivery.is_some() {
+        conn.abort_delivery().await;
+    }
+    match result {
+        Ok(()) => info!(sid = conn.sid, "disconnect"),
+        Err(e) => info!(sid = conn.sid, error = %e, "disconnect"),
+    }
+}
+
+fn session_config(cfg: &Config, submission: bool) -> ServerConfig {
+    let s = &cfg.smtpd;
+    let mut c = ServerConfig::new(cfg.global.hostname.clone());
+    c.max_message_size = s.message_size_limit;
+    c.max_recipients = s.recipient_limit;
+    c.max_errors = s.error_limit;
+    c.bare_lf = match s.bare_newline {
+        BareNewline::Normalize => BareLf::Normalize,
+        BareNewline::Reject => BareLf::Reject,
+    };
+    c.auth_mechanisms = s
+        .auth_mechanisms
+        .iter()
+        .filter_map(|m| Mechanism::from_name(m))
+        .collect();
+    c.auth_required = submission;
+    // No TLS in this build: AUTH over plain text is what the lab does.
+    c.auth_requires_tls = false;
+    c.tls_available = false;
+    c.command_timeout = s.command_timeout.duration();
+    c.data_timeout = s.data_timeout.duration();
+    c.record_transcript = cfg.global.transcript;
+    c
+}
+
+impl Conn {
+    async fn drive(
+        &mut self,
+        mut session: ServerSession,
+        stream: &mut TcpStream,
+        shutdown: &mut ShutdownWatch,
+    ) -> std::io::Result<()> {
+        let start = Instant::now();
+        loop {
+            let step = session.next();
+            self.log_transcript(&mut session);
+            match step {
+                Err(Interrupt::Send(bytes)) => stream.write_all(&bytes).await?,
+                Err(Interrupt::Close) => return Ok(()),
+                Err(Interrupt::AwaitingAnswer) => {
+                    error!(sid = self.sid, "event left unanswered (bug)");
+                    return Ok(());
+                }
+                Err(Interrupt::NeedInput) => {
+                    let deadline = session.poll_timeout().map(|d| start + d);
+                    let idle = !self.txn.active;
+                    tokio::select! {
+                        r = netkit::read_with(stream, |b| session.enqueue_input(start.elapsed(), b)) => {
+                            if !r? {
+                                return Ok(()); // client closed
+                            }
+                        }
+                        _ = netkit::sleep_until(deadline) => session.handle_timeout(start.elapsed()),
+                        _ = shutdown.triggered(), if idle => {
+                            stream.write_all(format!(
+                                "421 4.3.2 {} Service shutting down, closing transmission channel\r\n",
+                                self.settings.cfg.global.hostname
+                            ).as_bytes()).await?;
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(event) => self.answer(&mut session, event).await,
+            }
+        }
+    }
+
+    fn log_transcript(&self, session: &mut ServerSession) {
+        let show = self.settings.cfg.global.transcript_show_secrets;
+        while let Some(entry) = session.poll_transcript() {
+            let who = match entry.direction {
+                Direction::Client => "C",
+                Direction::Server => "S",
+            };
+            let text = if show {
+                entry.text.clone()
+            } else {
+                entry.redacted()
+            };
+            info!(target: "transcript", sid = self.sid, "{who}: {text}");
+        }
+    }
+
+    async fn answer(&mut self, session: &mut ServerSession, event: Event) {
+        let answered = match event {
+            Event::Helo { domain, extended } => {
+                self.helo = domain;
+                self.esmtp = extended;
+                Ok(())
+            }
+            Event::Auth(creds) => {
+                let result = self.check_credentials(creds).await;
+                session.auth_result(result)
+            }
+            Event::AuthChallenge => {
+                let challenge = self.cram_challenge();
+                session.provide_challenge(&challenge)
+            }
+            Event::Mail { from, .. } => {
+                self.txn = Txn {
+                    from: match from {
+                        ReversePath::Null => String::new(),
+                        ReversePath::Mailbox(m) => m.to_string(),
+                    },
+                    ..Txn::default()
+                };
+                session.decide(Verdict::Accept)
+            }
+            Event::Rcpt { to, .. } => {
+                let verdict = self.route_recipient(session, &to);
+                session.decide(verdict)
+            }
+            Event::Vrfy { .. } => session.decide(Verdict::Accept),
+            Event::MessageStart => {
+                self.txn.active = true;
+                self.txn.queue_id = self.shared.queue_ids.next_id(SystemTime::now());
+                Ok(())
+            }
+            Event::BodyChunk(bytes) => {
+                self.txn.pending.extend_from_slice(&bytes);
+                if self.txn.pending.len() >= FLUSH_AT && !self.txn.failed {
+                    self.flush(session).await;
+                }
+                Ok(())
+            }
+            Event::MessageEnd(env) => {
+                let result = self.finish_message(session, env.size).await;
+                session.message_result(result)
+            }
+            Event::MessageAborted(reason) => {
+                if reason != AbortReason::Closed {
+                    debug!(sid = self.sid, ?reason, "message aborted");
+                }
+                self.abort_delivery().await;
+                Ok(())
+            }
+            Event::StartTls => {
+                // Never advertised (tls_available = false), so never sent.
+                Ok(())
+            }
+        };
+        if let Err(e) = answered {
+            error!(sid = self.sid, error = %e, "session refused an answer (bug)");
+        }
+    }
+
+    async fn check_credentials(&self, creds: Credentials) -> AuthResult {
+        let accounts = Arc::clone(&self.shared.accounts);
+        let user = creds.username().to_owned();
+        let mech = creds.mechanism();
+        let ok = tokio::task::spawn_blocking(move || -> Result<bool, mailstore::Error> {
+            match &creds {
+                Credentials::Plain {
+                    authzid,
+                    username,
+                    password,
+                } => {
+                    // Acting as another user (authzid) is not supported.
+                    if !authzid.is_empty() && authzid != username {
+                        return Ok(false);
+                    }
+                    Ok(accounts
+                        .verify_password(username, password.expose().as_bytes())?
+                        .is_some())
+                }
+                Credentials::Login { username, password } => Ok(accounts
+                    .verify_password(username, password.expose().as_bytes())?
+                    .is_some()),
+                Credentials::CramMd5 { username, .. } => {
+                    // Needs the clear secret: only {PLAIN} accounts.
+                    Ok(match accounts.plain_secret(username)? {
+                        Some(secret) => std::str::from_utf8(secret.expose())
+                            .map(|s| creds.verify_password(s))
+                            .unwrap_or(false),
+                        None => false,
+                    })
+                }
+            }
+        })
+        .await;
+        match ok {
+            Ok(Ok(true)) => {
+                info!(sid = self.sid, user, %mech, "authenticated");
+                AuthResult::Success
+            }
+            Ok(Ok(false)) => {
+                warn!(sid = self.sid, client = %self.peer, user, %mech, "authentication failed");
+                tokio::time::sleep(self.settings.cfg.smtpd.auth_failure_delay.duration()).await;
+                AuthResult::Failure
+            }
+            Ok(Err(e)) => {
+                error!(sid = self.sid, error = %e, "account lookup failed");
+                AuthResult::TemporaryFailure
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "account lookup task failed");
+                AuthResult::TemporaryFailure
+            }
+        }
+    }
+
+    /// `<random.time@hostname>`, RFC 2195's challenge form.
+    fn cram_challenge(&self) -> String {
+        let mut r = [0u8; 8];
+        // A failure of the OS random source leaves zeros; the timestamp
+        // still makes the challenge unique per second.
+        let _ = getrandom::getrandom(&mut r);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "<{}.{}@{}>",
+            u64::from_le_bytes(r),
+            now.as_secs(),
+            self.settings.cfg.global.hostname
+        )
+    }
+
+    fn route_recipient(&mut self, session: &ServerSession, to: &ForwardPath<'_>) -> Verdict {
+        let addr = to.to_string();
+        match self.settings.router.route(&addr) {
+            Ok(Route::Local(mailboxes)) => {
+                self.txn.recipients.push(addr);
+                for m in mailboxes {
+                    if !self.txn.mailboxes.contains(&m) {
+                        self.txn.mailboxes.push(m);
+                    }
+                }
+                Verdict::Accept
+            }
+            // Postfix's wording (local_recipient_maps).
+            Ok(Route::UnknownUser) => Verdict::Reject(Reply::new(
+                550,
+                (5, 1, 1),
+                format!(
+                    "<{addr}>: Recipient address rejected: User unknown in local recipient table"
+                ),
+            )),
+            Ok(Route::NotLocal) => {
+                let may_relay = session.authenticated_user().is_some()
+                    || self.settings.cfg.global.is_relay_client(self.peer.ip());
+                if may_relay {
+                    // Allowed to relay, but this server has no outbound
+                    // transport: refuse now rather than accept and drop.
+                    Verdict::Reject(Reply::new(
+                        550,
+                        (5, 4, 4),
+                        format!("<{addr}>: Recipient address rejected: no route to non-local domains (this server delivers only locally)"),
+                    ))
+                } else {
+                    // Postfix's reject_unauth_destination.
+                    Verdict::Reject(Reply::new(
+                        554,
+                        (5, 7, 1),
+                        format!("<{addr}>: Relay access denied"),
+                    ))
+                }
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "recipient lookup failed");
+                Verdict::Reject(Reply::new(
+                    451,
+                    (4, 3, 0),
+                    format!("<{addr}>: Temporary lookup failure"),
+                ))
+            }
+        }
+    }
+
+    fn envelope(&self, session: &ServerSession) -> mailstore::Envelope {
+        let authed = session.authenticated_user().is_some();
+        let protocol = match (self.esmtp, authed) {
+            (false, _) => mailstore::Protocol::Smtp,
+            (true, false) => mailstore::Protocol::Esmtp,
+            (true, true) => mailstore::Protocol::Esmtpa,
+        };
+        mailstore::Envelope {
+            mail_from: self.txn.from.clone(),
+            recipients: self.txn.recipients.clone(),
+            mailboxes: self.txn.mailboxes.clone(),
+            helo: self.helo.clone(),
+            client_ip: canonical_ip(self.peer.ip()),
+            protocol,
+            our_hostname: self.settings.cfg.global.hostname.clone(),
+            queue_id: self.txn.queue_id.clone(),
+            time: SystemTime::now(),
+        }
+    }
+
+    /// Write what is pending to the Maildir file (opening it first).
+    async fn flush(&mut self, session: &ServerSession) {
+        let pending = std::mem::take(&mut self.txn.pending);
+        let delivery = self.txn.delivery.take();
+        let env = self.envelope(session);
+        let store = self.shared.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut d = match delivery {
+                Some(d) => d,
+                None => store.begin_delivery(&env)?,
+            };
+            d.write(&pending)?;
+            let mut pending = pending;
+            pending.clear();
+            Ok::<_, mailstore::Error>((d, pending))
+        })
+        .await;
+        match r {
+            Ok(Ok((d, buf))) => {
+                self.txn.delivery = Some(d);
+                self.txn.pending = buf;
+            }
+            Ok(Err(e)) => {
+                error!(sid = self.sid, error = %e, "writing message failed");
+                self.txn.failed = true;
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "delivery task failed");
+                self.txn.failed = true;
+            }
+        }
+    }
+
+    async fn finish_message(&mut self, session: &ServerSession, size: u64) -> Delivery {
+        let failed = Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"));
+        if self.txn.failed {
+            self.abort_delivery().await;
+            return failed;
+        }
+        let pending = std::mem::take(&mut self.txn.pending);
+        let delivery = self.txn.delivery.take();
+        let env = self.envelope(session);
+        let store = self.shared.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut d = match delivery {
+                Some(d) => d,
+                None => store.begin_delivery(&env)?,
+            };
+            d.write(&pending)?;
+            d.commit()
+        })
+        .await;
+        self.txn.active = false;
+        match r {
+            Ok(Ok(report)) => {
+                info!(
+                    sid = self.sid,
+                    queue_id = report.queue_id,
+                    from = self.txn.from,
+                    to = ?self.txn.recipients,
+                    size,
+                    "delivered"
+                );
+                Delivery::Accepted {
+                    queue_id: report.queue_id,
+                }
+            }
+            Ok(Err(e)) => {
+                error!(sid = self.sid, error = %e, "delivery failed");
+                failed
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "delivery task failed");
+                failed
+            }
+        }
+    }
+
+    async fn abort_delivery(&mut self) {
+        self.txn.pending.clear();
+        self.txn.active = false;
+        self.txn.failed = false;
+        if let Some(d) = self.txn.delivery.take() {
+            let _ = tokio::task::spawn_blocking(move || d.abort()).await;
+        }
+    }
+}
+
+/// IPv4 clients on a dual-stack socket appear as `::ffff:a.b.c.d`; trace
+/// headers show the IPv4 form.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
