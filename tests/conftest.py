@@ -8,6 +8,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -56,9 +57,12 @@ class Daemon:
 
     def __init__(self, args, env=None, cwd=None):
         self.args = [str(a) for a in args]
+        # A file, not a pipe: a chatty daemon must never block on a full
+        # pipe that nobody reads.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             self.args,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=cwd,
@@ -72,8 +76,12 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        out = self.proc.stdout.read() if self.proc.stdout else b""
-        return out.decode(errors="replace")
+        return self.output()
+
+    def output(self) -> str:
+        """Everything the daemon printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
 
 @pytest.fixture

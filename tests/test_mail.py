@@ -27,7 +27,7 @@ DOMAIN = "csuvnetwork.com"
 class Lab:
     """One configuration file, the accounts, and the three daemons."""
 
-    def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra=""):
+    def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False):
         self.tmp = tmp
         self.smtp = free_port()
         self.submission = free_port()
@@ -37,7 +37,8 @@ class Lab:
         relay = relay_networks if relay_networks is not None else ["127.0.0.0/8"]
         self.config = tmp / "mail.toml"
         zone = tmp / "csuvnetwork.com.zone"
-        shutil.copy(pathlib.Path(__file__).parent.parent / "bins/dnsd/zones/csuvnetwork.com.zone", zone)
+        if dns:
+            shutil.copy(pathlib.Path(__file__).parent.parent / "bins/dnsd/zones/csuvnetwork.com.zone", zone)
         self.config.write_text(
             f"""
 [global]
@@ -68,19 +69,23 @@ zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
         (tmp / "aliases").write_text("postmaster: user1\n")
         for user, pw in PASSWORDS.items():
             subprocess.run(
-                [bin_path("mailctl"), "--config", self.config, "user", "add", user, "--password-stdin"],
+                [bin_path("mailctl"), "--passwd", tmp / "passwd", "--aliases", tmp / "aliases",
+                 "--maildir-root", self.maildir, "user", "add", user, "--password-stdin"],
                 input=(pw + "\n").encode(),
                 check=True,
                 capture_output=True,
             )
         self.smtpd = daemons([bin_path("smtpd"), "--config", self.config])
         self.pop3d = daemons([bin_path("pop3d"), "--config", self.config])
-        self.dnsd = daemons([bin_path("dnsd"), "--config", self.config])
-        for port in (self.smtp, self.submission, self.pop3, self.dns):
+        ports = [self.smtp, self.submission, self.pop3]
+        if dns:
+            self.dnsd = daemons([bin_path("dnsd"), "--config", self.config])
+            ports.append(self.dns)
+        for port in ports:
             wait_tcp(port)
 
     def inbox(self, user="user1"):
-        d = self.maildir / user
+        d = self.maildir / user / "Maildir"
         return sorted(
             p for sub in ("new", "cur") if (d / sub).exists() for p in (d / sub).iterdir()
         )
@@ -159,6 +164,17 @@ def test_lab_flow_smtplib_auth_login_then_poplib(lab):
     # On disk, as Postfix's local delivery writes it: LF line ends.
     (f,) = lab.inbox()
     assert f.read_bytes() == raw.replace(b"\r\n", b"\n")
+    # The protocol transcript shows the dialogue as the lab's capture
+    # does, with credentials redacted.
+    import base64
+    log = lab.smtpd.output()
+    assert "C: AUTH LOGIN <redacted>" in log
+    assert "S: 235 2.7.0 Authentication successful" in log
+    assert "S: 250 2.0.0 Ok: queued as " in log
+    assert PASSWORDS["user2"] not in log
+    assert base64.b64encode(PASSWORDS["user2"].encode()).decode() not in log
+    plog = lab.pop3d.output()
+    assert "C: PASS <redacted>" in plog and PASSWORDS["user1"] not in plog
 
 
 def test_failed_then_successful_login_535(lab):
@@ -209,9 +225,10 @@ def test_curl_smtp_and_pop3(lab, tmp_path):
     assert original == msg
 
 
-def test_dig_mx_against_dnsd(lab):
+def test_dig_mx_against_dnsd(tmp_path, daemons):
     if not shutil.which("dig"):
         pytest.skip("dig not installed")
+    lab = Lab(tmp_path, daemons, dns=True)
     r = subprocess.run(
         ["dig", "@127.0.0.1", "-p", str(lab.dns), "MX", DOMAIN, "+norecurse"],
         capture_output=True, text=True, timeout=10,
@@ -371,7 +388,10 @@ def test_pop3_dele_rset_quit_and_dropped_connection(lab):
     p = lab.pop()
     uidls = p.uidl()[1]
     p.dele(2)
-    p.sock.close()
+    # Drop the connection without QUIT (poplib's file object would keep
+    # the socket open after a plain close()).
+    p.sock.shutdown(socket.SHUT_RDWR)
+    p.close()
     time.sleep(0.5)
     p = lab.pop()
     assert p.stat()[0] == 3
