@@ -101,7 +101,7 @@ pub struct Global {
     pub local_domains: Vec<String>,
     /// Clients allowed to relay without authentication (`mynetworks`).
     pub relay_networks: Vec<IpNet>,
-    /// Root of the Maildirs: user `u` owns `<maildir_root>/u/{cur,new,tmp}`
+    /// Root of the Maildirs: user `u` owns `<maildir_root>/u/Maildir/{cur,new,tmp}`
     /// (Dovecot `mail_location = maildir:~/Maildir`).
     pub maildir_root: PathBuf,
     /// Dovecot-style passwd-file (`passdb { driver = passwd-file }`).
