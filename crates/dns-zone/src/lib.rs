@@ -1,0 +1,92 @@
+//! Zone files, zone model and authoritative answers for the mail system's
+//! DNS (the lab's `csuvnetwork.com` zone, and any other).
+//!
+//! * [`parse`] reads a zone file (RFC 1035 section 5 as BIND accepts it:
+//!   `$ORIGIN`, `$TTL`, `$INCLUDE` through an [`IncludeLoader`],
+//!   `$GENERATE`, RFC 3597 generic types) and reports **every** error with
+//!   file, line and column.
+//! * [`Zone::build`] runs `named-checkzone`-like checks and builds the
+//!   model; a [`Catalog`] holds several zones (longest match wins).
+//! * [`Responder`] is Sans-I/O: query bytes in, response bytes out
+//!   (RFC 1034 4.3.2, RFC 4592 wildcards, RFC 2308 negative answers,
+//!   RFC 6891 EDNS, RFC 8482 minimal ANY, AXFR over TCP with an ACL).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dns_zone::{parse, Catalog, Name, NoIncludes, Outcome, ParseOptions, Responder,
+//!                ResponderConfig, Transport, Zone};
+//!
+//! let text = b"$TTL 1D\n$ORIGIN example.com.\n\
+//!     @ IN SOA ns root ( 1 1H 1H 1W 3H )\n  IN NS ns\n@ IN MX 10 mail\n\
+//!     ns IN A 192.0.2.1\nmail IN A 192.0.2.2\n";
+//! let origin = Name::parse("example.com.", None).unwrap();
+//! let opts = ParseOptions { origin: Some(origin.clone()), ..ParseOptions::default() };
+//! let parsed = parse(text, "example.com.zone", &opts, &mut NoIncludes);
+//! assert!(parsed.errors.is_empty());
+//! let (zone, _warnings) = Zone::build(&origin, parsed.records).unwrap();
+//! let mut catalog = Catalog::new();
+//! catalog.insert(zone);
+//! let responder = Responder::new(Arc::new(catalog), ResponderConfig::default());
+//!
+//! // A query for example.com MX, ID 0x1234.
+//! let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+//! q.extend_from_slice(b"\x07example\x03com\x00\x00\x0f\x00\x01");
+//! let mut out = Vec::new();
+//! let outcome = responder.handle(&q, Transport::Udp, "127.0.0.1".parse().unwrap(), &mut out);
+//! assert!(matches!(outcome, Outcome::Reply));
+//! assert_eq!(&out[..2], &[0x12, 0x34]);
+//! assert_eq!(out[2] & 0x84, 0x84); // QR and AA
+//! assert_eq!(&out[6..8], &[0, 1]); // one answer
+//! assert_eq!(&out[10..12], &[0, 1]); // mail's A in additional
+//! ```
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod error;
+mod lexer;
+mod name;
+mod parser;
+mod rdata;
+mod responder;
+pub mod types;
+mod zone;
+
+pub use error::{ErrorKind, ZoneError};
+pub use name::{Name, NameError};
+pub use parser::{parse, IncludeLoader, NoIncludes, ParseOptions, Parsed, Pos, Record};
+pub use rdata::parse_ttl;
+pub use responder::{rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, Transport};
+pub use zone::{BuildResult, Catalog, Node, RRset, Zone};
+
+/// Parses and checks one zone file in one call: every error (syntax and
+/// checks) or the zone plus warnings.
+pub fn load_zone(
+    text: &[u8],
+    file: &str,
+    origin: &Name,
+    loader: &mut dyn IncludeLoader,
+) -> BuildResult {
+    let opts = ParseOptions {
+        origin: Some(origin.clone()),
+        ..ParseOptions::default()
+    };
+    let parsed = parse(text, file, &opts, loader);
+    if !parsed.errors.is_empty() {
+        return Err(parsed.errors);
+    }
+    let (zone, mut warnings) = Zone::build(origin, parsed.records)?;
+    let mut all = parsed.warnings;
+    all.append(&mut warnings);
+    Ok((zone, all))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,896 @@
+//! Sans-I/O authoritative responder (RFC 1034 section 4.3.2).
+//!
+//! Query bytes and the transport in, response bytes out. The query is
+//! read with a small strict reader (header, one question, EDNS OPT; the
+//! other sections are only skipped, never decompressed, so pointer loops
+//! cannot matter) and the answer is written straight from the RRsets'
+//! prepared wire fragments, compressing owner names only.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::name::MAX_NAME_LEN;
+use crate::types::{class, rtype};
+use crate::zone::{Catalog, Node, RRset, Zone};
+
+/// Response codes (RFC 1035 4.1.1, RFC 6891 9).
+pub mod rcode {
+    #![allow(missing_docs)]
+    pub const NOERROR: u16 = 0;
+    pub const FORMERR: u16 = 1;
+    pub const SERVFAIL: u16 = 2;
+    pub const NXDOMAIN: u16 = 3;
+    pub const NOTIMP: u16 = 4;
+    pub const REFUSED: u16 = 5;
+    pub const BADVERS: u16 = 16;
+}
+
+/// How the query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers are limited by the EDNS payload size (or 512).
+    Udp,
+    /// TCP: answers up to 65535 bytes; AXFR allowed.
+    Tcp,
+}
+
+/// An address prefix, for the AXFR access list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// Parses `192.0.2.0/24`, `::1/128` or a bare address.
+    pub fn parse(s: &str) -> Option<Prefix> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max)?,
+            None => max,
+        };
+        Some(Prefix { addr, len })
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Responder settings.
+#[derive(Debug, Clone)]
+pub struct ResponderConfig {
+    /// Largest UDP answer, whatever the requester offers (DNS Flag Day
+    /// 2020 default: 1232).
+    pub udp_payload_max: u16,
+    /// Clients allowed to AXFR (over TCP).
+    pub axfr_allow: Vec<Prefix>,
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        ResponderConfig {
+            udp_payload_max: 1232,
+            axfr_allow: vec![],
+        }
+    }
+}
+
+/// What to do with a query.
+#[derive(Debug)]
+#[must_use]
+pub enum Outcome {
+    /// Send nothing (garbage or a response packet).
+    Drop,
+    /// Send the bytes written to `out`.
+    Reply,
+    /// Zone transfer: send each message of [`Transfer::messages`].
+    Transfer(Transfer),
+}
+
+/// A pending AXFR (RFC 5936): SOA, every other record, SOA.
+#[derive(Debug)]
+pub struct Transfer {
+    zone: Arc<Zone>,
+    id: u16,
+    flags_rd: u8,
+    question: Vec<u8>,
+    opt: Option<[u8; 11]>,
+}
+
+impl Transfer {
+    /// The zone being transferred.
+    pub fn zone(&self) -> &Arc<Zone> {
+        &self.zone
+    }
+
+    /// Encodes the transfer as messages of about 16 KiB each (RFC 5936
+    /// 2.2: many records per message).
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        const SOFT_MAX: usize = 16 * 1024;
+        let zone = &*self.zone;
+        let apex = zone.apex_key();
+        let Some(apex_node) = zone.node(apex) else {
+            return Vec::new();
+        };
+        let Some(soa) = apex_node.rrset(rtype::SOA) else {
+            return Vec::new();
+        };
+        let apex_name = apex_node.name_wire(apex);
+        let mut items: Vec<(&[u8], &[u8], &[u8])> = Vec::with_capacity(zone.record_count() + 2);
+        for rec in soa.wire_records() {
+            items.push((apex, apex_name, rec));
+        }
+        for set in &apex_node.rrsets {
+            if set.rtype != rtype::SOA {
+                for rec in set.wire_records() {
+                    items.push((apex, apex_name, rec));
+                }
+            }
+        }
+        for (key, node) in zone.nodes() {
+            if key == apex {
+                continue;
+            }
+            let written = node.name_wire(key);
+            for set in &node.rrsets {
+                for rec in set.wire_records() {
+                    items.push((key, written, rec));
+                }
+            }
+        }
+        for rec in soa.wire_records() {
+            items.push((apex, apex_name, rec));
+        }
+        let mut msgs = Vec::new();
+        let mut first = true;
+        let mut rest = items.as_slice();
+        while !rest.is_empty() || first {
+            let mut w = Writer::new(Vec::with_capacity(SOFT_MAX + 1024));
+            w.header(self.id, 0x84 | self.flags_rd, 0);
+            if first {
+                w.buf.extend_from_slice(&self.question);
+                w.qd = 1;
+                first = false;
+            }
+            while let Some(((key, written, rec), tail)) = rest.split_first() {
+                if w.buf.len() > SOFT_MAX {
+                    break;
+                }
+                w.rr(key, written, rec, None);
+                w.an += 1;
+                rest = tail;
+            }
+            if let Some(opt) = &self.opt {
+                w.buf.extend_from_slice(opt);
+                w.ar += 1;
+            }
+            w.patch_counts();
+            msgs.push(w.buf);
+        }
+        msgs
+    }
+}
+
+/// Builds a message: header, sections, owner-name compression.
+struct Writer<'a> {
+    buf: Vec<u8>,
+    /// Names already written, as (lowercased suffix, offset).
+    names: Vec<(&'a [u8], u16)>,
+    qd: u16,
+    an: u16,
+    ns: u16,
+    ar: u16,
+}
+
+impl<'a> Writer<'a> {
+    fn new(buf: Vec<u8>) -> Self {
+        Writer {
+            buf,
+            names: Vec::new(),
+            qd: 0,
+            an: 0,
+            ns: 0,
+            ar: 0,
+        }
+    }
+
+    fn header(&mut self, id: u16, flags1: u8, flags2: u8) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&id.to_be_bytes());
+        self.buf.push(flags1);
+        self.buf.push(flags2);
+        self.buf.extend_from_slice(&[0; 8]);
+    }
+
+    fn patch_counts(&mut self) {
+        let counts = [self.qd, self.an, self.ns, self.ar];
+        for (i, c) in counts.iter().enumerate() {
+            if let Some(dst) = self.buf.get_mut(4 + 2 * i..6 + 2 * i) {
+                dst.copy_from_slice(&c.to_be_bytes());
+            }
+        }
+    }
+
+    /// Writes a name: `key` (lowercased) finds earlier suffixes to point
+    /// to (RFC 1035 4.1.4); `written` is the case to emit.
+    fn name(&mut self, key: &'a [u8], written: &'a [u8]) {
+        let mut pos = 0usize;
+        let hit = loop {
+            let suffix = key.get(pos..).unwrap_or_default();
+            if let Some(&(_, off)) = self
+                .names
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(suffix))
+            {
+                break Some(off);
+            }
+            match key.get(pos) {
+                Some(&0) | None => break None,
+                Some(&len) => pos += 1 + usize::from(len),
+            }
+        };
+        let prefix_end = if hit.is_some() { pos } else { written.len() };
+        let base = self.buf.len();
+        // Remember the new suffixes for later names.
+        let mut p = 0usize;
+        while p < prefix_end {
+            let off = base + p;
+            if off < 0x3fff && self.names.len() < 64 {
+                if let Some(sfx) = key.get(p..) {
+                    self.names.push((sfx, off as u16));
+                }
+            }
+            p += 1 + usize::from(*key.get(p).unwrap_or(&0));
+            if key.get(p) == Some(&0) {
+                break;
+            }
+        }
+        self.buf
+            .extend_from_slice(written.get(..prefix_end).unwrap_or_default());
+        if let Some(off) = hit {
+            self.buf.extend_from_slice(&(0xc000 | off).to_be_bytes());
+        }
+    }
+
+    /// Writes one record: owner then the prepared fragment; a negative
+    /// answer's SOA gets `ttl` instead (RFC 2308 3).
+    fn rr(&mut self, key: &'a [u8], written: &'a [u8], rec: &[u8], ttl: Option<u32>) {
+        self.name(key, written);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(rec);
+        if let Some(t) = ttl {
+            if let Some(dst) = self.buf.get_mut(at + 4..at + 8) {
+                dst.copy_from_slice(&t.to_be_bytes());
+            }
+        }
+    }
+}
+/// The responder: a catalog of zones plus settings. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    catalog: Arc<Catalog>,
+    config: Arc<ResponderConfig>,
+}
+
+struct Edns {
+    payload: u16,
+    version: u8,
+}
+
+struct Query<'a> {
+    id: u16,
+    opcode: u8,
+    rd: u8,
+    cd: u8,
+    /// Question bytes (name, type, class) as received.
+    question: &'a [u8],
+    qtype: u16,
+    qclass: u16,
+    edns: Option<Edns>,
+}
+
+enum ParseFail {
+    /// No readable header, or a response: stay silent.
+    Silent,
+    /// Header readable, rest malformed.
+    FormErr,
+}
+
+/// Largest number of CNAMEs followed inside a zone (loops end here).
+const MAX_CHAIN: usize = 12;
+
+impl Responder {
+    /// Creates a responder.
+    pub fn new(catalog: Arc<Catalog>, config: ResponderConfig) -> Self {
+        Responder {
+            catalog,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The zones served.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ResponderConfig {
+        &self.config
+    }
+
+    /// Answers one query from `client`. `out` is cleared and holds the
+    /// response when the outcome is [`Outcome::Reply`].
+    pub fn handle(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        let q = match parse_query(query) {
+            Ok(q) => q,
+            Err(ParseFail::Silent) => return Outcome::Drop,
+            Err(ParseFail::FormErr) => {
+                // RFC 1035 4.1.1: echo the ID, opcode and RD; no sections.
+                let mut w = Writer::new(std::mem::take(out));
+                let id = u16::from_be_bytes([
+                    query.first().copied().unwrap_or(0),
+                    query.get(1).copied().unwrap_or(0),
+                ]);
+                let flags1 = query.get(2).copied().unwrap_or(0);
+                w.header(id, 0x80 | (flags1 & 0x79), rcode::FORMERR as u8);
+                w.patch_counts();
+                *out = w.buf;
+                return Outcome::Reply;
+            }
+        };
+        let limit = match transport {
+            Transport::Tcp => 65_535,
+            Transport::Udp => match &q.edns {
+                // RFC 6891 6.2.5: below 512 counts as 512.
+                Some(e) => usize::from(e.payload.clamp(512, self.config.udp_payload_max.max(512))),
+                None => 512,
+            },
+        };
+        self.answer(&q, transport, client, out, limit)
+    }
+
+    fn answer(
+        &self,
+        q: &Query<'_>,
+        transport: Transport,
+        client: IpAddr,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Outcome {
+        let opt = q.edns.as_ref().map(|_| self.opt_rr(0));
+        // Lowercased question name (RFC 4343).
+        let qname = q
+            .question
+            .get(..q.question.len().saturating_sub(4))
+            .unwrap_or_default();
+        let mut lc_buf = [0u8; MAX_NAME_LEN];
+        let lc: &[u8] = match lc_buf.get_mut(..qname.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(qname);
+                dst.make_ascii_lowercase();
+                dst
+            }
+            None => &[],
+        };
+        let mut w = Writer::new(std::mem::take(out));
+        let outcome = self.answer_with(q, transport, client, &mut w, limit, opt, lc);
+        *out = w.buf;
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_with<'a>(
+        &'a self,
+        q: &Query<'_>,
+        transport: Transport,
+        client: IpAddr,
+        w: &mut Writer<'a>,
+        limit: usize,
+        opt: Option<[u8; 11]>,
+        lc: &'a [u8],
+    ) -> Outcome {
+        let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
+            w.header(q.id, 0x80 | (q.opcode << 3) | q.rd, (rc & 0xf) as u8 | q.cd);
+            w.buf.extend_from_slice(q.question);
+            w.qd = 1;
+            if opt.is_some() {
+                w.buf.extend_from_slice(&self.opt_rr(ext));
+                w.ar = 1;
+            }
+            w.patch_counts();
+            Outcome::Reply
+        };
+        if let Some(e) = &q.edns {
+            if e.version != 0 {
+                // RFC 6891 6.1.3: BADVERS, upper RCODE bits in the OPT TTL.
+                return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8);
+            }
+        }
+        if q.opcode != 0 {
+            // NOTIFY, UPDATE, IQUERY...: not implemented here.
+            return simple(w, rcode::NOTIMP, 0);
+        }
+        match q.qtype {
+            rtype::IXFR | rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0),
+            _ => {}
+        }
+        let catalog: &'a Catalog = &self.catalog;
+        let zone: &'a Arc<Zone> = match catalog.find(lc) {
+            Some(z)
+                if q.qclass == z.class() || (q.qclass == class::ANY && q.qtype != rtype::AXFR) =>
+            {
+                z
+            }
+            // Not ours: no recursion, RA clear.
+            _ => return simple(w, rcode::REFUSED, 0),
+        };
+        if q.qtype == rtype::AXFR {
+            if transport == Transport::Udp {
+                // RFC 5936 4.2: AXFR is a TCP-only exchange.
+                return simple(w, rcode::NOTIMP, 0);
+            }
+            if lc != zone.apex_key() || !self.config.axfr_allow.iter().any(|p| p.contains(client)) {
+                return simple(w, rcode::REFUSED, 0);
+            }
+            return Outcome::Transfer(Transfer {
+                zone: zone.clone(),
+                id: q.id,
+                flags_rd: q.rd,
+                question: q.question.to_vec(),
+                opt,
+            });
+        }
+        w.header(q.id, 0x80 | q.rd, q.cd);
+        w.buf.extend_from_slice(q.question);
+        w.qd = 1;
+        w.names.push((lc, 12));
+        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp);
+        render(w, zone, &sections, rc, aa, limit, opt);
+        Outcome::Reply
+    }
+
+    fn opt_rr(&self, ext_rcode: u8) -> [u8; 11] {
+        let size = self.config.udp_payload_max.max(512).to_be_bytes();
+        [0, 0, 41, size[0], size[1], ext_rcode, 0, 0, 0, 0, 0]
+    }
+}
+
+fn render<'a>(
+    w: &mut Writer<'a>,
+    zone: &'a Zone,
+    s: &Sections<'a>,
+    rc: u16,
+    aa: bool,
+    limit: usize,
+    opt: Option<[u8; 11]>,
+) {
+    let opt_len = if opt.is_some() { 11 } else { 0 };
+    let neg_ttl = zone.negative_ttl();
+    for (owner, set) in &s.answer {
+        for rec in set.wire_records() {
+            w.rr(owner.0, owner.1, rec, None);
+            w.an += 1;
+        }
+    }
+    for (owner, set, negative) in &s.authority {
+        for rec in set.wire_records() {
+            w.rr(owner.0, owner.1, rec, negative.then_some(neg_ttl));
+            w.ns += 1;
+        }
+    }
+    let main_end = w.buf.len();
+    let mut ends_ar: Vec<(usize, u16)> = Vec::new();
+    for (owner, set) in &s.additional {
+        for rec in set.wire_records() {
+            w.rr(owner.0, owner.1, rec, None);
+            w.ar += 1;
+            ends_ar.push((w.buf.len(), w.ar));
+        }
+    }
+    let mut tc = false;
+    if w.buf.len() + opt_len > limit {
+        if main_end + opt_len <= limit {
+            // RFC 2181 9: additional data may be dropped without TC.
+            let keep = ends_ar
+                .iter()
+                .rev()
+                .find(|(end, _)| end + opt_len <= limit)
+                .copied()
+                .unwrap_or((main_end, 0));
+            w.buf.truncate(keep.0);
+            w.ar = keep.1;
+        } else {
+            // Clean truncation: header and question only, TC set, so the
+            // client retries over TCP (RFC 7766 5).
+            let qend = 12 + question_len(&w.buf);
+            w.buf.truncate(qend);
+            w.an = 0;
+            w.ns = 0;
+            w.ar = 0;
+            tc = true;
+        }
+    }
+    if let Some(opt) = opt {
+        w.buf.extend_from_slice(&opt);
+        w.ar += 1;
+    }
+    if let Some(b) = w.buf.get_mut(2) {
+        *b |= u8::from(aa) << 2 | u8::from(tc) << 1;
+    }
+    if let Some(b) = w.buf.get_mut(3) {
+        *b |= (rc & 0xf) as u8;
+    }
+    w.patch_counts();
+}
+
+/// Reads a query: header, exactly one question, then skips the other
+/// sections, picking up the EDNS OPT record (RFC 6891).
+fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
+    let header = msg.get(..12).ok_or(ParseFail::Silent)?;
+    let [id0, id1, f1, f2, qd0, qd1, an0, an1, ns0, ns1, ar0, ar1] =
+        <[u8; 12]>::try_from(header).map_err(|_| ParseFail::Silent)?;
+    if f1 & 0x80 != 0 {
+        // A response: never answer it (avoids reflection loops).
+        return Err(ParseFail::Silent);
+    }
+    let qdcount = u16::from_be_bytes([qd0, qd1]);
+    let ancount = u16::from_be_bytes([an0, an1]);
+    let nscount = u16::from_be_bytes([ns0, ns1]);
+    let arcount = u16::from_be_bytes([ar0, ar1]);
+    let opcode = (f1 >> 3) & 0xf;
+    if qdcount != 1 {
+        return Err(ParseFail::FormErr);
+    }
+    // The question name: plain labels only (a pointer here could only
+    // point into the header).
+    let mut p = 12usize;
+    loop {
+        let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
+        if len & 0xc0 != 0 {
+            return Err(ParseFail::FormErr);
+        }
+        p += 1 + usize::from(len);
+        if p - 12 > MAX_NAME_LEN {
+            return Err(ParseFail::FormErr);
+        }
+        if len == 0 {
+            break;
+        }
+    }
+    let tc: [u8; 4] = msg
+        .get(p..p + 4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(ParseFail::FormErr)?;
+    let qtype = u16::from_be_bytes([tc[0], tc[1]]);
+    let qclass = u16::from_be_bytes([tc[2], tc[3]]);
+    p += 4;
+    let question = msg.get(12..p).ok_or(ParseFail::FormErr)?;
+    if opcode == 0 && ancount != 0 {
+        return Err(ParseFail::FormErr);
+    }
+    let mut edns = None;
+    let total = u32::from(ancount) + u32::from(nscount) + u32::from(arcount);
+    for i in 0..total {
+        let in_additional = i >= u32::from(ancount) + u32::from(nscount);
+        let name_start = p;
+        // Skip the owner name without following pointers.
+        loop {
+            let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
+            match len & 0xc0 {
+                0x00 => {
+                    p += 1 + usize::from(len);
+                    if len == 0 {
+                        break;
+                    }
+                }
+                0xc0 => {
+                    p += 2;
+                    break;
+                }
+                _ => return Err(ParseFail::FormErr),
+            }
+            if p - name_start > MAX_NAME_LEN {
+                return Err(ParseFail::FormErr);
+            }
+        }
+        let fixed: [u8; 10] = msg
+            .get(p..p + 10)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(ParseFail::FormErr)?;
+        let rt = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rclass = u16::from_be_bytes([fixed[2], fixed[3]]);
+        let ttl = [fixed[4], fixed[5], fixed[6], fixed[7]];
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        p += 10;
+        let rdata = msg.get(p..p + rdlen).ok_or(ParseFail::FormErr)?;
+        p += rdlen;
+        if rt == rtype::OPT {
+            // RFC 6891 6.1.1: one OPT, owner is the root, additional section only.
+            if !in_additional
+                || edns.is_some()
+                || msg.get(name_start) != Some(&0)
+                || p - rdlen - 10 - name_start != 1
+            {
+                return Err(ParseFail::FormErr);
+            }
+            // Options must tile the RDATA exactly.
+            let mut o = 0usize;
+            while o < rdata.len() {
+                let h: [u8; 4] = rdata
+                    .get(o..o + 4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(ParseFail::FormErr)?;
+                o += 4 + usize::from(u16::from_be_bytes([h[2], h[3]]));
+            }
+            if o != rdata.len() {
+                return Err(ParseFail::FormErr);
+            }
+            edns = Some(Edns {
+                payload: rclass,
+                version: ttl[1],
+            });
+        }
+    }
+    if p != msg.len() {
+        return Err(ParseFail::FormErr);
+    }
+    Ok(Query {
+        id: u16::from_be_bytes([id0, id1]),
+        opcode,
+        rd: f1 & 0x01,
+        cd: f2 & 0x10,
+        question,
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+fn question_len(buf: &[u8]) -> usize {
+    crate::name::wire_name_len(buf.get(12..).unwrap_or_default()).map_or(0, |l| l + 4)
+}
+
+/// (lowercased key for compression, name as written)
+type Owner<'a> = (&'a [u8], &'a [u8]);
+
+#[derive(Default)]
+struct Sections<'a> {
+    answer: Vec<(Owner<'a>, &'a RRset)>,
+    /// (owner, rrset, is the negative-answer SOA)
+    authority: Vec<(Owner<'a>, &'a RRset, bool)>,
+    additional: Vec<(Owner<'a>, &'a RRset)>,
+}
+
+/// Label start offsets of a valid wire name, up to 128 labels.
+fn label_offsets(name: &[u8], offs: &mut [u8; 128]) -> usize {
+    let mut n = 0usize;
+    let mut p = 0usize;
+    while let Some(&len) = name.get(p) {
+        if len == 0 {
+            break;
+        }
+        if let Some(slot) = offs.get_mut(n) {
+            *slot = p as u8;
+        }
+        n += 1;
+        p += 1 + usize::from(len);
+    }
+    n.min(128)
+}
+
+/// RFC 1034 4.3.2 steps 3 and 4 inside one zone, with RFC 4592 wildcards.
+fn resolve<'a>(
+    zone: &'a Zone,
+    qlc: &'a [u8],
+    qtype: u16,
+    any_minimal: bool,
+) -> (u16, bool, Sections<'a>) {
+    let mut s = Sections::default();
+    let apex_labels = zone.apex_labels();
+    let apex_key = zone.apex_key();
+    let soa_auth = |s: &mut Sections<'a>| {
+        if let Some((k, node)) = zone.node_entry(apex_key) {
+            if let Some(soa) = node.rrset(rtype::SOA) {
+                s.authority.push(((k, node.name_wire(k)), soa, true));
+            }
+        }
+    };
+    // The name being looked up (lowercased): the question, then CNAME targets.
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let mut cur_len = qlc.len();
+    if let Some(dst) = buf.get_mut(..cur_len) {
+        dst.copy_from_slice(qlc);
+    }
+    let mut cur_owner: Owner<'a> = (qlc, qlc);
+    let mut chain = 0usize;
+    let mut offs = [0u8; 128];
+    loop {
+        let cur = buf.get(..cur_len).unwrap_or_default();
+        let n = label_offsets(cur, &mut offs);
+        let suffix = |j: usize| -> usize {
+            if j == 0 {
+                cur_len.saturating_sub(1)
+            } else {
+                usize::from(offs.get(n - j).copied().unwrap_or(0))
+            }
+        };
+        // Walk down from the apex: a zone cut wins over anything below it.
+        let mut found: Option<(&'a [u8], &'a Node)> = None;
+        let mut closest = suffix(apex_labels.min(n));
+        let mut referral: Option<(&'a [u8], &'a Node)> = None;
+        for j in apex_labels..=n {
+            let start = suffix(j);
+            let Some((k, node)) = cur.get(start..).and_then(|key| zone.node_entry(key)) else {
+                break;
+            };
+            closest = start;
+            if j > apex_labels && node.rrset(rtype::NS).is_some() && !(j == n && qtype == rtype::DS)
+            {
+                referral = Some((k, node));
+                break;
+            }
+            if j == n {
+                found = Some((k, node));
+            }
+        }
+        if let Some((k, node)) = referral {
+            if chain == 0 {
+                // Referral: AA clear, NS in authority, glue in additional.
+                if let Some(ns) = node.rrset(rtype::NS) {
+                    s.authority.push(((k, node.name_wire(k)), ns, false));
+                    add_targets(zone, ns, 0, &mut s.additional);
+                }
+                return (rcode::NOERROR, false, s);
+            }
+            return (rcode::NOERROR, true, s);
+        }
+        let (owner, node): (Owner<'a>, &'a Node) = match found {
+            Some((k, node)) => (
+                if chain == 0 {
+                    cur_owner
+                } else {
+                    (k, node.name_wire(k))
+                },
+                node,
+            ),
+            None => {
+                // RFC 4592 3.3.1: the source of synthesis is *.<closest encloser>.
+                match zone.wildcard(cur.get(closest..).unwrap_or_default()) {
+                    Some(node) => (cur_owner, node),
+                    None => {
+                        soa_auth(&mut s);
+                        return (rcode::NXDOMAIN, true, s);
+                    }
+                }
+            }
+        };
+        if qtype == rtype::ANY {
+            if node.rrsets.is_empty() {
+                soa_auth(&mut s);
+            } else if any_minimal {
+                // RFC 8482 4.2: one RRset is enough over UDP.
+                if let Some(set) = node.rrsets.first() {
+                    s.answer.push((owner, set));
+                }
+            } else {
+                for set in &node.rrsets {
+                    s.answer.push((owner, set));
+                }
+            }
+            return (rcode::NOERROR, true, s);
+        }
+        if let Some(set) = node.rrset(qtype) {
+            s.answer.push((owner, set));
+            match qtype {
+                rtype::MX => add_targets(zone, set, 2, &mut s.additional),
+                rtype::NS => add_targets(zone, set, 0, &mut s.additional),
+                rtype::SRV => add_targets(zone, set, 6, &mut s.additional),
+                _ => {}
+            }
+            return (rcode::NOERROR, true, s);
+        }
+        if let Some(cname) = node.rrset(rtype::CNAME) {
+            s.answer.push((owner, cname));
+            chain += 1;
+            let Some(target) = cname.rdatas().next() else {
+                return (rcode::NOERROR, true, s);
+            };
+            let Some(tlen) = crate::name::wire_name_len(target) else {
+                return (rcode::NOERROR, true, s);
+            };
+            let Some(dst) = buf.get_mut(..tlen) else {
+                return (rcode::NOERROR, true, s);
+            };
+            dst.copy_from_slice(target.get(..tlen).unwrap_or_default());
+            dst.make_ascii_lowercase();
+            cur_len = tlen;
+            let next = buf.get(..tlen).unwrap_or_default();
+            // Out of zone: the resolver follows it. A loop or an over-long
+            // chain stops here, as NSD and Knot do.
+            if !crate::name::is_subdomain(next, apex_key)
+                || chain > MAX_CHAIN
+                || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
+            {
+                return (rcode::NOERROR, true, s);
+            }
+            cur_owner = (target, target);
+            continue;
+        }
+        // NODATA (a wildcard's too): NOERROR, SOA in authority.
+        soa_auth(&mut s);
+        return (rcode::NOERROR, true, s);
+    }
+}
+
+/// Additional-section addresses for MX/NS/SRV targets in the zone (glue
+/// included).
+fn add_targets<'a>(
+    zone: &'a Zone,
+    set: &'a RRset,
+    off: usize,
+    add: &mut Vec<(Owner<'a>, &'a RRset)>,
+) {
+    let mut lc = [0u8; MAX_NAME_LEN];
+    for rd in set.rdatas() {
+        let Some(target) = rd.get(off..) else {
+            continue;
+        };
+        let Some(dst) = lc.get_mut(..target.len()) else {
+            continue;
+        };
+        dst.copy_from_slice(target);
+        dst.make_ascii_lowercase();
+        let Some((k, node)) = zone.node_entry(dst) else {
+            continue;
+        };
+        if add.iter().any(|(o, _)| std::ptr::eq(o.0, k)) {
+            continue;
+        }
+        for t in [rtype::A, rtype::AAAA] {
+            if let Some(a) = node.rrset(t) {
+                add.push(((k, node.name_wire(k)), a));
+            }
+        }
+    }
+}
+
+impl Zone {
+    fn wildcard(&self, ce: &[u8]) -> Option<&Node> {
+        let mut key = [0u8; MAX_NAME_LEN + 2];
+        let dst = key.get_mut(..ce.len() + 2)?;
+        dst.get_mut(..2)?.copy_from_slice(b"\x01*");
+        dst.get_mut(2..)?.copy_from_slice(ce);
+        self.node(dst)
+    }
+}

@@ -1,0 +1,267 @@
+"""End-to-end tests for dnsd: the real binary on loopback, queried with dig
+and dnspython over UDP and TCP (the lab's checks, TC fallback, AXFR,
+malformed packets, --check, the shared config file and SIGHUP reload)."""
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.zone
+import pytest
+
+from conftest import ROOT, bin_path, free_port, wait_tcp
+
+LAB_ZONE = ROOT / "bins" / "dnsd" / "zones" / "csuvnetwork.com.zone"
+HAVE_DIG = shutil.which("dig") is not None
+
+
+def big_zone(path):
+    """A zone whose TXT answer (about 4 KB) cannot fit a UDP answer."""
+    strings = " ".join('"%s"' % (("%02d" % i) * 60) for i in range(30))
+    path.write_text(
+        "$TTL 300\n@ SOA ns root 1 3600 900 604800 300\n NS ns\n"
+        "ns A 192.0.2.1\nbig TXT %s\n" % strings
+    )
+    return path
+
+
+@pytest.fixture
+def server(daemons, tmp_path):
+    port = free_port()
+    big = big_zone(tmp_path / "big.test.zone")
+    d = daemons([
+        bin_path("dnsd"), "--listen", f"127.0.0.1:{port}",
+        "--zone", f"csuvnetwork.com={LAB_ZONE}", "--zone", f"big.test={big}",
+        "--workers", "2", "--query-log",
+    ])
+    wait_tcp(port)
+    return port, d
+
+
+def dig(port, *args):
+    out = subprocess.run(
+        ["dig", "@127.0.0.1", "-p", str(port), "+time=2", "+tries=1", *args],
+        capture_output=True, text=True, timeout=20,
+    )
+    return out.stdout
+
+
+def ask(port, name, rdtype, tcp=False, **kw):
+    q = dns.message.make_query(name, rdtype, **kw)
+    f = dns.query.tcp if tcp else dns.query.udp
+    return f(q, "127.0.0.1", port=port, timeout=3)
+
+
+# ------------------------------------------------------------ the lab, dig
+
+@pytest.mark.skipif(not HAVE_DIG, reason="dig (bind9-dnsutils) not installed")
+def test_lab_with_dig(server):
+    port, _ = server
+    out = dig(port, "MX", "csuvnetwork.com")
+    assert "status: NOERROR" in out
+    assert "flags: qr aa rd;" in out  # RD echoed, RA clear: no recursion
+    answer = out.split(";; ANSWER SECTION:")[1].split(";;")[0]
+    assert "MX\t10 mail.csuvnetwork.com." in answer
+    additional = out.split(";; ADDITIONAL SECTION:")[1]
+    assert "mail.csuvnetwork.com.\t86400\tIN\tA\t192.168.3.10" in additional
+    assert dig(port, "+short", "A", "mail.csuvnetwork.com").strip() == "192.168.3.10"
+    assert dig(port, "+short", "NS", "csuvnetwork.com").strip() == "dnsserver.csuvnetwork.com."
+    soa = dig(port, "+short", "SOA", "csuvnetwork.com").split()
+    assert soa[0] == "csuvnetwork.com." and soa[2] == "0" and soa[6] == "10800"
+    out = dig(port, "A", "nosuch.csuvnetwork.com")
+    assert "status: NXDOMAIN" in out
+    assert "AUTHORITY: 1" in out and "IN\tSOA\tcsuvnetwork.com. root.csuvnetwork.com." in out
+    assert "status: REFUSED" in dig(port, "A", "example.org")
+    # Same over TCP.
+    assert dig(port, "+tcp", "+short", "MX", "csuvnetwork.com").strip() == "10 mail.csuvnetwork.com."
+
+
+@pytest.mark.skipif(not HAVE_DIG, reason="dig (bind9-dnsutils) not installed")
+def test_dig_tc_fallback_and_axfr(server):
+    port, _ = server
+    out = dig(port, "TXT", "big.big.test", "+bufsize=1232")
+    assert "Truncated, retrying in TCP mode" in out
+    assert "ANSWER: 1," in out
+    out = dig(port, "AXFR", "csuvnetwork.com")
+    lines = [l for l in out.splitlines() if l and not l.startswith(";")]
+    assert lines[0].split()[3] == "SOA" and lines[-1].split()[3] == "SOA"
+    assert len(lines) == 6
+
+
+# ------------------------------------------------------ dnspython, UDP/TCP
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_lab_with_dnspython(server, tcp):
+    port, _ = server
+    r = ask(port, "csuvnetwork.com.", "MX", tcp=tcp)
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    assert not r.flags & dns.flags.RA
+    assert [rr.to_text() for rr in r.answer[0]] == ["10 mail.csuvnetwork.com."]
+    assert r.additional[0].name.to_text() == "mail.csuvnetwork.com."
+    assert r.additional[0][0].address == "192.168.3.10"
+    r = ask(port, "mail.csuvnetwork.com.", "A", tcp=tcp)
+    assert r.answer[0][0].address == "192.168.3.10"
+    r = ask(port, "csuvnetwork.com.", "SOA", tcp=tcp)
+    soa = r.answer[0][0]
+    assert (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum) == (0, 3600, 3600, 604800, 10800)
+    r = ask(port, "nosuch.csuvnetwork.com.", "A", tcp=tcp)
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert r.authority[0].rdtype == dns.rdatatype.SOA and r.authority[0].ttl == 10800
+    r = ask(port, "www.example.org.", "A", tcp=tcp)
+    assert r.rcode() == dns.rcode.REFUSED
+
+
+def test_edns_and_tc(server):
+    port, _ = server
+    # EDNS 4096 offered, capped at 1232: TC and an empty answer.
+    r = ask(port, "big.big.test.", "TXT", use_edns=0, payload=4096)
+    assert r.flags & dns.flags.TC and not r.answer
+    assert r.edns == 0 and r.payload == 1232
+    r, used_tcp = dns.query.udp_with_fallback(
+        dns.message.make_query("big.big.test.", "TXT", use_edns=0), "127.0.0.1", port=port, timeout=3)
+    assert used_tcp and len(r.answer[0][0].strings) == 30
+    # EDNS version 1: BADVERS.
+    r = ask(port, "csuvnetwork.com.", "A", use_edns=1)
+    assert r.rcode() == dns.rcode.BADVERS
+    # ANY over UDP is minimal (RFC 8482): one RRset.
+    r = ask(port, "csuvnetwork.com.", "ANY")
+    assert len(r.answer) == 1
+    r = ask(port, "csuvnetwork.com.", "ANY", tcp=True)
+    assert len(r.answer) == 3
+
+
+def test_axfr_dnspython(server):
+    port, _ = server
+    z = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "csuvnetwork.com.", port=port, timeout=5))
+    assert z.find_rdataset("mail", "A")[0].address == "192.168.3.10"
+    assert z.find_rdataset("@", "MX")[0].exchange.to_text() == "mail"
+    # AXFR over UDP is not a thing (RFC 5936 4.2).
+    r = ask(port, "csuvnetwork.com.", "AXFR")
+    assert r.rcode() == dns.rcode.NOTIMP
+
+
+# ----------------------------------------------------------- bad packets
+
+def raw_udp(port, data, wait=0.5):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(data, ("127.0.0.1", port))
+        try:
+            return s.recv(65535)
+        except socket.timeout:
+            return None
+
+
+def still_answers(port):
+    r = ask(port, "mail.csuvnetwork.com.", "A")
+    assert r.answer[0][0].address == "192.168.3.10"
+
+
+def test_malformed_packets(server):
+    port, d = server
+    good = dns.message.make_query("csuvnetwork.com.", "MX").to_wire()
+    # Truncated header: silence.
+    assert raw_udp(port, good[:7], wait=0.3) is None
+    still_answers(port)
+    # Compression pointer loop in the question: FORMERR.
+    loop = good[:12] + b"\xc0\x0c\x00\x01\x00\x01"
+    r = raw_udp(port, loop)
+    assert r is not None and r[:2] == good[:2] and r[3] & 0xF == 1
+    still_answers(port)
+    # Pointer loop in an additional record, arcount claims 3.
+    r = raw_udp(port, good[:10] + b"\x00\x03" + good[12:] + b"\xc0\x1d" + b"\x00" * 10)
+    assert r is not None and r[3] & 0xF == 1
+    # Wrong counts: qdcount 5, ancount 9.
+    r = raw_udp(port, good[:4] + b"\x00\x05\x00\x09" + good[8:])
+    assert r is not None and r[3] & 0xF == 1
+    still_answers(port)
+    # Random bytes.
+    rnd = random.Random(4)
+    for _ in range(300):
+        raw_udp(port, bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 120))), wait=0.01)
+    still_answers(port)
+    # TCP: a bogus length prefix and garbage, then a normal query elsewhere.
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(b"\x00\x05\x01\x02\x03\x04\x05" + struct.pack("!H", 0xFFFF) + b"x" * 10)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(100)
+    r = ask(port, "mail.csuvnetwork.com.", "A", tcp=True)
+    assert r.answer[0][0].address == "192.168.3.10"
+    assert d.proc.poll() is None
+
+
+def test_tcp_pipelining(server):
+    port, _ = server
+    names = ["csuvnetwork.com.", "mail.csuvnetwork.com.", "nosuch.csuvnetwork.com.", "dnsserver.csuvnetwork.com."]
+    msgs = [dns.message.make_query(n, "A", id=i + 1) for i, n in enumerate(names)]
+    blob = b"".join(struct.pack("!H", len(m.to_wire())) + m.to_wire() for m in msgs)
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(blob)
+        f = s.makefile("rb")
+        ids = []
+        for _ in msgs:
+            (n,) = struct.unpack("!H", f.read(2))
+            ids.append(dns.message.from_wire(f.read(n)).id)
+    assert ids == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------- check, config, reload
+
+def test_check_command(tmp_path):
+    out = subprocess.run([bin_path("dnsd"), "--check", str(LAB_ZONE)], capture_output=True, text=True)
+    assert out.returncode == 0 and "loaded serial 0" in out.stdout
+    bad = tmp_path / "bad.zone"
+    bad.write_text("$TTL 1h\n@ SOA ns root ( 1 2 3 4 5 )\n NS ns\nns A 10.0.0.256\nmx MX ten mail\n")
+    out = subprocess.run([bin_path("dnsd"), "--check", str(bad), "example.com"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert f"{bad}:4:6: expected an IPv4 address" in out.stdout
+    assert f"{bad}:5:7: expected a preference" in out.stdout
+
+
+def test_shared_config_file(daemons, tmp_path):
+    port = free_port()
+    shutil.copy(LAB_ZONE, tmp_path / "lab.zone")
+    cfg = tmp_path / "mail.toml"
+    cfg.write_text(
+        '[global]\nhostname = "mail.csuvnetwork.com"\n[smtpd]\nlisten = ["127.0.0.1:2525"]\n'
+        f'[dnsd]\nlisten = ["127.0.0.1:{port}"]\n'
+        'zones = [{ origin = "csuvnetwork.com", file = "lab.zone" }]\nworkers = 1\n'
+    )
+    d = daemons([bin_path("dnsd"), "--config", cfg])
+    wait_tcp(port)
+    assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.10"
+    d.stop()
+    cfg.write_text(cfg.read_text() + "colour = 3\n")
+    out = subprocess.run([bin_path("dnsd"), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and "line 9" in out.stderr and "colour" in out.stderr
+
+
+def test_sighup_reload(daemons, tmp_path):
+    port = free_port()
+    zf = tmp_path / "csuvnetwork.com.zone"
+    text = LAB_ZONE.read_text()
+    zf.write_text(text)
+    d = daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}", "--zone", f"csuvnetwork.com={zf}"])
+    wait_tcp(port)
+    zf.write_text(text.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11"))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address != "192.168.3.11":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # A broken file: the old zone keeps serving, the log names file:line:column.
+    zf.write_text(text.replace("192.168.3.10", "192.168.3.999"))
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.11"
+    log = d.stop()
+    assert f"{zf}:12:" in log and "reload failed" in log
