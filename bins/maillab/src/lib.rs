@@ -1,0 +1,395 @@
+//! `maillab`: the whole lab in one command.
+//!
+//! Starts `dnsd`, `smtpd` and `pop3d` in one process on loopback with a
+//! built-in configuration that reproduces the lab: the zone
+//! `csuvnetwork.com` exactly as the lab writes it, the lab's
+//! `mydestination`, users `user1` and `user2` (created on first start with
+//! generated passwords printed once), data under one directory, and
+//! protocol transcripts on. Ctrl-C stops all three cleanly.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), maillab::Error> {
+//! let opts = maillab::Options::default(); // ./lab-data, the usual ports
+//! maillab::run(opts).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mail_config::Config;
+use tracing::{error, info};
+
+/// The lab's users.
+pub const LAB_USERS: [&str; 2] = ["user1", "user2"];
+
+/// What `maillab` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory holding the Maildirs, the passwd-file and the aliases.
+    pub data_dir: PathBuf,
+    /// A configuration file to use instead of the built-in one (its
+    /// `[dnsd]` zones are used if it has any; else the lab's zone).
+    pub config: Option<PathBuf>,
+    /// Passwords to set: `(user, password)`. Users of the lab without one
+    /// get a generated password on first start.
+    pub passwords: Vec<(String, String)>,
+    /// SMTP inbound listener (overrides the configuration).
+    pub smtp: Option<SocketAddr>,
+    /// SMTP submission listener (overrides the configuration).
+    pub submission: Option<SocketAddr>,
+    /// POP3 listener (overrides the configuration).
+    pub pop3: Option<SocketAddr>,
+    /// DNS listener (overrides the configuration).
+    pub dns: Option<SocketAddr>,
+    /// Log protocol transcripts.
+    pub transcript: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            data_dir: PathBuf::from("lab-data"),
+            config: None,
+            passwords: Vec::new(),
+            smtp: None,
+            submission: None,
+            pop3: None,
+            dns: None,
+            transcript: true,
+        }
+    }
+}
+
+/// Why the lab could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] mail_config::ConfigError),
+    /// Creating the accounts.
+    #[error(transparent)]
+    Accounts(#[from] mailctl::CtlError),
+    /// The SMTP server.
+    #[error("smtpd: {0}")]
+    Smtpd(#[from] smtpd::Error),
+    /// The POP3 server.
+    #[error("pop3d: {0}")]
+    Pop3d(#[from] pop3d::Error),
+    /// The DNS server.
+    #[error("dnsd: {0}")]
+    Dnsd(#[from] dnsd::Error),
+    /// Files and signals.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The configuration the lab runs with: the file if given, else the
+/// built-in one with every path under `data_dir`; listener overrides and
+/// transcripts applied.
+pub fn lab_config(opts: &Options) -> Result<Config, Error> {
+    let mut cfg = match &opts.config {
+        Some(p) => Config::load(p)?,
+        None => {
+            let mut c = Config::from_toml_str("", Path::new("."))?;
+            c.global.maildir_root = opts.data_dir.join("mail");
+            c.global.passwd_file = opts.data_dir.join("passwd");
+            c.global.aliases_file = opts.data_dir.join("aliases");
+            c
+        }
+    };
+    if let Some(a) = opts.smtp {
+        cfg.smtpd.listen = vec![a];
+    }
+    if let Some(a) = opts.submission {
+        cfg.smtpd.submission_listen = vec![a];
+    }
+    if let Some(a) = opts.pop3 {
+        cfg.pop3d.listen = vec![a];
+    }
+    cfg.global.transcript |= opts.transcript;
+    Ok(cfg)
+}
+
+/// Create the lab's users when missing (printing generated passwords
+/// once), apply requested passwords, and make `postmaster` reach user1.
+/// Returns what to tell the user.
+pub fn ensure_accounts(cfg: &Config, opts: &Options) -> Result<Vec<String>, Error> {
+    let paths = mailctl::Paths {
+        passwd: cfg.global.passwd_file.clone(),
+        aliases: cfg.global.aliases_file.clone(),
+        maildir_root: cfg.global.maildir_root.clone(),
+    };
+    if let Some(dir) = paths.passwd.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let scheme = mailctl::parse_scheme("SHA512-CRYPT")?;
+    let text = match std::fs::read_to_string(&paths.passwd) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let existing = mailstore::PasswdFile::parse(&text, &paths.passwd);
+    let exists = |u: &str| existing.get(u).is_some();
+    let mut notes = Vec::new();
+    let mut users: Vec<String> = LAB_USERS.iter().map(|u| u.to_string()).collect();
+    for (u, _) in &opts.passwords {
+        if !users.contains(u) {
+            users.push(u.clone());
+        }
+    }
+    for user in users {
+        let given = opts
+            .passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, p)| p.clone());
+        match (exists(&user), given) {
+            (true, Some(pw)) => {
+                mailctl::user_passwd(&paths, &user, &pw, &scheme)?;
+                notes.push(format!("{user}: password set from the command line"));
+            }
+            (true, None) => notes.push(format!(
+                "{user}: existing account (password unchanged; --password {user}=... sets one)"
+            )),
+            (false, Some(pw)) => {
+                mailctl::user_add(&paths, &user, &pw, &scheme)?;
+                notes.push(format!("{user}: created with the given password"));
+            }
+            (false, None) => {
+                let pw = generate_password();
+                mailctl::user_add(&paths, &user, &pw, &scheme)?;
+                notes.push(format!(
+                    "{user}: created, password {pw}   (shown only now; --password {user}=... changes it)"
+                ));
+            }
+        }
+    }
+    if !paths.aliases.exists() {
+        // RFC 5321 section 4.5.1: postmaster must reach someone.
+        mailctl::alias_add(&paths, "postmaster", &["user1".to_string()])?;
+    }
+    Ok(notes)
+}
+
+/// 14 characters from an alphabet without look-alikes (no 0/O, 1/l/I).
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(14);
+    let mut buf = [0u8; 64];
+    // Rejection sampling keeps the choice uniform.
+    while out.len() < 14 {
+        if getrandom::getrandom(&mut buf).is_err() {
+            // No OS randomness: fall back to the clock and address, which
+            // is weak; say so rather than fail the lab.
+            tracing::warn!("no OS random source; the generated password is weak");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            buf = [0; 64];
+            for (i, b) in t.to_le_bytes().iter().cycle().take(64).enumerate() {
+                if let Some(slot) = buf.get_mut(i) {
+                    *slot = b.wrapping_add(i as u8);
+                }
+            }
+        }
+        let limit = 256 - (256 % ALPHABET.len());
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < 14 {
+                if let Some(&c) = ALPHABET.get(b as usize % ALPHABET.len()) {
+                    out.push(c as char);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn dns_setup(
+    cfg: &Config,
+    opts: &Options,
+) -> Result<(dnsd::DnsdConfig, Vec<(String, dnsd::ZoneSource)>), Error> {
+    let mut dcfg = match (&opts.config, &cfg.dnsd) {
+        (Some(path), Some(_)) => dnsd::DnsdConfig::from_file(path)?,
+        _ => dnsd::DnsdConfig::default(),
+    };
+    if let Some(a) = opts.dns {
+        dcfg.listen = vec![a];
+    }
+    let sources = if dcfg.zones.is_empty() {
+        vec![(
+            dnsd::LAB_ORIGIN.to_string(),
+            dnsd::ZoneSource::Text {
+                name: "csuvnetwork.com.zone (built in)".into(),
+                text: dnsd::LAB_ZONE.into(),
+            },
+        )]
+    } else {
+        dcfg.zones
+            .iter()
+            .map(|z| (z.origin.clone(), dnsd::ZoneSource::File(z.file.clone())))
+            .collect()
+    };
+    Ok((dcfg, sources))
+}
+
+/// Start everything, print how to use it, run until Ctrl-C or SIGTERM.
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let cfg = lab_config(&opts)?;
+    let notes = ensure_accounts(&cfg, &opts)?;
+    let (dcfg, sources) = dns_setup(&cfg, &opts)?;
+
+    let dns = dnsd::Server::bind_with(dcfg, sources).await?;
+    let dns_addrs = dns.local_addrs().to_vec();
+    let dns_reloader = dns.reloader();
+    let (dns_stop, dns_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let dns_task = tokio::spawn(dns.serve(async move {
+        let _ = dns_stop_rx.await;
+    }));
+    let smtp = smtpd::start(cfg.clone()).await?;
+    let pop3 = pop3d::start(cfg.clone()).await?;
+
+    println!("{}", banner(&cfg, &notes, &dns_addrs, &smtp, &pop3));
+
+    let config_path = opts.config.clone();
+    netkit::until_stop_signal(|| {
+        info!("SIGHUP: rereading configuration, accounts, aliases and zones");
+        let reread = match &config_path {
+            Some(_) => lab_config(&opts),
+            None => Ok(cfg.clone()),
+        };
+        match reread {
+            Ok(c) => {
+                if let Err(e) = smtp.reload(c.clone()) {
+                    error!(error = %e, "smtpd reload failed");
+                }
+                if let Err(e) = pop3.reload(c) {
+                    error!(error = %e, "pop3d reload failed");
+                }
+            }
+            Err(e) => error!(error = %e, "reload failed; keeping the old configuration"),
+        }
+        if let Err(errs) = dns_reloader.reload() {
+            error!(
+                "zone reload failed; old zones keep serving: {}",
+                errs.join("; ")
+            );
+        }
+    })
+    .await?;
+    println!("stopping...");
+    tokio::join!(smtp.stop(), pop3.stop());
+    let _ = dns_stop.send(());
+    match dns_task.await {
+        Ok(r) => r?,
+        Err(e) => error!(error = %e, "dnsd task failed"),
+    }
+    println!("stopped.");
+    Ok(())
+}
+
+fn banner(
+    cfg: &Config,
+    notes: &[String],
+    dns: &[SocketAddr],
+    smtp: &smtpd::Running,
+    pop3: &pop3d::Running,
+) -> String {
+    let first = |v: &[SocketAddr]| v.first().map(|a| a.to_string()).unwrap_or_default();
+    let (smtp_a, sub_a, pop_a, dns_a) = (
+        first(smtp.inbound_addrs()),
+        first(smtp.submission_addrs()),
+        first(pop3.addrs()),
+        dns.first().copied(),
+    );
+    let port = |s: &str| s.rsplit(':').next().unwrap_or_default().to_string();
+    let mut b = String::new();
+    b.push_str("csuv-mail lab: domain csuvnetwork.com\n\n");
+    for (name, addrs) in [
+        ("DNS (UDP+TCP)", dns.to_vec()),
+        ("SMTP inbound", smtp.inbound_addrs().to_vec()),
+        (
+            "SMTP submission (AUTH required)",
+            smtp.submission_addrs().to_vec(),
+        ),
+        ("POP3", pop3.addrs().to_vec()),
+    ] {
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        b.push_str(&format!("  {name:<34} {}\n", list.join(", ")));
+    }
+    b.push_str(&format!(
+        "\n  data: {} (Maildirs), {} (accounts)\n\n",
+        cfg.global.maildir_root.display(),
+        cfg.global.passwd_file.display()
+    ));
+    for n in notes {
+        b.push_str(&format!("  {n}\n"));
+    }
+    if let Some(d) = dns_a {
+        b.push_str(&format!(
+            "\nTry it:\n  dig @{} -p {} MX csuvnetwork.com\n",
+            d.ip(),
+            d.port()
+        ));
+    }
+    b.push_str(&format!(
+        "  swaks --server {smtp_a} --auth LOGIN --auth-user user2 --auth-password PASSWORD \\\n        --from user2@mail.csuvnetwork.com --to user1@csuvnetwork.com\n"
+    ));
+    b.push_str(&format!(
+        "  curl pop3://{pop_a}/1 --user user1:PASSWORD\n  python3 -c 'import smtplib; s = smtplib.SMTP(\"127.0.0.1\", {}); s.login(\"user2\", \"PASSWORD\"); \\\n      s.sendmail(\"user2@mail.csuvnetwork.com\", [\"user1@csuvnetwork.com\"], \"Subject: hi\\n\\nhello\"); s.quit()'\n",
+        port(&sub_a)
+    ));
+    b.push_str("\nProtocol transcripts (C:/S: lines) follow on stderr. Ctrl-C stops all three.\n");
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_long_and_unambiguous() {
+        let a = generate_password();
+        let b = generate_password();
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, b);
+        assert!(!a.contains(['0', 'O', '1', 'l', 'I']));
+    }
+
+    #[test]
+    fn accounts_created_once_then_kept_or_reset() {
+        let dir = std::env::temp_dir().join(format!("maillab-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut opts = Options {
+            data_dir: dir.clone(),
+            ..Options::default()
+        };
+        let cfg = lab_config(&opts).unwrap();
+        let notes = ensure_accounts(&cfg, &opts).unwrap();
+        assert!(
+            notes[0].starts_with("user1: created, password "),
+            "{notes:?}"
+        );
+        let passwd = std::fs::read_to_string(dir.join("passwd")).unwrap();
+        assert!(passwd.starts_with("user1:{SHA512-CRYPT}$6$"), "{passwd}");
+        assert!(dir.join("mail/user2/Maildir/new").is_dir());
+        assert!(std::fs::read_to_string(dir.join("aliases"))
+            .unwrap()
+            .contains("postmaster"));
+        // Second start: nothing printed about passwords, nothing changed.
+        let notes = ensure_accounts(&cfg, &opts).unwrap();
+        assert!(notes[0].contains("existing account"), "{notes:?}");
+        assert_eq!(std::fs::read_to_string(dir.join("passwd")).unwrap(), passwd);
+        // --password resets it.
+        opts.passwords = vec![("user1".into(), "new-secret".into())];
+        ensure_accounts(&cfg, &opts).unwrap();
+        let accounts = mailstore::Accounts::open(dir.join("passwd")).unwrap();
+        assert!(accounts
+            .verify_password("user1", b"new-secret")
+            .unwrap()
+            .is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,67 @@
+//! `maillab`: DNS, SMTP and POP3 for the lab's domain, in one command.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Run the whole mail lab (dnsd + smtpd + pop3d) on loopback.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where Maildirs, accounts and aliases live.
+    #[arg(long, default_value = "lab-data")]
+    data_dir: PathBuf,
+    /// Use this configuration file instead of the built-in lab setup.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Set a user's password, e.g. `--password user1=secret` (repeatable;
+    /// creates the user if missing).
+    #[arg(long = "password", value_name = "USER=PASSWORD", value_parser = parse_password)]
+    passwords: Vec<(String, String)>,
+    /// SMTP inbound address [default: 127.0.0.1:2525].
+    #[arg(long)]
+    smtp: Option<SocketAddr>,
+    /// SMTP submission address [default: 127.0.0.1:2587].
+    #[arg(long)]
+    submission: Option<SocketAddr>,
+    /// POP3 address [default: 127.0.0.1:1110].
+    #[arg(long)]
+    pop3: Option<SocketAddr>,
+    /// DNS address, UDP and TCP [default: 127.0.0.1:5353].
+    #[arg(long)]
+    dns: Option<SocketAddr>,
+    /// Do not log protocol transcripts.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_password(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => Err(format!("{s:?}: expected USER=PASSWORD")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let a = Args::parse();
+    netkit::init_tracing(if a.quiet { "warn" } else { "info" });
+    let opts = maillab::Options {
+        data_dir: a.data_dir,
+        config: a.config,
+        passwords: a.passwords,
+        smtp: a.smtp,
+        submission: a.submission,
+        pop3: a.pop3,
+        dns: a.dns,
+        transcript: !a.quiet,
+    };
+    match maillab::run(opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maillab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

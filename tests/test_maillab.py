@@ -1,0 +1,66 @@
+"""End-to-end: the whole lab in one command (`maillab`), as the README runs it."""
+import poplib
+import shutil
+import signal
+import smtplib
+import subprocess
+
+import pytest
+
+from conftest import bin_path, free_port, wait_tcp
+
+
+def test_maillab_reproduces_the_lab(tmp_path, daemons):
+    smtp, sub, pop3, dns = free_port(), free_port(), free_port(), free_port()
+    lab = daemons(
+        [bin_path("maillab"), "--data-dir", tmp_path / "data",
+         "--smtp", f"127.0.0.1:{smtp}", "--submission", f"127.0.0.1:{sub}",
+         "--pop3", f"127.0.0.1:{pop3}", "--dns", f"127.0.0.1:{dns}",
+         "--password", "user2=lab-pass-2"],
+        cwd=tmp_path,
+    )
+    for p in (smtp, sub, pop3, dns):
+        wait_tcp(p)
+    out = lab.output()
+    # user1 got a generated password, printed once.
+    line = next(l for l in out.splitlines() if l.strip().startswith("user1: created, password "))
+    user1_pw = line.split("password ")[1].split()[0]
+    assert "user2: created with the given password" in out
+
+    if shutil.which("dig"):
+        r = subprocess.run(["dig", "@127.0.0.1", "-p", str(dns), "MX", "csuvnetwork.com", "+short"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.stdout.strip() == "10 mail.csuvnetwork.com."
+
+    msg = b"Subject: lab\r\nFrom: user2@mail.csuvnetwork.com\r\n\r\nhello user1\r\n"
+    s = smtplib.SMTP("127.0.0.1", sub, timeout=10)
+    s.ehlo("client2")
+    s.user, s.password = "user2", "lab-pass-2"
+    assert s.auth("LOGIN", s.auth_login)[0] == 235
+    assert s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg) == {}
+    s.quit()
+
+    p = poplib.POP3("127.0.0.1", pop3, timeout=10)
+    p.user("user1")
+    p.pass_(user1_pw)
+    _, lines, _ = p.retr(1)
+    p.quit()
+    assert (b"\r\n".join(lines) + b"\r\n").endswith(msg)
+
+    # A second start keeps the accounts and prints no password.
+    lab.proc.send_signal(signal.SIGINT)
+    assert lab.proc.wait(timeout=20) == 0
+    assert "stopped." in lab.output()
+    again = daemons(
+        [bin_path("maillab"), "--data-dir", tmp_path / "data", "--quiet",
+         "--smtp", f"127.0.0.1:{smtp}", "--submission", f"127.0.0.1:{sub}",
+         "--pop3", f"127.0.0.1:{pop3}", "--dns", f"127.0.0.1:{dns}"],
+        cwd=tmp_path,
+    )
+    wait_tcp(pop3)
+    assert "user1: existing account" in again.output()
+    p = poplib.POP3("127.0.0.1", pop3, timeout=10)
+    p.user("user1")
+    p.pass_(user1_pw)
+    assert p.stat()[0] == 1
+    p.quit()
