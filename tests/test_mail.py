@@ -465,3 +465,77 @@ def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     stored = b"".join(p.read_bytes() for p in lab.inbox())
     for subject in acked:
         assert f"Subject: {subject}\n".encode() in stored, subject
+
+
+def mailctl(lab, *args, stdin=None):
+    return subprocess.run(
+        [bin_path("mailctl"), "--passwd", lab.tmp / "passwd", "--aliases", lab.tmp / "aliases",
+         "--maildir-root", lab.maildir, *args],
+        input=stdin, check=True, capture_output=True,
+    )
+
+
+def test_accounts_and_aliases_changes_apply_while_running(lab):
+    # A user added while the daemons run can receive and log in at once
+    # (the passwd-file is reread when it changes), as can a new alias.
+    mailctl(lab, "user", "add", "user3", "--password-stdin", stdin=b"pw3\n")
+    mailctl(lab, "alias", "add", "team", "user3", "user1")
+    lab.smtpd.proc.send_signal(signal.SIGHUP)
+    lab.pop3d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    s = lab.smtp_client()
+    s.mail("user2@mail.csuvnetwork.com")
+    assert s.rcpt("user3@csuvnetwork.com")[0] == 250
+    assert s.rcpt("team@csuvnetwork.com")[0] == 250
+    assert s.data(message("to user3 and team"))[0] == 250
+    s.quit()
+    assert len(lab.inbox("user3")) == 1  # written once for user3, not twice
+    assert len(lab.inbox("user1")) == 1
+    p = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    p.user("user3")
+    p.pass_("pw3")
+    assert p.stat()[0] == 1
+    p.quit()
+    assert lab.smtpd.proc.poll() is None and lab.pop3d.proc.poll() is None
+
+
+def test_plain_scheme_account_allows_apop_and_cram_md5(lab):
+    # APOP and CRAM-MD5 need the shared secret itself: only {PLAIN}
+    # accounts can use them.
+    mailctl(lab, "user", "add", "plainuser", "--scheme", "PLAIN", "--password-stdin", stdin=b"tanstaaf\n")
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    assert q.apop("plainuser", "tanstaaf").startswith(b"+OK")
+    q.quit()
+    s = lab.smtp_client()
+    s.user, s.password = "plainuser", "tanstaaf"
+    assert s.auth("CRAM-MD5", s.auth_cram_md5)[0] == 235
+    s.quit()
+    s = lab.smtp_client()
+    s.user, s.password = "plainuser", "wrong"
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        s.auth("CRAM-MD5", s.auth_cram_md5)
+    s.quit()
+
+
+def test_connection_limit_per_client(tmp_path, daemons):
+    lab = Lab(tmp_path, daemons, extra="max_connections_per_client = 2")
+    held = [socket.create_connection(("127.0.0.1", lab.smtp)) for _ in range(2)]
+    for h in held:
+        assert h.recv(512).startswith(b"220 ")
+    with socket.create_connection(("127.0.0.1", lab.smtp)) as third:
+        third.settimeout(5)
+        assert third.recv(512).startswith(b"421 4.7.0 ")
+    held.pop().close()
+    time.sleep(0.2)
+    s = lab.smtp_client()  # a slot is free again
+    s.quit()
+    for h in held:
+        h.close()
+
+
+def test_bad_config_is_refused_with_line_and_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[smtpd]\nmessage_size_limit = 1000\nrecipent_limit = 5\n")
+    r = subprocess.run([bin_path("smtpd"), "--config", cfg], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert "line 3" in r.stderr and "recipent_limit" in r.stderr, r.stderr
