@@ -27,7 +27,8 @@ DOMAIN = "csuvnetwork.com"
 class Lab:
     """One configuration file, the accounts, and the three daemons."""
 
-    def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False):
+    def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False,
+                 size_limit=100000):
         self.tmp = tmp
         self.smtp = free_port()
         self.submission = free_port()
@@ -53,7 +54,7 @@ transcript = true
 [smtpd]
 listen = ["127.0.0.1:{self.smtp}"]
 submission_listen = ["127.0.0.1:{self.submission}"]
-message_size_limit = 100000
+message_size_limit = {size_limit}
 auth_failure_delay = 0
 {extra}
 
@@ -539,3 +540,24 @@ def test_bad_config_is_refused_with_line_and_key(tmp_path):
     r = subprocess.run([bin_path("smtpd"), "--config", cfg], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0
     assert "line 3" in r.stderr and "recipent_limit" in r.stderr, r.stderr
+
+
+def test_large_message_streams_through_both_servers(tmp_path, daemons):
+    lab = Lab(tmp_path, daemons, size_limit=20_000_000)
+    lines = [(f"{i:08d} " + "abcdefghij" * 7).encode() for i in range(40000)]
+    lines[1234] = b".a line that starts with a dot"
+    body = b"\r\n".join(lines) + b"\r\n"  # about 3 MB
+    msg = message("large", body)
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg)
+    s.quit()
+    p = lab.pop()
+    (size,) = [int(l.split()[1]) for l in p.list()[1]]
+    _, lines_back, octets = p.retr(1)
+    raw = b"\r\n".join(lines_back) + b"\r\n"
+    assert len(raw) == size
+    assert split_trace(raw)[1] == msg
+    _, top, _ = p.top(1, 3)
+    top_raw = b"\r\n".join(top) + b"\r\n"
+    assert top_raw.endswith(b"\r\n\r\n" + b"\r\n".join(body.split(b"\r\n")[:3]) + b"\r\n")
+    p.quit()

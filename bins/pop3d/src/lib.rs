@@ -28,7 +28,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use mail_config::Config;
-use mailstore::{Accounts, Maildrop, MessageReader, Store};
+use mailstore::{Accounts, Maildrop, Store};
 use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
 use pop3_proto::{
     apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
@@ -360,9 +360,11 @@ impl Conn {
                     }
                 }
             }
-            Event::Retrieve { message, top, .. } => {
+            Event::Retrieve { message, top, size } => {
                 let index = (message.number as usize).saturating_sub(1);
-                return self.retrieve(session, index, top.is_none(), stream).await;
+                return self
+                    .retrieve(session, index, size, top.is_none(), stream)
+                    .await;
             }
             Event::Update { deleted } => {
                 let indices: Vec<usize> = deleted
@@ -468,50 +470,47 @@ impl Conn {
         }
     }
 
-    /// Stream message `index` through the session: read a chunk from the
-    /// file (blocking pool), hand it over, write out what the session
-    /// produced, until the session has enough (TOP) or the file ends.
+    /// Stream message `index` through the session: open it and read a
+    /// chunk in the blocking pool (one trip for a typical message), hand it
+    /// over, write out what the session produced, and go on until the
+    /// session has enough (TOP) or the file ends.
     async fn retrieve(
         &mut self,
         session: &mut ServerSession,
         index: usize,
+        size: u64,
         whole: bool,
         stream: &mut TcpStream,
     ) -> std::io::Result<()> {
-        let Some(maildrop) = self.maildrop.as_ref() else {
+        let Some(maildrop) = self.maildrop.take() else {
             let _ = session.message_failed();
             return Ok(());
         };
-        let mut reader: Option<MessageReader> = match maildrop.open_message(index) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(sid = self.sid, error = %e, "message cannot be read");
-                let _ = session.message_failed();
-                return Ok(());
+        // The snapshot knows the size: no larger buffer than needed (a big
+        // zeroed buffer per RETR would cost page faults, not just memory).
+        let first = usize::try_from(size).unwrap_or(CHUNK).clamp(1, CHUNK);
+        let opened = tokio::task::spawn_blocking(move || {
+            let r = maildrop.open_message(index).map_err(std::io::Error::other);
+            let step = r.and_then(|mut reader| {
+                let mut buf = vec![0; first];
+                let n = read_full(&mut reader, &mut buf)?;
+                Ok((reader, buf, n))
+            });
+            (maildrop, step)
+        })
+        .await;
+        let mut step = match opened {
+            Ok((maildrop, step)) => {
+                self.maildrop = Some(maildrop);
+                step
             }
+            Err(e) => Err(std::io::Error::other(e)),
         };
-        let mut buf = Vec::new();
         loop {
-            let Some(mut r) = reader.take() else { break };
-            let read = tokio::task::spawn_blocking(move || {
-                buf.resize(CHUNK, 0);
-                let n = read_full(&mut r, &mut buf);
-                (r, buf, n)
-            })
-            .await;
-            let (r, b, n) = match read {
+            let (reader, buf, n) = match step {
                 Ok(v) => v,
                 Err(e) => {
-                    error!(sid = self.sid, error = %e, "read task failed");
-                    let _ = session.message_failed();
-                    return Ok(());
-                }
-            };
-            buf = b;
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    error!(sid = self.sid, error = %e, "reading message failed");
+                    warn!(sid = self.sid, error = %e, "reading message failed");
                     let _ = session.message_failed();
                     return Ok(());
                 }
@@ -524,9 +523,20 @@ impl Conn {
             while let Err(Interrupt::Output(bytes)) = session.next() {
                 stream.write_all(&bytes).await?;
             }
-            if more && n == CHUNK {
-                reader = Some(r);
+            if !more || n < buf.len() {
+                break;
             }
+            step = match tokio::task::spawn_blocking(move || {
+                let (mut reader, mut buf) = (reader, buf);
+                buf.resize(CHUNK, 0);
+                let n = read_full(&mut reader, &mut buf)?;
+                Ok((reader, buf, n))
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
         }
         let _ = session.message_end();
         if whole {
