@@ -1193,4 +1193,4 @@ fn log_line(t: &mut VecDeque<TranscriptLine>, on: bool, r: &Response) {
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
-mod tests;
+pub(crate) mod tests;

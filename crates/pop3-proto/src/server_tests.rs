@@ -2,26 +2,26 @@ use super::*;
 use crate::auth::{apop_digest, cram_md5_digest, digest_eq};
 use proptest::prelude::*;
 
-const TS: &str = "<1896.697170952@dbc.mtview.ca.us>";
+pub(crate) const TS: &str = "<1896.697170952@dbc.mtview.ca.us>";
 
 /// A scripted host: one account store, one maildrop, answers events.
-struct Host {
-    users: Vec<(&'static str, &'static str)>,
-    messages: Vec<Vec<u8>>,
-    chunk: usize,
+pub(crate) struct Host {
+    pub(crate) users: Vec<(&'static str, &'static str)>,
+    pub(crate) messages: Vec<Vec<u8>>,
+    pub(crate) chunk: usize,
     in_use: bool,
     maildrop_fail: Option<MaildropError>,
     auth_tempfail: bool,
     update_ok: bool,
     fail_message_after: Option<usize>,
-    updates: Vec<Vec<MessageRef>>,
+    pub(crate) updates: Vec<Vec<MessageRef>>,
     retrieved: Vec<(MessageRef, Option<u32>)>,
     tls_started: u32,
     closed: bool,
 }
 
 impl Host {
-    fn new() -> Host {
+    pub(crate) fn new() -> Host {
         Host {
             users: vec![("mrose", "tanstaaf"), ("user1", "pw1")],
             messages: vec![
@@ -58,7 +58,7 @@ impl Host {
     }
 
     /// Drives the session until it needs input or closes; returns output.
-    fn drive(&mut self, s: &mut ServerSession) -> Vec<u8> {
+    pub(crate) fn drive(&mut self, s: &mut ServerSession) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
             match s.next() {
@@ -163,7 +163,7 @@ fn session(config: ServerConfig) -> ServerSession {
     ServerSession::new(config, t0())
 }
 
-fn cfg() -> ServerConfig {
+pub(crate) fn cfg() -> ServerConfig {
     ServerConfig {
         greeting: "ready".into(),
         apop_timestamp: Some(TS.into()),
