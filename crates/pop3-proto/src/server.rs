@@ -105,7 +105,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            greeting: "Dovecot ready.".into(),
+            greeting: "POP3 server ready.".into(),
             apop_timestamp: None,
             hostname: "localhost".into(),
             style: Style::Dovecot,

@@ -316,7 +316,7 @@ fn greeting() {
     let mut s = session(ServerConfig::default());
     assert_eq!(
         s.next(),
-        Err(Interrupt::Output(b"+OK Dovecot ready.\r\n".to_vec()))
+        Err(Interrupt::Output(b"+OK POP3 server ready.\r\n".to_vec()))
     );
 }
 
