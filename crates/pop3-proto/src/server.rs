@@ -404,6 +404,7 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Awaiting>,
     user: Option<String>,
+    user_arg: Option<String>,
     sasl: Option<Sasl>,
     pending_user: Option<String>,
     maildrop: Option<Maildrop>,
@@ -428,6 +429,7 @@ impl ServerSession {
             event: None,
             awaiting: None,
             user: None,
+            user_arg: None,
             sasl: None,
             pending_user: None,
             maildrop: None,
@@ -798,6 +800,7 @@ impl ServerSession {
 
     fn handle_line(&mut self, line: &[u8]) {
         if let Some(sasl) = self.sasl.take() {
+            self.log(Direction::Client, "<redacted>".into(), true);
             self.handle_sasl(sasl, line);
             return;
         }
@@ -857,18 +860,18 @@ impl ServerSession {
                 } else if !self.plaintext_allowed() {
                     self.reply(plaintext_refused());
                 } else {
-                    self.user = Some(name);
+                    self.user_arg = Some(name);
                     self.reply(Response::ok(""));
                 }
             }
-            Command::Pass(password) => match self.user.take() {
+            Command::Pass(password) => match self.user_arg.take() {
                 None => self.reply(Response::err("No username given.")),
                 Some(user) => self.start_auth(Credentials::Password { user, password }),
             },
             Command::Apop { name, digest } => match self.config.apop_timestamp.clone() {
                 None => self.reply(Response::err("APOP is not enabled.")),
                 Some(timestamp) => {
-                    self.user = None;
+                    self.user_arg = None;
                     self.start_auth(Credentials::Apop {
                         user: name,
                         timestamp,
@@ -981,7 +984,6 @@ impl ServerSession {
     }
 
     fn handle_sasl(&mut self, step: Sasl, line: &[u8]) {
-        self.log(Direction::Client, "<redacted>".into(), true);
         if line == b"*" {
             // RFC 5034 section 4: the client cancels; reply -ERR.
             self.reply(Response::err("Authentication aborted by client."));
