@@ -330,3 +330,37 @@ proptest! {
         prop_assert_eq!(body_of(&evs[3]), f.filter(&msg));
     }
 }
+
+proptest! {
+    #[test]
+    fn client_any_input_split_gives_same_events(cuts in proptest::collection::vec(1usize..20, 1..50)) {
+        let server: &[u8] = b"+OK hi <1.2@h>\r\n+OK 2 30\r\n+OK 2 messages:\r\n1 10\r\n2 20\r\n.\r\n\
+            +OK 10 octets\r\n..dot\r\n.\rx\r\n.\r\n-ERR [SYS/TEMP] no\r\n+ Y2hhbA==\r\n+OK\r\n";
+        let cmds = || {
+            vec![
+                Command::Stat,
+                Command::List(None),
+                Command::Retr(1),
+                Command::Retr(9),
+                Command::Auth { mechanism: Some("PLAIN".into()), initial_response: None },
+            ]
+        };
+        let mut whole = ClientSession::new();
+        cmds().into_iter().for_each(|c| whole.send(c));
+        whole.enqueue_input(server);
+        let expected = events(&mut whole).0;
+        prop_assert_eq!(expected.len(), 7);
+        let mut c = ClientSession::new();
+        cmds().into_iter().for_each(|cmd| c.send(cmd));
+        let mut got = Vec::new();
+        let (mut pos, mut i) = (0, 0);
+        while pos < server.len() {
+            let n = cuts[i % cuts.len()].min(server.len() - pos);
+            c.enqueue_input(&server[pos..pos + n]);
+            got.extend(events(&mut c).0);
+            pos += n;
+            i += 1;
+        }
+        prop_assert_eq!(got, expected);
+    }
+}

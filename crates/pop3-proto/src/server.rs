@@ -821,11 +821,13 @@ impl ServerSession {
     }
 
     fn capa(&mut self) {
+        // AUTH-RESP-CODE: the [AUTH] and [SYS/...] codes of RFC 3206.
         let mut caps: Vec<String> = vec![
             "TOP".into(),
             "UIDL".into(),
             "RESP-CODES".into(),
             "PIPELINING".into(),
+            "AUTH-RESP-CODE".into(),
         ];
         if self.state == SessionState::Authorization {
             if self.config.user_pass && self.plaintext_allowed() {

@@ -731,7 +731,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(config.clone(), &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nUSER\r\n\
+        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
          SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n"
     );
     // After login: no USER, SASL or STLS.
@@ -739,7 +739,7 @@ fn capa() {
     assert_eq!(
         out,
         format!(
-            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n\
+            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
              IMPLEMENTATION test 1\r\n.\r\n"
         )
     );
@@ -750,7 +750,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(strict, &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n\
+        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
          SASL CRAM-MD5\r\n.\r\n"
     );
 }
