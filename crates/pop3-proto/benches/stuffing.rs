@@ -25,6 +25,19 @@ fn message() -> Vec<u8> {
     m
 }
 
+/// Byte-at-a-time reference stuffer, to show what the substring search buys.
+fn naive_stuff(input: &[u8], out: &mut Vec<u8>) {
+    let mut at_start = true;
+    for &b in input {
+        if at_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_start = b == b'\n';
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
 fn bench(c: &mut Criterion) {
     let msg = message();
     let mut g = c.benchmark_group("retr_stuffing");
@@ -46,6 +59,28 @@ fn bench(c: &mut Criterion) {
             for c in black_box(&msg).chunks(64 * 1024) {
                 s.push(c, &mut out);
             }
+            s.finish(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("1MiB_naive_bytewise_reference", |b| {
+        b.iter(|| {
+            out.clear();
+            naive_stuff(black_box(&msg), &mut out);
+            black_box(out.len())
+        })
+    });
+    // Worst case: every line starts with a dot.
+    let dots: Vec<u8> = msg
+        .split(|&b| b == b'\n')
+        .flat_map(|l| std::iter::once(b'.').chain(l.iter().copied()).chain(*b"\n"))
+        .take(1 << 20)
+        .collect();
+    g.bench_function("1MiB_every_line_dotted", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut s = DotStuffer::new();
+            s.push(black_box(&dots), &mut out);
             s.finish(&mut out);
             black_box(out.len())
         })
