@@ -116,8 +116,8 @@ pub use command::{Command, CommandError, MAX_COMMAND_LINE};
 pub use response::{Response, ResponseCode, ResponseError, Status};
 pub use secret::Secret;
 pub use server::{
-    AuthResult, Credentials, Direction, Event, Interrupt, MaildropError, MessageInfo, MessageRef,
-    SaslMechanism, ServerConfig, ServerSession, SessionState, Style, TranscriptLine, UsageError,
-    MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
+    apop_timestamp, AuthResult, Credentials, Direction, Event, Interrupt, MaildropError,
+    MessageInfo, MessageRef, SaslMechanism, ServerConfig, ServerSession, SessionState, Style,
+    TranscriptLine, UsageError, MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
 };
 pub use stuff::{stuff, unstuff, DotStuffer, DotUnstuffer, TopFilter};

@@ -133,6 +133,13 @@ pub struct MessageInfo {
     pub uid: String,
 }
 
+/// Formats an APOP timestamp `<process.unique@host>` (RFC 1939 section
+/// 7). The host supplies values that make it unique per connection, e.g.
+/// its process id and a counter or the current time in nanoseconds.
+pub fn apop_timestamp(process: u32, unique: u64, host: &str) -> String {
+    format!("<{process}.{unique}@{host}>")
+}
+
 /// A message the host is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
@@ -209,6 +216,9 @@ pub enum MaildropError {
     TempFail,
     /// A permanent failure: `-ERR [SYS/PERM] ...`.
     PermFail,
+    /// The user logs in more often than policy allows: `-ERR
+    /// [LOGIN-DELAY] ...` (RFC 2449 section 8.1.1).
+    LoginDelay,
 }
 
 /// Something the host must decide or do. Answer it with the method named
@@ -637,6 +647,9 @@ impl ServerSession {
             }
             MaildropError::PermFail => {
                 Response::err_code(ResponseCode::SysPerm, "Couldn't open mailbox.")
+            }
+            MaildropError::LoginDelay => {
+                Response::err_code(ResponseCode::LoginDelay, "Logging in too often.")
             }
         };
         self.reply(r);

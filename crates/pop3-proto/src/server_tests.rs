@@ -304,6 +304,14 @@ fn rfc1939_apop_example() {
 }
 
 #[test]
+fn apop_timestamp_format() {
+    assert_eq!(
+        apop_timestamp(1896, 697170952, "dbc.mtview.ca.us"),
+        "<1896.697170952@dbc.mtview.ca.us>"
+    );
+}
+
+#[test]
 fn greeting() {
     let mut s = session(cfg());
     assert_eq!(
@@ -394,6 +402,12 @@ fn maildrop_failures() {
     assert_eq!(
         run_with(cfg(), &mut host, LOGIN),
         "+OK\r\n-ERR [SYS/PERM] Couldn't open mailbox.\r\n"
+    );
+    let mut host = Host::new();
+    host.maildrop_fail = Some(MaildropError::LoginDelay);
+    assert_eq!(
+        run_with(cfg(), &mut host, LOGIN),
+        "+OK\r\n-ERR [LOGIN-DELAY] Logging in too often.\r\n"
     );
     let mut host = Host::new();
     host.auth_tempfail = true;
