@@ -9,6 +9,7 @@
 //! * Codec: [`Command`], [`Response`], byte-stuffing ([`DotStuffer`],
 //!   [`DotUnstuffer`], [`TopFilter`]).
 //! * [`ServerSession`]: the server side (what `pop3d` drives).
+//! * [`ClientSession`]: the client side, for tools and tests.
 //!
 //! # Framing decisions
 //!
@@ -99,6 +100,7 @@
 )]
 
 mod auth;
+pub mod client;
 pub mod command;
 mod framer;
 pub mod response;
@@ -107,12 +109,15 @@ pub mod server;
 pub mod stuff;
 
 pub use auth::{apop_digest, cram_md5_digest, digest_eq};
+pub use client::{
+    parse_list, parse_stat, parse_uidl, ClientError, ClientEvent, ClientInterrupt, ClientSession,
+};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE};
 pub use response::{Response, ResponseCode, ResponseError, Status};
 pub use secret::Secret;
 pub use server::{
-    AuthResult, Credentials, Direction, Event, Interrupt, MaildropError, MessageInfo, MessageRef,
-    SaslMechanism, ServerConfig, ServerSession, SessionState, Style, TranscriptLine, UsageError,
-    MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
+    apop_timestamp, AuthResult, Credentials, Direction, Event, Interrupt, MaildropError,
+    MessageInfo, MessageRef, SaslMechanism, ServerConfig, ServerSession, SessionState, Style,
+    TranscriptLine, UsageError, MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
 };
 pub use stuff::{stuff, unstuff, DotStuffer, DotUnstuffer, TopFilter};

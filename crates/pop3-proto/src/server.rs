@@ -105,7 +105,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            greeting: "Dovecot ready.".into(),
+            greeting: "POP3 server ready.".into(),
             apop_timestamp: None,
             hostname: "localhost".into(),
             style: Style::Dovecot,
@@ -131,6 +131,13 @@ pub struct MessageInfo {
     pub size: u64,
     /// Unique id: 1 to 70 characters in 0x21..=0x7E (RFC 1939 section 7).
     pub uid: String,
+}
+
+/// Formats an APOP timestamp `<process.unique@host>` (RFC 1939 section
+/// 7). The host supplies values that make it unique per connection, e.g.
+/// its process id and a counter or the current time in nanoseconds.
+pub fn apop_timestamp(process: u32, unique: u64, host: &str) -> String {
+    format!("<{process}.{unique}@{host}>")
 }
 
 /// A message the host is asked about.
@@ -209,6 +216,9 @@ pub enum MaildropError {
     TempFail,
     /// A permanent failure: `-ERR [SYS/PERM] ...`.
     PermFail,
+    /// The user logs in more often than policy allows: `-ERR
+    /// [LOGIN-DELAY] ...` (RFC 2449 section 8.1.1).
+    LoginDelay,
 }
 
 /// Something the host must decide or do. Answer it with the method named
@@ -404,6 +414,7 @@ pub struct ServerSession {
     event: Option<Event>,
     awaiting: Option<Awaiting>,
     user: Option<String>,
+    user_arg: Option<String>,
     sasl: Option<Sasl>,
     pending_user: Option<String>,
     maildrop: Option<Maildrop>,
@@ -428,6 +439,7 @@ impl ServerSession {
             event: None,
             awaiting: None,
             user: None,
+            user_arg: None,
             sasl: None,
             pending_user: None,
             maildrop: None,
@@ -636,6 +648,9 @@ impl ServerSession {
             MaildropError::PermFail => {
                 Response::err_code(ResponseCode::SysPerm, "Couldn't open mailbox.")
             }
+            MaildropError::LoginDelay => {
+                Response::err_code(ResponseCode::LoginDelay, "Logging in too often.")
+            }
         };
         self.reply(r);
         Ok(())
@@ -798,6 +813,7 @@ impl ServerSession {
 
     fn handle_line(&mut self, line: &[u8]) {
         if let Some(sasl) = self.sasl.take() {
+            self.log(Direction::Client, "<redacted>".into(), true);
             self.handle_sasl(sasl, line);
             return;
         }
@@ -818,11 +834,13 @@ impl ServerSession {
     }
 
     fn capa(&mut self) {
+        // AUTH-RESP-CODE: the [AUTH] and [SYS/...] codes of RFC 3206.
         let mut caps: Vec<String> = vec![
             "TOP".into(),
             "UIDL".into(),
             "RESP-CODES".into(),
             "PIPELINING".into(),
+            "AUTH-RESP-CODE".into(),
         ];
         if self.state == SessionState::Authorization {
             if self.config.user_pass && self.plaintext_allowed() {
@@ -857,18 +875,18 @@ impl ServerSession {
                 } else if !self.plaintext_allowed() {
                     self.reply(plaintext_refused());
                 } else {
-                    self.user = Some(name);
+                    self.user_arg = Some(name);
                     self.reply(Response::ok(""));
                 }
             }
-            Command::Pass(password) => match self.user.take() {
+            Command::Pass(password) => match self.user_arg.take() {
                 None => self.reply(Response::err("No username given.")),
                 Some(user) => self.start_auth(Credentials::Password { user, password }),
             },
             Command::Apop { name, digest } => match self.config.apop_timestamp.clone() {
                 None => self.reply(Response::err("APOP is not enabled.")),
                 Some(timestamp) => {
-                    self.user = None;
+                    self.user_arg = None;
                     self.start_auth(Credentials::Apop {
                         user: name,
                         timestamp,
@@ -981,7 +999,6 @@ impl ServerSession {
     }
 
     fn handle_sasl(&mut self, step: Sasl, line: &[u8]) {
-        self.log(Direction::Client, "<redacted>".into(), true);
         if line == b"*" {
             // RFC 5034 section 4: the client cancels; reply -ERR.
             self.reply(Response::err("Authentication aborted by client."));
@@ -1193,4 +1210,4 @@ fn log_line(t: &mut VecDeque<TranscriptLine>, on: bool, r: &Response) {
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -2,26 +2,26 @@ use super::*;
 use crate::auth::{apop_digest, cram_md5_digest, digest_eq};
 use proptest::prelude::*;
 
-const TS: &str = "<1896.697170952@dbc.mtview.ca.us>";
+pub(crate) const TS: &str = "<1896.697170952@dbc.mtview.ca.us>";
 
 /// A scripted host: one account store, one maildrop, answers events.
-struct Host {
-    users: Vec<(&'static str, &'static str)>,
-    messages: Vec<Vec<u8>>,
-    chunk: usize,
+pub(crate) struct Host {
+    pub(crate) users: Vec<(&'static str, &'static str)>,
+    pub(crate) messages: Vec<Vec<u8>>,
+    pub(crate) chunk: usize,
     in_use: bool,
     maildrop_fail: Option<MaildropError>,
     auth_tempfail: bool,
     update_ok: bool,
     fail_message_after: Option<usize>,
-    updates: Vec<Vec<MessageRef>>,
+    pub(crate) updates: Vec<Vec<MessageRef>>,
     retrieved: Vec<(MessageRef, Option<u32>)>,
     tls_started: u32,
     closed: bool,
 }
 
 impl Host {
-    fn new() -> Host {
+    pub(crate) fn new() -> Host {
         Host {
             users: vec![("mrose", "tanstaaf"), ("user1", "pw1")],
             messages: vec![
@@ -58,7 +58,7 @@ impl Host {
     }
 
     /// Drives the session until it needs input or closes; returns output.
-    fn drive(&mut self, s: &mut ServerSession) -> Vec<u8> {
+    pub(crate) fn drive(&mut self, s: &mut ServerSession) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
             match s.next() {
@@ -163,7 +163,7 @@ fn session(config: ServerConfig) -> ServerSession {
     ServerSession::new(config, t0())
 }
 
-fn cfg() -> ServerConfig {
+pub(crate) fn cfg() -> ServerConfig {
     ServerConfig {
         greeting: "ready".into(),
         apop_timestamp: Some(TS.into()),
@@ -304,6 +304,14 @@ fn rfc1939_apop_example() {
 }
 
 #[test]
+fn apop_timestamp_format() {
+    assert_eq!(
+        apop_timestamp(1896, 697170952, "dbc.mtview.ca.us"),
+        "<1896.697170952@dbc.mtview.ca.us>"
+    );
+}
+
+#[test]
 fn greeting() {
     let mut s = session(cfg());
     assert_eq!(
@@ -316,7 +324,7 @@ fn greeting() {
     let mut s = session(ServerConfig::default());
     assert_eq!(
         s.next(),
-        Err(Interrupt::Output(b"+OK Dovecot ready.\r\n".to_vec()))
+        Err(Interrupt::Output(b"+OK POP3 server ready.\r\n".to_vec()))
     );
 }
 
@@ -394,6 +402,12 @@ fn maildrop_failures() {
     assert_eq!(
         run_with(cfg(), &mut host, LOGIN),
         "+OK\r\n-ERR [SYS/PERM] Couldn't open mailbox.\r\n"
+    );
+    let mut host = Host::new();
+    host.maildrop_fail = Some(MaildropError::LoginDelay);
+    assert_eq!(
+        run_with(cfg(), &mut host, LOGIN),
+        "+OK\r\n-ERR [LOGIN-DELAY] Logging in too often.\r\n"
     );
     let mut host = Host::new();
     host.auth_tempfail = true;
@@ -731,7 +745,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(config.clone(), &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nUSER\r\n\
+        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
          SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n"
     );
     // After login: no USER, SASL or STLS.
@@ -739,7 +753,7 @@ fn capa() {
     assert_eq!(
         out,
         format!(
-            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n\
+            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
              IMPLEMENTATION test 1\r\n.\r\n"
         )
     );
@@ -750,7 +764,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(strict, &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n\
+        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
          SASL CRAM-MD5\r\n.\r\n"
     );
 }
@@ -1117,7 +1131,6 @@ fn transcript_redacts_credentials() {
             "C: PASS <redacted>",
             "S: -ERR [AUTH] Authentication failed.",
             "C: AUTH PLAIN <redacted>",
-            "C: <redacted>",
             "S: +OK Logged in.",
             "C: RETR 1",
             &format!("S: +OK {} octets", host.messages[0].len()),
@@ -1129,7 +1142,36 @@ fn transcript_redacts_credentials() {
     assert!(lines
         .iter()
         .all(|(t, _)| !t.contains("pw1") && !t.contains("bad") && !t.contains(&ir)));
-    assert!(lines[3].1 && lines[5].1 && lines[6].1 && !lines[1].1);
+    assert!(lines[3].1 && lines[5].1 && !lines[1].1);
+    // SASL continuation lines are redacted too.
+    let config = ServerConfig {
+        transcript: true,
+        ..cfg()
+    };
+    let mut s = session(config);
+    let mut host = Host::new();
+    host.drive(&mut s);
+    assert_eq!(s.user(), None);
+    s.enqueue_input(b"USER user1\r\n");
+    host.drive(&mut s);
+    assert_eq!(s.user(), None);
+    s.enqueue_input(format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"user1"), b64(b"pw1")).as_bytes());
+    host.drive(&mut s);
+    assert_eq!(s.user(), Some("user1"));
+    let text: Vec<String> = std::iter::from_fn(|| s.pop_transcript())
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        text[3..],
+        [
+            "C: AUTH LOGIN",
+            "S: + VXNlcm5hbWU6",
+            "C: <redacted>",
+            "S: + UGFzc3dvcmQ6",
+            "C: <redacted>",
+            "S: +OK Logged in."
+        ]
+    );
 }
 
 /// A script covering every state, fed whole and in random pieces.
