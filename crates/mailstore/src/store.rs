@@ -44,6 +44,9 @@ pub enum Protocol {
     Esmtps,
     /// `EHLO` over TLS with successful AUTH.
     Esmtpsa,
+    /// Local injection (no SMTP client): the `Received:` header then has
+    /// neither `from` nor `with` clause, like Postfix's pickup.
+    Local,
 }
 
 impl Protocol {
@@ -55,6 +58,7 @@ impl Protocol {
             Protocol::Esmtpa => "ESMTPA",
             Protocol::Esmtps => "ESMTPS",
             Protocol::Esmtpsa => "ESMTPSA",
+            Protocol::Local => "local",
         }
     }
 }
@@ -542,13 +546,17 @@ pub fn trace_headers(env: &Envelope) -> String {
         IpAddr::V4(a) => format!("[{a}]"),
         IpAddr::V6(a) => format!("[IPv6:{a}]"),
     };
-    let mut h = format!(
-        "Return-Path: <{}>\nReceived: from {helo} ({addr})\n\tby {} with {} id {}",
-        clean(&env.mail_from, false).replace(['<', '>'], "?"),
-        clean(&env.our_hostname, false),
-        env.protocol.as_str(),
-        clean(&env.queue_id, false),
-    );
+    let return_path = clean(&env.mail_from, false).replace(['<', '>'], "?");
+    let by = clean(&env.our_hostname, false);
+    let id = clean(&env.queue_id, false);
+    let mut h = if env.protocol == Protocol::Local {
+        format!("Return-Path: <{return_path}>\nReceived: by {by} id {id}")
+    } else {
+        format!(
+            "Return-Path: <{return_path}>\nReceived: from {helo} ({addr})\n\tby {by} with {} id {id}",
+            env.protocol.as_str(),
+        )
+    };
     if let [one] = env.recipients.as_slice() {
         h.push_str(&format!(
             "\n\tfor <{}>",
@@ -600,6 +608,14 @@ mod tests {
         assert!(h.starts_with("Return-Path: <>\nReceived: from evil??X-Injected:?1 ([IPv6:::1])"));
         assert!(!h.contains("for <"));
         assert_eq!(h.matches('\n').count(), 3);
+        let mut e = env(&["user1"]);
+        e.protocol = Protocol::Local;
+        assert_eq!(
+            trace_headers(&e),
+            "Return-Path: <user2@csuvnetwork.com>\n\
+             Received: by mail.csuvnetwork.com id 4F2A91C0B7D3\n\
+             \tfor <user1@csuvnetwork.com>; Sun, 29 Nov 2026 18:01:49 +0000\n"
+        );
     }
 
     #[test]
