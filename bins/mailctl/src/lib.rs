@@ -617,16 +617,18 @@ fn read_hidden(prompt: &str) -> Result<String> {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    let mut err = io::stderr();
-    write!(err, "{prompt}")?;
-    err.flush()?;
+    // Echo off before the prompt shows, so a fast typist is never echoed.
     let echo_off = stty("-echo");
+    let mut err = io::stderr();
     let mut line = String::new();
-    let r = io::stdin().lock().read_line(&mut line);
+    let r = write!(err, "{prompt}")
+        .and_then(|()| err.flush())
+        .and_then(|()| io::stdin().lock().read_line(&mut line));
+    // Restore echo whatever happened.
     if echo_off {
         stty("echo");
     }
-    writeln!(err)?;
+    let _ = writeln!(err);
     r?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
