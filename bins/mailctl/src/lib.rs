@@ -61,6 +61,22 @@ pub enum Cmd {
     /// Aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Deliver a message from standard input to local recipients (like
+    /// Dovecot's `dovecot-lda` or Postfix's `sendmail` for local mail).
+    Deliver {
+        /// Envelope sender (empty for the null sender `<>`).
+        #[arg(long, short = 'f', default_value = "")]
+        from: String,
+        /// Local domains (Postfix's mydestination); default: the lab's.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// Host name for the Received header; default: the machine's.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Recipients: `user`, `alias` or `user@local.domain`.
+        #[arg(required = true)]
+        recipients: Vec<String>,
+    },
 }
 
 /// `mailctl user ...`
@@ -155,6 +171,14 @@ pub enum CtlError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A recipient that cannot be delivered locally.
+    #[error("cannot deliver to {rcpt:?}: {why}")]
+    Recipient {
+        /// The address.
+        rcpt: String,
+        /// Why.
+        why: &'static str,
     },
     /// Password entry problems.
     #[error("{0}")]
@@ -473,6 +497,70 @@ pub fn alias_list(paths: &Paths) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Delivers `message` (read to its end, in chunks) to local `recipients`,
+/// routed through the accounts and aliases like the SMTP server does.
+/// Returns the delivery report.
+pub fn deliver(
+    paths: &Paths,
+    from: &str,
+    recipients: &[String],
+    domains: &[String],
+    hostname: &str,
+    message: &mut dyn io::Read,
+) -> Result<mailstore::DeliveryReport> {
+    use std::sync::Arc;
+    let accounts = Arc::new(mailstore::Accounts::open(&paths.passwd)?);
+    let aliases = Arc::new(mailstore::Aliases::open(&paths.aliases)?);
+    let router = if domains.is_empty() {
+        mailstore::Router::new(mailstore::LAB_DOMAINS, accounts, Some(aliases))
+    } else {
+        mailstore::Router::new(domains, accounts, Some(aliases))
+    };
+    let mut mailboxes = Vec::new();
+    for r in recipients {
+        match router.route(r)? {
+            mailstore::Route::Local(m) => mailboxes.extend(m),
+            mailstore::Route::UnknownUser => {
+                return Err(CtlError::Recipient {
+                    rcpt: r.clone(),
+                    why: "no such user",
+                })
+            }
+            mailstore::Route::NotLocal => {
+                return Err(CtlError::Recipient {
+                    rcpt: r.clone(),
+                    why: "not a local domain",
+                })
+            }
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let env = mailstore::Envelope {
+        mail_from: from.to_string(),
+        recipients: recipients.to_vec(),
+        mailboxes,
+        helo: String::new(),
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        protocol: mailstore::Protocol::Local,
+        our_hostname: hostname.to_string(),
+        queue_id: mailstore::QueueIdGenerator::new().next_id(now),
+        time: now,
+    };
+    let store = Store::open(&paths.maildir_root)?;
+    let mut d = store.begin_delivery(&env)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match message.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        d.write(buf.get(..n).unwrap_or_default())?;
+    }
+    Ok(d.commit()?)
+}
+
 /// Where passwords come from.
 pub trait PasswordSource {
     /// Returns the new password.
@@ -529,16 +617,18 @@ fn read_hidden(prompt: &str) -> Result<String> {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    let mut err = io::stderr();
-    write!(err, "{prompt}")?;
-    err.flush()?;
+    // Echo off before the prompt shows, so a fast typist is never echoed.
     let echo_off = stty("-echo");
+    let mut err = io::stderr();
     let mut line = String::new();
-    let r = io::stdin().lock().read_line(&mut line);
+    let r = write!(err, "{prompt}")
+        .and_then(|()| err.flush())
+        .and_then(|()| io::stdin().lock().read_line(&mut line));
+    // Restore echo whatever happened.
     if echo_off {
         stty("echo");
     }
-    writeln!(err)?;
+    let _ = writeln!(err);
     r?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -610,6 +700,36 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             Ok(vec![format!("alias {} removed", name.to_lowercase())])
         }
         Cmd::Alias(AliasCmd::List) => alias_list(&paths),
+        Cmd::Deliver {
+            from,
+            domains,
+            hostname,
+            recipients,
+        } => {
+            let host = hostname.unwrap_or_else(|| {
+                fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into())
+            });
+            let r = deliver(
+                &paths,
+                &from,
+                &recipients,
+                &domains,
+                &host,
+                &mut io::stdin().lock(),
+            )?;
+            Ok(vec![format!(
+                "delivered as {} ({} bytes) to {}",
+                r.queue_id,
+                r.pop3_size,
+                r.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )])
+        }
     }
 }
 

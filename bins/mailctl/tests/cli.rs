@@ -22,7 +22,11 @@ fn mailctl(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
+        // The command may exit (with an error) before reading its input.
+        match input.write_all(s.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r.unwrap(),
+        }
     }
     drop(input);
     child.wait_with_output().unwrap()
@@ -154,6 +158,76 @@ fn lab_accounts_end_to_end() {
         "user1 SHA512-CRYPT\n"
     );
     assert!(acc.lookup("user2").unwrap().is_none());
+}
+
+#[test]
+fn deliver_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&mailctl(
+        d,
+        &[
+            "user",
+            "add",
+            "user1",
+            "--password-stdin",
+            "--scheme",
+            "PLAIN",
+        ],
+        Some("p\n"),
+    ));
+    ok(&mailctl(d, &["alias", "add", "postmaster", "user1"], None));
+    let out = ok(&mailctl(
+        d,
+        &[
+            "deliver",
+            "-f",
+            "root@localhost",
+            "--hostname",
+            "mail.csuvnetwork.com",
+            "postmaster",
+        ],
+        Some("Subject: local\n\nhello\n"),
+    ));
+    assert!(out.starts_with("delivered as "), "{out}");
+    let new = d.join("mail/user1/Maildir/new");
+    let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        text.starts_with("Return-Path: <root@localhost>\nReceived: by mail.csuvnetwork.com id "),
+        "{text}"
+    );
+    assert!(text.contains("\tfor <postmaster>; "), "{text}");
+    assert!(text.ends_with("\nSubject: local\n\nhello\n"), "{text}");
+    let e = err(&mailctl(
+        d,
+        &["deliver", "ghost@csuvnetwork.com"],
+        Some("x\n"),
+    ));
+    assert_eq!(
+        e,
+        "mailctl: cannot deliver to \"ghost@csuvnetwork.com\": no such user\n"
+    );
+    let e = err(&mailctl(d, &["deliver", "user1@example.org"], Some("x\n")));
+    assert!(e.contains("not a local domain"), "{e}");
+    let e = err(&mailctl(
+        d,
+        &[
+            "deliver",
+            "--domain",
+            "example.org",
+            "user1@csuvnetwork.com",
+        ],
+        Some("x\n"),
+    ));
+    assert!(e.contains("not a local domain"), "{e}");
+    ok(&mailctl(
+        d,
+        &["deliver", "--domain", "example.org", "user1@EXAMPLE.org"],
+        Some("x\n"),
+    ));
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 2);
 }
 
 #[test]

@@ -86,5 +86,47 @@ fn bench(c: &mut Criterion) {
     let _ = fs::remove_dir_all(&base);
 }
 
-criterion_group!(benches, bench);
+/// Opening a maildrop of 1000 messages (listing with sizes from `,W=`,
+/// no stat or read per message) and reading one 4 KiB message back.
+fn bench_maildrop(c: &mut Criterion) {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mailstore-bench-drop");
+    let _ = fs::remove_dir_all(&base);
+    let store = Store::with_hostname(&base, "bench.example").unwrap();
+    let msg = message();
+    let env = Envelope {
+        mail_from: "user2@csuvnetwork.com".into(),
+        recipients: vec!["user1@csuvnetwork.com".into()],
+        mailboxes: vec!["user1".into()],
+        helo: "client.example".into(),
+        client_ip: "127.0.0.1".parse().unwrap(),
+        protocol: Protocol::Esmtpa,
+        our_hostname: "mail.csuvnetwork.com".into(),
+        queue_id: "4F2A91C0B7D3".into(),
+        time: SystemTime::now(),
+    };
+    for _ in 0..1000 {
+        let mut d = store.begin_delivery(&env).unwrap();
+        d.write(&msg).unwrap();
+        d.commit().unwrap();
+    }
+    let mut g = c.benchmark_group("maildrop");
+    g.sample_size(20);
+    g.bench_function("open_1000", |b| {
+        b.iter(|| store.open_maildrop("user1").unwrap().messages().len())
+    });
+    let md = store.open_maildrop("user1").unwrap();
+    g.throughput(Throughput::Bytes(md.messages()[0].size));
+    g.bench_function("read_4k_crlf", |b| {
+        b.iter(|| {
+            let mut v = Vec::with_capacity(8192);
+            std::io::Read::read_to_end(&mut md.open_message(0).unwrap(), &mut v).unwrap();
+            v.len()
+        })
+    });
+    g.finish();
+    drop(md);
+    let _ = fs::remove_dir_all(&base);
+}
+
+criterion_group!(benches, bench, bench_maildrop);
 criterion_main!(benches);

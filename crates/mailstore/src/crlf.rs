@@ -138,7 +138,7 @@ impl<R: Read> CrlfReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            buf: vec![0u8; 64 * 1024],
+            buf: vec![0u8; 16 * 1024],
             start: 0,
             end: 0,
             prev_cr: false,
@@ -185,31 +185,52 @@ impl<R: Read> Read for CrlfReader<R> {
                 self.end = n;
             }
             while self.start < self.end {
-                let Some(slot) = out.get_mut(written) else {
+                if written >= out.len() {
                     return Ok(written);
-                };
-                let b = self.buf.get(self.start).copied().unwrap_or(0);
-                if b == b'\n' && !self.prev_cr {
-                    *slot = b'\r';
+                }
+                let avail = self.buf.get(self.start..self.end).unwrap_or_default();
+                let room = out.len() - written;
+                // Copy the run up to the next LF (or as much as fits) at once.
+                let run = avail
+                    .iter()
+                    .take(room)
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(avail.len().min(room));
+                if run > 0 {
+                    let (src, dst) = (avail.get(..run), out.get_mut(written..written + run));
+                    if let (Some(src), Some(dst)) = (src, dst) {
+                        dst.copy_from_slice(src);
+                        self.prev_cr = src.last() == Some(&b'\r');
+                    }
+                    written += run;
+                    self.start += run;
+                    continue;
+                }
+                // At an LF with room for at least one byte.
+                self.start += 1;
+                if self.prev_cr {
+                    if let Some(slot) = out.get_mut(written) {
+                        *slot = b'\n';
+                    }
                     written += 1;
-                    self.start += 1;
+                } else {
+                    if let Some(slot) = out.get_mut(written) {
+                        *slot = b'\r';
+                    }
+                    written += 1;
                     match out.get_mut(written) {
-                        Some(slot2) => {
-                            *slot2 = b'\n';
+                        Some(slot) => {
+                            *slot = b'\n';
                             written += 1;
-                            self.prev_cr = false;
                         }
                         None => {
                             self.owe_lf = true;
+                            self.prev_cr = false;
                             return Ok(written);
                         }
                     }
-                } else {
-                    *slot = b;
-                    written += 1;
-                    self.start += 1;
-                    self.prev_cr = b == b'\r';
                 }
+                self.prev_cr = false;
             }
         }
     }

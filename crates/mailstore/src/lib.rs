@@ -60,6 +60,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod accounts;
+pub mod config;
 pub mod crlf;
 pub mod maildrop;
 pub mod routing;
@@ -67,6 +68,7 @@ pub mod store;
 mod util;
 
 pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
+pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
 pub use store::{
@@ -129,6 +131,7 @@ mod tests {
         assert_send_sync::<Delivery>();
         assert_send_sync::<Maildrop>();
         assert_send_sync::<QueueIdGenerator>();
+        assert_send_sync::<Mailstore>();
         assert_send_sync::<Error>();
     }
 }

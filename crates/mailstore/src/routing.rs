@@ -192,6 +192,20 @@ impl Router {
         self.domains.contains(&d)
     }
 
+    /// The account name for a login as a client typed it (AUTH or POP3
+    /// USER): `user` as is, `user@domain` as `user` when the domain is one
+    /// of ours (as Dovecot's `username_format=%n` would), `None` for another
+    /// domain. Pass the result to [`Accounts::verify_password`].
+    pub fn login_name(&self, login: &str) -> Option<String> {
+        match login.rsplit_once('@') {
+            Some((local, domain)) if self.is_local_domain(domain) && !local.is_empty() => {
+                Some(local.to_string())
+            }
+            Some(_) => None,
+            None => Some(login.to_string()),
+        }
+    }
+
     /// Routes an address (`local@domain`, or a bare local part, which is
     /// taken as local: RFC 5321 section 4.5.1 requires `<Postmaster>`).
     /// Angle brackets around the address are ignored.
@@ -230,10 +244,13 @@ impl Router {
             0,
         );
         if out.is_empty() && local == "postmaster" {
-            for fallback in ["root"]
-                .into_iter()
-                .map(String::from)
-                .chain(self.postmaster.clone())
+            // RFC 5321 section 4.5.1: postmaster must work. Fall back to the
+            // configured target, then root, then the first account.
+            for fallback in self
+                .postmaster
+                .iter()
+                .map(|p| p.to_lowercase())
+                .chain(std::iter::once("root".to_string()))
                 .chain(passwd.accounts().next().map(|a| a.name.to_lowercase()))
             {
                 self.expand(
@@ -418,6 +435,27 @@ mod tests {
         assert_eq!(r.route("postmaster").unwrap(), local(&["user2"]));
         let (_d, r) = router("", "");
         assert_eq!(r.route("postmaster").unwrap(), Route::UnknownUser);
+        // A configured postmaster wins over root.
+        let (_d, r) = router("root:{PLAIN}a\nuser2:{PLAIN}b\n", "");
+        assert_eq!(r.route("postmaster").unwrap(), local(&["root"]));
+        let r = r.with_postmaster("User2");
+        assert_eq!(r.route("postmaster").unwrap(), local(&["user2"]));
+        // A configured target that does not exist falls through.
+        let (_d, r) = router("root:{PLAIN}a\n", "");
+        let r = r.with_postmaster("ghost");
+        assert_eq!(r.route("postmaster").unwrap(), local(&["root"]));
+    }
+
+    #[test]
+    fn login_names() {
+        let (_d, r) = router("user1:{PLAIN}a\n", "");
+        assert_eq!(r.login_name("user1").as_deref(), Some("user1"));
+        assert_eq!(
+            r.login_name("user1@CSUVnetwork.com").as_deref(),
+            Some("user1")
+        );
+        assert_eq!(r.login_name("user1@example.org"), None);
+        assert_eq!(r.login_name("@localhost"), None);
     }
 
     #[test]

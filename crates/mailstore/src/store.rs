@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub enum Protocol {
     Esmtps,
     /// `EHLO` over TLS with successful AUTH.
     Esmtpsa,
+    /// Local injection (no SMTP client): the `Received:` header then has
+    /// neither `from` nor `with` clause, like Postfix's pickup.
+    Local,
 }
 
 impl Protocol {
@@ -55,6 +58,7 @@ impl Protocol {
             Protocol::Esmtpa => "ESMTPA",
             Protocol::Esmtps => "ESMTPS",
             Protocol::Esmtpsa => "ESMTPSA",
+            Protocol::Local => "local",
         }
     }
 }
@@ -372,17 +376,31 @@ impl Delivery {
         let mut dirs = Vec::with_capacity(self.mailboxes.len());
         // Extra recipients first (links to the tmp file), the first
         // recipient last by rename, which also retires the tmp name.
-        for user in self.mailboxes.iter().skip(1) {
-            let md = self.store.maildir_path(user);
+        let placed = (|| {
+            for user in self.mailboxes.iter().skip(1) {
+                let md = self.store.maildir_path(user);
+                let dest = md.join("new").join(&name);
+                link_or_copy(&tmp, &dest, &md)?;
+                paths.push(dest);
+                dirs.push(md.join("new"));
+            }
+            let first = self.mailboxes.first().ok_or(Error::NoRecipients)?;
+            let md = self.store.maildir_path(first);
             let dest = md.join("new").join(&name);
-            link_or_copy(&tmp, &dest, &md)?;
-            paths.push(dest);
-            dirs.push(md.join("new"));
-        }
-        let first = self.mailboxes.first().cloned().ok_or(Error::NoRecipients)?;
-        let md = self.store.maildir_path(&first);
-        let dest = md.join("new").join(&name);
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            Ok((md, dest))
+        })();
+        let (md, dest) = match placed {
+            Ok(v) => v,
+            Err(e) => {
+                // No 250 will be sent: take back the copies already placed,
+                // so that the client's retry does not duplicate them.
+                for p in &paths {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
         self.tmp_path = None;
         paths.insert(0, dest);
         dirs.insert(0, md.join("new"));
@@ -463,7 +481,8 @@ pub(crate) fn create_maildir_at(md: &Path) -> Result<()> {
     }
     for sub in ["cur", "new", "tmp"] {
         let d = md.join(sub);
-        match fs::create_dir_all(&d) {
+        // 0700: mail is private to the account (Dovecot and Postfix do the same).
+        match fs::DirBuilder::new().recursive(true).mode(0o700).create(&d) {
             Ok(()) => created.push(d),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&d)(e)),
@@ -542,13 +561,17 @@ pub fn trace_headers(env: &Envelope) -> String {
         IpAddr::V4(a) => format!("[{a}]"),
         IpAddr::V6(a) => format!("[IPv6:{a}]"),
     };
-    let mut h = format!(
-        "Return-Path: <{}>\nReceived: from {helo} ({addr})\n\tby {} with {} id {}",
-        clean(&env.mail_from, false).replace(['<', '>'], "?"),
-        clean(&env.our_hostname, false),
-        env.protocol.as_str(),
-        clean(&env.queue_id, false),
-    );
+    let return_path = clean(&env.mail_from, false).replace(['<', '>'], "?");
+    let by = clean(&env.our_hostname, false);
+    let id = clean(&env.queue_id, false);
+    let mut h = if env.protocol == Protocol::Local {
+        format!("Return-Path: <{return_path}>\nReceived: by {by} id {id}")
+    } else {
+        format!(
+            "Return-Path: <{return_path}>\nReceived: from {helo} ({addr})\n\tby {by} with {} id {id}",
+            env.protocol.as_str(),
+        )
+    };
     if let [one] = env.recipients.as_slice() {
         h.push_str(&format!(
             "\n\tfor <{}>",
@@ -600,6 +623,14 @@ mod tests {
         assert!(h.starts_with("Return-Path: <>\nReceived: from evil??X-Injected:?1 ([IPv6:::1])"));
         assert!(!h.contains("for <"));
         assert_eq!(h.matches('\n').count(), 3);
+        let mut e = env(&["user1"]);
+        e.protocol = Protocol::Local;
+        assert_eq!(
+            trace_headers(&e),
+            "Return-Path: <user2@csuvnetwork.com>\n\
+             Received: by mail.csuvnetwork.com id 4F2A91C0B7D3\n\
+             \tfor <user1@csuvnetwork.com>; Sun, 29 Nov 2026 18:01:49 +0000\n"
+        );
     }
 
     #[test]
@@ -649,6 +680,34 @@ mod tests {
         assert_eq!(a.ino(), b.ino());
         assert_eq!(a.nlink(), 2);
         assert!(!fs::read_to_string(&r.paths[0]).unwrap().contains("\tfor <"));
+    }
+
+    #[test]
+    fn failed_commit_takes_back_placed_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_hostname(dir.path(), "h").unwrap();
+        store.create_maildir("user2").unwrap();
+        let mut d = store.begin_delivery(&env(&["user1", "user2"])).unwrap();
+        d.write(b"x\r\n").unwrap();
+        // Make the final rename fail: user1's new/ is gone.
+        fs::remove_dir(store.maildir_path("user1").join("new")).unwrap();
+        assert!(matches!(d.commit(), Err(Error::Io { .. })));
+        let new2 = store.maildir_path("user2").join("new");
+        assert_eq!(fs::read_dir(new2).unwrap().count(), 0);
+        let tmp1 = store.maildir_path("user1").join("tmp");
+        assert_eq!(fs::read_dir(tmp1).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn maildirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_hostname(dir.path(), "h").unwrap();
+        let md = store.create_maildir("user1").unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            let mode = fs::metadata(md.join(sub)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub}");
+        }
     }
 
     #[test]

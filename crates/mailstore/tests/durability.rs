@@ -101,6 +101,16 @@ fn check_whole(path: &Path) -> u64 {
     seq
 }
 
+/// Kills the child (SIGKILL) if a failing assertion unwinds past it.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).unwrap();
@@ -115,25 +125,29 @@ fn crash_at_random_points() {
     let mut reported: HashSet<String> = HashSet::new();
     let mut kills_mid_delivery = 0;
     for round in 0..12 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "child_delivery_loop",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROOT_VAR, &root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = Reaper(
+            Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "child_delivery_loop",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(ROOT_VAR, &root)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(name) = line.strip_prefix("DONE ") {
+                // libtest may print "test child_delivery_loop ... " first
+                // on the same line.
+                if let Some((_, name)) = line.split_once("DONE ") {
                     let _ = tx.send(name.to_string());
                 }
             }
@@ -144,8 +158,8 @@ fn crash_at_random_points() {
             .expect("child delivers");
         reported.insert(first);
         std::thread::sleep(Duration::from_millis(random_below(150) + round));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         reader.join().unwrap();
         reported.extend(rx.try_iter());
         let tmp = root.join("user1/Maildir/tmp");
@@ -191,4 +205,51 @@ fn crash_at_random_points() {
             assert_eq!(fs::read_dir(tmp).unwrap().count(), 0);
         }
     }
+}
+
+/// Run by `killed_session_releases_maildrop` in a child process.
+#[test]
+#[ignore = "child process of killed_session_releases_maildrop"]
+fn child_hold_maildrop() {
+    let root = std::env::var(ROOT_VAR).expect("run by killed_session_releases_maildrop");
+    let store = Store::with_hostname(&root, "lock.test").unwrap();
+    let _md = store.open_maildrop("user1").unwrap();
+    println!("LOCKED");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// RFC 1939 exclusive access, across processes, and a crashed session
+/// cannot leave the maildrop locked.
+#[test]
+fn killed_session_releases_maildrop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mail");
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Reaper(
+        Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "child_hold_maildrop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROOT_VAR, &root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let locked = lines.any(|l| l.map(|l| l.ends_with("LOCKED")).unwrap_or(false));
+    assert!(locked, "child did not lock");
+    let store = Store::with_hostname(&root, "check").unwrap();
+    let busy = store.open_maildrop("user1");
+    assert!(matches!(busy, Err(mailstore::Error::InUse(_))), "{busy:?}");
+    child.0.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.0.wait().unwrap();
+    store
+        .open_maildrop("user1")
+        .expect("lock released by the kernel");
 }
