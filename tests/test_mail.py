@@ -561,3 +561,19 @@ def test_large_message_streams_through_both_servers(tmp_path, daemons):
     top_raw = b"\r\n".join(top) + b"\r\n"
     assert top_raw.endswith(b"\r\n\r\n" + b"\r\n".join(body.split(b"\r\n")[:3]) + b"\r\n")
     p.quit()
+
+
+def test_login_with_full_address(lab):
+    # Clients such as Foxmail offer the whole address as the user name.
+    s = lab.smtp_client()
+    s.login("user2@csuvnetwork.com", PASSWORDS["user2"])
+    s.quit()
+    p = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    p.user("user1@mail.csuvnetwork.com")
+    assert p.pass_(PASSWORDS["user1"]).startswith(b"+OK")
+    p.quit()
+    # A foreign domain is not one of our accounts.
+    s = lab.smtp_client()
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        s.login("user2@example.org", PASSWORDS["user2"])
+    s.quit()

@@ -28,7 +28,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use mail_config::Config;
-use mailstore::{Accounts, Maildrop, Store};
+use mailstore::{Accounts, Maildrop, Router, Store};
 use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
 use pop3_proto::{
     apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
@@ -406,41 +406,45 @@ impl Conn {
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
         let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.user().to_owned();
+        let domains = self.cfg.global.local_domains.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailstore::Error> {
-            let canonical = |u: &str| -> Result<Option<String>, mailstore::Error> {
-                Ok(accounts.lookup(u)?.map(|a| a.name))
+            // `user1@csuvnetwork.com` logs in as `user1`, as Dovecot's
+            // `auth_username_format = %n` does.
+            let Some(login) =
+                Router::new(&domains, Arc::clone(&accounts), None).login_name(creds.user())
+            else {
+                return Ok(None);
+            };
+            let canonical = || -> Result<Option<String>, mailstore::Error> {
+                Ok(accounts.lookup(&login)?.map(|a| a.name))
             };
             match &creds {
-                Credentials::Password { user, password } => Ok(accounts
-                    .verify_password(user, password.expose().as_bytes())?
+                Credentials::Password { password, .. } => Ok(accounts
+                    .verify_password(&login, password.expose().as_bytes())?
                     .map(|a| a.name)),
                 Credentials::Apop {
-                    user,
-                    timestamp,
-                    digest,
+                    timestamp, digest, ..
                 } => {
                     // RFC 1939 section 7: MD5(timestamp + shared secret).
-                    let Some(secret) = accounts.plain_secret(user)? else {
+                    let Some(secret) = accounts.plain_secret(&login)? else {
                         return Ok(None);
                     };
                     let secret = String::from_utf8_lossy(secret.expose()).into_owned();
                     if digest_eq(&apop_digest(timestamp, &secret), digest) {
-                        canonical(user)
+                        canonical()
                     } else {
                         Ok(None)
                     }
                 }
                 Credentials::CramMd5 {
-                    user,
-                    challenge,
-                    digest,
+                    challenge, digest, ..
                 } => {
-                    let Some(secret) = accounts.plain_secret(user)? else {
+                    let Some(secret) = accounts.plain_secret(&login)? else {
                         return Ok(None);
                     };
                     let secret = String::from_utf8_lossy(secret.expose()).into_owned();
                     if digest_eq(&cram_md5_digest(&secret, challenge), digest) {
-                        canonical(user)
+                        canonical()
                     } else {
                         Ok(None)
                     }

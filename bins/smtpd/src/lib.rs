@@ -455,7 +455,19 @@ impl Conn {
         let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.username().to_owned();
         let mech = creds.mechanism();
+        let settings = Arc::clone(&self.settings);
         let ok = tokio::task::spawn_blocking(move || -> Result<bool, mailstore::Error> {
+            // `user1@csuvnetwork.com` logs in as `user1` (clients such as
+            // Foxmail offer the whole address as the user name).
+            let login = |u: &str| settings.router.login_name(u);
+            let verify = |u: &str, password: &str| -> Result<bool, mailstore::Error> {
+                Ok(match login(u) {
+                    Some(name) => accounts
+                        .verify_password(&name, password.as_bytes())?
+                        .is_some(),
+                    None => false,
+                })
+            };
             match &creds {
                 Credentials::Plain {
                     authzid,
@@ -466,21 +478,22 @@ impl Conn {
                     if !authzid.is_empty() && authzid != username {
                         return Ok(false);
                     }
-                    Ok(accounts
-                        .verify_password(username, password.expose().as_bytes())?
-                        .is_some())
+                    verify(username, password.expose())
                 }
-                Credentials::Login { username, password } => Ok(accounts
-                    .verify_password(username, password.expose().as_bytes())?
-                    .is_some()),
+                Credentials::Login { username, password } => verify(username, password.expose()),
                 Credentials::CramMd5 { username, .. } => {
                     // Needs the clear secret: only {PLAIN} accounts.
-                    Ok(match accounts.plain_secret(username)? {
-                        Some(secret) => std::str::from_utf8(secret.expose())
-                            .map(|s| creds.verify_password(s))
-                            .unwrap_or(false),
-                        None => false,
-                    })
+                    let secret = match login(username) {
+                        Some(name) => accounts.plain_secret(&name)?,
+                        None => None,
+                    };
+                    Ok(secret
+                        .and_then(|s| {
+                            std::str::from_utf8(s.expose())
+                                .ok()
+                                .map(|s| creds.verify_password(s))
+                        })
+                        .unwrap_or(false))
                 }
             }
         })
