@@ -21,6 +21,11 @@ use crate::{Error, Result};
 /// Name of the lock file inside a Maildir.
 pub const LOCK_FILE: &str = "mailstore-pop3.lock";
 
+/// An expunge of fewer messages than this runs on the calling thread.
+const UNLINKS_PER_THREAD: usize = 32;
+/// Most threads one expunge uses.
+const MAX_UNLINK_THREADS: usize = 16;
+
 /// One message of a maildrop snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
@@ -133,23 +138,11 @@ impl Maildrop {
         }
         let mut report = FinishReport::default();
         let mut first_err = None;
+        let mut doomed = Vec::with_capacity(del.len());
         for (i, m) in self.messages.iter().enumerate() {
-            let seen = self.seen.get(i).copied().unwrap_or(false);
             if del.contains(&i) {
-                let r = self.locate(m).and_then(|p| match fs::remove_file(&p) {
-                    Ok(()) => Ok(true),
-                    // Already gone (removed by another client): the goal holds.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(io_err(&p)(e)),
-                });
-                match r {
-                    Ok(true) => report.deleted += 1,
-                    Ok(false) | Err(Error::MessageGone(_)) => {}
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            } else if seen {
+                doomed.push(m);
+            } else if self.seen.get(i).copied().unwrap_or(false) {
                 match self.mark_seen_on_disk(m) {
                     Ok(true) => report.marked_seen += 1,
                     Ok(false) => {}
@@ -157,6 +150,32 @@ impl Maildrop {
                         first_err.get_or_insert(e);
                     }
                 }
+            }
+        }
+        // Unlinking a file whose blocks are allocated can wait on the disk
+        // (ext4 frees the blocks; with online discard that takes
+        // milliseconds). Such waits overlap across threads, so a large
+        // expunge runs them side by side.
+        let threads = (doomed.len() / UNLINKS_PER_THREAD).clamp(1, MAX_UNLINK_THREADS);
+        let per = doomed.len().div_ceil(threads).max(1);
+        let this = &self;
+        let results: Vec<(usize, Option<Error>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = doomed
+                .chunks(per)
+                .map(|chunk| scope.spawn(move || this.remove_all(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| (0, Some(Error::Hash("unlink thread panicked".into()))))
+                })
+                .collect()
+        });
+        for (n, err) in results {
+            report.deleted += n;
+            if let Some(e) = err {
+                first_err.get_or_insert(e);
             }
         }
         for sub in ["new", "cur"] {
@@ -168,6 +187,28 @@ impl Maildrop {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Removes these messages' files: how many were removed, and the first
+    /// error. A file already gone (another client removed it) is no error.
+    fn remove_all(&self, messages: &[&MessageInfo]) -> (usize, Option<Error>) {
+        let mut removed = 0;
+        let mut first_err = None;
+        for m in messages {
+            let r = self.locate(m).and_then(|p| match fs::remove_file(&p) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_err(&p)(e)),
+            });
+            match r {
+                Ok(true) => removed += 1,
+                Ok(false) | Err(Error::MessageGone(_)) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        (removed, first_err)
     }
 
     fn mark_seen_on_disk(&self, m: &MessageInfo) -> Result<bool> {
