@@ -741,7 +741,7 @@ def run_reference(work, a, passwd_lines):
     try:
         postfix.start()
         dovecot.start()
-        print(f"[reference] Postfix {reference_version(['postconf', '-h', 'mail_version'])}"
+        print(f"[reference] Postfix {reference_version(['postconf', '-d', '-h', 'mail_version'])}"
               f", Dovecot {reference_version(['dovecot', '--version'])}"
               f" ({a.dovecot_login} login mode)", flush=True)
         for name, svc in (("postfix", postfix), ("dovecot", dovecot)):
@@ -810,6 +810,9 @@ def main():
                          "(security, default) or the high-performance mode")
     ap.add_argument("--json", type=pathlib.Path, help="write the results here as JSON")
     a = ap.parse_args()
+    # A plain `kill` of the script still stops every daemon (finally blocks).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
 
     if a.reference:
         if os.geteuid() != 0:
@@ -838,6 +841,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
+        results["args"] = {k: str(v) for k, v in vars(a).items()}
         a.json.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
