@@ -484,7 +484,8 @@ class Postfix:
         self.data = base / "data"
         self.port = port
         self.master_pid = None
-        self.pids_seen = set()
+        self.started = False
+        self.pids_seen = {}
         for d in (self.conf, self.queue, self.data):
             d.mkdir(parents=True)
         pf = pwd.getpwnam("postfix")
@@ -554,33 +555,40 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         return subprocess.run(["postfix", "-c", str(self.conf), *args], check=check,
                               capture_output=True, text=True)
 
+    def read_pid(self):
+        try:
+            self.master_pid = int((self.queue / "pid/master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        return self.master_pid
+
     def start(self):
+        self.started = True
         r = self._cmd("start", check=False)
         if r.returncode != 0:
             raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}")
-        pidfile = self.queue / "pid/master.pid"
         end = time.monotonic() + 20
-        while time.monotonic() < end and self.master_pid is None:
-            try:
-                self.master_pid = int(pidfile.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                time.sleep(0.05)
+        while time.monotonic() < end and self.read_pid() is None:
+            time.sleep(0.05)
         if self.master_pid is None:
             raise RuntimeError("postfix master did not write its pid file")
+        self.remember()
         wait_tcp(self.port)
 
     def pids(self):
         return [self.master_pid] if self.master_pid else []
 
     def remember(self):
-        self.pids_seen.update(process_tree(self.pids()))
+        self.pids_seen.update(snapshot(self.pids()))
 
     def stop(self):
-        if self.master_pid is None:
+        if not self.started:
             return
+        if self.master_pid is None:
+            self.read_pid()  # a start that failed half-way
         self.remember()
         self._cmd("stop", check=False)
-        kill_and_wait("postfix", self.master_pid, self.pids_seen)
+        kill_and_wait("postfix", self.pids_seen)
 
 
 class Dovecot:
@@ -592,7 +600,7 @@ class Dovecot:
         self.port = port
         self.conf = base / "dovecot.conf"
         self.proc = None
-        self.pids_seen = set()
+        self.pids_seen = {}
         (base / "run").mkdir(parents=True)
         (base / "state").mkdir()
         passwd = base / "passwd"
@@ -672,7 +680,7 @@ service pop3-login {{
         return [self.proc.pid] if self.proc and self.proc.poll() is None else []
 
     def remember(self):
-        self.pids_seen.update(process_tree(self.pids()))
+        self.pids_seen.update(snapshot(self.pids()))
 
     def stop(self):
         if self.proc is None:
@@ -683,39 +691,50 @@ service pop3-login {{
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pass
-        kill_and_wait("dovecot", self.proc.pid, self.pids_seen)
+        kill_and_wait("dovecot", self.pids_seen)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is gone for our purposes.
+def start_time(pid):
+    """The process's start time (clock ticks since boot), or None if it is
+    gone or a zombie. With the pid it names one process even if the pid is
+    reused later."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
+            fields = f.read().rpartition(")")[2].split()
     except OSError:
-        return False
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
-def kill_and_wait(name, master, seen):
-    """Wait for the master to exit after a clean stop; then end, by PID, any
-    process of the instance that is still there."""
+def snapshot(roots):
+    """{pid: start time} of the trees rooted at `roots`."""
+    out = {}
+    for pid in process_tree(roots):
+        t = start_time(pid)
+        if t is not None:
+            out[pid] = t
+    return out
+
+
+def kill_and_wait(name, seen):
+    """After a clean stop: give the instance's processes (`seen`, pid ->
+    start time) time to exit, then end those still there by PID, checking
+    each is still the very process we saw (not a reused pid)."""
+    def left():
+        return [p for p, t in seen.items() if start_time(p) == t]
+
     end = time.monotonic() + 20
-    while time.monotonic() < end and alive(master):
+    while time.monotonic() < end and left():
         time.sleep(0.1)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = [p for p in ({master} | seen) if alive(p)]
-        if not left:
+        pids = left()
+        if not pids:
             return
-        print(f"{name}: ending leftover processes {left} with {sig.name}", file=sys.stderr)
-        for p in left:
+        print(f"{name}: ending leftover processes {pids} with {sig.name}", file=sys.stderr)
+        for p in pids:
             try:
                 os.kill(p, sig)
             except ProcessLookupError:
