@@ -779,6 +779,27 @@ def run_reference(work, a, passwd_lines):
             dovecot.stop()
         finally:
             postfix.stop()
+            report_log_problems(work)
+
+
+def report_log_problems(work):
+    """The instances' logs go away with the temp directory: show their
+    warnings and errors first (expected noise left out)."""
+    noise = ("lost connection after CONNECT", "Killed with signal 15",
+             "not owned by postfix")
+    for log in (work / "postfix/postfix.log", work / "dovecot/dovecot.log"):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        bad = [ln for ln in lines
+               if any(w in ln for w in ("warning:", "fatal:", "panic:", "error:",
+                                         "Warning:", "Error:", "Fatal:", "Panic:"))
+               and not any(n in ln for n in noise)]
+        for ln in bad[:10]:
+            print(f"{log.name}: {ln}", file=sys.stderr)
+        if len(bad) > 10:
+            print(f"{log.name}: ... {len(bad) - 10} more", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------
