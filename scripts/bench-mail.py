@@ -404,9 +404,11 @@ max_connections_per_client = 4000
         procs.append(subprocess.Popen([REL / "pop3d", "--config", cfg], env=env))
         wait_tcp(smtp)
         wait_tcp(pop3)
+        pids = {"smtp": [procs[0].pid], "pop3": [procs[1].pid]}
+        for name, roots in pids.items():
+            assert_loopback_only(f"our {name}", roots)
         maildirs = {u: work / "mail" / u / "Maildir" for u in USERS}
-        return run_workloads("ours", smtp, pop3, maildirs,
-                             {"smtp": [procs[0].pid], "pop3": [procs[1].pid]}, USERS, a)
+        return run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
     finally:
         stop_popen(procs)
 
