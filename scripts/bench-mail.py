@@ -1,29 +1,44 @@
 #!/usr/bin/env python3
-"""Whole-daemon benchmarks for smtpd and pop3d on loopback.
+"""Whole-daemon benchmarks for smtpd and pop3d on loopback, optionally
+against Postfix + Dovecot in the same run.
 
 Starts release builds of smtpd and pop3d on ephemeral loopback ports with a
-fresh data directory, measures, and stops them by PID. Every load goes to
-127.0.0.1 and is bounded in count.
+fresh data directory, measures, and stops them by PID. With --reference it
+then starts Postfix (private config directory, smtpd on 127.0.0.1 only) and
+Dovecot (private config file, pop3 on 127.0.0.1 only), runs the very same
+workloads through the very same functions, stops them, and prints the ratio
+ours / reference for every figure. Every load goes to 127.0.0.1 and is
+bounded in count.
 
-  scripts/bench-mail.py [--messages 20000] [--sessions 20]
+  scripts/bench-mail.py [--messages 20000] [--sessions 20] [--reference]
+                        [--rounds 3] [--dovecot-login security|performance]
 
-Measures:
+Measures (see docs/benchmarks.md):
   1. SMTP delivery with Postfix's smtp-source (4 KiB messages, 20 sessions),
-     counting the messages that reached the Maildir, not only those accepted.
+     counting the messages that reached the Maildir, not only those accepted:
+     the clock stops when the last message is on disk.
   2. Latency per message at one SMTP session (median, smtplib).
   3. POP3: one session draining the mailbox with LIST/RETR (RETR/s), then
      RETR+DELE+QUIT, and many short login sessions (USER/PASS/QUIT).
-  4. Memory: PSS of each daemon with 500 idle connections, per connection.
+  4. Memory: PSS of each service (every process of it) with N idle
+     connections, per connection.
 
 smtp-source comes from Debian's postfix package; when it is not installed
-the script extracts the package (apt-get download, dpkg -x) into
-target/bench-tools without installing or starting Postfix.
+(and --reference is not given) the script extracts the package
+(apt-get download, dpkg -x) into target/bench-tools without installing or
+starting Postfix. --reference installs `postfix` and `dovecot-pop3d` with
+apt-get when missing (as root, with service starts forbidden by
+policy-rc.d), and never starts them on anything but 127.0.0.1.
 """
 import argparse
+import json
 import os
 import pathlib
 import poplib
+import pwd
+import resource
 import shutil
+import signal
 import smtplib
 import socket
 import statistics
@@ -35,7 +50,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 REL = TARGET / "release"
+DOMAIN = "csuvnetwork.com"
+USERS = {"user1": "pw1", "user2": "pw2"}
+# System account owning the reference Maildirs (virtual(8) refuses root).
+BENCH_ACCOUNT = "mailbench"
+POLICY_RC = pathlib.Path("/usr/sbin/policy-rc.d")
 
+
+# --------------------------------------------------------------------------
+# Helpers shared by both systems
+# --------------------------------------------------------------------------
 
 def free_port():
     with socket.socket() as s:
@@ -43,7 +67,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_tcp(port, timeout=10):
+def wait_tcp(port, timeout=20):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -51,7 +75,7 @@ def wait_tcp(port, timeout=10):
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
 def smtp_source():
@@ -70,33 +94,289 @@ def smtp_source():
 
 
 def pss_kib(pid):
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass  # the process ended between listing and reading
     return 0
 
 
+def parent_map():
+    """pid -> ppid for every process now alive."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Field 2 (comm) may contain spaces; ppid is the 2nd field after ')'.
+        out[int(d)] = int(stat.rpartition(")")[2].split()[1])
+    return out
+
+
+def process_tree(roots):
+    """The given pids and all their descendants (alive now)."""
+    ppids = parent_map()
+    children = {}
+    for pid, ppid in ppids.items():
+        children.setdefault(ppid, []).append(pid)
+    seen, todo = set(), [p for p in roots if p in ppids]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    return sorted(seen)
+
+
+def tree_pss_kib(roots):
+    """PSS summed over every process of the service (roots + descendants)."""
+    pids = process_tree(roots)
+    return sum(pss_kib(p) for p in pids), len(pids)
+
+
+def listening_addresses(roots):
+    """(address, port) of every TCP socket in LISTEN held by the tree."""
+    inodes = set()
+    for pid in process_tree(roots):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = pathlib.Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inodes:  # 0A = LISTEN
+                continue
+            hexaddr, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            if v6:
+                # /proc prints the address as four host-order 32-bit words.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                addr = socket.inet_ntop(socket.AF_INET6, raw)
+            else:
+                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            found.append((addr, int(hexport, 16)))
+    return found
+
+
+def assert_loopback_only(name, roots):
+    """Refuse to go on if the service listens on anything but loopback or on
+    the well-known ports."""
+    addrs = listening_addresses(roots)
+    for addr, port in addrs:
+        if not (addr.startswith("127.") or addr == "::1") or port in (25, 110, 143, 587):
+            raise RuntimeError(f"{name} listens on {addr}:{port}: refusing to go on")
+    return addrs
+
+
 def count_files(d):
-    return sum(1 for sub in ("new", "cur") for _ in (d / sub).iterdir())
+    n = 0
+    for sub in ("new", "cur"):
+        try:
+            n += sum(1 for _ in (d / sub).iterdir())
+        except FileNotFoundError:
+            pass  # the Maildir is created at the first delivery
+    return n
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=20000)
-    ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--latency-messages", type=int, default=500)
-    ap.add_argument("--logins", type=int, default=300)
-    ap.add_argument("--idle", type=int, default=500)
-    ap.add_argument("--no-build", action="store_true")
-    a = ap.parse_args()
+def wait_on_disk(maildir, expected, since, stall=30.0, poll=0.05):
+    """Wait until `expected` messages are in the Maildir, or until the count
+    has not grown for `stall` seconds. Returns (count, time of the last
+    growth or `since` if it was already complete). Our smtpd has written and
+    fsynced before its 250; Postfix delivers after its 250, so the clock must
+    stop when the last message is on disk, not when the client is done."""
+    count = count_files(maildir)
+    t_last = since
+    last_growth = time.monotonic()
+    while count < expected and time.monotonic() - last_growth < stall:
+        time.sleep(poll)
+        now = count_files(maildir)
+        if now > count:
+            count, t_last = now, time.monotonic()
+            last_growth = t_last
+    return count, t_last
 
-    if not a.no_build:
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtpd", "-p", "pop3d",
-                        "-p", "mailctl"], cwd=ROOT, check=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-mail-"))
+
+def raise_fd_limit():
+    """Both systems inherit the same (raised) open-file limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --------------------------------------------------------------------------
+# The workloads: identical code for both systems
+# --------------------------------------------------------------------------
+
+def bench_smtp_source(label, smtp_port, inbox, messages, sessions):
+    """smtp-source throughput, counted on disk."""
+    cmd, extra_env = smtp_source()
+    before = count_files(inbox)
+    t0 = time.monotonic()
+    subprocess.run(cmd + ["-c", "-l", "4096", "-m", str(messages), "-s", str(sessions),
+                          "-t", f"user1@{DOMAIN}", f"127.0.0.1:{smtp_port}"],
+                   env={**os.environ, **extra_env}, check=True, stdout=subprocess.DEVNULL)
+    t_client = time.monotonic()
+    stored, t_disk = wait_on_disk(inbox, before + messages, t_client)
+    stored -= before
+    dt = t_disk - t0
+    print(f"[{label}] SMTP: {stored}/{messages} messages in the Maildir in {dt:.2f}s = "
+          f"{stored / dt:.0f} msg/s ({sessions} sessions, 4 KiB; client done after "
+          f"{t_client - t0:.2f}s)", flush=True)
+    return {"smtp_delivered": stored, "smtp_msgs_per_s": stored / dt}
+
+
+def bench_smtp_latency(label, smtp_port, inbox2, messages):
+    """Median time per message (MAIL+RCPT+DATA) at one session."""
+    body = b"Subject: latency\r\n\r\n" + (b"x" * 76 + b"\r\n") * 52
+    before = count_files(inbox2)
+    s = smtplib.SMTP("127.0.0.1", smtp_port)
+    s.ehlo("bench")
+    lat = []
+    for _ in range(messages):
+        t = time.perf_counter()
+        s.sendmail("bench@example.net", [f"user2@{DOMAIN}"], body)
+        lat.append(time.perf_counter() - t)
+    s.quit()
+    # Let a queueing MTA finish delivering before the next workload starts,
+    # so that it does not run on a machine still busy with this one.
+    stored, _ = wait_on_disk(inbox2, before + messages, time.monotonic())
+    ms = statistics.median(lat) * 1000
+    print(f"[{label}] SMTP latency, one session: median {ms:.2f} ms per message "
+          f"(MAIL+RCPT+DATA, {messages} messages, {stored - before} on disk)", flush=True)
+    return {"smtp_latency_ms": ms}
+
+
+def bench_pop3_retr(label, pop3_port, user, password):
+    """One session: LIST + RETR of everything, no DELE."""
+    p = poplib.POP3("127.0.0.1", pop3_port)
+    p.user(user)
+    p.pass_(password)
+    n, _ = p.stat()
+    t0 = time.monotonic()
+    p.list()
+    for i in range(1, n + 1):
+        p.retr(i)
+    dt = time.monotonic() - t0
+    p.rset()
+    p.quit()
+    print(f"[{label}] POP3: one session, LIST + {n} RETR in {dt:.2f}s = "
+          f"{n / dt:.0f} RETR/s", flush=True)
+    return {"pop3_retr_per_s": n / dt}
+
+
+def bench_pop3_retr_dele(label, pop3_port, inbox, user, password):
+    """RETR + DELE of everything, then QUIT (the expunge is timed)."""
+    p = poplib.POP3("127.0.0.1", pop3_port)
+    p.user(user)
+    p.pass_(password)
+    n, _ = p.stat()
+    t0 = time.monotonic()
+    for i in range(1, n + 1):
+        p.retr(i)
+        p.dele(i)
+    p.quit()
+    dt = time.monotonic() - t0
+    left = count_files(inbox)
+    print(f"[{label}] POP3: RETR+DELE {n} then QUIT in {dt:.2f}s = {n / dt:.0f} msg/s "
+          f"({left} left in the Maildir)", flush=True)
+    return {"pop3_retr_dele_per_s": n / dt, "pop3_left_after_dele": left}
+
+
+def bench_pop3_logins(label, pop3_port, user, password, logins):
+    """Short sessions: connect, USER, PASS (SHA512-CRYPT check), QUIT."""
+    t0 = time.monotonic()
+    for _ in range(logins):
+        p = poplib.POP3("127.0.0.1", pop3_port)
+        p.user(user)
+        p.pass_(password)
+        p.quit()
+    dt = time.monotonic() - t0
+    print(f"[{label}] POP3: {logins} USER/PASS/QUIT sessions in {dt:.2f}s = "
+          f"{logins / dt:.0f} sessions/s (SHA512-CRYPT accounts)", flush=True)
+    return {"pop3_logins_per_s": logins / dt}
+
+
+def bench_idle(label, name, port, pids, idle):
+    """PSS of every process of the service before and after opening `idle`
+    connections that each got their greeting."""
+    before, nbefore = tree_pss_kib(pids)
+    socks = []
+    try:
+        for _ in range(idle):
+            c = socket.create_connection(("127.0.0.1", port), timeout=30)
+            c.recv(512)  # the greeting: the session exists
+            socks.append(c)
+        time.sleep(0.5)
+        after, nafter = tree_pss_kib(pids)
+    finally:
+        for c in socks:
+            c.close()
+    per = (after - before) / idle
+    print(f"[{label}] {name}: PSS {before} KiB ({nbefore} processes) -> {after} KiB "
+          f"({nafter} processes) with {idle} idle connections = {per:.1f} KiB per "
+          f"connection", flush=True)
+    return {f"{name}_kib_per_idle_conn": per, f"{name}_pss_kib_before": before,
+            f"{name}_pss_kib_after": after}
+
+
+def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
+    """Every workload, in order, against one system.
+
+    maildirs: user -> Maildir path; pids: {"smtp": [...], "pop3": [...]}
+    root pids whose process trees make up each service; passwords: user ->
+    clear password."""
+    r = {}
+    r.update(bench_smtp_source(label, smtp_port, maildirs["user1"], a.messages, a.sessions))
+    r.update(bench_smtp_latency(label, smtp_port, maildirs["user2"], a.latency_messages))
+    r.update(bench_pop3_retr(label, pop3_port, "user1", passwords["user1"]))
+    r.update(bench_pop3_retr_dele(label, pop3_port, maildirs["user1"], "user1",
+                                  passwords["user1"]))
+    r.update(bench_pop3_logins(label, pop3_port, "user2", passwords["user2"], a.logins))
+    r.update(bench_idle(label, "smtp", smtp_port, pids["smtp"], a.idle))
+    r.update(bench_idle(label, "pop3", pop3_port, pids["pop3"], a.idle))
+    return r
+
+
+# --------------------------------------------------------------------------
+# Our daemons
+# --------------------------------------------------------------------------
+
+def stop_popen(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_ours(work, a):
+    """Start smtpd + pop3d, run the workloads, stop them. Returns results."""
     smtp, pop3 = free_port(), free_port()
-    cfg = tmp / "mail.toml"
+    cfg = work / "mail.toml"
     cfg.write_text(f"""
 [global]
 maildir_root = "mail"
@@ -105,126 +385,530 @@ aliases_file = "aliases"
 [smtpd]
 listen = ["127.0.0.1:{smtp}"]
 submission_listen = []
-max_connections = 2000
-max_connections_per_client = 2000
+max_connections = 4000
+max_connections_per_client = 4000
 [pop3d]
 listen = ["127.0.0.1:{pop3}"]
-max_connections = 2000
-max_connections_per_client = 2000
+max_connections = 4000
+max_connections_per_client = 4000
 """)
-    for user, pw in (("user1", "pw1"), ("user2", "pw2")):
-        subprocess.run([REL / "mailctl", "--passwd", tmp / "passwd", "--aliases", tmp / "aliases",
-                        "--maildir-root", tmp / "mail", "user", "add", user, "--password-stdin"],
+    for user, pw in USERS.items():
+        subprocess.run([REL / "mailctl", "--passwd", work / "passwd", "--aliases",
+                        work / "aliases", "--maildir-root", work / "mail", "user", "add",
+                        user, "--password-stdin"],
                        input=f"{pw}\n".encode(), check=True, capture_output=True)
     env = {**os.environ, "RUST_LOG": "warn"}
-    procs = {
-        "smtpd": subprocess.Popen([REL / "smtpd", "--config", cfg], env=env),
-        "pop3d": subprocess.Popen([REL / "pop3d", "--config", cfg], env=env),
-    }
-    results = {}
+    procs = []
     try:
+        procs.append(subprocess.Popen([REL / "smtpd", "--config", cfg], env=env))
+        procs.append(subprocess.Popen([REL / "pop3d", "--config", cfg], env=env))
         wait_tcp(smtp)
         wait_tcp(pop3)
-        inbox = tmp / "mail/user1/Maildir"
-
-        # 1. smtp-source throughput, counted on disk.
-        cmd, extra_env = smtp_source()
-        t0 = time.monotonic()
-        subprocess.run(cmd + ["-c", "-l", "4096", "-m", str(a.messages), "-s", str(a.sessions),
-                              "-t", "user1@csuvnetwork.com", f"127.0.0.1:{smtp}"],
-                       env={**os.environ, **extra_env}, check=True, stdout=subprocess.DEVNULL)
-        dt = time.monotonic() - t0
-        stored = count_files(inbox)
-        results["smtp_delivered"] = stored
-        results["smtp_msgs_per_s"] = stored / dt
-        print(f"SMTP: {stored}/{a.messages} messages in the Maildir in {dt:.2f}s = "
-              f"{stored / dt:.0f} msg/s ({a.sessions} sessions, 4 KiB)")
-
-        # 2. latency at one session.
-        body = b"Subject: latency\r\n\r\n" + (b"x" * 76 + b"\r\n") * 52
-        s = smtplib.SMTP("127.0.0.1", smtp)
-        s.ehlo("bench")
-        lat = []
-        for _ in range(a.latency_messages):
-            t = time.perf_counter()
-            s.sendmail("bench@example.net", ["user2@csuvnetwork.com"], body)
-            lat.append(time.perf_counter() - t)
-        s.quit()
-        results["smtp_latency_ms"] = statistics.median(lat) * 1000
-        print(f"SMTP latency, one session: median {results['smtp_latency_ms']:.2f} ms "
-              f"per message (MAIL+RCPT+DATA, {a.latency_messages} messages)")
-
-        # 3a. one POP3 session: LIST + RETR everything (no DELE).
-        p = poplib.POP3("127.0.0.1", pop3)
-        p.user("user1")
-        p.pass_("pw1")
-        n, _ = p.stat()
-        t0 = time.monotonic()
-        p.list()
-        for i in range(1, n + 1):
-            p.retr(i)
-        dt = time.monotonic() - t0
-        p.rset()
-        p.quit()
-        results["pop3_retr_per_s"] = n / dt
-        print(f"POP3: one session, LIST + {n} RETR in {dt:.2f}s = {n / dt:.0f} RETR/s")
-
-        # 3b. RETR + DELE of everything, then QUIT (expunge).
-        p = poplib.POP3("127.0.0.1", pop3)
-        p.user("user1")
-        p.pass_("pw1")
-        n, _ = p.stat()
-        t0 = time.monotonic()
-        for i in range(1, n + 1):
-            p.retr(i)
-            p.dele(i)
-        p.quit()
-        dt = time.monotonic() - t0
-        left = count_files(inbox)
-        results["pop3_retr_dele_per_s"] = n / dt
-        print(f"POP3: RETR+DELE {n} then QUIT in {dt:.2f}s = {n / dt:.0f} msg/s "
-              f"({left} left in the Maildir)")
-
-        # 3c. short login sessions.
-        t0 = time.monotonic()
-        for _ in range(a.logins):
-            p = poplib.POP3("127.0.0.1", pop3)
-            p.user("user2")
-            p.pass_("pw2")
-            p.quit()
-        dt = time.monotonic() - t0
-        results["pop3_logins_per_s"] = a.logins / dt
-        print(f"POP3: {a.logins} USER/PASS/QUIT sessions in {dt:.2f}s = "
-              f"{a.logins / dt:.0f} sessions/s (SHA512-CRYPT accounts)")
-
-        # 4. memory with idle connections.
-        for name, port in (("smtpd", smtp), ("pop3d", pop3)):
-            pid = procs[name].pid
-            before = pss_kib(pid)
-            socks = []
-            for _ in range(a.idle):
-                c = socket.create_connection(("127.0.0.1", port))
-                c.recv(512)  # the greeting: the session exists
-                socks.append(c)
-            time.sleep(0.5)
-            after = pss_kib(pid)
-            per = (after - before) / a.idle
-            results[f"{name}_kib_per_idle_conn"] = per
-            print(f"{name}: PSS {before} KiB -> {after} KiB with {a.idle} idle connections "
-                  f"= {per:.1f} KiB per connection")
-            for c in socks:
-                c.close()
+        pids = {"smtp": [procs[0].pid], "pop3": [procs[1].pid]}
+        for name, roots in pids.items():
+            assert_loopback_only(f"our {name}", roots)
+        maildirs = {u: work / "mail" / u / "Maildir" for u in USERS}
+        return run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
+        stop_popen(procs)
+
+
+# --------------------------------------------------------------------------
+# Reference: Postfix 3.7 + Dovecot 2.3
+# --------------------------------------------------------------------------
+
+def pkg_installed(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name],
+                       capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() == "install ok installed"
+
+
+def ensure_reference_packages():
+    """apt-get install postfix dovecot-pop3d when missing, with every service
+    start forbidden (policy-rc.d exits 101) and Postfix left unconfigured."""
+    missing = [p for p in ("postfix", "dovecot-pop3d") if not pkg_installed(p)]
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)} (services will not be started)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    saved = POLICY_RC.read_bytes() if POLICY_RC.exists() else None
+    policy = b"#!/bin/sh\nexit 101\n"
+    try:
+        if saved is None or b"exit 101" not in saved:
+            POLICY_RC.write_bytes(policy)
+            POLICY_RC.chmod(0o755)
+        subprocess.run(["debconf-set-selections"], env=env, check=True,
+                       input=b"postfix postfix/main_mailer_type select No configuration\n")
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+        # Refuse if installing would remove anything (another MTA, say).
+        sim = subprocess.run(cmd[:2] + ["-s"] + cmd[2:], env=env, capture_output=True,
+                             text=True)
+        if sim.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            sim = subprocess.run(cmd[:2] + ["-s"] + cmd[2:], env=env, capture_output=True,
+                                 text=True, check=True)
+        removals = [ln for ln in sim.stdout.splitlines() if ln.startswith("Remv ")]
+        if removals:
+            raise SystemExit("installing the reference would remove packages:\n"
+                             + "\n".join(removals))
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    finally:
+        if saved is None:
+            POLICY_RC.unlink(missing_ok=True)
+        elif POLICY_RC.read_bytes() != saved:
+            POLICY_RC.write_bytes(saved)
+    for name in missing:
+        if not pkg_installed(name):
+            raise SystemExit(f"{name} did not install")
+
+
+def ensure_bench_account():
+    """A system account without login or home that owns the reference
+    Maildirs: virtual(8) will not deliver as root, Dovecot will not log in
+    as root."""
+    try:
+        pw = pwd.getpwnam(BENCH_ACCOUNT)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        BENCH_ACCOUNT], check=True)
+        pw = pwd.getpwnam(BENCH_ACCOUNT)
+    return pw.pw_uid, pw.pw_gid
+
+
+class Postfix:
+    """A Postfix instance with its own config, queue and data directories."""
+
+    def __init__(self, base, port, vmail, uid, gid, procs_limit):
+        self.base = base
+        self.conf = base / "etc"
+        self.queue = base / "queue"
+        self.data = base / "data"
+        self.port = port
+        self.master_pid = None
+        self.started = False
+        self.pids_seen = {}
+        for d in (self.conf, self.queue, self.data):
+            d.mkdir(parents=True)
+        pf = pwd.getpwnam("postfix")
+        os.chown(self.data, pf.pw_uid, pf.pw_gid)  # master.lock, caches
+        (self.conf / "vmailbox").write_text(
+            "".join(f"{u}@{DOMAIN} {u}/Maildir/\n" for u in USERS))
+        (self.conf / "main.cf").write_text(f"""\
+# Benchmark reference instance: loopback only, private directories.
+compatibility_level = 3.6
+queue_directory = {self.queue}
+data_directory = {self.data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mail.{DOMAIN}
+mydomain = {DOMAIN}
+myorigin = $mydomain
+# The lab's mydestination without {DOMAIN} itself, which is delivered by
+# virtual(8) to Maildirs under virtual_mailbox_base instead.
+mydestination = mail.{DOMAIN}, localhost.{DOMAIN}, localhost
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = {DOMAIN}
+virtual_mailbox_base = {vmail}
+virtual_mailbox_maps = hash:{self.conf}/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+alias_maps =
+alias_database =
+# Never relay anywhere from a benchmark.
+default_transport = error:no relaying from the benchmark instance
+relay_transport = error:no relaying from the benchmark instance
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+# 20 sessions plus the idle connections, each an smtpd process.
+default_process_limit = {procs_limit}
+maillog_file = {base}/postfix.log
+maillog_file_prefixes = {base}
+""")
+        (self.conf / "master.cf").write_text(f"""\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+127.0.0.1:{port} inet n - n - - smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+""")
+        subprocess.run(["postmap", "-c", str(self.conf), f"hash:{self.conf}/vmailbox"],
+                       check=True)
+
+    def _cmd(self, *args, check=True):
+        return subprocess.run(["postfix", "-c", str(self.conf), *args], check=check,
+                              capture_output=True, text=True)
+
+    def read_pid(self):
+        try:
+            self.master_pid = int((self.queue / "pid/master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        return self.master_pid
+
+    def start(self):
+        self.started = True
+        r = self._cmd("start", check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}")
+        end = time.monotonic() + 20
+        while time.monotonic() < end and self.read_pid() is None:
+            time.sleep(0.05)
+        if self.master_pid is None:
+            raise RuntimeError("postfix master did not write its pid file")
+        self.remember()
+        wait_tcp(self.port)
+
+    def pids(self):
+        return [self.master_pid] if self.master_pid else []
+
+    def remember(self):
+        self.pids_seen.update(snapshot(self.pids()))
+
+    def stop(self):
+        if not self.started:
+            return
+        if self.master_pid is None:
+            self.read_pid()  # a start that failed half-way
+        self.remember()
+        self._cmd("stop", check=False)
+        kill_and_wait("postfix", self.pids_seen)
+
+
+class Dovecot:
+    """A Dovecot instance with its own config file, base and state dirs."""
+
+    def __init__(self, base, port, vmail, uid, gid, passwd_lines, procs_limit,
+                 login_mode="security"):
+        self.base = base
+        self.port = port
+        self.conf = base / "dovecot.conf"
+        self.proc = None
+        self.pids_seen = {}
+        (base / "run").mkdir(parents=True)
+        (base / "state").mkdir()
+        passwd = base / "passwd"
+        passwd.write_text(passwd_lines)
+        passwd.chmod(0o644)  # read by the auth process (user dovecot)
+        # Stock Dovecot ("security"): one pop3-login process per connection
+        # and one pop3 process per session. "performance" is Dovecot's
+        # documented high-performance login mode: a few login processes
+        # serve many connections each, and pop3 processes are reused.
+        login_tuning = pop3_tuning = ""
+        if login_mode == "performance":
+            login_tuning = f"  service_count = 0\n  process_min_avail = {os.cpu_count() or 1}\n"
+            pop3_tuning = "service pop3 {\n  service_count = 100\n}\n"
+        self.conf.write_text(f"""\
+# Benchmark reference instance: POP3 only, loopback only, private dirs.
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+info_log_path = {base}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+# Equal durability: fsync like our store does.
+mail_fsync = always
+first_valid_uid = {uid}
+first_valid_gid = {gid}
+default_process_limit = {procs_limit}
+default_client_limit = {procs_limit * 4}
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={vmail}/%u
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  process_limit = {procs_limit}
+  client_limit = {procs_limit}
+{login_tuning}}}
+{pop3_tuning}service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+""")
+
+    def start(self):
+        r = subprocess.run(["doveconf", "-c", str(self.conf), "-n"], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"doveconf rejects the config: {r.stderr}")
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(self.conf)],
+                                     stdout=open(self.base / "dovecot.stdout", "wb"),
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_tcp(self.port)
+        except RuntimeError:
+            log = (self.base / "dovecot.log")
+            raise RuntimeError("dovecot did not listen: "
+                               + (log.read_text()[-2000:] if log.exists() else ""))
+
+    def pids(self):
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
+    def remember(self):
+        self.pids_seen.update(snapshot(self.pids()))
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.remember()
+        subprocess.run(["doveadm", "-c", str(self.conf), "stop"], capture_output=True)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_and_wait("dovecot", self.pids_seen)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def start_time(pid):
+    """The process's start time (clock ticks since boot), or None if it is
+    gone or a zombie. With the pid it names one process even if the pid is
+    reused later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def snapshot(roots):
+    """{pid: start time} of the trees rooted at `roots`."""
+    out = {}
+    for pid in process_tree(roots):
+        t = start_time(pid)
+        if t is not None:
+            out[pid] = t
+    return out
+
+
+def kill_and_wait(name, seen):
+    """After a clean stop: give the instance's processes (`seen`, pid ->
+    start time) time to exit, then end those still there by PID, checking
+    each is still the very process we saw (not a reused pid)."""
+    def left():
+        return [p for p, t in seen.items() if start_time(p) == t]
+
+    end = time.monotonic() + 20
+    while time.monotonic() < end and left():
+        time.sleep(0.1)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = left()
+        if not pids:
+            return
+        print(f"{name}: ending leftover processes {pids} with {sig.name}", file=sys.stderr)
+        for p in pids:
             try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
+def reference_version(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+def run_reference(work, a, passwd_lines):
+    """Start Postfix + Dovecot on loopback, run the workloads, stop them."""
+    uid, gid = ensure_bench_account()
+    vmail = work / "vmail"
+    vmail.mkdir()
+    os.chown(vmail, uid, gid)
+    limit = max(100, a.idle + a.sessions + 100)
+    postfix = Postfix(work / "postfix", free_port(), vmail, uid, gid, limit)
+    dovecot = Dovecot(work / "dovecot", free_port(), vmail, uid, gid, passwd_lines, limit,
+                      a.dovecot_login)
+    try:
+        postfix.start()
+        dovecot.start()
+        print(f"[reference] Postfix {reference_version(['postconf', '-d', '-h', 'mail_version'])}"
+              f", Dovecot {reference_version(['dovecot', '--version'])}"
+              f" ({a.dovecot_login} login mode)", flush=True)
+        for name, svc in (("postfix", postfix), ("dovecot", dovecot)):
+            addrs = assert_loopback_only(name, svc.pids())
+            print(f"[reference] {name} listens on "
+                  + ", ".join(f"{h}:{p}" for h, p in addrs), flush=True)
+        maildirs = {u: vmail / u / "Maildir" for u in USERS}
+        r = run_workloads("postfix+dovecot", postfix.port, dovecot.port, maildirs,
+                          {"smtp": postfix.pids(), "pop3": dovecot.pids()}, USERS, a)
+        postfix.remember()
+        dovecot.remember()
+        return r
+    finally:
+        try:
+            dovecot.stop()
+        finally:
+            postfix.stop()
+            report_log_problems(work)
+
+
+def report_log_problems(work):
+    """The instances' logs go away with the temp directory: show their
+    warnings and errors first (expected noise left out)."""
+    noise = ("lost connection after CONNECT", "Killed with signal 15",
+             "not owned by postfix")
+    for log in (work / "postfix/postfix.log", work / "dovecot/dovecot.log"):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        bad = [ln for ln in lines
+               if any(w in ln for w in ("warning:", "fatal:", "panic:", "error:",
+                                         "Warning:", "Error:", "Fatal:", "Panic:"))
+               and not any(n in ln for n in noise)]
+        for ln in bad[:10]:
+            print(f"{log.name}: {ln}", file=sys.stderr)
+        if len(bad) > 10:
+            print(f"{log.name}: ... {len(bad) - 10} more", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+FIGURES = [
+    # key, label, higher is better
+    ("smtp_msgs_per_s", "SMTP delivery, msg/s on disk", True),
+    ("smtp_latency_ms", "SMTP latency, ms/message (median)", False),
+    ("pop3_retr_per_s", "POP3 RETR/s, one session", True),
+    ("pop3_retr_dele_per_s", "POP3 RETR+DELE+QUIT, msg/s", True),
+    ("pop3_logins_per_s", "POP3 USER/PASS/QUIT sessions/s", True),
+    ("smtp_kib_per_idle_conn", "SMTP PSS KiB per idle connection", False),
+    ("pop3_kib_per_idle_conn", "POP3 PSS KiB per idle connection", False),
+]
+
+
+def print_comparison(ours, ref):
+    print()
+    print(f"{'figure':<36} {'ours':>10} {'reference':>10} {'ours/ref':>9}  better")
+    for key, label, higher in FIGURES:
+        o, r = ours.get(key), ref.get(key)
+        if o is None or r is None:
+            continue
+        ratio = o / r if r else float("inf")
+        if higher:
+            win = "ours" if o > r else "reference"
+        else:
+            win = "ours" if o < r else "reference"
+        print(f"{label:<36} {o:>10.2f} {r:>10.2f} {ratio:>9.3g}  {win}"
+              f"{'' if higher else ' (lower is better)'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--latency-messages", type=int, default=500)
+    ap.add_argument("--logins", type=int, default=300)
+    ap.add_argument("--idle", type=int, default=500)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--reference", action="store_true",
+                    help="also run every workload against Postfix + Dovecot "
+                         "(root; installs postfix and dovecot-pop3d when missing)")
+    ap.add_argument("--dovecot-login", choices=("security", "performance"),
+                    default="security",
+                    help="Dovecot login mode: stock one process per connection "
+                         "(security, default) or the high-performance mode")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat everything and report the median of each figure")
+    ap.add_argument("--json", type=pathlib.Path, help="write the results here as JSON")
+    a = ap.parse_args()
+    # A plain `kill` of the script still stops every daemon (finally blocks).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+
+    if a.reference:
+        if os.geteuid() != 0:
+            raise SystemExit("--reference needs root (package install, postfix, dovecot)")
+        ensure_reference_packages()
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtpd", "-p", "pop3d",
+                        "-p", "mailctl"], cwd=ROOT, check=True)
+    raise_fd_limit()
+    rounds = []
+    for i in range(a.rounds):
+        if a.rounds > 1:
+            print(f"== round {i + 1}/{a.rounds}", flush=True)
+        rounds.append(run_round(a))
+        if a.reference:
+            print_comparison(rounds[-1]["ours"], rounds[-1]["reference"])
+    results = {"rounds": rounds}
+    for side in ("ours", "reference"):
+        if side in rounds[0]:
+            results[side] = {k: statistics.median(r[side][k] for r in rounds)
+                             for k in rounds[0][side]}
+    if a.reference and a.rounds > 1:
+        print(f"\nmedians over {a.rounds} rounds:", end="")
+        print_comparison(results["ours"], results["reference"])
+    if a.json:
+        results["args"] = {k: str(v) for k, v in vars(a).items()}
+        a.json.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
+
+def run_round(a):
+    """Ours, then (with --reference) Postfix + Dovecot, each in a fresh
+    directory removed afterwards."""
+    # Traversable by the unprivileged Postfix and Dovecot processes.
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-mail-"))
+    tmp.chmod(0o755)
+    out = {}
+    try:
+        (tmp / "ours").mkdir()
+        out["ours"] = run_ours(tmp / "ours", a)
+        if a.reference:
+            # The same SHA512-CRYPT hashes (same salt and rounds) for both.
+            passwd_lines = "".join(
+                ":".join(line.split(":")[:2]) + "\n"
+                for line in (tmp / "ours/passwd").read_text().splitlines()
+                if line and not line.startswith("#"))
+            (tmp / "reference").mkdir(mode=0o755)
+            out["reference"] = run_reference(tmp / "reference", a, passwd_lines)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 if __name__ == "__main__":
     main()
