@@ -16,12 +16,23 @@ need_apt=()
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
 command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
+# doveadm reads our Maildirs in the interoperability tests.
+command -v doveadm >/dev/null 2>&1 || need_apt+=(dovecot-core)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # Package scripts must not start system services (Dovecot would listen
+  # on every interface): policy-rc.d refuses, for the install only.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   $SUDO apt-get update -qq >/dev/null 2>&1 || true
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 # Python packages: pytest runs tests/, dnspython is one of the DNS clients.
 if ! python3 -c 'import pytest, dns.resolver' >/dev/null 2>&1; then
