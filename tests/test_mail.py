@@ -206,6 +206,24 @@ def test_swaks_auth_login(lab):
     assert b"Subject: via swaks" in raw and b"sent by swaks" in raw
 
 
+def test_default_mechanisms_work_with_curl_choosing_itself(lab, tmp_path):
+    # curl picks the strongest mechanism offered: with the default
+    # (PLAIN LOGIN, as the lab's saslauthd) it must succeed unaided.
+    s = lab.smtp_client()
+    assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+    s.quit()
+    f = tmp_path / "m.eml"
+    f.write_bytes(message("curl default auth"))
+    r = subprocess.run(
+        ["curl", "-sS", f"smtp://127.0.0.1:{lab.submission}", "--mail-from", "user2@mail.csuvnetwork.com",
+         "--mail-rcpt", "user1@csuvnetwork.com", "--upload-file", str(f),
+         "--user", f"user2:{PASSWORDS['user2']}"],
+        capture_output=True, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(lab.inbox()) == 1
+
+
 def test_curl_smtp_and_pop3(lab, tmp_path):
     msg = message("via curl", b"curl body line\r\n.leading dot\r\n")
     f = tmp_path / "msg.eml"
@@ -500,9 +518,10 @@ def test_accounts_and_aliases_changes_apply_while_running(lab):
     assert lab.smtpd.proc.poll() is None and lab.pop3d.proc.poll() is None
 
 
-def test_plain_scheme_account_allows_apop_and_cram_md5(lab):
+def test_plain_scheme_account_allows_apop_and_cram_md5(tmp_path, daemons):
     # APOP and CRAM-MD5 need the shared secret itself: only {PLAIN}
-    # accounts can use them.
+    # accounts can use them, and CRAM-MD5 is offered only when configured.
+    lab = Lab(tmp_path, daemons, extra='auth_mechanisms = ["PLAIN", "LOGIN", "CRAM-MD5"]')
     mailctl(lab, "user", "add", "plainuser", "--scheme", "PLAIN", "--password-stdin", stdin=b"tanstaaf\n")
     q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
     assert q.apop("plainuser", "tanstaaf").startswith(b"+OK")
@@ -577,3 +596,23 @@ def test_login_with_full_address(lab):
     with pytest.raises(smtplib.SMTPAuthenticationError):
         s.login("user2@example.org", PASSWORDS["user2"])
     s.quit()
+
+
+def test_vrfy_as_postfix_answers_it(lab):
+    s = lab.smtp_client()
+    code, _ = s.verify("user1@csuvnetwork.com")
+    assert code == 252
+    code, text = s.verify("nosuch@csuvnetwork.com")
+    assert code == 550 and text.startswith(b"5.1.1"), text
+    s.quit()
+
+
+def test_transcript_escapes_control_characters(lab):
+    with socket.create_connection(("127.0.0.1", lab.pop3)) as c:
+        c.recv(512)
+        c.sendall(b"NO\x00OP\r\nQUIT\r\n")
+        c.settimeout(5)
+        while c.recv(512):
+            pass
+    log = lab.pop3d.output()
+    assert "C: NO\\u{0}OP" in log, log[-2000:]

@@ -64,3 +64,21 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
     p.pass_(user1_pw)
     assert p.stat()[0] == 1
     p.quit()
+
+
+def test_maillab_prints_generated_password_even_if_a_port_is_busy(tmp_path):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    r = subprocess.run(
+        [bin_path("maillab"), "--data-dir", tmp_path / "data", "--quiet",
+         "--smtp", f"127.0.0.1:{port}", "--submission", f"127.0.0.1:{free_port()}",
+         "--pop3", f"127.0.0.1:{free_port()}", "--dns", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    busy.close()
+    assert r.returncode != 0
+    assert "user1: created, password " in r.stdout, r.stdout
+    assert f"127.0.0.1:{port}" in r.stderr, r.stderr

@@ -239,6 +239,12 @@ fn dns_setup(
 pub async fn run(opts: Options) -> Result<(), Error> {
     let cfg = lab_config(&opts)?;
     let notes = ensure_accounts(&cfg, &opts)?;
+    // Print the accounts (and any generated password) before anything can
+    // fail to bind: the password is shown only once.
+    println!("csuv-mail lab: domain csuvnetwork.com\n");
+    for n in &notes {
+        println!("  {n}");
+    }
     let (dcfg, sources) = dns_setup(&cfg, &opts)?;
 
     let dns = dnsd::Server::bind_with(dcfg, sources).await?;
@@ -251,7 +257,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let smtp = smtpd::start(cfg.clone()).await?;
     let pop3 = pop3d::start(cfg.clone()).await?;
 
-    println!("{}", banner(&cfg, &notes, &dns_addrs, &smtp, &pop3));
+    println!("{}", banner(&cfg, &dns_addrs, &smtp, &pop3));
 
     let config_path = opts.config.clone();
     netkit::until_stop_signal(|| {
@@ -292,7 +298,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 
 fn banner(
     cfg: &Config,
-    notes: &[String],
     dns: &[SocketAddr],
     smtp: &smtpd::Running,
     pop3: &pop3d::Running,
@@ -305,8 +310,7 @@ fn banner(
         dns.first().copied(),
     );
     let port = |s: &str| s.rsplit(':').next().unwrap_or_default().to_string();
-    let mut b = String::new();
-    b.push_str("csuv-mail lab: domain csuvnetwork.com\n\n");
+    let mut b = String::from("\n");
     for (name, addrs) in [
         ("DNS (UDP+TCP)", dns.to_vec()),
         ("SMTP inbound", smtp.inbound_addrs().to_vec()),
@@ -320,13 +324,10 @@ fn banner(
         b.push_str(&format!("  {name:<34} {}\n", list.join(", ")));
     }
     b.push_str(&format!(
-        "\n  data: {} (Maildirs), {} (accounts)\n\n",
+        "\n  data: {} (Maildirs), {} (accounts)\n",
         cfg.global.maildir_root.display(),
         cfg.global.passwd_file.display()
     ));
-    for n in notes {
-        b.push_str(&format!("  {n}\n"));
-    }
     if let Some(d) = dns_a {
         b.push_str(&format!(
             "\nTry it:\n  dig @{} -p {} MX csuvnetwork.com\n",

@@ -309,7 +309,8 @@ impl Conn {
                 Direction::Client => "C",
                 Direction::Server => "S",
             };
-            info!(target: "transcript", sid = self.sid, "{who}: {}", line.text);
+            let text = netkit::escape_controls(&line.text);
+            info!(target: "transcript", sid = self.sid, "{who}: {text}");
         }
     }
 

@@ -384,6 +384,7 @@ impl Conn {
             } else {
                 entry.redacted()
             };
+            let text = netkit::escape_controls(&text);
             info!(target: "transcript", sid = self.sid, "{who}: {text}");
         }
     }
@@ -417,7 +418,10 @@ impl Conn {
                 let verdict = self.route_recipient(session, &to);
                 session.decide(verdict)
             }
-            Event::Vrfy { .. } => session.decide(Verdict::Accept),
+            Event::Vrfy { argument } => {
+                let verdict = self.verify_address(&argument);
+                session.decide(verdict)
+            }
             Event::MessageStart => {
                 self.txn.active = true;
                 self.txn.queue_id = self.shared.queue_ids.next_id(SystemTime::now());
@@ -584,6 +588,27 @@ impl Conn {
                     format!("<{addr}>: Temporary lookup failure"),
                 ))
             }
+        }
+    }
+
+    /// VRFY as Postfix answers it with `local_recipient_maps`: 252 for a
+    /// deliverable local address (RFC 5321 section 3.5.3: "cannot verify,
+    /// but will accept"), 550 5.1.1 for an unknown local user.
+    fn verify_address(&self, argument: &str) -> Verdict {
+        let addr = argument.trim();
+        let addr = addr
+            .strip_prefix('<')
+            .and_then(|a| a.strip_suffix('>'))
+            .unwrap_or(addr);
+        match self.settings.router.route(addr) {
+            Ok(Route::UnknownUser) => Verdict::Reject(Reply::new(
+                550,
+                (5, 1, 1),
+                format!(
+                    "<{addr}>: Recipient address rejected: User unknown in local recipient table"
+                ),
+            )),
+            _ => Verdict::Accept,
         }
     }
 

@@ -195,7 +195,10 @@ impl Default for Smtpd {
             data_timeout: Secs(180),
             error_limit: 20,
             auth_failure_delay: Secs(1),
-            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into(), "CRAM-MD5".into()],
+            // As the lab's saslauthd: CRAM-MD5 needs {PLAIN} secrets, and
+            // clients that pick it as "strongest" would fail against hashed
+            // accounts; add it where accounts are {PLAIN}.
+            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             bare_newline: BareNewline::Normalize,
             shutdown_grace: Secs(30),
         }
@@ -246,7 +249,7 @@ impl Default for Pop3d {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1110))],
             idle_timeout: Secs(600),
             max_connections: 100,
-            max_connections_per_client: 10,
+            max_connections_per_client: 50,
             failed_login_limit: 3,
             auth_failure_delay: Secs(2),
             apop: true,

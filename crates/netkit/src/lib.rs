@@ -323,6 +323,26 @@ pub async fn accept_loop<T, F, Fut>(
     while conns.join_next().await.is_some() {}
 }
 
+/// A protocol line made safe for a log: control characters (a bare CR
+/// that would overwrite the line on a terminal, NUL, ...) are shown
+/// escaped, as `\r` or `\u{0}`.
+pub fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    std::borrow::Cow::Owned(
+        line.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Set up `tracing` output on stderr; `RUST_LOG` overrides `default`.
 /// Calling it twice is harmless.
 pub fn init_tracing(default: &str) {
@@ -374,6 +394,14 @@ mod tests {
         t.await.unwrap();
         // A watcher made after the fact sees it at once.
         s.subscribe().triggered().await;
+    }
+
+    #[test]
+    fn escape_controls_in_log_lines() {
+        assert_eq!(escape_controls("EHLO x"), "EHLO x");
+        assert_eq!(escape_controls("USER a\rPASS b"), "USER a\\rPASS b");
+        assert_eq!(escape_controls("NO\0OP"), "NO\\u{0}OP");
+        assert_eq!(escape_controls("中文"), "中文");
     }
 
     #[tokio::test]
