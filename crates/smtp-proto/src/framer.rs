@@ -331,3 +331,193 @@ impl Framer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `input` in pieces of `step` bytes and collect the DATA result.
+    fn data(input: &[u8], policy: BareLf, step: usize) -> (Vec<u8>, Option<bool>, Vec<u8>) {
+        let mut f = Framer::new(512, policy);
+        f.expect_data();
+        let mut body = Vec::new();
+        let mut end = None;
+        for piece in input.chunks(step.max(1)) {
+            f.push(piece);
+            loop {
+                match f.next_frame() {
+                    Frame::NeedMore => break,
+                    Frame::Data(d) => {
+                        assert!(!d.is_empty());
+                        assert!(end.is_none());
+                        body.extend_from_slice(&d);
+                    }
+                    Frame::DataEnd { bare_lf } => {
+                        end = Some(bare_lf);
+                    }
+                    Frame::Line { .. } => break,
+                    other => panic!("{other:?}"),
+                }
+                if end.is_some() {
+                    break;
+                }
+            }
+        }
+        let rest = f.buf[f.pos..].to_vec();
+        (body, end, rest)
+    }
+
+    fn all_steps(input: &[u8], policy: BareLf) -> (Vec<u8>, Option<bool>, Vec<u8>) {
+        let whole = data(input, policy, input.len());
+        for step in 1..input.len() {
+            assert_eq!(data(input, policy, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    #[test]
+    fn lines_and_caps() {
+        let mut f = Framer::new(10, BareLf::Normalize);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        f.push(b"NOOP\r\nQUIT\n12345678\r\n123456789\r\nx");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"NOOP",
+                bare_lf: false,
+                len: 6
+            }
+        );
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"QUIT",
+                bare_lf: true,
+                len: 5
+            }
+        );
+        // Exactly the cap, line end included.
+        assert!(matches!(f.next_frame(), Frame::Line { len: 10, .. }));
+        assert_eq!(f.next_frame(), Frame::LineTooLong);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        assert_eq!(f.buffered(), 1);
+        assert!(f.in_line_mode());
+        // Bare CR is not a line end.
+        f.push(b"\ry\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"x\ry",
+                bare_lf: false,
+                len: 5
+            }
+        );
+    }
+
+    #[test]
+    fn oversized_line_skipped_across_pushes() {
+        let mut f = Framer::new(16, BareLf::Normalize);
+        f.push(&[b'a'; 40]);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        assert_eq!(f.buffered(), 0, "skipped bytes are dropped");
+        f.push(b"QUIT\r\nNOOP\r\n");
+        assert_eq!(f.next_frame(), Frame::LineTooLong);
+        assert!(matches!(f.next_frame(), Frame::Line { line: b"NOOP", .. }));
+    }
+
+    #[test]
+    fn data_unstuffing_and_end() {
+        let (body, end, rest) = all_steps(b"a\r\n..b\r\n.c\r\n\r\n.\r\nNEXT", BareLf::Normalize);
+        assert_eq!(body, b"a\r\n.b\r\nc\r\n\r\n");
+        assert_eq!(end, Some(false));
+        assert_eq!(rest, b"NEXT");
+        // The CRLF of the DATA command counts: an immediate "." ends.
+        let (body, end, _) = all_steps(b".\r\n", BareLf::Normalize);
+        assert_eq!((body.as_slice(), end), (&b""[..], Some(false)));
+        // Lines without a line end are passed on as they come.
+        let (body, end, _) = all_steps(b"abc\rdef", BareLf::Normalize);
+        assert_eq!((body.as_slice(), end), (&b"abc\rdef"[..], None));
+    }
+
+    #[test]
+    fn smuggling_vectors_never_end_data() {
+        for v in [
+            &b"\n.\n"[..],
+            b"\r\n.\n",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\r\n.\rX\r\n",
+        ] {
+            for policy in [BareLf::Normalize, BareLf::Reject] {
+                let mut input = b"x".to_vec();
+                input.extend_from_slice(v);
+                input.extend_from_slice(b"MAIL FROM:<a@b.c>\r\n");
+                let (body, end, _) = all_steps(&input, policy);
+                assert_eq!(end, None, "{v:?} {policy:?} ended the data");
+                assert!(body.ends_with(b"MAIL FROM:<a@b.c>\r\n"));
+                // Only the real end ends it.
+                input.extend_from_slice(b".\r\n");
+                let (_, end, rest) = all_steps(&input, policy);
+                let has_bare_lf = v
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b == b'\n' && (i == 0 || v[i - 1] != b'\r'));
+                assert_eq!(
+                    end,
+                    Some(policy == BareLf::Reject && has_bare_lf),
+                    "{v:?} {policy:?}"
+                );
+                assert!(rest.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn bare_lf_normalised() {
+        let (body, end, _) = all_steps(b"a\nb\r\n.\n..\n\n.\r\n", BareLf::Normalize);
+        assert_eq!(body, b"a\r\nb\r\n\r\n.\r\n\r\n\r\n");
+        // "\n.\r\n" after "\n": the preceding line ended in bare LF, so the
+        // terminator is not recognised until a line ending in CRLF.
+        assert_eq!(end, None);
+        let (body, end, _) = all_steps(b"a\nb\r\n.\r\n", BareLf::Reject);
+        assert_eq!(body, b"a\nb\r\n");
+        assert_eq!(end, Some(true));
+    }
+
+    #[test]
+    fn chunks_are_exact() {
+        let mut f = Framer::new(512, BareLf::Normalize);
+        f.push(b"ab\r\n.\r\nQUIT\r\n");
+        f.expect_chunk(5);
+        assert_eq!(f.next_frame(), Frame::Chunk(b"ab\r\n.".to_vec()));
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        assert!(f.in_line_mode());
+        assert!(matches!(f.next_frame(), Frame::Line { line: b"", .. }));
+        f.expect_chunk(0);
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        f.expect_chunk(10);
+        assert_eq!(f.next_frame(), Frame::Chunk(b"QUIT\r\n".to_vec()));
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        f.push(b"1234567");
+        assert_eq!(f.next_frame(), Frame::Chunk(b"1234".to_vec()));
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        assert_eq!(f.buffered(), 3);
+        f.discard_buffered();
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn compaction_keeps_content() {
+        let mut f = Framer::new(512, BareLf::Normalize);
+        let line = format!("NOOP {}\r\n", "x".repeat(100));
+        for _ in 0..200 {
+            f.push(line.as_bytes());
+            f.push(&line.as_bytes()[..10]);
+            assert!(matches!(f.next_frame(), Frame::Line { len: 107, .. }));
+            f.push(&line.as_bytes()[10..]);
+            assert!(matches!(f.next_frame(), Frame::Line { len: 107, .. }));
+        }
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+    }
+}

@@ -443,6 +443,13 @@ impl ServerSession {
         }
     }
 
+    /// Octets enqueued and not yet framed. After [`Interrupt::NeedInput`]
+    /// this is at most a partial line (bounded by the line caps), so a host
+    /// that reads only on `NeedInput` keeps memory bounded.
+    pub fn buffered_input(&self) -> usize {
+        self.framer.buffered()
+    }
+
     /// True once [`Interrupt::Close`] has been returned.
     pub fn is_closed(&self) -> bool {
         self.core.closed
