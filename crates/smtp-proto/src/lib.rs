@@ -10,6 +10,7 @@
 //!   responses, DATA bodies (dot-unstuffing, smuggling-proof end of data)
 //!   and BDAT chunks.
 //! * [`server`]: [`ServerSession`], the receiver, with Postfix's reply texts.
+//! * [`client`]: [`ClientSession`], the sender (EHLO/HELO, AUTH, PIPELINING).
 //! * [`transcript`]: `C:`/`S:` lines of a dialogue, credentials marked.
 //!
 //! # Driving a server session
@@ -94,6 +95,7 @@
 )]
 
 pub mod auth;
+pub mod client;
 pub mod command;
 pub mod framer;
 pub mod reply;
@@ -102,6 +104,10 @@ pub mod server;
 pub mod transcript;
 
 pub use auth::{cram_md5_digest, Credentials, Mechanism};
+pub use client::{
+    dot_stuff, ClientConfig, ClientError, ClientEvent, ClientSession, MessageReport,
+    OutgoingMessage,
+};
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,
     ReversePath, Verb,
