@@ -37,6 +37,9 @@
 //! plus at most `line_cap` octets of a command line, or two octets of a
 //! DATA line (a pending `.` or CR whose meaning depends on the next byte).
 
+/// Largest input window one [`Frame::Data`] is cut from.
+pub const DATA_WINDOW: usize = 64 * 1024;
+
 /// What to do with a line that ends in a bare LF (Postfix 3.9
 /// `smtpd_forbid_bare_newline`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -245,6 +248,10 @@ impl Framer {
 
     fn data(&mut self, mut at_line_start: bool, mut prev_crlf: bool, mut bare: bool) -> Frame<'_> {
         let avail = self.buf.get(self.pos..).unwrap_or_default();
+        // At most DATA_WINDOW octets per frame: bounded chunks for the host
+        // and allocations small enough to be reused. Stopping anywhere is
+        // safe: it is the same as the input arriving in two pieces.
+        let avail = avail.get(..DATA_WINDOW).unwrap_or(avail);
         let mut out = Vec::with_capacity(avail.len() + avail.len() / 64);
         let mut i = 0usize; // next unexamined byte
         let mut run = 0usize; // first byte not yet copied to `out`
