@@ -755,26 +755,32 @@ fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
 /// contents (source route removed) and the rest of the line.
 fn split_path(s: &str) -> Option<(&str, &str)> {
     let (inner, rest) = if let Some(after) = s.strip_prefix('<') {
-        // Find the closing '>' outside a quoted local part; memchr2 jumps
-        // over the ordinary characters.
+        // Find the closing '>': not inside a quoted local part, nor inside
+        // an address literal, whose dcontent may hold '"', '<' and '>'
+        // (RFC 5321 section 4.1.3).
         let bytes = after.as_bytes();
         let mut i = 0;
+        if bytes.first() == Some(&b'@') {
+            // A source route holds neither quotes nor brackets.
+            i = memchr::memchr(b':', bytes)? + 1;
+        }
+        if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match *bytes.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => break,
+                    _ => i += 1,
+                }
+            }
+            i += 1;
+        }
         let end = loop {
-            let j = i + memchr::memchr2(b'>', b'"', bytes.get(i..)?)?;
+            let j = i + memchr::memchr2(b'>', b'[', bytes.get(i..)?)?;
             if bytes.get(j) == Some(&b'>') {
                 break j;
             }
-            // Inside a quoted string: skip to its closing quote, honouring
-            // backslash escapes.
-            let mut k = j + 1;
-            loop {
-                match *bytes.get(k)? {
-                    b'\\' => k += 2,
-                    b'"' => break,
-                    _ => k += 1,
-                }
-            }
-            i = k + 1;
+            i = j + memchr::memchr(b']', bytes.get(j..)?)? + 1;
         };
         (after.get(..end)?, after.get(end + 1..)?)
     } else {
@@ -1114,6 +1120,20 @@ mod tests {
             Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m.domain == "[IPv6:2001:db8::1]"
         ));
         assert!(p("MAIL FROM:<u@[x-tag:abc]>").is_ok());
+        // Found by the smtp_command fuzz target: general literals may hold
+        // '"', '<' and '>', which must not end or open anything.
+        let c = p(r#"RCPT TO:<e@[NNNNE:E99"9NNNNENN998=o:E99o3:;>]> NOTIFY=NEVER"#).unwrap();
+        assert!(
+            matches!(&c, Command::Rcpt { to: ForwardPath::Mailbox(m), params }
+            if m.domain == r#"[NNNNE:E99"9NNNNENN998=o:E99o3:;>]"# && params.notify.is_some())
+        );
+        assert_eq!(Command::parse(c.to_string().as_bytes()), Ok(c));
+        let c = p(r#"RcpT To: eAUT@[NNNNE:E99"9NNNNENN998=o:E99o3:;]"#).unwrap();
+        assert_eq!(Command::parse(c.to_string().as_bytes()), Ok(c));
+        assert_eq!(
+            p("MAIL FROM:<u@[x:a>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
         assert_eq!(
             p("MAIL FROM:<u@[999.0.2.1]>"),
             Err(ParseError::BadAddress(Verb::Mail))

@@ -937,3 +937,104 @@ fn rfc5321_appendix_d2_d3() {
         "250 2.1.5 Ok\r\n"
     );
 }
+
+#[test]
+fn host_verdicts_and_error_counting() {
+    let mut c = cfg();
+    c.max_errors = 2;
+    let mut s = ServerSession::new(c, Duration::ZERO);
+    let mut out = Vec::new();
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nVRFY root\r\nMAIL FROM:<spam@x.y>\r\nMAIL FROM:<spam@x.y>\r\nNOOP\r\n",
+    );
+    loop {
+        match s.next() {
+            Ok(Event::Vrfy { argument }) => {
+                assert_eq!(argument, "root");
+                s.decide(Verdict::Reject(Reply::new(
+                    550,
+                    (5, 1, 1),
+                    "root: User unknown",
+                )))
+                .unwrap();
+            }
+            Ok(Event::Mail { .. }) => s
+                .decide(Verdict::Reject(Reply::new(
+                    554,
+                    (5, 7, 1),
+                    "Sender rejected",
+                )))
+                .unwrap(),
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Close) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    // A VRFY answer is not an error; two rejected MAILs reach the limit.
+    assert!(out.ends_with(
+        "550 5.1.1 root: User unknown\r\n554 5.7.1 Sender rejected\r\n554 5.7.1 Sender rejected\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"
+    ), "{out}");
+}
+
+#[test]
+fn auth_temporary_failure() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    s.enqueue_input(Duration::ZERO, b"EHLO c\r\nAUTH PLAIN AHUAcA==\r\n");
+    let mut out = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Auth(c)) => {
+                assert_eq!(c.username(), "u");
+                assert!(c.verify_password("p"));
+                s.auth_result(AuthResult::TemporaryFailure).unwrap();
+            }
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(_) => break,
+        }
+    }
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("454 4.7.0 Temporary authentication failure\r\n"));
+    assert_eq!(s.authenticated_user(), None);
+}
+
+#[test]
+fn starttls_reply_precedes_event() {
+    let mut c = cfg();
+    c.tls_available = true;
+    let mut s = ServerSession::new(c, Duration::ZERO);
+    s.enqueue_input(Duration::ZERO, b"EHLO c\r\nSTARTTLS\r\nQUIT\r\n");
+    let mut seen = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::StartTls) => {
+                seen.push("event".to_string());
+                // Input received before the handshake is dropped.
+                assert_eq!(s.buffered_input(), 0);
+                s.tls_established().unwrap();
+            }
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => seen.push(String::from_utf8(b).unwrap()),
+            Err(Interrupt::NeedInput) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(seen[seen.len() - 2], "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(seen[seen.len() - 1], "event");
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn config_accessor_and_defaults() {
+    let s = ServerSession::new(ServerConfig::new("h"), Duration::ZERO);
+    let c = s.config();
+    assert_eq!(c.line_limit, 512);
+    assert_eq!(c.bare_lf, BareLf::Normalize);
+    assert_eq!(c.command_timeout, Duration::from_secs(300));
+    assert_eq!(c.data_timeout, Duration::from_secs(180));
+    assert!(!s.is_tls());
+}
