@@ -17,6 +17,9 @@ use crate::Secret;
 /// 12288 octets, more than the 512 of ordinary commands.
 pub const SASL_LINE_LIMIT: usize = 12288;
 
+/// Transcript lines kept when the host does not poll them.
+pub const MAX_TRANSCRIPT: usize = 1024;
+
 /// Server configuration. [`ServerConfig::new`] gives Postfix-like defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -522,6 +525,8 @@ impl ServerSession {
         let c = &mut self.core;
         match c.awaiting.take() {
             Some(Awaiting::Auth(user)) => {
+                // The client waits for this reply.
+                c.flush = true;
                 match result {
                     AuthResult::Success => {
                         c.user = Some(user);
@@ -550,6 +555,7 @@ impl ServerSession {
         let c = &mut self.core;
         match c.awaiting.take() {
             Some(Awaiting::Challenge) => {
+                c.flush = true;
                 c.reply_plain(334, &b64_encode(challenge.as_bytes()));
                 c.input = Input::Sasl(Sasl::Cram(challenge.to_owned()));
                 Ok(())
@@ -567,6 +573,9 @@ impl ServerSession {
         match c.awaiting.take() {
             Some(Awaiting::Message) => {
                 c.tx = None;
+                // The reply to the end of a message (DATA or BDAT LAST) is
+                // never held back behind later pipelined commands.
+                c.flush = true;
                 match delivery {
                     Delivery::Accepted { queue_id } => {
                         c.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"));
@@ -612,6 +621,10 @@ impl Core {
 
     fn record(&mut self, direction: Direction, kind: EntryKind, text: String) {
         if self.cfg.record_transcript {
+            // Bounded even if the host never polls: the oldest lines go.
+            if self.transcript.len() >= MAX_TRANSCRIPT {
+                self.transcript.pop_front();
+            }
             self.transcript.push_back(TranscriptEntry {
                 direction,
                 kind,

@@ -1038,3 +1038,74 @@ fn config_accessor_and_defaults() {
     assert_eq!(c.data_timeout, Duration::from_secs(180));
     assert!(!s.is_tls());
 }
+
+#[test]
+fn end_of_message_reply_not_held_back() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 1 LAST\r\nxMAIL FROM:<a@b.c>\r\n",
+    );
+    let mut sends = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
+            Ok(Event::MessageEnd(_)) => s
+                .message_result(Delivery::Accepted {
+                    queue_id: "Q".into(),
+                })
+                .unwrap(),
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => sends.push(String::from_utf8(b).unwrap()),
+            Err(_) => break,
+        }
+    }
+    let n = sends.len();
+    assert_eq!(sends[n - 2], "250 2.0.0 Ok: queued as Q\r\n");
+    assert_eq!(sends[n - 1], "250 2.1.0 Ok\r\n");
+}
+
+#[test]
+fn transcript_is_bounded() {
+    let mut c = cfg();
+    c.record_transcript = true;
+    let mut h = ready(c);
+    for _ in 0..1000 {
+        h.feed(b"NOOP\r\n");
+    }
+    h.take();
+    let mut n = 0;
+    while h.s.poll_transcript().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, MAX_TRANSCRIPT);
+}
+
+/// RFC 5321 appendix D.4: verifying, then sending.
+#[test]
+fn rfc5321_appendix_d4() {
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "VRFY Crispin\r\n"),
+        "252 2.0.0 Crispin\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "SEND FROM:<EAK@bar.com>\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<EAK@bar.com>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Admin.MRC@foo.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "DATA\r\nBlah blah blah...\r\n...etc. etc. etc.\r\n.\r\nQUIT\r\n"
+        ),
+        "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n"
+    );
+}
