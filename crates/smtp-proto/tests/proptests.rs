@@ -353,3 +353,58 @@ proptest! {
         }
     }
 }
+
+/// What the client promises to send for a body: bare LF becomes CRLF and
+/// a missing final line end is added.
+fn normalise_body(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\n' && (i == 0 || body[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The client's dot-stuffing and the server's framer are inverse: the
+    /// server gets the (normalised) body back and the end exactly at the
+    /// end, in any split.
+    #[test]
+    fn dot_stuff_then_unstuff(
+        parts in prop::collection::vec(prop::sample::select(vec![".", "..", "\r\n", "\n", "\r", "a", "b c", ".\r\n", "\r\n.\r\n"]), 0..40),
+        step in 1usize..50,
+    ) {
+        let body = parts.concat().into_bytes();
+        let wire = smtp_proto::dot_stuff(&body);
+        let mut f = smtp_proto::Framer::new(512, BareLf::Normalize);
+        f.expect_data();
+        let mut got = Vec::new();
+        let mut ended = false;
+        for piece in wire.chunks(step) {
+            prop_assert!(!ended, "data ended before the last piece");
+            f.push(piece);
+            loop {
+                match f.next_frame() {
+                    smtp_proto::Frame::Data(d) => got.extend_from_slice(&d),
+                    smtp_proto::Frame::DataEnd { bare_lf } => {
+                        prop_assert!(!bare_lf);
+                        ended = true;
+                        break;
+                    }
+                    smtp_proto::Frame::NeedMore => break,
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+        prop_assert!(ended);
+        prop_assert_eq!(f.buffered(), 0);
+        prop_assert_eq!(got, normalise_body(&body));
+    }
+}
