@@ -47,7 +47,7 @@ fn serve(mut stream: TcpStream, id: u64) -> std::io::Result<()> {
                     .max(std::time::Duration::from_millis(1));
                 stream.set_read_timeout(Some(wait))?;
                 match stream.read(&mut buf) {
-                    Ok(0) => return Ok(()),
+                    Ok(0) => session.input_closed(),
                     Ok(n) => session.enqueue_input(start.elapsed(), &buf[..n]),
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                         session.handle_timeout(start.elapsed())

@@ -24,6 +24,7 @@
 //! |---|---|
 //! | `Err(Interrupt::Send(bytes))` | writes all `bytes` to the client |
 //! | `Err(Interrupt::NeedInput)` | waits for the socket to be readable, or for [`ServerSession::poll_timeout`] to pass; passes what it read to [`ServerSession::enqueue_input`] or calls [`ServerSession::handle_timeout`] |
+//! | (the read returned 0: end of file) | calls [`ServerSession::input_closed`] and goes on calling `next` (a complete pipelined message is still delivered, an unfinished one is aborted) |
 //! | `Err(Interrupt::Close)` | closes the connection (sticky: every later call says `Close`) |
 //! | `Ok(Event::Mail { .. })`, `Ok(Event::Rcpt { .. })`, `Ok(Event::Vrfy { .. })` | decides, calls [`ServerSession::decide`] |
 //! | `Ok(Event::Auth(credentials))` | checks them, calls [`ServerSession::auth_result`] |

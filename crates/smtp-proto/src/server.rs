@@ -307,6 +307,7 @@ struct Core {
     last_input: Duration,
     closing: bool,
     closed: bool,
+    eof: bool,
 }
 
 /// A Sans-I/O SMTP server session for one connection.
@@ -340,6 +341,7 @@ impl ServerSession {
             last_input: now,
             closing: false,
             closed: false,
+            eof: false,
         };
         let greeting = format!("{} {}", core.cfg.hostname, core.cfg.greeting);
         core.reply_plain(220, greeting.trim_end());
@@ -357,11 +359,19 @@ impl ServerSession {
     /// input given while a decision is pending is buffered (pipelining).
     /// Input after close is ignored.
     pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        if self.core.closing || self.core.closed {
+        if self.core.closing || self.core.closed || self.core.eof {
             return;
         }
         self.core.last_input = now;
         self.framer.push(bytes);
+    }
+
+    /// The client closed its side (read returned 0). Input already
+    /// enqueued is still processed (a complete pipelined message is still
+    /// delivered); then a message left unfinished is aborted
+    /// ([`Event::MessageAborted`]) and the session closes.
+    pub fn input_closed(&mut self) {
+        self.core.eof = true;
     }
 
     /// Drive the session: returns the next event, or what the host must do
@@ -393,6 +403,12 @@ impl ServerSession {
                 return Err(Interrupt::AwaitingAnswer);
             }
             let after = match self.framer.next_frame() {
+                Frame::NeedMore if core.eof => {
+                    // The client is gone: whatever it started is dropped.
+                    core.abort_body(AbortReason::Closed);
+                    core.closing = true;
+                    After::Nothing
+                }
                 Frame::NeedMore => {
                     // RFC 2920 section 3.2: flush when no more input is
                     // buffered.

@@ -1109,3 +1109,24 @@ fn rfc5321_appendix_d4() {
         "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n"
     );
 }
+
+#[test]
+fn client_eof() {
+    // A complete pipelined message before EOF is still delivered.
+    let mut h = ready(cfg());
+    h.s.enqueue_input(
+        Duration::ZERO,
+        b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nunfinished",
+    );
+    h.s.input_closed();
+    h.run();
+    assert!(h.closed);
+    assert_eq!(h.bodies, vec![b"x\r\n".to_vec()]);
+    assert_eq!(
+        h.events.last(),
+        Some(&Event::MessageAborted(AbortReason::Closed))
+    );
+    assert!(h
+        .take()
+        .ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
+}
