@@ -471,10 +471,18 @@ impl ClientSession {
                 .collect(),
             data: None,
         });
-        let size = self.has_capability("SIZE").then_some(m.body.len());
         let mut line = format!("MAIL FROM:<{}>", m.from);
-        if let Some(s) = size {
-            line.push_str(&format!(" SIZE={s}"));
+        if self.has_capability("SIZE") {
+            line.push_str(&format!(" SIZE={}", m.body.len()));
+        }
+        // RFC 6152 / RFC 6531: declare what the server offers and the
+        // message needs.
+        if !m.body.is_ascii() && self.has_capability("8BITMIME") {
+            line.push_str(" BODY=8BITMIME");
+        }
+        let utf8_addresses = !m.from.is_ascii() || m.to.iter().any(|t| !t.is_ascii());
+        if utf8_addresses && self.has_capability("SMTPUTF8") {
+            line.push_str(" SMTPUTF8");
         }
         let n = m.to.len();
         self.send_line(&line);
@@ -683,6 +691,32 @@ mod tests {
         );
         assert!(
             sent.ends_with("RCPT TO:<x@nowhere.invalid>\r\nRSET\r\nQUIT\r\n"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn declares_8bitmime_and_smtputf8() {
+        let m = OutgoingMessage {
+            from: "用户@例子.广告".into(),
+            to: vec!["a@b.c".into()],
+            body: "Subject: ü\r\n\r\nü\r\n".as_bytes().to_vec(),
+        };
+        let (sent, _) = script(
+            ClientConfig::new("c"),
+            vec![m],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+                "250 Ok\r\n",
+                "250 Ok\r\n",
+                "354 go\r\n",
+                "250 Ok\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        assert!(
+            sent.contains("MAIL FROM:<用户@例子.广告> BODY=8BITMIME SMTPUTF8\r\n"),
             "{sent}"
         );
     }

@@ -155,3 +155,18 @@ fn pair_without_pipelining_and_auth_failure() {
     assert!(bodies.is_empty());
     assert!(matches!(events.last(), Some(ClientEvent::Failed(_))));
 }
+
+#[test]
+fn pair_utf8_and_8bit() {
+    let body = "Subject: 你好\r\n\r\n测试 ü\r\n".as_bytes().to_vec();
+    let msgs = vec![OutgoingMessage {
+        from: "用户@例子.广告".into(),
+        to: vec!["δοκιμή@παράδειγμα.δοκιμή".into()],
+        body: body.clone(),
+    }];
+    let (events, bodies) = pair(ServerConfig::new("mx"), ClientConfig::new("c"), msgs, 5);
+    assert_eq!(bodies, vec![body]);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Message(r) if r.accepted())));
+}
