@@ -108,6 +108,9 @@ pub struct Framer {
     policy: BareLf,
     line_cap: usize,
     skipping: bool,
+    /// Octets after `pos` already searched for LF (no rescanning when a
+    /// long line arrives a byte at a time).
+    scanned: usize,
 }
 
 impl Framer {
@@ -121,6 +124,7 @@ impl Framer {
             policy,
             line_cap: line_cap.max(3),
             skipping: false,
+            scanned: 0,
         }
     }
 
@@ -148,6 +152,7 @@ impl Framer {
         self.buf.clear();
         self.pos = 0;
         self.skipping = false;
+        self.scanned = 0;
     }
 
     /// Switch to DATA body mode (after sending 354).
@@ -222,8 +227,11 @@ impl Framer {
             let scan = avail
                 .get(..self.line_cap.min(avail.len()))
                 .unwrap_or_default();
-            match memchr::memchr(b'\n', scan) {
+            let from = self.scanned.min(scan.len());
+            let found = memchr::memchr(b'\n', scan.get(from..).unwrap_or_default());
+            match found.map(|o| o + from) {
                 Some(off) => {
+                    self.scanned = 0;
                     let start = self.pos;
                     self.pos += off + 1;
                     let raw = self.buf.get(start..start + off).unwrap_or_default();
@@ -240,8 +248,12 @@ impl Framer {
                 None if avail.len() >= self.line_cap => {
                     // Oversized: drop what we have and skip to the line end.
                     self.skipping = true;
+                    self.scanned = 0;
                 }
-                None => return Frame::NeedMore,
+                None => {
+                    self.scanned = scan.len();
+                    return Frame::NeedMore;
+                }
             }
         }
     }
@@ -418,6 +430,26 @@ mod tests {
                 bare_lf: false,
                 len: 5
             }
+        );
+    }
+
+    #[test]
+    fn line_fed_a_byte_at_a_time() {
+        let mut f = Framer::new(64, BareLf::Normalize);
+        let input = b"NOOP abcdefghijklmnopqrstuvwxyz\r\nQUIT\r\n";
+        let mut lines = Vec::new();
+        for &b in input.iter() {
+            f.push(&[b]);
+            while let Frame::Line { line, .. } = f.next_frame() {
+                lines.push(line.to_vec());
+            }
+        }
+        assert_eq!(
+            lines,
+            vec![
+                b"NOOP abcdefghijklmnopqrstuvwxyz".to_vec(),
+                b"QUIT".to_vec()
+            ]
         );
     }
 
