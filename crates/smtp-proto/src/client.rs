@@ -138,6 +138,8 @@ pub struct ClientSession {
     current: usize,
     report: Option<MessageReport>,
     input: Vec<u8>,
+    /// Octets of `input` known to hold no complete reply.
+    checked: usize,
     out: Vec<u8>,
     expect: VecDeque<Expect>,
     events: VecDeque<ClientEvent>,
@@ -158,6 +160,7 @@ impl ClientSession {
             current: 0,
             report: None,
             input: Vec::new(),
+            checked: 0,
             out: Vec::new(),
             expect: VecDeque::from([Expect::Greeting]),
             events: VecDeque::new(),
@@ -225,14 +228,26 @@ impl ClientSession {
                 self.closed = true;
                 return Err(Interrupt::Close);
             }
-            match Reply::parse(&self.input) {
+            // Parse again only once a new line end has arrived, so that a
+            // long reply trickling in costs no repeated full parses.
+            let fresh = self.input.get(self.checked..).unwrap_or_default();
+            let result = if memchr::memchr(b'\n', fresh).is_some() {
+                Reply::parse(&self.input)
+            } else if self.input.len() > crate::reply::MAX_REPLY_LEN {
+                Err(ReplyError::TooLong)
+            } else {
+                Err(ReplyError::Incomplete)
+            };
+            match result {
                 Ok((reply, used)) => {
+                    self.checked = 0;
                     self.input.drain(..used);
                     if let Some(exp) = self.expect.pop_front() {
                         self.on_reply(exp, reply);
                     }
                 }
                 Err(ReplyError::Incomplete) => {
+                    self.checked = self.input.len();
                     if !self.out.is_empty() {
                         return Err(Interrupt::Send(std::mem::take(&mut self.out)));
                     }
