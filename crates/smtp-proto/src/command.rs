@@ -432,7 +432,13 @@ impl<'a> Command<'a> {
     /// parameter values; whether SMTPUTF8 permits it is the session's call
     /// ([`Mailbox::is_ascii`]).
     pub fn parse(line: &'a [u8]) -> Result<Command<'a>, ParseError> {
-        let (verb_bytes, args) = match memchr::memchr(b' ', line) {
+        // Verbs are four letters but STARTTLS: look there first.
+        let space = if line.get(4) == Some(&b' ') {
+            Some(4)
+        } else {
+            line.iter().position(|&c| c == b' ')
+        };
+        let (verb_bytes, args) = match space {
             Some(i) => (line.get(..i).unwrap_or(line), line.get(i + 1..)),
             None => (line, None),
         };
@@ -748,7 +754,9 @@ fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
     if !head.eq_ignore_ascii_case(kw) {
         return None;
     }
-    Some(s.get(kw.len()..)?.trim_start_matches(' '))
+    let rest = s.get(kw.len()..)?;
+    let spaces = rest.bytes().take_while(|&c| c == b' ').count();
+    rest.get(spaces..)
 }
 
 /// Split `<path> params` (or `path params` without brackets) into the path
@@ -974,7 +982,8 @@ fn for_each_param<'s>(
         return Err(bad);
     }
     for token in bytes.split(|&c| c == b' ').filter(|t| !t.is_empty()) {
-        let (k, v) = match memchr::memchr(b'=', token) {
+        // Tokens are short: a plain loop beats a memchr call here.
+        let (k, v) = match token.iter().position(|&c| c == b'=') {
             Some(i) => (
                 token.get(..i).unwrap_or_default(),
                 Some(token.get(i + 1..).unwrap_or_default()),
