@@ -88,25 +88,30 @@ impl Verb {
 
     /// Recognise a verb, ignoring ASCII case (RFC 5321 section 2.4).
     pub fn from_bytes(verb: &[u8]) -> Option<Verb> {
-        const VERBS: [Verb; 14] = [
-            Verb::Mail,
-            Verb::Rcpt,
-            Verb::Ehlo,
-            Verb::Helo,
-            Verb::Data,
-            Verb::Rset,
-            Verb::Vrfy,
-            Verb::Expn,
-            Verb::Help,
-            Verb::Noop,
-            Verb::Quit,
-            Verb::Auth,
-            Verb::StartTls,
-            Verb::Bdat,
-        ];
-        VERBS
-            .into_iter()
-            .find(|v| v.as_str().as_bytes().eq_ignore_ascii_case(verb))
+        if verb.len() == 8 {
+            return verb
+                .eq_ignore_ascii_case(b"STARTTLS")
+                .then_some(Verb::StartTls);
+        }
+        let four = <[u8; 4]>::try_from(verb)
+            .ok()?
+            .map(|c| c.to_ascii_uppercase());
+        Some(match &four {
+            b"MAIL" => Verb::Mail,
+            b"RCPT" => Verb::Rcpt,
+            b"EHLO" => Verb::Ehlo,
+            b"HELO" => Verb::Helo,
+            b"DATA" => Verb::Data,
+            b"RSET" => Verb::Rset,
+            b"VRFY" => Verb::Vrfy,
+            b"EXPN" => Verb::Expn,
+            b"HELP" => Verb::Help,
+            b"NOOP" => Verb::Noop,
+            b"QUIT" => Verb::Quit,
+            b"AUTH" => Verb::Auth,
+            b"BDAT" => Verb::Bdat,
+            _ => return None,
+        })
     }
 }
 
@@ -427,7 +432,13 @@ impl<'a> Command<'a> {
     /// parameter values; whether SMTPUTF8 permits it is the session's call
     /// ([`Mailbox::is_ascii`]).
     pub fn parse(line: &'a [u8]) -> Result<Command<'a>, ParseError> {
-        let (verb_bytes, args) = match memchr::memchr(b' ', line) {
+        // Verbs are four letters but STARTTLS: look there first.
+        let space = if line.get(4) == Some(&b' ') {
+            Some(4)
+        } else {
+            line.iter().position(|&c| c == b' ')
+        };
+        let (verb_bytes, args) = match space {
             Some(i) => (line.get(..i).unwrap_or(line), line.get(i + 1..)),
             None => (line, None),
         };
@@ -439,7 +450,11 @@ impl<'a> Command<'a> {
         if let Some(a) = args {
             // Control characters (a bare CR among them) have no place in a
             // command line; RFC 5321 section 4.1.1 allows only printable text.
-            if a.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            // Branch-free so that it vectorises: true when any octet is
+            // below 0x20 or is DEL.
+            if a.bytes()
+                .fold(false, |bad, b| bad | (b < 0x20) | (b == 0x7f))
+            {
                 return Err(ParseError::Syntax(verb));
             }
         }
@@ -465,37 +480,41 @@ impl<'a> Command<'a> {
                     ReversePath::Mailbox(parse_mailbox(path).ok_or(ParseError::BadAddress(verb))?)
                 };
                 let mut params = MailParameters::default();
-                for p in split_params(rest).ok_or(ParseError::BadParameter(verb))? {
-                    let (k, v) = p.map_err(|()| ParseError::BadParameter(verb))?;
-                    let bad = ParseError::BadParameter(verb);
-                    if k.eq_ignore_ascii_case("SIZE") {
-                        params.size = Some(parse_decimal(v.ok_or(bad)?).ok_or(bad)?);
-                    } else if k.eq_ignore_ascii_case("BODY") {
-                        let v = v.ok_or(bad)?;
-                        params.body = Some(if v.eq_ignore_ascii_case("7BIT") {
-                            BodyType::SevenBit
-                        } else if v.eq_ignore_ascii_case("8BITMIME") {
-                            BodyType::EightBitMime
-                        } else if v.eq_ignore_ascii_case("BINARYMIME") {
-                            BodyType::BinaryMime
+                let bad = ParseError::BadParameter(verb);
+                for_each_param(
+                    rest,
+                    |k, v| {
+                        if k.eq_ignore_ascii_case("SIZE") {
+                            params.size = Some(parse_decimal(v.ok_or(bad)?).ok_or(bad)?);
+                        } else if k.eq_ignore_ascii_case("BODY") {
+                            let v = v.ok_or(bad)?;
+                            params.body = Some(if v.eq_ignore_ascii_case("7BIT") {
+                                BodyType::SevenBit
+                            } else if v.eq_ignore_ascii_case("8BITMIME") {
+                                BodyType::EightBitMime
+                            } else if v.eq_ignore_ascii_case("BINARYMIME") {
+                                BodyType::BinaryMime
+                            } else {
+                                return Err(bad);
+                            });
+                        } else if k.eq_ignore_ascii_case("SMTPUTF8") {
+                            if v.is_some() {
+                                return Err(bad);
+                            }
+                            params.smtputf8 = true;
+                        } else if k.eq_ignore_ascii_case("AUTH") {
+                            params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
+                        } else if k.eq_ignore_ascii_case("RET") {
+                            params.ret = Some(Cow::Borrowed(v.ok_or(bad)?));
+                        } else if k.eq_ignore_ascii_case("ENVID") {
+                            params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else {
-                            return Err(bad);
-                        });
-                    } else if k.eq_ignore_ascii_case("SMTPUTF8") {
-                        if v.is_some() {
-                            return Err(bad);
+                            params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
                         }
-                        params.smtputf8 = true;
-                    } else if k.eq_ignore_ascii_case("AUTH") {
-                        params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
-                    } else if k.eq_ignore_ascii_case("RET") {
-                        params.ret = Some(Cow::Borrowed(v.ok_or(bad)?));
-                    } else if k.eq_ignore_ascii_case("ENVID") {
-                        params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
-                    } else {
-                        params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
-                    }
-                }
+                        Ok(())
+                    },
+                    bad,
+                )?;
                 Ok(Command::Mail { from, params })
             }
             Verb::Rcpt => {
@@ -508,17 +527,21 @@ impl<'a> Command<'a> {
                     ForwardPath::Mailbox(parse_mailbox(path).ok_or(ParseError::BadAddress(verb))?)
                 };
                 let mut params = RcptParameters::default();
-                for p in split_params(rest).ok_or(ParseError::BadParameter(verb))? {
-                    let (k, v) = p.map_err(|()| ParseError::BadParameter(verb))?;
-                    let bad = ParseError::BadParameter(verb);
-                    if k.eq_ignore_ascii_case("NOTIFY") {
-                        params.notify = Some(Cow::Borrowed(v.ok_or(bad)?));
-                    } else if k.eq_ignore_ascii_case("ORCPT") {
-                        params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
-                    } else {
-                        params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
-                    }
-                }
+                let bad = ParseError::BadParameter(verb);
+                for_each_param(
+                    rest,
+                    |k, v| {
+                        if k.eq_ignore_ascii_case("NOTIFY") {
+                            params.notify = Some(Cow::Borrowed(v.ok_or(bad)?));
+                        } else if k.eq_ignore_ascii_case("ORCPT") {
+                            params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
+                        } else {
+                            params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
+                        }
+                        Ok(())
+                    },
+                    bad,
+                )?;
                 Ok(Command::Rcpt { to, params })
             }
             Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => {
@@ -731,31 +754,41 @@ fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
     if !head.eq_ignore_ascii_case(kw) {
         return None;
     }
-    Some(s.get(kw.len()..)?.trim_start_matches(' '))
+    let rest = s.get(kw.len()..)?;
+    let spaces = rest.bytes().take_while(|&c| c == b' ').count();
+    rest.get(spaces..)
 }
 
 /// Split `<path> params` (or `path params` without brackets) into the path
 /// contents (source route removed) and the rest of the line.
 fn split_path(s: &str) -> Option<(&str, &str)> {
     let (inner, rest) = if let Some(after) = s.strip_prefix('<') {
-        // Find the closing '>' outside a quoted local part.
+        // Find the closing '>': not inside a quoted local part, nor inside
+        // an address literal, whose dcontent may hold '"', '<' and '>'
+        // (RFC 5321 section 4.1.3).
         let bytes = after.as_bytes();
         let mut i = 0;
-        let mut in_quote = false;
-        let end = loop {
-            let b = *bytes.get(i)?;
-            if in_quote {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == b'"' {
-                    in_quote = false;
+        if bytes.first() == Some(&b'@') {
+            // A source route holds neither quotes nor brackets.
+            i = memchr::memchr(b':', bytes)? + 1;
+        }
+        if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match *bytes.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => break,
+                    _ => i += 1,
                 }
-            } else if b == b'"' {
-                in_quote = true;
-            } else if b == b'>' {
-                break i;
             }
             i += 1;
+        }
+        let end = loop {
+            let j = i + memchr::memchr2(b'>', b'[', bytes.get(i..)?)?;
+            if bytes.get(j) == Some(&b'>') {
+                break j;
+            }
+            i = j + memchr::memchr(b']', bytes.get(j..)?)? + 1;
         };
         (after.get(..end)?, after.get(end + 1..)?)
     } else {
@@ -810,7 +843,7 @@ fn parse_mailbox(s: &str) -> Option<Mailbox<'_>> {
             i += 1;
         }
     } else {
-        s.rfind('@')?
+        s.bytes().rposition(|c| c == b'@')?
     };
     let local = s.get(..at)?;
     let domain = s.get(at..)?.strip_prefix('@')?;
@@ -826,29 +859,84 @@ fn parse_mailbox(s: &str) -> Option<Mailbox<'_>> {
     })
 }
 
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+/// Octet classes for the address grammar.
+const C_LETDIG: u8 = 1; // ALPHA / DIGIT, or an octet of a UTF-8 sequence
+const C_ATEXT: u8 = 2; // atext (RFC 5322 section 3.2.3)
+const C_HYPHEN: u8 = 4;
+
+// Evaluated at compile time, where an out-of-range index cannot panic at
+// run time (it would be a compile error).
+#[allow(clippy::indexing_slicing)]
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            t[i] = C_LETDIG | C_ATEXT;
+        }
+        i += 1;
+    }
+    let specials = b"!#$%&'*+-/=?^_`{|}~";
+    let mut j = 0;
+    while j < specials.len() {
+        t[specials[j] as usize] |= C_ATEXT;
+        j += 1;
+    }
+    t[b'-' as usize] |= C_HYPHEN;
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASS.get(usize::from(b)).copied().unwrap_or(0)
 }
 
-/// Dot-string = Atom *("." Atom)
+/// atext (RFC 5322 section 3.2.3) by byte; octets >= 0x80 belong to
+/// UTF-8 sequences (the line is valid UTF-8), allowed by RFC 6531.
+fn is_atext(b: u8) -> bool {
+    class(b) & C_ATEXT != 0
+}
+
+/// Dot-string = Atom *("." Atom), in one pass.
 fn is_dot_string(s: &str) -> bool {
-    s.split('.')
-        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    let mut prev_dot = true;
+    for &c in s.as_bytes() {
+        if c == b'.' {
+            if prev_dot {
+                return false;
+            }
+            prev_dot = true;
+        } else if is_atext(c) {
+            prev_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !prev_dot
 }
 
 /// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str],
-/// with U-labels (non-ASCII) allowed as RFC 6531 section 3.3 says.
+/// with U-labels (non-ASCII) allowed as RFC 6531 section 3.3 says. One pass.
 pub(crate) fn is_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.split('.').all(|label| {
-            let ok_end = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii();
-            label.chars().next().is_some_and(ok_end)
-                && label.chars().next_back().is_some_and(ok_end)
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-        })
+    if s.len() > 255 {
+        return false;
+    }
+    let mut label_len = 0usize;
+    let mut prev = b'.';
+    for &c in s.as_bytes() {
+        if c == b'.' {
+            if label_len == 0 || prev == b'-' {
+                return false;
+            }
+            label_len = 0;
+        } else if class(c) & C_LETDIG != 0 || (c == b'-' && label_len > 0) {
+            label_len += 1;
+        } else {
+            return false;
+        }
+        prev = c;
+    }
+    label_len > 0 && prev != b'-'
 }
 
 /// address-literal = "[" ( IPv4 / IPv6 / General ) "]" (section 4.1.3).
@@ -875,34 +963,48 @@ fn is_address_literal(s: &str) -> bool {
     inner.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-type ParamResult<'s> = Result<(&'s str, Option<&'s str>), ()>;
+/// The `&str` of `rest` that `part` (a subslice of its bytes) covers.
+fn sub<'s>(rest: &'s str, part: &[u8]) -> &'s str {
+    let off = (part.as_ptr() as usize).wrapping_sub(rest.as_ptr() as usize);
+    rest.get(off..off + part.len()).unwrap_or_default()
+}
 
-/// Split the parameter part (after the path). It must be empty or start
-/// with a space.
-fn split_params(rest: &str) -> Option<impl Iterator<Item = ParamResult<'_>>> {
-    if !rest.is_empty() && !rest.starts_with(' ') {
-        return None;
+/// Call `f` for each `keyword[=value]` of the parameter part (after the
+/// path), which must be empty or start with a space. Byte-wise: the
+/// separators are ASCII, so every piece is valid UTF-8.
+fn for_each_param<'s>(
+    rest: &'s str,
+    mut f: impl FnMut(&'s str, Option<&'s str>) -> Result<(), ParseError>,
+    bad: ParseError,
+) -> Result<(), ParseError> {
+    let bytes = rest.as_bytes();
+    if bytes.first().is_some_and(|&c| c != b' ') {
+        return Err(bad);
     }
-    Some(rest.split(' ').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = match p.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (p, None),
+    for token in bytes.split(|&c| c == b' ').filter(|t| !t.is_empty()) {
+        // Tokens are short: a plain loop beats a memchr call here.
+        let (k, v) = match token.iter().position(|&c| c == b'=') {
+            Some(i) => (
+                token.get(..i).unwrap_or_default(),
+                Some(token.get(i + 1..).unwrap_or_default()),
+            ),
+            None => (token, None),
         };
         // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-        let kw_ok = k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let kw_ok = k.first().is_some_and(u8::is_ascii_alphanumeric)
+            && k.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
         // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531)
         let val_ok = v.is_none_or(|v| {
             !v.is_empty()
-                && v.bytes()
-                    .all(|b| (33..=60).contains(&b) || (62..=126).contains(&b) || b >= 0x80)
+                && v.iter()
+                    .all(|&c| (33..=126).contains(&c) && c != b'=' || c >= 0x80)
         });
-        if kw_ok && val_ok {
-            Ok((k, v))
-        } else {
-            Err(())
+        if !(kw_ok && val_ok) {
+            return Err(bad);
         }
-    }))
+        f(sub(rest, k), v.map(|v| sub(rest, v)))?;
+    }
+    Ok(())
 }
 
 /// Decimal with at most 19 digits (fits u64 without overflow checks).
@@ -1027,6 +1129,20 @@ mod tests {
             Ok(Command::Mail { from: ReversePath::Mailbox(m), .. }) if m.domain == "[IPv6:2001:db8::1]"
         ));
         assert!(p("MAIL FROM:<u@[x-tag:abc]>").is_ok());
+        // Found by the smtp_command fuzz target: general literals may hold
+        // '"', '<' and '>', which must not end or open anything.
+        let c = p(r#"RCPT TO:<e@[NNNNE:E99"9NNNNENN998=o:E99o3:;>]> NOTIFY=NEVER"#).unwrap();
+        assert!(
+            matches!(&c, Command::Rcpt { to: ForwardPath::Mailbox(m), params }
+            if m.domain == r#"[NNNNE:E99"9NNNNENN998=o:E99o3:;>]"# && params.notify.is_some())
+        );
+        assert_eq!(Command::parse(c.to_string().as_bytes()), Ok(c));
+        let c = p(r#"RcpT To: eAUT@[NNNNE:E99"9NNNNENN998=o:E99o3:;]"#).unwrap();
+        assert_eq!(Command::parse(c.to_string().as_bytes()), Ok(c));
+        assert_eq!(
+            p("MAIL FROM:<u@[x:a>"),
+            Err(ParseError::BadAddress(Verb::Mail))
+        );
         assert_eq!(
             p("MAIL FROM:<u@[999.0.2.1]>"),
             Err(ParseError::BadAddress(Verb::Mail))

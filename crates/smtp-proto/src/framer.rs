@@ -37,6 +37,9 @@
 //! plus at most `line_cap` octets of a command line, or two octets of a
 //! DATA line (a pending `.` or CR whose meaning depends on the next byte).
 
+/// Largest input window one [`Frame::Data`] is cut from.
+pub const DATA_WINDOW: usize = 64 * 1024;
+
 /// What to do with a line that ends in a bare LF (Postfix 3.9
 /// `smtpd_forbid_bare_newline`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +108,9 @@ pub struct Framer {
     policy: BareLf,
     line_cap: usize,
     skipping: bool,
+    /// Octets after `pos` already searched for LF (no rescanning when a
+    /// long line arrives a byte at a time).
+    scanned: usize,
 }
 
 impl Framer {
@@ -118,6 +124,7 @@ impl Framer {
             policy,
             line_cap: line_cap.max(3),
             skipping: false,
+            scanned: 0,
         }
     }
 
@@ -145,6 +152,7 @@ impl Framer {
         self.buf.clear();
         self.pos = 0;
         self.skipping = false;
+        self.scanned = 0;
     }
 
     /// Switch to DATA body mode (after sending 354).
@@ -219,8 +227,11 @@ impl Framer {
             let scan = avail
                 .get(..self.line_cap.min(avail.len()))
                 .unwrap_or_default();
-            match memchr::memchr(b'\n', scan) {
+            let from = self.scanned.min(scan.len());
+            let found = memchr::memchr(b'\n', scan.get(from..).unwrap_or_default());
+            match found.map(|o| o + from) {
                 Some(off) => {
+                    self.scanned = 0;
                     let start = self.pos;
                     self.pos += off + 1;
                     let raw = self.buf.get(start..start + off).unwrap_or_default();
@@ -237,14 +248,22 @@ impl Framer {
                 None if avail.len() >= self.line_cap => {
                     // Oversized: drop what we have and skip to the line end.
                     self.skipping = true;
+                    self.scanned = 0;
                 }
-                None => return Frame::NeedMore,
+                None => {
+                    self.scanned = scan.len();
+                    return Frame::NeedMore;
+                }
             }
         }
     }
 
     fn data(&mut self, mut at_line_start: bool, mut prev_crlf: bool, mut bare: bool) -> Frame<'_> {
         let avail = self.buf.get(self.pos..).unwrap_or_default();
+        // At most DATA_WINDOW octets per frame: bounded chunks for the host
+        // and allocations small enough to be reused. Stopping anywhere is
+        // safe: it is the same as the input arriving in two pieces.
+        let avail = avail.get(..DATA_WINDOW).unwrap_or(avail);
         let mut out = Vec::with_capacity(avail.len() + avail.len() / 64);
         let mut i = 0usize; // next unexamined byte
         let mut run = 0usize; // first byte not yet copied to `out`
@@ -329,5 +348,215 @@ impl Framer {
         } else {
             Frame::Data(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `input` in pieces of `step` bytes and collect the DATA result.
+    fn data(input: &[u8], policy: BareLf, step: usize) -> (Vec<u8>, Option<bool>, Vec<u8>) {
+        let mut f = Framer::new(512, policy);
+        f.expect_data();
+        let mut body = Vec::new();
+        let mut end = None;
+        for piece in input.chunks(step.max(1)) {
+            f.push(piece);
+            loop {
+                match f.next_frame() {
+                    Frame::NeedMore => break,
+                    Frame::Data(d) => {
+                        assert!(!d.is_empty());
+                        assert!(end.is_none());
+                        body.extend_from_slice(&d);
+                    }
+                    Frame::DataEnd { bare_lf } => {
+                        end = Some(bare_lf);
+                    }
+                    Frame::Line { .. } => break,
+                    other => panic!("{other:?}"),
+                }
+                if end.is_some() {
+                    break;
+                }
+            }
+        }
+        let rest = f.buf[f.pos..].to_vec();
+        (body, end, rest)
+    }
+
+    fn all_steps(input: &[u8], policy: BareLf) -> (Vec<u8>, Option<bool>, Vec<u8>) {
+        let whole = data(input, policy, input.len());
+        for step in 1..input.len() {
+            assert_eq!(data(input, policy, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    #[test]
+    fn lines_and_caps() {
+        let mut f = Framer::new(10, BareLf::Normalize);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        f.push(b"NOOP\r\nQUIT\n12345678\r\n123456789\r\nx");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"NOOP",
+                bare_lf: false,
+                len: 6
+            }
+        );
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"QUIT",
+                bare_lf: true,
+                len: 5
+            }
+        );
+        // Exactly the cap, line end included.
+        assert!(matches!(f.next_frame(), Frame::Line { len: 10, .. }));
+        assert_eq!(f.next_frame(), Frame::LineTooLong);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        assert_eq!(f.buffered(), 1);
+        assert!(f.in_line_mode());
+        // Bare CR is not a line end.
+        f.push(b"\ry\r\n");
+        assert_eq!(
+            f.next_frame(),
+            Frame::Line {
+                line: b"x\ry",
+                bare_lf: false,
+                len: 5
+            }
+        );
+    }
+
+    #[test]
+    fn line_fed_a_byte_at_a_time() {
+        let mut f = Framer::new(64, BareLf::Normalize);
+        let input = b"NOOP abcdefghijklmnopqrstuvwxyz\r\nQUIT\r\n";
+        let mut lines = Vec::new();
+        for &b in input.iter() {
+            f.push(&[b]);
+            while let Frame::Line { line, .. } = f.next_frame() {
+                lines.push(line.to_vec());
+            }
+        }
+        assert_eq!(
+            lines,
+            vec![
+                b"NOOP abcdefghijklmnopqrstuvwxyz".to_vec(),
+                b"QUIT".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_line_skipped_across_pushes() {
+        let mut f = Framer::new(16, BareLf::Normalize);
+        f.push(&[b'a'; 40]);
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        assert_eq!(f.buffered(), 0, "skipped bytes are dropped");
+        f.push(b"QUIT\r\nNOOP\r\n");
+        assert_eq!(f.next_frame(), Frame::LineTooLong);
+        assert!(matches!(f.next_frame(), Frame::Line { line: b"NOOP", .. }));
+    }
+
+    #[test]
+    fn data_unstuffing_and_end() {
+        let (body, end, rest) = all_steps(b"a\r\n..b\r\n.c\r\n\r\n.\r\nNEXT", BareLf::Normalize);
+        assert_eq!(body, b"a\r\n.b\r\nc\r\n\r\n");
+        assert_eq!(end, Some(false));
+        assert_eq!(rest, b"NEXT");
+        // The CRLF of the DATA command counts: an immediate "." ends.
+        let (body, end, _) = all_steps(b".\r\n", BareLf::Normalize);
+        assert_eq!((body.as_slice(), end), (&b""[..], Some(false)));
+        // Lines without a line end are passed on as they come.
+        let (body, end, _) = all_steps(b"abc\rdef", BareLf::Normalize);
+        assert_eq!((body.as_slice(), end), (&b"abc\rdef"[..], None));
+    }
+
+    #[test]
+    fn smuggling_vectors_never_end_data() {
+        for v in [
+            &b"\n.\n"[..],
+            b"\r\n.\n",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\r\n.\rX\r\n",
+        ] {
+            for policy in [BareLf::Normalize, BareLf::Reject] {
+                let mut input = b"x".to_vec();
+                input.extend_from_slice(v);
+                input.extend_from_slice(b"MAIL FROM:<a@b.c>\r\n");
+                let (body, end, _) = all_steps(&input, policy);
+                assert_eq!(end, None, "{v:?} {policy:?} ended the data");
+                assert!(body.ends_with(b"MAIL FROM:<a@b.c>\r\n"));
+                // Only the real end ends it.
+                input.extend_from_slice(b".\r\n");
+                let (_, end, rest) = all_steps(&input, policy);
+                let has_bare_lf = v
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b == b'\n' && (i == 0 || v[i - 1] != b'\r'));
+                assert_eq!(
+                    end,
+                    Some(policy == BareLf::Reject && has_bare_lf),
+                    "{v:?} {policy:?}"
+                );
+                assert!(rest.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn bare_lf_normalised() {
+        let (body, end, _) = all_steps(b"a\nb\r\n.\n..\n\n.\r\n", BareLf::Normalize);
+        assert_eq!(body, b"a\r\nb\r\n\r\n.\r\n\r\n\r\n");
+        // "\n.\r\n" after "\n": the preceding line ended in bare LF, so the
+        // terminator is not recognised until a line ending in CRLF.
+        assert_eq!(end, None);
+        let (body, end, _) = all_steps(b"a\nb\r\n.\r\n", BareLf::Reject);
+        assert_eq!(body, b"a\nb\r\n");
+        assert_eq!(end, Some(true));
+    }
+
+    #[test]
+    fn chunks_are_exact() {
+        let mut f = Framer::new(512, BareLf::Normalize);
+        f.push(b"ab\r\n.\r\nQUIT\r\n");
+        f.expect_chunk(5);
+        assert_eq!(f.next_frame(), Frame::Chunk(b"ab\r\n.".to_vec()));
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        assert!(f.in_line_mode());
+        assert!(matches!(f.next_frame(), Frame::Line { line: b"", .. }));
+        f.expect_chunk(0);
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        f.expect_chunk(10);
+        assert_eq!(f.next_frame(), Frame::Chunk(b"QUIT\r\n".to_vec()));
+        assert_eq!(f.next_frame(), Frame::NeedMore);
+        f.push(b"1234567");
+        assert_eq!(f.next_frame(), Frame::Chunk(b"1234".to_vec()));
+        assert_eq!(f.next_frame(), Frame::ChunkEnd);
+        assert_eq!(f.buffered(), 3);
+        f.discard_buffered();
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn compaction_keeps_content() {
+        let mut f = Framer::new(512, BareLf::Normalize);
+        let line = format!("NOOP {}\r\n", "x".repeat(100));
+        for _ in 0..200 {
+            f.push(line.as_bytes());
+            f.push(&line.as_bytes()[..10]);
+            assert!(matches!(f.next_frame(), Frame::Line { len: 107, .. }));
+            f.push(&line.as_bytes()[10..]);
+            assert!(matches!(f.next_frame(), Frame::Line { len: 107, .. }));
+        }
+        assert_eq!(f.next_frame(), Frame::NeedMore);
     }
 }

@@ -10,6 +10,7 @@
 //!   responses, DATA bodies (dot-unstuffing, smuggling-proof end of data)
 //!   and BDAT chunks.
 //! * [`server`]: [`ServerSession`], the receiver, with Postfix's reply texts.
+//! * [`client`]: [`ClientSession`], the sender (EHLO/HELO, AUTH, PIPELINING).
 //! * [`transcript`]: `C:`/`S:` lines of a dialogue, credentials marked.
 //!
 //! # Driving a server session
@@ -23,6 +24,7 @@
 //! |---|---|
 //! | `Err(Interrupt::Send(bytes))` | writes all `bytes` to the client |
 //! | `Err(Interrupt::NeedInput)` | waits for the socket to be readable, or for [`ServerSession::poll_timeout`] to pass; passes what it read to [`ServerSession::enqueue_input`] or calls [`ServerSession::handle_timeout`] |
+//! | (the read returned 0: end of file) | calls [`ServerSession::input_closed`] and goes on calling `next` (a complete pipelined message is still delivered, an unfinished one is aborted) |
 //! | `Err(Interrupt::Close)` | closes the connection (sticky: every later call says `Close`) |
 //! | `Ok(Event::Mail { .. })`, `Ok(Event::Rcpt { .. })`, `Ok(Event::Vrfy { .. })` | decides, calls [`ServerSession::decide`] |
 //! | `Ok(Event::Auth(credentials))` | checks them, calls [`ServerSession::auth_result`] |
@@ -94,6 +96,7 @@
 )]
 
 pub mod auth;
+pub mod client;
 pub mod command;
 pub mod framer;
 pub mod reply;
@@ -102,6 +105,10 @@ pub mod server;
 pub mod transcript;
 
 pub use auth::{cram_md5_digest, Credentials, Mechanism};
+pub use client::{
+    dot_stuff, ClientConfig, ClientError, ClientEvent, ClientSession, MessageReport,
+    OutgoingMessage,
+};
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,
     ReversePath, Verb,

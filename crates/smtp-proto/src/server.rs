@@ -17,6 +17,9 @@ use crate::Secret;
 /// 12288 octets, more than the 512 of ordinary commands.
 pub const SASL_LINE_LIMIT: usize = 12288;
 
+/// Transcript lines kept when the host does not poll them.
+pub const MAX_TRANSCRIPT: usize = 1024;
+
 /// Server configuration. [`ServerConfig::new`] gives Postfix-like defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -304,6 +307,7 @@ struct Core {
     last_input: Duration,
     closing: bool,
     closed: bool,
+    eof: bool,
 }
 
 /// A Sans-I/O SMTP server session for one connection.
@@ -337,6 +341,7 @@ impl ServerSession {
             last_input: now,
             closing: false,
             closed: false,
+            eof: false,
         };
         let greeting = format!("{} {}", core.cfg.hostname, core.cfg.greeting);
         core.reply_plain(220, greeting.trim_end());
@@ -354,11 +359,19 @@ impl ServerSession {
     /// input given while a decision is pending is buffered (pipelining).
     /// Input after close is ignored.
     pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        if self.core.closing || self.core.closed {
+        if self.core.closing || self.core.closed || self.core.eof {
             return;
         }
         self.core.last_input = now;
         self.framer.push(bytes);
+    }
+
+    /// The client closed its side (read returned 0). Input already
+    /// enqueued is still processed (a complete pipelined message is still
+    /// delivered); then a message left unfinished is aborted
+    /// ([`Event::MessageAborted`]) and the session closes.
+    pub fn input_closed(&mut self) {
+        self.core.eof = true;
     }
 
     /// Drive the session: returns the next event, or what the host must do
@@ -390,6 +403,12 @@ impl ServerSession {
                 return Err(Interrupt::AwaitingAnswer);
             }
             let after = match self.framer.next_frame() {
+                Frame::NeedMore if core.eof => {
+                    // The client is gone: whatever it started is dropped.
+                    core.abort_body(AbortReason::Closed);
+                    core.closing = true;
+                    After::Nothing
+                }
                 Frame::NeedMore => {
                     // RFC 2920 section 3.2: flush when no more input is
                     // buffered.
@@ -441,6 +460,13 @@ impl ServerSession {
             c.reply(421, (4, 4, 2), &text);
             c.closing = true;
         }
+    }
+
+    /// Octets enqueued and not yet framed. After [`Interrupt::NeedInput`]
+    /// this is at most a partial line (bounded by the line caps), so a host
+    /// that reads only on `NeedInput` keeps memory bounded.
+    pub fn buffered_input(&self) -> usize {
+        self.framer.buffered()
     }
 
     /// True once [`Interrupt::Close`] has been returned.
@@ -515,6 +541,8 @@ impl ServerSession {
         let c = &mut self.core;
         match c.awaiting.take() {
             Some(Awaiting::Auth(user)) => {
+                // The client waits for this reply.
+                c.flush = true;
                 match result {
                     AuthResult::Success => {
                         c.user = Some(user);
@@ -543,6 +571,7 @@ impl ServerSession {
         let c = &mut self.core;
         match c.awaiting.take() {
             Some(Awaiting::Challenge) => {
+                c.flush = true;
                 c.reply_plain(334, &b64_encode(challenge.as_bytes()));
                 c.input = Input::Sasl(Sasl::Cram(challenge.to_owned()));
                 Ok(())
@@ -560,6 +589,9 @@ impl ServerSession {
         match c.awaiting.take() {
             Some(Awaiting::Message) => {
                 c.tx = None;
+                // The reply to the end of a message (DATA or BDAT LAST) is
+                // never held back behind later pipelined commands.
+                c.flush = true;
                 match delivery {
                     Delivery::Accepted { queue_id } => {
                         c.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"));
@@ -605,6 +637,10 @@ impl Core {
 
     fn record(&mut self, direction: Direction, kind: EntryKind, text: String) {
         if self.cfg.record_transcript {
+            // Bounded even if the host never polls: the oldest lines go.
+            if self.transcript.len() >= MAX_TRANSCRIPT {
+                self.transcript.pop_front();
+            }
             self.transcript.push_back(TranscriptEntry {
                 direction,
                 kind,

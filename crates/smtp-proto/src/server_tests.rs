@@ -937,3 +937,196 @@ fn rfc5321_appendix_d2_d3() {
         "250 2.1.5 Ok\r\n"
     );
 }
+
+#[test]
+fn host_verdicts_and_error_counting() {
+    let mut c = cfg();
+    c.max_errors = 2;
+    let mut s = ServerSession::new(c, Duration::ZERO);
+    let mut out = Vec::new();
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nVRFY root\r\nMAIL FROM:<spam@x.y>\r\nMAIL FROM:<spam@x.y>\r\nNOOP\r\n",
+    );
+    loop {
+        match s.next() {
+            Ok(Event::Vrfy { argument }) => {
+                assert_eq!(argument, "root");
+                s.decide(Verdict::Reject(Reply::new(
+                    550,
+                    (5, 1, 1),
+                    "root: User unknown",
+                )))
+                .unwrap();
+            }
+            Ok(Event::Mail { .. }) => s
+                .decide(Verdict::Reject(Reply::new(
+                    554,
+                    (5, 7, 1),
+                    "Sender rejected",
+                )))
+                .unwrap(),
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Close) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    // A VRFY answer is not an error; two rejected MAILs reach the limit.
+    assert!(out.ends_with(
+        "550 5.1.1 root: User unknown\r\n554 5.7.1 Sender rejected\r\n554 5.7.1 Sender rejected\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"
+    ), "{out}");
+}
+
+#[test]
+fn auth_temporary_failure() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    s.enqueue_input(Duration::ZERO, b"EHLO c\r\nAUTH PLAIN AHUAcA==\r\n");
+    let mut out = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Auth(c)) => {
+                assert_eq!(c.username(), "u");
+                assert!(c.verify_password("p"));
+                s.auth_result(AuthResult::TemporaryFailure).unwrap();
+            }
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(_) => break,
+        }
+    }
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("454 4.7.0 Temporary authentication failure\r\n"));
+    assert_eq!(s.authenticated_user(), None);
+}
+
+#[test]
+fn starttls_reply_precedes_event() {
+    let mut c = cfg();
+    c.tls_available = true;
+    let mut s = ServerSession::new(c, Duration::ZERO);
+    s.enqueue_input(Duration::ZERO, b"EHLO c\r\nSTARTTLS\r\nQUIT\r\n");
+    let mut seen = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::StartTls) => {
+                seen.push("event".to_string());
+                // Input received before the handshake is dropped.
+                assert_eq!(s.buffered_input(), 0);
+                s.tls_established().unwrap();
+            }
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => seen.push(String::from_utf8(b).unwrap()),
+            Err(Interrupt::NeedInput) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(seen[seen.len() - 2], "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(seen[seen.len() - 1], "event");
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn config_accessor_and_defaults() {
+    let s = ServerSession::new(ServerConfig::new("h"), Duration::ZERO);
+    let c = s.config();
+    assert_eq!(c.line_limit, 512);
+    assert_eq!(c.bare_lf, BareLf::Normalize);
+    assert_eq!(c.command_timeout, Duration::from_secs(300));
+    assert_eq!(c.data_timeout, Duration::from_secs(180));
+    assert!(!s.is_tls());
+}
+
+#[test]
+fn end_of_message_reply_not_held_back() {
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
+    s.enqueue_input(
+        Duration::ZERO,
+        b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 1 LAST\r\nxMAIL FROM:<a@b.c>\r\n",
+    );
+    let mut sends = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
+            Ok(Event::MessageEnd(_)) => s
+                .message_result(Delivery::Accepted {
+                    queue_id: "Q".into(),
+                })
+                .unwrap(),
+            Ok(_) => {}
+            Err(Interrupt::Send(b)) => sends.push(String::from_utf8(b).unwrap()),
+            Err(_) => break,
+        }
+    }
+    let n = sends.len();
+    assert_eq!(sends[n - 2], "250 2.0.0 Ok: queued as Q\r\n");
+    assert_eq!(sends[n - 1], "250 2.1.0 Ok\r\n");
+}
+
+#[test]
+fn transcript_is_bounded() {
+    let mut c = cfg();
+    c.record_transcript = true;
+    let mut h = ready(c);
+    for _ in 0..1000 {
+        h.feed(b"NOOP\r\n");
+    }
+    h.take();
+    let mut n = 0;
+    while h.s.poll_transcript().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, MAX_TRANSCRIPT);
+}
+
+/// RFC 5321 appendix D.4: verifying, then sending.
+#[test]
+fn rfc5321_appendix_d4() {
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "VRFY Crispin\r\n"),
+        "252 2.0.0 Crispin\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "SEND FROM:<EAK@bar.com>\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<EAK@bar.com>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<Admin.MRC@foo.com>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "DATA\r\nBlah blah blah...\r\n...etc. etc. etc.\r\n.\r\nQUIT\r\n"
+        ),
+        "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n"
+    );
+}
+
+#[test]
+fn client_eof() {
+    // A complete pipelined message before EOF is still delivered.
+    let mut h = ready(cfg());
+    h.s.enqueue_input(
+        Duration::ZERO,
+        b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nunfinished",
+    );
+    h.s.input_closed();
+    h.run();
+    assert!(h.closed);
+    assert_eq!(h.bodies, vec![b"x\r\n".to_vec()]);
+    assert_eq!(
+        h.events.last(),
+        Some(&Event::MessageAborted(AbortReason::Closed))
+    );
+    assert!(h
+        .take()
+        .ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
+}

@@ -1,0 +1,771 @@
+//! The client session: a Sans-I/O ESMTP sender.
+//!
+//! A [`ClientSession`] delivers a list of messages over one connection:
+//! greeting, EHLO (HELO when EHLO is refused), optional AUTH (PLAIN, else
+//! LOGIN), then per message MAIL, RCPT..., DATA with the body dot-stuffed,
+//! using PIPELINING (RFC 2920) when the server offers it, and finally QUIT.
+//! It is driven like the server: call [`ClientSession::next`], write what
+//! [`Interrupt::Send`] gives, read on [`Interrupt::NeedInput`], stop at
+//! [`Interrupt::Close`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::auth::b64_encode;
+use crate::reply::{Reply, ReplyError};
+use crate::server::Interrupt;
+use crate::Secret;
+
+/// Client configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Our name for EHLO/HELO.
+    pub ehlo_domain: String,
+    /// User name and password for AUTH, if the server must see them.
+    pub credentials: Option<(String, Secret<String>)>,
+    /// Use PIPELINING when the server offers it.
+    pub pipelining: bool,
+}
+
+impl ClientConfig {
+    /// No AUTH, pipelining when offered.
+    pub fn new(ehlo_domain: impl Into<String>) -> Self {
+        ClientConfig {
+            ehlo_domain: ehlo_domain.into(),
+            credentials: None,
+            pipelining: true,
+        }
+    }
+}
+
+/// A message to send: envelope and body (lines ending in CRLF, not
+/// dot-stuffed; the session stuffs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Sender address without brackets; empty for the null reverse-path.
+    pub from: String,
+    /// Recipient addresses without brackets.
+    pub to: Vec<String>,
+    /// Message content.
+    pub body: Vec<u8>,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageReport {
+    /// Position in the list given to [`ClientSession::new`].
+    pub index: usize,
+    /// Reply to MAIL.
+    pub mail: Reply,
+    /// Each recipient with its RCPT reply.
+    pub recipients: Vec<(String, Reply)>,
+    /// Reply to the end of data (or to DATA when it was refused); `None`
+    /// when DATA was not reached.
+    pub data: Option<Reply>,
+}
+
+impl MessageReport {
+    /// The server took responsibility for the message (2yz after the
+    /// body) for the recipients whose RCPT got 2yz.
+    pub fn accepted(&self) -> bool {
+        self.data.as_ref().is_some_and(Reply::is_positive)
+    }
+}
+
+/// Why a session gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused at a stage that ends the session (greeting,
+    /// HELO, AUTH).
+    #[error("server refused {stage}: {reply}")]
+    Refused {
+        /// What was refused.
+        stage: &'static str,
+        /// The server's reply.
+        reply: Reply,
+    },
+    /// Credentials configured but the server offers neither PLAIN nor LOGIN.
+    #[error("server offers no usable AUTH mechanism")]
+    NoAuthMechanism,
+    /// The server sent something that is not an SMTP reply.
+    #[error("malformed reply: {0}")]
+    Protocol(ReplyError),
+    /// The server did not answer in time (RFC 5321 section 4.5.3.2).
+    #[error("timeout waiting for the server")]
+    Timeout,
+}
+
+/// What the client session reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Greeting and EHLO/HELO done.
+    Ready {
+        /// EHLO was accepted (false: HELO fallback).
+        extended: bool,
+        /// EHLO keywords with their parameters (`SIZE 10240000`, ...).
+        capabilities: Vec<String>,
+    },
+    /// AUTH succeeded.
+    Authenticated,
+    /// A message transaction finished (accepted or not).
+    Message(MessageReport),
+    /// The session gives up (QUIT is sent when the server is still there).
+    Failed(ClientError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Ehlo,
+    Helo,
+    AuthPlain,
+    AuthLoginStart,
+    AuthLoginUser,
+    AuthLoginPass,
+    Mail,
+    Rcpt(usize),
+    Data,
+    Rset,
+    EndOfData,
+    Quit,
+}
+
+/// A Sans-I/O SMTP client session. See the [module docs](self).
+#[derive(Debug)]
+pub struct ClientSession {
+    cfg: ClientConfig,
+    messages: Vec<OutgoingMessage>,
+    current: usize,
+    report: Option<MessageReport>,
+    input: Vec<u8>,
+    /// Octets of `input` known to hold no complete reply.
+    checked: usize,
+    out: Vec<u8>,
+    expect: VecDeque<Expect>,
+    events: VecDeque<ClientEvent>,
+    capabilities: Vec<String>,
+    pipelining: bool,
+    last_activity: Duration,
+    closing: bool,
+    closed: bool,
+}
+
+impl ClientSession {
+    /// A session that will deliver `messages` in order, then QUIT. `now`
+    /// is the host's clock, as for [`ServerSession`](crate::ServerSession).
+    pub fn new(config: ClientConfig, messages: Vec<OutgoingMessage>, now: Duration) -> Self {
+        ClientSession {
+            cfg: config,
+            messages,
+            current: 0,
+            report: None,
+            input: Vec::new(),
+            checked: 0,
+            out: Vec::new(),
+            expect: VecDeque::from([Expect::Greeting]),
+            events: VecDeque::new(),
+            capabilities: Vec::new(),
+            pipelining: false,
+            last_activity: now,
+            closing: false,
+            closed: false,
+        }
+    }
+
+    /// Hand over bytes read from the server.
+    pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.last_activity = now;
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// The server's deadline for its next reply (RFC 5321 section
+    /// 4.5.3.2: 5 minutes, 2 for the 354, 10 after the body).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.closed || self.closing {
+            return None;
+        }
+        let t = match self.expect.front()? {
+            Expect::Data => 120,
+            Expect::EndOfData => 600,
+            _ => 300,
+        };
+        Some(self.last_activity.saturating_add(Duration::from_secs(t)))
+    }
+
+    /// Tell the session the time; past the deadline it fails and closes.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.events
+                .push_back(ClientEvent::Failed(ClientError::Timeout));
+            self.expect.clear();
+            self.out.clear();
+            self.closing = true;
+        }
+    }
+
+    /// EHLO keywords seen (empty before EHLO or after HELO).
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    /// Drive the session; see the module docs.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            if self.closed {
+                return Err(Interrupt::Close);
+            }
+            if self.expect.is_empty() {
+                if !self.out.is_empty() {
+                    return Err(Interrupt::Send(std::mem::take(&mut self.out)));
+                }
+                self.closed = true;
+                return Err(Interrupt::Close);
+            }
+            // Parse again only once a new line end has arrived, so that a
+            // long reply trickling in costs no repeated full parses.
+            let fresh = self.input.get(self.checked..).unwrap_or_default();
+            let result = if memchr::memchr(b'\n', fresh).is_some() {
+                Reply::parse(&self.input)
+            } else if self.input.len() > crate::reply::MAX_REPLY_LEN {
+                Err(ReplyError::TooLong)
+            } else {
+                Err(ReplyError::Incomplete)
+            };
+            match result {
+                Ok((reply, used)) => {
+                    self.checked = 0;
+                    self.input.drain(..used);
+                    if let Some(exp) = self.expect.pop_front() {
+                        self.on_reply(exp, reply);
+                    }
+                }
+                Err(ReplyError::Incomplete) => {
+                    self.checked = self.input.len();
+                    if !self.out.is_empty() {
+                        return Err(Interrupt::Send(std::mem::take(&mut self.out)));
+                    }
+                    return Err(Interrupt::NeedInput);
+                }
+                Err(e) => {
+                    self.events
+                        .push_back(ClientEvent::Failed(ClientError::Protocol(e)));
+                    self.expect.clear();
+                    self.out.clear();
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn fail(&mut self, err: ClientError) {
+        self.events.push_back(ClientEvent::Failed(err));
+        self.quit();
+    }
+
+    fn quit(&mut self) {
+        self.expect.clear();
+        self.send_line("QUIT");
+        self.expect.push_back(Expect::Quit);
+    }
+
+    fn on_reply(&mut self, exp: Expect, reply: Reply) {
+        match exp {
+            Expect::Greeting => {
+                if reply.code() == 220 {
+                    let l = format!("EHLO {}", self.cfg.ehlo_domain);
+                    self.send_line(&l);
+                    self.expect.push_back(Expect::Ehlo);
+                } else {
+                    self.fail(ClientError::Refused {
+                        stage: "connection",
+                        reply,
+                    });
+                }
+            }
+            Expect::Ehlo => {
+                if reply.is_positive() {
+                    self.capabilities = reply.lines().iter().skip(1).cloned().collect();
+                    self.pipelining = self.cfg.pipelining && self.has_capability("PIPELINING");
+                    self.events.push_back(ClientEvent::Ready {
+                        extended: true,
+                        capabilities: self.capabilities.clone(),
+                    });
+                    self.after_hello();
+                } else if reply.code() == 421 {
+                    self.fail(ClientError::Refused {
+                        stage: "EHLO",
+                        reply,
+                    });
+                } else {
+                    // RFC 5321 section 3.2: fall back to HELO.
+                    let l = format!("HELO {}", self.cfg.ehlo_domain);
+                    self.send_line(&l);
+                    self.expect.push_back(Expect::Helo);
+                }
+            }
+            Expect::Helo => {
+                if reply.is_positive() {
+                    self.capabilities.clear();
+                    self.pipelining = false;
+                    self.events.push_back(ClientEvent::Ready {
+                        extended: false,
+                        capabilities: Vec::new(),
+                    });
+                    self.after_hello();
+                } else {
+                    self.fail(ClientError::Refused {
+                        stage: "HELO",
+                        reply,
+                    });
+                }
+            }
+            Expect::AuthPlain | Expect::AuthLoginPass => {
+                if reply.code() == 235 {
+                    self.events.push_back(ClientEvent::Authenticated);
+                    self.next_message();
+                } else {
+                    self.fail(ClientError::Refused {
+                        stage: "AUTH",
+                        reply,
+                    });
+                }
+            }
+            Expect::AuthLoginStart | Expect::AuthLoginUser => {
+                if reply.code() == 334 {
+                    let (user, pass) = match &self.cfg.credentials {
+                        Some((u, p)) => (u.clone(), p.expose().clone()),
+                        None => (String::new(), String::new()),
+                    };
+                    if exp == Expect::AuthLoginStart {
+                        self.send_line(&b64_encode(user.as_bytes()));
+                        self.expect.push_back(Expect::AuthLoginUser);
+                    } else {
+                        self.send_line(&b64_encode(pass.as_bytes()));
+                        self.expect.push_back(Expect::AuthLoginPass);
+                    }
+                } else {
+                    self.fail(ClientError::Refused {
+                        stage: "AUTH",
+                        reply,
+                    });
+                }
+            }
+            Expect::Mail => {
+                let mail_ok = reply.is_positive();
+                if let Some(r) = self.report.as_mut() {
+                    r.mail = reply;
+                }
+                if !self.pipelining {
+                    if mail_ok {
+                        self.send_rcpt(0);
+                    } else {
+                        self.finish_message();
+                    }
+                }
+            }
+            Expect::Rcpt(i) => {
+                let n = self.messages.get(self.current).map_or(0, |m| m.to.len());
+                if let Some(r) = self.report.as_mut() {
+                    if let Some(slot) = r.recipients.get_mut(i) {
+                        slot.1 = reply;
+                    }
+                }
+                if !self.pipelining {
+                    if i + 1 < n {
+                        self.send_rcpt(i + 1);
+                    } else if self.any_recipient_accepted() {
+                        self.send_line("DATA");
+                        self.expect.push_back(Expect::Data);
+                    } else {
+                        self.send_line("RSET");
+                        self.expect.push_back(Expect::Rset);
+                    }
+                }
+            }
+            Expect::Data => {
+                if reply.code() == 354 {
+                    if self.any_recipient_accepted() {
+                        let body = self
+                            .messages
+                            .get(self.current)
+                            .map(|m| dot_stuff(&m.body))
+                            .unwrap_or_else(|| b".\r\n".to_vec());
+                        self.out.extend_from_slice(&body);
+                    } else {
+                        // RFC 2920 section 3.1: all recipients refused but
+                        // 354 given: send an empty message end.
+                        self.out.extend_from_slice(b".\r\n");
+                    }
+                    self.expect.push_back(Expect::EndOfData);
+                } else {
+                    if let Some(r) = self.report.as_mut() {
+                        r.data = Some(reply);
+                    }
+                    self.finish_message();
+                }
+            }
+            Expect::EndOfData => {
+                if let Some(r) = self.report.as_mut() {
+                    r.data = Some(reply);
+                }
+                self.finish_message();
+            }
+            Expect::Rset => self.finish_message(),
+            Expect::Quit => {
+                self.closing = true;
+            }
+        }
+    }
+
+    fn has_capability(&self, kw: &str) -> bool {
+        self.capabilities.iter().any(|c| {
+            c.split(' ')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case(kw))
+        })
+    }
+
+    fn auth_mechanisms(&self) -> Vec<String> {
+        self.capabilities
+            .iter()
+            .filter_map(|c| {
+                let (k, rest) = c.split_once(' ')?;
+                k.eq_ignore_ascii_case("AUTH").then_some(rest)
+            })
+            .flat_map(|r| r.split(' ').map(str::to_ascii_uppercase))
+            .collect()
+    }
+
+    fn after_hello(&mut self) {
+        let Some((user, pass)) = self.cfg.credentials.clone() else {
+            self.next_message();
+            return;
+        };
+        let mechs = self.auth_mechanisms();
+        if mechs.iter().any(|m| m == "PLAIN") {
+            let mut msg = Vec::new();
+            msg.push(0);
+            msg.extend_from_slice(user.as_bytes());
+            msg.push(0);
+            msg.extend_from_slice(pass.expose().as_bytes());
+            let l = format!("AUTH PLAIN {}", b64_encode(&msg));
+            self.send_line(&l);
+            self.expect.push_back(Expect::AuthPlain);
+        } else if mechs.iter().any(|m| m == "LOGIN") {
+            self.send_line("AUTH LOGIN");
+            self.expect.push_back(Expect::AuthLoginStart);
+        } else {
+            self.fail(ClientError::NoAuthMechanism);
+        }
+    }
+
+    fn next_message(&mut self) {
+        let Some(m) = self.messages.get(self.current) else {
+            self.quit();
+            return;
+        };
+        self.report = Some(MessageReport {
+            index: self.current,
+            mail: Reply::plain(0, ""),
+            recipients: m
+                .to
+                .iter()
+                .map(|t| (t.clone(), Reply::plain(0, "not sent")))
+                .collect(),
+            data: None,
+        });
+        let mut line = format!("MAIL FROM:<{}>", m.from);
+        if self.has_capability("SIZE") {
+            line.push_str(&format!(" SIZE={}", m.body.len()));
+        }
+        // RFC 6152 / RFC 6531: declare what the server offers and the
+        // message needs.
+        if !m.body.is_ascii() && self.has_capability("8BITMIME") {
+            line.push_str(" BODY=8BITMIME");
+        }
+        let utf8_addresses = !m.from.is_ascii() || m.to.iter().any(|t| !t.is_ascii());
+        if utf8_addresses && self.has_capability("SMTPUTF8") {
+            line.push_str(" SMTPUTF8");
+        }
+        let n = m.to.len();
+        self.send_line(&line);
+        self.expect.push_back(Expect::Mail);
+        if self.pipelining {
+            // RFC 2920 section 3.1: MAIL, RCPTs and DATA in one group.
+            for i in 0..n {
+                self.send_rcpt(i);
+            }
+            self.send_line("DATA");
+            self.expect.push_back(Expect::Data);
+        }
+    }
+
+    fn send_rcpt(&mut self, i: usize) {
+        let Some(to) = self
+            .messages
+            .get(self.current)
+            .and_then(|m| m.to.get(i))
+            .cloned()
+        else {
+            return;
+        };
+        self.send_line(&format!("RCPT TO:<{to}>"));
+        self.expect.push_back(Expect::Rcpt(i));
+    }
+
+    fn any_recipient_accepted(&self) -> bool {
+        self.report
+            .as_ref()
+            .is_some_and(|r| r.recipients.iter().any(|(_, rep)| rep.is_positive()))
+    }
+
+    fn finish_message(&mut self) {
+        if let Some(r) = self.report.take() {
+            self.events.push_back(ClientEvent::Message(r));
+        }
+        self.current += 1;
+        self.next_message();
+    }
+}
+
+/// Dot-stuff a message body for DATA (RFC 5321 section 4.5.2) and append
+/// the end of data. Bare LFs become CRLF and a missing final line end is
+/// added, so that this client can never send an ambiguous end of data.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
+    let mut start = 0;
+    let mut at_line_start = true;
+    for lf in memchr::memchr_iter(b'\n', body) {
+        let line = body.get(start..lf).unwrap_or_default();
+        push_line_start(&mut out, line, at_line_start);
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+        start = lf + 1;
+        at_line_start = true;
+    }
+    let tail = body.get(start..).unwrap_or_default();
+    if !tail.is_empty() {
+        push_line_start(&mut out, tail, at_line_start);
+        out.extend_from_slice(tail);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+fn push_line_start(out: &mut Vec<u8>, line: &[u8], at_line_start: bool) {
+    if at_line_start && line.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuffing() {
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n.\r\n"), b"a\r\n..b\r\n..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
+    }
+
+    fn script(
+        cfg: ClientConfig,
+        msgs: Vec<OutgoingMessage>,
+        server: &[&str],
+    ) -> (String, Vec<ClientEvent>) {
+        let mut c = ClientSession::new(cfg, msgs, Duration::ZERO);
+        let mut server = server.iter();
+        let (mut sent, mut events) = (String::new(), Vec::new());
+        loop {
+            match c.next() {
+                Ok(e) => events.push(e),
+                Err(Interrupt::Send(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
+                Err(Interrupt::NeedInput) => match server.next() {
+                    Some(s) => c.enqueue_input(Duration::ZERO, s.as_bytes()),
+                    None => break,
+                },
+                Err(Interrupt::Close) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        (sent, events)
+    }
+
+    fn msg() -> OutgoingMessage {
+        OutgoingMessage {
+            from: "user2@mail.csuvnetwork.com".into(),
+            to: vec!["user1@csuvnetwork.com".into(), "x@nowhere.invalid".into()],
+            body: b"Subject: t\r\n\r\n.hi\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn helo_fallback_no_pipelining_auth_login() {
+        let mut cfg = ClientConfig::new("client.test");
+        cfg.credentials = Some(("user2".into(), Secret::new("user2".into())));
+        let (sent, events) = script(
+            cfg.clone(),
+            vec![msg()],
+            &[
+                "220 mx ESMTP\r\n",
+                "250-mx\r\n250 AUTH LOGIN\r\n",
+                "334 VXNlcm5hbWU6\r\n",
+                "334 UGFzc3dvcmQ6\r\n",
+                "235 2.7.0 Authentication successful\r\n",
+                "250 2.1.0 Ok\r\n",
+                "250 2.1.5 Ok\r\n",
+                "550 5.1.1 unknown\r\n",
+                "354 go\r\n",
+                "250 2.0.0 Ok: queued as X\r\n",
+                "221 2.0.0 Bye\r\n",
+            ],
+        );
+        assert_eq!(
+            sent,
+            "EHLO client.test\r\nAUTH LOGIN\r\ndXNlcjI=\r\ndXNlcjI=\r\nMAIL FROM:<user2@mail.csuvnetwork.com>\r\nRCPT TO:<user1@csuvnetwork.com>\r\nRCPT TO:<x@nowhere.invalid>\r\nDATA\r\nSubject: t\r\n\r\n..hi\r\n.\r\nQUIT\r\n"
+        );
+        assert!(events.contains(&ClientEvent::Authenticated));
+        let report = events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Message(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(report.accepted());
+        assert_eq!(report.recipients[1].1.code(), 550);
+        // HELO fallback and a refused AUTH mechanism list.
+        let (sent, events) = script(
+            cfg,
+            vec![msg()],
+            &[
+                "220 mx\r\n",
+                "502 5.5.2 no\r\n",
+                "250 mx\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        assert_eq!(sent, "EHLO client.test\r\nHELO client.test\r\nQUIT\r\n");
+        assert_eq!(
+            events.last(),
+            Some(&ClientEvent::Failed(ClientError::NoAuthMechanism))
+        );
+    }
+
+    #[test]
+    fn pipelining_all_rejected_and_rset() {
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![msg()],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-PIPELINING\r\n250 SIZE 100\r\n",
+                "250 2.1.0 Ok\r\n550 a\r\n550 b\r\n554 5.5.1 Error: no valid recipients\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        assert_eq!(
+            sent,
+            "EHLO c\r\nMAIL FROM:<user2@mail.csuvnetwork.com> SIZE=19\r\nRCPT TO:<user1@csuvnetwork.com>\r\nRCPT TO:<x@nowhere.invalid>\r\nDATA\r\nQUIT\r\n"
+        );
+        let ClientEvent::Message(r) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert!(!r.accepted());
+        assert_eq!(r.data.as_ref().unwrap().code(), 554);
+        // Without pipelining, all refused: RSET instead of DATA.
+        let mut cfg = ClientConfig::new("c");
+        cfg.pipelining = false;
+        let (sent, _) = script(
+            cfg,
+            vec![msg()],
+            &[
+                "220 mx\r\n",
+                "250 mx\r\n",
+                "250 Ok\r\n",
+                "550 a\r\n",
+                "550 b\r\n",
+                "250 Ok\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        assert!(
+            sent.ends_with("RCPT TO:<x@nowhere.invalid>\r\nRSET\r\nQUIT\r\n"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn declares_8bitmime_and_smtputf8() {
+        let m = OutgoingMessage {
+            from: "用户@例子.广告".into(),
+            to: vec!["a@b.c".into()],
+            body: "Subject: ü\r\n\r\nü\r\n".as_bytes().to_vec(),
+        };
+        let (sent, _) = script(
+            ClientConfig::new("c"),
+            vec![m],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+                "250 Ok\r\n",
+                "250 Ok\r\n",
+                "354 go\r\n",
+                "250 Ok\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        assert!(
+            sent.contains("MAIL FROM:<用户@例子.广告> BODY=8BITMIME SMTPUTF8\r\n"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn failures_and_timeouts() {
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![],
+            &["554 go away\r\n", "221 Bye\r\n"],
+        );
+        assert_eq!(sent, "QUIT\r\n");
+        assert!(matches!(
+            events[0],
+            ClientEvent::Failed(ClientError::Refused {
+                stage: "connection",
+                ..
+            })
+        ));
+        let (_, events) = script(ClientConfig::new("c"), vec![], &["garbage\r\n"]);
+        assert_eq!(
+            events,
+            vec![ClientEvent::Failed(ClientError::Protocol(
+                ReplyError::Malformed
+            ))]
+        );
+        let mut c = ClientSession::new(ClientConfig::new("c"), vec![], Duration::ZERO);
+        assert_eq!(c.next(), Err(Interrupt::NeedInput));
+        assert_eq!(c.poll_timeout(), Some(Duration::from_secs(300)));
+        c.handle_timeout(Duration::from_secs(299));
+        assert_eq!(c.next(), Err(Interrupt::NeedInput));
+        c.handle_timeout(Duration::from_secs(300));
+        assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::Timeout)));
+        assert_eq!(c.next(), Err(Interrupt::Close));
+        assert_eq!(c.capabilities(), &[] as &[String]);
+    }
+}
