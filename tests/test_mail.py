@@ -616,3 +616,18 @@ def test_transcript_escapes_control_characters(lab):
             pass
     log = lab.pop3d.output()
     assert "C: NO\\u{0}OP" in log, log[-2000:]
+
+
+def test_whole_transaction_then_half_close_is_delivered(lab):
+    # A client that pipelines everything and closes its sending side at
+    # once still gets its message delivered and every reply.
+    with socket.create_connection(("127.0.0.1", lab.smtp)) as sock:
+        sock.sendall(
+            b"EHLO burst\r\nMAIL FROM:<user2@mail.csuvnetwork.com>\r\n"
+            b"RCPT TO:<user1@csuvnetwork.com>\r\nDATA\r\n"
+            + message("burst") + b".\r\nQUIT\r\n"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        replies = recv_replies(sock, 7)
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354", b"250", b"221"], replies
+    assert len(lab.inbox()) == 1

@@ -338,6 +338,7 @@ impl Conn {
         shutdown: &mut ShutdownWatch,
     ) -> std::io::Result<()> {
         let start = Instant::now();
+        let mut session_eof = false;
         loop {
             let step = session.next();
             self.log_transcript(&mut session);
@@ -354,7 +355,14 @@ impl Conn {
                     tokio::select! {
                         r = netkit::read_with(stream, |b| session.enqueue_input(start.elapsed(), b)) => {
                             if !r? {
-                                return Ok(()); // client closed
+                                if session_eof {
+                                    return Ok(());
+                                }
+                                // The client closed its side: let the
+                                // session finish what is buffered (and
+                                // abort an unfinished message), then Close.
+                                session.input_closed();
+                                session_eof = true;
                             }
                         }
                         _ = netkit::sleep_until(deadline) => session.handle_timeout(start.elapsed()),
