@@ -302,6 +302,114 @@ def bench_pop3_retr_dele(label, pop3_port, inbox, user, password):
     return {"pop3_retr_dele_per_s": n / dt, "pop3_left_after_dele": left}
 
 
+class Pop3Pipe:
+    """A raw POP3 client that pipelines commands (RFC 2449 PIPELINING, which
+    both servers advertise) so the figure measures the server, not this
+    client's round trips: a window of commands is kept in flight."""
+
+    def __init__(self, port, user, password):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = bytearray()
+        self.pos = 0
+        self.line()  # greeting
+        self.sock.sendall(f"USER {user}\r\nPASS {password}\r\n".encode())
+        self.line()
+        ok = self.line()
+        if not ok.startswith(b"+OK"):
+            raise SystemExit(f"POP3 login failed: {ok!r}")
+
+    def fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise SystemExit("POP3 server closed the connection")
+        self.buf += chunk
+
+    def compact(self):
+        # Only between responses: offsets into the buffer stay valid while
+        # one response is being parsed.
+        if self.pos > (1 << 20):
+            del self.buf[:self.pos]
+            self.pos = 0
+
+    def line(self):
+        self.compact()
+        while (i := self.buf.find(b"\r\n", self.pos)) < 0:
+            self.fill()
+        out = bytes(self.buf[self.pos:i])
+        self.pos = i + 2
+        return out
+
+    def multi(self):
+        """One multi-line response; returns the octets of its body."""
+        self.compact()
+        status = self.line()
+        if not status.startswith(b"+OK"):
+            raise SystemExit(f"POP3 error: {status!r}")
+        start = self.pos - 2
+        while (i := self.buf.find(b"\r\n.\r\n", start)) < 0:
+            start = max(self.pos - 2, len(self.buf) - 4)
+            self.fill()
+        body = i + 2 - self.pos
+        self.pos = i + 5
+        return body
+
+    def run(self, commands, window=64):
+        """Send (command, multi-line?) pairs, at most `window` in flight."""
+        sent = done = 0
+        total = 0
+        while done < len(commands):
+            if sent < len(commands) and sent - done < window:
+                batch = commands[sent:min(len(commands), done + window)]
+                self.sock.sendall(b"".join(c for c, _ in batch))
+                sent += len(batch)
+            _, is_multi = commands[done]
+            if is_multi:
+                total += self.multi()
+            else:
+                l = self.line()
+                if not l.startswith(b"+OK"):
+                    raise SystemExit(f"POP3 error: {l!r}")
+            done += 1
+        return total
+
+    def stat(self):
+        self.sock.sendall(b"STAT\r\n")
+        return int(self.line().split()[1])
+
+    def quit(self):
+        self.sock.sendall(b"QUIT\r\n")
+        l = self.line()
+        self.sock.close()
+        return l
+
+
+def bench_pop3_pipelined(label, pop3_port, inbox, user, password, dele):
+    """The server's own rate: one session, pipelined LIST + RETR of
+    everything (then RSET), or with `dele` pipelined RETR+DELE of
+    everything and a timed QUIT that expunges."""
+    p = Pop3Pipe(pop3_port, user, password)
+    n = p.stat()
+    t0 = time.monotonic()
+    if dele:
+        cmds = []
+        for i in range(1, n + 1):
+            cmds += [(b"RETR %d\r\n" % i, True), (b"DELE %d\r\n" % i, False)]
+        p.run(cmds)
+        p.quit()
+        dt = time.monotonic() - t0
+        left = count_files(inbox)
+        print(f"[{label}] POP3 pipelined: RETR+DELE {n} then QUIT in {dt:.2f}s = "
+              f"{n / dt:.0f} msg/s ({left} left in the Maildir)", flush=True)
+        return {"pop3_pipelined_retr_dele_per_s": n / dt}
+    octets = p.run([(b"LIST\r\n", True)] + [(b"RETR %d\r\n" % i, True) for i in range(1, n + 1)])
+    dt = time.monotonic() - t0
+    p.run([(b"RSET\r\n", False)])
+    p.quit()
+    print(f"[{label}] POP3 pipelined: LIST + {n} RETR ({octets} octets) in {dt:.2f}s = "
+          f"{n / dt:.0f} RETR/s", flush=True)
+    return {"pop3_pipelined_retr_per_s": n / dt}
+
+
 def bench_pop3_logins(label, pop3_port, user, password, logins):
     """Short sessions: connect, USER, PASS (SHA512-CRYPT check), QUIT."""
     t0 = time.monotonic()
@@ -349,8 +457,14 @@ def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
     r.update(bench_smtp_source(label, smtp_port, maildirs["user1"], a.messages, a.sessions))
     r.update(bench_smtp_latency(label, smtp_port, maildirs["user2"], a.latency_messages))
     r.update(bench_pop3_retr(label, pop3_port, "user1", passwords["user1"]))
+    r.update(bench_pop3_pipelined(label, pop3_port, maildirs["user1"], "user1",
+                                  passwords["user1"], dele=False))
     r.update(bench_pop3_retr_dele(label, pop3_port, maildirs["user1"], "user1",
                                   passwords["user1"]))
+    # Refill the mailbox the same way, then drain it pipelined.
+    bench_smtp_source(label + " refill", smtp_port, maildirs["user1"], a.messages, a.sessions)
+    r.update(bench_pop3_pipelined(label, pop3_port, maildirs["user1"], "user1",
+                                  passwords["user1"], dele=True))
     r.update(bench_pop3_logins(label, pop3_port, "user2", passwords["user2"], a.logins))
     r.update(bench_idle(label, "smtp", smtp_port, pids["smtp"], a.idle))
     r.update(bench_idle(label, "pop3", pop3_port, pids["pop3"], a.idle))
@@ -814,6 +928,8 @@ FIGURES = [
     ("smtp_latency_ms", "SMTP latency, ms/message (median)", False),
     ("pop3_retr_per_s", "POP3 RETR/s, one session", True),
     ("pop3_retr_dele_per_s", "POP3 RETR+DELE+QUIT, msg/s", True),
+    ("pop3_pipelined_retr_per_s", "POP3 pipelined RETR/s", True),
+    ("pop3_pipelined_retr_dele_per_s", "POP3 pipelined RETR+DELE+QUIT/s", True),
     ("pop3_logins_per_s", "POP3 USER/PASS/QUIT sessions/s", True),
     ("smtp_kib_per_idle_conn", "SMTP PSS KiB per idle connection", False),
     ("pop3_kib_per_idle_conn", "POP3 PSS KiB per idle connection", False),

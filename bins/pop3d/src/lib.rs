@@ -42,6 +42,9 @@ use tracing::{error, info, warn};
 /// message is one read; a large one streams in steps of this size.
 const CHUNK: usize = 128 * 1024;
 
+/// Messages smaller than this are read on the connection's own task.
+const INLINE_READ_MAX: u64 = 32 * 1024;
+
 /// Why the server could not start or reload.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -243,6 +246,7 @@ async fn connection(
         sid,
         account: None,
         maildrop: None,
+        out: Vec::new(),
     };
     let result = conn.drive(session, &mut stream, &mut shutdown).await;
     // Dropping the maildrop without finish() deletes nothing and releases
@@ -263,9 +267,38 @@ struct Conn {
     /// The canonical account name after a successful login.
     account: Option<String>,
     maildrop: Option<Maildrop>,
+    /// Responses not yet written: pipelined responses (and a message's
+    /// status line, body and terminator) go out in one write, not one
+    /// segment each.
+    out: Vec<u8>,
 }
 
+/// Pending output is written once it reaches this size.
+const OUT_FLUSH: usize = 64 * 1024;
+
 impl Conn {
+    /// Queue bytes for the client, writing when enough have gathered.
+    async fn send(&mut self, stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.extend_from_slice(bytes);
+        if self.out.len() >= OUT_FLUSH {
+            self.flush(stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Write everything queued. A large buffer is given back, so an idle
+    /// connection holds none.
+    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        if self.out.capacity() > 16 * 1024 {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
     async fn drive(
         &mut self,
         mut session: ServerSession,
@@ -276,13 +309,14 @@ impl Conn {
             let step = session.next();
             self.log_transcript(&mut session);
             match step {
-                Err(Interrupt::Output(bytes)) => stream.write_all(&bytes).await?,
-                Err(Interrupt::Close) => return Ok(()),
+                Err(Interrupt::Output(bytes)) => self.send(stream, &bytes).await?,
+                Err(Interrupt::Close) => return self.flush(stream).await,
                 Err(Interrupt::AwaitingHost) => {
                     error!(sid = self.sid, "event left unanswered (bug)");
                     return Ok(());
                 }
                 Err(Interrupt::NeedInput) => {
+                    self.flush(stream).await?;
                     let deadline = session.poll_timeout();
                     tokio::select! {
                         r = netkit::read_with(stream, |b| session.enqueue_input(b)) => {
@@ -298,7 +332,14 @@ impl Conn {
                         }
                     }
                 }
-                Ok(event) => self.answer(&mut session, event, stream).await?,
+                Ok(event) => {
+                    if !matches!(event, Event::Retrieve { .. }) {
+                        // The answer may take a while (a password hash, a
+                        // delay after a failure): send what is ready first.
+                        self.flush(stream).await?;
+                    }
+                    self.answer(&mut session, event, stream).await?
+                }
             }
         }
     }
@@ -493,8 +534,13 @@ impl Conn {
         };
         // The snapshot knows the size: no larger buffer than needed (a big
         // zeroed buffer per RETR would cost page faults, not just memory).
-        let first = usize::try_from(size).unwrap_or(CHUNK).clamp(1, CHUNK);
-        let opened = tokio::task::spawn_blocking(move || {
+        // One octet more than listed, so that a short read shows the end
+        // of the file without a second trip.
+        let first = usize::try_from(size)
+            .unwrap_or(CHUNK)
+            .saturating_add(1)
+            .min(CHUNK);
+        let open_and_read = move |maildrop: Maildrop| {
             let r = maildrop.open_message(index).map_err(std::io::Error::other);
             let step = r.and_then(|mut reader| {
                 let mut buf = vec![0; first];
@@ -502,8 +548,16 @@ impl Conn {
                 Ok((reader, buf, n))
             });
             (maildrop, step)
-        })
-        .await;
+        };
+        // A message of a few pages is read right here: it is almost always
+        // in the page cache (just listed), and the trip to the blocking
+        // pool and back (two thread switches) costs more than the read.
+        // Larger messages go to the blocking pool chunk by chunk.
+        let opened = if size < INLINE_READ_MAX {
+            Ok(open_and_read(maildrop))
+        } else {
+            tokio::task::spawn_blocking(move || open_and_read(maildrop)).await
+        };
         let mut step = match opened {
             Ok((maildrop, step)) => {
                 self.maildrop = Some(maildrop);
@@ -526,7 +580,7 @@ impl Conn {
             // Write out what the session stuffed so far; it then says
             // AwaitingHost (wants the next chunk or the end).
             while let Err(Interrupt::Output(bytes)) = session.next() {
-                stream.write_all(&bytes).await?;
+                self.send(stream, &bytes).await?;
             }
             if !more || n < buf.len() {
                 break;
