@@ -539,6 +539,7 @@ def test_plain_scheme_account_allows_apop_and_cram_md5(tmp_path, daemons):
 
 def test_connection_limit_per_client(tmp_path, daemons):
     lab = Lab(tmp_path, daemons, extra="max_connections_per_client = 2")
+    time.sleep(0.5)  # the readiness probes' connections are released
     held = [socket.create_connection(("127.0.0.1", lab.smtp)) for _ in range(2)]
     for h in held:
         assert h.recv(512).startswith(b"220 ")

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use mail_config::Config;
+use netkit::Service;
 use tracing::{error, info};
 
 /// The lab's users.

@@ -10,26 +10,51 @@
 //! carried out only on QUIT. A connection that ends without QUIT deletes
 //! nothing.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), pop3d::Error> {
-//! let cfg = mail_config::Config::load_or_builtin(None)?; // the lab's
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use netkit::Service;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("pop3d-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("passwd"), "user1:{PLAIN}secret\n")?;
+//! let cfg = mail_config::Config::from_toml_str(
+//!     r#"
+//!     [global]
+//!     maildir_root = "mail"
+//!     passwd_file = "passwd"
+//!     [pop3d]
+//!     listen = ["127.0.0.1:0"]
+//!     "#,
+//!     &dir,
+//! )?;
 //! let running = pop3d::start(cfg).await?;
-//! println!("POP3 on {:?}", running.addrs());
+//! let addr = running.addrs()[0];
+//! let stat = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+//!     let mut conn = std::net::TcpStream::connect(addr)?;
+//!     let mut lines = BufReader::new(conn.try_clone()?).lines();
+//!     lines.next(); // +OK greeting
+//!     conn.write_all(b"USER user1\r\nPASS secret\r\nSTAT\r\nQUIT\r\n")?;
+//!     lines.nth(2).unwrap_or(Ok(String::new()))
+//! })
+//! .await??;
+//! assert_eq!(stat, "+OK 0 0"); // an empty maildrop
 //! running.stop().await;
+//! std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use mail_config::Config;
 use mailstore::{Accounts, Maildrop, Router, Store};
-use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
+use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use pop3_proto::{
     apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
     MaildropError, MessageInfo, SaslMechanism, ServerConfig, ServerSession, SessionState,
@@ -76,9 +101,8 @@ impl Shared {
 /// A started server: its listeners are bound and accepting.
 pub struct Running {
     shared: Arc<Shared>,
-    shutdown: Shutdown,
+    serving: netkit::Serving,
     addrs: Vec<SocketAddr>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -86,10 +110,14 @@ impl Running {
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
+}
+
+impl netkit::Service for Running {
+    type Error = Error;
 
     /// Apply a reread configuration (SIGHUP) to new connections. Listeners,
     /// the Maildir root and the passwd-file path change only on restart.
-    pub fn reload(&self, cfg: Config) -> Result<(), Error> {
+    fn reload(&self, cfg: Config) -> Result<(), Error> {
         let old = self.shared.cfg();
         if cfg.pop3d.listen != old.pop3d.listen
             || cfg.global.maildir_root != old.global.maildir_root
@@ -103,21 +131,15 @@ impl Running {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(cfg);
         self.shared.accounts.reload_if_changed()?;
-        info!("configuration reloaded");
         Ok(())
     }
 
     /// Stop accepting; idle sessions are told and closed, sessions busy
     /// with a command finish it (up to `shutdown_grace`). Nothing is
     /// deleted for a session that did not QUIT.
-    pub async fn stop(self) {
-        self.shutdown.trigger();
+    async fn stop(self) {
         let grace = self.shared.cfg().pop3d.shutdown_grace.duration();
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            warn!("shutdown grace period over; closing remaining sessions");
-            task.abort();
-        }
+        self.serving.stop(grace).await;
     }
 }
 
@@ -143,39 +165,16 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         accounts,
         next_session: AtomicU64::new(1),
     });
-    let shutdown = Shutdown::new();
     let handler_shared = Arc::clone(&shared);
-    let watch = shutdown.subscribe();
-    let task = tokio::spawn(netkit::accept_loop(
+    let serving = netkit::Serving::spawn(
         listeners.into_iter().map(|l| (l, ())).collect(),
-        shutdown.subscribe(),
-        move |stream, peer, ()| {
-            connection(Arc::clone(&handler_shared), stream, peer, watch.clone())
-        },
-    ));
+        move |stream, peer, (), watch| connection(Arc::clone(&handler_shared), stream, peer, watch),
+    );
     Ok(Running {
         shared,
-        shutdown,
+        serving,
         addrs,
-        task,
     })
-}
-
-/// Run until SIGTERM/SIGINT (graceful stop); SIGHUP rereads `config_path`.
-pub async fn serve_until_signalled(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Error> {
-    let running = start(cfg).await?;
-    netkit::until_stop_signal(|| {
-        let r = Config::load_or_builtin(config_path.as_deref())
-            .map_err(Error::from)
-            .and_then(|cfg| running.reload(cfg));
-        if let Err(e) = r {
-            error!(error = %e, "reload failed; keeping the old configuration");
-        }
-    })
-    .await?;
-    info!("stopping");
-    running.stop().await;
-    Ok(())
 }
 
 fn session_config(cfg: &Config, sid: &str) -> ServerConfig {

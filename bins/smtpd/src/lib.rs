@@ -14,25 +14,51 @@
 //! The logic lives here so the end-to-end tests and the lab runner start
 //! the server in-process with [`start`]; `main.rs` only parses arguments.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), smtpd::Error> {
-//! let cfg = mail_config::Config::load_or_builtin(None)?; // the lab's
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use netkit::Service;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("smtpd-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("passwd"), "user1:{PLAIN}secret\n")?;
+//! let cfg = mail_config::Config::from_toml_str(
+//!     r#"
+//!     [global]
+//!     maildir_root = "mail"
+//!     passwd_file = "passwd"
+//!     [smtpd]
+//!     listen = ["127.0.0.1:0"]
+//!     submission_listen = []
+//!     "#,
+//!     &dir,
+//! )?;
 //! let running = smtpd::start(cfg).await?;
-//! println!("SMTP on {:?}", running.inbound_addrs());
+//! let addr = running.inbound_addrs()[0];
+//! let reply = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+//!     let mut conn = std::net::TcpStream::connect(addr)?;
+//!     let mut lines = BufReader::new(conn.try_clone()?).lines();
+//!     lines.next(); // 220 greeting
+//!     conn.write_all(b"VRFY user1@csuvnetwork.com\r\n")?;
+//!     lines.next().unwrap_or(Ok(String::new()))
+//! })
+//! .await??;
+//! assert_eq!(reply, "252 2.0.0 user1@csuvnetwork.com");
 //! running.stop().await;
+//! std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
 use mailstore::{Accounts, Aliases, QueueIdGenerator, Route, Router, Store};
-use netkit::{ConnLimiter, LimitExceeded, Shutdown, ShutdownWatch};
+use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Direction, Event, ForwardPath,
     Interrupt, Mechanism, Reply, ReversePath, ServerConfig, ServerSession, Verdict,
@@ -96,10 +122,9 @@ impl Shared {
 /// A started server: its listeners are bound and accepting.
 pub struct Running {
     shared: Arc<Shared>,
-    shutdown: Shutdown,
+    serving: netkit::Serving,
     inbound: Vec<SocketAddr>,
     submission: Vec<SocketAddr>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -112,11 +137,15 @@ impl Running {
     pub fn submission_addrs(&self) -> &[SocketAddr] {
         &self.submission
     }
+}
+
+impl netkit::Service for Running {
+    type Error = Error;
 
     /// Apply a reread configuration (SIGHUP): host name, domains, relay
     /// networks, limits and the aliases file take effect for new
     /// connections. Listeners, store and passwd-file paths need a restart.
-    pub fn reload(&self, cfg: Config) -> Result<(), Error> {
+    fn reload(&self, cfg: Config) -> Result<(), Error> {
         let old = self.shared.settings();
         if cfg.smtpd.listen != old.cfg.smtpd.listen
             || cfg.smtpd.submission_listen != old.cfg.smtpd.submission_listen
@@ -132,20 +161,14 @@ impl Running {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
         self.shared.accounts.reload_if_changed()?;
-        info!("configuration reloaded");
         Ok(())
     }
 
     /// Stop accepting, let transactions in flight finish (up to
     /// `shutdown_grace`), then return. Idle sessions get `421`.
-    pub async fn stop(self) {
-        self.shutdown.trigger();
+    async fn stop(self) {
         let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            warn!("shutdown grace period over; closing remaining sessions");
-            task.abort();
-        }
+        self.serving.stop(grace).await;
     }
 }
 
@@ -173,7 +196,6 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         limiter,
         next_session: AtomicU64::new(1),
     });
-    let shutdown = Shutdown::new();
     let addrs = |ls: &[TcpListener]| -> Result<Vec<SocketAddr>, Error> {
         Ok(ls
             .iter()
@@ -193,44 +215,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         .chain(submission.into_iter().map(|l| (l, true)))
         .collect();
     let handler_shared = Arc::clone(&shared);
-    let watch = shutdown.subscribe();
-    let task = tokio::spawn(netkit::accept_loop(
-        listeners,
-        shutdown.subscribe(),
-        move |stream, peer, submission| {
-            connection(
-                Arc::clone(&handler_shared),
-                stream,
-                peer,
-                submission,
-                watch.clone(),
-            )
-        },
-    ));
+    let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
+        connection(Arc::clone(&handler_shared), stream, peer, submission, watch)
+    });
     Ok(Running {
         shared,
-        shutdown,
+        serving,
         inbound: in_addrs,
         submission: sub_addrs,
-        task,
     })
-}
-
-/// Run until SIGTERM/SIGINT (graceful stop); SIGHUP rereads `config_path`.
-pub async fn serve_until_signalled(cfg: Config, config_path: Option<PathBuf>) -> Result<(), Error> {
-    let running = start(cfg).await?;
-    netkit::until_stop_signal(|| {
-        let r = Config::load_or_builtin(config_path.as_deref())
-            .map_err(Error::from)
-            .and_then(|cfg| running.reload(cfg));
-        if let Err(e) = r {
-            error!(error = %e, "reload failed; keeping the old configuration");
-        }
-    })
-    .await?;
-    info!("stopping");
-    running.stop().await;
-    Ok(())
 }
 
 /// What the host knows of the transaction the session is in.

@@ -262,6 +262,113 @@ pub async fn until_stop_signal(mut reload: impl FnMut()) -> std::io::Result<()> 
     }
 }
 
+/// A started daemon that the signal loop can reconfigure and stop.
+pub trait Service {
+    /// Why a reload was refused.
+    type Error: std::fmt::Display;
+    /// Apply a reread configuration (SIGHUP).
+    fn reload(&self, cfg: mail_config::Config) -> Result<(), Self::Error>;
+    /// Stop gracefully (SIGTERM, SIGINT).
+    fn stop(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Run `service` until SIGTERM or SIGINT, then stop it gracefully; on
+/// SIGHUP reread `config_path` (or the built-in configuration) and reload.
+/// A configuration that fails to load or apply leaves the old one in
+/// force, with the reason logged.
+pub async fn serve_until_signalled<S: Service>(
+    service: S,
+    config_path: Option<std::path::PathBuf>,
+) -> std::io::Result<()> {
+    until_stop_signal(|| {
+        let r = mail_config::Config::load_or_builtin(config_path.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| service.reload(cfg).map_err(|e| e.to_string()));
+        match r {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload failed; keeping the old configuration"),
+        }
+    })
+    .await?;
+    tracing::info!("stopping");
+    service.stop().await;
+    Ok(())
+}
+
+/// The command line every TCP daemon shares.
+#[derive(Debug, clap::Parser)]
+struct DaemonArgs {
+    /// The shared configuration file. Without it, the built-in lab
+    /// configuration is used.
+    #[arg(long, short)]
+    config: Option<std::path::PathBuf>,
+    /// Log every protocol line (`C:`/`S:`), as `transcript = true` does.
+    #[arg(long)]
+    transcript: bool,
+}
+
+/// The whole `main` of a TCP daemon: parse `--config`/`--transcript`, set
+/// up logging, load the configuration (exit 2 with the reason if it is
+/// bad), `start` the service, serve signals until stopped.
+pub fn daemon_main<S, E, F, Fut>(
+    name: &'static str,
+    about: &'static str,
+    start: F,
+) -> std::process::ExitCode
+where
+    S: Service,
+    E: std::fmt::Display,
+    F: FnOnce(mail_config::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<S, E>>,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    use std::process::ExitCode;
+    let matches = DaemonArgs::command()
+        .name(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let args = match DaemonArgs::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    init_tracing("info");
+    let mut cfg = match mail_config::Config::load_or_builtin(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cfg.global.transcript |= args.transcript;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let service = match start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match serve_until_signalled(service, args.config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// Bind every address, failing with the address in the message.
 pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
@@ -274,17 +381,50 @@ pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
     Ok(out)
 }
 
-/// Accept connections on every listener until shutdown is triggered, and
-/// run `handle(stream, peer, tag)` for each in its own task; `tag` tells
-/// which listener it came from. After shutdown the listeners are closed
-/// and this waits for the connection tasks still running.
-pub async fn accept_loop<T, F, Fut>(
+/// Listeners being served: each accepted connection runs
+/// `handle(stream, peer, tag, shutdown)` in its own task, where `tag` says
+/// which listener it came from and `shutdown` tells the connection to wind
+/// down.
+#[derive(Debug)]
+pub struct Serving {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Start accepting on every listener.
+    pub fn spawn<T, F, Fut>(listeners: Vec<(TcpListener, T)>, handle: F) -> Serving
+    where
+        T: Copy + Send + 'static,
+        F: Fn(TcpStream, SocketAddr, T, ShutdownWatch) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(accept_loop(listeners, shutdown.subscribe(), handle));
+        Serving { shutdown, task }
+    }
+
+    /// Close the listeners, tell every connection to wind down, and wait
+    /// for them up to `grace`; then drop what is left.
+    pub async fn stop(self, grace: std::time::Duration) {
+        self.shutdown.trigger();
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            tracing::warn!("shutdown grace period over; closing remaining sessions");
+            task.abort();
+        }
+    }
+}
+
+/// Accept connections until shutdown is triggered; after that the
+/// listeners are closed and this waits for the connection tasks.
+async fn accept_loop<T, F, Fut>(
     listeners: Vec<(TcpListener, T)>,
     shutdown: ShutdownWatch,
     handle: F,
 ) where
     T: Copy + Send + 'static,
-    F: Fn(TcpStream, SocketAddr, T) -> Fut,
+    F: Fn(TcpStream, SocketAddr, T, ShutdownWatch) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut acceptors = tokio::task::JoinSet::new();
@@ -316,7 +456,7 @@ pub async fn accept_loop<T, F, Fut>(
     drop(tx);
     let mut conns = tokio::task::JoinSet::new();
     while let Some((stream, peer, tag)) = rx.recv().await {
-        conns.spawn(handle(stream, peer, tag));
+        conns.spawn(handle(stream, peer, tag, shutdown.clone()));
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
