@@ -142,6 +142,20 @@ def tree_pss_kib(roots):
     return sum(pss_kib(p) for p in pids), len(pids)
 
 
+def tree_cpu_s(roots):
+    """User + system CPU seconds used so far by every live process of the
+    service."""
+    total = 0
+    for pid in process_tree(roots):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def listening_addresses(roots):
     """(address, port) of every TCP socket in LISTEN held by the tree."""
     inodes = set()
@@ -383,7 +397,7 @@ class Pop3Pipe:
         return l
 
 
-def bench_pop3_pipelined(label, pop3_port, inbox, user, password, dele):
+def bench_pop3_pipelined(label, pop3_port, inbox, user, password, dele, pids=()):
     """The server's own rate: one session, pipelined LIST + RETR of
     everything (then RSET), or with `dele` pipelined RETR+DELE of
     everything and a timed QUIT that expunges."""
@@ -401,13 +415,16 @@ def bench_pop3_pipelined(label, pop3_port, inbox, user, password, dele):
         print(f"[{label}] POP3 pipelined: RETR+DELE {n} then QUIT in {dt:.2f}s = "
               f"{n / dt:.0f} msg/s ({left} left in the Maildir)", flush=True)
         return {"pop3_pipelined_retr_dele_per_s": n / dt}
+    cpu0 = tree_cpu_s(pids)
     octets = p.run([(b"LIST\r\n", True)] + [(b"RETR %d\r\n" % i, True) for i in range(1, n + 1)])
     dt = time.monotonic() - t0
+    # Server CPU while the session is still open (no process has exited).
+    us = (tree_cpu_s(pids) - cpu0) / max(n, 1) * 1e6
     p.run([(b"RSET\r\n", False)])
     p.quit()
     print(f"[{label}] POP3 pipelined: LIST + {n} RETR ({octets} octets) in {dt:.2f}s = "
-          f"{n / dt:.0f} RETR/s", flush=True)
-    return {"pop3_pipelined_retr_per_s": n / dt}
+          f"{n / dt:.0f} RETR/s, server CPU {us:.1f} us per RETR", flush=True)
+    return {"pop3_pipelined_retr_per_s": n / dt, "pop3_cpu_us_per_retr": us}
 
 
 def bench_pop3_logins(label, pop3_port, user, password, logins):
@@ -463,7 +480,7 @@ def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
     r.update(bench_smtp_latency(label, smtp_port, maildirs["user2"], a.latency_messages))
     r.update(bench_pop3_retr(label, pop3_port, "user1", passwords["user1"]))
     r.update(bench_pop3_pipelined(label, pop3_port, maildirs["user1"], "user1",
-                                  passwords["user1"], dele=False))
+                                  passwords["user1"], dele=False, pids=pids["pop3"]))
     r.update(bench_pop3_retr_dele(label, pop3_port, maildirs["user1"], "user1",
                                   passwords["user1"]))
     # Refill the mailbox the same way, then drain it pipelined.
@@ -933,6 +950,7 @@ FIGURES = [
     ("pop3_retr_dele_per_s", "POP3 RETR+DELE+QUIT, msg/s", True),
     ("pop3_pipelined_retr_per_s", "POP3 pipelined RETR/s", True),
     ("pop3_pipelined_retr_dele_per_s", "POP3 pipelined RETR+DELE+QUIT/s", True),
+    ("pop3_cpu_us_per_retr", "POP3 server CPU us per RETR", False),
     ("pop3_logins_per_s", "POP3 USER/PASS/QUIT sessions/s", True),
     ("smtp_kib_per_idle_conn", "SMTP PSS KiB per idle connection", False),
     ("pop3_kib_per_idle_conn", "POP3 PSS KiB per idle connection", False),
