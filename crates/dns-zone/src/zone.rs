@@ -339,16 +339,22 @@ impl Zone {
         // Materialise nodes, adding empty non-terminals (RFC 4592 2.2.2).
         let mut nodes: FxMap<Box<[u8]>, Node> = FxMap::default();
         nodes.reserve(pending.len());
-        let mut ents: Vec<Box<[u8]>> = Vec::new();
-        for (k, (name, sets)) in pending {
-            let mut anc: &[u8] = &k;
+        // An ancestor that exists (or was already added) has had its own
+        // ancestors handled, so each walk stops early.
+        let mut ents: FxMap<Box<[u8]>, ()> = FxMap::default();
+        for k in pending.keys() {
+            let mut anc: &[u8] = k;
             while anc.len() > apex_lc.len() {
                 let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
                 anc = anc.get(skip..).unwrap_or_default();
-                if anc.len() >= apex_lc.len() {
-                    ents.push(anc.into());
+                if anc.len() < apex_lc.len() || pending.contains_key(anc) || ents.contains_key(anc)
+                {
+                    break;
                 }
+                ents.insert(anc.into(), ());
             }
+        }
+        for (k, (name, sets)) in pending {
             let rrsets = sets
                 .into_iter()
                 .map(|p| {
@@ -371,7 +377,7 @@ impl Zone {
                 .collect();
             nodes.insert(k, Node { name, rrsets });
         }
-        for e in ents {
+        for (e, ()) in ents {
             nodes.entry(e).or_insert(Node {
                 name: None,
                 rrsets: Vec::new(),
