@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{ErrorKind, ZoneError};
 use crate::name::{is_subdomain, labels, Name};
-use crate::parser::{Pos, Record};
+use crate::parser::{Record, RecordRef, RecordSink};
 use crate::types::{self, rtype};
 
 /// A small, fast hash for wire names (the table is built from zone data,
@@ -33,7 +33,15 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // Mix high bits into the low ones the table indexes with (murmur3
+        // fmix64): names share long suffixes, which the multiply alone
+        // leaves clustered.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -51,7 +59,9 @@ pub struct RRset {
     pub ttl: u32,
     /// Number of records.
     pub count: u16,
-    data: Box<[u8]>,
+    /// Index of the first record's position (build-time diagnostics).
+    pos: u32,
+    data: Vec<u8>,
 }
 
 impl RRset {
@@ -112,16 +122,73 @@ pub struct Zone {
 /// The result of building a zone: the zone plus warnings, or all errors.
 pub type BuildResult = Result<(Zone, Vec<ZoneError>), Vec<ZoneError>>;
 
-type PendingMap = FxMap<Box<[u8]>, (Option<Name>, Vec<Pending>)>;
-
-struct Pending {
-    rtype: u16,
-    ttl: u32,
-    recs: Vec<(Box<[u8]>, Pos)>,
+/// Builds a [`Zone`] from records as they are parsed (a [`RecordSink`]),
+/// then runs the zone checks in [`finish`](ZoneBuilder::finish).
+///
+/// Records go straight into their final form (one hash-table entry per
+/// name, RRsets as wire fragments), so loading allocates per name and per
+/// RRset, not per record.
+#[derive(Debug)]
+pub struct ZoneBuilder {
+    apex: Name,
+    apex_lc: Box<[u8]>,
+    class: Option<u16>,
+    nodes: FxMap<Box<[u8]>, Node>,
+    /// Where each RRset's first record was written: (file, line, column).
+    positions: Vec<(u32, u32, u32)>,
+    files: Vec<Arc<str>>,
+    errors: Vec<ZoneError>,
+    warnings: Vec<ZoneError>,
+    soa_count: usize,
+    record_count: usize,
+    key: Vec<u8>,
 }
 
-impl Zone {
-    /// Checks the records of a parsed file and builds the zone.
+impl ZoneBuilder {
+    /// A builder for the zone at `origin`.
+    pub fn new(origin: &Name) -> Self {
+        ZoneBuilder {
+            apex: origin.clone(),
+            apex_lc: origin.as_wire().to_ascii_lowercase().into(),
+            class: None,
+            nodes: FxMap::default(),
+            positions: Vec::new(),
+            files: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            soa_count: 0,
+            record_count: 0,
+            key: Vec::with_capacity(255),
+        }
+    }
+
+    /// Pre-sizes the tables for about `names` names.
+    pub fn reserve(&mut self, names: usize) {
+        self.nodes.reserve(names);
+        self.positions.reserve(names);
+    }
+
+    fn file_index(&mut self, file: &Arc<str>) -> u32 {
+        match self.files.iter().rposition(|f| Arc::ptr_eq(f, file) || **f == **file) {
+            Some(i) => i as u32,
+            None => {
+                self.files.push(file.clone());
+                (self.files.len() - 1) as u32
+            }
+        }
+    }
+
+    fn located(&self, pos: u32, msg: String) -> ZoneError {
+        let (f, line, column) = self.positions.get(pos as usize).copied().unwrap_or((0, 0, 0));
+        ZoneError {
+            file: self.files.get(f as usize).cloned().unwrap_or_else(|| Arc::from("")),
+            line,
+            column,
+            kind: ErrorKind::Check(msg),
+        }
+    }
+
+    /// Runs the checks and returns the zone (with warnings) or every error.
     ///
     /// Errors (named-checkzone's): no or several SOA, SOA not at the apex,
     /// no NS at the apex, CNAME beside other data or twice, records outside
@@ -129,205 +196,112 @@ impl Zone {
     /// addresses. Warnings: duplicate records (dropped, RFC 2181 5), TTLs
     /// differing inside an RRset (the first wins), data hidden below a
     /// delegation.
-    pub fn build(origin: &Name, records: Vec<Record>) -> BuildResult {
-        let apex_lc: Box<[u8]> = origin.as_wire().to_ascii_lowercase().into();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let err = |pos: &Pos, msg: String| ZoneError {
-            file: pos.file.clone(),
-            line: pos.line,
-            column: pos.column,
-            kind: ErrorKind::Check(msg),
-        };
-        let first_pos = records.first().map(|r| r.pos.clone());
-        let class = records.first().map_or(types::class::IN, |r| r.class);
-        let mut pending: PendingMap = FxMap::default();
-        pending.reserve(records.len());
-        let mut soa_count = 0usize;
-        let mut key = Vec::with_capacity(255);
-        for rec in records {
-            key.clear();
-            key.extend_from_slice(rec.owner.as_wire());
-            key.make_ascii_lowercase();
-            if !is_subdomain(&key, &apex_lc) {
-                errors.push(err(
-                    &rec.pos,
-                    format!("{} is outside the zone {}", rec.owner, origin),
-                ));
-                continue;
-            }
-            if rec.rtype == rtype::SOA {
-                if key.as_slice() != &*apex_lc {
-                    errors.push(err(
-                        &rec.pos,
-                        format!("SOA record at {} is not at the zone apex", rec.owner),
-                    ));
-                    continue;
-                }
-                soa_count += 1;
-                if soa_count > 1 {
-                    errors.push(err(
-                        &rec.pos,
-                        "more than one SOA record at the zone apex".into(),
-                    ));
-                    continue;
-                }
-            }
-            let entry = match pending.get_mut(key.as_slice()) {
-                Some(e) => e,
-                None => {
-                    let name = (rec.owner.as_wire() != key.as_slice()).then(|| rec.owner.clone());
-                    pending
-                        .entry(key.as_slice().into())
-                        .or_insert((name, Vec::new()))
-                }
-            };
-            match entry.1.iter_mut().find(|p| p.rtype == rec.rtype) {
-                Some(set) => {
-                    if set.ttl != rec.ttl {
-                        warnings.push(err(
-                            &rec.pos,
-                            format!(
-                                "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
-                                rec.ttl, set.ttl, set.ttl
-                            ),
-                        ));
-                    }
-                    set.recs.push((rec.rdata, rec.pos));
-                }
-                None => entry.1.push(Pending {
-                    rtype: rec.rtype,
-                    ttl: rec.ttl,
-                    recs: vec![(rec.rdata, rec.pos)],
-                }),
-            }
+    pub fn finish(mut self) -> BuildResult {
+        let apex_lc = self.apex_lc.clone();
+        let origin = self.apex.clone();
+        let mut errors = std::mem::take(&mut self.errors);
+        let mut warnings = std::mem::take(&mut self.warnings);
+        if self.soa_count == 0 {
+            errors.push(self.located(0, format!("no SOA record at the zone apex {origin}")));
         }
-        if soa_count == 0 {
-            let pos = first_pos.clone().unwrap_or(Pos {
-                file: Arc::from(""),
-                line: 0,
-                column: 0,
-            });
-            errors.push(err(
-                &pos,
-                format!("no SOA record at the zone apex {origin}"),
-            ));
+        let apex_has_ns = self.nodes.get(&*apex_lc).is_some_and(|n| n.rrset(rtype::NS).is_some());
+        if !apex_has_ns && !self.positions.is_empty() {
+            errors.push(self.located(0, format!("no NS records at the zone apex {origin}")));
         }
-        match pending.get(&*apex_lc) {
-            Some((_, sets)) if sets.iter().any(|s| s.rtype == rtype::NS) => {}
-            _ => {
-                if let Some(pos) = &first_pos {
-                    errors.push(err(pos, format!("no NS records at the zone apex {origin}")));
-                }
-            }
-        }
-        // Per-node checks, duplicate removal.
-        let mut record_count = 0usize;
-        for (k, (name, sets)) in pending.iter_mut() {
-            let has_cname = sets.iter().any(|s| s.rtype == rtype::CNAME);
-            for set in sets.iter_mut() {
-                dedup(set, &mut warnings);
-                record_count += set.recs.len();
-                if set.rtype == rtype::CNAME && set.recs.len() > 1 {
-                    if let Some((_, pos)) = set.recs.get(1) {
-                        errors.push(err(
-                            pos,
-                            format!("more than one CNAME record at {}", display(k, name)),
-                        ));
-                    }
+        // One read-only pass for every check that looks at other names,
+        // collecting the empty non-terminals to add (RFC 4592 2.2.2).
+        let mut ents: FxMap<Box<[u8]>, ()> = FxMap::default();
+        let mut target = Vec::with_capacity(255);
+        for (k, node) in &self.nodes {
+            let has_cname = node.rrset(rtype::CNAME).is_some();
+            for set in &node.rrsets {
+                if set.rtype == rtype::CNAME && set.count > 1 {
+                    errors.push(self.located(set.pos, format!("more than one CNAME record at {}", display(k, &node.name))));
                 }
                 if has_cname && !matches!(set.rtype, rtype::CNAME | rtype::RRSIG | rtype::NSEC) {
-                    if let Some((_, pos)) = set.recs.first() {
-                        errors.push(err(
-                            pos,
-                            format!(
-                                "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
-                                display(k, name),
-                                types::type_to_string(set.rtype)
-                            ),
-                        ));
-                    }
+                    errors.push(self.located(
+                        set.pos,
+                        format!(
+                            "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
+                            display(k, &node.name),
+                            types::type_to_string(set.rtype)
+                        ),
+                    ));
                 }
-            }
-        }
-        // Target checks need the whole table.
-        let mut target = Vec::with_capacity(255);
-        for (k, (name, sets)) in pending.iter() {
-            for set in sets {
                 let off = match set.rtype {
                     rtype::MX => 2,
                     rtype::NS => 0,
                     _ => continue,
                 };
-                for (rdata, pos) in &set.recs {
+                for rdata in set.rdatas() {
+                    let t = rdata.get(off..).unwrap_or_default();
                     target.clear();
-                    target.extend_from_slice(rdata.get(off..).unwrap_or_default());
+                    target.extend_from_slice(t);
                     target.make_ascii_lowercase();
                     if !is_subdomain(&target, &apex_lc) {
                         continue;
                     }
-                    let tsets = pending
-                        .get(target.as_slice())
-                        .map(|(_, s)| s.as_slice())
-                        .unwrap_or_default();
-                    let tname = display_wire(rdata.get(off..).unwrap_or_default());
-                    if tsets.iter().any(|s| s.rtype == rtype::CNAME) {
-                        errors.push(err(
-                            pos,
+                    let tnode = self.nodes.get(target.as_slice());
+                    let tname = display_wire(t);
+                    if tnode.is_some_and(|n| n.rrset(rtype::CNAME).is_some()) {
+                        errors.push(self.located(
+                            set.pos,
                             format!(
-                                "{} {} target {} is a CNAME (RFC 2181 10.3)",
-                                display(k, name),
-                                types::type_to_string(set.rtype),
-                                tname
+                                "{} {} target {tname} is a CNAME (RFC 2181 10.3)",
+                                display(k, &node.name),
+                                types::type_to_string(set.rtype)
                             ),
                         ));
                     } else if set.rtype == rtype::NS
-                        && !tsets
-                            .iter()
-                            .any(|s| matches!(s.rtype, rtype::A | rtype::AAAA))
+                        && !tnode.is_some_and(|n| n.rrset(rtype::A).is_some() || n.rrset(rtype::AAAA).is_some())
                     {
-                        errors.push(err(
-                            pos,
-                            format!(
-                                "NS {tname} of {} has no address records (A or AAAA)",
-                                display(k, name)
-                            ),
+                        errors.push(self.located(
+                            set.pos,
+                            format!("NS {tname} of {} has no address records (A or AAAA)", display(k, &node.name)),
                         ));
                     }
                 }
             }
-        }
-        // Data hidden below a delegation (other than glue) is only a warning.
-        for (k, (name, sets)) in pending.iter() {
-            let mut anc = k.as_ref();
+            // Ancestors: a delegation above hides this name's data (glue
+            // aside); missing ancestors become empty non-terminals.
+            let mut anc: &[u8] = k;
             let mut below_cut = false;
+            let mut need_ent = true;
             while anc.len() > apex_lc.len() {
                 let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
                 anc = anc.get(skip..).unwrap_or_default();
                 if anc.len() <= apex_lc.len() {
                     break;
                 }
-                if pending
-                    .get(anc)
-                    .is_some_and(|(_, s)| s.iter().any(|s| s.rtype == rtype::NS))
-                {
-                    below_cut = true;
-                    break;
+                match self.nodes.get(anc) {
+                    Some(a) => {
+                        need_ent = false;
+                        if a.rrset(rtype::NS).is_some() {
+                            below_cut = true;
+                            break;
+                        }
+                    }
+                    None if need_ent => {
+                        if ents.contains_key(anc) {
+                            need_ent = false;
+                        } else {
+                            ents.insert(anc.into(), ());
+                        }
+                    }
+                    None => {}
                 }
             }
             if below_cut {
-                for set in sets {
+                for set in &node.rrsets {
                     if !matches!(set.rtype, rtype::A | rtype::AAAA) {
-                        if let Some((_, pos)) = set.recs.first() {
-                            warnings.push(err(
-                                pos,
-                                format!(
-                                    "{} {} is below a delegation and will not be served",
-                                    display(k, name),
-                                    types::type_to_string(set.rtype)
-                                ),
-                            ));
-                        }
+                        warnings.push(self.located(
+                            set.pos,
+                            format!(
+                                "{} {} is below a delegation and will not be served",
+                                display(k, &node.name),
+                                types::type_to_string(set.rtype)
+                            ),
+                        ));
                     }
                 }
             }
@@ -336,63 +310,140 @@ impl Zone {
             errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             return Err(errors);
         }
-        // Materialise nodes, adding empty non-terminals (RFC 4592 2.2.2).
-        let mut nodes: FxMap<Box<[u8]>, Node> = FxMap::default();
-        nodes.reserve(pending.len());
-        // An ancestor that exists (or was already added) has had its own
-        // ancestors handled, so each walk stops early.
-        let mut ents: FxMap<Box<[u8]>, ()> = FxMap::default();
-        for k in pending.keys() {
-            let mut anc: &[u8] = k;
-            while anc.len() > apex_lc.len() {
-                let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
-                anc = anc.get(skip..).unwrap_or_default();
-                if anc.len() < apex_lc.len() || pending.contains_key(anc) || ents.contains_key(anc)
-                {
-                    break;
-                }
-                ents.insert(anc.into(), ());
-            }
-        }
-        for (k, (name, sets)) in pending {
-            let rrsets = sets
-                .into_iter()
-                .map(|p| {
-                    let mut data =
-                        Vec::with_capacity(p.recs.iter().map(|(r, _)| r.len() + 10).sum());
-                    for (rd, _) in &p.recs {
-                        data.extend_from_slice(&p.rtype.to_be_bytes());
-                        data.extend_from_slice(&class.to_be_bytes());
-                        data.extend_from_slice(&p.ttl.to_be_bytes());
-                        data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-                        data.extend_from_slice(rd);
-                    }
-                    RRset {
-                        rtype: p.rtype,
-                        ttl: p.ttl,
-                        count: p.recs.len() as u16,
-                        data: data.into_boxed_slice(),
-                    }
-                })
-                .collect();
-            nodes.insert(k, Node { name, rrsets });
-        }
         for (e, ()) in ents {
-            nodes.entry(e).or_insert(Node {
+            self.nodes.entry(e).or_insert(Node {
                 name: None,
                 rrsets: Vec::new(),
             });
         }
+        warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         let zone = Zone {
-            apex: origin.clone(),
+            apex: origin,
             apex_labels: labels(&apex_lc).count(),
             apex_lc,
-            class,
-            nodes,
-            record_count,
+            class: self.class.unwrap_or(types::class::IN),
+            nodes: self.nodes,
+            record_count: self.record_count,
         };
-        warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Ok((zone, warnings))
+    }
+}
+
+impl RecordSink for ZoneBuilder {
+    fn record(&mut self, rec: &RecordRef<'_>) {
+        let file = self.file_index(rec.file);
+        let at = |msg: String| ZoneError {
+            file: rec.file.clone(),
+            line: rec.line,
+            column: rec.column,
+            kind: ErrorKind::Check(msg),
+        };
+        let show_owner = || display_wire(rec.owner);
+        self.key.clear();
+        self.key.extend_from_slice(rec.owner);
+        self.key.make_ascii_lowercase();
+        if !is_subdomain(&self.key, &self.apex_lc) {
+            self.errors.push(at(format!("{} is outside the zone {}", show_owner(), self.apex)));
+            return;
+        }
+        let class = *self.class.get_or_insert(rec.class);
+        if self.positions.is_empty() {
+            // Position 0 anchors whole-zone errors (no SOA, no NS).
+            self.positions.push((file, rec.line, rec.column));
+        }
+        if rec.rtype == rtype::SOA {
+            if *self.key != *self.apex_lc {
+                self.errors.push(at(format!("SOA record at {} is not at the zone apex", show_owner())));
+                return;
+            }
+            self.soa_count += 1;
+            if self.soa_count > 1 {
+                self.errors.push(at("more than one SOA record at the zone apex".into()));
+                return;
+            }
+        }
+        let Ok(rdlen) = u16::try_from(rec.rdata.len()) else {
+            self.errors.push(at("record data longer than 65535 octets".into()));
+            return;
+        };
+        let node = match self.nodes.get_mut(self.key.as_slice()) {
+            Some(n) => n,
+            None => {
+                let name = (rec.owner != self.key.as_slice()).then(|| Name::from_wire_unchecked(rec.owner));
+                self.nodes.entry(self.key.as_slice().into()).or_insert(Node {
+                    name,
+                    rrsets: Vec::new(),
+                })
+            }
+        };
+        let mut frag = [0u8; 10];
+        frag[..2].copy_from_slice(&rec.rtype.to_be_bytes());
+        frag[2..4].copy_from_slice(&class.to_be_bytes());
+        frag[8..10].copy_from_slice(&rdlen.to_be_bytes());
+        match node.rrsets.iter_mut().find(|s| s.rtype == rec.rtype) {
+            Some(set) => {
+                if set.ttl != rec.ttl {
+                    self.warnings.push(at(format!(
+                        "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
+                        rec.ttl, set.ttl, set.ttl
+                    )));
+                }
+                if set.rdatas().any(|r| r == rec.rdata) {
+                    self.warnings.push(at(format!(
+                        "duplicate {} record ignored (RFC 2181 5)",
+                        types::type_to_string(rec.rtype)
+                    )));
+                    return;
+                }
+                if set.count == u16::MAX {
+                    self.errors.push(at("more than 65535 records in one RRset".into()));
+                    return;
+                }
+                frag[4..8].copy_from_slice(&set.ttl.to_be_bytes());
+                set.data.extend_from_slice(&frag);
+                set.data.extend_from_slice(rec.rdata);
+                set.count += 1;
+            }
+            None => {
+                frag[4..8].copy_from_slice(&rec.ttl.to_be_bytes());
+                let mut data = Vec::with_capacity(10 + rec.rdata.len());
+                data.extend_from_slice(&frag);
+                data.extend_from_slice(rec.rdata);
+                let pos = self.positions.len() as u32;
+                self.positions.push((file, rec.line, rec.column));
+                node.rrsets.push(RRset {
+                    rtype: rec.rtype,
+                    ttl: rec.ttl,
+                    count: 1,
+                    pos,
+                    data,
+                });
+            }
+        }
+        self.record_count += 1;
+    }
+}
+
+impl Zone {
+    /// Checks already-parsed records and builds the zone (see
+    /// [`ZoneBuilder::finish`] for the checks).
+    pub fn build(origin: &Name, records: Vec<Record>) -> BuildResult {
+        let mut b = ZoneBuilder::new(origin);
+        b.reserve(records.len());
+        for r in &records {
+            b.record(&RecordRef {
+                owner: r.owner.as_wire(),
+                rtype: r.rtype,
+                class: r.class,
+                ttl: r.ttl,
+                rdata: &r.rdata,
+                file: &r.pos.file,
+                line: r.pos.line,
+                column: r.pos.column,
+            });
+        }
+        drop(records);
+        b.finish()
     }
 
     /// The apex name.
@@ -466,45 +517,6 @@ impl Zone {
             .map_or(0, u32::from_be_bytes);
         soa.ttl.min(min)
     }
-}
-
-fn dedup(set: &mut Pending, warnings: &mut Vec<ZoneError>) {
-    if set.recs.len() < 2 {
-        return;
-    }
-    let mut order: Vec<usize> = (0..set.recs.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ra = set.recs.get(a).map(|r| &r.0);
-        let rb = set.recs.get(b).map(|r| &r.0);
-        ra.cmp(&rb).then(a.cmp(&b))
-    });
-    let mut drop = vec![false; set.recs.len()];
-    for w in order.windows(2) {
-        if let (Some(&a), Some(&b)) = (w.first(), w.get(1)) {
-            if set.recs.get(a).map(|r| &r.0) == set.recs.get(b).map(|r| &r.0) {
-                if let Some(d) = drop.get_mut(b) {
-                    *d = true;
-                }
-                if let Some((_, pos)) = set.recs.get(b) {
-                    warnings.push(ZoneError {
-                        file: pos.file.clone(),
-                        line: pos.line,
-                        column: pos.column,
-                        kind: ErrorKind::Check(format!(
-                            "duplicate {} record ignored (RFC 2181 5)",
-                            types::type_to_string(set.rtype)
-                        )),
-                    });
-                }
-            }
-        }
-    }
-    let mut i = 0;
-    set.recs.retain(|_| {
-        let keep = !drop.get(i).copied().unwrap_or(false);
-        i += 1;
-        keep
-    });
 }
 
 fn display(key: &[u8], name: &Option<Name>) -> String {
