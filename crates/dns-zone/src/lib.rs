@@ -83,7 +83,9 @@ pub fn load_zone(
     };
     // Records stream from the parser into the zone: no per-record copies.
     let mut builder = ZoneBuilder::new(origin);
-    builder.reserve(text.len() / 40);
+    // Sizing from the line count avoids growing the tables while loading.
+    let lines = text.iter().filter(|&&b| b == b'\n').count();
+    builder.reserve(lines + 1, text.len());
     let parsed = parse_into(text, file, &opts, loader, &mut builder);
     if !parsed.errors.is_empty() {
         return Err(parsed.errors);

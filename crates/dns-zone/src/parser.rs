@@ -323,7 +323,7 @@ impl Parser<'_> {
                 ));
             };
             let ttl = parse_ttl(text(buf, t))
-                .ok_or((Some(*t), ErrorKind::BadTtl(lossy(text(buf, t)))))?;
+                .ok_or_else(|| (Some(*t), ErrorKind::BadTtl(lossy(text(buf, t)))))?;
             self.default_ttl = Some(ttl);
             Ok(())
         } else if word.eq_ignore_ascii_case(b"$INCLUDE") {
@@ -515,7 +515,7 @@ impl Parser<'_> {
                         ErrorKind::Expected("a record type (TTL given twice)"),
                     ));
                 }
-                ttl = Some(parse_ttl(s).ok_or((Some(t), ErrorKind::BadTtl(lossy(s))))?);
+                ttl = Some(parse_ttl(s).ok_or_else(|| (Some(t), ErrorKind::BadTtl(lossy(s))))?);
                 i += 1;
                 continue;
             }
@@ -530,8 +530,8 @@ impl Parser<'_> {
                 i += 1;
                 continue;
             }
-            rtype_code =
-                types::type_from_str(s).ok_or((Some(t), ErrorKind::UnknownType(lossy(s))))?;
+            rtype_code = types::type_from_str(s)
+                .ok_or_else(|| (Some(t), ErrorKind::UnknownType(lossy(s))))?;
             i += 1;
             break;
         }

@@ -1179,3 +1179,36 @@ mod props {
         }
     }
 }
+
+#[test]
+fn interleaved_owners_keep_rrsets_whole() {
+    let text = format!(
+        "{HEAD}a A 192.0.2.10\nb A 192.0.2.20\na A 192.0.2.11\nb TXT one\na AAAA 2001:db8::1\nb A 192.0.2.21\na A 192.0.2.12\nb TXT two\n"
+    );
+    let (zone, w) =
+        load_zone(text.as_bytes(), "i", &name("example.com."), &mut NoIncludes).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let mut cat = Catalog::new();
+    cat.insert(zone);
+    let r = Responder::new(Arc::new(cat), ResponderConfig::default());
+    let m = ask(&r, "a.example.com.", RecordType::A);
+    let mut got = texts(m.answers());
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "a.example.com. 300 A 192.0.2.10",
+            "a.example.com. 300 A 192.0.2.11",
+            "a.example.com. 300 A 192.0.2.12"
+        ]
+    );
+    assert_eq!(
+        ask(&r, "a.example.com.", RecordType::AAAA).answers().len(),
+        1
+    );
+    assert_eq!(ask(&r, "b.example.com.", RecordType::A).answers().len(), 2);
+    assert_eq!(
+        ask(&r, "b.example.com.", RecordType::TXT).answers().len(),
+        2
+    );
+}

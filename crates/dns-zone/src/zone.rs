@@ -1,5 +1,12 @@
-//! The zone model: nodes keyed by lowercased wire name, RRsets stored as
-//! ready-to-send wire fragments, and `named-checkzone`-like checks.
+//! The zone model and `named-checkzone`-like checks.
+//!
+//! Everything lives in a few flat arrays (as NSD and Knot do with their
+//! own allocators): lowercased names back to back in one byte arena, one
+//! small record per name, one per RRset, and every RRset's wire fragments
+//! in a data arena. An open-addressing table of `u32` indexes finds names.
+//! Loading therefore allocates almost nothing per record, a zone costs a
+//! few dozen bytes per name beyond its wire data, and answering copies
+//! ready-made fragments.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -10,8 +17,7 @@ use crate::name::{is_subdomain, labels, Name};
 use crate::parser::{Record, RecordRef, RecordSink};
 use crate::types::{self, rtype};
 
-/// A small, fast hash for wire names (the table is built from zone data,
-/// which the operator controls, so flooding is not a concern).
+/// A small, fast hash for wire names.
 #[derive(Default, Clone, Copy)]
 pub struct FxHasher(u64);
 
@@ -33,9 +39,7 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        // Mix high bits into the low ones the table indexes with (murmur3
-        // fmix64): names share long suffixes, which the multiply alone
-        // leaves clustered.
+        // murmur3 fmix64: names share long suffixes; spread them.
         let mut h = self.0;
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -47,64 +51,238 @@ impl Hasher for FxHasher {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+fn hash_name(key: &[u8]) -> u32 {
+    let mut h = FxHasher(key.len() as u64);
+    h.write(key);
+    h.finish() as u32
+}
+
+const NO_NAME: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct NodeRec {
+    key_off: u32,
+    key_len: u16,
+    sets_len: u16,
+    /// Offset of the as-written name in `names`, or NO_NAME when it is the key.
+    name_off: u32,
+    sets_off: u32,
+    hash: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SetRec {
+    rtype: u16,
+    count: u16,
+    ttl: u32,
+    data_off: u32,
+    data_len: u32,
+    /// Index into the builder's positions (diagnostics only).
+    pos: u32,
+}
+
 /// An RRset: every record of one type at one name.
 ///
-/// `data` holds, per record, the wire bytes that follow the owner name in
+/// Its data holds, per record, the wire bytes that follow the owner name in
 /// a message (type, class, TTL, RDLENGTH, RDATA), so answering is a copy.
-#[derive(Debug, Clone)]
-pub struct RRset {
+#[derive(Debug, Clone, Copy)]
+pub struct RRset<'a> {
     /// Record type.
     pub rtype: u16,
     /// Shared TTL (RFC 2181 section 5.2).
     pub ttl: u32,
     /// Number of records.
     pub count: u16,
-    /// Index of the first record's position (build-time diagnostics).
-    pos: u32,
-    data: Vec<u8>,
+    data: &'a [u8],
 }
 
-impl RRset {
+impl<'a> RRset<'a> {
     /// The wire fragments (type..rdata) of each record.
-    pub fn wire_records(&self) -> impl Iterator<Item = &[u8]> {
-        let data = &self.data;
-        let mut pos = 0usize;
-        std::iter::from_fn(move || {
-            let len_bytes = data.get(pos + 8..pos + 10)?;
-            let rdlen = usize::from(u16::from_be_bytes([
-                *len_bytes.first()?,
-                *len_bytes.get(1)?,
-            ]));
-            let rec = data.get(pos..pos + 10 + rdlen)?;
-            pos += 10 + rdlen;
-            Some(rec)
-        })
+    pub fn wire_records(&self) -> impl Iterator<Item = &'a [u8]> {
+        wire_records(self.data)
     }
 
     /// The RDATA of each record.
-    pub fn rdatas(&self) -> impl Iterator<Item = &[u8]> {
-        self.wire_records().map(|r| r.get(10..).unwrap_or_default())
+    pub fn rdatas(&self) -> impl Iterator<Item = &'a [u8]> {
+        wire_records(self.data).map(|r| r.get(10..).unwrap_or_default())
     }
+}
+
+fn wire_records(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let len = data.get(pos + 8..pos + 10)?;
+        let rdlen = usize::from(u16::from_be_bytes([*len.first()?, *len.get(1)?]));
+        let rec = data.get(pos..pos + 10 + rdlen)?;
+        pos += 10 + rdlen;
+        Some(rec)
+    })
 }
 
 /// One name in the zone (empty non-terminals have no RRsets).
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Owner name as written, when it differs from the lowercased key.
-    name: Option<Name>,
-    /// RRsets at this name.
-    pub rrsets: Vec<RRset>,
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    arenas: &'a Arenas,
+    rec: &'a NodeRec,
 }
 
-impl Node {
-    /// The RRset of a type, if present.
-    pub fn rrset(&self, rt: u16) -> Option<&RRset> {
-        self.rrsets.iter().find(|r| r.rtype == rt)
+impl<'a> Node<'a> {
+    /// The RRsets at this name.
+    pub fn rrsets(&self) -> impl Iterator<Item = RRset<'a>> + 'a {
+        let arenas = self.arenas;
+        self.set_recs().iter().map(move |s| arenas.rrset(s))
     }
 
-    /// The owner name as written (falls back to `key`, the lowercase form).
-    pub fn name_wire<'a>(&'a self, key: &'a [u8]) -> &'a [u8] {
-        self.name.as_ref().map_or(key, |n| n.as_wire())
+    fn set_recs(&self) -> &'a [SetRec] {
+        let start = self.rec.sets_off as usize;
+        self.arenas
+            .sets
+            .get(start..start + usize::from(self.rec.sets_len))
+            .unwrap_or_default()
+    }
+
+    /// Whether the name has no data (an empty non-terminal).
+    pub fn is_empty(&self) -> bool {
+        self.rec.sets_len == 0
+    }
+
+    /// The RRset of a type, if present.
+    pub fn rrset(&self, rt: u16) -> Option<RRset<'a>> {
+        self.set_recs()
+            .iter()
+            .find(|s| s.rtype == rt)
+            .map(|s| self.arenas.rrset(s))
+    }
+
+    /// The owner name as written (uncompressed wire format).
+    pub fn name_wire(&self) -> &'a [u8] {
+        if self.rec.name_off == NO_NAME {
+            self.key()
+        } else {
+            let start = self.rec.name_off as usize;
+            self.arenas
+                .names
+                .get(start..start + usize::from(self.rec.key_len))
+                .unwrap_or_default()
+        }
+    }
+
+    /// The lowercased owner name (the lookup key).
+    pub fn key(&self) -> &'a [u8] {
+        self.arenas.key(self.rec)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Arenas {
+    keys: Vec<u8>,
+    names: Vec<u8>,
+    nodes: Vec<NodeRec>,
+    sets: Vec<SetRec>,
+    data: Vec<u8>,
+    /// Open addressing, linear probing: (hash << 32) | (node index + 1),
+    /// 0 = empty. The hash in the slot spares a visit to the node (a cache
+    /// miss) for every non-matching probe.
+    slots: Vec<u64>,
+}
+
+impl Arenas {
+    fn key(&self, n: &NodeRec) -> &[u8] {
+        let start = n.key_off as usize;
+        self.keys
+            .get(start..start + usize::from(n.key_len))
+            .unwrap_or_default()
+    }
+
+    fn rrset(&self, s: &SetRec) -> RRset<'_> {
+        let start = s.data_off as usize;
+        RRset {
+            rtype: s.rtype,
+            ttl: s.ttl,
+            count: s.count,
+            data: self
+                .data
+                .get(start..start + s.data_len as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn find(&self, key: &[u8], hash: u32) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = *self.slots.get(i)?;
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == hash {
+                let idx = (slot & 0xffff_ffff) as usize - 1;
+                if self.nodes.get(idx).is_some_and(|n| self.key(n) == key) {
+                    return Some(idx);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self, min_nodes: usize) {
+        let want = (min_nodes.max(8) * 2).next_power_of_two();
+        if want <= self.slots.len() {
+            return;
+        }
+        let mut slots = vec![0u64; want];
+        let mask = want - 1;
+        for (idx, n) in self.nodes.iter().enumerate() {
+            let mut i = n.hash as usize & mask;
+            while slots.get(i).is_some_and(|&s| s != 0) {
+                i = (i + 1) & mask;
+            }
+            if let Some(s) = slots.get_mut(i) {
+                *s = u64::from(n.hash) << 32 | (idx as u64 + 1);
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// Adds a node (the key must be absent). Returns its index.
+    fn insert(&mut self, key: &[u8], name: Option<&[u8]>, hash: u32) -> usize {
+        if (self.nodes.len() + 1) * 2 > self.slots.len() {
+            self.grow(self.nodes.len() + 1);
+        }
+        let name_off = match name {
+            Some(n) => {
+                let off = self.names.len() as u32;
+                self.names.extend_from_slice(n);
+                off
+            }
+            None => NO_NAME,
+        };
+        let idx = self.nodes.len();
+        self.nodes.push(NodeRec {
+            key_off: self.keys.len() as u32,
+            key_len: key.len() as u16,
+            sets_len: 0,
+            name_off,
+            sets_off: self.sets.len() as u32,
+            hash,
+        });
+        self.keys.extend_from_slice(key);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.slots.get(i).is_some_and(|&s| s != 0) {
+            i = (i + 1) & mask;
+        }
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = u64::from(hash) << 32 | (idx as u64 + 1);
+        }
+        idx
+    }
+
+    fn node(&self, idx: usize) -> Option<Node<'_>> {
+        Some(Node {
+            arenas: self,
+            rec: self.nodes.get(idx)?,
+        })
     }
 }
 
@@ -115,7 +293,7 @@ pub struct Zone {
     apex_lc: Box<[u8]>,
     apex_labels: usize,
     class: u16,
-    nodes: FxMap<Box<[u8]>, Node>,
+    arenas: Arenas,
     record_count: usize,
 }
 
@@ -123,17 +301,13 @@ pub struct Zone {
 pub type BuildResult = Result<(Zone, Vec<ZoneError>), Vec<ZoneError>>;
 
 /// Builds a [`Zone`] from records as they are parsed (a [`RecordSink`]),
-/// then runs the zone checks in [`finish`](ZoneBuilder::finish).
-///
-/// Records go straight into their final form (one hash-table entry per
-/// name, RRsets as wire fragments), so loading allocates per name and per
-/// RRset, not per record.
+/// then runs the remaining checks in [`finish`](ZoneBuilder::finish).
 #[derive(Debug)]
 pub struct ZoneBuilder {
     apex: Name,
     apex_lc: Box<[u8]>,
     class: Option<u16>,
-    nodes: FxMap<Box<[u8]>, Node>,
+    arenas: Arenas,
     /// Where each RRset's first record was written: (file, line, column).
     positions: Vec<(u32, u32, u32)>,
     files: Vec<Arc<str>>,
@@ -141,7 +315,15 @@ pub struct ZoneBuilder {
     warnings: Vec<ZoneError>,
     soa_count: usize,
     record_count: usize,
+    has_delegation: bool,
+    /// The apex node exists (ancestor walks stop there).
+    apex_seen: bool,
+    /// In-zone MX/NS targets to check at the end: (target key, rtype, owner node, pos).
+    targets: Vec<(Box<[u8]>, u16, u32, u32)>,
     key: Vec<u8>,
+    /// The node the previous record went to, with its key.
+    last: Option<usize>,
+    last_key: Vec<u8>,
 }
 
 impl ZoneBuilder {
@@ -151,25 +333,40 @@ impl ZoneBuilder {
             apex: origin.clone(),
             apex_lc: origin.as_wire().to_ascii_lowercase().into(),
             class: None,
-            nodes: FxMap::default(),
+            arenas: Arenas::default(),
             positions: Vec::new(),
             files: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
             soa_count: 0,
             record_count: 0,
+            has_delegation: false,
+            apex_seen: false,
+            targets: Vec::new(),
             key: Vec::with_capacity(255),
+            last: None,
+            last_key: Vec::with_capacity(255),
         }
     }
 
-    /// Pre-sizes the tables for about `names` names.
-    pub fn reserve(&mut self, names: usize) {
-        self.nodes.reserve(names);
+    /// Pre-sizes the tables for about `names` names and `bytes` of data.
+    pub fn reserve(&mut self, names: usize, bytes: usize) {
+        let a = &mut self.arenas;
+        a.grow(names);
+        a.nodes.reserve(names);
+        a.sets.reserve(names);
+        a.keys.reserve(names * 16);
+        a.data.reserve(bytes);
         self.positions.reserve(names);
     }
 
     fn file_index(&mut self, file: &Arc<str>) -> u32 {
-        match self.files.iter().rposition(|f| Arc::ptr_eq(f, file) || **f == **file) {
+        if let Some(last) = self.files.last() {
+            if Arc::ptr_eq(last, file) {
+                return (self.files.len() - 1) as u32;
+            }
+        }
+        match self.files.iter().position(|f| **f == **file) {
             Some(i) => i as u32,
             None => {
                 self.files.push(file.clone());
@@ -179,16 +376,64 @@ impl ZoneBuilder {
     }
 
     fn located(&self, pos: u32, msg: String) -> ZoneError {
-        let (f, line, column) = self.positions.get(pos as usize).copied().unwrap_or((0, 0, 0));
+        let (f, line, column) = self
+            .positions
+            .get(pos as usize)
+            .copied()
+            .unwrap_or((0, 0, 0));
         ZoneError {
-            file: self.files.get(f as usize).cloned().unwrap_or_else(|| Arc::from("")),
+            file: self
+                .files
+                .get(f as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
             line,
             column,
             kind: ErrorKind::Check(msg),
         }
     }
 
-    /// Runs the checks and returns the zone (with warnings) or every error.
+    /// Finds or creates the node for `self.key`; new nodes get their
+    /// missing ancestors as empty non-terminals (RFC 4592 2.2.2).
+    fn node_for(&mut self, owner: &[u8]) -> usize {
+        if let Some(i) = self.last {
+            if self.last_key == self.key {
+                return i;
+            }
+        }
+        let hash = hash_name(&self.key);
+        let idx = match self.arenas.find(&self.key, hash) {
+            Some(i) => i,
+            None => {
+                let name = (owner != self.key.as_slice()).then_some(owner);
+                let idx = self.arenas.insert(&self.key, name, hash);
+                self.apex_seen |= *self.key == *self.apex_lc;
+                let mut anc: &[u8] = &self.key;
+                let apex_len = self.apex_lc.len();
+                while anc.len() > apex_len {
+                    let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
+                    anc = anc.get(skip..).unwrap_or_default();
+                    if anc.len() < apex_len || (anc.len() == apex_len && self.apex_seen) {
+                        break;
+                    }
+                    let h = hash_name(anc);
+                    if self.arenas.find(anc, h).is_some() {
+                        break;
+                    }
+                    self.arenas.insert(anc, None, h);
+                    self.apex_seen |= anc.len() == apex_len;
+                }
+                idx
+            }
+        };
+        self.last = Some(idx);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(&self.key);
+        idx
+    }
+
+    /// Runs the checks that need the whole zone and returns it (with
+    /// warnings) or every error, in file order.
     ///
     /// Errors (named-checkzone's): no or several SOA, SOA not at the apex,
     /// no NS at the apex, CNAME beside other data or twice, records outside
@@ -201,107 +446,67 @@ impl ZoneBuilder {
         let origin = self.apex.clone();
         let mut errors = std::mem::take(&mut self.errors);
         let mut warnings = std::mem::take(&mut self.warnings);
+        let a = &self.arenas;
         if self.soa_count == 0 {
             errors.push(self.located(0, format!("no SOA record at the zone apex {origin}")));
         }
-        let apex_has_ns = self.nodes.get(&*apex_lc).is_some_and(|n| n.rrset(rtype::NS).is_some());
-        if !apex_has_ns && !self.positions.is_empty() {
+        let apex = a
+            .find(&apex_lc, hash_name(&apex_lc))
+            .and_then(|i| a.node(i));
+        if apex.is_none_or(|n| n.rrset(rtype::NS).is_none()) && !self.positions.is_empty() {
             errors.push(self.located(0, format!("no NS records at the zone apex {origin}")));
         }
-        // One read-only pass for every check that looks at other names,
-        // collecting the empty non-terminals to add (RFC 4592 2.2.2).
-        let mut ents: FxMap<Box<[u8]>, ()> = FxMap::default();
-        let mut target = Vec::with_capacity(255);
-        for (k, node) in &self.nodes {
-            let has_cname = node.rrset(rtype::CNAME).is_some();
-            for set in &node.rrsets {
-                if set.rtype == rtype::CNAME && set.count > 1 {
-                    errors.push(self.located(set.pos, format!("more than one CNAME record at {}", display(k, &node.name))));
-                }
-                if has_cname && !matches!(set.rtype, rtype::CNAME | rtype::RRSIG | rtype::NSEC) {
-                    errors.push(self.located(
-                        set.pos,
-                        format!(
-                            "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
-                            display(k, &node.name),
-                            types::type_to_string(set.rtype)
-                        ),
-                    ));
-                }
-                let off = match set.rtype {
-                    rtype::MX => 2,
-                    rtype::NS => 0,
-                    _ => continue,
-                };
-                for rdata in set.rdatas() {
-                    let t = rdata.get(off..).unwrap_or_default();
-                    target.clear();
-                    target.extend_from_slice(t);
-                    target.make_ascii_lowercase();
-                    if !is_subdomain(&target, &apex_lc) {
-                        continue;
-                    }
-                    let tnode = self.nodes.get(target.as_slice());
-                    let tname = display_wire(t);
-                    if tnode.is_some_and(|n| n.rrset(rtype::CNAME).is_some()) {
-                        errors.push(self.located(
-                            set.pos,
-                            format!(
-                                "{} {} target {tname} is a CNAME (RFC 2181 10.3)",
-                                display(k, &node.name),
-                                types::type_to_string(set.rtype)
-                            ),
-                        ));
-                    } else if set.rtype == rtype::NS
-                        && !tnode.is_some_and(|n| n.rrset(rtype::A).is_some() || n.rrset(rtype::AAAA).is_some())
-                    {
-                        errors.push(self.located(
-                            set.pos,
-                            format!("NS {tname} of {} has no address records (A or AAAA)", display(k, &node.name)),
-                        ));
-                    }
-                }
+        for (target, rt, owner, pos) in &self.targets {
+            let tnode = a.find(target, hash_name(target)).and_then(|i| a.node(i));
+            let owner = a
+                .node(*owner as usize)
+                .map(|n| display_wire(n.name_wire()))
+                .unwrap_or_default();
+            let tname = display_wire(target);
+            if tnode.is_some_and(|n| n.rrset(rtype::CNAME).is_some()) {
+                errors.push(self.located(
+                    *pos,
+                    format!(
+                        "{owner} {} target {tname} is a CNAME (RFC 2181 10.3)",
+                        types::type_to_string(*rt)
+                    ),
+                ));
+            } else if *rt == rtype::NS
+                && !tnode
+                    .is_some_and(|n| n.rrset(rtype::A).is_some() || n.rrset(rtype::AAAA).is_some())
+            {
+                errors.push(self.located(
+                    *pos,
+                    format!("NS {tname} of {owner} has no address records (A or AAAA)"),
+                ));
             }
-            // Ancestors: a delegation above hides this name's data (glue
-            // aside); missing ancestors become empty non-terminals.
-            let mut anc: &[u8] = k;
-            let mut below_cut = false;
-            let mut need_ent = true;
-            while anc.len() > apex_lc.len() {
-                let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
-                anc = anc.get(skip..).unwrap_or_default();
-                if anc.len() <= apex_lc.len() {
-                    break;
-                }
-                match self.nodes.get(anc) {
-                    Some(a) => {
-                        need_ent = false;
-                        if a.rrset(rtype::NS).is_some() {
-                            below_cut = true;
-                            break;
-                        }
+        }
+        if self.has_delegation {
+            // Data below a zone cut (other than glue) is never served.
+            for idx in 0..a.nodes.len() {
+                let Some(node) = a.node(idx) else { continue };
+                let mut anc = node.key();
+                while anc.len() > apex_lc.len() {
+                    let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
+                    anc = anc.get(skip..).unwrap_or_default();
+                    if anc.len() <= apex_lc.len() {
+                        break;
                     }
-                    None if need_ent => {
-                        if ents.contains_key(anc) {
-                            need_ent = false;
-                        } else {
-                            ents.insert(anc.into(), ());
+                    let cut = a.find(anc, hash_name(anc)).and_then(|i| a.node(i));
+                    if cut.is_some_and(|c| c.rrset(rtype::NS).is_some()) {
+                        for s in node.set_recs() {
+                            if !matches!(s.rtype, rtype::A | rtype::AAAA) {
+                                warnings.push(self.located(
+                                    s.pos,
+                                    format!(
+                                        "{} {} is below a delegation and will not be served",
+                                        display_wire(node.name_wire()),
+                                        types::type_to_string(s.rtype)
+                                    ),
+                                ));
+                            }
                         }
-                    }
-                    None => {}
-                }
-            }
-            if below_cut {
-                for set in &node.rrsets {
-                    if !matches!(set.rtype, rtype::A | rtype::AAAA) {
-                        warnings.push(self.located(
-                            set.pos,
-                            format!(
-                                "{} {} is below a delegation and will not be served",
-                                display(k, &node.name),
-                                types::type_to_string(set.rtype)
-                            ),
-                        ));
+                        break;
                     }
                 }
             }
@@ -310,19 +515,13 @@ impl ZoneBuilder {
             errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             return Err(errors);
         }
-        for (e, ()) in ents {
-            self.nodes.entry(e).or_insert(Node {
-                name: None,
-                rrsets: Vec::new(),
-            });
-        }
         warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         let zone = Zone {
             apex: origin,
             apex_labels: labels(&apex_lc).count(),
             apex_lc,
             class: self.class.unwrap_or(types::class::IN),
-            nodes: self.nodes,
+            arenas: self.arenas,
             record_count: self.record_count,
         };
         Ok((zone, warnings))
@@ -343,7 +542,11 @@ impl RecordSink for ZoneBuilder {
         self.key.extend_from_slice(rec.owner);
         self.key.make_ascii_lowercase();
         if !is_subdomain(&self.key, &self.apex_lc) {
-            self.errors.push(at(format!("{} is outside the zone {}", show_owner(), self.apex)));
+            self.errors.push(at(format!(
+                "{} is outside the zone {}",
+                show_owner(),
+                self.apex
+            )));
             return;
         }
         let class = *self.class.get_or_insert(rec.class);
@@ -351,77 +554,170 @@ impl RecordSink for ZoneBuilder {
             // Position 0 anchors whole-zone errors (no SOA, no NS).
             self.positions.push((file, rec.line, rec.column));
         }
+        let is_apex = *self.key == *self.apex_lc;
         if rec.rtype == rtype::SOA {
-            if *self.key != *self.apex_lc {
-                self.errors.push(at(format!("SOA record at {} is not at the zone apex", show_owner())));
+            if !is_apex {
+                self.errors.push(at(format!(
+                    "SOA record at {} is not at the zone apex",
+                    show_owner()
+                )));
                 return;
             }
             self.soa_count += 1;
             if self.soa_count > 1 {
-                self.errors.push(at("more than one SOA record at the zone apex".into()));
+                self.errors
+                    .push(at("more than one SOA record at the zone apex".into()));
                 return;
             }
         }
         let Ok(rdlen) = u16::try_from(rec.rdata.len()) else {
-            self.errors.push(at("record data longer than 65535 octets".into()));
+            self.errors
+                .push(at("record data longer than 65535 octets".into()));
             return;
         };
-        let node = match self.nodes.get_mut(self.key.as_slice()) {
-            Some(n) => n,
-            None => {
-                let name = (rec.owner != self.key.as_slice()).then(|| Name::from_wire_unchecked(rec.owner));
-                self.nodes.entry(self.key.as_slice().into()).or_insert(Node {
-                    name,
-                    rrsets: Vec::new(),
-                })
-            }
+        let idx = self.node_for(rec.owner);
+        let Some(node) = self.arenas.nodes.get(idx).copied() else {
+            return;
         };
+        let a = &mut self.arenas;
+        let sets_start = node.sets_off as usize;
+        let sets_end = sets_start + usize::from(node.sets_len);
+        let existing = a
+            .sets
+            .get(sets_start..sets_end)
+            .unwrap_or_default()
+            .iter()
+            .position(|s| s.rtype == rec.rtype);
         let mut frag = [0u8; 10];
         frag[..2].copy_from_slice(&rec.rtype.to_be_bytes());
         frag[2..4].copy_from_slice(&class.to_be_bytes());
         frag[8..10].copy_from_slice(&rdlen.to_be_bytes());
-        match node.rrsets.iter_mut().find(|s| s.rtype == rec.rtype) {
-            Some(set) => {
+        match existing {
+            Some(k) => {
+                let Some(set) = a.sets.get(sets_start + k).copied() else {
+                    return;
+                };
                 if set.ttl != rec.ttl {
                     self.warnings.push(at(format!(
                         "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
                         rec.ttl, set.ttl, set.ttl
                     )));
                 }
-                if set.rdatas().any(|r| r == rec.rdata) {
+                if a.rrset(&set).rdatas().any(|r| r == rec.rdata) {
                     self.warnings.push(at(format!(
                         "duplicate {} record ignored (RFC 2181 5)",
                         types::type_to_string(rec.rtype)
                     )));
                     return;
                 }
-                if set.count == u16::MAX {
-                    self.errors.push(at("more than 65535 records in one RRset".into()));
+                if set.rtype == rtype::CNAME {
+                    self.errors.push(at(format!(
+                        "more than one CNAME record at {}",
+                        show_owner()
+                    )));
                     return;
                 }
+                if set.count == u16::MAX {
+                    self.errors
+                        .push(at("more than 65535 records in one RRset".into()));
+                    return;
+                }
+                // Keep each RRset contiguous: move it to the end of the data
+                // arena unless it is already there (records of one name
+                // usually arrive together, so this is rare).
+                let mut set = set;
+                if set.data_off as usize + set.data_len as usize != a.data.len() {
+                    let start = set.data_off as usize;
+                    let old = start..start + set.data_len as usize;
+                    set.data_off = a.data.len() as u32;
+                    a.data.extend_from_within(old);
+                }
                 frag[4..8].copy_from_slice(&set.ttl.to_be_bytes());
-                set.data.extend_from_slice(&frag);
-                set.data.extend_from_slice(rec.rdata);
+                a.data.extend_from_slice(&frag);
+                a.data.extend_from_slice(rec.rdata);
+                set.data_len += 10 + u32::from(rdlen);
                 set.count += 1;
+                if let Some(slot) = a.sets.get_mut(sets_start + k) {
+                    *slot = set;
+                }
             }
             None => {
+                // RFC 1034 3.6.2 / RFC 2181 10.1: a CNAME stands alone.
+                let others = a.sets.get(sets_start..sets_end).unwrap_or_default();
+                let exempt = |t: u16| matches!(t, rtype::RRSIG | rtype::NSEC);
+                if rec.rtype == rtype::CNAME && others.iter().any(|s| !exempt(s.rtype)) {
+                    self.errors.push(at(format!(
+                        "CNAME and other data at {} (RFC 1034 3.6.2)",
+                        show_owner()
+                    )));
+                    return;
+                }
+                if !exempt(rec.rtype) && others.iter().any(|s| s.rtype == rtype::CNAME) {
+                    self.errors.push(at(format!(
+                        "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
+                        show_owner(),
+                        types::type_to_string(rec.rtype)
+                    )));
+                    return;
+                }
+                // The node's set list must end the sets arena to grow.
+                let mut node = node;
+                if sets_end != a.sets.len() {
+                    node.sets_off = a.sets.len() as u32;
+                    a.sets.extend_from_within(sets_start..sets_end);
+                }
                 frag[4..8].copy_from_slice(&rec.ttl.to_be_bytes());
-                let mut data = Vec::with_capacity(10 + rec.rdata.len());
-                data.extend_from_slice(&frag);
-                data.extend_from_slice(rec.rdata);
+                let data_off = a.data.len() as u32;
+                a.data.extend_from_slice(&frag);
+                a.data.extend_from_slice(rec.rdata);
                 let pos = self.positions.len() as u32;
                 self.positions.push((file, rec.line, rec.column));
-                node.rrsets.push(RRset {
+                a.sets.push(SetRec {
                     rtype: rec.rtype,
-                    ttl: rec.ttl,
                     count: 1,
+                    ttl: rec.ttl,
+                    data_off,
+                    data_len: 10 + u32::from(rdlen),
                     pos,
-                    data,
                 });
+                node.sets_len += 1;
+                if let Some(slot) = a.nodes.get_mut(idx) {
+                    *slot = node;
+                }
+            }
+        }
+        if rec.rtype == rtype::NS && !is_apex {
+            self.has_delegation = true;
+        }
+        let target_off = match rec.rtype {
+            rtype::MX => Some(2),
+            rtype::NS => Some(0),
+            _ => None,
+        };
+        if let Some(off) = target_off {
+            let t = rec
+                .rdata
+                .get(off..)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if is_subdomain(&t, &self.apex_lc) {
+                let pos = self.positions.len().saturating_sub(1) as u32;
+                let pos = a_pos(&self.arenas, idx, rec.rtype).unwrap_or(pos);
+                self.targets
+                    .push((t.into_boxed_slice(), rec.rtype, idx as u32, pos));
             }
         }
         self.record_count += 1;
     }
+}
+
+/// Position index of a node's RRset of a type.
+fn a_pos(a: &Arenas, idx: usize, rt: u16) -> Option<u32> {
+    a.node(idx)?
+        .set_recs()
+        .iter()
+        .find(|s| s.rtype == rt)
+        .map(|s| s.pos)
 }
 
 impl Zone {
@@ -429,7 +725,10 @@ impl Zone {
     /// [`ZoneBuilder::finish`] for the checks).
     pub fn build(origin: &Name, records: Vec<Record>) -> BuildResult {
         let mut b = ZoneBuilder::new(origin);
-        b.reserve(records.len());
+        b.reserve(
+            records.len(),
+            records.iter().map(|r| r.rdata.len() + 10).sum(),
+        );
         for r in &records {
             b.record(&RecordRef {
                 owner: r.owner.as_wire(),
@@ -472,29 +771,40 @@ impl Zone {
 
     /// Number of names (including empty non-terminals).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.arenas.nodes.len()
     }
 
-    /// The node at a lowercased wire name, with the zone's copy of the key.
-    pub fn node_entry(&self, key: &[u8]) -> Option<(&[u8], &Node)> {
-        self.nodes.get_key_value(key).map(|(k, v)| (k.as_ref(), v))
+    /// Bytes held by the zone's tables (for memory reports).
+    pub fn heap_bytes(&self) -> usize {
+        let a = &self.arenas;
+        a.keys.capacity()
+            + a.names.capacity()
+            + a.data.capacity()
+            + a.nodes.capacity() * std::mem::size_of::<NodeRec>()
+            + a.sets.capacity() * std::mem::size_of::<SetRec>()
+            + a.slots.capacity() * 8
     }
 
     /// The node at a lowercased wire name.
-    pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        self.nodes.get(key)
+    pub fn node(&self, key: &[u8]) -> Option<Node<'_>> {
+        self.arenas
+            .find(key, hash_name(key))
+            .and_then(|i| self.arenas.node(i))
     }
 
-    /// All nodes with their lowercased keys (unordered).
-    pub fn nodes(&self) -> impl Iterator<Item = (&[u8], &Node)> {
-        self.nodes.iter().map(|(k, v)| (k.as_ref(), v))
+    /// The node at a lowercased wire name, with the zone's copy of the key.
+    pub fn node_entry(&self, key: &[u8]) -> Option<(&[u8], Node<'_>)> {
+        self.node(key).map(|n| (n.key(), n))
+    }
+
+    /// All nodes with their lowercased keys, in load order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&[u8], Node<'_>)> {
+        (0..self.arenas.nodes.len()).filter_map(|i| self.arenas.node(i).map(|n| (n.key(), n)))
     }
 
     /// The apex SOA RRset (always present in a built zone).
-    pub fn soa(&self) -> Option<&RRset> {
-        self.nodes
-            .get(&*self.apex_lc)
-            .and_then(|n| n.rrset(rtype::SOA))
+    pub fn soa(&self) -> Option<RRset<'_>> {
+        self.node(&self.apex_lc).and_then(|n| n.rrset(rtype::SOA))
     }
 
     /// The SOA serial.
@@ -516,13 +826,6 @@ impl Zone {
             .and_then(|s| <[u8; 4]>::try_from(s).ok())
             .map_or(0, u32::from_be_bytes);
         soa.ttl.min(min)
-    }
-}
-
-fn display(key: &[u8], name: &Option<Name>) -> String {
-    match name {
-        Some(n) => n.to_string(),
-        None => display_wire(key),
     }
 }
 
