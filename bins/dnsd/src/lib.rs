@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use dns_zone::{
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
@@ -380,11 +380,21 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         let query_log = self.config.query_log;
+        // UDP: one OS thread per socket doing blocking receive/answer/send,
+        // as NSD's server processes do: two system calls per query and no
+        // task wake-ups in between.
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        let mut udp_threads = Vec::new();
         for sock in self.udp {
-            let sock = UdpSocket::from_std(sock)?;
+            sock.set_nonblocking(false)?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
             let shared = self.shared.clone();
-            let stop = stop_rx.clone();
-            tasks.spawn(udp_worker(sock, shared, stop, query_log));
+            let stop = udp_stop.clone();
+            udp_threads.push(
+                std::thread::Builder::new()
+                    .name("dnsd-udp".into())
+                    .spawn(move || udp_worker(sock, shared, stop, query_log))?,
+            );
         }
         let limit = Arc::new(Semaphore::new(self.config.tcp_max_connections.max(1)));
         let idle = Duration::from_secs(self.config.tcp_idle_timeout_secs.max(1));
@@ -421,7 +431,14 @@ impl Server {
             }
         }
         let _ = stop_tx.send(true);
+        udp_stop.store(true, Ordering::Release);
         while tasks.join_next().await.is_some() {}
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in udp_threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         info!("dnsd stopped");
         Ok(())
     }
@@ -512,26 +529,31 @@ fn log_query(client: SocketAddr, proto: &str, query: &[u8], out: &[u8]) {
     info!(target: "dnsd::query", %client, proto, q = %describe(query), rcode, size = out.len(), "query");
 }
 
-async fn udp_worker(
-    sock: UdpSocket,
+fn udp_worker(
+    sock: std::net::UdpSocket,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<AtomicBool>,
     query_log: bool,
 ) {
     let mut cache = Cached::new(&shared);
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        let (n, peer) = tokio::select! {
-            biased;
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    debug!("udp recv: {e}");
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+    while !stop.load(Ordering::Acquire) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(v) => v,
+            // The read timeout lets the loop notice shutdown.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                debug!("udp recv: {e}");
+                continue;
+            }
         };
         let query = buf.get(..n).unwrap_or_default();
         let responder = cache.refresh(&shared);
@@ -540,7 +562,7 @@ async fn udp_worker(
                 if query_log {
                     log_query(peer, "udp", query, &out);
                 }
-                if let Err(e) = sock.send_to(&out, peer).await {
+                if let Err(e) = sock.send_to(&out, peer) {
                     debug!("udp send to {peer}: {e}");
                 }
             }
