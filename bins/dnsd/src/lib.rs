@@ -14,8 +14,7 @@
 //!     origin: "csuvnetwork.com".into(),
 //!     file: "zones/csuvnetwork.com.zone".into(),
 //! });
-//! let server = dnsd::Server::bind(config).await?;
-//! server.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! dnsd::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -301,6 +300,15 @@ impl Cached {
         }
         &self.responder
     }
+}
+
+/// Loads the configured zones, binds every address and answers until
+/// `shutdown` completes (SIGHUP reloads the zones meanwhile).
+pub async fn run(
+    config: DnsdConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    Server::bind(config).await?.serve(shutdown).await
 }
 
 /// A bound server, ready to [`serve`](Server::serve).
