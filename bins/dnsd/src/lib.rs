@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+mod mmsg;
+
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
@@ -543,17 +545,22 @@ fn udp_worker(
     stop: Arc<AtomicBool>,
     query_log: bool,
 ) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
     let mut cache = Cached::new(&shared);
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = mmsg::Batch::new();
+    let mut outs: Vec<Vec<u8>> = (0..mmsg::BATCH).map(|_| Vec::with_capacity(1500)).collect();
+    let mut replies: Vec<usize> = Vec::with_capacity(mmsg::BATCH);
     while !stop.load(Ordering::Acquire) {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(v) => v,
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
             // The read timeout lets the loop notice shutdown.
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
@@ -563,26 +570,31 @@ fn udp_worker(
                 continue;
             }
         };
-        let query = buf.get(..n).unwrap_or_default();
         let responder = cache.refresh(&shared);
-        match responder.handle(query, Transport::Udp, peer.ip(), &mut out) {
-            Outcome::Reply => {
-                if query_log {
-                    log_query(peer, "udp", query, &out);
+        replies.clear();
+        for (i, out) in outs.iter_mut().enumerate().take(n) {
+            let Some((query, peer)) = batch.packet(i) else {
+                continue;
+            };
+            match responder.handle(query, Transport::Udp, peer.ip(), out) {
+                Outcome::Reply => {
+                    if query_log {
+                        log_query(peer, "udp", query, out);
+                    }
+                    replies.push(i);
                 }
-                if let Err(e) = sock.send_to(&out, peer) {
-                    debug!("udp send to {peer}: {e}");
+                Outcome::Drop => {
+                    if query_log {
+                        info!(target: "dnsd::query", client = %peer, proto = "udp", size = query.len(), "dropped malformed packet");
+                    }
                 }
+                // The responder never starts a transfer over UDP.
+                Outcome::Transfer(_) => {}
             }
-            Outcome::Drop => {
-                if query_log {
-                    info!(target: "dnsd::query", client = %peer, proto = "udp", size = n, "dropped malformed packet");
-                }
-            }
-            // The responder never starts a transfer over UDP.
-            Outcome::Transfer(_) => {}
         }
+        batch.send(fd, &replies, &outs);
     }
+    drop(sock);
 }
 
 async fn tcp_acceptor(
