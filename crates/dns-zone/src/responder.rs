@@ -528,6 +528,8 @@ fn render<'a>(
                 .find(|(end, _)| end + opt_len <= limit)
                 .copied()
                 .unwrap_or((main_end, 0));
+            // RFC 9471: a referral missing glue must make the client retry.
+            tc = !aa && !s.authority.is_empty() && keep.1 < w.ar;
             w.buf.truncate(keep.0);
             w.ar = keep.1;
         } else {

@@ -1212,3 +1212,34 @@ fn interleaved_owners_keep_rrsets_whole() {
         2
     );
 }
+
+#[test]
+fn referral_with_missing_glue_sets_tc() {
+    let mut text = String::from("$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n");
+    for i in 0..8 {
+        text.push_str(&format!("sub NS nameserver-{i}.sub\nnameserver-{i}.sub A 192.0.2.{i}\nnameserver-{i}.sub AAAA 2001:db8::{i}\n"));
+    }
+    let mut cat = Catalog::new();
+    cat.insert(
+        load_zone(text.as_bytes(), "t", &name("e.test."), &mut NoIncludes)
+            .unwrap()
+            .0,
+    );
+    let r = Responder::new(Arc::new(cat), ResponderConfig::default());
+    let raw = ask_raw(
+        &r,
+        &query_bytes("www.sub.e.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    assert!(raw.len() <= 512);
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(!m.authoritative());
+    assert_eq!(m.name_servers().len(), 8);
+    assert!(m.additionals().len() < 16);
+    assert!(m.truncated());
+    // With room for everything there is no TC.
+    let m = ask(&r, "www.sub.e.test.", RecordType::A);
+    assert!(!m.truncated());
+    assert_eq!(m.additionals().len(), 16);
+}
