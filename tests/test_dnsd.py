@@ -235,14 +235,31 @@ def test_shared_config_file(daemons, tmp_path):
         '[global]\nhostname = "mail.csuvnetwork.com"\n[smtpd]\nlisten = ["127.0.0.1:2525"]\n'
         f'[dnsd]\nlisten = ["127.0.0.1:{port}"]\n'
         'zones = [{ origin = "csuvnetwork.com", file = "lab.zone" }]\nworkers = 1\n'
+        'tcp_idle_timeout_secs = 1\ntcp_max_connections = 2\n'
     )
     d = daemons([bin_path("dnsd"), "--config", cfg])
     wait_tcp(port)
+    time.sleep(1.5)  # let wait_tcp's probe connection time out
     assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.10"
+    # Connection limit: two idle connections are kept, a third is closed.
+    a = socket.create_connection(("127.0.0.1", port), timeout=3)
+    b = socket.create_connection(("127.0.0.1", port), timeout=3)
+    time.sleep(0.2)
+    c = socket.create_connection(("127.0.0.1", port), timeout=3)
+    try:
+        assert c.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    # Idle timeout: the server closes idle connections after 1 s.
+    t0 = time.monotonic()
+    assert a.recv(10) == b"" and b.recv(10) == b""
+    assert 0.5 < time.monotonic() - t0 < 3
+    for s in (a, b, c):
+        s.close()
     d.stop()
     cfg.write_text(cfg.read_text() + "colour = 3\n")
     out = subprocess.run([bin_path("dnsd"), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
-    assert out.returncode != 0 and "line 9" in out.stderr and "colour" in out.stderr
+    assert out.returncode != 0 and "line 11" in out.stderr and "colour" in out.stderr
 
 
 def test_sighup_reload(daemons, tmp_path):

@@ -14,8 +14,7 @@
 //!     origin: "csuvnetwork.com".into(),
 //!     file: "zones/csuvnetwork.com.zone".into(),
 //! });
-//! let server = dnsd::Server::bind(config).await?;
-//! server.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! dnsd::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -26,16 +25,18 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+mod mmsg;
 
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
@@ -303,6 +304,15 @@ impl Cached {
     }
 }
 
+/// Loads the configured zones, binds every address and answers until
+/// `shutdown` completes (SIGHUP reloads the zones meanwhile).
+pub async fn run(
+    config: DnsdConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    Server::bind(config).await?.serve(shutdown).await
+}
+
 /// A bound server, ready to [`serve`](Server::serve).
 pub struct Server {
     config: DnsdConfig,
@@ -380,11 +390,21 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         let query_log = self.config.query_log;
+        // UDP: one OS thread per socket doing blocking receive/answer/send,
+        // as NSD's server processes do: two system calls per query and no
+        // task wake-ups in between.
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        let mut udp_threads = Vec::new();
         for sock in self.udp {
-            let sock = UdpSocket::from_std(sock)?;
+            sock.set_nonblocking(false)?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
             let shared = self.shared.clone();
-            let stop = stop_rx.clone();
-            tasks.spawn(udp_worker(sock, shared, stop, query_log));
+            let stop = udp_stop.clone();
+            udp_threads.push(
+                std::thread::Builder::new()
+                    .name("dnsd-udp".into())
+                    .spawn(move || udp_worker(sock, shared, stop, query_log))?,
+            );
         }
         let limit = Arc::new(Semaphore::new(self.config.tcp_max_connections.max(1)));
         let idle = Duration::from_secs(self.config.tcp_idle_timeout_secs.max(1));
@@ -421,7 +441,14 @@ impl Server {
             }
         }
         let _ = stop_tx.send(true);
+        udp_stop.store(true, Ordering::Release);
         while tasks.join_next().await.is_some() {}
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in udp_threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         info!("dnsd stopped");
         Ok(())
     }
@@ -512,47 +539,62 @@ fn log_query(client: SocketAddr, proto: &str, query: &[u8], out: &[u8]) {
     info!(target: "dnsd::query", %client, proto, q = %describe(query), rcode, size = out.len(), "query");
 }
 
-async fn udp_worker(
-    sock: UdpSocket,
+fn udp_worker(
+    sock: std::net::UdpSocket,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<AtomicBool>,
     query_log: bool,
 ) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
     let mut cache = Cached::new(&shared);
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (n, peer) = tokio::select! {
-            biased;
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    debug!("udp recv: {e}");
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+    let mut batch = mmsg::Batch::new();
+    let mut outs: Vec<Vec<u8>> = (0..mmsg::BATCH).map(|_| Vec::with_capacity(1500)).collect();
+    let mut replies: Vec<usize> = Vec::with_capacity(mmsg::BATCH);
+    while !stop.load(Ordering::Acquire) {
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            // The read timeout lets the loop notice shutdown.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                debug!("udp recv: {e}");
+                continue;
+            }
         };
-        let query = buf.get(..n).unwrap_or_default();
         let responder = cache.refresh(&shared);
-        match responder.handle(query, Transport::Udp, peer.ip(), &mut out) {
-            Outcome::Reply => {
-                if query_log {
-                    log_query(peer, "udp", query, &out);
+        replies.clear();
+        for (i, out) in outs.iter_mut().enumerate().take(n) {
+            let Some((query, peer)) = batch.packet(i) else {
+                continue;
+            };
+            match responder.handle(query, Transport::Udp, peer.ip(), out) {
+                Outcome::Reply => {
+                    if query_log {
+                        log_query(peer, "udp", query, out);
+                    }
+                    replies.push(i);
                 }
-                if let Err(e) = sock.send_to(&out, peer).await {
-                    debug!("udp send to {peer}: {e}");
+                Outcome::Drop => {
+                    if query_log {
+                        info!(target: "dnsd::query", client = %peer, proto = "udp", size = query.len(), "dropped malformed packet");
+                    }
                 }
+                // The responder never starts a transfer over UDP.
+                Outcome::Transfer(_) => {}
             }
-            Outcome::Drop => {
-                if query_log {
-                    info!(target: "dnsd::query", client = %peer, proto = "udp", size = n, "dropped malformed packet");
-                }
-            }
-            // The responder never starts a transfer over UDP.
-            Outcome::Transfer(_) => {}
         }
+        batch.send(fd, &replies, &outs);
     }
+    drop(sock);
 }
 
 async fn tcp_acceptor(

@@ -61,10 +61,13 @@ mod zone;
 
 pub use error::{ErrorKind, ZoneError};
 pub use name::{Name, NameError};
-pub use parser::{parse, IncludeLoader, NoIncludes, ParseOptions, Parsed, Pos, Record};
+pub use parser::{
+    parse, parse_into, IncludeLoader, NoIncludes, ParseOptions, Parsed, Pos, Record, RecordRef,
+    RecordSink,
+};
 pub use rdata::parse_ttl;
 pub use responder::{rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, Transport};
-pub use zone::{BuildResult, Catalog, Node, RRset, Zone};
+pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};
 
 /// Parses and checks one zone file in one call: every error (syntax and
 /// checks) or the zone plus warnings.
@@ -78,11 +81,16 @@ pub fn load_zone(
         origin: Some(origin.clone()),
         ..ParseOptions::default()
     };
-    let parsed = parse(text, file, &opts, loader);
+    // Records stream from the parser into the zone: no per-record copies.
+    let mut builder = ZoneBuilder::new(origin);
+    // Sizing from the line count avoids growing the tables while loading.
+    let lines = text.iter().filter(|&&b| b == b'\n').count();
+    builder.reserve(lines + 1, text.len());
+    let parsed = parse_into(text, file, &opts, loader, &mut builder);
     if !parsed.errors.is_empty() {
         return Err(parsed.errors);
     }
-    let (zone, mut warnings) = Zone::build(origin, parsed.records)?;
+    let (zone, mut warnings) = builder.finish()?;
     let mut all = parsed.warnings;
     all.append(&mut warnings);
     Ok((zone, all))

@@ -53,6 +53,57 @@ impl Record {
     }
 }
 
+/// A record as the parser produces it, borrowed from its buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// Owner name, uncompressed wire format (case as written).
+    pub owner: &'a [u8],
+    /// Type code.
+    pub rtype: u16,
+    /// Class code.
+    pub class: u16,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// Record data, uncompressed wire format.
+    pub rdata: &'a [u8],
+    /// File the record came from.
+    pub file: &'a Arc<str>,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            owner: Name::from_wire_unchecked(self.owner),
+            rtype: self.rtype,
+            class: self.class,
+            ttl: self.ttl,
+            rdata: self.rdata.into(),
+            pos: Pos {
+                file: self.file.clone(),
+                line: self.line,
+                column: self.column,
+            },
+        }
+    }
+}
+
+/// Receives records as they are parsed (no per-record allocation needed).
+pub trait RecordSink {
+    /// Called once per record, in file order.
+    fn record(&mut self, record: &RecordRef<'_>);
+}
+
+impl RecordSink for Vec<Record> {
+    fn record(&mut self, record: &RecordRef<'_>) {
+        self.push(record.to_record());
+    }
+}
+
 /// Supplies `$INCLUDE`d files, so the parser itself does no I/O.
 pub trait IncludeLoader {
     /// Returns the display name and contents of `path` as written in
@@ -109,40 +160,54 @@ pub fn parse(
     options: &ParseOptions,
     loader: &mut dyn IncludeLoader,
 ) -> Parsed {
+    let mut records = Vec::with_capacity(text.len() / 40);
+    let mut parsed = parse_into(text, file, options, loader, &mut records);
+    parsed.records = records;
+    parsed
+}
+
+/// Parses a zone file, handing each record to `sink` as it is read (the
+/// returned [`Parsed`] carries only errors and warnings).
+pub fn parse_into(
+    text: &[u8],
+    file: &str,
+    options: &ParseOptions,
+    loader: &mut dyn IncludeLoader,
+    sink: &mut dyn RecordSink,
+) -> Parsed {
     let mut p = Parser {
+        sink,
         origin: options.origin.as_ref().map(|n| n.as_wire().to_vec()),
         default_ttl: None,
         last_ttl: None,
         soa_minimum: None,
         warned_soa_ttl: false,
-        last_owner: None,
+        last_owner: Vec::with_capacity(256),
+        has_owner: false,
         zone_class: None,
-        out: Parsed {
-            records: Vec::with_capacity(text.len() / 40),
-            ..Parsed::default()
-        },
+        out: Parsed::default(),
         max_depth: options.max_include_depth,
         max_generate: options.max_generate,
         scratch: Vec::with_capacity(512),
-        owner_buf: Vec::with_capacity(256),
     };
     p.parse_file(text, Arc::from(file), 0, loader);
     p.out
 }
 
-struct Parser {
+struct Parser<'s> {
+    sink: &'s mut dyn RecordSink,
     origin: Option<Vec<u8>>,
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
     soa_minimum: Option<u32>,
     warned_soa_ttl: bool,
-    last_owner: Option<Name>,
+    last_owner: Vec<u8>,
+    has_owner: bool,
     zone_class: Option<u16>,
     out: Parsed,
     max_depth: u32,
     max_generate: u32,
     scratch: Vec<u8>,
-    owner_buf: Vec<u8>,
 }
 
 fn text<'a>(buf: &'a [u8], t: &Token) -> &'a [u8] {
@@ -157,7 +222,7 @@ fn lossy(b: &[u8]) -> String {
 /// An error at a token (or at the end of an entry when `None`).
 type EntryError = (Option<Token>, ErrorKind);
 
-impl Parser {
+impl Parser<'_> {
     fn error(&mut self, file: &Arc<str>, line: u32, column: u32, kind: ErrorKind) {
         self.out.errors.push(ZoneError {
             file: file.clone(),
@@ -258,7 +323,7 @@ impl Parser {
                 ));
             };
             let ttl = parse_ttl(text(buf, t))
-                .ok_or((Some(*t), ErrorKind::BadTtl(lossy(text(buf, t)))))?;
+                .ok_or_else(|| (Some(*t), ErrorKind::BadTtl(lossy(text(buf, t)))))?;
             self.default_ttl = Some(ttl);
             Ok(())
         } else if word.eq_ignore_ascii_case(b"$INCLUDE") {
@@ -315,13 +380,14 @@ impl Parser {
         })?;
         // RFC 1035 5.1: the included file does not change the parent's origin.
         let saved_origin = self.origin.clone();
-        let saved_owner = self.last_owner.take();
+        let saved_owner = (self.last_owner.clone(), self.has_owner);
+        self.has_owner = false;
         if let Some(o) = new_origin {
             self.origin = Some(o);
         }
         self.parse_file(&content, Arc::from(name.as_str()), depth + 1, loader);
         self.origin = saved_origin;
-        self.last_owner = saved_owner;
+        (self.last_owner, self.has_owner) = saved_owner;
         Ok(())
     }
 
@@ -412,10 +478,10 @@ impl Parser {
     ) -> Result<(), EntryError> {
         let mut i = 0usize;
         let first = toks.first().copied();
-        let owner = if blank_owner {
-            self.last_owner
-                .clone()
-                .ok_or((first, ErrorKind::NoPreviousOwner))?
+        if blank_owner {
+            if !self.has_owner {
+                return Err((first, ErrorKind::NoPreviousOwner));
+            }
         } else {
             let t = first.ok_or((None, ErrorKind::Expected("an owner name")))?;
             if t.quoted {
@@ -423,18 +489,12 @@ impl Parser {
             }
             i = 1;
             let raw = text(buf, &t);
-            self.owner_buf.clear();
-            parse_name_into(raw, self.origin.as_deref(), &mut self.owner_buf)
+            self.last_owner.clear();
+            self.has_owner = false;
+            parse_name_into(raw, self.origin.as_deref(), &mut self.last_owner)
                 .map_err(|e| (Some(t), ErrorKind::Name(e)))?;
-            match &self.last_owner {
-                Some(prev) if prev.as_wire() == self.owner_buf.as_slice() => prev.clone(),
-                _ => {
-                    let n = Name::from_wire_unchecked(&self.owner_buf);
-                    self.last_owner = Some(n.clone());
-                    n
-                }
-            }
-        };
+            self.has_owner = true;
+        }
         // RFC 1035 5.1: [<TTL>] [<class>] or [<class>] [<TTL>], then type.
         let mut ttl: Option<u32> = None;
         let mut rclass: Option<u16> = None;
@@ -455,7 +515,7 @@ impl Parser {
                         ErrorKind::Expected("a record type (TTL given twice)"),
                     ));
                 }
-                ttl = Some(parse_ttl(s).ok_or((Some(t), ErrorKind::BadTtl(lossy(s))))?);
+                ttl = Some(parse_ttl(s).ok_or_else(|| (Some(t), ErrorKind::BadTtl(lossy(s))))?);
                 i += 1;
                 continue;
             }
@@ -470,8 +530,8 @@ impl Parser {
                 i += 1;
                 continue;
             }
-            rtype_code =
-                types::type_from_str(s).ok_or((Some(t), ErrorKind::UnknownType(lossy(s))))?;
+            rtype_code = types::type_from_str(s)
+                .ok_or_else(|| (Some(t), ErrorKind::UnknownType(lossy(s))))?;
             i += 1;
             break;
         }
@@ -536,17 +596,15 @@ impl Parser {
                 (None, None, None) => return Err((first, ErrorKind::NoTtl)),
             },
         };
-        self.out.records.push(Record {
-            owner,
+        self.sink.record(&RecordRef {
+            owner: &self.last_owner,
             rtype: rtype_code,
             class: rclass,
             ttl,
-            rdata: self.scratch.as_slice().into(),
-            pos: Pos {
-                file: file.clone(),
-                line: pos_tok.line,
-                column: pos_tok.col,
-            },
+            rdata: &self.scratch,
+            file,
+            line: pos_tok.line,
+            column: pos_tok.col,
         });
         Ok(())
     }

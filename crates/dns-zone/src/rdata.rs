@@ -125,10 +125,12 @@ impl<'a> Cursor<'a> {
 
     fn type_code(&mut self) -> Result<u16, RdError> {
         let (t, s) = self.next("a record type")?;
-        types::type_from_str(s).ok_or((
-            Some(t),
-            ErrorKind::UnknownType(String::from_utf8_lossy(s).into_owned()),
-        ))
+        types::type_from_str(s).ok_or_else(|| {
+            (
+                Some(t),
+                ErrorKind::UnknownType(String::from_utf8_lossy(s).into_owned()),
+            )
+        })
     }
 
     fn bitmap_rest(&mut self, out: &mut Vec<u8>) -> Result<(), RdError> {

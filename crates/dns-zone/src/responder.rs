@@ -138,12 +138,12 @@ impl Transfer {
         let Some(soa) = apex_node.rrset(rtype::SOA) else {
             return Vec::new();
         };
-        let apex_name = apex_node.name_wire(apex);
+        let apex_name = apex_node.name_wire();
         let mut items: Vec<(&[u8], &[u8], &[u8])> = Vec::with_capacity(zone.record_count() + 2);
         for rec in soa.wire_records() {
             items.push((apex, apex_name, rec));
         }
-        for set in &apex_node.rrsets {
+        for set in apex_node.rrsets() {
             if set.rtype != rtype::SOA {
                 for rec in set.wire_records() {
                     items.push((apex, apex_name, rec));
@@ -154,8 +154,8 @@ impl Transfer {
             if key == apex {
                 continue;
             }
-            let written = node.name_wire(key);
-            for set in &node.rrsets {
+            let written = node.name_wire();
+            for set in node.rrsets() {
                 for rec in set.wire_records() {
                     items.push((key, written, rec));
                 }
@@ -528,6 +528,8 @@ fn render<'a>(
                 .find(|(end, _)| end + opt_len <= limit)
                 .copied()
                 .unwrap_or((main_end, 0));
+            // RFC 9471: a referral missing glue must make the client retry.
+            tc = !aa && !s.authority.is_empty() && keep.1 < w.ar;
             w.buf.truncate(keep.0);
             w.ar = keep.1;
         } else {
@@ -686,10 +688,10 @@ type Owner<'a> = (&'a [u8], &'a [u8]);
 
 #[derive(Default)]
 struct Sections<'a> {
-    answer: Vec<(Owner<'a>, &'a RRset)>,
+    answer: Vec<(Owner<'a>, RRset<'a>)>,
     /// (owner, rrset, is the negative-answer SOA)
-    authority: Vec<(Owner<'a>, &'a RRset, bool)>,
-    additional: Vec<(Owner<'a>, &'a RRset)>,
+    authority: Vec<(Owner<'a>, RRset<'a>, bool)>,
+    additional: Vec<(Owner<'a>, RRset<'a>)>,
 }
 
 /// Label start offsets of a valid wire name, up to 128 labels.
@@ -722,7 +724,7 @@ fn resolve<'a>(
     let soa_auth = |s: &mut Sections<'a>| {
         if let Some((k, node)) = zone.node_entry(apex_key) {
             if let Some(soa) = node.rrset(rtype::SOA) {
-                s.authority.push(((k, node.name_wire(k)), soa, true));
+                s.authority.push(((k, node.name_wire()), soa, true));
             }
         }
     };
@@ -746,9 +748,9 @@ fn resolve<'a>(
             }
         };
         // Walk down from the apex: a zone cut wins over anything below it.
-        let mut found: Option<(&'a [u8], &'a Node)> = None;
+        let mut found: Option<(&'a [u8], Node<'a>)> = None;
         let mut closest = suffix(apex_labels.min(n));
-        let mut referral: Option<(&'a [u8], &'a Node)> = None;
+        let mut referral: Option<(&'a [u8], Node<'a>)> = None;
         for j in apex_labels..=n {
             let start = suffix(j);
             let Some((k, node)) = cur.get(start..).and_then(|key| zone.node_entry(key)) else {
@@ -768,19 +770,19 @@ fn resolve<'a>(
             if chain == 0 {
                 // Referral: AA clear, NS in authority, glue in additional.
                 if let Some(ns) = node.rrset(rtype::NS) {
-                    s.authority.push(((k, node.name_wire(k)), ns, false));
+                    s.authority.push(((k, node.name_wire()), ns, false));
                     add_targets(zone, ns, 0, &mut s.additional);
                 }
                 return (rcode::NOERROR, false, s);
             }
             return (rcode::NOERROR, true, s);
         }
-        let (owner, node): (Owner<'a>, &'a Node) = match found {
+        let (owner, node): (Owner<'a>, Node<'a>) = match found {
             Some((k, node)) => (
                 if chain == 0 {
                     cur_owner
                 } else {
-                    (k, node.name_wire(k))
+                    (k, node.name_wire())
                 },
                 node,
             ),
@@ -796,15 +798,15 @@ fn resolve<'a>(
             }
         };
         if qtype == rtype::ANY {
-            if node.rrsets.is_empty() {
+            if node.is_empty() {
                 soa_auth(&mut s);
             } else if any_minimal {
                 // RFC 8482 4.2: one RRset is enough over UDP.
-                if let Some(set) = node.rrsets.first() {
+                if let Some(set) = node.rrsets().next() {
                     s.answer.push((owner, set));
                 }
             } else {
-                for set in &node.rrsets {
+                for set in node.rrsets() {
                     s.answer.push((owner, set));
                 }
             }
@@ -857,9 +859,9 @@ fn resolve<'a>(
 /// included).
 fn add_targets<'a>(
     zone: &'a Zone,
-    set: &'a RRset,
+    set: RRset<'a>,
     off: usize,
-    add: &mut Vec<(Owner<'a>, &'a RRset)>,
+    add: &mut Vec<(Owner<'a>, RRset<'a>)>,
 ) {
     let mut lc = [0u8; MAX_NAME_LEN];
     for rd in set.rdatas() {
@@ -879,14 +881,14 @@ fn add_targets<'a>(
         }
         for t in [rtype::A, rtype::AAAA] {
             if let Some(a) = node.rrset(t) {
-                add.push(((k, node.name_wire(k)), a));
+                add.push(((k, node.name_wire()), a));
             }
         }
     }
 }
 
 impl Zone {
-    fn wildcard(&self, ce: &[u8]) -> Option<&Node> {
+    fn wildcard(&self, ce: &[u8]) -> Option<Node<'_>> {
         let mut key = [0u8; MAX_NAME_LEN + 2];
         let dst = key.get_mut(..ce.len() + 2)?;
         dst.get_mut(..2)?.copy_from_slice(b"\x01*");

@@ -1179,3 +1179,67 @@ mod props {
         }
     }
 }
+
+#[test]
+fn interleaved_owners_keep_rrsets_whole() {
+    let text = format!(
+        "{HEAD}a A 192.0.2.10\nb A 192.0.2.20\na A 192.0.2.11\nb TXT one\na AAAA 2001:db8::1\nb A 192.0.2.21\na A 192.0.2.12\nb TXT two\n"
+    );
+    let (zone, w) =
+        load_zone(text.as_bytes(), "i", &name("example.com."), &mut NoIncludes).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let mut cat = Catalog::new();
+    cat.insert(zone);
+    let r = Responder::new(Arc::new(cat), ResponderConfig::default());
+    let m = ask(&r, "a.example.com.", RecordType::A);
+    let mut got = texts(m.answers());
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "a.example.com. 300 A 192.0.2.10",
+            "a.example.com. 300 A 192.0.2.11",
+            "a.example.com. 300 A 192.0.2.12"
+        ]
+    );
+    assert_eq!(
+        ask(&r, "a.example.com.", RecordType::AAAA).answers().len(),
+        1
+    );
+    assert_eq!(ask(&r, "b.example.com.", RecordType::A).answers().len(), 2);
+    assert_eq!(
+        ask(&r, "b.example.com.", RecordType::TXT).answers().len(),
+        2
+    );
+}
+
+#[test]
+fn referral_with_missing_glue_sets_tc() {
+    let mut text = String::from("$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n");
+    for i in 0..8 {
+        text.push_str(&format!("sub NS nameserver-{i}.sub\nnameserver-{i}.sub A 192.0.2.{i}\nnameserver-{i}.sub AAAA 2001:db8::{i}\n"));
+    }
+    let mut cat = Catalog::new();
+    cat.insert(
+        load_zone(text.as_bytes(), "t", &name("e.test."), &mut NoIncludes)
+            .unwrap()
+            .0,
+    );
+    let r = Responder::new(Arc::new(cat), ResponderConfig::default());
+    let raw = ask_raw(
+        &r,
+        &query_bytes("www.sub.e.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    assert!(raw.len() <= 512);
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(!m.authoritative());
+    assert_eq!(m.name_servers().len(), 8);
+    assert!(m.additionals().len() < 16);
+    assert!(m.truncated());
+    // With room for everything there is no TC.
+    let m = ask(&r, "www.sub.e.test.", RecordType::A);
+    assert!(!m.truncated());
+    assert_eq!(m.additionals().len(), 16);
+}

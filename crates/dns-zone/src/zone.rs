@@ -1,5 +1,12 @@
-//! The zone model: nodes keyed by lowercased wire name, RRsets stored as
-//! ready-to-send wire fragments, and `named-checkzone`-like checks.
+//! The zone model and `named-checkzone`-like checks.
+//!
+//! Everything lives in a few flat arrays (as NSD and Knot do with their
+//! own allocators): lowercased names back to back in one byte arena, one
+//! small record per name, one per RRset, and every RRset's wire fragments
+//! in a data arena. An open-addressing table of `u32` indexes finds names.
+//! Loading therefore allocates almost nothing per record, a zone costs a
+//! few dozen bytes per name beyond its wire data, and answering copies
+//! ready-made fragments.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -7,11 +14,10 @@ use std::sync::Arc;
 
 use crate::error::{ErrorKind, ZoneError};
 use crate::name::{is_subdomain, labels, Name};
-use crate::parser::{Pos, Record};
+use crate::parser::{Record, RecordRef, RecordSink};
 use crate::types::{self, rtype};
 
-/// A small, fast hash for wire names (the table is built from zone data,
-/// which the operator controls, so flooding is not a concern).
+/// A small, fast hash for wire names.
 #[derive(Default, Clone, Copy)]
 pub struct FxHasher(u64);
 
@@ -33,68 +39,250 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // murmur3 fmix64: names share long suffixes; spread them.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+fn hash_name(key: &[u8]) -> u32 {
+    let mut h = FxHasher(key.len() as u64);
+    h.write(key);
+    h.finish() as u32
+}
+
+const NO_NAME: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct NodeRec {
+    key_off: u32,
+    key_len: u16,
+    sets_len: u16,
+    /// Offset of the as-written name in `names`, or NO_NAME when it is the key.
+    name_off: u32,
+    sets_off: u32,
+    hash: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SetRec {
+    rtype: u16,
+    count: u16,
+    ttl: u32,
+    data_off: u32,
+    data_len: u32,
+    /// Index into the builder's positions (diagnostics only).
+    pos: u32,
+}
+
 /// An RRset: every record of one type at one name.
 ///
-/// `data` holds, per record, the wire bytes that follow the owner name in
+/// Its data holds, per record, the wire bytes that follow the owner name in
 /// a message (type, class, TTL, RDLENGTH, RDATA), so answering is a copy.
-#[derive(Debug, Clone)]
-pub struct RRset {
+#[derive(Debug, Clone, Copy)]
+pub struct RRset<'a> {
     /// Record type.
     pub rtype: u16,
     /// Shared TTL (RFC 2181 section 5.2).
     pub ttl: u32,
     /// Number of records.
     pub count: u16,
-    data: Box<[u8]>,
+    data: &'a [u8],
 }
 
-impl RRset {
+impl<'a> RRset<'a> {
     /// The wire fragments (type..rdata) of each record.
-    pub fn wire_records(&self) -> impl Iterator<Item = &[u8]> {
-        let data = &self.data;
-        let mut pos = 0usize;
-        std::iter::from_fn(move || {
-            let len_bytes = data.get(pos + 8..pos + 10)?;
-            let rdlen = usize::from(u16::from_be_bytes([
-                *len_bytes.first()?,
-                *len_bytes.get(1)?,
-            ]));
-            let rec = data.get(pos..pos + 10 + rdlen)?;
-            pos += 10 + rdlen;
-            Some(rec)
-        })
+    pub fn wire_records(&self) -> impl Iterator<Item = &'a [u8]> {
+        wire_records(self.data)
     }
 
     /// The RDATA of each record.
-    pub fn rdatas(&self) -> impl Iterator<Item = &[u8]> {
-        self.wire_records().map(|r| r.get(10..).unwrap_or_default())
+    pub fn rdatas(&self) -> impl Iterator<Item = &'a [u8]> {
+        wire_records(self.data).map(|r| r.get(10..).unwrap_or_default())
     }
+}
+
+fn wire_records(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let len = data.get(pos + 8..pos + 10)?;
+        let rdlen = usize::from(u16::from_be_bytes([*len.first()?, *len.get(1)?]));
+        let rec = data.get(pos..pos + 10 + rdlen)?;
+        pos += 10 + rdlen;
+        Some(rec)
+    })
 }
 
 /// One name in the zone (empty non-terminals have no RRsets).
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Owner name as written, when it differs from the lowercased key.
-    name: Option<Name>,
-    /// RRsets at this name.
-    pub rrsets: Vec<RRset>,
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    arenas: &'a Arenas,
+    rec: &'a NodeRec,
 }
 
-impl Node {
-    /// The RRset of a type, if present.
-    pub fn rrset(&self, rt: u16) -> Option<&RRset> {
-        self.rrsets.iter().find(|r| r.rtype == rt)
+impl<'a> Node<'a> {
+    /// The RRsets at this name.
+    pub fn rrsets(&self) -> impl Iterator<Item = RRset<'a>> + 'a {
+        let arenas = self.arenas;
+        self.set_recs().iter().map(move |s| arenas.rrset(s))
     }
 
-    /// The owner name as written (falls back to `key`, the lowercase form).
-    pub fn name_wire<'a>(&'a self, key: &'a [u8]) -> &'a [u8] {
-        self.name.as_ref().map_or(key, |n| n.as_wire())
+    fn set_recs(&self) -> &'a [SetRec] {
+        let start = self.rec.sets_off as usize;
+        self.arenas
+            .sets
+            .get(start..start + usize::from(self.rec.sets_len))
+            .unwrap_or_default()
+    }
+
+    /// Whether the name has no data (an empty non-terminal).
+    pub fn is_empty(&self) -> bool {
+        self.rec.sets_len == 0
+    }
+
+    /// The RRset of a type, if present.
+    pub fn rrset(&self, rt: u16) -> Option<RRset<'a>> {
+        self.set_recs()
+            .iter()
+            .find(|s| s.rtype == rt)
+            .map(|s| self.arenas.rrset(s))
+    }
+
+    /// The owner name as written (uncompressed wire format).
+    pub fn name_wire(&self) -> &'a [u8] {
+        if self.rec.name_off == NO_NAME {
+            self.key()
+        } else {
+            let start = self.rec.name_off as usize;
+            self.arenas
+                .names
+                .get(start..start + usize::from(self.rec.key_len))
+                .unwrap_or_default()
+        }
+    }
+
+    /// The lowercased owner name (the lookup key).
+    pub fn key(&self) -> &'a [u8] {
+        self.arenas.key(self.rec)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Arenas {
+    keys: Vec<u8>,
+    names: Vec<u8>,
+    nodes: Vec<NodeRec>,
+    sets: Vec<SetRec>,
+    data: Vec<u8>,
+    /// Open addressing, linear probing: (hash << 32) | (node index + 1),
+    /// 0 = empty. The hash in the slot spares a visit to the node (a cache
+    /// miss) for every non-matching probe.
+    slots: Vec<u64>,
+}
+
+impl Arenas {
+    fn key(&self, n: &NodeRec) -> &[u8] {
+        let start = n.key_off as usize;
+        self.keys
+            .get(start..start + usize::from(n.key_len))
+            .unwrap_or_default()
+    }
+
+    fn rrset(&self, s: &SetRec) -> RRset<'_> {
+        let start = s.data_off as usize;
+        RRset {
+            rtype: s.rtype,
+            ttl: s.ttl,
+            count: s.count,
+            data: self
+                .data
+                .get(start..start + s.data_len as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn find(&self, key: &[u8], hash: u32) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = *self.slots.get(i)?;
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == hash {
+                let idx = (slot & 0xffff_ffff) as usize - 1;
+                if self.nodes.get(idx).is_some_and(|n| self.key(n) == key) {
+                    return Some(idx);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self, min_nodes: usize) {
+        let want = (min_nodes.max(8) * 2).next_power_of_two();
+        if want <= self.slots.len() {
+            return;
+        }
+        let mut slots = vec![0u64; want];
+        let mask = want - 1;
+        for (idx, n) in self.nodes.iter().enumerate() {
+            let mut i = n.hash as usize & mask;
+            while slots.get(i).is_some_and(|&s| s != 0) {
+                i = (i + 1) & mask;
+            }
+            if let Some(s) = slots.get_mut(i) {
+                *s = u64::from(n.hash) << 32 | (idx as u64 + 1);
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// Adds a node (the key must be absent). Returns its index.
+    fn insert(&mut self, key: &[u8], name: Option<&[u8]>, hash: u32) -> usize {
+        if (self.nodes.len() + 1) * 2 > self.slots.len() {
+            self.grow(self.nodes.len() + 1);
+        }
+        let name_off = match name {
+            Some(n) => {
+                let off = self.names.len() as u32;
+                self.names.extend_from_slice(n);
+                off
+            }
+            None => NO_NAME,
+        };
+        let idx = self.nodes.len();
+        self.nodes.push(NodeRec {
+            key_off: self.keys.len() as u32,
+            key_len: key.len() as u16,
+            sets_len: 0,
+            name_off,
+            sets_off: self.sets.len() as u32,
+            hash,
+        });
+        self.keys.extend_from_slice(key);
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.slots.get(i).is_some_and(|&s| s != 0) {
+            i = (i + 1) & mask;
+        }
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = u64::from(hash) << 32 | (idx as u64 + 1);
+        }
+        idx
+    }
+
+    fn node(&self, idx: usize) -> Option<Node<'_>> {
+        Some(Node {
+            arenas: self,
+            rec: self.nodes.get(idx)?,
+        })
     }
 }
 
@@ -105,23 +293,147 @@ pub struct Zone {
     apex_lc: Box<[u8]>,
     apex_labels: usize,
     class: u16,
-    nodes: FxMap<Box<[u8]>, Node>,
+    arenas: Arenas,
     record_count: usize,
 }
 
 /// The result of building a zone: the zone plus warnings, or all errors.
 pub type BuildResult = Result<(Zone, Vec<ZoneError>), Vec<ZoneError>>;
 
-type PendingMap = FxMap<Box<[u8]>, (Option<Name>, Vec<Pending>)>;
-
-struct Pending {
-    rtype: u16,
-    ttl: u32,
-    recs: Vec<(Box<[u8]>, Pos)>,
+/// Builds a [`Zone`] from records as they are parsed (a [`RecordSink`]),
+/// then runs the remaining checks in [`finish`](ZoneBuilder::finish).
+#[derive(Debug)]
+pub struct ZoneBuilder {
+    apex: Name,
+    apex_lc: Box<[u8]>,
+    class: Option<u16>,
+    arenas: Arenas,
+    /// Where each RRset's first record was written: (file, line, column).
+    positions: Vec<(u32, u32, u32)>,
+    files: Vec<Arc<str>>,
+    errors: Vec<ZoneError>,
+    warnings: Vec<ZoneError>,
+    soa_count: usize,
+    record_count: usize,
+    has_delegation: bool,
+    /// The apex node exists (ancestor walks stop there).
+    apex_seen: bool,
+    /// In-zone MX/NS targets to check at the end: (target key, rtype, owner node, pos).
+    targets: Vec<(Box<[u8]>, u16, u32, u32)>,
+    key: Vec<u8>,
+    /// The node the previous record went to, with its key.
+    last: Option<usize>,
+    last_key: Vec<u8>,
 }
 
-impl Zone {
-    /// Checks the records of a parsed file and builds the zone.
+impl ZoneBuilder {
+    /// A builder for the zone at `origin`.
+    pub fn new(origin: &Name) -> Self {
+        ZoneBuilder {
+            apex: origin.clone(),
+            apex_lc: origin.as_wire().to_ascii_lowercase().into(),
+            class: None,
+            arenas: Arenas::default(),
+            positions: Vec::new(),
+            files: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            soa_count: 0,
+            record_count: 0,
+            has_delegation: false,
+            apex_seen: false,
+            targets: Vec::new(),
+            key: Vec::with_capacity(255),
+            last: None,
+            last_key: Vec::with_capacity(255),
+        }
+    }
+
+    /// Pre-sizes the tables for about `names` names and `bytes` of data.
+    pub fn reserve(&mut self, names: usize, bytes: usize) {
+        let a = &mut self.arenas;
+        a.grow(names);
+        a.nodes.reserve(names);
+        a.sets.reserve(names);
+        a.keys.reserve(names * 16);
+        a.data.reserve(bytes);
+        self.positions.reserve(names);
+    }
+
+    fn file_index(&mut self, file: &Arc<str>) -> u32 {
+        if let Some(last) = self.files.last() {
+            if Arc::ptr_eq(last, file) {
+                return (self.files.len() - 1) as u32;
+            }
+        }
+        match self.files.iter().position(|f| **f == **file) {
+            Some(i) => i as u32,
+            None => {
+                self.files.push(file.clone());
+                (self.files.len() - 1) as u32
+            }
+        }
+    }
+
+    fn located(&self, pos: u32, msg: String) -> ZoneError {
+        let (f, line, column) = self
+            .positions
+            .get(pos as usize)
+            .copied()
+            .unwrap_or((0, 0, 0));
+        ZoneError {
+            file: self
+                .files
+                .get(f as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
+            line,
+            column,
+            kind: ErrorKind::Check(msg),
+        }
+    }
+
+    /// Finds or creates the node for `self.key`; new nodes get their
+    /// missing ancestors as empty non-terminals (RFC 4592 2.2.2).
+    fn node_for(&mut self, owner: &[u8]) -> usize {
+        if let Some(i) = self.last {
+            if self.last_key == self.key {
+                return i;
+            }
+        }
+        let hash = hash_name(&self.key);
+        let idx = match self.arenas.find(&self.key, hash) {
+            Some(i) => i,
+            None => {
+                let name = (owner != self.key.as_slice()).then_some(owner);
+                let idx = self.arenas.insert(&self.key, name, hash);
+                self.apex_seen |= *self.key == *self.apex_lc;
+                let mut anc: &[u8] = &self.key;
+                let apex_len = self.apex_lc.len();
+                while anc.len() > apex_len {
+                    let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
+                    anc = anc.get(skip..).unwrap_or_default();
+                    if anc.len() < apex_len || (anc.len() == apex_len && self.apex_seen) {
+                        break;
+                    }
+                    let h = hash_name(anc);
+                    if self.arenas.find(anc, h).is_some() {
+                        break;
+                    }
+                    self.arenas.insert(anc, None, h);
+                    self.apex_seen |= anc.len() == apex_len;
+                }
+                idx
+            }
+        };
+        self.last = Some(idx);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(&self.key);
+        idx
+    }
+
+    /// Runs the checks that need the whole zone and returns it (with
+    /// warnings) or every error, in file order.
     ///
     /// Errors (named-checkzone's): no or several SOA, SOA not at the apex,
     /// no NS at the apex, CNAME beside other data or twice, records outside
@@ -129,205 +441,72 @@ impl Zone {
     /// addresses. Warnings: duplicate records (dropped, RFC 2181 5), TTLs
     /// differing inside an RRset (the first wins), data hidden below a
     /// delegation.
-    pub fn build(origin: &Name, records: Vec<Record>) -> BuildResult {
-        let apex_lc: Box<[u8]> = origin.as_wire().to_ascii_lowercase().into();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let err = |pos: &Pos, msg: String| ZoneError {
-            file: pos.file.clone(),
-            line: pos.line,
-            column: pos.column,
-            kind: ErrorKind::Check(msg),
-        };
-        let first_pos = records.first().map(|r| r.pos.clone());
-        let class = records.first().map_or(types::class::IN, |r| r.class);
-        let mut pending: PendingMap = FxMap::default();
-        pending.reserve(records.len());
-        let mut soa_count = 0usize;
-        let mut key = Vec::with_capacity(255);
-        for rec in records {
-            key.clear();
-            key.extend_from_slice(rec.owner.as_wire());
-            key.make_ascii_lowercase();
-            if !is_subdomain(&key, &apex_lc) {
-                errors.push(err(
-                    &rec.pos,
-                    format!("{} is outside the zone {}", rec.owner, origin),
+    pub fn finish(mut self) -> BuildResult {
+        let apex_lc = self.apex_lc.clone();
+        let origin = self.apex.clone();
+        let mut errors = std::mem::take(&mut self.errors);
+        let mut warnings = std::mem::take(&mut self.warnings);
+        let a = &self.arenas;
+        if self.soa_count == 0 {
+            errors.push(self.located(0, format!("no SOA record at the zone apex {origin}")));
+        }
+        let apex = a
+            .find(&apex_lc, hash_name(&apex_lc))
+            .and_then(|i| a.node(i));
+        if apex.is_none_or(|n| n.rrset(rtype::NS).is_none()) && !self.positions.is_empty() {
+            errors.push(self.located(0, format!("no NS records at the zone apex {origin}")));
+        }
+        for (target, rt, owner, pos) in &self.targets {
+            let tnode = a.find(target, hash_name(target)).and_then(|i| a.node(i));
+            let owner = a
+                .node(*owner as usize)
+                .map(|n| display_wire(n.name_wire()))
+                .unwrap_or_default();
+            let tname = display_wire(target);
+            if tnode.is_some_and(|n| n.rrset(rtype::CNAME).is_some()) {
+                errors.push(self.located(
+                    *pos,
+                    format!(
+                        "{owner} {} target {tname} is a CNAME (RFC 2181 10.3)",
+                        types::type_to_string(*rt)
+                    ),
                 ));
-                continue;
-            }
-            if rec.rtype == rtype::SOA {
-                if key.as_slice() != &*apex_lc {
-                    errors.push(err(
-                        &rec.pos,
-                        format!("SOA record at {} is not at the zone apex", rec.owner),
-                    ));
-                    continue;
-                }
-                soa_count += 1;
-                if soa_count > 1 {
-                    errors.push(err(
-                        &rec.pos,
-                        "more than one SOA record at the zone apex".into(),
-                    ));
-                    continue;
-                }
-            }
-            let entry = match pending.get_mut(key.as_slice()) {
-                Some(e) => e,
-                None => {
-                    let name = (rec.owner.as_wire() != key.as_slice()).then(|| rec.owner.clone());
-                    pending
-                        .entry(key.as_slice().into())
-                        .or_insert((name, Vec::new()))
-                }
-            };
-            match entry.1.iter_mut().find(|p| p.rtype == rec.rtype) {
-                Some(set) => {
-                    if set.ttl != rec.ttl {
-                        warnings.push(err(
-                            &rec.pos,
-                            format!(
-                                "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
-                                rec.ttl, set.ttl, set.ttl
-                            ),
-                        ));
-                    }
-                    set.recs.push((rec.rdata, rec.pos));
-                }
-                None => entry.1.push(Pending {
-                    rtype: rec.rtype,
-                    ttl: rec.ttl,
-                    recs: vec![(rec.rdata, rec.pos)],
-                }),
+            } else if *rt == rtype::NS
+                && !tnode
+                    .is_some_and(|n| n.rrset(rtype::A).is_some() || n.rrset(rtype::AAAA).is_some())
+            {
+                errors.push(self.located(
+                    *pos,
+                    format!("NS {tname} of {owner} has no address records (A or AAAA)"),
+                ));
             }
         }
-        if soa_count == 0 {
-            let pos = first_pos.clone().unwrap_or(Pos {
-                file: Arc::from(""),
-                line: 0,
-                column: 0,
-            });
-            errors.push(err(
-                &pos,
-                format!("no SOA record at the zone apex {origin}"),
-            ));
-        }
-        match pending.get(&*apex_lc) {
-            Some((_, sets)) if sets.iter().any(|s| s.rtype == rtype::NS) => {}
-            _ => {
-                if let Some(pos) = &first_pos {
-                    errors.push(err(pos, format!("no NS records at the zone apex {origin}")));
-                }
-            }
-        }
-        // Per-node checks, duplicate removal.
-        let mut record_count = 0usize;
-        for (k, (name, sets)) in pending.iter_mut() {
-            let has_cname = sets.iter().any(|s| s.rtype == rtype::CNAME);
-            for set in sets.iter_mut() {
-                dedup(set, &mut warnings);
-                record_count += set.recs.len();
-                if set.rtype == rtype::CNAME && set.recs.len() > 1 {
-                    if let Some((_, pos)) = set.recs.get(1) {
-                        errors.push(err(
-                            pos,
-                            format!("more than one CNAME record at {}", display(k, name)),
-                        ));
+        if self.has_delegation {
+            // Data below a zone cut (other than glue) is never served.
+            for idx in 0..a.nodes.len() {
+                let Some(node) = a.node(idx) else { continue };
+                let mut anc = node.key();
+                while anc.len() > apex_lc.len() {
+                    let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
+                    anc = anc.get(skip..).unwrap_or_default();
+                    if anc.len() <= apex_lc.len() {
+                        break;
                     }
-                }
-                if has_cname && !matches!(set.rtype, rtype::CNAME | rtype::RRSIG | rtype::NSEC) {
-                    if let Some((_, pos)) = set.recs.first() {
-                        errors.push(err(
-                            pos,
-                            format!(
-                                "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
-                                display(k, name),
-                                types::type_to_string(set.rtype)
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        // Target checks need the whole table.
-        let mut target = Vec::with_capacity(255);
-        for (k, (name, sets)) in pending.iter() {
-            for set in sets {
-                let off = match set.rtype {
-                    rtype::MX => 2,
-                    rtype::NS => 0,
-                    _ => continue,
-                };
-                for (rdata, pos) in &set.recs {
-                    target.clear();
-                    target.extend_from_slice(rdata.get(off..).unwrap_or_default());
-                    target.make_ascii_lowercase();
-                    if !is_subdomain(&target, &apex_lc) {
-                        continue;
-                    }
-                    let tsets = pending
-                        .get(target.as_slice())
-                        .map(|(_, s)| s.as_slice())
-                        .unwrap_or_default();
-                    let tname = display_wire(rdata.get(off..).unwrap_or_default());
-                    if tsets.iter().any(|s| s.rtype == rtype::CNAME) {
-                        errors.push(err(
-                            pos,
-                            format!(
-                                "{} {} target {} is a CNAME (RFC 2181 10.3)",
-                                display(k, name),
-                                types::type_to_string(set.rtype),
-                                tname
-                            ),
-                        ));
-                    } else if set.rtype == rtype::NS
-                        && !tsets
-                            .iter()
-                            .any(|s| matches!(s.rtype, rtype::A | rtype::AAAA))
-                    {
-                        errors.push(err(
-                            pos,
-                            format!(
-                                "NS {tname} of {} has no address records (A or AAAA)",
-                                display(k, name)
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        // Data hidden below a delegation (other than glue) is only a warning.
-        for (k, (name, sets)) in pending.iter() {
-            let mut anc = k.as_ref();
-            let mut below_cut = false;
-            while anc.len() > apex_lc.len() {
-                let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
-                anc = anc.get(skip..).unwrap_or_default();
-                if anc.len() <= apex_lc.len() {
-                    break;
-                }
-                if pending
-                    .get(anc)
-                    .is_some_and(|(_, s)| s.iter().any(|s| s.rtype == rtype::NS))
-                {
-                    below_cut = true;
-                    break;
-                }
-            }
-            if below_cut {
-                for set in sets {
-                    if !matches!(set.rtype, rtype::A | rtype::AAAA) {
-                        if let Some((_, pos)) = set.recs.first() {
-                            warnings.push(err(
-                                pos,
-                                format!(
-                                    "{} {} is below a delegation and will not be served",
-                                    display(k, name),
-                                    types::type_to_string(set.rtype)
-                                ),
-                            ));
+                    let cut = a.find(anc, hash_name(anc)).and_then(|i| a.node(i));
+                    if cut.is_some_and(|c| c.rrset(rtype::NS).is_some()) {
+                        for s in node.set_recs() {
+                            if !matches!(s.rtype, rtype::A | rtype::AAAA) {
+                                warnings.push(self.located(
+                                    s.pos,
+                                    format!(
+                                        "{} {} is below a delegation and will not be served",
+                                        display_wire(node.name_wire()),
+                                        types::type_to_string(s.rtype)
+                                    ),
+                                ));
+                            }
                         }
+                        break;
                     }
                 }
             }
@@ -336,57 +515,234 @@ impl Zone {
             errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             return Err(errors);
         }
-        // Materialise nodes, adding empty non-terminals (RFC 4592 2.2.2).
-        let mut nodes: FxMap<Box<[u8]>, Node> = FxMap::default();
-        nodes.reserve(pending.len());
-        let mut ents: Vec<Box<[u8]>> = Vec::new();
-        for (k, (name, sets)) in pending {
-            let mut anc: &[u8] = &k;
-            while anc.len() > apex_lc.len() {
-                let skip = 1 + usize::from(*anc.first().unwrap_or(&0));
-                anc = anc.get(skip..).unwrap_or_default();
-                if anc.len() >= apex_lc.len() {
-                    ents.push(anc.into());
-                }
-            }
-            let rrsets = sets
-                .into_iter()
-                .map(|p| {
-                    let mut data =
-                        Vec::with_capacity(p.recs.iter().map(|(r, _)| r.len() + 10).sum());
-                    for (rd, _) in &p.recs {
-                        data.extend_from_slice(&p.rtype.to_be_bytes());
-                        data.extend_from_slice(&class.to_be_bytes());
-                        data.extend_from_slice(&p.ttl.to_be_bytes());
-                        data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-                        data.extend_from_slice(rd);
-                    }
-                    RRset {
-                        rtype: p.rtype,
-                        ttl: p.ttl,
-                        count: p.recs.len() as u16,
-                        data: data.into_boxed_slice(),
-                    }
-                })
-                .collect();
-            nodes.insert(k, Node { name, rrsets });
-        }
-        for e in ents {
-            nodes.entry(e).or_insert(Node {
-                name: None,
-                rrsets: Vec::new(),
-            });
-        }
+        warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         let zone = Zone {
-            apex: origin.clone(),
+            apex: origin,
             apex_labels: labels(&apex_lc).count(),
             apex_lc,
-            class,
-            nodes,
-            record_count,
+            class: self.class.unwrap_or(types::class::IN),
+            arenas: self.arenas,
+            record_count: self.record_count,
         };
-        warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Ok((zone, warnings))
+    }
+}
+
+impl RecordSink for ZoneBuilder {
+    fn record(&mut self, rec: &RecordRef<'_>) {
+        let file = self.file_index(rec.file);
+        let at = |msg: String| ZoneError {
+            file: rec.file.clone(),
+            line: rec.line,
+            column: rec.column,
+            kind: ErrorKind::Check(msg),
+        };
+        let show_owner = || display_wire(rec.owner);
+        self.key.clear();
+        self.key.extend_from_slice(rec.owner);
+        self.key.make_ascii_lowercase();
+        if !is_subdomain(&self.key, &self.apex_lc) {
+            self.errors.push(at(format!(
+                "{} is outside the zone {}",
+                show_owner(),
+                self.apex
+            )));
+            return;
+        }
+        let class = *self.class.get_or_insert(rec.class);
+        if self.positions.is_empty() {
+            // Position 0 anchors whole-zone errors (no SOA, no NS).
+            self.positions.push((file, rec.line, rec.column));
+        }
+        let is_apex = *self.key == *self.apex_lc;
+        if rec.rtype == rtype::SOA {
+            if !is_apex {
+                self.errors.push(at(format!(
+                    "SOA record at {} is not at the zone apex",
+                    show_owner()
+                )));
+                return;
+            }
+            self.soa_count += 1;
+            if self.soa_count > 1 {
+                self.errors
+                    .push(at("more than one SOA record at the zone apex".into()));
+                return;
+            }
+        }
+        let Ok(rdlen) = u16::try_from(rec.rdata.len()) else {
+            self.errors
+                .push(at("record data longer than 65535 octets".into()));
+            return;
+        };
+        let idx = self.node_for(rec.owner);
+        let Some(node) = self.arenas.nodes.get(idx).copied() else {
+            return;
+        };
+        let a = &mut self.arenas;
+        let sets_start = node.sets_off as usize;
+        let sets_end = sets_start + usize::from(node.sets_len);
+        let existing = a
+            .sets
+            .get(sets_start..sets_end)
+            .unwrap_or_default()
+            .iter()
+            .position(|s| s.rtype == rec.rtype);
+        let mut frag = [0u8; 10];
+        frag[..2].copy_from_slice(&rec.rtype.to_be_bytes());
+        frag[2..4].copy_from_slice(&class.to_be_bytes());
+        frag[8..10].copy_from_slice(&rdlen.to_be_bytes());
+        match existing {
+            Some(k) => {
+                let Some(set) = a.sets.get(sets_start + k).copied() else {
+                    return;
+                };
+                if set.ttl != rec.ttl {
+                    self.warnings.push(at(format!(
+                        "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
+                        rec.ttl, set.ttl, set.ttl
+                    )));
+                }
+                if a.rrset(&set).rdatas().any(|r| r == rec.rdata) {
+                    self.warnings.push(at(format!(
+                        "duplicate {} record ignored (RFC 2181 5)",
+                        types::type_to_string(rec.rtype)
+                    )));
+                    return;
+                }
+                if set.rtype == rtype::CNAME {
+                    self.errors.push(at(format!(
+                        "more than one CNAME record at {}",
+                        show_owner()
+                    )));
+                    return;
+                }
+                if set.count == u16::MAX {
+                    self.errors
+                        .push(at("more than 65535 records in one RRset".into()));
+                    return;
+                }
+                // Keep each RRset contiguous: move it to the end of the data
+                // arena unless it is already there (records of one name
+                // usually arrive together, so this is rare).
+                let mut set = set;
+                if set.data_off as usize + set.data_len as usize != a.data.len() {
+                    let start = set.data_off as usize;
+                    let old = start..start + set.data_len as usize;
+                    set.data_off = a.data.len() as u32;
+                    a.data.extend_from_within(old);
+                }
+                frag[4..8].copy_from_slice(&set.ttl.to_be_bytes());
+                a.data.extend_from_slice(&frag);
+                a.data.extend_from_slice(rec.rdata);
+                set.data_len += 10 + u32::from(rdlen);
+                set.count += 1;
+                if let Some(slot) = a.sets.get_mut(sets_start + k) {
+                    *slot = set;
+                }
+            }
+            None => {
+                // RFC 1034 3.6.2 / RFC 2181 10.1: a CNAME stands alone.
+                let others = a.sets.get(sets_start..sets_end).unwrap_or_default();
+                let exempt = |t: u16| matches!(t, rtype::RRSIG | rtype::NSEC);
+                if rec.rtype == rtype::CNAME && others.iter().any(|s| !exempt(s.rtype)) {
+                    self.errors.push(at(format!(
+                        "CNAME and other data at {} (RFC 1034 3.6.2)",
+                        show_owner()
+                    )));
+                    return;
+                }
+                if !exempt(rec.rtype) && others.iter().any(|s| s.rtype == rtype::CNAME) {
+                    self.errors.push(at(format!(
+                        "CNAME and other data at {} ({}) (RFC 1034 3.6.2)",
+                        show_owner(),
+                        types::type_to_string(rec.rtype)
+                    )));
+                    return;
+                }
+                // The node's set list must end the sets arena to grow.
+                let mut node = node;
+                if sets_end != a.sets.len() {
+                    node.sets_off = a.sets.len() as u32;
+                    a.sets.extend_from_within(sets_start..sets_end);
+                }
+                frag[4..8].copy_from_slice(&rec.ttl.to_be_bytes());
+                let data_off = a.data.len() as u32;
+                a.data.extend_from_slice(&frag);
+                a.data.extend_from_slice(rec.rdata);
+                let pos = self.positions.len() as u32;
+                self.positions.push((file, rec.line, rec.column));
+                a.sets.push(SetRec {
+                    rtype: rec.rtype,
+                    count: 1,
+                    ttl: rec.ttl,
+                    data_off,
+                    data_len: 10 + u32::from(rdlen),
+                    pos,
+                });
+                node.sets_len += 1;
+                if let Some(slot) = a.nodes.get_mut(idx) {
+                    *slot = node;
+                }
+            }
+        }
+        if rec.rtype == rtype::NS && !is_apex {
+            self.has_delegation = true;
+        }
+        let target_off = match rec.rtype {
+            rtype::MX => Some(2),
+            rtype::NS => Some(0),
+            _ => None,
+        };
+        if let Some(off) = target_off {
+            let t = rec
+                .rdata
+                .get(off..)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if is_subdomain(&t, &self.apex_lc) {
+                let pos = self.positions.len().saturating_sub(1) as u32;
+                let pos = a_pos(&self.arenas, idx, rec.rtype).unwrap_or(pos);
+                self.targets
+                    .push((t.into_boxed_slice(), rec.rtype, idx as u32, pos));
+            }
+        }
+        self.record_count += 1;
+    }
+}
+
+/// Position index of a node's RRset of a type.
+fn a_pos(a: &Arenas, idx: usize, rt: u16) -> Option<u32> {
+    a.node(idx)?
+        .set_recs()
+        .iter()
+        .find(|s| s.rtype == rt)
+        .map(|s| s.pos)
+}
+
+impl Zone {
+    /// Checks already-parsed records and builds the zone (see
+    /// [`ZoneBuilder::finish`] for the checks).
+    pub fn build(origin: &Name, records: Vec<Record>) -> BuildResult {
+        let mut b = ZoneBuilder::new(origin);
+        b.reserve(
+            records.len(),
+            records.iter().map(|r| r.rdata.len() + 10).sum(),
+        );
+        for r in &records {
+            b.record(&RecordRef {
+                owner: r.owner.as_wire(),
+                rtype: r.rtype,
+                class: r.class,
+                ttl: r.ttl,
+                rdata: &r.rdata,
+                file: &r.pos.file,
+                line: r.pos.line,
+                column: r.pos.column,
+            });
+        }
+        drop(records);
+        b.finish()
     }
 
     /// The apex name.
@@ -415,29 +771,40 @@ impl Zone {
 
     /// Number of names (including empty non-terminals).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.arenas.nodes.len()
     }
 
-    /// The node at a lowercased wire name, with the zone's copy of the key.
-    pub fn node_entry(&self, key: &[u8]) -> Option<(&[u8], &Node)> {
-        self.nodes.get_key_value(key).map(|(k, v)| (k.as_ref(), v))
+    /// Bytes held by the zone's tables (for memory reports).
+    pub fn heap_bytes(&self) -> usize {
+        let a = &self.arenas;
+        a.keys.capacity()
+            + a.names.capacity()
+            + a.data.capacity()
+            + a.nodes.capacity() * std::mem::size_of::<NodeRec>()
+            + a.sets.capacity() * std::mem::size_of::<SetRec>()
+            + a.slots.capacity() * 8
     }
 
     /// The node at a lowercased wire name.
-    pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        self.nodes.get(key)
+    pub fn node(&self, key: &[u8]) -> Option<Node<'_>> {
+        self.arenas
+            .find(key, hash_name(key))
+            .and_then(|i| self.arenas.node(i))
     }
 
-    /// All nodes with their lowercased keys (unordered).
-    pub fn nodes(&self) -> impl Iterator<Item = (&[u8], &Node)> {
-        self.nodes.iter().map(|(k, v)| (k.as_ref(), v))
+    /// The node at a lowercased wire name, with the zone's copy of the key.
+    pub fn node_entry(&self, key: &[u8]) -> Option<(&[u8], Node<'_>)> {
+        self.node(key).map(|n| (n.key(), n))
+    }
+
+    /// All nodes with their lowercased keys, in load order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&[u8], Node<'_>)> {
+        (0..self.arenas.nodes.len()).filter_map(|i| self.arenas.node(i).map(|n| (n.key(), n)))
     }
 
     /// The apex SOA RRset (always present in a built zone).
-    pub fn soa(&self) -> Option<&RRset> {
-        self.nodes
-            .get(&*self.apex_lc)
-            .and_then(|n| n.rrset(rtype::SOA))
+    pub fn soa(&self) -> Option<RRset<'_>> {
+        self.node(&self.apex_lc).and_then(|n| n.rrset(rtype::SOA))
     }
 
     /// The SOA serial.
@@ -459,52 +826,6 @@ impl Zone {
             .and_then(|s| <[u8; 4]>::try_from(s).ok())
             .map_or(0, u32::from_be_bytes);
         soa.ttl.min(min)
-    }
-}
-
-fn dedup(set: &mut Pending, warnings: &mut Vec<ZoneError>) {
-    if set.recs.len() < 2 {
-        return;
-    }
-    let mut order: Vec<usize> = (0..set.recs.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ra = set.recs.get(a).map(|r| &r.0);
-        let rb = set.recs.get(b).map(|r| &r.0);
-        ra.cmp(&rb).then(a.cmp(&b))
-    });
-    let mut drop = vec![false; set.recs.len()];
-    for w in order.windows(2) {
-        if let (Some(&a), Some(&b)) = (w.first(), w.get(1)) {
-            if set.recs.get(a).map(|r| &r.0) == set.recs.get(b).map(|r| &r.0) {
-                if let Some(d) = drop.get_mut(b) {
-                    *d = true;
-                }
-                if let Some((_, pos)) = set.recs.get(b) {
-                    warnings.push(ZoneError {
-                        file: pos.file.clone(),
-                        line: pos.line,
-                        column: pos.column,
-                        kind: ErrorKind::Check(format!(
-                            "duplicate {} record ignored (RFC 2181 5)",
-                            types::type_to_string(set.rtype)
-                        )),
-                    });
-                }
-            }
-        }
-    }
-    let mut i = 0;
-    set.recs.retain(|_| {
-        let keep = !drop.get(i).copied().unwrap_or(false);
-        i += 1;
-        keep
-    });
-}
-
-fn display(key: &[u8], name: &Option<Name>) -> String {
-    match name {
-        Some(n) => n.to_string(),
-        None => display_wire(key),
     }
 }
 
