@@ -9,7 +9,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), dnsd::Error> {
 //! let mut config = dnsd::DnsdConfig::default();
-//! config.listen = vec!["127.0.0.1:5353".parse().unwrap()];
+//! config.listen = vec!["127.0.0.1:5300".parse().unwrap()];
 //! config.zones.push(dnsd::ZoneConfig {
 //!     origin: "csuvnetwork.com".into(),
 //!     file: "zones/csuvnetwork.com.zone".into(),
@@ -102,7 +102,7 @@ pub struct DnsdConfig {
 impl Default for DnsdConfig {
     fn default() -> Self {
         DnsdConfig {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5300))],
             zones: Vec::new(),
             udp_payload_max: 1232,
             tcp_idle_timeout_secs: 10,
@@ -487,7 +487,20 @@ impl Reloader {
     }
 }
 
+/// The error of a failed bind, naming what could not be bound.
+fn cannot_listen(proto: &str, addr: SocketAddr) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({proto}): {e}"))
+}
+
 fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp_socket(addr).map_err(cannot_listen("UDP", addr))
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp_socket(addr).map_err(cannot_listen("TCP", addr))
+}
+
+fn bind_udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
@@ -501,7 +514,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn bind_tcp_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -723,7 +736,7 @@ hostname = "mail"
 listen = ["127.0.0.1:2525"]
 whatever = 1
 [dnsd]
-listen = ["127.0.0.1:5353", "[::1]:5353"]
+listen = ["127.0.0.1:5300", "[::1]:5300"]
 zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" }]
 udp_payload_max = 1400
 query_log = true

@@ -28,7 +28,7 @@ struct Args {
     /// POP3 address [default: 127.0.0.1:1110].
     #[arg(long)]
     pop3: Option<SocketAddr>,
-    /// DNS address, UDP and TCP [default: 127.0.0.1:5353].
+    /// DNS address, UDP and TCP [default: 127.0.0.1:5300].
     #[arg(long)]
     dns: Option<SocketAddr>,
     /// Do not log protocol transcripts.

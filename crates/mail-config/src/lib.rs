@@ -643,7 +643,7 @@ mod tests {
 
     #[test]
     fn dnsd_section_is_carried_raw() {
-        let c = parse("[dnsd]\nlisten = [\"127.0.0.1:5353\"]\n").unwrap();
+        let c = parse("[dnsd]\nlisten = [\"127.0.0.1:5300\"]\n").unwrap();
         assert!(c.dnsd.unwrap().contains_key("listen"));
     }
 
