@@ -191,11 +191,8 @@ impl<R: Read> Read for CrlfReader<R> {
                 let avail = self.buf.get(self.start..self.end).unwrap_or_default();
                 let room = out.len() - written;
                 // Copy the run up to the next LF (or as much as fits) at once.
-                let run = avail
-                    .iter()
-                    .take(room)
-                    .position(|&b| b == b'\n')
-                    .unwrap_or(avail.len().min(room));
+                let window = avail.get(..avail.len().min(room)).unwrap_or(avail);
+                let run = memchr::memchr(b'\n', window).unwrap_or(window.len());
                 if run > 0 {
                     let (src, dst) = (avail.get(..run), out.get_mut(written..written + run));
                     if let (Some(src), Some(dst)) = (src, dst) {

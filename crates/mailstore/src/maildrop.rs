@@ -109,8 +109,18 @@ impl Maildrop {
             .messages
             .get(index)
             .ok_or(Error::NoSuchMessage(index))?;
-        let path = self.locate(m)?;
-        let f = File::open(&path).map_err(io_err(&path))?;
+        // Open where the snapshot saw it: one path walk. Only if another
+        // client renamed it since is it looked for by base name.
+        let sub = if m.in_new { "new" } else { "cur" };
+        let seen_at = self.dir.join(sub).join(&m.name);
+        let f = match File::open(&seen_at) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self.locate(m)?;
+                File::open(&path).map_err(io_err(&path))?
+            }
+            Err(e) => return Err(io_err(&seen_at)(e)),
+        };
         Ok(MessageReader {
             inner: CrlfReader::new(f),
         })
