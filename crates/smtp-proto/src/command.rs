@@ -750,13 +750,15 @@ fn write_other(f: &mut fmt::Formatter<'_>, other: &[OtherParam<'_>]) -> fmt::Res
 
 /// Strip a case-insensitive keyword (`FROM:` / `TO:`) and following spaces.
 fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
-    let head = s.get(..kw.len())?;
-    if !head.eq_ignore_ascii_case(kw) {
+    let bytes = s.as_bytes();
+    if !bytes.get(..kw.len())?.eq_ignore_ascii_case(kw.as_bytes()) {
         return None;
     }
-    let rest = s.get(kw.len()..)?;
-    let spaces = rest.bytes().take_while(|&c| c == b' ').count();
-    rest.get(spaces..)
+    let mut i = kw.len();
+    while bytes.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    s.get(i..)
 }
 
 /// Split `<path> params` (or `path params` without brackets) into the path
@@ -933,13 +935,14 @@ pub(crate) fn is_domain(s: &str) -> bool {
     let mut label_len = 0usize;
     let mut prev = b'.';
     for &c in s.as_bytes() {
-        if c == b'.' {
+        // Letters and digits first: they are most of a name.
+        if class(c) & C_LETDIG != 0 || (c == b'-' && label_len > 0) {
+            label_len += 1;
+        } else if c == b'.' {
             if label_len == 0 || prev == b'-' {
                 return false;
             }
             label_len = 0;
-        } else if class(c) & C_LETDIG != 0 || (c == b'-' && label_len > 0) {
-            label_len += 1;
         } else {
             return false;
         }
