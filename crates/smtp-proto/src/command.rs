@@ -748,10 +748,17 @@ fn write_other(f: &mut fmt::Formatter<'_>, other: &[OtherParam<'_>]) -> fmt::Res
     Ok(())
 }
 
-/// Strip a case-insensitive keyword (`FROM:` / `TO:`) and following spaces.
+/// Strip a case-insensitive keyword (`FROM:` / `TO:`, given in upper
+/// case) and following spaces.
 fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
     let bytes = s.as_bytes();
-    if !bytes.get(..kw.len())?.eq_ignore_ascii_case(kw.as_bytes()) {
+    // `kw` is upper case: fold one side only.
+    if !bytes
+        .get(..kw.len())?
+        .iter()
+        .zip(kw.as_bytes())
+        .all(|(&c, &k)| c.to_ascii_uppercase() == k)
+    {
         return None;
     }
     let mut i = kw.len();
