@@ -748,15 +748,24 @@ fn write_other(f: &mut fmt::Formatter<'_>, other: &[OtherParam<'_>]) -> fmt::Res
     Ok(())
 }
 
-/// Strip a case-insensitive keyword (`FROM:` / `TO:`) and following spaces.
+/// Strip a case-insensitive keyword (`FROM:` / `TO:`, given in upper
+/// case) and following spaces.
 fn strip_keyword<'s>(s: &'s str, kw: &str) -> Option<&'s str> {
-    let head = s.get(..kw.len())?;
-    if !head.eq_ignore_ascii_case(kw) {
+    let bytes = s.as_bytes();
+    // `kw` is upper case: fold one side only.
+    if !bytes
+        .get(..kw.len())?
+        .iter()
+        .zip(kw.as_bytes())
+        .all(|(&c, &k)| c.to_ascii_uppercase() == k)
+    {
         return None;
     }
-    let rest = s.get(kw.len()..)?;
-    let spaces = rest.bytes().take_while(|&c| c == b' ').count();
-    rest.get(spaces..)
+    let mut i = kw.len();
+    while bytes.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    s.get(i..)
 }
 
 /// Split `<path> params` (or `path params` without brackets) into the path
@@ -843,11 +852,38 @@ fn parse_mailbox(s: &str) -> Option<Mailbox<'_>> {
             i += 1;
         }
     } else {
-        s.bytes().rposition(|c| c == b'@')?
+        // Dot-string = Atom *("." Atom), checked while looking for the '@'
+        // (not atext, so the first '@' ends a valid local part).
+        let bytes = s.as_bytes();
+        let mut prev_dot = true;
+        let mut i = 0;
+        loop {
+            let c = *bytes.get(i)?;
+            if c == b'@' {
+                break;
+            } else if c == b'.' {
+                if prev_dot {
+                    return None;
+                }
+                prev_dot = true;
+            } else if is_atext(c) {
+                prev_dot = false;
+            } else {
+                return None;
+            }
+            i += 1;
+        }
+        // Empty local part or trailing dot. A later '@' would belong to the
+        // local part, which then is no dot-string; a domain name cannot
+        // hold one, an address literal can.
+        if prev_dot || (bytes.get(i + 1) == Some(&b'[') && bytes.get(i + 1..)?.contains(&b'@')) {
+            return None;
+        }
+        i
     };
     let local = s.get(..at)?;
     let domain = s.get(at..)?.strip_prefix('@')?;
-    if local.is_empty() || !(local.starts_with('"') || is_dot_string(local)) {
+    if local.is_empty() {
         return None;
     }
     if !(is_domain(domain) || is_address_literal(domain)) {
@@ -897,24 +933,6 @@ fn is_atext(b: u8) -> bool {
     class(b) & C_ATEXT != 0
 }
 
-/// Dot-string = Atom *("." Atom), in one pass.
-fn is_dot_string(s: &str) -> bool {
-    let mut prev_dot = true;
-    for &c in s.as_bytes() {
-        if c == b'.' {
-            if prev_dot {
-                return false;
-            }
-            prev_dot = true;
-        } else if is_atext(c) {
-            prev_dot = false;
-        } else {
-            return false;
-        }
-    }
-    !prev_dot
-}
-
 /// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str],
 /// with U-labels (non-ASCII) allowed as RFC 6531 section 3.3 says. One pass.
 pub(crate) fn is_domain(s: &str) -> bool {
@@ -924,13 +942,14 @@ pub(crate) fn is_domain(s: &str) -> bool {
     let mut label_len = 0usize;
     let mut prev = b'.';
     for &c in s.as_bytes() {
-        if c == b'.' {
+        // Letters and digits first: they are most of a name.
+        if class(c) & C_LETDIG != 0 || (c == b'-' && label_len > 0) {
+            label_len += 1;
+        } else if c == b'.' {
             if label_len == 0 || prev == b'-' {
                 return false;
             }
             label_len = 0;
-        } else if class(c) & C_LETDIG != 0 || (c == b'-' && label_len > 0) {
-            label_len += 1;
         } else {
             return false;
         }
@@ -963,15 +982,9 @@ fn is_address_literal(s: &str) -> bool {
     inner.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-/// The `&str` of `rest` that `part` (a subslice of its bytes) covers.
-fn sub<'s>(rest: &'s str, part: &[u8]) -> &'s str {
-    let off = (part.as_ptr() as usize).wrapping_sub(rest.as_ptr() as usize);
-    rest.get(off..off + part.len()).unwrap_or_default()
-}
-
 /// Call `f` for each `keyword[=value]` of the parameter part (after the
-/// path), which must be empty or start with a space. Byte-wise: the
-/// separators are ASCII, so every piece is valid UTF-8.
+/// path), which must be empty or start with a space. Byte-wise, in one
+/// forward pass: the separators are ASCII, so every piece is valid UTF-8.
 fn for_each_param<'s>(
     rest: &'s str,
     mut f: impl FnMut(&'s str, Option<&'s str>) -> Result<(), ParseError>,
@@ -981,38 +994,60 @@ fn for_each_param<'s>(
     if bytes.first().is_some_and(|&c| c != b' ') {
         return Err(bad);
     }
-    for token in bytes.split(|&c| c == b' ').filter(|t| !t.is_empty()) {
-        // Tokens are short: a plain loop beats a memchr call here.
-        let (k, v) = match token.iter().position(|&c| c == b'=') {
-            Some(i) => (
-                token.get(..i).unwrap_or_default(),
-                Some(token.get(i + 1..).unwrap_or_default()),
-            ),
-            None => (token, None),
-        };
-        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-        let kw_ok = k.first().is_some_and(u8::is_ascii_alphanumeric)
-            && k.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
-        // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531)
-        let val_ok = v.is_none_or(|v| {
-            !v.is_empty()
-                && v.iter()
-                    .all(|&c| (33..=126).contains(&c) && c != b'=' || c >= 0x80)
-        });
-        if !(kw_ok && val_ok) {
-            return Err(bad);
+    let mut i = 0;
+    loop {
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
         }
-        f(sub(rest, k), v.map(|v| sub(rest, v)))?;
+        let k_start = i;
+        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+        match bytes.get(i) {
+            None => return Ok(()),
+            Some(c) if c.is_ascii_alphanumeric() => i += 1,
+            Some(_) => return Err(bad),
+        }
+        while bytes
+            .get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-')
+        {
+            i += 1;
+        }
+        let k = rest.get(k_start..i).ok_or(bad)?;
+        let v = match bytes.get(i) {
+            None | Some(b' ') => None,
+            Some(b'=') => {
+                i += 1;
+                let v_start = i;
+                // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531)
+                while let Some(&c) = bytes.get(i) {
+                    if c == b' ' {
+                        break;
+                    }
+                    if !((33..=126).contains(&c) && c != b'=' || c >= 0x80) {
+                        return Err(bad);
+                    }
+                    i += 1;
+                }
+                if i == v_start {
+                    return Err(bad);
+                }
+                Some(rest.get(v_start..i).ok_or(bad)?)
+            }
+            Some(_) => return Err(bad),
+        };
+        f(k, v)?;
     }
-    Ok(())
 }
 
 /// Decimal with at most 19 digits (fits u64 without overflow checks).
 fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 19 {
         return None;
     }
-    s.parse().ok()
+    // At most 19 digits: below 10^19 < 2^64, so no overflow.
+    s.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// Base64 text or the lone `=` of RFC 4954 (empty initial response).
