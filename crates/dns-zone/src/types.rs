@@ -103,6 +103,17 @@ pub fn type_from_str(s: &[u8]) -> Option<u16> {
     if s.len() > 10 {
         return None;
     }
+    // Upper-case spellings of the commonest types skip the table scan.
+    match s {
+        b"A" => return Some(rtype::A),
+        b"AAAA" => return Some(rtype::AAAA),
+        b"MX" => return Some(rtype::MX),
+        b"TXT" => return Some(rtype::TXT),
+        b"CNAME" => return Some(rtype::CNAME),
+        b"SRV" => return Some(rtype::SRV),
+        b"NS" => return Some(rtype::NS),
+        _ => {}
+    }
     for (name, code) in TYPES {
         if s.eq_ignore_ascii_case(name.as_bytes()) {
             return Some(*code);

@@ -184,6 +184,14 @@ struct Arenas {
     /// 0 = empty. The hash in the slot spares a visit to the node (a cache
     /// miss) for every non-matching probe.
     slots: Vec<u64>,
+    /// Nodes from this index on are not in `slots` yet: while loading, new
+    /// nodes are slotted in batches, whose independent probes overlap their
+    /// cache misses instead of stalling on one per record.
+    unslotted: usize,
+    /// Load-time bit set over node hashes (emptied by `finish`): a clear
+    /// bit proves a name new without probing `slots`, which is far larger
+    /// than the caches.
+    seen: Vec<u64>,
 }
 
 impl Arenas {
@@ -230,6 +238,7 @@ impl Arenas {
         if want <= self.slots.len() {
             return;
         }
+        self.unslotted = self.nodes.len();
         let mut slots = vec![0u64; want];
         let mask = want - 1;
         for (idx, n) in self.nodes.iter().enumerate() {
@@ -244,10 +253,76 @@ impl Arenas {
         self.slots = slots;
     }
 
-    /// Adds a node (the key must be absent). Returns its index.
+    /// The word and bit of `hash` in `seen`.
+    fn seen_bit(&self, hash: u32) -> Option<(usize, u64)> {
+        let bits = self.seen.len() * 64;
+        let i = hash.rotate_left(13) as usize & bits.checked_sub(1)?;
+        Some((i / 64, 1u64 << (i % 64)))
+    }
+
+    /// Sizes `seen` for `nodes` names (about 1 in 8 bits set) and marks
+    /// every existing node.
+    fn size_seen(&mut self, nodes: usize) {
+        let words = (nodes.max(64) * 8).next_power_of_two() / 64;
+        if words <= self.seen.len() {
+            return;
+        }
+        self.seen = vec![0u64; words];
+        for i in 0..self.nodes.len() {
+            let hash = self.nodes.get(i).map_or(0, |n| n.hash);
+            self.mark_seen(hash);
+        }
+    }
+
+    fn mark_seen(&mut self, hash: u32) {
+        if let Some((w, b)) = self.seen_bit(hash) {
+            if let Some(word) = self.seen.get_mut(w) {
+                *word |= b;
+            }
+        }
+    }
+
+    /// Finds a node while loading: most names are new, and `seen` says so
+    /// without touching `slots`.
+    fn find_loading(&mut self, key: &[u8], hash: u32) -> Option<usize> {
+        if let Some((w, b)) = self.seen_bit(hash) {
+            if self.seen.get(w).is_some_and(|&word| word & b == 0) {
+                return None;
+            }
+        }
+        self.slot_pending();
+        self.find(key, hash)
+    }
+
+    /// Puts the nodes added since the last call into `slots`.
+    fn slot_pending(&mut self) {
+        if self.unslotted >= self.nodes.len() {
+            return;
+        }
+        if self.nodes.len() * 2 > self.slots.len() {
+            // Rebuilding slots every node, the pending ones included.
+            self.grow(self.nodes.len());
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        for idx in self.unslotted..self.nodes.len() {
+            let hash = self.nodes.get(idx).map_or(0, |n| n.hash);
+            let mut i = hash as usize & mask;
+            while self.slots.get(i).is_some_and(|&s| s != 0) {
+                i = (i + 1) & mask;
+            }
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = u64::from(hash) << 32 | (idx as u64 + 1);
+            }
+        }
+        self.unslotted = self.nodes.len();
+    }
+
+    /// Adds a node (the key must be absent) and returns its index; it
+    /// reaches `slots` at the next `slot_pending`.
     fn insert(&mut self, key: &[u8], name: Option<&[u8]>, hash: u32) -> usize {
-        if (self.nodes.len() + 1) * 2 > self.slots.len() {
-            self.grow(self.nodes.len() + 1);
+        if self.nodes.len() * 4 >= self.seen.len() * 64 {
+            self.size_seen(self.nodes.len() + 1);
         }
         let name_off = match name {
             Some(n) => {
@@ -267,14 +342,7 @@ impl Arenas {
             hash,
         });
         self.keys.extend_from_slice(key);
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        while self.slots.get(i).is_some_and(|&s| s != 0) {
-            i = (i + 1) & mask;
-        }
-        if let Some(s) = self.slots.get_mut(i) {
-            *s = u64::from(hash) << 32 | (idx as u64 + 1);
-        }
+        self.mark_seen(hash);
         idx
     }
 
@@ -353,6 +421,7 @@ impl ZoneBuilder {
     pub fn reserve(&mut self, names: usize, bytes: usize) {
         let a = &mut self.arenas;
         a.grow(names);
+        a.size_seen(names);
         a.nodes.reserve(names);
         a.sets.reserve(names);
         a.keys.reserve(names * 16);
@@ -402,7 +471,7 @@ impl ZoneBuilder {
             }
         }
         let hash = hash_name(&self.key);
-        let idx = match self.arenas.find(&self.key, hash) {
+        let idx = match self.arenas.find_loading(&self.key, hash) {
             Some(i) => i,
             None => {
                 let name = (owner != self.key.as_slice()).then_some(owner);
@@ -417,7 +486,7 @@ impl ZoneBuilder {
                         break;
                     }
                     let h = hash_name(anc);
-                    if self.arenas.find(anc, h).is_some() {
+                    if self.arenas.find_loading(anc, h).is_some() {
                         break;
                     }
                     self.arenas.insert(anc, None, h);
@@ -446,6 +515,8 @@ impl ZoneBuilder {
         let origin = self.apex.clone();
         let mut errors = std::mem::take(&mut self.errors);
         let mut warnings = std::mem::take(&mut self.warnings);
+        self.arenas.slot_pending();
+        self.arenas.seen = Vec::new();
         let a = &self.arenas;
         if self.soa_count == 0 {
             errors.push(self.located(0, format!("no SOA record at the zone apex {origin}")));
