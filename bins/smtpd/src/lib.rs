@@ -633,19 +633,22 @@ impl Conn {
         }
     }
 
+    /// The open delivery, or the envelope to open one with (built only
+    /// when needed: it clones the recipient lists).
+    fn take_writer(&mut self, session: &ServerSession) -> Writer {
+        match self.txn.delivery.take() {
+            Some(d) => Writer::Open(d),
+            None => Writer::New(self.envelope(session)),
+        }
+    }
+
     /// Write what is pending to the Maildir file (opening it first).
     async fn flush(&mut self, session: &ServerSession) {
-        let pending = std::mem::take(&mut self.txn.pending);
-        let delivery = self.txn.delivery.take();
-        let env = self.envelope(session);
+        let mut pending = std::mem::take(&mut self.txn.pending);
+        let writer = self.take_writer(session);
         let store = self.shared.store.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let mut d = match delivery {
-                Some(d) => d,
-                None => store.begin_delivery(&env)?,
-            };
-            d.write(&pending)?;
-            let mut pending = pending;
+            let d = writer.append(&store, &pending)?;
             pending.clear();
             Ok::<_, mailstore::Error>((d, pending))
         })
@@ -673,18 +676,10 @@ impl Conn {
             return failed;
         }
         let pending = std::mem::take(&mut self.txn.pending);
-        let delivery = self.txn.delivery.take();
-        let env = self.envelope(session);
+        let writer = self.take_writer(session);
         let store = self.shared.store.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let mut d = match delivery {
-                Some(d) => d,
-                None => store.begin_delivery(&env)?,
-            };
-            d.write(&pending)?;
-            d.commit()
-        })
-        .await;
+        let r =
+            tokio::task::spawn_blocking(move || writer.append(&store, &pending)?.commit()).await;
         self.txn.active = false;
         match r {
             Ok(Ok(report)) => {
@@ -718,6 +713,27 @@ impl Conn {
         if let Some(d) = self.txn.delivery.take() {
             let _ = tokio::task::spawn_blocking(move || d.abort()).await;
         }
+    }
+}
+
+/// Where the body of the current message goes next.
+enum Writer {
+    /// The Maildir file is open.
+    Open(mailstore::Delivery),
+    /// Nothing written yet: open one for this envelope.
+    New(mailstore::Envelope),
+}
+
+impl Writer {
+    /// Append `bytes`, opening the delivery first if needed. Blocking: runs
+    /// in the blocking pool.
+    fn append(self, store: &Store, bytes: &[u8]) -> Result<mailstore::Delivery, mailstore::Error> {
+        let mut d = match self {
+            Writer::Open(d) => d,
+            Writer::New(env) => store.begin_delivery(&env)?,
+        };
+        d.write(bytes)?;
+        Ok(d)
     }
 }
 
