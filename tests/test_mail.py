@@ -632,3 +632,22 @@ def test_whole_transaction_then_half_close_is_delivered(lab):
         replies = recv_replies(sock, 7)
     assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354", b"250", b"221"], replies
     assert len(lab.inbox()) == 1
+
+
+@pytest.mark.parametrize("body_lines", [2, 6000])  # one write at the end; streamed writes
+def test_storage_failure_answers_451_and_acknowledges_nothing(tmp_path, daemons, body_lines):
+    lab = Lab(tmp_path, daemons, size_limit=2_000_000)
+    tmpdir = lab.maildir / "user1" / "Maildir" / "tmp"
+    tmpdir.rmdir()
+    tmpdir.write_text("not a directory: every delivery to user1 fails\n")
+    body = b"".join(b"line %06d of a message that cannot be stored\r\n" % i for i in range(body_lines))
+    s = lab.smtp_client()
+    s.mail("user2@mail.csuvnetwork.com")
+    s.rcpt("user1@csuvnetwork.com")
+    code, text = s.data(message("unstorable", body))
+    assert (code, text) == (451, b"4.3.0 Error: queue file write error")
+    # The session goes on: the next message to someone else is stored.
+    s.sendmail("user2@mail.csuvnetwork.com", ["user2@csuvnetwork.com"], message("fine"))
+    s.quit()
+    assert lab.inbox("user1") == []
+    assert len(lab.inbox("user2")) == 1
