@@ -58,8 +58,12 @@ class Daemon:
     def __init__(self, args, env=None, cwd=None):
         self.args = [str(a) for a in args]
         # A file, not a pipe: a chatty daemon must never block on a full
-        # pipe that nobody reads.
-        self.log = tempfile.TemporaryFile()
+        # pipe that nobody reads. Opened for appending and read through a
+        # separate handle, so reading while the daemon writes never moves
+        # the offset its writes go to.
+        fd, self.log_path = tempfile.mkstemp(prefix="daemon-", suffix=".log")
+        os.close(fd)
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.args,
             stdout=self.log,
@@ -80,8 +84,8 @@ class Daemon:
 
     def output(self) -> str:
         """Everything the daemon printed so far."""
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
 
 
 @pytest.fixture
@@ -97,3 +101,5 @@ def daemons():
     yield start
     for d in started:
         d.stop()
+        d.log.close()
+        os.unlink(d.log_path)

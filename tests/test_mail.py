@@ -17,11 +17,13 @@ import threading
 import time
 
 import pytest
+import re
 
 from conftest import bin_path, free_port, wait_tcp
 
 PASSWORDS = {"user1": "user1-secret", "user2": "p@ss word2"}
 DOMAIN = "csuvnetwork.com"
+QUEUE_ID = re.compile(r'queue_id="([0-9A-F]+)"')
 
 
 class Lab:
@@ -85,7 +87,27 @@ zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
         for port in ports:
             wait_tcp(port)
 
+    def settle(self, timeout=10.0):
+        """Wait until every message smtpd queued has had its delivery
+        attempt (delivered or deferred): like Postfix, smtpd answers 250
+        once the message is durable in its queue and delivers right after."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queued, handled = set(), set()
+            for line in self.smtpd.output().splitlines():
+                m = QUEUE_ID.search(line)
+                if m is None:
+                    continue
+                if " queued " in line:
+                    queued.add(m.group(1))
+                elif " delivered " in line or " delivery deferred " in line:
+                    handled.add(m.group(1))
+            if queued <= handled or time.monotonic() > deadline:
+                return queued - handled
+            time.sleep(0.01)
+
     def inbox(self, user="user1"):
+        self.settle()
         d = self.maildir / user / "Maildir"
         return sorted(
             p for sub in ("new", "cur") if (d / sub).exists() for p in (d / sub).iterdir()
@@ -97,6 +119,7 @@ zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
         return s
 
     def pop(self, user="user1"):
+        self.settle()
         p = poplib.POP3("127.0.0.1", self.pop3, timeout=10)
         p.user(user)
         p.pass_(PASSWORDS[user])
@@ -634,13 +657,25 @@ def test_whole_transaction_then_half_close_is_delivered(lab):
     assert len(lab.inbox()) == 1
 
 
-@pytest.mark.parametrize("body_lines", [2, 6000])  # one write at the end; streamed writes
-def test_storage_failure_answers_451_and_acknowledges_nothing(tmp_path, daemons, body_lines):
-    lab = Lab(tmp_path, daemons, size_limit=2_000_000)
-    tmpdir = lab.maildir / "user1" / "Maildir" / "tmp"
+def break_maildir_tmp(lab, user="user1"):
+    """Make every delivery to `user` fail: its Maildir tmp/ is a file."""
+    tmpdir = lab.maildir / user / "Maildir" / "tmp"
     tmpdir.rmdir()
-    tmpdir.write_text("not a directory: every delivery to user1 fails\n")
-    body = b"".join(b"line %06d of a message that cannot be stored\r\n" % i for i in range(body_lines))
+    tmpdir.write_text("not a directory: every delivery here fails\n")
+    return tmpdir
+
+
+def repair_maildir_tmp(tmpdir):
+    tmpdir.unlink()
+    tmpdir.mkdir(mode=0o700)
+
+
+def test_streamed_message_that_cannot_be_stored_gets_451(tmp_path, daemons):
+    # Over 256 KiB the body is streamed into the Maildir file and committed
+    # before the reply: a failure is a 451 and nothing is acknowledged.
+    lab = Lab(tmp_path, daemons, size_limit=2_000_000)
+    break_maildir_tmp(lab)
+    body = b"".join(b"line %06d of a message that cannot be stored\r\n" % i for i in range(6000))
     s = lab.smtp_client()
     s.mail("user2@mail.csuvnetwork.com")
     s.rcpt("user1@csuvnetwork.com")
@@ -651,3 +686,46 @@ def test_storage_failure_answers_451_and_acknowledges_nothing(tmp_path, daemons,
     s.quit()
     assert lab.inbox("user1") == []
     assert len(lab.inbox("user2")) == 1
+
+
+def test_queued_message_waits_for_a_broken_maildir_and_arrives_once(tmp_path, daemons):
+    # A message held in memory is durable in the queue journal at 250; if
+    # its Maildir cannot be written it stays queued and is retried
+    # (Postfix defers the same way), then delivered exactly once.
+    lab = Lab(tmp_path, daemons, extra="queue_retry_delay = 1")
+    tmpdir = break_maildir_tmp(lab)
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("deferred"))
+    s.sendmail("user2@mail.csuvnetwork.com", ["user2@csuvnetwork.com"], message("fine"))
+    s.quit()
+    assert lab.inbox("user1") == []
+    assert len(lab.inbox("user2")) == 1
+    assert "delivery deferred" in lab.smtpd.output()
+    repair_maildir_tmp(tmpdir)
+    deadline = time.monotonic() + 10
+    while not lab.inbox("user1") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # one more retry period: it must not arrive twice
+    [raw] = retrieve_all(lab)
+    assert split_trace(raw)[1] == message("deferred")
+
+
+def test_queued_messages_survive_sigkill_and_arrive_after_restart(tmp_path, daemons):
+    # SIGKILL while acknowledged messages are still queued (their Maildir is
+    # broken): the next start delivers every one of them, once.
+    lab = Lab(tmp_path, daemons)
+    tmpdir = break_maildir_tmp(lab)
+    s = lab.smtp_client()
+    for i in range(20):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(f"queued {i}"))
+    lab.settle()
+    lab.smtpd.stop(sig=signal.SIGKILL)
+    assert lab.inbox("user1") == []
+    repair_maildir_tmp(tmpdir)
+    lab.smtpd = daemons([bin_path("smtpd"), "--config", lab.config])
+    wait_tcp(lab.smtp)
+    deadline = time.monotonic() + 10
+    while len(lab.inbox("user1")) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got = sorted(split_trace(raw)[1] for raw in retrieve_all(lab))
+    assert got == sorted(message(f"queued {i}") for i in range(20))

@@ -97,6 +97,7 @@ pub fn lab_config(opts: &Options) -> Result<Config, Error> {
             c.global.maildir_root = opts.data_dir.join("mail");
             c.global.passwd_file = opts.data_dir.join("passwd");
             c.global.aliases_file = opts.data_dir.join("aliases");
+            c.smtpd.queue_directory = opts.data_dir.join("queue");
             c
         }
     };

@@ -6,7 +6,14 @@
 //! passwd-file, recipients through the router (`550 5.1.1` for unknown
 //! local users, `554 5.7.1 Relay access denied` for other domains unless
 //! the client may relay), and delivery into every local recipient's
-//! Maildir, durable before `250 2.0.0 Ok: queued as <id>` is sent.
+//! Maildir.
+//!
+//! A message is durable before `250 2.0.0 Ok: queued as <id>` is sent: a
+//! message held in memory (up to 256 KiB) is written to the queue journal
+//! ([`mailstore::Queue`], one shared flush) and delivered into the Maildirs
+//! right after the reply, with retries if that fails; a larger one is
+//! streamed into its Maildir file and committed there before the reply.
+//! Messages the journal holds at start (after a crash) are delivered then.
 //!
 //! Two kinds of listener: inbound (port 25: local recipients need no AUTH)
 //! and submission (port 587, RFC 6409: AUTH before MAIL).
@@ -52,12 +59,12 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
-use mailstore::{Accounts, Aliases, QueueIdGenerator, Route, Router, Store};
+use mailstore::{Accounts, Aliases, Queue, QueueIdGenerator, Queued, Route, Router, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Direction, Event, ForwardPath,
@@ -65,12 +72,22 @@ use smtp_proto::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 /// Body bytes gathered before they are written to the Maildir file: a
 /// small message costs one trip to the blocking pool, a large one is never
 /// held whole in memory.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// Memory for queued messages waiting for their Maildir delivery, in KiB.
+/// When it is used up, messages are delivered before the reply instead
+/// (the direct path), which slows clients down to the disk's pace.
+const QUEUE_MEMORY_KIB: usize = 64 * 1024;
+
+/// Deliveries from the queue running at once (each waits on fsyncs; more
+/// would only add threads).
+const DELIVERY_SLOTS: usize = 16;
 
 /// Why the server could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +124,13 @@ impl Settings {
 struct Shared {
     settings: RwLock<Arc<Settings>>,
     store: Store,
+    queue: Queue,
+    queue_memory: Arc<Semaphore>,
+    delivery_slots: Arc<Semaphore>,
+    /// Queued messages whose current delivery attempt has not ended (not
+    /// counting those waiting to retry); shutdown waits for them.
+    attempts: AtomicUsize,
+    attempts_done: Notify,
     accounts: Arc<Accounts>,
     queue_ids: QueueIdGenerator,
     limiter: Arc<ConnLimiter>,
@@ -116,6 +140,80 @@ struct Shared {
 impl Shared {
     fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Delivers a queued message into its Maildirs in the background,
+    /// retrying after `queue_retry_delay` while it fails. The message
+    /// stays in the journal until delivered, so a stop or crash meanwhile
+    /// loses nothing: the next start delivers it.
+    fn spawn_delivery(self: &Arc<Self>, mut q: Queued, permit: Option<OwnedSemaphorePermit>) {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let _memory = permit;
+            loop {
+                let slot = Arc::clone(&shared.delivery_slots).acquire_owned().await;
+                let queue = shared.queue.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let r = queue.deliver(&mut q);
+                    (q, r)
+                })
+                .await;
+                drop(slot);
+                let ended = |shared: &Shared| {
+                    if shared.attempts.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        shared.attempts_done.notify_waiters();
+                    }
+                };
+                match r {
+                    Ok((_, Ok(report))) => {
+                        info!(
+                            queue_id = report.queue_id,
+                            paths = report.paths.len(),
+                            "delivered"
+                        );
+                        ended(&shared);
+                        return;
+                    }
+                    Ok((back, Err(e))) => {
+                        let delay = shared.settings().cfg.smtpd.queue_retry_delay.duration();
+                        warn!(queue_id = back.queue_id(), error = %e, retry_in = ?delay, "delivery deferred");
+                        q = back;
+                        ended(&shared);
+                        tokio::time::sleep(delay).await;
+                        shared.attempts.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        // The message stays in the journal; the next start
+                        // delivers it.
+                        error!(error = %e, "delivery task failed");
+                        ended(&shared);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits until no queued message is being delivered (those waiting for
+    /// a retry excepted), or until `deadline`.
+    async fn deliveries_settled(&self, deadline: Instant) {
+        loop {
+            let notified = self.attempts_done.notified();
+            if self.attempts.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                warn!(
+                    in_progress = self.attempts.load(Ordering::SeqCst),
+                    "stopping with deliveries in progress; the queue keeps them for the next start"
+                );
+                return;
+            }
+        }
     }
 }
 
@@ -168,7 +266,9 @@ impl netkit::Service for Running {
     /// `shutdown_grace`), then return. Idle sessions get `421`.
     async fn stop(self) {
         let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
+        let deadline = Instant::now() + grace;
         self.serving.stop(grace).await;
+        self.shared.deliveries_settled(deadline).await;
     }
 }
 
@@ -181,6 +281,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         Err(e) => warn!(error = %e, "cleaning stale Maildir tmp files failed"),
     }
     let accounts = Arc::new(Accounts::open(&cfg.global.passwd_file)?);
+    let (queue, recovered) = {
+        let (dir, store) = (cfg.smtpd.queue_directory.clone(), store.clone());
+        tokio::task::spawn_blocking(move || {
+            Queue::open(dir, store, mailstore::queue::DEFAULT_SEGMENT_SIZE)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
+    if !recovered.is_empty() {
+        info!(
+            messages = recovered.len(),
+            "delivering messages queued before the last stop"
+        );
+    }
     let inbound = netkit::bind_all(&cfg.smtpd.listen).await?;
     let submission = netkit::bind_all(&cfg.smtpd.submission_listen).await?;
     let limiter = ConnLimiter::new(
@@ -191,6 +305,11 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(settings)),
         store,
+        queue,
+        queue_memory: Arc::new(Semaphore::new(QUEUE_MEMORY_KIB)),
+        delivery_slots: Arc::new(Semaphore::new(DELIVERY_SLOTS)),
+        attempts: AtomicUsize::new(0),
+        attempts_done: Notify::new(),
         accounts,
         queue_ids: QueueIdGenerator::new(),
         limiter,
@@ -214,6 +333,9 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         .map(|l| (l, false))
         .chain(submission.into_iter().map(|l| (l, true)))
         .collect();
+    for q in recovered {
+        shared.spawn_delivery(q, None);
+    }
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
         connection(Arc::clone(&handler_shared), stream, peer, submission, watch)
@@ -675,7 +797,17 @@ impl Conn {
             self.abort_delivery().await;
             return failed;
         }
-        let pending = std::mem::take(&mut self.txn.pending);
+        let mut pending = std::mem::take(&mut self.txn.pending);
+        if self.txn.delivery.is_none() {
+            match self.enqueue(session, pending, size).await {
+                Enqueued::Queued(queue_id) => return Delivery::Accepted { queue_id },
+                Enqueued::Direct(back) => pending = back,
+                Enqueued::Failed => {
+                    self.txn.active = false;
+                    return failed;
+                }
+            }
+        }
         let writer = self.take_writer(session);
         let store = self.shared.store.clone();
         let r =
@@ -706,6 +838,55 @@ impl Conn {
         }
     }
 
+    /// Makes a message held whole in memory durable in the queue journal
+    /// and starts its delivery; gives the body back when the journal cannot
+    /// take it (memory budget used up, too large, or a journal error), for
+    /// the direct path.
+    async fn enqueue(&mut self, session: &ServerSession, content: Vec<u8>, size: u64) -> Enqueued {
+        let queue = self.shared.queue.clone();
+        if content.len() > queue.max_content() {
+            return Enqueued::Direct(content);
+        }
+        let kib = u32::try_from(content.len() / 1024 + 1).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(&self.shared.queue_memory).try_acquire_many_owned(kib) else {
+            debug!(
+                sid = self.sid,
+                "queue memory in use; delivering before the reply"
+            );
+            return Enqueued::Direct(content);
+        };
+        let env = self.envelope(session);
+        let r = tokio::task::spawn_blocking(move || {
+            let r = queue.enqueue(&env, &content);
+            (content, r)
+        })
+        .await;
+        match r {
+            Ok((_, Ok(q))) => {
+                self.txn.active = false;
+                info!(
+                    sid = self.sid,
+                    queue_id = q.queue_id(),
+                    from = self.txn.from,
+                    to = ?self.txn.recipients,
+                    size,
+                    "queued"
+                );
+                let queue_id = q.queue_id().to_string();
+                self.shared.spawn_delivery(q, Some(permit));
+                Enqueued::Queued(queue_id)
+            }
+            Ok((content, Err(e))) => {
+                error!(sid = self.sid, error = %e, "queue journal failed; delivering before the reply");
+                Enqueued::Direct(content)
+            }
+            Err(e) => {
+                error!(sid = self.sid, error = %e, "queue task failed");
+                Enqueued::Failed
+            }
+        }
+    }
+
     async fn abort_delivery(&mut self) {
         self.txn.pending.clear();
         self.txn.active = false;
@@ -714,6 +895,16 @@ impl Conn {
             let _ = tokio::task::spawn_blocking(move || d.abort()).await;
         }
     }
+}
+
+/// What became of a message offered to the queue journal.
+enum Enqueued {
+    /// Durable in the journal, delivery started: answer 250 with this id.
+    Queued(String),
+    /// Not taken: deliver it directly (the body comes back).
+    Direct(Vec<u8>),
+    /// Lost with a failed task: answer 451.
+    Failed,
 }
 
 /// Where the body of the current message goes next.

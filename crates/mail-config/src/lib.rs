@@ -180,6 +180,12 @@ pub struct Smtpd {
     pub bare_newline: BareNewline,
     /// How long in-flight transactions may run after SIGTERM.
     pub shutdown_grace: Secs,
+    /// The queue journal: messages are durable here when `250` is sent
+    /// and delivered into the Maildirs right after (`queue_directory`).
+    pub queue_directory: PathBuf,
+    /// Wait before retrying a delivery that failed, e.g. a Maildir that
+    /// could not be written (`minimal_backoff_time`).
+    pub queue_retry_delay: Secs,
 }
 
 impl Default for Smtpd {
@@ -201,6 +207,8 @@ impl Default for Smtpd {
             auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             bare_newline: BareNewline::Normalize,
             shutdown_grace: Secs(30),
+            queue_directory: "lab-data/queue".into(),
+            queue_retry_delay: Secs(60),
         }
     }
 }
@@ -297,7 +305,13 @@ impl Config {
         cfg.base_dir = base_dir.to_owned();
         cfg.validate().map_err(|e| invalid(e.describe(text)))?;
         let g = &mut cfg.global;
-        for p in [&mut g.maildir_root, &mut g.passwd_file, &mut g.aliases_file] {
+        let paths = [
+            &mut g.maildir_root,
+            &mut g.passwd_file,
+            &mut g.aliases_file,
+            &mut cfg.smtpd.queue_directory,
+        ];
+        for p in paths {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
             }

@@ -63,6 +63,7 @@ pub mod accounts;
 pub mod config;
 pub mod crlf;
 pub mod maildrop;
+pub mod queue;
 pub mod routing;
 pub mod store;
 mod util;
@@ -70,6 +71,7 @@ mod util;
 pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
 pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
+pub use queue::{Queue, Queued};
 pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
 pub use store::{
     Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
@@ -130,6 +132,8 @@ mod tests {
         assert_send_sync::<Router>();
         assert_send_sync::<Delivery>();
         assert_send_sync::<Maildrop>();
+        assert_send_sync::<Queue>();
+        assert_send_sync::<Queued>();
         assert_send_sync::<QueueIdGenerator>();
         assert_send_sync::<Mailstore>();
         assert_send_sync::<Error>();

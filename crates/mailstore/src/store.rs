@@ -168,35 +168,10 @@ impl Store {
     /// [`Delivery::write`] and made durable by [`Delivery::commit`];
     /// dropping the delivery (or [`Delivery::abort`]) removes the partial file.
     pub fn begin_delivery(&self, env: &Envelope) -> Result<Delivery> {
-        let mut mailboxes: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
-        for m in &env.mailboxes {
-            check_mailbox_name(m)?;
-            if seen.insert(m.clone()) {
-                mailboxes.push(m.clone());
-            }
-        }
+        let mailboxes = unique_mailboxes(&env.mailboxes)?;
         let first = mailboxes.first().ok_or(Error::NoRecipients)?;
         let base = self.unique_base(env.time);
-        let first_md = self.maildir_path(first);
-        let tmp_path = first_md.join("tmp").join(&base);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(p)
-        };
-        let file = match open(&tmp_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Account without a Maildir yet: create it, as Postfix's
-                // local(8) does on first delivery.
-                create_maildir_at(&first_md)?;
-                open(&tmp_path).map_err(io_err(&tmp_path))?
-            }
-            Err(e) => return Err(io_err(&tmp_path)(e)),
-        };
+        let (tmp_path, file) = self.create_tmp(first, &base)?;
         let mut d = Delivery {
             store: self.clone(),
             tmp_path: Some(tmp_path),
@@ -221,6 +196,102 @@ impl Store {
         let md = self.maildir_path(user);
         create_maildir_at(&md)?;
         Maildrop::open(user, md)
+    }
+
+    /// Creates `tmp/<base>` in `user`'s Maildir (creating the Maildir on
+    /// first delivery, as Postfix's local(8) does).
+    pub(crate) fn create_tmp(&self, user: &str, base: &str) -> Result<(PathBuf, File)> {
+        let md = self.maildir_path(user);
+        let tmp_path = md.join("tmp").join(base);
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+        };
+        match open(&tmp_path) {
+            Ok(f) => Ok((tmp_path, f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_maildir_at(&md)?;
+                let f = open(&tmp_path).map_err(io_err(&tmp_path))?;
+                Ok((tmp_path, f))
+            }
+            Err(e) => Err(io_err(&tmp_path)(e)),
+        }
+    }
+
+    /// Moves the fsynced file `tmp` into `new/<name>` of every mailbox
+    /// (hard links for the extra ones, a copy across file systems; the first
+    /// by rename, which also retires the tmp name) and fsyncs those
+    /// directories. On error, links already placed are taken back, so that
+    /// no 250 is owed for a partial delivery and a retry does not duplicate.
+    pub(crate) fn place(
+        &self,
+        tmp: &Path,
+        name: &str,
+        mailboxes: &[String],
+    ) -> Result<Vec<PathBuf>> {
+        let mut paths = Vec::with_capacity(mailboxes.len());
+        let mut dirs = Vec::with_capacity(mailboxes.len());
+        let placed = (|| {
+            for user in mailboxes.iter().skip(1) {
+                let md = self.maildir_path(user);
+                let dest = md.join("new").join(name);
+                link_or_copy(tmp, &dest, &md)?;
+                paths.push(dest);
+                dirs.push(md.join("new"));
+            }
+            let first = mailboxes.first().ok_or(Error::NoRecipients)?;
+            let md = self.maildir_path(first);
+            let dest = md.join("new").join(name);
+            fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+            Ok((md, dest))
+        })();
+        let (md, dest) = match placed {
+            Ok(v) => v,
+            Err(e) => {
+                for p in &paths {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
+        paths.insert(0, dest);
+        dirs.insert(0, md.join("new"));
+        for d in &dirs {
+            fsync_dir(d)?;
+        }
+        Ok(paths)
+    }
+
+    /// Whether `user`'s Maildir already holds the message with base name
+    /// `base`, in `new/` or (seen, with flags) in `cur/`. Used when a
+    /// delivery is repeated after a crash or an error, so it is not doubled.
+    /// The directory where it is found is fsynced: the process that put it
+    /// there may have died before making that durable.
+    pub(crate) fn holds(&self, user: &str, base: &str) -> Result<bool> {
+        let md = self.maildir_path(user);
+        let matches = |n: &str| {
+            n.strip_prefix(base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([',', ':']))
+        };
+        for sub in ["new", "cur"] {
+            let dir = md.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            };
+            for e in entries {
+                let e = e.map_err(io_err(&dir))?;
+                if matches(&e.file_name().to_string_lossy()) {
+                    fsync_dir(&dir)?;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Removes files in every Maildir's `tmp/` whose modification time is
@@ -260,7 +331,7 @@ impl Store {
     /// A new Maildir base name: `<secs>.M<usecs>P<pid>Q<n>R<random>.<host>`
     /// (Dovecot's form; unique by time, process, per-process counter and
     /// randomness, so no two deliveries anywhere share a name).
-    fn unique_base(&self, time: SystemTime) -> String {
+    pub(crate) fn unique_base(&self, time: SystemTime) -> String {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let r = splitmix64(self.inner.seed ^ n.rotate_left(32)) & 0xFFFF_FFFF_FFFF;
         // Use the wall clock's sub-second part for ordering within a second.
@@ -372,41 +443,8 @@ impl Delivery {
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         let name = format!("{},S={},W={}", self.base, self.sizer.disk, self.sizer.crlf);
-        let mut paths = Vec::with_capacity(self.mailboxes.len());
-        let mut dirs = Vec::with_capacity(self.mailboxes.len());
-        // Extra recipients first (links to the tmp file), the first
-        // recipient last by rename, which also retires the tmp name.
-        let placed = (|| {
-            for user in self.mailboxes.iter().skip(1) {
-                let md = self.store.maildir_path(user);
-                let dest = md.join("new").join(&name);
-                link_or_copy(&tmp, &dest, &md)?;
-                paths.push(dest);
-                dirs.push(md.join("new"));
-            }
-            let first = self.mailboxes.first().ok_or(Error::NoRecipients)?;
-            let md = self.store.maildir_path(first);
-            let dest = md.join("new").join(&name);
-            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-            Ok((md, dest))
-        })();
-        let (md, dest) = match placed {
-            Ok(v) => v,
-            Err(e) => {
-                // No 250 will be sent: take back the copies already placed,
-                // so that the client's retry does not duplicate them.
-                for p in &paths {
-                    let _ = fs::remove_file(p);
-                }
-                return Err(e);
-            }
-        };
+        let paths = self.store.place(&tmp, &name, &self.mailboxes)?;
         self.tmp_path = None;
-        paths.insert(0, dest);
-        dirs.insert(0, md.join("new"));
-        for d in &dirs {
-            fsync_dir(d)?;
-        }
         Ok(DeliveryReport {
             queue_id: std::mem::take(&mut self.queue_id),
             file_name: name,
@@ -433,6 +471,19 @@ impl Drop for Delivery {
             let _ = fs::remove_file(p);
         }
     }
+}
+
+/// `mailboxes` without duplicates, in order, each a valid directory name.
+pub(crate) fn unique_mailboxes(mailboxes: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(mailboxes.len());
+    let mut seen = HashSet::new();
+    for m in mailboxes {
+        check_mailbox_name(m)?;
+        if seen.insert(m.as_str()) {
+            out.push(m.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Hard-links `src` to `dest` (creating the Maildir `md` if needed); copies
