@@ -269,6 +269,15 @@ impl netkit::Service for Running {
         let deadline = Instant::now() + grace;
         self.serving.stop(grace).await;
         self.shared.deliveries_settled(deadline).await;
+        // Flush what was delivered, so the next start has nothing to check.
+        let queue = self.shared.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "final queue checkpoint failed; the next start redoes it")
+            }
+            Err(e) => warn!(error = %e, "final queue checkpoint task failed"),
+        }
     }
 }
 
@@ -284,7 +293,12 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let (queue, recovered) = {
         let (dir, store) = (cfg.smtpd.queue_directory.clone(), store.clone());
         tokio::task::spawn_blocking(move || {
-            Queue::open(dir, store, mailstore::queue::DEFAULT_SEGMENT_SIZE)
+            Queue::open(
+                dir,
+                store,
+                mailstore::queue::DEFAULT_SEGMENT_SIZE,
+                mailstore::queue::DEFAULT_CHECKPOINT_INTERVAL,
+            )
         })
         .await
         .map_err(std::io::Error::other)??

@@ -42,12 +42,17 @@
 //! it, in use: the directory then grows by new files until it is delivered.
 //!
 //! ```
-//! use std::time::SystemTime;
+//! use std::time::{Duration, SystemTime};
 //! use mailstore::{Envelope, Protocol, Queue, Store};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::with_hostname(dir.path().join("mail"), "mx")?;
-//! let (queue, recovered) = Queue::open(dir.path().join("queue"), store.clone(), 1 << 20)?;
+//! let (queue, recovered) = Queue::open(
+//!     dir.path().join("queue"),
+//!     store.clone(),
+//!     1 << 20,
+//!     Duration::from_millis(20),
+//! )?;
 //! assert!(recovered.is_empty());
 //! let env = Envelope {
 //!     mail_from: "user2@csuvnetwork.com".into(),
@@ -62,9 +67,11 @@
 //! };
 //! // Durable once this returns: the SMTP server may answer 250 now.
 //! let mut queued = queue.enqueue(&env, b"Subject: hi\r\n\r\nHello\r\n")?;
-//! // Then, off the reply path, into the Maildir.
+//! // Then, off the reply path, into the Maildir: visible at once, durable
+//! // (and retired from the journal) at the next checkpoint.
 //! let report = queue.deliver(&mut queued)?;
 //! assert_eq!(report.paths.len(), 1);
+//! queue.checkpoint()?;
 //! assert_eq!(queue.pending(), 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -72,9 +79,11 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::crlf::{PopSizer, ToLf};
 use crate::store::{trace_headers, unique_mailboxes, DeliveryReport, Envelope, Store};
@@ -93,6 +102,8 @@ const KIND_DONE: u8 = 2;
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
 /// The segment size the daemons use.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 8 * 1024 * 1024;
+/// How long deliveries gather before one flush makes them all durable.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A message that is durable in the journal and not yet delivered.
 #[derive(Debug)]
@@ -169,8 +180,42 @@ struct Inner {
     seg_size: u64,
     state: Mutex<State>,
     synced: Condvar,
+    ckpt: Arc<Checkpoints>,
     /// Held for the queue's lifetime: one process per queue directory.
     _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ckpt.closed.store(true, Ordering::SeqCst);
+        self.ckpt.cv.notify_all();
+    }
+}
+
+/// Deliveries placed in Maildirs but not yet flushed, and the background
+/// thread's wake-up. Separate from [`Inner`] so the thread can wait on it
+/// without keeping the queue (and its directory lock) alive.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    unsynced: Mutex<Unsynced>,
+    cv: Condvar,
+    /// One checkpoint at a time.
+    running: Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl Checkpoints {
+    fn lock(&self) -> MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Unsynced {
+    /// Sequence and segment numbers of the messages.
+    entries: Vec<(u64, u64)>,
+    /// The `new/` directories they went to.
+    dirs: HashSet<PathBuf>,
 }
 
 /// The queue journal of one SMTP server. Cheap to clone; every method
@@ -184,11 +229,14 @@ impl Queue {
     /// Opens (creating if needed) the journal in `dir` with segment files
     /// of `segment_size` bytes (at least [`MIN_SEGMENT_SIZE`]), locks it
     /// for this process, and returns it with the messages that a previous
-    /// run made durable but did not finish delivering.
+    /// run made durable but did not finish delivering. A background thread
+    /// runs [`Queue::checkpoint`] `checkpoint_interval` after a delivery
+    /// finds none pending ([`DEFAULT_CHECKPOINT_INTERVAL`] suits a server).
     pub fn open(
         dir: impl Into<PathBuf>,
         store: Store,
         segment_size: u64,
+        checkpoint_interval: Duration,
     ) -> Result<(Queue, Vec<Queued>)> {
         let dir = dir.into();
         let seg_size = segment_size.max(MIN_SEGMENT_SIZE) & !7;
@@ -326,9 +374,11 @@ impl Queue {
                     preparing: false,
                 }),
                 synced: Condvar::new(),
+                ckpt: Arc::new(Checkpoints::default()),
                 _lock: lock,
             }),
         };
+        spawn_checkpointer(&queue, checkpoint_interval);
         {
             let mut st = queue.lock();
             queue.start_segment(&mut st)?;
@@ -399,10 +449,15 @@ impl Queue {
         })
     }
 
-    /// Delivers `q` durably into every mailbox that does not hold it yet,
-    /// then marks it done in the journal. On error the message stays
-    /// queued: call again later (the next attempt skips mailboxes that got
-    /// their copy).
+    /// Delivers `q` into every mailbox that does not hold it yet: the file
+    /// is visible in `new/` when this returns, and durable at the next
+    /// checkpoint, which also retires it from the journal. Until then the
+    /// journal keeps it, so a crash loses nothing. On error the message
+    /// stays queued: call again later (the next attempt skips mailboxes
+    /// that got their copy).
+    ///
+    /// Leaving the flushes to the checkpoint makes one `syncfs` serve many
+    /// deliveries, and keeps them off the reply path of the next messages.
     pub fn deliver(&self, q: &mut Queued) -> Result<DeliveryReport> {
         let store = &self.inner.store;
         let mut sizer = PopSizer::new();
@@ -412,7 +467,7 @@ impl Queue {
         if q.check_existing {
             let mut keep = Vec::with_capacity(targets.len());
             for m in targets {
-                if !store.holds(&m, &q.base)? {
+                if !store.holds(&m, &q.base, q.content())? {
                     keep.push(m);
                 }
             }
@@ -422,12 +477,9 @@ impl Queue {
         let mut paths = Vec::new();
         if let Some(first) = targets.first() {
             let (tmp, mut file) = store.create_tmp(first, &q.base)?;
-            let written = file
-                .write_all(q.content())
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(&tmp));
+            let written = file.write_all(q.content()).map_err(io_err(&tmp));
             drop(file);
-            let placed = written.and_then(|()| store.place(&tmp, &name, &targets));
+            let placed = written.and_then(|()| store.place(&tmp, &name, &targets, false));
             match placed {
                 Ok(p) => paths = p,
                 Err(e) => {
@@ -436,7 +488,16 @@ impl Queue {
                 }
             }
         }
-        self.mark_done(q)?;
+        {
+            let mut u = self.inner.ckpt.lock();
+            u.entries.push((q.seq, q.seg_no));
+            for p in &paths {
+                if let Some(d) = p.parent() {
+                    u.dirs.insert(d.to_path_buf());
+                }
+            }
+        }
+        self.inner.ckpt.cv.notify_one();
         Ok(DeliveryReport {
             queue_id: q.queue_id.clone(),
             file_name: name,
@@ -444,6 +505,46 @@ impl Queue {
             pop3_size: sizer.crlf,
             paths,
         })
+    }
+
+    /// Makes every delivery so far durable (one `syncfs` per file system
+    /// holding their Maildirs) and retires those messages from the journal.
+    /// Runs by itself every checkpoint interval while deliveries wait;
+    /// call it before stopping. Returns how many messages it retired.
+    pub fn checkpoint(&self) -> Result<usize> {
+        let _one = self
+            .inner
+            .ckpt
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let batch = std::mem::take(&mut *self.inner.ckpt.lock());
+        if batch.entries.is_empty() {
+            return Ok(0);
+        }
+        let synced = (|| -> Result<()> {
+            let mut devices = HashSet::new();
+            for d in &batch.dirs {
+                let f = File::open(d).map_err(io_err(d))?;
+                let dev = f.metadata().map_err(io_err(d))?.dev();
+                if devices.insert(dev) {
+                    rustix::fs::syncfs(&f).map_err(|e| io_err(d)(e.into()))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = synced {
+            // Keep them for the next checkpoint.
+            let mut u = self.inner.ckpt.lock();
+            u.entries.extend(batch.entries);
+            u.dirs.extend(batch.dirs);
+            return Err(e);
+        }
+        let n = batch.entries.len();
+        for (seq, seg_no) in batch.entries {
+            self.mark_done(seq, seg_no)?;
+        }
+        Ok(n)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -605,16 +706,16 @@ impl Queue {
 
     /// Records that `q` is delivered and retires segments that hold
     /// nothing undelivered any more, oldest first.
-    fn mark_done(&self, q: &Queued) -> Result<()> {
+    fn mark_done(&self, seq: u64, seg_no: u64) -> Result<()> {
         let mut rec = vec![0; REC_HEADER];
-        rec.extend_from_slice(&q.seq.to_le_bytes());
+        rec.extend_from_slice(&seq.to_le_bytes());
         // Durable with the next commit; if lost, recovery finds the message
-        // already in place and does not deliver it twice.
+        // already in place (and checks it) and does not deliver it twice.
         self.append(KIND_DONE, &mut rec)?;
         let mut retired = Vec::new();
         {
             let mut st = self.lock();
-            if let Some(s) = st.active.iter_mut().find(|s| s.no == q.seg_no) {
+            if let Some(s) = st.active.iter_mut().find(|s| s.no == seg_no) {
                 s.undone = s.undone.saturating_sub(1);
             }
             while st.active.len() > 1 && st.active.front().is_some_and(|s| s.undone == 0) {
@@ -641,6 +742,35 @@ impl Queue {
             source: io::Error::other(why.to_string()),
         }
     }
+}
+
+/// The thread that flushes deliveries: it sleeps until one is placed,
+/// lets `interval` pass so that one flush serves all that come meanwhile,
+/// and runs a checkpoint. It ends when the queue is dropped.
+fn spawn_checkpointer(queue: &Queue, interval: Duration) {
+    let ckpt = Arc::clone(&queue.inner.ckpt);
+    let weak = Arc::downgrade(&queue.inner);
+    std::thread::Builder::new()
+        .name("queue-checkpoint".into())
+        .spawn(move || loop {
+            {
+                let mut u = ckpt.lock();
+                while u.entries.is_empty() && !ckpt.closed.load(Ordering::SeqCst) {
+                    u = ckpt.cv.wait(u).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            if ckpt.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(interval);
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = (Queue { inner }).checkpoint() {
+                tracing::error!(error = %e, "queue checkpoint failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::error!(error = %e, "no checkpoint thread; deliveries stay queued until checkpoint() is called"));
 }
 
 /// A record read back from a segment.
@@ -823,6 +953,9 @@ mod tests {
     use crate::Protocol;
     use std::time::SystemTime;
 
+    /// Checkpoints only when a test asks for one.
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn env(mailboxes: &[&str], id: &str) -> Envelope {
         Envelope {
             mail_from: "user2@csuvnetwork.com".into(),
@@ -869,7 +1002,7 @@ mod tests {
     #[test]
     fn enqueue_then_deliver_writes_the_maildir_file() {
         let f = fixture();
-        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         assert!(rec.is_empty());
         let mut m = q
             .enqueue(
@@ -880,6 +1013,8 @@ mod tests {
         assert_eq!(m.mailboxes(), ["user1", "user2"]);
         assert_eq!(q.pending(), 1);
         let report = q.deliver(&mut m).unwrap();
+        assert_eq!(q.pending(), 1, "retired only by a checkpoint");
+        assert_eq!(q.checkpoint().unwrap(), 1);
         assert_eq!(q.pending(), 0);
         assert_eq!(report.paths.len(), 2);
         let text = fs::read(&report.paths[0]).unwrap();
@@ -898,7 +1033,7 @@ mod tests {
         let f = fixture();
         let ids: Vec<String> = (0..5).map(|i| format!("Q{i}")).collect();
         {
-            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
             for (i, id) in ids.iter().enumerate() {
                 let mut m = q
                     .enqueue(
@@ -910,9 +1045,10 @@ mod tests {
                     q.deliver(&mut m).unwrap();
                 }
             }
+            q.checkpoint().unwrap();
             // Dropped without delivering Q1 and Q3: as a crash would.
         }
-        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let got: Vec<&str> = rec.iter().map(Queued::queue_id).collect();
         assert_eq!(got, ["Q1", "Q3"]);
         assert_eq!(q.pending(), 2);
@@ -920,9 +1056,10 @@ mod tests {
             assert!(m.content().ends_with(b"\n\nx\n"));
             q.deliver(&mut m).unwrap();
         }
+        q.checkpoint().unwrap();
         assert_eq!(files(&f.mail, "user1", "new").len(), 5);
         drop(q);
-        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         assert!(rec.is_empty());
     }
 
@@ -930,16 +1067,20 @@ mod tests {
     fn redelivery_skips_mailboxes_that_hold_the_message() {
         let f = fixture();
         {
-            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
             let m = q
                 .enqueue(&env(&["user1", "user2"], "Q"), b"s: x\r\n\r\nb\r\n")
                 .unwrap();
             // Delivered to user1 and already read (moved to cur/ with a
             // flag), but the process died before the done mark.
             let md = f.store.create_maildir("user1").unwrap();
-            fs::write(md.join("cur").join(format!("{},S=1,W=1:2,S", m.base)), b"x").unwrap();
+            fs::write(
+                md.join("cur").join(format!("{},S=1,W=1:2,S", m.base)),
+                m.content(),
+            )
+            .unwrap();
         }
-        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         assert_eq!(rec.len(), 1);
         let report = q.deliver(&mut rec[0]).unwrap();
         assert_eq!(report.paths.len(), 1);
@@ -948,9 +1089,64 @@ mod tests {
     }
 
     #[test]
+    fn placed_but_not_checkpointed_is_checked_not_doubled() {
+        let f = fixture();
+        let (first, second) = {
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+            let mut a = q
+                .enqueue(&env(&["user1"], "A"), b"s: a\r\n\r\nA\r\n")
+                .unwrap();
+            let mut b = q
+                .enqueue(&env(&["user1"], "B"), b"s: b\r\n\r\nB\r\n")
+                .unwrap();
+            let a_path = q.deliver(&mut a).unwrap().paths.remove(0);
+            let b_path = q.deliver(&mut b).unwrap().paths.remove(0);
+            // The crash came before the checkpoint: B's file did not reach
+            // the disk whole.
+            fs::write(&b_path, b"s: b\n").unwrap();
+            (a_path, b_path)
+        };
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert_eq!(rec.len(), 2);
+        for m in &mut rec {
+            q.deliver(m).unwrap();
+        }
+        q.checkpoint().unwrap();
+        let mut got: Vec<Vec<u8>> = files(&f.mail, "user1", "new")
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), 2, "A kept, torn B replaced, nothing doubled");
+        assert!(got[0].ends_with(b"\n\nA\n") && got[1].ends_with(b"\n\nB\n"));
+        assert!(first.exists() && second.exists());
+    }
+
+    #[test]
+    fn the_checkpoint_thread_retires_deliveries() {
+        let f = fixture();
+        let (q, _) = Queue::open(
+            &f.queue,
+            f.store.clone(),
+            MIN_SEGMENT_SIZE,
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        let mut m = q
+            .enqueue(&env(&["user1"], "Q"), b"s: x\r\n\r\nb\r\n")
+            .unwrap();
+        q.deliver(&mut m).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while q.pending() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(q.pending(), 0);
+    }
+
+    #[test]
     fn a_failed_delivery_stays_queued_and_retries() {
         let f = fixture();
-        let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let md = f.store.create_maildir("user1").unwrap();
         fs::remove_dir(md.join("tmp")).unwrap();
         fs::write(md.join("tmp"), b"not a directory").unwrap();
@@ -962,6 +1158,7 @@ mod tests {
         fs::remove_file(md.join("tmp")).unwrap();
         fs::create_dir(md.join("tmp")).unwrap();
         q.deliver(&mut m).unwrap();
+        q.checkpoint().unwrap();
         assert_eq!(q.pending(), 0);
         assert_eq!(files(&f.mail, "user1", "new").len(), 1);
     }
@@ -971,7 +1168,7 @@ mod tests {
         let f = fixture();
         let body = vec![b'x'; 9000];
         {
-            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
             // Each record is ~9 KiB; 64 KiB segments hold 6: 40 messages roll
             // several times. Deliver all but the last two.
             let mut held = Vec::new();
@@ -981,6 +1178,7 @@ mod tests {
                     .unwrap();
                 if i < 38 {
                     q.deliver(&mut m).unwrap();
+                    q.checkpoint().unwrap();
                 } else {
                     held.push(m);
                 }
@@ -999,7 +1197,7 @@ mod tests {
             assert!(segs <= 4, "{segs} segment files");
             assert_eq!(q.pending(), 2);
         }
-        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (q, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let got: Vec<&str> = rec.iter().map(Queued::queue_id).collect();
         assert_eq!(got, ["Q38", "Q39"]);
         drop(q);
@@ -1009,7 +1207,7 @@ mod tests {
     fn a_torn_tail_ends_the_segment_and_loses_nothing_flushed() {
         let f = fixture();
         {
-            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
             q.enqueue(&env(&["user1"], "Q1"), b"a: 1\r\n\r\n1\r\n")
                 .unwrap();
             q.enqueue(&env(&["user1"], "Q2"), b"a: 2\r\n\r\n2\r\n")
@@ -1041,7 +1239,7 @@ mod tests {
         file.write_all_at(b"#", SEG_HEADER + first_len + REC_HEADER as u64 + 40)
             .unwrap();
         drop(file);
-        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let got: Vec<&str> = rec.iter().map(Queued::queue_id).collect();
         assert_eq!(got, ["Q1"]);
     }
@@ -1049,8 +1247,8 @@ mod tests {
     #[test]
     fn one_process_per_queue_directory() {
         let f = fixture();
-        let (_q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
-        let e = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap_err();
+        let (_q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        let e = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap_err();
         assert!(e.to_string().contains("in use"), "{e}");
     }
 
@@ -1058,7 +1256,7 @@ mod tests {
     fn concurrent_enqueues_share_flushes_and_all_survive() {
         let f = fixture();
         {
-            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
             std::thread::scope(|s| {
                 for t in 0..4 {
                     let q = q.clone();
@@ -1075,7 +1273,7 @@ mod tests {
             });
             assert_eq!(q.pending(), 100);
         }
-        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE).unwrap();
+        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let ids: HashSet<&str> = rec.iter().map(Queued::queue_id).collect();
         assert_eq!(ids.len(), 100);
     }

@@ -226,11 +226,14 @@ impl Store {
     /// by rename, which also retires the tmp name) and fsyncs those
     /// directories. On error, links already placed are taken back, so that
     /// no 250 is owed for a partial delivery and a retry does not duplicate.
+    /// With `durable` false the caller flushes later (the queue's
+    /// checkpoint) and the file need not have been fsynced.
     pub(crate) fn place(
         &self,
         tmp: &Path,
         name: &str,
         mailboxes: &[String],
+        durable: bool,
     ) -> Result<Vec<PathBuf>> {
         let mut paths = Vec::with_capacity(mailboxes.len());
         let mut dirs = Vec::with_capacity(mailboxes.len());
@@ -259,18 +262,22 @@ impl Store {
         };
         paths.insert(0, dest);
         dirs.insert(0, md.join("new"));
-        for d in &dirs {
-            fsync_dir(d)?;
+        if durable {
+            for d in &dirs {
+                fsync_dir(d)?;
+            }
         }
         Ok(paths)
     }
 
     /// Whether `user`'s Maildir already holds the message with base name
-    /// `base`, in `new/` or (seen, with flags) in `cur/`. Used when a
-    /// delivery is repeated after a crash or an error, so it is not doubled.
-    /// The directory where it is found is fsynced: the process that put it
-    /// there may have died before making that durable.
-    pub(crate) fn holds(&self, user: &str, base: &str) -> Result<bool> {
+    /// `base` and exactly `content`, in `new/` or (seen, with flags) in
+    /// `cur/`. Used when a delivery is repeated after a crash or an error,
+    /// so it is not doubled. A copy found is made durable (file and
+    /// directory: whoever put it there may have died before doing so); a
+    /// copy whose content differs (torn by a crash before it was flushed)
+    /// is removed, so the delivery is done again.
+    pub(crate) fn holds(&self, user: &str, base: &str, content: &[u8]) -> Result<bool> {
         let md = self.maildir_path(user);
         let matches = |n: &str| {
             n.strip_prefix(base)
@@ -285,10 +292,21 @@ impl Store {
             };
             for e in entries {
                 let e = e.map_err(io_err(&dir))?;
-                if matches(&e.file_name().to_string_lossy()) {
-                    fsync_dir(&dir)?;
-                    return Ok(true);
+                if !matches(&e.file_name().to_string_lossy()) {
+                    continue;
                 }
+                let path = e.path();
+                let same = fs::read(&path).map_err(io_err(&path))? == content;
+                if same {
+                    File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err(&path))?;
+                } else {
+                    tracing::warn!(file = %path.display(), "removing a torn copy before delivering again");
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                fsync_dir(&dir)?;
+                return Ok(same);
             }
         }
         Ok(false)
@@ -443,7 +461,7 @@ impl Delivery {
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         let name = format!("{},S={},W={}", self.base, self.sizer.disk, self.sizer.crlf);
-        let paths = self.store.place(&tmp, &name, &self.mailboxes)?;
+        let paths = self.store.place(&tmp, &name, &self.mailboxes, true)?;
         self.tmp_path = None;
         Ok(DeliveryReport {
             queue_id: std::mem::take(&mut self.queue_id),
