@@ -280,6 +280,25 @@ def bench_smtp_latency(label, smtp_port, inbox2, messages):
     return {"smtp_latency_ms": ms}
 
 
+def bench_smtp_latency_c(label, smtp_port, inbox2, messages):
+    """Mean time per message at one connection with smtp-source -d (a C
+    client, lock-step MAIL/RCPT/DATA/body): less client time in the figure
+    than smtplib's, so more of it is the server's."""
+    cmd, extra_env = smtp_source()
+    before = count_files(inbox2)
+    t0 = time.monotonic()
+    subprocess.run(cmd + ["-d", "-s", "1", "-l", "4096", "-m", str(messages),
+                          "-f", "bench@example.net", "-t", f"user2@{DOMAIN}",
+                          f"127.0.0.1:{smtp_port}"],
+                   env={**os.environ, **extra_env}, check=True, stdout=subprocess.DEVNULL)
+    dt = time.monotonic() - t0
+    stored, _ = wait_on_disk(inbox2, before + messages, time.monotonic())
+    ms = dt / messages * 1000
+    print(f"[{label}] SMTP latency, smtp-source one connection: mean {ms:.3f} ms per message "
+          f"({messages} messages, 4 KiB, {stored - before} on disk)", flush=True)
+    return {"smtp_latency_c_ms": ms}
+
+
 def bench_pop3_retr(label, pop3_port, user, password):
     """One session: LIST + RETR of everything, no DELE."""
     p = poplib.POP3("127.0.0.1", pop3_port)
@@ -478,6 +497,7 @@ def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
     r.update(bench_idle(label, "pop3", pop3_port, pids["pop3"], a.idle))
     r.update(bench_smtp_source(label, smtp_port, maildirs["user1"], a.messages, a.sessions))
     r.update(bench_smtp_latency(label, smtp_port, maildirs["user2"], a.latency_messages))
+    r.update(bench_smtp_latency_c(label, smtp_port, maildirs["user2"], a.latency_messages * 4))
     r.update(bench_pop3_retr(label, pop3_port, "user1", passwords["user1"]))
     r.update(bench_pop3_pipelined(label, pop3_port, maildirs["user1"], "user1",
                                   passwords["user1"], dele=False, pids=pids["pop3"]))
@@ -946,6 +966,7 @@ FIGURES = [
     # key, label, higher is better
     ("smtp_msgs_per_s", "SMTP delivery, msg/s on disk", True),
     ("smtp_latency_ms", "SMTP latency, ms/message (median)", False),
+    ("smtp_latency_c_ms", "SMTP latency smtp-source, ms/msg (mean)", False),
     ("pop3_retr_per_s", "POP3 RETR/s, one session", True),
     ("pop3_retr_dele_per_s", "POP3 RETR+DELE+QUIT, msg/s", True),
     ("pop3_pipelined_retr_per_s", "POP3 pipelined RETR/s", True),

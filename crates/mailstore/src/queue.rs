@@ -103,7 +103,7 @@ pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
 /// The segment size the daemons use.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 8 * 1024 * 1024;
 /// How long deliveries gather before one flush makes them all durable.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A message that is durable in the journal and not yet delivered.
 #[derive(Debug)]
