@@ -1,6 +1,7 @@
 //! Storage and identity layer of the mail system: durable Maildir delivery,
-//! POP3 maildrops, Dovecot-compatible passwd-file accounts and address
-//! routing with Postfix's `mydestination` meaning.
+//! a queue journal to answer `250` from ([`Queue`]: one shared flush, then
+//! delivery), POP3 maildrops, Dovecot-compatible passwd-file accounts and
+//! address routing with Postfix's `mydestination` meaning.
 //!
 //! Everything here is blocking `std` file I/O; the types are `Send + Sync`
 //! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
