@@ -46,6 +46,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -527,6 +528,9 @@ impl Conn {
         whole: bool,
         stream: &mut TcpStream,
     ) -> std::io::Result<()> {
+        if size < INLINE_READ_MAX {
+            return self.retrieve_small(session, index, whole, stream).await;
+        }
         let Some(maildrop) = self.maildrop.take() else {
             let _ = session.message_failed();
             return Ok(());
@@ -548,15 +552,8 @@ impl Conn {
             });
             (maildrop, step)
         };
-        // A message of a few pages is read right here: it is almost always
-        // in the page cache (just listed), and the trip to the blocking
-        // pool and back (two thread switches) costs more than the read.
         // Larger messages go to the blocking pool chunk by chunk.
-        let opened = if size < INLINE_READ_MAX {
-            Ok(open_and_read(maildrop))
-        } else {
-            tokio::task::spawn_blocking(move || open_and_read(maildrop)).await
-        };
+        let opened = tokio::task::spawn_blocking(move || open_and_read(maildrop)).await;
         let mut step = match opened {
             Ok((maildrop, step)) => {
                 self.maildrop = Some(maildrop);
@@ -603,6 +600,56 @@ impl Conn {
                 // Dovecot does; TOP does not.
                 let _ = m.mark_seen(index);
             }
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Per worker thread: a small message's bytes as stored and in CRLF
+    /// form, reused by every small RETR on the thread, so a RETR allocates
+    /// nothing and idle connections hold no buffer.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl Conn {
+    /// RETR/TOP of a message of a few pages, done right here: it is almost
+    /// always in the page cache (just listed), and the trip to the blocking
+    /// pool and back (two thread switches) would cost more than the read.
+    /// The stuffed reply goes straight into the write buffer.
+    async fn retrieve_small(
+        &mut self,
+        session: &mut ServerSession,
+        index: usize,
+        whole: bool,
+        stream: &mut TcpStream,
+    ) -> std::io::Result<()> {
+        let (maildrop, out) = (self.maildrop.as_mut(), &mut self.out);
+        let Some(maildrop) = maildrop else {
+            let _ = session.message_failed();
+            return Ok(());
+        };
+        let read = SCRATCH.with_borrow_mut(|(raw, crlf)| {
+            let r = maildrop.read_message(index, raw, crlf);
+            if r.is_ok() {
+                let _ = session.message_data(crlf);
+                session.drain_output(out);
+            }
+            r
+        });
+        if let Err(e) = read {
+            warn!(sid = self.sid, error = %e, "reading message failed");
+            let _ = session.message_failed();
+            return Ok(());
+        }
+        let _ = session.message_end();
+        if whole {
+            // RETR marks the message seen (moved to cur/ at QUIT), as
+            // Dovecot does; TOP does not.
+            let _ = maildrop.mark_seen(index);
+        }
+        if self.out.len() >= OUT_FLUSH {
+            self.flush(stream).await?;
         }
         Ok(())
     }

@@ -119,6 +119,24 @@ pub fn pop_size_of(mut r: impl Read) -> io::Result<u64> {
     Ok(sizer.crlf)
 }
 
+/// Appends `src` (a stored message, LF line ends) to `dst` with every LF
+/// not preceded by CR written as CRLF, as [`CrlfReader`] yields it.
+pub fn lf_to_crlf(src: &[u8], dst: &mut Vec<u8>) {
+    dst.reserve(src.len() + src.len() / 32 + 2);
+    let mut rest = src;
+    while let Some(i) = memchr::memchr(b'\n', rest) {
+        let (run, tail) = rest.split_at(i);
+        dst.extend_from_slice(run);
+        // An LF right after an LF (empty run) has no CR before it either.
+        if run.last() != Some(&b'\r') {
+            dst.push(b'\r');
+        }
+        dst.push(b'\n');
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    dst.extend_from_slice(rest);
+}
+
 /// A reader that yields the CRLF form of an LF file: every LF not preceded
 /// by CR comes out as CRLF. The number of bytes it yields equals
 /// [`PopSizer::crlf`] for the same content.
@@ -317,6 +335,16 @@ mod tests {
         }
 
         /// Arbitrary bytes (bare CR/LF included): sizes always equal bytes read.
+        #[test]
+        fn lf_to_crlf_matches_reader(data in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), any::<u8>()], 0..500)) {
+            let mut via_reader = Vec::new();
+            CrlfReader::new(&data[..]).read_to_end(&mut via_reader).unwrap();
+            let mut direct = b"kept".to_vec();
+            lf_to_crlf(&data, &mut direct);
+            prop_assert_eq!(&direct[..4], b"kept");
+            prop_assert_eq!(&direct[4..], &via_reader[..]);
+        }
+
         #[test]
         fn size_matches_reader(data in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), any::<u8>()], 0..500),
                                cuts in proptest::collection::vec(0usize..500, 0..10),

@@ -48,6 +48,10 @@ pub struct Maildrop {
     dir: PathBuf,
     messages: Vec<MessageInfo>,
     seen: Vec<bool>,
+    /// `new/` and `cur/`, open: messages are opened relative to them, so
+    /// a RETR costs one name lookup, not a walk of the whole path.
+    new_dir: File,
+    cur_dir: File,
     // Held for the lifetime of the session; the flock goes with it.
     _lock: File,
 }
@@ -77,9 +81,15 @@ impl Maildrop {
             Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
         let messages = scan(&dir)?;
+        let open_dir = |sub: &str| {
+            let p = dir.join(sub);
+            File::open(&p).map_err(io_err(&p))
+        };
         Ok(Self {
             user: user.to_string(),
             seen: vec![false; messages.len()],
+            new_dir: open_dir("new")?,
+            cur_dir: open_dir("cur")?,
             dir,
             messages,
             _lock: lock,
@@ -109,21 +119,52 @@ impl Maildrop {
             .messages
             .get(index)
             .ok_or(Error::NoSuchMessage(index))?;
-        // Open where the snapshot saw it: one path walk. Only if another
-        // client renamed it since is it looked for by base name.
-        let sub = if m.in_new { "new" } else { "cur" };
-        let seen_at = self.dir.join(sub).join(&m.name);
-        let f = match File::open(&seen_at) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let path = self.locate(m)?;
-                File::open(&path).map_err(io_err(&path))?
-            }
-            Err(e) => return Err(io_err(&seen_at)(e)),
-        };
         Ok(MessageReader {
-            inner: CrlfReader::new(f),
+            inner: CrlfReader::new(self.open_file(m)?),
         })
+    }
+
+    /// Reads message `index` whole into `out` (replacing its content) with
+    /// CRLF line ends, using `raw` as scratch space for the file's bytes.
+    /// For small messages, where a reusable pair of buffers beats a reader
+    /// with a buffer of its own per message.
+    pub fn read_message(&self, index: usize, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<()> {
+        let m = self
+            .messages
+            .get(index)
+            .ok_or(Error::NoSuchMessage(index))?;
+        let mut f = self.open_file(m)?;
+        raw.clear();
+        out.clear();
+        let want = usize::try_from(m.size).unwrap_or(0);
+        raw.reserve(want + 1);
+        f.read_to_end(raw)
+            .map_err(|e| io_err(&self.dir.join(&m.name))(e))?;
+        crate::crlf::lf_to_crlf(raw, out);
+        Ok(())
+    }
+
+    /// Opens where the snapshot saw the message: one lookup in an open
+    /// directory. Only if another client renamed it since is it looked for
+    /// by base name.
+    fn open_file(&self, m: &MessageInfo) -> Result<File> {
+        let dir = if m.in_new {
+            &self.new_dir
+        } else {
+            &self.cur_dir
+        };
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, m.name.as_str(), flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(rustix::io::Errno::NOENT) => {
+                let path = self.locate(m)?;
+                File::open(&path).map_err(io_err(&path))
+            }
+            Err(e) => {
+                let sub = if m.in_new { "new" } else { "cur" };
+                Err(io_err(&self.dir.join(sub).join(&m.name))(e.into()))
+            }
+        }
     }
 
     /// Marks message `index` as seen (after RETR): at [`Maildrop::finish`]

@@ -30,9 +30,13 @@ fn deliver(store: &Store, user: &str, t: u64, body: &[u8]) -> mailstore::Deliver
     d.commit().unwrap()
 }
 
+/// The message through both read paths, which must agree.
 fn read_all(md: &mailstore::Maildrop, i: usize) -> Vec<u8> {
     let mut v = Vec::new();
     md.open_message(i).unwrap().read_to_end(&mut v).unwrap();
+    let (mut raw, mut whole) = (vec![1, 2, 3], b"stale".to_vec());
+    md.read_message(i, &mut raw, &mut whole).unwrap();
+    assert_eq!(whole, v, "read_message and open_message differ");
     v
 }
 

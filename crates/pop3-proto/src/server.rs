@@ -676,6 +676,22 @@ impl ServerSession {
         Ok(!stream.top.as_ref().is_some_and(TopFilter::is_done))
     }
 
+    /// Moves the output produced so far to the end of `dst`, for a host
+    /// that gathers replies in a write buffer of its own: it then gets
+    /// them without a fresh `Vec` per reply, which [`Interrupt::Output`]
+    /// costs. [`ServerSession::next`] returns only output produced after.
+    /// Returns the number of bytes moved.
+    pub fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        dst.extend_from_slice(&self.out);
+        self.out.clear();
+        // Keep a message-sized buffer for the next reply, not a large one.
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        n
+    }
+
     /// Ends the message of [`Event::Retrieve`]: adds a final CRLF if the
     /// message lacked one, then the `.` terminator.
     pub fn message_end(&mut self) -> Result<(), UsageError> {

@@ -18,6 +18,8 @@ pub(crate) struct Host {
     retrieved: Vec<(MessageRef, Option<u32>)>,
     tls_started: u32,
     closed: bool,
+    /// Take message output with `drain_output` instead of from `next`.
+    drain: bool,
 }
 
 impl Host {
@@ -39,6 +41,7 @@ impl Host {
             retrieved: Vec::new(),
             tls_started: 0,
             closed: false,
+            drain: false,
         }
     }
 
@@ -126,6 +129,9 @@ impl Host {
                         return;
                     }
                     let more = s.message_data(c).unwrap();
+                    if self.drain {
+                        s.drain_output(out);
+                    }
                     loop {
                         match s.next() {
                             Err(Interrupt::Output(b)) => out.extend(b),
@@ -682,6 +688,29 @@ fn retr_any_chunk_size() {
         );
         assert_eq!(out, expect, "chunk {chunk}");
     }
+}
+
+#[test]
+fn drain_output_gives_the_same_bytes() {
+    let input = format!("{LOGIN}RETR 1\r\nTOP 2 1\r\nRETR 2\r\nRETR 3\r\nQUIT\r\n");
+    for chunk in [1, 3, 4096] {
+        let mut host = Host::new();
+        host.chunk = chunk;
+        host.drain = true;
+        let drained = run_with(cfg(), &mut host, &input);
+        let mut reference = Host::new();
+        reference.chunk = chunk;
+        assert_eq!(
+            drained,
+            run_with(cfg(), &mut reference, &input),
+            "chunk {chunk}"
+        );
+    }
+    // Nothing pending: nothing moved.
+    let mut s = session(cfg());
+    let mut out = Vec::new();
+    assert!(s.drain_output(&mut out) > 0, "the greeting");
+    assert_eq!(s.drain_output(&mut out), 0);
 }
 
 #[test]
