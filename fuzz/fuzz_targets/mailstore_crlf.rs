@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
         back.extend_from_slice(&buf[..n]);
     }
     assert_eq!(back.len() as u64, sizer.crlf);
+    // The whole-buffer conversion agrees with the reader.
+    let mut whole = Vec::new();
+    mailstore::crlf::lf_to_crlf(&disk, &mut whole);
+    assert_eq!(whole, back);
     assert_eq!(pop_size_of(&disk[..]).unwrap(), sizer.crlf);
     // Input whose every CR and LF is part of a CRLF pair round-trips.
     let pairs_only = {
