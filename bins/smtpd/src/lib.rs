@@ -249,8 +249,11 @@ impl netkit::Service for Running {
             || cfg.smtpd.submission_listen != old.cfg.smtpd.submission_listen
             || cfg.global.maildir_root != old.cfg.global.maildir_root
             || cfg.global.passwd_file != old.cfg.global.passwd_file
+            || cfg.smtpd.queue_directory != old.cfg.smtpd.queue_directory
         {
-            warn!("listeners, maildir_root and passwd_file change only on restart");
+            warn!(
+                "listeners, maildir_root, passwd_file and queue_directory change only on restart"
+            );
         }
         let new = Settings::new(cfg, &self.shared.accounts)?;
         *self
