@@ -387,7 +387,10 @@ impl Queue {
         spawn_checkpointer(&queue, checkpoint_interval);
         {
             let mut st = queue.lock();
-            queue.start_segment(&mut st)?;
+            // No spare yet: a server that never fills a segment never
+            // writes a second one (and a test's directory is quiet once
+            // the queue is dropped).
+            queue.start_segment(&mut st, false)?;
         }
         Ok((queue, recovered))
     }
@@ -649,12 +652,13 @@ impl Queue {
             st.synced = st.written;
             self.inner.synced.notify_all();
         }
-        self.start_segment(st)
+        self.start_segment(st, true)
     }
 
     /// Makes a free (or new) file the current segment by writing its
-    /// header; durable with the first commit in it.
-    fn start_segment(&self, st: &mut State) -> Result<()> {
+    /// header; durable with the first commit in it. With `prepare_spare`,
+    /// a spare file is made in the background if none is free.
+    fn start_segment(&self, st: &mut State, prepare_spare: bool) -> Result<()> {
         let (path, file) = match st.free.pop() {
             Some(f) => f,
             None => {
@@ -677,7 +681,7 @@ impl Queue {
             reusable: true,
         });
         st.offset = SEG_HEADER;
-        if st.free.is_empty() && !st.preparing {
+        if prepare_spare && st.free.is_empty() && !st.preparing {
             st.preparing = true;
             let no = st.next_file_no;
             st.next_file_no += 1;
@@ -988,7 +992,6 @@ fn retire(seg: &Segment, free: &mut Vec<(PathBuf, Arc<File>)>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Protocol;
     use std::time::SystemTime;
 
     /// Checkpoints only when a test asks for one.
@@ -996,18 +999,9 @@ mod tests {
 
     fn env(mailboxes: &[&str], id: &str) -> Envelope {
         Envelope {
-            mail_from: "user2@csuvnetwork.com".into(),
-            recipients: mailboxes
-                .iter()
-                .map(|m| format!("{m}@csuvnetwork.com"))
-                .collect(),
-            mailboxes: mailboxes.iter().map(|m| m.to_string()).collect(),
-            helo: "client".into(),
-            client_ip: "127.0.0.1".parse().unwrap(),
-            protocol: Protocol::Esmtp,
-            our_hostname: "mail.csuvnetwork.com".into(),
             queue_id: id.into(),
             time: SystemTime::now(),
+            ..crate::store::tests::env(mailboxes)
         }
     }
 

@@ -652,12 +652,13 @@ pub fn trace_headers(env: &Envelope) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::time::UNIX_EPOCH;
 
-    fn env(mailboxes: &[&str]) -> Envelope {
+    /// The lab's envelope to `mailboxes`, at a fixed time.
+    pub(crate) fn env(mailboxes: &[&str]) -> Envelope {
         Envelope {
             mail_from: "user2@csuvnetwork.com".into(),
             recipients: mailboxes
