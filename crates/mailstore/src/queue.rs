@@ -187,6 +187,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Under the mutex, so the checkpoint thread cannot miss it between
+        // its check and its wait.
+        let _u = self.ckpt.lock();
         self.ckpt.closed.store(true, Ordering::SeqCst);
         self.ckpt.cv.notify_all();
     }
@@ -281,7 +284,7 @@ impl Queue {
                 None => (num, false),
             };
             let Ok(no) = num.parse::<u64>() else { continue };
-            next_file_no = next_file_no.max(no + 1);
+            next_file_no = next_file_no.max(no.saturating_add(1));
             let path = e.path();
             if partial {
                 // A spare whose making was cut short (or, within one
@@ -335,7 +338,7 @@ impl Queue {
             .collect();
         let mut recovered = Vec::new();
         let mut active = VecDeque::new();
-        let next_seg_no = used.keys().next_back().map_or(1, |n| n + 1);
+        let next_seg_no = used.keys().next_back().map_or(1, |n| n.saturating_add(1));
         for (_, (mut seg, records)) in used {
             for r in records {
                 if r.kind == KIND_MESSAGE && !done.contains(&r.seq) {
@@ -344,11 +347,16 @@ impl Queue {
                             recovered.push(q);
                             seg.undone += 1;
                         }
-                        None => tracing::warn!(
-                            file = %seg.path.display(),
-                            seq = r.seq,
-                            "queue record checks but does not decode; skipped"
-                        ),
+                        None => {
+                            // Keep its segment (never retired), so the
+                            // record stays for inspection, not lost.
+                            tracing::error!(
+                                file = %seg.path.display(),
+                                seq = r.seq,
+                                "queue record checks but does not decode; kept, not delivered"
+                            );
+                            seg.undone += 1;
+                        }
                     }
                 }
             }
@@ -370,7 +378,7 @@ impl Queue {
                     active,
                     free,
                     offset: 0,
-                    next_seq: max_seq + 1,
+                    next_seq: max_seq.saturating_add(1),
                     next_seg_no,
                     next_file_no,
                     written: max_seq,
@@ -534,7 +542,13 @@ impl Queue {
         let synced = (|| -> Result<()> {
             let mut devices = HashSet::new();
             for d in &batch.dirs {
-                let f = File::open(d).map_err(io_err(d))?;
+                let f = match File::open(d) {
+                    Ok(f) => f,
+                    // The account went away with its Maildir: nothing of
+                    // ours left there to flush.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(d)(e)),
+                };
                 let dev = f.metadata().map_err(io_err(d))?.dev();
                 if devices.insert(dev) {
                     rustix::fs::syncfs(&f).map_err(|e| io_err(d)(e.into()))?;
@@ -543,17 +557,37 @@ impl Queue {
             Ok(())
         })();
         if let Err(e) = synced {
-            // Keep them for the next checkpoint.
-            let mut u = self.inner.ckpt.lock();
-            u.entries.extend(batch.entries);
-            u.dirs.extend(batch.dirs);
+            // A failed flush may have dropped pages, and a retry could
+            // succeed without them (the error is reported once): never
+            // retire these in this process. They stay undone, so the next
+            // start checks each copy against the journal. New messages go
+            // the direct way meanwhile.
+            let mut st = self.lock();
+            st.broken = Some(format!("checkpoint flush failed: {e}"));
             return Err(e);
         }
         let n = batch.entries.len();
+        let mut first_err = None;
+        let mut last = 0;
         for (seq, seg_no) in batch.entries {
-            self.mark_done(seq, seg_no)?;
+            match self.mark_done(seq, seg_no) {
+                Ok(s) => last = last.max(s),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
         }
-        Ok(n)
+        // Flush the done records, so that a power failure after a quiet
+        // spell does not bring back messages already read and deleted.
+        if last > 0 {
+            if let Err(e) = self.commit(last) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -707,12 +741,16 @@ impl Queue {
 
     /// Records that `q` is delivered and retires segments that hold
     /// nothing undelivered any more, oldest first.
-    fn mark_done(&self, seq: u64, seg_no: u64) -> Result<()> {
+    /// Returns the done record's sequence number. If the record cannot be
+    /// written the accounting is done all the same (the message is durable
+    /// in its Maildirs, so its segment may be retired, which makes its
+    /// record unreadable) and the error is returned.
+    fn mark_done(&self, seq: u64, seg_no: u64) -> Result<u64> {
         let mut rec = vec![0; REC_HEADER];
         rec.extend_from_slice(&seq.to_le_bytes());
         // Durable with the next commit; if lost, recovery finds the message
         // already in place (and checks it) and does not deliver it twice.
-        self.append(KIND_DONE, &mut rec)?;
+        let written = self.append(KIND_DONE, &mut rec);
         let mut retired = Vec::new();
         {
             let mut st = self.lock();
@@ -725,12 +763,22 @@ impl Queue {
                 }
             }
         }
+        let mut failed = None;
         for s in retired {
             let mut free = Vec::new();
-            retire(&s, &mut free)?;
-            self.lock().free.extend(free);
+            match retire(&s, &mut free) {
+                Ok(()) => self.lock().free.extend(free),
+                // Not reused: its header may still be readable.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        let (done_seq, _) = written?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done_seq),
+        }
     }
 
     fn io(&self, e: io::Error) -> Error {
@@ -979,7 +1027,9 @@ fn make_segment(dir: &Path, no: u64, size: u64) -> Result<(PathBuf, Arc<File>)> 
 /// offers it for reuse, or removes it if its size is not the current one.
 fn retire(seg: &Segment, free: &mut Vec<(PathBuf, Arc<File>)>) -> Result<()> {
     if !seg.reusable {
-        return fs::remove_file(&seg.path).map_err(io_err(&seg.path));
+        fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        // Durably gone, or its done-less records could come back.
+        return fsync_dir(seg.path.parent().unwrap_or(Path::new(".")));
     }
     seg.file
         .write_all_at(&[0u8; 32], 0)
@@ -1152,6 +1202,27 @@ mod tests {
         assert_eq!(got.len(), 2, "A kept, torn B replaced, nothing doubled");
         assert!(got[0].ends_with(b"\n\nA\n") && got[1].ends_with(b"\n\nB\n"));
         assert!(first.exists() && second.exists());
+    }
+
+    #[test]
+    fn a_maildir_removed_before_the_checkpoint_does_not_block_it() {
+        let f = fixture();
+        let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        let mut gone = q
+            .enqueue(&env(&["user1"], "A"), b"s: a\r\n\r\nA\r\n")
+            .unwrap();
+        let mut kept = q
+            .enqueue(&env(&["user2"], "B"), b"s: b\r\n\r\nB\r\n")
+            .unwrap();
+        q.deliver(&mut gone).unwrap();
+        q.deliver(&mut kept).unwrap();
+        // The account is deleted with its mail before the flush.
+        fs::remove_dir_all(f.mail.join("user1")).unwrap();
+        assert_eq!(q.checkpoint().unwrap(), 2);
+        assert_eq!(q.pending(), 0);
+        drop(q);
+        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert!(rec.is_empty(), "done records were flushed");
     }
 
     #[test]
