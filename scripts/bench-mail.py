@@ -280,16 +280,22 @@ def bench_smtp_latency(label, smtp_port, inbox2, messages):
     return {"smtp_latency_ms": ms}
 
 
+def run_probe(example, *args):
+    """Run one of the compiled benchmark clients (a cargo example built in
+    release mode) and return the `key=value` fields it prints."""
+    out = subprocess.run([str(TARGET / "release/examples" / example), *args],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(kv.split("=", 1) for kv in out.split())
+
+
 def bench_smtp_latency_c(label, smtp_port, inbox2, messages):
     """Median time per message at one connection with a compiled client
     (crates/smtp-proto/examples/latency_client.rs: lock-step MAIL, RCPT,
     DATA, 4 KiB body, TCP_NODELAY): less client time in the figure than
     smtplib's, so more of it is the server's."""
     before = count_files(inbox2)
-    out = subprocess.run([str(TARGET / "release/examples/latency_client"),
-                          f"127.0.0.1:{smtp_port}", str(messages), f"user2@{DOMAIN}", "4096"],
-                         check=True, capture_output=True, text=True).stdout
-    fields = dict(kv.split("=") for kv in out.split())
+    fields = run_probe("latency_client", f"127.0.0.1:{smtp_port}", str(messages),
+                       f"user2@{DOMAIN}", "4096")
     stored, _ = wait_on_disk(inbox2, before + messages, time.monotonic())
     ms = float(fields["median_us"]) / 1000
     print(f"[{label}] SMTP latency, compiled client, one connection: median {ms:.3f} ms per "
@@ -452,10 +458,7 @@ def bench_pop3_pipelined_c(label, pop3_port, user, password):
     (crates/pop3-proto/examples/pipelined_client.rs), timed from after STAT
     to the last message: on two cores the Python client's own time per
     message is close to the server's, which compresses the ratio."""
-    out = subprocess.run([str(TARGET / "release/examples/pipelined_client"),
-                          f"127.0.0.1:{pop3_port}", user, password],
-                         check=True, capture_output=True, text=True).stdout
-    f = dict(kv.split("=") for kv in out.split())
+    f = run_probe("pipelined_client", f"127.0.0.1:{pop3_port}", user, password)
     rate = float(f["per_s"])
     print(f"[{label}] POP3 pipelined, compiled client: {f['messages']} RETR "
           f"({f['octets']} octets) in {float(f['seconds']):.2f}s = {rate:.0f} RETR/s", flush=True)

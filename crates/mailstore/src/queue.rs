@@ -78,7 +78,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +86,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::crlf::{PopSizer, ToLf};
-use crate::store::{trace_headers, unique_mailboxes, DeliveryReport, Envelope, Store};
+use crate::store::{
+    check_mailbox_name, trace_headers, unique_mailboxes, DeliveryReport, Envelope, Store,
+};
 use crate::util::{fsync_dir, io_err, os_random_u64};
 use crate::{Error, Result};
 
@@ -310,9 +312,9 @@ impl Queue {
         let mut free = Vec::new();
         let mut max_seq = 0;
         for (path, file) in files {
-            let len = file.metadata().map_err(io_err(&path))?.len();
-            let reusable = len == seg_size;
-            let data = fs::read(&path).map_err(io_err(&path))?;
+            let mut data = Vec::new();
+            (&*file).read_to_end(&mut data).map_err(io_err(&path))?;
+            let reusable = data.len() as u64 == seg_size;
             match parse_segment(&data) {
                 Some((no, nonce, records)) => {
                     max_seq = records.iter().map(|r| r.seq).fold(max_seq, u64::max);
@@ -964,11 +966,7 @@ fn decode_message(seq: u64, seg_no: u64, payload: Vec<u8>) -> Option<Queued> {
     let mailboxes = unique_mailboxes(&mailboxes).ok()?;
     let queue_id = text(field(&payload, &mut at)?)?;
     let base = text(field(&payload, &mut at)?)?;
-    if base.is_empty()
-        || base.contains(['/', '\0'])
-        || base.starts_with('.')
-        || mailboxes.is_empty()
-    {
+    if check_mailbox_name(&base).is_err() || mailboxes.is_empty() {
         return None;
     }
     let mut record = vec![0; REC_HEADER];
