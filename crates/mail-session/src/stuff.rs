@@ -98,7 +98,12 @@ pub fn stuff_data(body: &[u8]) -> Vec<u8> {
         s.push(b"\r\n", &mut out);
         start = lf + 1;
     }
-    s.push(body.get(start..).unwrap_or_default(), &mut out);
+    let tail = body.get(start..).unwrap_or_default();
+    if !tail.is_empty() {
+        // A trailing CR is content, not half a line end.
+        s.push(tail, &mut out);
+        s.push(b"\r\n", &mut out);
+    }
     s.finish(&mut out);
     out
 }
@@ -210,6 +215,7 @@ mod tests {
         assert_eq!(stuff_data(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
         assert_eq!(stuff_data(b".x"), b"..x\r\n.\r\n");
         assert_eq!(stuff_data(b"a\rb\r\n"), b"a\rb\r\n.\r\n");
+        assert_eq!(stuff_data(b"a\r"), b"a\r\r\n.\r\n");
     }
 
     #[test]

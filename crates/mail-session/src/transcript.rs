@@ -97,7 +97,7 @@ impl fmt::Display for TranscriptEntry {
 
 /// Entries kept when the host does not collect them: the oldest go first,
 /// so a host that never polls costs bounded memory.
-pub const MAX_TRANSCRIPT: usize = 256;
+pub const MAX_TRANSCRIPT: usize = 1024;
 
 /// A session's transcript: off (records nothing) or a bounded queue.
 #[derive(Debug, Clone, Default)]

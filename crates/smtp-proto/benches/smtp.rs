@@ -97,7 +97,7 @@ fn unstuff(c: &mut Criterion) {
                         .unwrap();
                         break;
                     }
-                    Ok(_) | Err(Interrupt::Send(_)) => {}
+                    Ok(_) | Err(Interrupt::Output(_)) => {}
                     Err(Interrupt::NeedInput) => {
                         s.enqueue_input(Duration::ZERO, chunks.next().unwrap())
                     }

@@ -38,7 +38,7 @@ fn serve(mut stream: TcpStream, id: u64) -> std::io::Result<()> {
                     .map_err(std::io::Error::other)?;
             }
             Ok(event) => println!("[{id}] {event:?}"),
-            Err(Interrupt::Send(bytes)) => stream.write_all(&bytes)?,
+            Err(Interrupt::Output(bytes)) => stream.write_all(&bytes)?,
             Err(Interrupt::NeedInput) => {
                 // Read until the session's deadline, then let it time out.
                 let deadline = session.poll_timeout().unwrap_or_default();
@@ -55,7 +55,7 @@ fn serve(mut stream: TcpStream, id: u64) -> std::io::Result<()> {
                     Err(e) => return Err(e),
                 }
             }
-            Err(Interrupt::Close) | Err(Interrupt::AwaitingAnswer) => return Ok(()),
+            Err(Interrupt::Close) | Err(Interrupt::AwaitingHost) => return Ok(()),
         }
     }
 }

@@ -5,16 +5,16 @@
 //! LOGIN), then per message MAIL, RCPT..., DATA with the body dot-stuffed,
 //! using PIPELINING (RFC 2920) when the server offers it, and finally QUIT.
 //! It is driven like the server: call [`ClientSession::next`], write what
-//! [`Interrupt::Send`] gives, read on [`Interrupt::NeedInput`], stop at
+//! [`Interrupt::Output`] gives, read on [`Interrupt::NeedInput`], stop at
 //! [`Interrupt::Close`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::auth::b64_encode;
+use mail_session::sasl::client as sasl;
+use mail_session::{stuff_data, Interrupt, Secret, Session, TranscriptEntry};
+
 use crate::reply::{Reply, ReplyError};
-use crate::server::Interrupt;
-use crate::Secret;
 
 /// Client configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,9 @@ pub enum ClientError {
     /// The server did not answer in time (RFC 5321 section 4.5.3.2).
     #[error("timeout waiting for the server")]
     Timeout,
+    /// The server closed the connection while replies were due.
+    #[error("connection closed by the server")]
+    ConnectionClosed,
 }
 
 /// What the client session reports.
@@ -148,6 +151,7 @@ pub struct ClientSession {
     last_activity: Duration,
     closing: bool,
     closed: bool,
+    eof: bool,
 }
 
 impl ClientSession {
@@ -169,7 +173,15 @@ impl ClientSession {
             last_activity: now,
             closing: false,
             closed: false,
+            eof: false,
         }
+    }
+
+    /// The server closed its side (the read returned 0). Replies already
+    /// enqueued are still used; if more were due, the session reports
+    /// [`ClientError::ConnectionClosed`] and closes.
+    pub fn input_closed(&mut self) {
+        self.eof = true;
     }
 
     /// Hand over bytes read from the server.
@@ -223,7 +235,7 @@ impl ClientSession {
             }
             if self.expect.is_empty() {
                 if !self.out.is_empty() {
-                    return Err(Interrupt::Send(std::mem::take(&mut self.out)));
+                    return Err(Interrupt::Output(std::mem::take(&mut self.out)));
                 }
                 self.closed = true;
                 return Err(Interrupt::Close);
@@ -246,10 +258,21 @@ impl ClientSession {
                         self.on_reply(exp, reply);
                     }
                 }
+                Err(ReplyError::Incomplete) if self.eof => {
+                    // A server may close right after its reply to QUIT
+                    // without waiting; anything else due is a failure.
+                    if self.expect.iter().any(|e| *e != Expect::Quit) {
+                        self.events
+                            .push_back(ClientEvent::Failed(ClientError::ConnectionClosed));
+                    }
+                    self.expect.clear();
+                    self.out.clear();
+                    self.closed = true;
+                }
                 Err(ReplyError::Incomplete) => {
                     self.checked = self.input.len();
                     if !self.out.is_empty() {
-                        return Err(Interrupt::Send(std::mem::take(&mut self.out)));
+                        return Err(Interrupt::Output(std::mem::take(&mut self.out)));
                     }
                     return Err(Interrupt::NeedInput);
                 }
@@ -349,10 +372,10 @@ impl ClientSession {
                         None => (String::new(), String::new()),
                     };
                     if exp == Expect::AuthLoginStart {
-                        self.send_line(&b64_encode(user.as_bytes()));
+                        self.send_line(&sasl::login(&user));
                         self.expect.push_back(Expect::AuthLoginUser);
                     } else {
-                        self.send_line(&b64_encode(pass.as_bytes()));
+                        self.send_line(&sasl::login(&pass));
                         self.expect.push_back(Expect::AuthLoginPass);
                     }
                 } else {
@@ -400,7 +423,7 @@ impl ClientSession {
                         let body = self
                             .messages
                             .get(self.current)
-                            .map(|m| dot_stuff(&m.body))
+                            .map(|m| stuff_data(&m.body))
                             .unwrap_or_else(|| b".\r\n".to_vec());
                         self.out.extend_from_slice(&body);
                     } else {
@@ -455,12 +478,7 @@ impl ClientSession {
         };
         let mechs = self.auth_mechanisms();
         if mechs.iter().any(|m| m == "PLAIN") {
-            let mut msg = Vec::new();
-            msg.push(0);
-            msg.extend_from_slice(user.as_bytes());
-            msg.push(0);
-            msg.extend_from_slice(pass.expose().as_bytes());
-            let l = format!("AUTH PLAIN {}", b64_encode(&msg));
+            let l = format!("AUTH PLAIN {}", sasl::plain("", &user, pass.expose()));
             self.send_line(&l);
             self.expect.push_back(Expect::AuthPlain);
         } else if mechs.iter().any(|m| m == "LOGIN") {
@@ -540,48 +558,47 @@ impl ClientSession {
     }
 }
 
-/// Dot-stuff a message body for DATA (RFC 5321 section 4.5.2) and append
-/// the end of data. Bare LFs become CRLF and a missing final line end is
-/// added, so that this client can never send an ambiguous end of data.
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
-    let mut start = 0;
-    let mut at_line_start = true;
-    for lf in memchr::memchr_iter(b'\n', body) {
-        let line = body.get(start..lf).unwrap_or_default();
-        push_line_start(&mut out, line, at_line_start);
-        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.extend_from_slice(b"\r\n");
-        start = lf + 1;
-        at_line_start = true;
-    }
-    let tail = body.get(start..).unwrap_or_default();
-    if !tail.is_empty() {
-        push_line_start(&mut out, tail, at_line_start);
-        out.extend_from_slice(tail);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
+impl Session for ClientSession {
+    type Event = ClientEvent;
 
-fn push_line_start(out: &mut Vec<u8>, line: &[u8], at_line_start: bool) {
-    if at_line_start && line.first() == Some(&b'.') {
-        out.push(b'.');
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ClientSession::enqueue_input(self, now, bytes);
+    }
+
+    fn input_closed(&mut self) {
+        ClientSession::input_closed(self);
+    }
+
+    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        ClientSession::next(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        ClientSession::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        ClientSession::handle_timeout(self, now);
+    }
+
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        dst.append(&mut self.out);
+        n
+    }
+
+    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        None
+    }
+
+    fn tls_active(&self) -> bool {
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stuffing() {
-        assert_eq!(dot_stuff(b""), b".\r\n");
-        assert_eq!(dot_stuff(b"a\r\n.b\r\n.\r\n"), b"a\r\n..b\r\n..\r\n.\r\n");
-        assert_eq!(dot_stuff(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
-        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
-    }
 
     fn script(
         cfg: ClientConfig,
@@ -594,7 +611,7 @@ mod tests {
         loop {
             match c.next() {
                 Ok(e) => events.push(e),
-                Err(Interrupt::Send(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
+                Err(Interrupt::Output(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
                 Err(Interrupt::NeedInput) => match server.next() {
                     Some(s) => c.enqueue_input(Duration::ZERO, s.as_bytes()),
                     None => break,

@@ -22,7 +22,7 @@
 //!
 //! | `next()` returns | the host then |
 //! |---|---|
-//! | `Err(Interrupt::Send(bytes))` | writes all `bytes` to the client |
+//! | `Err(Interrupt::Output(bytes))` | writes all `bytes` to the client |
 //! | `Err(Interrupt::NeedInput)` | waits for the socket to be readable, or for [`ServerSession::poll_timeout`] to pass; passes what it read to [`ServerSession::enqueue_input`] or calls [`ServerSession::handle_timeout`] |
 //! | (the read returned 0: end of file) | calls [`ServerSession::input_closed`] and goes on calling `next` (a complete pipelined message is still delivered, an unfinished one is aborted) |
 //! | `Err(Interrupt::Close)` | closes the connection (sticky: every later call says `Close`) |
@@ -37,7 +37,7 @@
 //! | `Ok(Event::Helo { .. })` | nothing required (logging) |
 //!
 //! A decision event must be answered before `next` is called again
-//! (otherwise it returns [`Interrupt::AwaitingAnswer`]). While the host
+//! (otherwise it returns [`Interrupt::AwaitingHost`]). While the host
 //! decides, the session keeps any pipelined input buffered and replies in
 //! order afterwards; replies are batched as RFC 2920 section 3.2 says and
 //! handed out when the buffered input is exhausted, at once for EHLO, DATA,
@@ -67,13 +67,13 @@
 //!             session.message_result(Delivery::Accepted { queue_id: "4F2A".into() }).unwrap();
 //!         }
 //!         Ok(_) => {}
-//!         Err(Interrupt::Send(bytes)) => sent.extend_from_slice(&bytes),
+//!         Err(Interrupt::Output(bytes)) => sent.extend_from_slice(&bytes),
 //!         Err(Interrupt::NeedInput) => match input.pop() {
 //!             Some(bytes) => session.enqueue_input(Duration::from_secs(1), bytes),
 //!             None => session.handle_timeout(session.poll_timeout().unwrap()),
 //!         },
 //!         Err(Interrupt::Close) => break,
-//!         Err(Interrupt::AwaitingAnswer) => unreachable!(),
+//!         Err(Interrupt::AwaitingHost) => unreachable!(),
 //!     }
 //! }
 //! assert_eq!(body, b"Subject: hi\r\n\r\n.dot\r\n");
@@ -95,29 +95,31 @@
     )
 )]
 
-pub mod auth;
 pub mod client;
 pub mod command;
-pub mod framer;
 pub mod reply;
-mod secret;
 pub mod server;
-pub mod transcript;
 
-pub use auth::{cram_md5_digest, Credentials, Mechanism};
+/// The framing layer, shared with POP3 (see [`mail_session::framer`]).
+pub use mail_session::framer;
+/// SASL mechanisms and credentials, shared with POP3.
+pub use mail_session::sasl;
+/// The `C:`/`S:` transcript, shared with POP3.
+pub use mail_session::transcript;
+
 pub use client::{
-    dot_stuff, ClientConfig, ClientError, ClientEvent, ClientSession, MessageReport,
-    OutgoingMessage,
+    ClientConfig, ClientError, ClientEvent, ClientSession, MessageReport, OutgoingMessage,
 };
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,
     ReversePath, Verb,
 };
-pub use framer::{BareLf, Frame, Framer};
-pub use reply::{EnhancedStatus, Reply, ReplyError};
-pub use secret::Secret;
-pub use server::{
-    AbortReason, AuthResult, Delivery, Envelope, Event, Interrupt, ServerConfig, ServerSession,
-    UsageError, Verdict,
+pub use mail_session::{
+    cram_md5_digest, stuff_data, BareLf, Credentials, Direction, EntryKind, Frame, Framer,
+    Interrupt, Mechanism, Secret, Session, TranscriptEntry,
 };
-pub use transcript::{Direction, EntryKind, TranscriptEntry};
+pub use reply::{EnhancedStatus, Reply, ReplyError};
+pub use server::{
+    AbortReason, AuthResult, Delivery, Envelope, Event, ServerConfig, ServerSession, UsageError,
+    Verdict,
+};

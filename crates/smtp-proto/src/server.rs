@@ -6,19 +6,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::auth::{b64_decode, b64_encode, Credentials, Mechanism};
+use mail_session::sasl::{b64_encode, Credentials, Mechanism, ServerExchange, ServerStep};
+use mail_session::{
+    BareLf, Direction, EntryKind, Frame, Framer, Interrupt, Session, Transcript, TranscriptEntry,
+};
+
 use crate::command::{BodyType, Command, ForwardPath, MailParameters, RcptParameters, ReversePath};
-use crate::framer::{BareLf, Frame, Framer};
 use crate::reply::{write_line, Reply};
-use crate::transcript::{Direction, EntryKind, TranscriptEntry};
-use crate::Secret;
 
 /// RFC 4954 section 4: an AUTH command line or SASL response may be up to
 /// 12288 octets, more than the 512 of ordinary commands.
 pub const SASL_LINE_LIMIT: usize = 12288;
-
-/// Transcript lines kept when the host does not poll them.
-pub const MAX_TRANSCRIPT: usize = 1024;
 
 /// Server configuration. [`ServerConfig::new`] gives Postfix-like defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +124,7 @@ pub enum AbortReason {
 
 /// Something the host learns or must decide. Decision events say which
 /// method answers them; until it is called, [`ServerSession::next`] returns
-/// [`Interrupt::AwaitingAnswer`].
+/// [`Interrupt::AwaitingHost`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// HELO or EHLO accepted (information).
@@ -175,23 +173,6 @@ pub enum Event {
     /// handshake, then call [`ServerSession::tls_established`] (or drop the
     /// connection if it fails).
     StartTls,
-}
-
-/// What the host must do before calling [`ServerSession::next`] again.
-#[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interrupt {
-    /// All input has been used: read more, pass it to
-    /// [`ServerSession::enqueue_input`] (or call
-    /// [`ServerSession::handle_timeout`] when
-    /// [`ServerSession::poll_timeout`] passes).
-    NeedInput,
-    /// Write these bytes to the client, then call `next` again.
-    Send(Vec<u8>),
-    /// Everything has been sent: close the connection. Sticky.
-    Close,
-    /// A decision event has not been answered yet (a host bug).
-    AwaitingAnswer,
 }
 
 /// The host's verdict on MAIL, RCPT or VRFY.
@@ -247,17 +228,9 @@ enum Awaiting {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Sasl {
-    Plain,
-    LoginUser,
-    LoginPass(String),
-    Cram(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 enum Input {
     Command,
-    Sasl(Sasl),
+    Sasl(ServerExchange),
     Data,
     Chunk {
         size: u64,
@@ -295,7 +268,7 @@ struct Core {
     out: Vec<u8>,
     flush: bool,
     events: VecDeque<Event>,
-    transcript: VecDeque<TranscriptEntry>,
+    transcript: Transcript,
     awaiting: Option<Awaiting>,
     input: Input,
     helo: Option<String>,
@@ -324,12 +297,13 @@ impl ServerSession {
     pub fn new(config: ServerConfig, now: Duration) -> Self {
         let cap = config.line_limit.max(SASL_LINE_LIMIT);
         let framer = Framer::new(cap, config.bare_lf);
+        let record = config.record_transcript;
         let mut core = Core {
             cfg: config,
             out: Vec::new(),
             flush: false,
             events: VecDeque::new(),
-            transcript: VecDeque::new(),
+            transcript: Transcript::new(record),
             awaiting: None,
             input: Input::Command,
             helo: None,
@@ -383,7 +357,7 @@ impl ServerSession {
             if core.flush {
                 core.flush = false;
                 if !core.out.is_empty() {
-                    return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                    return Err(Interrupt::Output(std::mem::take(&mut core.out)));
                 }
             }
             if let Some(e) = core.events.pop_front() {
@@ -394,13 +368,13 @@ impl ServerSession {
             }
             if core.closing {
                 if !core.out.is_empty() {
-                    return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                    return Err(Interrupt::Output(std::mem::take(&mut core.out)));
                 }
                 core.closed = true;
                 return Err(Interrupt::Close);
             }
             if core.awaiting.is_some() {
-                return Err(Interrupt::AwaitingAnswer);
+                return Err(Interrupt::AwaitingHost);
             }
             let after = match self.framer.next_frame() {
                 Frame::NeedMore if core.eof => {
@@ -413,7 +387,7 @@ impl ServerSession {
                     // RFC 2920 section 3.2: flush when no more input is
                     // buffered.
                     if !core.out.is_empty() {
-                        return Err(Interrupt::Send(std::mem::take(&mut core.out)));
+                        return Err(Interrupt::Output(std::mem::take(&mut core.out)));
                     }
                     return Err(Interrupt::NeedInput);
                 }
@@ -480,7 +454,7 @@ impl ServerSession {
     }
 
     /// True after [`tls_established`](Self::tls_established).
-    pub fn is_tls(&self) -> bool {
+    pub fn tls_active(&self) -> bool {
         self.core.tls
     }
 
@@ -488,7 +462,7 @@ impl ServerSession {
     /// [`ServerConfig::record_transcript`]): what was received and sent,
     /// in order, one line per entry.
     pub fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
-        self.core.transcript.pop_front()
+        self.core.transcript.pop()
     }
 
     /// Answer [`Event::Mail`], [`Event::Rcpt`] or [`Event::Vrfy`].
@@ -573,7 +547,7 @@ impl ServerSession {
             Some(Awaiting::Challenge) => {
                 c.flush = true;
                 c.reply_plain(334, &b64_encode(challenge.as_bytes()));
-                c.input = Input::Sasl(Sasl::Cram(challenge.to_owned()));
+                c.input = Input::Sasl(ServerExchange::CramMd5(challenge.to_owned()));
                 Ok(())
             }
             other => {
@@ -636,27 +610,16 @@ impl Core {
     // ---- output -------------------------------------------------------
 
     fn record(&mut self, direction: Direction, kind: EntryKind, text: String) {
-        if self.cfg.record_transcript {
-            // Bounded even if the host never polls: the oldest lines go.
-            if self.transcript.len() >= MAX_TRANSCRIPT {
-                self.transcript.pop_front();
-            }
-            self.transcript.push_back(TranscriptEntry {
-                direction,
-                kind,
-                text,
-            });
-        }
+        self.transcript.push(TranscriptEntry {
+            direction,
+            kind,
+            text,
+        });
     }
 
     fn record_sent(&mut self, from: usize) {
-        if !self.cfg.record_transcript {
-            return;
-        }
-        let sent = String::from_utf8_lossy(self.out.get(from..).unwrap_or_default()).into_owned();
-        for l in sent.split_terminator("\r\n") {
-            self.record(Direction::Server, EntryKind::Line, l.to_owned());
-        }
+        self.transcript
+            .lines(Direction::Server, self.out.get(from..).unwrap_or_default());
     }
 
     fn reply(&mut self, code: u16, st: (u8, u16, u16), text: &str) {
@@ -726,11 +689,10 @@ impl Core {
 
     fn on_line(&mut self, line: &[u8], bare_lf: bool, len: usize) -> After {
         if let Input::Sasl(sasl) = std::mem::replace(&mut self.input, Input::Command) {
-            self.record(
-                Direction::Client,
-                EntryKind::AuthPayload,
-                String::from_utf8_lossy(line).into_owned(),
-            );
+            if self.transcript.is_on() {
+                let text = String::from_utf8_lossy(line).into_owned();
+                self.transcript.push(TranscriptEntry::credentials(text, 0));
+            }
             if bare_lf && self.cfg.bare_lf == BareLf::Reject {
                 self.error(500, (5, 5, 2), "Error: bare <LF> received");
                 return After::Nothing;
@@ -741,15 +703,23 @@ impl Core {
         let is_auth = line
             .get(..5)
             .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH "));
-        self.record(
-            Direction::Client,
-            if is_auth && line.len() > 5 && line.iter().skip(5).any(|&b| b == b' ') {
-                EntryKind::AuthPayload
-            } else {
-                EntryKind::Line
-            },
-            String::from_utf8_lossy(line).into_owned(),
-        );
+        if self.transcript.is_on() {
+            let text = String::from_utf8_lossy(line).into_owned();
+            // `AUTH <mech> <initial response>`: the response is a secret.
+            let secret_at = text
+                .get(5..)
+                .filter(|_| is_auth)
+                .and_then(|rest| rest.find(' '))
+                .map(|i| i + 6);
+            self.transcript.push(match secret_at {
+                Some(visible) => TranscriptEntry::credentials(text, visible),
+                None => TranscriptEntry {
+                    direction: Direction::Client,
+                    kind: EntryKind::Line,
+                    text,
+                },
+            });
+        }
         if bare_lf && self.cfg.bare_lf == BareLf::Reject {
             self.error(500, (5, 5, 2), "Error: bare <LF> received");
             self.flush = true;
@@ -1167,21 +1137,15 @@ impl Core {
                 let from = self.out.len();
                 self.out.extend_from_slice(b"334 \r\n");
                 self.record_sent(from);
-                self.input = Input::Sasl(Sasl::Plain);
+                self.input = Input::Sasl(ServerExchange::Plain);
             }
             (Mechanism::Login, None) => {
                 self.reply_plain(334, "VXNlcm5hbWU6");
-                self.input = Input::Sasl(Sasl::LoginUser);
+                self.input = Input::Sasl(ServerExchange::LoginUser);
             }
             (m, Some(ir)) => {
-                // "=" is an empty initial response (RFC 4954 section 4).
-                let data = if ir == "=" { "" } else { ir };
-                let sasl = if m == Mechanism::Plain {
-                    Sasl::Plain
-                } else {
-                    Sasl::LoginUser
-                };
-                self.on_sasl(sasl, data.as_bytes());
+                let step = ServerExchange::start(m, Some(ir.as_bytes()), "");
+                self.on_sasl_step(step);
             }
         }
         // Replies to AUTH steps go out at once: the client waits for them.
@@ -1189,82 +1153,73 @@ impl Core {
         After::Nothing
     }
 
-    fn on_sasl(&mut self, sasl: Sasl, line: &[u8]) {
+    fn on_sasl(&mut self, sasl: ServerExchange, line: &[u8]) {
+        self.on_sasl_step(sasl.step(line));
+    }
+
+    fn on_sasl_step(&mut self, step: ServerStep) {
         self.flush = true;
-        if line == b"*" {
-            self.error(501, (5, 7, 0), "Authentication aborted");
-            return;
-        }
-        let Some(data) = b64_decode(line) else {
-            self.error(501, (5, 5, 2), "Cannot decode response");
-            return;
-        };
-        match sasl {
-            Sasl::Plain => {
-                // RFC 4616: [authzid] NUL authcid NUL passwd
-                let mut parts = data.split(|&b| b == 0);
-                let fields = (parts.next(), parts.next(), parts.next(), parts.next());
-                let creds = match fields {
-                    (Some(z), Some(u), Some(p), None) if !u.is_empty() => {
-                        match (
-                            String::from_utf8(z.to_vec()),
-                            String::from_utf8(u.to_vec()),
-                            String::from_utf8(p.to_vec()),
-                        ) {
-                            (Ok(authzid), Ok(username), Ok(password)) => Some(Credentials::Plain {
-                                authzid,
-                                username,
-                                password: Secret::new(password),
-                            }),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                match creds {
-                    Some(c) => self.ask_auth(c),
-                    None => self.error(535, (5, 7, 8), "Error: authentication failed"),
-                }
+        match step {
+            ServerStep::Challenge(state, challenge) => {
+                self.reply_plain(334, &challenge);
+                self.input = Input::Sasl(state);
             }
-            Sasl::LoginUser => match String::from_utf8(data) {
-                Ok(user) => {
-                    self.reply_plain(334, "UGFzc3dvcmQ6");
-                    self.input = Input::Sasl(Sasl::LoginPass(user));
-                }
-                Err(_) => self.error(535, (5, 7, 8), "Error: authentication failed"),
-            },
-            Sasl::LoginPass(username) => match String::from_utf8(data) {
-                Ok(password) => self.ask_auth(Credentials::Login {
-                    username,
-                    password: Secret::new(password),
-                }),
-                Err(_) => self.error(535, (5, 7, 8), "Error: authentication failed"),
-            },
-            Sasl::Cram(challenge) => {
-                // RFC 2195: "user SP 32 hex digits"
-                let text = String::from_utf8(data).ok();
-                let parsed = text
-                    .as_deref()
-                    .and_then(|t| t.rsplit_once(' '))
-                    .and_then(|(u, d)| {
-                        (!u.is_empty() && d.len() == 32 && d.bytes().all(|b| b.is_ascii_hexdigit()))
-                            .then(|| (u.to_owned(), d.to_owned()))
-                    });
-                match parsed {
-                    Some((username, digest)) => self.ask_auth(Credentials::CramMd5 {
-                        username,
-                        challenge,
-                        digest: Secret::new(digest),
-                    }),
-                    None => self.error(535, (5, 7, 8), "Error: authentication failed"),
-                }
-            }
+            ServerStep::Done(creds) => self.ask_auth(creds),
+            ServerStep::Cancelled => self.error(501, (5, 7, 0), "Authentication aborted"),
+            ServerStep::BadBase64 => self.error(501, (5, 5, 2), "Cannot decode response"),
+            ServerStep::Malformed => self.error(535, (5, 7, 8), "Error: authentication failed"),
         }
     }
 
     fn ask_auth(&mut self, creds: Credentials) {
         self.awaiting = Some(Awaiting::Auth(creds.username().to_owned()));
         self.events.push_back(Event::Auth(creds));
+    }
+}
+
+impl ServerSession {
+    /// Appends the output that is ready to `dst` (see
+    /// [`Session::drain_output`]); returns the number of bytes added.
+    pub fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.core.out.len();
+        dst.append(&mut self.core.out);
+        n
+    }
+}
+
+impl Session for ServerSession {
+    type Event = Event;
+
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ServerSession::enqueue_input(self, now, bytes);
+    }
+
+    fn input_closed(&mut self) {
+        ServerSession::input_closed(self);
+    }
+
+    fn next(&mut self) -> Result<Event, Interrupt> {
+        ServerSession::next(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        ServerSession::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        ServerSession::handle_timeout(self, now);
+    }
+
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        ServerSession::drain_output(self, dst)
+    }
+
+    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        ServerSession::poll_transcript(self)
+    }
+
+    fn tls_active(&self) -> bool {
+        ServerSession::tls_active(self)
     }
 }
 

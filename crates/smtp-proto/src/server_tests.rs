@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::command::Mailbox;
+use mail_session::transcript::MAX_TRANSCRIPT;
 
 /// A test host: accepts everything except recipients at `nowhere.invalid`,
 /// passwords other than the user name, and answers messages with
@@ -39,13 +40,13 @@ impl Host {
                     self.answer(&ev);
                     self.events.push(ev);
                 }
-                Err(Interrupt::Send(b)) => self.out.extend_from_slice(&b),
+                Err(Interrupt::Output(b)) => self.out.extend_from_slice(&b),
                 Err(Interrupt::NeedInput) => return,
                 Err(Interrupt::Close) => {
                     self.closed = true;
                     return;
                 }
-                Err(Interrupt::AwaitingAnswer) => panic!("unanswered event"),
+                Err(Interrupt::AwaitingHost) => panic!("unanswered event"),
             }
         }
     }
@@ -279,7 +280,7 @@ fn ehlo_capabilities() {
         exchange(&mut h, "STARTTLS\r\nMAIL FROM:<evil@x.y>\r\n"),
         "220 2.0.0 Ready to start TLS\r\n"
     );
-    assert!(h.s.is_tls());
+    assert!(h.s.tls_active());
     assert!(h.events.contains(&Event::StartTls));
     // Fresh state: HELO forgotten.
     assert_eq!(
@@ -658,7 +659,7 @@ fn message_reply_waits_for_host() {
             Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
             Ok(Event::MessageEnd(_)) => return true,
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
             Err(_) => return false,
         }
     };
@@ -669,7 +670,7 @@ fn message_reply_waits_for_host() {
     assert!(pump(&mut s, &mut out));
     // The host has not answered: no 250 yet, and next() says so.
     assert!(!String::from_utf8_lossy(&out).contains("queued"));
-    assert_eq!(s.next(), Err(Interrupt::AwaitingAnswer));
+    assert_eq!(s.next(), Err(Interrupt::AwaitingHost));
     assert_eq!(s.poll_timeout(), None);
     assert_eq!(s.decide(Verdict::Accept), Err(UsageError::NotAwaiting));
     assert_eq!(
@@ -845,7 +846,7 @@ fn pipelining_batches_replies() {
         match s.next() {
             Ok(Event::Mail { .. } | Event::Rcpt { .. }) => s.decide(Verdict::Accept).unwrap(),
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => sends.push(String::from_utf8(b).unwrap()),
+            Err(Interrupt::Output(b)) => sends.push(String::from_utf8(b).unwrap()),
             Err(_) => break,
         }
     }
@@ -967,7 +968,7 @@ fn host_verdicts_and_error_counting() {
                 )))
                 .unwrap(),
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
             Err(Interrupt::Close) => break,
             Err(e) => panic!("{e:?}"),
         }
@@ -992,7 +993,7 @@ fn auth_temporary_failure() {
                 s.auth_result(AuthResult::TemporaryFailure).unwrap();
             }
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
             Err(_) => break,
         }
     }
@@ -1018,7 +1019,7 @@ fn starttls_reply_precedes_event() {
                 s.tls_established().unwrap();
             }
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => seen.push(String::from_utf8(b).unwrap()),
+            Err(Interrupt::Output(b)) => seen.push(String::from_utf8(b).unwrap()),
             Err(Interrupt::NeedInput) => break,
             Err(e) => panic!("{e:?}"),
         }
@@ -1036,7 +1037,7 @@ fn config_accessor_and_defaults() {
     assert_eq!(c.bare_lf, BareLf::Normalize);
     assert_eq!(c.command_timeout, Duration::from_secs(300));
     assert_eq!(c.data_timeout, Duration::from_secs(180));
-    assert!(!s.is_tls());
+    assert!(!s.tls_active());
 }
 
 #[test]
@@ -1056,7 +1057,7 @@ fn end_of_message_reply_not_held_back() {
                 })
                 .unwrap(),
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => sends.push(String::from_utf8(b).unwrap()),
+            Err(Interrupt::Output(b)) => sends.push(String::from_utf8(b).unwrap()),
             Err(_) => break,
         }
     }

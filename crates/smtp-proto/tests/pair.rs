@@ -49,7 +49,7 @@ fn pair(
                         .unwrap();
                 }
                 Ok(_) => {}
-                Err(Interrupt::Send(b)) => to_client.extend_from_slice(&b),
+                Err(Interrupt::Output(b)) => to_client.extend_from_slice(&b),
                 Err(Interrupt::NeedInput) => {
                     if !to_server.is_empty() {
                         let n = mtu.min(to_server.len());
@@ -65,7 +65,7 @@ fn pair(
         if !client_done {
             match client.next() {
                 Ok(e) => events.push(e),
-                Err(Interrupt::Send(b)) => to_server.extend_from_slice(&b),
+                Err(Interrupt::Output(b)) => to_server.extend_from_slice(&b),
                 Err(Interrupt::NeedInput) => {
                     if !to_client.is_empty() {
                         let n = mtu.min(to_client.len());

@@ -250,13 +250,13 @@ fn run(policy: BareLf, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<Event>) {
                 }
                 events.push(e);
             }
-            Err(Interrupt::Send(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
             Err(Interrupt::NeedInput) => match pieces.next() {
                 Some(p) => s.enqueue_input(Duration::ZERO, p),
                 None => break,
             },
             Err(Interrupt::Close) => break,
-            Err(Interrupt::AwaitingAnswer) => panic!("unanswered"),
+            Err(Interrupt::AwaitingHost) => panic!("unanswered"),
         }
     }
     (out, normalise(events))
@@ -382,7 +382,7 @@ proptest! {
         step in 1usize..50,
     ) {
         let body = parts.concat().into_bytes();
-        let wire = smtp_proto::dot_stuff(&body);
+        let wire = smtp_proto::stuff_data(&body);
         let mut f = smtp_proto::Framer::new(512, BareLf::Normalize);
         f.expect_data();
         let mut got = Vec::new();
