@@ -3,8 +3,10 @@
 //! input.
 #![no_main]
 
+use std::time::Duration;
+
 use libfuzzer_sys::fuzz_target;
-use pop3_proto::{ClientEvent, ClientInterrupt, ClientSession, Command};
+use pop3_proto::{ClientError, ClientEvent, ClientSession, Command, Interrupt};
 
 fn commands() -> Vec<Command> {
     vec![
@@ -19,19 +21,24 @@ fn commands() -> Vec<Command> {
     ]
 }
 
-fn run(input: &[u8], step: usize) -> (Vec<ClientEvent>, Option<ClientInterrupt>) {
+fn run(input: &[u8], step: usize) -> (Vec<ClientEvent>, Option<ClientError>) {
     let mut c = ClientSession::new();
     c.max_body = 4096;
     commands().into_iter().for_each(|cmd| c.send(cmd));
     let mut evs = Vec::new();
     for piece in input.chunks(step) {
-        c.enqueue_input(piece);
+        c.enqueue_input(Duration::ZERO, piece);
         loop {
             match c.next() {
+                Ok(ClientEvent::Failed(e)) => {
+                    // Errors are final.
+                    assert_eq!(c.next(), Err(Interrupt::Close));
+                    return (evs, Some(e));
+                }
                 Ok(e) => evs.push(e),
-                Err(ClientInterrupt::Output(_)) => {}
-                Err(ClientInterrupt::NeedInput) => break,
-                Err(e @ ClientInterrupt::Error(_)) => return (evs, Some(e)),
+                Err(Interrupt::Output(_)) => {}
+                Err(Interrupt::NeedInput) => break,
+                Err(Interrupt::Close | Interrupt::AwaitingHost) => unreachable!("close without failure"),
             }
         }
     }

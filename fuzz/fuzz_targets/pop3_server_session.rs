@@ -1,10 +1,11 @@
 //! Server session driven by arbitrary client bytes, split at fuzzer-chosen
-//! points, with a host that accepts logins and streams messages. Checks:
-//! no panic, bounded output per input, and feeding the same bytes in one
-//! piece gives the same output.
+//! points and fed at fuzzer-chosen times (the idle timer runs), with a host
+//! that accepts logins and streams messages. Checks: no panic, bounded
+//! output per input, a session idle past its timeout closes, and feeding
+//! the same bytes in one piece gives the same output.
 #![no_main]
 
-use std::time::Instant;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use pop3_proto::*;
@@ -23,15 +24,11 @@ fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize) -> bool {
             Err(Interrupt::Close) => return true,
             Err(Interrupt::AwaitingHost) => panic!("event left unanswered"),
             Ok(Event::Authenticate(c)) => {
-                let r = match c {
-                    Credentials::Password { password, .. } if password.expose() == "pw" => {
-                        AuthResult::Accepted
-                    }
-                    Credentials::Password { password, .. } if password.expose() == "tmp" => {
-                        AuthResult::TempFail
-                    }
-                    Credentials::Apop { .. } | Credentials::CramMd5 { .. } => AuthResult::Accepted,
-                    _ => AuthResult::Rejected,
+                let r = match c.password().map(|p| p.expose().as_str()) {
+                    Some("pw") => AuthResult::Accepted,
+                    Some("tmp") => AuthResult::TempFail,
+                    None => AuthResult::Accepted,
+                    Some(_) => AuthResult::Rejected,
                 };
                 s.auth_result(r).unwrap();
             }
@@ -65,7 +62,7 @@ fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize) -> bool {
                 s.message_end().unwrap();
             }
             Ok(Event::Update { .. }) => s.update_result(true).unwrap(),
-            Ok(Event::StartTls) => s.tls_started().unwrap(),
+            Ok(Event::StartTls) => s.tls_established().unwrap(),
         }
     }
 }
@@ -74,7 +71,7 @@ fn config() -> ServerConfig {
     ServerConfig {
         apop_timestamp: Some("<1.2@fuzz>".into()),
         tls_available: true,
-        sasl: vec![SaslMechanism::Plain, SaslMechanism::Login, SaslMechanism::CramMd5],
+        sasl: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
         max_failed_logins: 5,
         ..ServerConfig::default()
     }
@@ -84,29 +81,43 @@ fuzz_target!(|data: &[u8]| {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
-    let now = Instant::now();
-    // Piecewise.
-    let mut s = ServerSession::new(config(), now);
+    // Piecewise, each piece some seconds after the last.
+    let mut s = ServerSession::new(config(), Duration::ZERO);
     let mut out = Vec::new();
     let step = usize::from(split % 17) + 1;
+    let gap = Duration::from_secs(u64::from(split / 17) * 10);
+    let mut now = Duration::ZERO;
+    let mut timed_out = false;
     let mut closed = drive(&mut s, &mut out, step);
     for piece in input.chunks(step) {
         if closed {
             break;
         }
-        s.enqueue_input(piece);
+        now += gap;
+        if let Some(deadline) = s.poll_timeout() {
+            s.handle_timeout(now);
+            if now >= deadline {
+                // Idle past the timeout: closed, without a response.
+                timed_out = true;
+                let before = out.len();
+                assert!(drive(&mut s, &mut out, step), "not closed after timeout");
+                assert_eq!(out.len(), before, "output after timeout");
+                break;
+            }
+        }
+        s.enqueue_input(now, piece);
         closed = drive(&mut s, &mut out, step);
     }
     // Whole, with a different message chunking. STLS discards what was
     // buffered after it, so only compare when the input did not use it.
     let stls = input.windows(4).any(|w| w.eq_ignore_ascii_case(b"STLS"));
-    let mut s2 = ServerSession::new(config(), now);
+    let mut s2 = ServerSession::new(config(), Duration::ZERO);
     let mut out2 = Vec::new();
     if !drive(&mut s2, &mut out2, 1000) {
-        s2.enqueue_input(input);
+        s2.enqueue_input(Duration::ZERO, input);
         drive(&mut s2, &mut out2, 1000);
     }
-    if !stls {
+    if !stls && !timed_out {
         assert_eq!(out, out2);
     }
     // Output stays proportional to input (responses are short, messages

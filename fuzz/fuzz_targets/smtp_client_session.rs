@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..1_000_000 {
         match c.next() {
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => {
+            Err(Interrupt::Output(b)) => {
                 sent += b.len();
                 assert!(sent < 1 << 20);
             }
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             },
             Err(Interrupt::Close) => return,
-            Err(Interrupt::AwaitingAnswer) => panic!("client never awaits"),
+            Err(Interrupt::AwaitingHost) => panic!("client never awaits"),
         }
     }
     panic!("no progress");

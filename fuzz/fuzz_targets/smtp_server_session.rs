@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Event::StartTls) => s.tls_established().unwrap(),
             Ok(Event::BodyChunk(b)) => assert!(!b.is_empty()),
             Ok(_) => {}
-            Err(Interrupt::Send(b)) => assert!(!b.is_empty()),
+            Err(Interrupt::Output(b)) => assert!(!b.is_empty()),
             Err(Interrupt::NeedInput) => {
                 // Bounded: at most a partial line remains buffered.
                 assert!(s.buffered_input() <= cap + split);
@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Err(Interrupt::Close) => break,
-            Err(Interrupt::AwaitingAnswer) => panic!("unanswered"),
+            Err(Interrupt::AwaitingHost) => panic!("unanswered"),
         }
         while s.poll_transcript().is_some() {}
     }

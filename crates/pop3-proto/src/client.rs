@@ -9,11 +9,12 @@
 //! message is held in memory (up to [`ClientSession::max_body`] octets).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use crate::auth::apop_digest;
+use mail_session::{apop_digest, DotUnstuffer, Interrupt, Session, TranscriptEntry};
+
 use crate::command::Command;
 use crate::response::{Response, ResponseError};
-use crate::stuff::DotUnstuffer;
 
 /// Longest status line the client accepts, CRLF included. RFC 2449
 /// section 4 limits responses to 512 octets; some servers are generous.
@@ -49,18 +50,9 @@ pub enum ClientEvent {
     /// A SASL challenge (`+ base64`) during AUTH; answer with
     /// [`ClientSession::send_sasl_response`].
     Challenge(String),
-}
-
-/// What the client needs from the host.
-#[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientInterrupt {
-    /// Write these bytes to the server.
-    Output(Vec<u8>),
-    /// Read more bytes from the server.
-    NeedInput,
-    /// The server broke the protocol; the session is unusable (sticky).
-    Error(ClientError),
+    /// The server broke the protocol, closed early or did not answer in
+    /// time; the session is over (every later `next` says `Close`).
+    Failed(ClientError),
 }
 
 /// A protocol violation by the server.
@@ -84,6 +76,12 @@ pub enum ClientError {
     /// APOP was requested but the greeting had no timestamp.
     #[error("greeting has no APOP timestamp")]
     NoTimestamp,
+    /// The server closed the connection while answers were due.
+    #[error("connection closed by the server")]
+    ConnectionClosed,
+    /// No answer within [`ClientSession::response_timeout`].
+    #[error("timeout waiting for the server")]
+    Timeout,
 }
 
 #[derive(Debug)]
@@ -104,9 +102,15 @@ pub struct ClientSession {
     timestamp: Option<String>,
     pending: VecDeque<Command>,
     body: Option<Body>,
-    error: Option<ClientError>,
+    failed: bool,
+    timed_out: bool,
+    eof: bool,
+    last_activity: Duration,
     /// Largest multi-line body accepted (default 64 MiB).
     pub max_body: usize,
+    /// How long to wait for the server while answers are due (default 10
+    /// minutes, the idle time RFC 1939 section 3 gives a server).
+    pub response_timeout: Duration,
 }
 
 impl Default for ClientSession {
@@ -150,18 +154,45 @@ impl ClientSession {
             timestamp: None,
             pending: VecDeque::new(),
             body: None,
-            error: None,
+            failed: false,
+            timed_out: false,
+            eof: false,
+            last_activity: Duration::ZERO,
             max_body: 64 << 20,
+            response_timeout: Duration::from_secs(600),
         }
     }
 
-    /// Bytes received from the server.
-    pub fn enqueue_input(&mut self, bytes: &[u8]) {
+    /// Bytes received from the server at time `now` (the host's clock,
+    /// any epoch).
+    pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        self.last_activity = now;
         if self.pos > 0 && self.pos >= self.input.len() / 2 {
             self.input.drain(..self.pos);
             self.pos = 0;
         }
         self.input.extend_from_slice(bytes);
+    }
+
+    /// The server closed its side: answers still buffered are handed out,
+    /// then, if more were due, [`ClientEvent::Failed`] with
+    /// [`ClientError::ConnectionClosed`].
+    pub fn input_closed(&mut self) {
+        self.eof = true;
+    }
+
+    /// When [`ClientSession::handle_timeout`] should be called: while the
+    /// greeting or answers are due.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let waiting = !self.greeted || !self.pending.is_empty();
+        (waiting && !self.failed).then(|| self.last_activity.saturating_add(self.response_timeout))
+    }
+
+    /// Tells the session the time; past the deadline it fails.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.timed_out = true;
+        }
     }
 
     /// The APOP timestamp from the greeting, once received.
@@ -197,9 +228,18 @@ impl ClientSession {
         self.out.extend_from_slice(b"\r\n");
     }
 
-    fn fail(&mut self, e: ClientError) -> ClientInterrupt {
-        self.error = Some(e.clone());
-        ClientInterrupt::Error(e)
+    fn fail(&mut self, e: ClientError) -> ClientEvent {
+        self.failed = true;
+        ClientEvent::Failed(e)
+    }
+
+    /// Nothing more will come: fail if answers were due, else close.
+    fn ended(&mut self, e: ClientError) -> Result<ClientEvent, Interrupt> {
+        if !self.greeted || !self.pending.is_empty() || self.body.is_some() {
+            return Ok(self.fail(e));
+        }
+        self.failed = true;
+        Err(Interrupt::Close)
     }
 
     fn take_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
@@ -222,18 +262,21 @@ impl ClientSession {
 
     /// Returns the next server answer, or what I/O is needed.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<ClientEvent, ClientInterrupt> {
-        if let Some(e) = &self.error {
-            return Err(ClientInterrupt::Error(e.clone()));
+    pub fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        if self.failed {
+            return Err(Interrupt::Close);
         }
         if !self.out.is_empty() {
-            return Err(ClientInterrupt::Output(std::mem::take(&mut self.out)));
+            return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+        }
+        if self.timed_out {
+            return self.ended(ClientError::Timeout);
         }
         if let Some(mut b) = self.body.take() {
             let rest = self.input.get(self.pos..).unwrap_or_default();
             let end = b.unstuffer.push(rest, &mut b.data);
             if b.data.len() > self.max_body {
-                return Err(self.fail(ClientError::BodyTooLarge));
+                return Ok(self.fail(ClientError::BodyTooLarge));
             }
             match end {
                 Some(n) => {
@@ -247,22 +290,26 @@ impl ClientSession {
                 None => {
                     self.pos = self.input.len();
                     self.body = Some(b);
-                    return Err(ClientInterrupt::NeedInput);
+                    if self.eof {
+                        return self.ended(ClientError::ConnectionClosed);
+                    }
+                    return Err(Interrupt::NeedInput);
                 }
             }
         }
         let line = match self.take_line() {
             Ok(Some(l)) => l,
-            Ok(None) => return Err(ClientInterrupt::NeedInput),
-            Err(e) => return Err(self.fail(e)),
+            Ok(None) if self.eof => return self.ended(ClientError::ConnectionClosed),
+            Ok(None) => return Err(Interrupt::NeedInput),
+            Err(e) => return Ok(self.fail(e)),
         };
         if !self.greeted {
             let response = match Response::parse(&line) {
                 Ok(r) => r,
-                Err(e) => return Err(self.fail(e.into())),
+                Err(e) => return Ok(self.fail(e.into())),
             };
             if !response.is_ok() {
-                return Err(self.fail(ClientError::Refused(response.text)));
+                return Ok(self.fail(ClientError::Refused(response.text)));
             }
             self.greeted = true;
             self.timestamp = find_timestamp(&response.text);
@@ -287,14 +334,14 @@ impl ClientSession {
                     String::from_utf8_lossy(ch).into_owned(),
                 ));
             }
-            return Err(self.fail(ClientError::Unexpected));
+            return Ok(self.fail(ClientError::Unexpected));
         }
         let Some(command) = self.pending.pop_front() else {
-            return Err(self.fail(ClientError::Unexpected));
+            return Ok(self.fail(ClientError::Unexpected));
         };
         let response = match Response::parse(&line) {
             Ok(r) => r,
-            Err(e) => return Err(self.fail(e.into())),
+            Err(e) => return Ok(self.fail(e.into())),
         };
         if response.is_ok() && is_multiline(&command) {
             self.body = Some(Body {
@@ -306,6 +353,44 @@ impl ClientSession {
             return self.next();
         }
         Ok(ClientEvent::Response { command, response })
+    }
+}
+
+impl Session for ClientSession {
+    type Event = ClientEvent;
+
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ClientSession::enqueue_input(self, now, bytes);
+    }
+
+    fn input_closed(&mut self) {
+        ClientSession::input_closed(self);
+    }
+
+    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        ClientSession::next(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        ClientSession::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        ClientSession::handle_timeout(self, now);
+    }
+
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        dst.append(&mut self.out);
+        n
+    }
+
+    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        None
+    }
+
+    fn tls_active(&self) -> bool {
+        false
     }
 }
 

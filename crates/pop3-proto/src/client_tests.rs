@@ -3,7 +3,7 @@ use crate::response::ResponseCode;
 use crate::server::tests::{cfg, Host, TS};
 use crate::server::{ServerSession, SessionState};
 use proptest::prelude::*;
-use std::time::Instant;
+use std::time::Duration;
 
 /// Collects client events until it needs input.
 fn events(c: &mut ClientSession) -> (Vec<ClientEvent>, Vec<u8>) {
@@ -11,10 +11,11 @@ fn events(c: &mut ClientSession) -> (Vec<ClientEvent>, Vec<u8>) {
     let mut out = Vec::new();
     loop {
         match c.next() {
+            Ok(ClientEvent::Failed(e)) => panic!("client error {e}"),
             Ok(e) => evs.push(e),
-            Err(ClientInterrupt::Output(b)) => out.extend(b),
-            Err(ClientInterrupt::NeedInput) => return (evs, out),
-            Err(ClientInterrupt::Error(e)) => panic!("client error {e}"),
+            Err(Interrupt::Output(b)) => out.extend(b),
+            Err(Interrupt::NeedInput) => return (evs, out),
+            Err(Interrupt::Close | Interrupt::AwaitingHost) => panic!("client closed"),
         }
     }
 }
@@ -29,7 +30,7 @@ fn resp(command: Command, r: &str) -> ClientEvent {
 #[test]
 fn greeting_and_timestamp() {
     let mut c = ClientSession::new();
-    c.enqueue_input(format!("+OK POP3 server ready {TS}\r\n").as_bytes());
+    c.enqueue_input(Duration::ZERO, format!("+OK POP3 server ready {TS}\r\n").as_bytes());
     let (evs, _) = events(&mut c);
     assert_eq!(
         evs,
@@ -42,13 +43,13 @@ fn greeting_and_timestamp() {
     c.send_apop("mrose", "tanstaaf").unwrap();
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Output(
+        Err(Interrupt::Output(
             b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n".to_vec()
         ))
     );
     // No timestamp: APOP cannot be computed.
     let mut c = ClientSession::new();
-    c.enqueue_input(b"+OK ready <no-at-sign>\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK ready <no-at-sign>\r\n");
     let _ = events(&mut c);
     assert_eq!(c.timestamp(), None);
     assert_eq!(c.send_apop("a", "b"), Err(ClientError::NoTimestamp));
@@ -57,7 +58,7 @@ fn greeting_and_timestamp() {
 #[test]
 fn pipelined_responses_and_bodies() {
     let mut c = ClientSession::new();
-    c.enqueue_input(b"+OK hi\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK hi\r\n");
     let _ = events(&mut c);
     c.send(Command::Stat);
     c.send(Command::List(None));
@@ -71,11 +72,11 @@ fn pipelined_responses_and_bodies() {
     // Byte at a time gives the same events as all at once.
     let mut all = Vec::new();
     for b in server.iter() {
-        c.enqueue_input(std::slice::from_ref(b));
+        c.enqueue_input(Duration::ZERO, std::slice::from_ref(b));
         all.extend(events(&mut c).0);
     }
     let mut c2 = ClientSession::new();
-    c2.enqueue_input(b"+OK hi\r\n");
+    c2.enqueue_input(Duration::ZERO, b"+OK hi\r\n");
     let _ = events(&mut c2);
     for cmd in [
         Command::Stat,
@@ -86,7 +87,7 @@ fn pipelined_responses_and_bodies() {
     ] {
         c2.send(cmd);
     }
-    c2.enqueue_input(server);
+    c2.enqueue_input(Duration::ZERO, server);
     assert_eq!(events(&mut c2).0, all);
     assert_eq!(all.len(), 5);
     assert_eq!(all[0], resp(Command::Stat, "+OK 2 30"));
@@ -126,58 +127,86 @@ fn helpers_reject_garbage() {
 #[test]
 fn errors_are_sticky() {
     let mut c = ClientSession::new();
-    c.enqueue_input(b"-ERR go away\r\n");
+    c.enqueue_input(Duration::ZERO, b"-ERR go away\r\n");
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::Refused(
+        Ok(ClientEvent::Failed(ClientError::Refused(
             "go away".into()
         )))
     );
-    assert_eq!(
-        c.next(),
-        Err(ClientInterrupt::Error(ClientError::Refused(
-            "go away".into()
-        )))
-    );
+    assert_eq!(c.next(), Err(Interrupt::Close));
     let mut c = ClientSession::new();
-    c.enqueue_input(b"HELLO\r\n");
+    c.enqueue_input(Duration::ZERO, b"HELLO\r\n");
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::BadResponse(
+        Ok(ClientEvent::Failed(ClientError::BadResponse(
             ResponseError::BadStatus
         )))
     );
     let mut c = ClientSession::new();
-    c.enqueue_input(b"+OK\r\n+OK unsolicited\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK\r\n+OK unsolicited\r\n");
     assert!(matches!(c.next(), Ok(ClientEvent::Greeting { .. })));
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::Unexpected))
+        Ok(ClientEvent::Failed(ClientError::Unexpected))
     );
     let mut c = ClientSession::new();
-    c.enqueue_input(&[b'+'; 2000]);
+    c.enqueue_input(Duration::ZERO, &[b'+'; 2000]);
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::LineTooLong))
+        Ok(ClientEvent::Failed(ClientError::LineTooLong))
     );
     let mut c = ClientSession::new();
-    c.enqueue_input(b"+OK\r\n+ abc\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK\r\n+ abc\r\n");
     let _ = c.next();
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::Unexpected))
+        Ok(ClientEvent::Failed(ClientError::Unexpected))
     );
     let mut c = ClientSession::new();
     c.max_body = 10;
-    c.enqueue_input(b"+OK\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK\r\n");
     let _ = c.next();
     c.send(Command::Retr(1));
     let _ = c.next();
-    c.enqueue_input(b"+OK\r\n0123456789abcdef\r\n.\r\n");
+    c.enqueue_input(Duration::ZERO, b"+OK\r\n0123456789abcdef\r\n.\r\n");
     assert_eq!(
         c.next(),
-        Err(ClientInterrupt::Error(ClientError::BodyTooLarge))
+        Ok(ClientEvent::Failed(ClientError::BodyTooLarge))
     );
+}
+
+#[test]
+fn early_close_and_timeout_fail_only_when_answers_are_due() {
+    let mut c = ClientSession::new();
+    c.enqueue_input(Duration::ZERO, b"+OK hi\r\n");
+    assert!(matches!(c.next(), Ok(ClientEvent::Greeting { .. })));
+    // Nothing due: the end of input just closes.
+    c.input_closed();
+    assert_eq!(c.next(), Err(Interrupt::Close));
+
+    let mut c = ClientSession::new();
+    c.enqueue_input(Duration::ZERO, b"+OK hi\r\n+OK 1 2\r\n");
+    assert!(matches!(c.next(), Ok(ClientEvent::Greeting { .. })));
+    c.send(Command::Stat);
+    c.send(Command::Noop);
+    assert!(matches!(c.next(), Err(Interrupt::Output(_))));
+    c.input_closed();
+    // The buffered answer still comes; the missing one is a failure.
+    assert!(matches!(c.next(), Ok(ClientEvent::Response { .. })));
+    assert_eq!(
+        c.next(),
+        Ok(ClientEvent::Failed(ClientError::ConnectionClosed))
+    );
+    assert_eq!(c.next(), Err(Interrupt::Close));
+
+    let mut c = ClientSession::new();
+    assert_eq!(c.poll_timeout(), Some(Duration::from_secs(600)));
+    c.handle_timeout(Duration::from_secs(599));
+    assert_eq!(c.next(), Err(Interrupt::NeedInput));
+    c.handle_timeout(Duration::from_secs(600));
+    assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::Timeout)));
+    assert_eq!(c.poll_timeout(), None);
 }
 
 /// Runs client and server against each other in memory until both wait.
@@ -190,8 +219,8 @@ fn pump(s: &mut ServerSession, host: &mut Host, c: &mut ClientSession) -> Vec<Cl
         if to_server.is_empty() && to_client.is_empty() {
             return evs;
         }
-        s.enqueue_input(&to_server);
-        c.enqueue_input(&to_client);
+        s.enqueue_input(Duration::ZERO, &to_server);
+        c.enqueue_input(Duration::ZERO, &to_client);
     }
 }
 
@@ -210,7 +239,7 @@ fn client_against_server_retrieves_byte_exact() {
         b"".to_vec(),
         b"From: b\r\n\r\n\r\n.\r\n\r\n".to_vec(),
     ];
-    let mut s = ServerSession::new(cfg(), Instant::now());
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
     let mut c = ClientSession::new();
     let evs = pump(&mut s, &mut host, &mut c);
     assert!(matches!(&evs[0], ClientEvent::Greeting { timestamp: Some(t), .. } if t == TS));
@@ -271,7 +300,7 @@ fn client_against_server_retrieves_byte_exact() {
 #[test]
 fn client_user_pass_and_sasl_against_server() {
     let mut host = Host::new();
-    let mut s = ServerSession::new(cfg(), Instant::now());
+    let mut s = ServerSession::new(cfg(), Duration::ZERO);
     let mut c = ClientSession::new();
     pump(&mut s, &mut host, &mut c);
     c.send(Command::User("user1".into()));
@@ -316,7 +345,7 @@ proptest! {
         let mut host = Host::new();
         host.messages = vec![msg.clone()];
         host.chunk = chunk;
-        let mut s = ServerSession::new(cfg(), Instant::now());
+        let mut s = ServerSession::new(cfg(), Duration::ZERO);
         let mut c = ClientSession::new();
         pump(&mut s, &mut host, &mut c);
         c.send(Command::User("user1".into()));
@@ -347,7 +376,7 @@ proptest! {
         };
         let mut whole = ClientSession::new();
         cmds().into_iter().for_each(|c| whole.send(c));
-        whole.enqueue_input(server);
+        whole.enqueue_input(Duration::ZERO, server);
         let expected = events(&mut whole).0;
         prop_assert_eq!(expected.len(), 7);
         let mut c = ClientSession::new();
@@ -356,7 +385,7 @@ proptest! {
         let (mut pos, mut i) = (0, 0);
         while pos < server.len() {
             let n = cuts[i % cuts.len()].min(server.len() - pos);
-            c.enqueue_input(&server[pos..pos + n]);
+            c.enqueue_input(Duration::ZERO, &server[pos..pos + n]);
             got.extend(events(&mut c).0);
             pos += n;
             i += 1;

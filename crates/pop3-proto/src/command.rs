@@ -1,7 +1,7 @@
 //! POP3 commands (RFC 1939 section 3-7, RFC 2449 CAPA, RFC 2595 STLS,
 //! RFC 5034 AUTH): parsing one command line and formatting it back.
 
-use crate::secret::Secret;
+use mail_session::Secret;
 
 /// Longest command line, terminating CRLF included (RFC 2449 section 4).
 pub const MAX_COMMAND_LINE: usize = 255;

@@ -4,10 +4,13 @@
 //! The crate does no I/O and reads no clock: the host moves bytes between
 //! the network and a session, answers the session's [`Event`]s (password
 //! checks, opening the maildrop, message data, expunging), and passes time
-//! in as an [`std::time::Instant`] value.
+//! in as a [`std::time::Duration`] since an epoch it picks. What POP3
+//! shares with SMTP (the session contract [`Session`], [`Interrupt`], the
+//! framer, dot-stuffing, SASL, [`Secret`], the transcript) comes from the
+//! `mail-session` crate and is re-exported here.
 //!
 //! * Codec: [`Command`], [`Response`], byte-stuffing ([`DotStuffer`],
-//!   [`DotUnstuffer`], [`TopFilter`]).
+//!   [`DotUnstuffer`]) and [`TopFilter`].
 //! * [`ServerSession`]: the server side (what `pop3d` drives).
 //! * [`ClientSession`]: the client side, for tools and tests.
 //!
@@ -29,16 +32,19 @@
 //!    * `Err(Interrupt::Output(bytes))`: write `bytes` to the socket, loop.
 //!    * `Err(Interrupt::NeedInput)`: read from the socket with a deadline of
 //!      [`ServerSession::poll_timeout`]. On data call
-//!      [`ServerSession::enqueue_input`] then
-//!      [`ServerSession::handle_timeout`]`(now)`; on the deadline call
-//!      `handle_timeout(now)`; on end of file drop the session (nothing is
-//!      deleted; release the maildrop lock if one is held). Loop.
+//!      [`ServerSession::enqueue_input`]`(now, bytes)`; on the deadline call
+//!      [`ServerSession::handle_timeout`]`(now)`; on end of file call
+//!      [`ServerSession::input_closed`] (buffered commands still run, then
+//!      the session closes; nothing is deleted without `QUIT`). Loop.
 //!    * `Ok(event)`: answer it with the method its docs name (for example
 //!      [`Event::Authenticate`] with [`ServerSession::auth_result`]), loop.
 //!    * `Err(Interrupt::AwaitingHost)`: an event is unanswered; only seen
 //!      while streaming a message: give the next chunk or end it.
 //!    * `Err(Interrupt::Close)`: all output has been handed out; close the
 //!      connection (and release the maildrop lock if held).
+//!
+//! `mail-session`'s driver (feature `tokio`) runs this loop over a tokio
+//! socket.
 //! 3. For [`Event::Retrieve`], read the message file in chunks (CRLF line
 //!    ends): for each chunk call [`ServerSession::message_data`] and write
 //!    out what `next` returns as `Output` until it returns `AwaitingHost`;
@@ -51,7 +57,7 @@
 //! # Example: the APOP login of RFC 1939 section 7
 //!
 //! ```
-//! use std::time::Instant;
+//! use std::time::Duration;
 //! use pop3_proto::*;
 //!
 //! let config = ServerConfig {
@@ -59,14 +65,15 @@
 //!     apop_timestamp: Some("<1896.697170952@dbc.mtview.ca.us>".into()),
 //!     ..ServerConfig::default()
 //! };
-//! let mut s = ServerSession::new(config, Instant::now());
+//! let mut s = ServerSession::new(config, Duration::ZERO);
 //! let mut wire = Vec::new();
-//! s.enqueue_input(b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\nSTAT\r\n");
+//! s.enqueue_input(Duration::from_secs(1), b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\nSTAT\r\n");
 //! loop {
 //!     match s.next() {
 //!         Err(Interrupt::Output(b)) => wire.extend(b),
-//!         Ok(Event::Authenticate(Credentials::Apop { timestamp, digest, .. })) => {
-//!             let ok = digest_eq(&apop_digest(&timestamp, "tanstaaf"), &digest);
+//!         Ok(Event::Authenticate(creds @ Credentials::Apop { .. })) => {
+//!             // The host looks up the user's secret; APOP needs it clear.
+//!             let ok = creds.verify_password("tanstaaf");
 //!             s.auth_result(if ok { AuthResult::Accepted } else { AuthResult::Rejected })?;
 //!         }
 //!         Ok(Event::OpenMaildrop { user }) => {
@@ -99,25 +106,26 @@
     )
 )]
 
-mod auth;
 pub mod client;
 pub mod command;
-mod framer;
 pub mod response;
-mod secret;
 pub mod server;
-pub mod stuff;
+pub mod top;
 
-pub use auth::{apop_digest, cram_md5_digest, digest_eq};
-pub use client::{
-    parse_list, parse_stat, parse_uidl, ClientError, ClientEvent, ClientInterrupt, ClientSession,
-};
+/// SASL mechanisms and credentials, shared with SMTP.
+pub use mail_session::sasl;
+/// The `C:`/`S:` transcript, shared with SMTP.
+pub use mail_session::transcript;
+
+pub use client::{parse_list, parse_stat, parse_uidl, ClientError, ClientEvent, ClientSession};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE};
-pub use response::{Response, ResponseCode, ResponseError, Status};
-pub use secret::Secret;
-pub use server::{
-    apop_timestamp, AuthResult, Credentials, Direction, Event, Interrupt, MaildropError,
-    MessageInfo, MessageRef, SaslMechanism, ServerConfig, ServerSession, SessionState, Style,
-    TranscriptLine, UsageError, MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
+pub use mail_session::{
+    apop_digest, cram_md5_digest, digest_eq, stuff, unstuff, Credentials, Direction, DotStuffer,
+    DotUnstuffer, EntryKind, Interrupt, Mechanism, Secret, Session, TranscriptEntry,
 };
-pub use stuff::{stuff, unstuff, DotStuffer, DotUnstuffer, TopFilter};
+pub use response::{Response, ResponseCode, ResponseError, Status};
+pub use server::{
+    apop_timestamp, AuthResult, Event, MaildropError, MessageInfo, MessageRef, ServerConfig,
+    ServerSession, SessionState, Style, UsageError, MAX_SASL_LINE, MIN_IDLE_TIMEOUT,
+};
+pub use top::TopFilter;

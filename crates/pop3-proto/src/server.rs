@@ -3,18 +3,17 @@
 //! See the crate documentation for the driving loop and exactly when to
 //! call each method.
 
-use std::collections::VecDeque;
-use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
+use mail_session::sasl::{Credentials, Mechanism, ServerExchange, ServerStep};
+use mail_session::{
+    BareLf, Direction, DotStuffer, Frame, Framer, Interrupt, Secret, Session, Transcript,
+    TranscriptEntry,
+};
 
 use crate::command::{Command, MAX_COMMAND_LINE};
-use crate::framer::{Frame, LineFramer};
 use crate::response::{Response, ResponseCode};
-use crate::secret::Secret;
-use crate::stuff::{DotStuffer, TopFilter};
+use crate::top::TopFilter;
 
 /// Longest SASL client response line, line end included. RFC 5034 lets
 /// responses exceed the 255-octet command limit; 8 KiB holds any PLAIN,
@@ -27,32 +26,6 @@ pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Output is handed to the host once this much is queued, so that a long
 /// pipeline does not build one huge buffer.
 const OUTPUT_HIGH_WATER: usize = 16 * 1024;
-
-/// A SASL mechanism the server offers (RFC 5034).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaslMechanism {
-    /// `PLAIN` (RFC 4616).
-    Plain,
-    /// `LOGIN` (draft-murchison-sasl-login).
-    Login,
-    /// `CRAM-MD5` (RFC 2195); the challenge is the APOP timestamp.
-    CramMd5,
-}
-
-impl SaslMechanism {
-    /// The registered name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::Login => "LOGIN",
-            SaslMechanism::CramMd5 => "CRAM-MD5",
-        }
-    }
-
-    fn plaintext(self) -> bool {
-        !matches!(self, SaslMechanism::CramMd5)
-    }
-}
 
 /// Which response texts the server uses where RFC 1939 leaves them free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,7 +60,7 @@ pub struct ServerConfig {
     pub plaintext_requires_tls: bool,
     /// SASL mechanisms offered by AUTH. CRAM-MD5 is only offered when
     /// there is an APOP timestamp.
-    pub sasl: Vec<SaslMechanism>,
+    pub sasl: Vec<Mechanism>,
     /// The host can start TLS (STLS is offered while not yet active).
     pub tls_available: bool,
     /// The connection is already TLS (pop3s, port 995).
@@ -98,7 +71,7 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// `IMPLEMENTATION` capability text; `None` omits it.
     pub implementation: Option<String>,
-    /// Record a transcript (see [`ServerSession::pop_transcript`]).
+    /// Record a transcript (see [`ServerSession::poll_transcript`]).
     pub transcript: bool,
 }
 
@@ -111,7 +84,7 @@ impl Default for ServerConfig {
             style: Style::Dovecot,
             user_pass: true,
             plaintext_requires_tls: false,
-            sasl: vec![SaslMechanism::Plain, SaslMechanism::Login],
+            sasl: vec![Mechanism::Plain, Mechanism::Login],
             tls_available: false,
             tls_active: false,
             max_failed_logins: 3,
@@ -147,51 +120,6 @@ pub struct MessageRef {
     pub number: u32,
     /// The message's unique id from the snapshot.
     pub uid: String,
-}
-
-/// What the client presented to log in. The host checks it against its
-/// account store and answers with [`ServerSession::auth_result`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// A plain password: USER/PASS, AUTH PLAIN or AUTH LOGIN.
-    Password {
-        /// User name.
-        user: String,
-        /// The password.
-        password: Secret<String>,
-    },
-    /// APOP: the host computes MD5(timestamp + shared secret) (see
-    /// [`crate::apop_digest`]) and compares it with `digest` (see
-    /// [`crate::digest_eq`]).
-    Apop {
-        /// User name.
-        user: String,
-        /// The timestamp from the greeting.
-        timestamp: String,
-        /// The client's digest, hex.
-        digest: String,
-    },
-    /// CRAM-MD5: the host computes HMAC-MD5(secret, challenge) (see
-    /// [`crate::cram_md5_digest`]) and compares it with `digest`.
-    CramMd5 {
-        /// User name.
-        user: String,
-        /// The challenge the server sent.
-        challenge: String,
-        /// The client's digest, hex.
-        digest: String,
-    },
-}
-
-impl Credentials {
-    /// The user name presented.
-    pub fn user(&self) -> &str {
-        match self {
-            Credentials::Password { user, .. }
-            | Credentials::Apop { user, .. }
-            | Credentials::CramMd5 { user, .. } => user,
-        }
-    }
 }
 
 /// The host's verdict on [`Event::Authenticate`].
@@ -257,27 +185,9 @@ pub enum Event {
         deleted: Vec<MessageRef>,
     },
     /// STLS was accepted and `+OK` has been handed out: flush it, run the
-    /// TLS handshake, then call [`ServerSession::tls_started`] (or close the
+    /// TLS handshake, then call [`ServerSession::tls_established`] (or close the
     /// connection if the handshake fails).
     StartTls,
-}
-
-/// Why the session stopped for the host. `Interrupt` is not an error: it is
-/// the normal way the session asks for I/O.
-#[must_use]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interrupt {
-    /// Write these bytes to the client, then call `next` again.
-    Output(Vec<u8>),
-    /// All input is used: read more and pass it to `enqueue_input` (or
-    /// wait until `poll_timeout` and call `handle_timeout`).
-    NeedInput,
-    /// An event is still unanswered (while streaming a message: give the
-    /// next chunk or end it).
-    AwaitingHost,
-    /// Close the connection (after writing all output already returned).
-    /// Nothing was deleted unless an [`Event::Update`] was answered.
-    Close,
 }
 
 /// The host called an answer method that does not fit the pending event.
@@ -303,45 +213,6 @@ pub enum SessionState {
     Update,
     /// The connection is to be closed.
     Closed,
-}
-
-/// Direction of a transcript line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From the client.
-    Client,
-    /// From the server.
-    Server,
-}
-
-/// One line of the protocol transcript.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TranscriptLine {
-    /// Who sent it.
-    pub direction: Direction,
-    /// The line without its line end. Passwords and SASL payloads are
-    /// already replaced by `<redacted>`; `redacted` says so.
-    pub text: String,
-    /// True if a credential was removed from `text`.
-    pub redacted: bool,
-}
-
-impl fmt::Display for TranscriptLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = match self.direction {
-            Direction::Client => "C: ",
-            Direction::Server => "S: ",
-        };
-        write!(f, "{p}{}", self.text)
-    }
-}
-
-#[derive(Debug)]
-enum Sasl {
-    Plain,
-    LoginUser,
-    LoginPass(String),
-    Cram(String),
 }
 
 #[derive(Debug)]
@@ -409,32 +280,34 @@ impl Awaiting {
 pub struct ServerSession {
     config: ServerConfig,
     state: SessionState,
-    input: LineFramer,
+    input: Framer,
     out: Vec<u8>,
     event: Option<Event>,
     awaiting: Option<Awaiting>,
     user: Option<String>,
     user_arg: Option<String>,
-    sasl: Option<Sasl>,
+    sasl: Option<ServerExchange>,
     pending_user: Option<String>,
     maildrop: Option<Maildrop>,
     failed_logins: u32,
     tls_active: bool,
-    last_activity: Instant,
-    activity: bool,
-    transcript: VecDeque<TranscriptLine>,
+    last_activity: Duration,
+    eof: bool,
+    transcript: Transcript,
 }
 
 impl ServerSession {
     /// Starts a session at time `now`; the greeting is the first output.
-    pub fn new(mut config: ServerConfig, now: Instant) -> ServerSession {
+    pub fn new(mut config: ServerConfig, now: Duration) -> ServerSession {
         config.idle_timeout = config.idle_timeout.max(MIN_IDLE_TIMEOUT);
         config.max_failed_logins = config.max_failed_logins.max(1);
         let tls_active = config.tls_active;
+        let transcript = config.transcript;
         let mut s = ServerSession {
             config,
             state: SessionState::Authorization,
-            input: LineFramer::default(),
+            // Bare LF ends a command line as CRLF does (see the crate docs).
+            input: Framer::new(MAX_COMMAND_LINE, BareLf::Normalize),
             out: Vec::new(),
             event: None,
             awaiting: None,
@@ -446,8 +319,8 @@ impl ServerSession {
             failed_logins: 0,
             tls_active,
             last_activity: now,
-            activity: false,
-            transcript: VecDeque::new(),
+            eof: false,
+            transcript: Transcript::new(transcript),
         };
         let mut text = s.config.greeting.clone();
         if let Some(ts) = &s.config.apop_timestamp {
@@ -466,7 +339,7 @@ impl ServerSession {
     }
 
     /// The logged-in user, once the maildrop is open.
-    pub fn user(&self) -> Option<&str> {
+    pub fn authenticated_user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
@@ -475,43 +348,50 @@ impl ServerSession {
         self.tls_active
     }
 
-    /// Bytes received from the client. Call [`ServerSession::next`] after.
-    pub fn enqueue_input(&mut self, bytes: &[u8]) {
+    /// Bytes received from the client at time `now` (the host's clock, any
+    /// epoch; it restarts the idle timer). Call [`ServerSession::next`]
+    /// after.
+    pub fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
         if self.state == SessionState::Closed || bytes.is_empty() {
             return;
         }
-        self.activity = true;
+        self.last_activity = now;
         self.input.push(bytes);
     }
 
-    /// The instant at which [`ServerSession::handle_timeout`] should be
-    /// called if no input arrives; `None` once closed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// The client closed its side (the read returned 0). Complete commands
+    /// already buffered still run (a pipelined `QUIT` still deletes); then
+    /// the session closes. Without a `QUIT`, nothing is deleted.
+    pub fn input_closed(&mut self) {
+        self.eof = true;
+    }
+
+    /// When [`ServerSession::handle_timeout`] should be called if no input
+    /// arrives; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Duration> {
         if self.state == SessionState::Closed {
             return None;
         }
-        Some(self.last_activity + self.config.idle_timeout)
+        Some(self.last_activity.saturating_add(self.config.idle_timeout))
     }
 
-    /// Tells the session the time. Call it after each `enqueue_input` (it
-    /// restarts the idle timer) and when `poll_timeout` has passed. When
-    /// the client was idle for the timeout, the session closes without a
-    /// response and without deleting anything (RFC 1939 section 3).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if std::mem::take(&mut self.activity) || self.awaiting.is_some() || self.event.is_some() {
+    /// Tells the session the time when no input arrived. When the client
+    /// was idle for the timeout, the session closes without a response and
+    /// without deleting anything (RFC 1939 section 3). Time the host spends
+    /// on an event does not count as the client's.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.awaiting.is_some() || self.event.is_some() {
             self.last_activity = now;
             return;
         }
-        if self.state != SessionState::Closed
-            && now >= self.last_activity + self.config.idle_timeout
-        {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
             self.state = SessionState::Closed;
         }
     }
 
     /// Takes the next transcript line, if transcripts are on.
-    pub fn pop_transcript(&mut self) -> Option<TranscriptLine> {
-        self.transcript.pop_front()
+    pub fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        self.transcript.pop()
     }
 
     /// Drives the session: returns the next event for the host, or an
@@ -542,16 +422,29 @@ impl ServerSession {
             } else {
                 MAX_COMMAND_LINE
             };
-            match self.input.next_frame(limit) {
-                Some(Frame::Line(line)) => self.handle_line(&line),
-                Some(Frame::TooLong) => {
-                    self.log(Direction::Client, "<line too long, skipped>".into(), false);
+            self.input.set_line_cap(limit);
+            match self.input.next_frame() {
+                Frame::Line { line, .. } => {
+                    let line = line.to_vec();
+                    self.handle_line(&line);
+                }
+                Frame::LineTooLong => {
+                    self.log(Direction::Client, "<line too long, skipped>".into());
                     self.sasl = None;
                     self.reply(Response::err("Input line too long."));
                 }
-                None => {
+                // Line mode only: the framer is never switched to DATA or
+                // BDAT here.
+                Frame::Data(_) | Frame::DataEnd { .. } | Frame::Chunk(_) | Frame::ChunkEnd => {}
+                Frame::NeedMore => {
                     if !self.out.is_empty() {
                         return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+                    }
+                    if self.eof {
+                        // The client is gone; without QUIT nothing is
+                        // deleted (RFC 1939 section 6).
+                        self.state = SessionState::Closed;
+                        continue;
                     }
                     return Err(Interrupt::NeedInput);
                 }
@@ -670,7 +563,9 @@ impl ServerSession {
         };
         if let Some(status) = stream.status.take() {
             status.write_to(&mut self.out);
-            log_line(&mut self.transcript, self.config.transcript, &status);
+            if self.transcript.is_on() {
+                self.transcript.line(Direction::Server, status.to_string());
+            }
         }
         stream.stuffer.push(data, &mut self.out);
         Ok(!stream.top.as_ref().is_some_and(TopFilter::is_done))
@@ -700,10 +595,12 @@ impl ServerSession {
         };
         if let Some(status) = stream.status.take() {
             status.write_to(&mut self.out);
-            log_line(&mut self.transcript, self.config.transcript, &status);
+            if self.transcript.is_on() {
+                self.transcript.line(Direction::Server, status.to_string());
+            }
         }
         stream.stuffer.finish(&mut self.out);
-        self.log(Direction::Server, ".".into(), false);
+        self.log(Direction::Server, ".".into());
         Ok(())
     }
 
@@ -757,28 +654,24 @@ impl ServerSession {
 
     /// Answers [`Event::StartTls`] once the handshake succeeded. Input
     /// received before the handshake is discarded (RFC 2595 section 4).
-    pub fn tls_started(&mut self) -> Result<(), UsageError> {
+    pub fn tls_established(&mut self) -> Result<(), UsageError> {
         self.expect("StartTls")?;
-        self.input.clear();
+        self.input.discard_buffered();
         self.tls_active = true;
         Ok(())
     }
 
     // ----- command handling -------------------------------------------
 
-    fn log(&mut self, direction: Direction, text: String, redacted: bool) {
-        if self.config.transcript {
-            self.transcript.push_back(TranscriptLine {
-                direction,
-                text,
-                redacted,
-            });
-        }
+    fn log(&mut self, direction: Direction, text: String) {
+        self.transcript.line(direction, text);
     }
 
     fn reply(&mut self, r: Response) {
         r.write_to(&mut self.out);
-        log_line(&mut self.transcript, self.config.transcript, &r);
+        if self.transcript.is_on() {
+            self.transcript.line(Direction::Server, r.to_string());
+        }
     }
 
     fn reply_multi(&mut self, r: Response, lines: &[String]) {
@@ -787,41 +680,54 @@ impl ServerSession {
         for l in lines {
             s.push(l.as_bytes(), &mut self.out);
             s.push(b"\r\n", &mut self.out);
-            self.log(Direction::Server, l.clone(), false);
+            self.log(Direction::Server, l.clone());
         }
         s.finish(&mut self.out);
-        self.log(Direction::Server, ".".into(), false);
+        self.log(Direction::Server, ".".into());
     }
 
     fn log_command(&mut self, line: &[u8]) {
-        if !self.config.transcript {
+        if !self.transcript.is_on() {
             return;
         }
-        let text = String::from_utf8_lossy(line);
+        let text = String::from_utf8_lossy(line).into_owned();
         let kw_end = text.find(' ');
         let kw = kw_end.map_or(&*text, |i| text.get(..i).unwrap_or(""));
-        let (t, red) = if kw.eq_ignore_ascii_case("PASS") && kw_end.is_some() {
-            (format!("{kw} <redacted>"), true)
-        } else if kw.eq_ignore_ascii_case("AUTH") && text.split(' ').count() > 2 {
-            let mech = text.split(' ').nth(1).unwrap_or("");
-            (format!("{kw} {mech} <redacted>"), true)
+        // `PASS <password>` and `AUTH <mech> <initial response>` carry
+        // credentials after their first one or two words.
+        let visible = if kw.eq_ignore_ascii_case("PASS") {
+            kw_end.map(|i| i + 1)
+        } else if kw.eq_ignore_ascii_case("AUTH") {
+            kw_end.and_then(|i| {
+                let after = i + 1;
+                text.get(after..)
+                    .and_then(|rest| rest.find(' '))
+                    .map(|j| after + j + 1)
+            })
         } else {
-            (text.into_owned(), false)
+            None
         };
-        self.log(Direction::Client, t, red);
+        self.transcript.push(match visible {
+            Some(v) => TranscriptEntry::credentials(text, v),
+            None => TranscriptEntry {
+                direction: Direction::Client,
+                kind: mail_session::EntryKind::Line,
+                text,
+            },
+        });
     }
 
     fn plaintext_allowed(&self) -> bool {
         !self.config.plaintext_requires_tls || self.tls_active
     }
 
-    fn mechanisms(&self) -> Vec<SaslMechanism> {
+    fn mechanisms(&self) -> Vec<Mechanism> {
         self.config
             .sasl
             .iter()
             .copied()
             .filter(|m| match m {
-                SaslMechanism::CramMd5 => self.config.apop_timestamp.is_some(),
+                Mechanism::CramMd5 => self.config.apop_timestamp.is_some(),
                 _ => self.plaintext_allowed(),
             })
             .collect()
@@ -829,8 +735,12 @@ impl ServerSession {
 
     fn handle_line(&mut self, line: &[u8]) {
         if let Some(sasl) = self.sasl.take() {
-            self.log(Direction::Client, "<redacted>".into(), true);
-            self.handle_sasl(sasl, line);
+            if self.transcript.is_on() {
+                let text = String::from_utf8_lossy(line).into_owned();
+                self.transcript.push(TranscriptEntry::credentials(text, 0));
+            }
+            let step = sasl.step(line);
+            self.sasl_step(step);
             return;
         }
         self.log_command(line);
@@ -864,7 +774,7 @@ impl ServerSession {
             }
             let mechs = self.mechanisms();
             if !mechs.is_empty() {
-                let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
+                let names: Vec<&str> = mechs.iter().map(|m| m.as_str()).collect();
                 caps.push(format!("SASL {}", names.join(" ")));
             }
             if self.config.tls_available && !self.tls_active {
@@ -878,7 +788,7 @@ impl ServerSession {
     }
 
     fn start_auth(&mut self, creds: Credentials) {
-        self.pending_user = Some(creds.user().to_owned());
+        self.pending_user = Some(creds.username().to_owned());
         self.awaiting = Some(Awaiting::Auth);
         self.event = Some(Event::Authenticate(creds));
     }
@@ -897,16 +807,16 @@ impl ServerSession {
             }
             Command::Pass(password) => match self.user_arg.take() {
                 None => self.reply(Response::err("No username given.")),
-                Some(user) => self.start_auth(Credentials::Password { user, password }),
+                Some(username) => self.start_auth(Credentials::Login { username, password }),
             },
             Command::Apop { name, digest } => match self.config.apop_timestamp.clone() {
                 None => self.reply(Response::err("APOP is not enabled.")),
                 Some(timestamp) => {
                     self.user_arg = None;
                     self.start_auth(Credentials::Apop {
-                        user: name,
+                        username: name,
                         timestamp,
-                        digest: digest.to_ascii_lowercase(),
+                        digest: Secret::new(digest.to_ascii_lowercase()),
                     });
                 }
             },
@@ -916,7 +826,7 @@ impl ServerSession {
                 let names: Vec<String> = self
                     .mechanisms()
                     .iter()
-                    .map(|m| m.name().to_owned())
+                    .map(|m| m.as_str().to_owned())
                     .collect();
                 self.reply_multi(Response::ok(""), &names);
             }
@@ -934,7 +844,7 @@ impl ServerSession {
                     self.reply(Response::ok("Begin TLS negotiation now."));
                     // Anything pipelined after STLS was sent in clear text
                     // and must not be acted on (RFC 2595 section 4).
-                    self.input.clear();
+                    self.input.discard_buffered();
                     self.awaiting = Some(Awaiting::Tls);
                     self.event = Some(Event::StartTls);
                 }
@@ -962,44 +872,39 @@ impl ServerSession {
             .sasl
             .iter()
             .copied()
-            .find(|m| m.name().eq_ignore_ascii_case(mech))
+            .find(|m| m.as_str().eq_ignore_ascii_case(mech))
         else {
             self.reply(Response::err("Unsupported authentication mechanism."));
             return;
         };
-        if m.plaintext() && !self.plaintext_allowed() {
+        if m.is_plaintext() && !self.plaintext_allowed() {
             self.reply(plaintext_refused());
             return;
         }
-        match m {
-            SaslMechanism::Plain => match initial {
-                Some(ir) => self.handle_sasl(Sasl::Plain, ir.expose().as_bytes()),
-                None => self.challenge(Sasl::Plain, ""),
-            },
-            SaslMechanism::Login => match initial {
-                Some(ir) => self.handle_sasl(Sasl::LoginUser, ir.expose().as_bytes()),
-                None => self.challenge(Sasl::LoginUser, "VXNlcm5hbWU6"),
-            },
-            SaslMechanism::CramMd5 => match self.config.apop_timestamp.clone() {
-                None => self.reply(Response::err("Unsupported authentication mechanism.")),
-                Some(_) if initial.is_some() => {
-                    // CRAM-MD5 is server-first: an initial response is a
-                    // protocol error (RFC 4422 section 3.3).
-                    self.reply(Response::err("Initial response not allowed for CRAM-MD5."));
-                }
-                Some(ch) => {
-                    let enc = B64.encode(ch.as_bytes());
-                    self.challenge(Sasl::Cram(ch), &enc);
-                }
-            },
-        }
+        // CRAM-MD5's challenge is the APOP timestamp.
+        let challenge = match (m, self.config.apop_timestamp.clone()) {
+            (Mechanism::CramMd5, None) => {
+                self.reply(Response::err("Unsupported authentication mechanism."));
+                return;
+            }
+            (Mechanism::CramMd5, Some(_)) if initial.is_some() => {
+                // CRAM-MD5 is server-first: an initial response is a
+                // protocol error (RFC 4422 section 3.3).
+                self.reply(Response::err("Initial response not allowed for CRAM-MD5."));
+                return;
+            }
+            (_, ts) => ts.unwrap_or_default(),
+        };
+        let initial = initial.as_ref().map(|ir| ir.expose().as_bytes());
+        let step = ServerExchange::start(m, initial, &challenge);
+        self.sasl_step(step);
     }
 
-    fn challenge(&mut self, next: Sasl, b64: &str) {
+    fn challenge(&mut self, next: ServerExchange, b64: &str) {
         self.out.extend_from_slice(b"+ ");
         self.out.extend_from_slice(b64.as_bytes());
         self.out.extend_from_slice(b"\r\n");
-        self.log(Direction::Server, format!("+ {b64}"), false);
+        self.log(Direction::Server, format!("+ {b64}"));
         self.sasl = Some(next);
     }
 
@@ -1014,81 +919,20 @@ impl ServerSession {
         }
     }
 
-    fn handle_sasl(&mut self, step: Sasl, line: &[u8]) {
-        if line == b"*" {
-            // RFC 5034 section 4: the client cancels; reply -ERR.
-            self.reply(Response::err("Authentication aborted by client."));
-            return;
-        }
-        // "=" is an empty response (RFC 5034 section 4).
-        let decoded = if line == b"=" {
-            Ok(Vec::new())
-        } else {
-            B64.decode(line)
-        };
-        let Ok(data) = decoded else {
-            self.reply(Response::err("Invalid base64 data in continued response."));
-            return;
-        };
+    fn sasl_step(&mut self, step: ServerStep) {
         match step {
-            Sasl::Plain => {
-                // authzid NUL authcid NUL passwd (RFC 4616 section 2).
-                let mut parts = data.split(|&b| b == 0);
-                let (Some(authz), Some(authc), Some(pass), None) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    self.sasl_fail();
-                    return;
-                };
-                let (Ok(authz), Ok(user), Ok(pass)) = (
-                    std::str::from_utf8(authz),
-                    std::str::from_utf8(authc),
-                    std::str::from_utf8(pass),
-                ) else {
-                    self.sasl_fail();
-                    return;
-                };
-                // Acting as another user is not supported.
-                if user.is_empty() || (!authz.is_empty() && authz != user) {
-                    self.sasl_fail();
-                    return;
-                }
-                self.start_auth(Credentials::Password {
-                    user: user.to_owned(),
-                    password: Secret::new(pass.to_owned()),
-                });
+            ServerStep::Challenge(next, text) => self.challenge(next, &text),
+            // RFC 5034 section 4: the client cancels; reply -ERR.
+            ServerStep::Cancelled => self.reply(Response::err("Authentication aborted by client.")),
+            ServerStep::BadBase64 => {
+                self.reply(Response::err("Invalid base64 data in continued response."))
             }
-            Sasl::LoginUser => match String::from_utf8(data) {
-                Ok(user) if !user.is_empty() => {
-                    self.challenge(Sasl::LoginPass(user), "UGFzc3dvcmQ6")
-                }
-                _ => self.sasl_fail(),
-            },
-            Sasl::LoginPass(user) => match String::from_utf8(data) {
-                Ok(pass) => self.start_auth(Credentials::Password {
-                    user,
-                    password: Secret::new(pass),
-                }),
-                Err(_) => self.sasl_fail(),
-            },
-            Sasl::Cram(challenge) => {
-                // "user SP hex-digest" (RFC 2195 section 2).
-                let text = String::from_utf8(data).unwrap_or_default();
-                match text.rsplit_once(' ') {
-                    Some((user, digest))
-                        if !user.is_empty()
-                            && digest.len() == 32
-                            && digest.bytes().all(|b| b.is_ascii_hexdigit()) =>
-                    {
-                        self.start_auth(Credentials::CramMd5 {
-                            user: user.to_owned(),
-                            challenge,
-                            digest: digest.to_ascii_lowercase(),
-                        });
-                    }
-                    _ => self.sasl_fail(),
-                }
-            }
+            ServerStep::Malformed => self.sasl_fail(),
+            // Acting as another user is not supported.
+            ServerStep::Done(Credentials::Plain {
+                authzid, username, ..
+            }) if !authzid.is_empty() && authzid != username => self.sasl_fail(),
+            ServerStep::Done(creds) => self.start_auth(creds),
         }
     }
 
@@ -1214,13 +1058,39 @@ fn plaintext_refused() -> Response {
     )
 }
 
-fn log_line(t: &mut VecDeque<TranscriptLine>, on: bool, r: &Response) {
-    if on {
-        t.push_back(TranscriptLine {
-            direction: Direction::Server,
-            text: r.to_string(),
-            redacted: false,
-        });
+impl Session for ServerSession {
+    type Event = Event;
+
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ServerSession::enqueue_input(self, now, bytes);
+    }
+
+    fn input_closed(&mut self) {
+        ServerSession::input_closed(self);
+    }
+
+    fn next(&mut self) -> Result<Event, Interrupt> {
+        ServerSession::next(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        ServerSession::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        ServerSession::handle_timeout(self, now);
+    }
+
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        ServerSession::drain_output(self, dst)
+    }
+
+    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        ServerSession::poll_transcript(self)
+    }
+
+    fn tls_active(&self) -> bool {
+        ServerSession::tls_active(self)
     }
 }
 
