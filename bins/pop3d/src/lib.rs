@@ -51,14 +51,15 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mail_config::Config;
+use mail_session::driver::{Driver, Stop, TranscriptLog, FLUSH_AT};
 use mailstore::{Accounts, Maildrop, Router, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use pop3_proto::{
-    apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
-    MaildropError, MessageInfo, SaslMechanism, ServerConfig, ServerSession, SessionState,
+    AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism, MessageInfo, ServerConfig,
+    ServerSession, SessionState,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -201,9 +202,9 @@ fn session_config(cfg: &Config, sid: &str) -> ServerConfig {
             .auth_mechanisms
             .iter()
             .filter_map(|m| match m.as_str() {
-                "PLAIN" => Some(SaslMechanism::Plain),
-                "LOGIN" => Some(SaslMechanism::Login),
-                "CRAM-MD5" => Some(SaslMechanism::CramMd5),
+                "PLAIN" => Some(Mechanism::Plain),
+                "LOGIN" => Some(Mechanism::Login),
+                "CRAM-MD5" => Some(Mechanism::CramMd5),
                 _ => None,
             })
             .collect(),
@@ -218,7 +219,7 @@ async fn connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) {
     let cfg = shared.cfg();
     let _permit = match shared.limiter.try_acquire(peer.ip()) {
@@ -239,16 +240,22 @@ async fn connection(
     };
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
     info!(sid, client = %peer, "connect");
-    let session = ServerSession::new(session_config(&cfg, &sid), Instant::now());
+    let session = ServerSession::new(session_config(&cfg, &sid), Duration::ZERO);
+    let mut driver = Driver::new(stream).with_shutdown(shutdown.token());
+    if cfg.global.transcript {
+        driver = driver.with_transcript(TranscriptLog {
+            sid: sid.clone(),
+            show_secrets: cfg.global.transcript_show_secrets,
+        });
+    }
     let mut conn = Conn {
         shared,
         cfg,
         sid,
         account: None,
         maildrop: None,
-        out: Vec::new(),
     };
-    let result = conn.drive(session, &mut stream, &mut shutdown).await;
+    let result = conn.drive(session, &mut driver).await;
     // Dropping the maildrop without finish() deletes nothing and releases
     // the lock (RFC 1939 section 6: no QUIT, no UPDATE state).
     if let Some(m) = conn.maildrop.take() {
@@ -267,91 +274,41 @@ struct Conn {
     /// The canonical account name after a successful login.
     account: Option<String>,
     maildrop: Option<Maildrop>,
-    /// Responses not yet written: pipelined responses (and a message's
-    /// status line, body and terminator) go out in one write, not one
-    /// segment each.
-    out: Vec<u8>,
 }
 
-/// Pending output is written once it reaches this size.
-const OUT_FLUSH: usize = 64 * 1024;
-
 impl Conn {
-    /// Queue bytes for the client, writing when enough have gathered.
-    async fn send(&mut self, stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-        self.out.extend_from_slice(bytes);
-        if self.out.len() >= OUT_FLUSH {
-            self.flush(stream).await?;
-        }
-        Ok(())
-    }
-
-    /// Write everything queued. A large buffer is given back, so an idle
-    /// connection holds none.
-    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        if self.out.capacity() > 16 * 1024 {
-            self.out = Vec::new();
-        }
-        Ok(())
-    }
-
     async fn drive(
         &mut self,
         mut session: ServerSession,
-        stream: &mut TcpStream,
-        shutdown: &mut ShutdownWatch,
+        driver: &mut Driver<TcpStream>,
     ) -> std::io::Result<()> {
         loop {
-            let step = session.next();
-            self.log_transcript(&mut session);
-            match step {
-                Err(Interrupt::Output(bytes)) => self.send(stream, &bytes).await?,
-                Err(Interrupt::Close) => return self.flush(stream).await,
-                Err(Interrupt::AwaitingHost) => {
-                    error!(sid = self.sid, "event left unanswered (bug)");
-                    return Ok(());
-                }
-                Err(Interrupt::NeedInput) => {
-                    self.flush(stream).await?;
-                    let deadline = session.poll_timeout();
-                    tokio::select! {
-                        r = netkit::read_with(stream, |b| session.enqueue_input(b)) => {
-                            if !r? {
-                                return Ok(()); // client closed
-                            }
-                            session.handle_timeout(Instant::now());
-                        }
-                        _ = netkit::sleep_until(deadline) => session.handle_timeout(Instant::now()),
-                        _ = shutdown.triggered(), if session.state() != SessionState::Update => {
-                            stream.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
-                            return Ok(());
-                        }
-                    }
-                }
+            // On shutdown a session that has not logged in ends at once;
+            // one that has may finish (and QUIT, which is when deletions
+            // happen) within shutdown_grace.
+            let interruptible = session.state() == SessionState::Authorization;
+            match driver.next(&mut session, interruptible).await {
                 Ok(event) => {
                     if !matches!(event, Event::Retrieve { .. }) {
                         // The answer may take a while (a password hash, a
                         // delay after a failure): send what is ready first.
-                        self.flush(stream).await?;
+                        // A message's status line and body go out together.
+                        driver.flush().await?;
                     }
-                    self.answer(&mut session, event, stream).await?
+                    self.answer(&mut session, event, driver).await?
                 }
+                Err(Stop::Closed) => return Ok(()),
+                Err(Stop::Shutdown) => {
+                    return driver
+                        .write_now(b"-ERR [SYS/TEMP] Server shutting down.\r\n")
+                        .await
+                }
+                Err(Stop::Unanswered) => {
+                    error!(sid = self.sid, "event left unanswered (bug)");
+                    return Ok(());
+                }
+                Err(Stop::Io(e)) => return Err(e),
             }
-        }
-    }
-
-    fn log_transcript(&self, session: &mut ServerSession) {
-        while let Some(line) = session.pop_transcript() {
-            let who = match line.direction {
-                Direction::Client => "C",
-                Direction::Server => "S",
-            };
-            let text = netkit::escape_controls(&line.text);
-            info!(target: "transcript", sid = self.sid, "{who}: {text}");
         }
     }
 
@@ -359,7 +316,7 @@ impl Conn {
         &mut self,
         session: &mut ServerSession,
         event: Event,
-        stream: &mut TcpStream,
+        driver: &mut Driver<TcpStream>,
     ) -> std::io::Result<()> {
         let answered = match event {
             Event::Authenticate(creds) => {
@@ -405,7 +362,7 @@ impl Conn {
             Event::Retrieve { message, top, size } => {
                 let index = (message.number as usize).saturating_sub(1);
                 return self
-                    .retrieve(session, index, size, top.is_none(), stream)
+                    .retrieve(session, index, size, top.is_none(), driver)
                     .await;
             }
             Event::Update { deleted } => {
@@ -447,46 +404,28 @@ impl Conn {
 
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
         let accounts = Arc::clone(&self.shared.accounts);
-        let user = creds.user().to_owned();
+        let user = creds.username().to_owned();
         let domains = self.cfg.global.local_domains.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailstore::Error> {
             // `user1@csuvnetwork.com` logs in as `user1`, as Dovecot's
             // `auth_username_format = %n` does.
             let Some(login) =
-                Router::new(&domains, Arc::clone(&accounts), None).login_name(creds.user())
+                Router::new(&domains, Arc::clone(&accounts), None).login_name(creds.username())
             else {
                 return Ok(None);
             };
-            let canonical = || -> Result<Option<String>, mailstore::Error> {
-                Ok(accounts.lookup(&login)?.map(|a| a.name))
-            };
-            match &creds {
-                Credentials::Password { password, .. } => Ok(accounts
-                    .verify_password(&login, password.expose().as_bytes())?
+            match creds.password() {
+                Some(p) => Ok(accounts
+                    .verify_password(&login, p.expose().as_bytes())?
                     .map(|a| a.name)),
-                Credentials::Apop {
-                    timestamp, digest, ..
-                } => {
-                    // RFC 1939 section 7: MD5(timestamp + shared secret).
+                None => {
+                    // APOP and CRAM-MD5 need the shared secret itself.
                     let Some(secret) = accounts.plain_secret(&login)? else {
                         return Ok(None);
                     };
                     let secret = String::from_utf8_lossy(secret.expose()).into_owned();
-                    if digest_eq(&apop_digest(timestamp, &secret), digest) {
-                        canonical()
-                    } else {
-                        Ok(None)
-                    }
-                }
-                Credentials::CramMd5 {
-                    challenge, digest, ..
-                } => {
-                    let Some(secret) = accounts.plain_secret(&login)? else {
-                        return Ok(None);
-                    };
-                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
-                    if digest_eq(&cram_md5_digest(&secret, challenge), digest) {
-                        canonical()
+                    if creds.verify_password(&secret) {
+                        Ok(accounts.lookup(&login)?.map(|a| a.name))
                     } else {
                         Ok(None)
                     }
@@ -526,10 +465,10 @@ impl Conn {
         index: usize,
         size: u64,
         whole: bool,
-        stream: &mut TcpStream,
+        driver: &mut Driver<TcpStream>,
     ) -> std::io::Result<()> {
         if size < INLINE_READ_MAX {
-            return self.retrieve_small(session, index, whole, stream).await;
+            return self.retrieve_small(session, index, whole, driver).await;
         }
         let Some(maildrop) = self.maildrop.take() else {
             let _ = session.message_failed();
@@ -576,7 +515,7 @@ impl Conn {
             // Write out what the session stuffed so far; it then says
             // AwaitingHost (wants the next chunk or the end).
             while let Err(Interrupt::Output(bytes)) = session.next() {
-                self.send(stream, &bytes).await?;
+                driver.write(&bytes).await?;
             }
             if !more || n < buf.len() {
                 break;
@@ -622,9 +561,9 @@ impl Conn {
         session: &mut ServerSession,
         index: usize,
         whole: bool,
-        stream: &mut TcpStream,
+        driver: &mut Driver<TcpStream>,
     ) -> std::io::Result<()> {
-        let (maildrop, out) = (self.maildrop.as_mut(), &mut self.out);
+        let (maildrop, out) = (self.maildrop.as_mut(), driver.output_buffer());
         let Some(maildrop) = maildrop else {
             let _ = session.message_failed();
             return Ok(());
@@ -648,8 +587,8 @@ impl Conn {
             // Dovecot does; TOP does not.
             let _ = maildrop.mark_seen(index);
         }
-        if self.out.len() >= OUT_FLUSH {
-            self.flush(stream).await?;
+        if driver.output_buffer().len() >= FLUSH_AT {
+            driver.flush().await?;
         }
         Ok(())
     }

@@ -64,11 +64,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
+use mail_session::driver::{Driver, Stop, TranscriptLog};
 use mailstore::{Accounts, Aliases, Queue, QueueIdGenerator, Queued, Route, Router, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use smtp_proto::{
-    AbortReason, AuthResult, BareLf, Credentials, Delivery, Direction, Event, ForwardPath,
-    Interrupt, Mechanism, Reply, ReversePath, ServerConfig, ServerSession, Verdict,
+    AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
+    ReversePath, ServerConfig, ServerSession, Verdict,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -393,7 +394,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     submission: bool,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) {
     let settings = shared.settings();
     let hostname = settings.cfg.global.hostname.clone();
@@ -418,6 +419,13 @@ async fn connection(
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
     info!(sid, client = %peer, submission, "connect");
     let session = ServerSession::new(session_config(&settings.cfg, submission), Duration::ZERO);
+    let mut driver = Driver::new(stream).with_shutdown(shutdown.token());
+    if settings.cfg.global.transcript {
+        driver = driver.with_transcript(TranscriptLog {
+            sid: sid.clone(),
+            show_secrets: settings.cfg.global.transcript_show_secrets,
+        });
+    }
     let mut conn = Conn {
         shared,
         settings,
@@ -427,7 +435,7 @@ async fn connection(
         esmtp: false,
         txn: Txn::default(),
     };
-    let result = conn.drive(session, &mut stream, &mut shutdown).await;
+    let result = conn.drive(session, driver).await;
     if conn.txn.delivery.is_some() {
         conn.abort_delivery().await;
     }
@@ -466,66 +474,33 @@ impl Conn {
     async fn drive(
         &mut self,
         mut session: ServerSession,
-        stream: &mut TcpStream,
-        shutdown: &mut ShutdownWatch,
+        mut driver: Driver<TcpStream>,
     ) -> std::io::Result<()> {
-        let start = Instant::now();
-        let mut session_eof = false;
         loop {
-            let step = session.next();
-            self.log_transcript(&mut session);
-            match step {
-                Err(Interrupt::Send(bytes)) => stream.write_all(&bytes).await?,
-                Err(Interrupt::Close) => return Ok(()),
-                Err(Interrupt::AwaitingAnswer) => {
+            // Shutdown ends a session only between transactions; one in
+            // flight may finish within shutdown_grace.
+            let idle = !self.txn.active;
+            match driver.next(&mut session, idle).await {
+                Ok(event) => {
+                    // The answer may take a while (a password check, a
+                    // flush): the client sees what is ready first.
+                    driver.flush().await?;
+                    self.answer(&mut session, event).await;
+                }
+                Err(Stop::Closed) => return Ok(()),
+                Err(Stop::Shutdown) => {
+                    let text = format!(
+                        "421 4.3.2 {} Service shutting down, closing transmission channel\r\n",
+                        self.settings.cfg.global.hostname
+                    );
+                    return driver.write_now(text.as_bytes()).await;
+                }
+                Err(Stop::Unanswered) => {
                     error!(sid = self.sid, "event left unanswered (bug)");
                     return Ok(());
                 }
-                Err(Interrupt::NeedInput) => {
-                    let deadline = session.poll_timeout().map(|d| start + d);
-                    let idle = !self.txn.active;
-                    tokio::select! {
-                        r = netkit::read_with(stream, |b| session.enqueue_input(start.elapsed(), b)) => {
-                            if !r? {
-                                if session_eof {
-                                    return Ok(());
-                                }
-                                // The client closed its side: let the
-                                // session finish what is buffered (and
-                                // abort an unfinished message), then Close.
-                                session.input_closed();
-                                session_eof = true;
-                            }
-                        }
-                        _ = netkit::sleep_until(deadline) => session.handle_timeout(start.elapsed()),
-                        _ = shutdown.triggered(), if idle => {
-                            stream.write_all(format!(
-                                "421 4.3.2 {} Service shutting down, closing transmission channel\r\n",
-                                self.settings.cfg.global.hostname
-                            ).as_bytes()).await?;
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(event) => self.answer(&mut session, event).await,
+                Err(Stop::Io(e)) => return Err(e),
             }
-        }
-    }
-
-    fn log_transcript(&self, session: &mut ServerSession) {
-        let show = self.settings.cfg.global.transcript_show_secrets;
-        while let Some(entry) = session.poll_transcript() {
-            let who = match entry.direction {
-                Direction::Client => "C",
-                Direction::Server => "S",
-            };
-            let text = if show {
-                entry.text.clone()
-            } else {
-                entry.redacted()
-            };
-            let text = netkit::escape_controls(&text);
-            info!(target: "transcript", sid = self.sid, "{who}: {text}");
         }
     }
 
@@ -598,47 +573,36 @@ impl Conn {
     async fn check_credentials(&self, creds: Credentials) -> AuthResult {
         let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.username().to_owned();
-        let mech = creds.mechanism();
+        let mech = creds.mechanism_name();
         let settings = Arc::clone(&self.settings);
         let ok = tokio::task::spawn_blocking(move || -> Result<bool, mailstore::Error> {
+            // Acting as another user (authzid) is not supported.
+            if let Credentials::Plain {
+                authzid, username, ..
+            } = &creds
+            {
+                if !authzid.is_empty() && authzid != username {
+                    return Ok(false);
+                }
+            }
             // `user1@csuvnetwork.com` logs in as `user1` (clients such as
             // Foxmail offer the whole address as the user name).
-            let login = |u: &str| settings.router.login_name(u);
-            let verify = |u: &str, password: &str| -> Result<bool, mailstore::Error> {
-                Ok(match login(u) {
-                    Some(name) => accounts
-                        .verify_password(&name, password.as_bytes())?
-                        .is_some(),
-                    None => false,
-                })
+            let Some(name) = settings.router.login_name(creds.username()) else {
+                return Ok(false);
             };
-            match &creds {
-                Credentials::Plain {
-                    authzid,
-                    username,
-                    password,
-                } => {
-                    // Acting as another user (authzid) is not supported.
-                    if !authzid.is_empty() && authzid != username {
-                        return Ok(false);
-                    }
-                    verify(username, password.expose())
-                }
-                Credentials::Login { username, password } => verify(username, password.expose()),
-                Credentials::CramMd5 { username, .. } => {
-                    // Needs the clear secret: only {PLAIN} accounts.
-                    let secret = match login(username) {
-                        Some(name) => accounts.plain_secret(&name)?,
-                        None => None,
-                    };
-                    Ok(secret
-                        .and_then(|s| {
-                            std::str::from_utf8(s.expose())
-                                .ok()
-                                .map(|s| creds.verify_password(s))
-                        })
-                        .unwrap_or(false))
-                }
+            match creds.password() {
+                Some(p) => Ok(accounts
+                    .verify_password(&name, p.expose().as_bytes())?
+                    .is_some()),
+                // CRAM-MD5 needs the clear secret: only {PLAIN} accounts.
+                None => Ok(accounts
+                    .plain_secret(&name)?
+                    .and_then(|s| {
+                        std::str::from_utf8(s.expose())
+                            .ok()
+                            .map(|s| creds.verify_password(s))
+                    })
+                    .unwrap_or(false)),
             }
         })
         .await;

@@ -361,7 +361,8 @@ mod tests {
                     self.closed = true;
                     self.out.extend_from_slice(b"+bye\r\n");
                 } else {
-                    self.out.extend_from_slice(format!("+{line}\r\n").as_bytes());
+                    self.out
+                        .extend_from_slice(format!("+{line}\r\n").as_bytes());
                 }
                 self.lines.push(line.clone());
                 return Ok(line);
@@ -503,5 +504,6 @@ mod tests {
     fn escapes_controls_in_log_lines() {
         assert_eq!(escape_controls("plain"), "plain");
         assert_eq!(escape_controls("a\rb\0"), "a\\rb\\u{0}");
+        assert_eq!(escape_controls("中文"), "中文");
     }
 }

@@ -493,7 +493,10 @@ mod tests {
         assert!(matches!(state.clone().step(b"="), ServerStep::Malformed));
         // No user name, or a fourth field: malformed.
         let bad = b64_encode(b"\0\0pw");
-        assert!(matches!(state.clone().step(bad.as_bytes()), ServerStep::Malformed));
+        assert!(matches!(
+            state.clone().step(bad.as_bytes()),
+            ServerStep::Malformed
+        ));
         let bad = b64_encode(b"a\0b\0c\0d");
         assert!(matches!(state.step(bad.as_bytes()), ServerStep::Malformed));
     }

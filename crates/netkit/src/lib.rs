@@ -24,46 +24,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use std::cell::RefCell;
 use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// Largest single socket read.
-const READ_BUF: usize = 64 * 1024;
-
-thread_local! {
-    // One read buffer per worker thread, not per connection: an idle
-    // connection then holds no read buffer at all.
-    static READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
-}
-
-/// Wait until `stream` has data, read what is there into a per-thread
-/// buffer and pass it to `consume`. Returns `Ok(false)` at end of stream.
-/// Cancel-safe: dropping the future before it completes loses no data.
-pub async fn read_with(
-    stream: &TcpStream,
-    mut consume: impl FnMut(&[u8]),
-) -> std::io::Result<bool> {
-    loop {
-        stream.readable().await?;
-        let r = READ_SCRATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            match stream.try_read(&mut b) {
-                Ok(n) => {
-                    consume(b.get(..n).unwrap_or_default());
-                    Ok(Some(n > 0))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
-        if let Some(more) = r {
-            return Ok(more);
-        }
-    }
-}
+use tokio_util::sync::CancellationToken;
 
 /// Sleep until `deadline`, or forever when there is none.
 pub async fn sleep_until(deadline: Option<Instant>) {
@@ -160,34 +124,26 @@ impl Drop for ConnPermit {
 }
 
 /// The sending side of a shutdown signal.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self::new()
-    }
+    token: CancellationToken,
 }
 
 impl Shutdown {
     /// A signal not yet triggered.
     pub fn new() -> Self {
-        Shutdown {
-            tx: Arc::new(watch::channel(false).0),
-        }
+        Self::default()
     }
 
     /// Ask everything watching to stop.
     pub fn trigger(&self) {
-        self.tx.send_replace(true);
+        self.token.cancel();
     }
 
     /// A handle for a task that must stop when asked.
     pub fn subscribe(&self) -> ShutdownWatch {
         ShutdownWatch {
-            rx: self.tx.subscribe(),
+            token: self.token.clone(),
         }
     }
 }
@@ -195,20 +151,23 @@ impl Shutdown {
 /// The watching side of a shutdown signal.
 #[derive(Debug, Clone)]
 pub struct ShutdownWatch {
-    rx: watch::Receiver<bool>,
+    token: CancellationToken,
 }
 
 impl ShutdownWatch {
     /// Whether shutdown was asked for.
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.token.is_cancelled()
     }
 
     /// Resolves once shutdown is asked for (at once if it already was).
     pub async fn triggered(&mut self) {
-        // An error means every sender is gone: nobody can ask any more, so
-        // treat it as asked, which ends the waiting task.
-        let _ = self.rx.wait_for(|v| *v).await;
+        self.token.cancelled().await;
+    }
+
+    /// The signal as a token, for `mail_session::driver::Driver`.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
     }
 }
 
@@ -463,26 +422,6 @@ async fn accept_loop<T, F, Fut>(
     while conns.join_next().await.is_some() {}
 }
 
-/// A protocol line made safe for a log: control characters (a bare CR
-/// that would overwrite the line on a terminal, NUL, ...) are shown
-/// escaped, as `\r` or `\u{0}`.
-pub fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(line);
-    }
-    std::borrow::Cow::Owned(
-        line.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
-}
-
 /// Set up `tracing` output on stderr; `RUST_LOG` overrides `default`.
 /// Calling it twice is harmless.
 pub fn init_tracing(default: &str) {
@@ -534,29 +473,5 @@ mod tests {
         t.await.unwrap();
         // A watcher made after the fact sees it at once.
         s.subscribe().triggered().await;
-    }
-
-    #[test]
-    fn escape_controls_in_log_lines() {
-        assert_eq!(escape_controls("EHLO x"), "EHLO x");
-        assert_eq!(escape_controls("USER a\rPASS b"), "USER a\\rPASS b");
-        assert_eq!(escape_controls("NO\0OP"), "NO\\u{0}OP");
-        assert_eq!(escape_controls("中文"), "中文");
-    }
-
-    #[tokio::test]
-    async fn read_with_reports_data_then_eof() {
-        use tokio::io::AsyncWriteExt;
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.unwrap();
-            c.write_all(b"hello").await.unwrap();
-        });
-        let (s, _) = l.accept().await.unwrap();
-        client.await.unwrap();
-        let mut got = Vec::new();
-        while read_with(&s, |b| got.extend_from_slice(b)).await.unwrap() {}
-        assert_eq!(got, b"hello");
     }
 }

@@ -30,7 +30,10 @@ fn resp(command: Command, r: &str) -> ClientEvent {
 #[test]
 fn greeting_and_timestamp() {
     let mut c = ClientSession::new();
-    c.enqueue_input(Duration::ZERO, format!("+OK POP3 server ready {TS}\r\n").as_bytes());
+    c.enqueue_input(
+        Duration::ZERO,
+        format!("+OK POP3 server ready {TS}\r\n").as_bytes(),
+    );
     let (evs, _) = events(&mut c);
     assert_eq!(
         evs,
@@ -130,9 +133,7 @@ fn errors_are_sticky() {
     c.enqueue_input(Duration::ZERO, b"-ERR go away\r\n");
     assert_eq!(
         c.next(),
-        Ok(ClientEvent::Failed(ClientError::Refused(
-            "go away".into()
-        )))
+        Ok(ClientEvent::Failed(ClientError::Refused("go away".into())))
     );
     assert_eq!(c.next(), Err(Interrupt::Close));
     let mut c = ClientSession::new();
@@ -146,23 +147,14 @@ fn errors_are_sticky() {
     let mut c = ClientSession::new();
     c.enqueue_input(Duration::ZERO, b"+OK\r\n+OK unsolicited\r\n");
     assert!(matches!(c.next(), Ok(ClientEvent::Greeting { .. })));
-    assert_eq!(
-        c.next(),
-        Ok(ClientEvent::Failed(ClientError::Unexpected))
-    );
+    assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::Unexpected)));
     let mut c = ClientSession::new();
     c.enqueue_input(Duration::ZERO, &[b'+'; 2000]);
-    assert_eq!(
-        c.next(),
-        Ok(ClientEvent::Failed(ClientError::LineTooLong))
-    );
+    assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::LineTooLong)));
     let mut c = ClientSession::new();
     c.enqueue_input(Duration::ZERO, b"+OK\r\n+ abc\r\n");
     let _ = c.next();
-    assert_eq!(
-        c.next(),
-        Ok(ClientEvent::Failed(ClientError::Unexpected))
-    );
+    assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::Unexpected)));
     let mut c = ClientSession::new();
     c.max_body = 10;
     c.enqueue_input(Duration::ZERO, b"+OK\r\n");
@@ -170,10 +162,7 @@ fn errors_are_sticky() {
     c.send(Command::Retr(1));
     let _ = c.next();
     c.enqueue_input(Duration::ZERO, b"+OK\r\n0123456789abcdef\r\n.\r\n");
-    assert_eq!(
-        c.next(),
-        Ok(ClientEvent::Failed(ClientError::BodyTooLarge))
-    );
+    assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::BodyTooLarge)));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 use super::*;
 use mail_session::{cram_md5_digest, EntryKind};
-use std::time::Duration;
 use proptest::prelude::*;
+use std::time::Duration;
 
 pub(crate) const TS: &str = "<1896.697170952@dbc.mtview.ca.us>";
 
@@ -158,11 +158,7 @@ pub(crate) fn cfg() -> ServerConfig {
     ServerConfig {
         greeting: "ready".into(),
         apop_timestamp: Some(TS.into()),
-        sasl: vec![
-            Mechanism::Plain,
-            Mechanism::Login,
-            Mechanism::CramMd5,
-        ],
+        sasl: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
         implementation: None,
         ..ServerConfig::default()
     }
@@ -223,7 +219,8 @@ fn rfc1939_section10_example_byte_for_byte() {
     };
     let mut s = session(config);
     let mut wire = host.drive(&mut s);
-    s.enqueue_input(Duration::ZERO, 
+    s.enqueue_input(
+        Duration::ZERO,
         b"APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\nSTAT\r\nLIST\r\nRETR 1\r\nDELE 1\r\n\
           RETR 2\r\nDELE 2\r\nQUIT\r\n",
     );
@@ -607,7 +604,10 @@ fn connection_end_without_quit_deletes_nothing() {
     let mut host = Host::new();
     let mut s = session(cfg());
     host.drive(&mut s);
-    s.enqueue_input(Duration::ZERO, format!("{LOGIN}DELE 1\r\nDELE 2\r\n").as_bytes());
+    s.enqueue_input(
+        Duration::ZERO,
+        format!("{LOGIN}DELE 1\r\nDELE 2\r\n").as_bytes(),
+    );
     host.drive(&mut s);
     assert_eq!(s.state(), SessionState::Transaction);
     drop(s);
@@ -824,7 +824,10 @@ fn stls_discards_pipelined_input() {
     );
     assert!(s.tls_active());
     assert_eq!(s.state(), SessionState::Authorization);
-    s.enqueue_input(Duration::ZERO, format!("STLS\r\nCAPA\r\n{LOGIN}").as_bytes());
+    s.enqueue_input(
+        Duration::ZERO,
+        format!("STLS\r\nCAPA\r\n{LOGIN}").as_bytes(),
+    );
     let out = String::from_utf8(host.drive(&mut s)).unwrap();
     assert!(out.starts_with("-ERR TLS is already active.\r\n"), "{out}");
     assert!(!out.contains("STLS"), "{out}");
@@ -1099,7 +1102,10 @@ fn usage_errors() {
         s.update_result(true),
         Err(UsageError::NotAwaiting("Update"))
     );
-    assert_eq!(s.tls_established(), Err(UsageError::NotAwaiting("StartTls")));
+    assert_eq!(
+        s.tls_established(),
+        Err(UsageError::NotAwaiting("StartTls"))
+    );
     // A wrong answer does not lose the pending event.
     let _ = s.next();
     s.enqueue_input(Duration::ZERO, LOGIN.as_bytes());
@@ -1126,13 +1132,17 @@ fn transcript_redacts_credentials() {
     let mut s = session(config);
     host.drive(&mut s);
     let ir = b64(b"\0user1\0pw1");
-    s.enqueue_input(Duration::ZERO, 
+    s.enqueue_input(
+        Duration::ZERO,
         format!("USER user1\r\nPASS bad\r\nAUTH PLAIN {ir}\r\nRETR 1\r\nQUIT\r\n").as_bytes(),
     );
     host.drive(&mut s);
     let mut lines = Vec::new();
     while let Some(l) = s.poll_transcript() {
-        lines.push((l.to_string(), matches!(l.kind, EntryKind::Credentials { .. })));
+        lines.push((
+            l.to_string(),
+            matches!(l.kind, EntryKind::Credentials { .. }),
+        ));
     }
     let text: Vec<&str> = lines.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
@@ -1168,7 +1178,10 @@ fn transcript_redacts_credentials() {
     s.enqueue_input(Duration::ZERO, b"USER user1\r\n");
     host.drive(&mut s);
     assert_eq!(s.authenticated_user(), None);
-    s.enqueue_input(Duration::ZERO, format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"user1"), b64(b"pw1")).as_bytes());
+    s.enqueue_input(
+        Duration::ZERO,
+        format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"user1"), b64(b"pw1")).as_bytes(),
+    );
     host.drive(&mut s);
     assert_eq!(s.authenticated_user(), Some("user1"));
     let text: Vec<String> = std::iter::from_fn(|| s.poll_transcript())
