@@ -90,7 +90,10 @@ def lab_args(tmp_path, smtp=None, quiet=True):
     return args + (["--quiet"] if quiet else [])
 
 
-def test_maillab_prints_generated_password_even_if_a_port_is_busy(tmp_path):
+def test_maillab_binds_before_it_creates_accounts(tmp_path, daemons):
+    """A port already taken (another mail server on 2525) ends the run
+    before any password is generated; the next start creates the users and
+    shows their passwords, instead of "existing account"."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
@@ -98,8 +101,13 @@ def test_maillab_prints_generated_password_even_if_a_port_is_busy(tmp_path):
     r = subprocess.run(lab_args(tmp_path, smtp=port), capture_output=True, text=True, timeout=30)
     busy.close()
     assert r.returncode != 0
-    assert "user1: created, password " in r.stdout, r.stdout
     assert f"127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "password" not in r.stdout, r.stdout
+    assert (tmp_path / "data" / "passwd").read_text() == ""
+    args = lab_args(tmp_path)
+    again = daemons(args, cwd=tmp_path)
+    wait_output(again, BANNER_END)
+    assert "user1: created, password " in again.output(), again.output()
 
 
 def test_maillab_sighup_reloads_each_server_once(tmp_path, daemons):

@@ -5,8 +5,10 @@
 //! `csuvnetwork.com` exactly as the lab writes it, the lab's
 //! `mydestination`, users `user1` and `user2` (created on first start with
 //! generated passwords printed once), data under one directory, and
-//! protocol transcripts on. SIGHUP reloads each of the three once; Ctrl-C
-//! stops all three cleanly.
+//! protocol transcripts on. Every port is bound before any account is
+//! created, so a port already taken stops the run before a password is
+//! generated. SIGHUP reloads each of the three once; Ctrl-C stops all
+//! three cleanly.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), maillab::Error> {
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use mail_config::Config;
 use netkit::Service;
-use tracing::info;
+use tracing::{error, info};
 
 /// The lab's users.
 pub const LAB_USERS: [&str; 2] = ["user1", "user2"];
@@ -225,6 +227,26 @@ fn lab_zones() -> Vec<(String, dnsd::ZoneSource)> {
     )]
 }
 
+/// An empty passwd-file where there is none, so the servers can start
+/// before the accounts exist (they reread it when it changes).
+fn ensure_passwd_file(cfg: &Config) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = &cfg.global.passwd_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The three servers, started; one [`Service`] for the signal loop.
 pub struct Lab {
     dns: dnsd::Running,
@@ -236,6 +258,7 @@ impl Lab {
     /// Bind and start all three, or stop those already started and say
     /// which failed.
     pub async fn start(cfg: &Config) -> Result<Lab, Error> {
+        ensure_passwd_file(cfg)?;
         let dns = dnsd::start_with(cfg.clone(), lab_zones()).await?;
         let smtp = match smtpd::start(cfg.clone()).await {
             Ok(s) => s,
@@ -299,15 +322,31 @@ impl Service for Lab {
 /// Ctrl-C or SIGTERM.
 pub async fn run(opts: Options) -> Result<(), Error> {
     let cfg = lab_config(&opts)?;
-    let notes = ensure_accounts(&cfg, &opts)?;
-    // Print the accounts (and any generated password) before anything can
-    // fail to bind: the password is shown only once.
+    // Before anything starts: a SIGHUP or Ctrl-C while the accounts are
+    // made is served afterwards, not fatal.
+    let signals = netkit::Signals::new()?;
+    // Bind first: a port already taken must end the run before a password
+    // is generated, or it would be lost (the next start finds the account).
+    let lab = Lab::start(&cfg).await?;
+    let notes = match ensure_accounts(&cfg, &opts) {
+        Ok(n) => n,
+        Err(e) => {
+            lab.stop().await;
+            return Err(e);
+        }
+    };
+    // The aliases file may be new: smtpd and pop3d read it on reload.
+    let reread = [
+        lab.smtp.reload(cfg.clone()).map_err(|e| e.to_string()),
+        lab.pop3.reload(cfg.clone()).map_err(|e| e.to_string()),
+    ];
+    for e in reread.into_iter().filter_map(Result::err) {
+        error!(error = %e, "rereading the new accounts failed");
+    }
     println!("csuv-mail lab: domain csuvnetwork.com\n");
     for n in &notes {
         println!("  {n}");
     }
-    let signals = netkit::Signals::new()?;
-    let lab = Lab::start(&cfg).await?;
     println!("{}", banner(&cfg, &lab));
     netkit::serve_until_signalled(signals, lab, || {
         lab_config(&opts).map_err(|e| e.to_string())
@@ -408,6 +447,43 @@ mod tests {
             .verify_password("user1", b"new-secret")
             .unwrap()
             .is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_port_ends_the_run_before_any_account_exists() {
+        let dir = std::env::temp_dir().join(format!("maillab-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let opts = Options {
+            data_dir: dir.clone(),
+            smtp: Some(any),
+            submission: Some(any),
+            pop3: Some(busy.local_addr().unwrap()),
+            dns: Some(any),
+            transcript: false,
+            ..Options::default()
+        };
+        let e = run(opts.clone()).await.unwrap_err().to_string();
+        assert!(e.contains(&busy.local_addr().unwrap().to_string()), "{e}");
+        // No account was made, so the next start creates them and shows
+        // their passwords.
+        let passwd = std::fs::read_to_string(dir.join("passwd")).unwrap();
+        assert_eq!(passwd, "");
+        let cfg = lab_config(&opts).unwrap();
+        let notes = ensure_accounts(&cfg, &opts).unwrap();
+        assert!(
+            notes[0].starts_with("user1: created, password "),
+            "{notes:?}"
+        );
+        // The servers started before pop3d failed were stopped: their
+        // ports can be bound again at once.
+        drop(busy);
+        let lab = Lab::start(&cfg).await.unwrap();
+        let dns = lab.dns_addrs()[0];
+        lab.stop().await;
+        std::net::UdpSocket::bind(dns).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
