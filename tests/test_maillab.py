@@ -132,3 +132,45 @@ def test_maillab_sighup_reloads_each_server_once(tmp_path, daemons):
     lab.proc.send_signal(signal.SIGTERM)
     assert lab.proc.wait(timeout=20) == 0
     assert "stopped." in lab.output()
+
+
+def test_maillab_relaying_is_refused_as_docs_lab_says(tmp_path, daemons):
+    """docs/lab.md section 2: other domains get 554 5.7.1 from clients that
+    may not relay, and 550 5.4.4 "delivers only locally" from those that
+    may (loopback is in relay_networks; after AUTH), as long as there is
+    no outbound delivery."""
+    args = lab_args(tmp_path) + ["--password", "user2=lab-pass-2"]
+    lab = daemons(args, cwd=tmp_path)
+    wait_output(lab, BANNER_END)
+    smtp = int(args[args.index("--smtp") + 1].rsplit(":", 1)[1])
+    sub = int(args[args.index("--submission") + 1].rsplit(":", 1)[1])
+    s = smtplib.SMTP("127.0.0.1", smtp, timeout=10)
+    s.ehlo("client2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 550 and b"5.4.4" in text and b"delivers only locally" in text
+    assert s.rcpt("user1@csuvnetwork.com")[0] == 250
+    s.quit()
+    s = smtplib.SMTP("127.0.0.1", sub, timeout=10)
+    s.login("user2", "lab-pass-2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 550 and b"5.4.4" in text
+    s.quit()
+    # Outside relay_networks and without AUTH: Postfix's refusal.
+    cfg = tmp_path / "norelay.toml"
+    port = free_port()
+    cfg.write_text(
+        '[global]\nrelay_networks = []\nmaildir_root = "d/mail"\npasswd_file = "d/passwd"\n'
+        'aliases_file = "d/aliases"\n[smtpd]\nqueue_directory = "d/queue"\n'
+    )
+    other = daemons([bin_path("maillab"), "-c", cfg, "--quiet", "--smtp", f"127.0.0.1:{port}",
+                     "--submission", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
+                     "--dns", f"127.0.0.1:{free_port()}"], cwd=tmp_path)
+    wait_output(other, BANNER_END)
+    s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    s.ehlo("client2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 554 and b"5.7.1 " in text and b"Relay access denied" in text
+    s.quit()
