@@ -253,13 +253,6 @@ impl Signals {
     }
 }
 
-/// Serve signals until SIGTERM or SIGINT: call `reload` on each SIGHUP,
-/// return on a stop signal.
-pub async fn until_stop_signal(reload: impl FnMut()) -> std::io::Result<()> {
-    serve_signals(Signals::new()?, reload).await;
-    Ok(())
-}
-
 /// Where the signal loop gets its signals: the process's, or a test's.
 trait SignalSource {
     async fn next_signal(&mut self) -> Signal;
@@ -271,6 +264,7 @@ impl SignalSource for Signals {
     }
 }
 
+/// Call `reload` on each SIGHUP; return on SIGTERM or SIGINT.
 async fn serve_signals(mut signals: impl SignalSource, mut reload: impl FnMut()) {
     loop {
         match signals.next_signal().await {
