@@ -1,6 +1,7 @@
 """End-to-end tests for dnsd: the real binary on loopback, queried with dig
 and dnspython over UDP and TCP (the lab's checks, TC fallback, AXFR,
-malformed packets, --check, the shared config file and SIGHUP reload)."""
+malformed packets, --check, the shared config file, the common daemon
+flags and SIGHUP reload)."""
 import os
 import random
 import shutil
@@ -282,3 +283,62 @@ def test_sighup_reload(daemons, tmp_path):
     assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.11"
     log = d.stop()
     assert f"{zf}:12:" in log and "reload failed" in log
+
+
+def test_unknown_section_is_refused(tmp_path):
+    """A `[dns]` typo for `[dnsd]` stops dnsd at start, as smtpd and pop3d do."""
+    cfg = tmp_path / "mail.toml"
+    cfg.write_text(f'[dns]\nlisten = ["127.0.0.1:{free_port()}"]\n')
+    out = subprocess.run([bin_path("dnsd"), "--config", str(cfg), "--zone", f"csuvnetwork.com={LAB_ZONE}"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2
+    assert "mail.toml" in out.stderr and "line 1" in out.stderr and "unknown field `dns`" in out.stderr
+    for daemon in ("smtpd", "pop3d"):
+        out = subprocess.run([bin_path(daemon), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and "unknown field `dns`" in out.stderr, (daemon, out.stderr)
+
+
+def test_common_daemon_flags(daemons):
+    """`--transcript` (docs/lab.md: every daemon takes it) logs the queries;
+    `-c` is `--config`."""
+    port = free_port()
+    d = daemons([bin_path("dnsd"), "--transcript", "--listen", f"127.0.0.1:{port}",
+                 "--zone", f"csuvnetwork.com={LAB_ZONE}", "--workers", "1"])
+    wait_tcp(port)
+    assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.10"
+    deadline = time.monotonic() + 5
+    while "mail.csuvnetwork.com. A" not in d.output():
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+    out = subprocess.run([bin_path("dnsd"), "-c", "/nonexistent/mail.toml"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "/nonexistent/mail.toml" in out.stderr
+
+
+def test_sighup_rereads_the_configuration(daemons, tmp_path):
+    """SIGHUP rereads the file too: a zone added there is served, and a
+    `--zone` given on the command line is still served after the reload."""
+    port = free_port()
+    (tmp_path / "example.org.zone").write_text("$TTL 1h\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.7\n")
+    cfg = tmp_path / "mail.toml"
+    cfg.write_text(f'[dnsd]\nlisten = ["127.0.0.1:{port}"]\nworkers = 1\n')
+    d = daemons([bin_path("dnsd"), "--config", cfg, "--zone", f"csuvnetwork.com={LAB_ZONE}"])
+    wait_tcp(port)
+    assert ask(port, "ns.example.org.", "A").rcode() == dns.rcode.REFUSED
+    cfg.write_text(cfg.read_text() + 'zones = [{ origin = "example.org", file = "example.org.zone" }]\n')
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while ask(port, "ns.example.org.", "A").rcode() != dns.rcode.NOERROR:
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+    assert ask(port, "ns.example.org.", "A").answer[0][0].address == "192.0.2.7"
+    assert ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address == "192.168.3.10"
+    # A broken file is refused with its line; the running set stays.
+    cfg.write_text(cfg.read_text() + "colour = 3\n")
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "colour" not in d.output():
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+    assert "reload failed" in d.output()
+    assert ask(port, "ns.example.org.", "A").answer[0][0].address == "192.0.2.7"
+    assert d.proc.poll() is None

@@ -3,11 +3,26 @@ import poplib
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
+import time
 
 import pytest
 
 from conftest import bin_path, free_port, wait_tcp
+
+
+def wait_output(d, text, timeout=30.0):
+    """Wait until the daemon has printed `text` (maillab prints its banner
+    once the accounts exist, after its ports are bound)."""
+    deadline = time.monotonic() + timeout
+    while text not in d.output():
+        assert d.proc.poll() is None, d.output()
+        assert time.monotonic() < deadline, d.output()
+        time.sleep(0.05)
+
+
+BANNER_END = "Ctrl-C stops all three."
 
 
 def test_maillab_reproduces_the_lab(tmp_path, daemons):
@@ -21,6 +36,7 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
     )
     for p in (smtp, sub, pop3, dns):
         wait_tcp(p)
+    wait_output(lab, BANNER_END)
     out = lab.output()
     # user1 got a generated password, printed once.
     line = next(l for l in out.splitlines() if l.strip().startswith("user1: created, password "))
@@ -58,6 +74,7 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
         cwd=tmp_path,
     )
     wait_tcp(pop3)
+    wait_output(again, BANNER_END)
     assert "user1: existing account" in again.output()
     p = poplib.POP3("127.0.0.1", pop3, timeout=10)
     p.user("user1")
@@ -66,19 +83,94 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
     p.quit()
 
 
-def test_maillab_prints_generated_password_even_if_a_port_is_busy(tmp_path):
-    import socket
+def lab_args(tmp_path, smtp=None, quiet=True):
+    args = [bin_path("maillab"), "--data-dir", tmp_path / "data",
+            "--smtp", f"127.0.0.1:{smtp or free_port()}", "--submission", f"127.0.0.1:{free_port()}",
+            "--pop3", f"127.0.0.1:{free_port()}", "--dns", f"127.0.0.1:{free_port()}"]
+    return args + (["--quiet"] if quiet else [])
+
+
+def test_maillab_binds_before_it_creates_accounts(tmp_path, daemons):
+    """A port already taken (another mail server on 2525) ends the run
+    before any password is generated; the next start creates the users and
+    shows their passwords, instead of "existing account"."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
-    r = subprocess.run(
-        [bin_path("maillab"), "--data-dir", tmp_path / "data", "--quiet",
-         "--smtp", f"127.0.0.1:{port}", "--submission", f"127.0.0.1:{free_port()}",
-         "--pop3", f"127.0.0.1:{free_port()}", "--dns", f"127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=30,
-    )
+    r = subprocess.run(lab_args(tmp_path, smtp=port), capture_output=True, text=True, timeout=30)
     busy.close()
     assert r.returncode != 0
-    assert "user1: created, password " in r.stdout, r.stdout
     assert f"127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "password" not in r.stdout, r.stdout
+    assert (tmp_path / "data" / "passwd").read_text() == ""
+    args = lab_args(tmp_path)
+    again = daemons(args, cwd=tmp_path)
+    wait_output(again, BANNER_END)
+    assert "user1: created, password " in again.output(), again.output()
+
+
+def test_maillab_sighup_reloads_each_server_once(tmp_path, daemons):
+    args = lab_args(tmp_path, quiet=False)
+    lab = daemons(args, cwd=tmp_path)
+    pop3 = int(args[args.index("--pop3") + 1].rsplit(":", 1)[1])
+    wait_output(lab, BANNER_END)
+    assert "zones reloaded" not in lab.output()
+    lab.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in lab.output():
+        assert time.monotonic() < deadline, lab.output()
+        time.sleep(0.05)
+    time.sleep(0.5)  # a second reload, if any, would show by now
+    out = lab.output()
+    assert out.count("zones reloaded") == 1, out
+    assert out.count("configuration reloaded") == 1, out
+    assert out.count("SIGHUP: rereading") == 1, out
+    # Still serving after the reload.
+    p = poplib.POP3("127.0.0.1", pop3, timeout=10)
+    p.quit()
+    lab.proc.send_signal(signal.SIGTERM)
+    assert lab.proc.wait(timeout=20) == 0
+    assert "stopped." in lab.output()
+
+
+def test_maillab_relaying_is_refused_as_docs_lab_says(tmp_path, daemons):
+    """docs/lab.md section 2: other domains get 554 5.7.1 from clients that
+    may not relay, and 550 5.4.4 "delivers only locally" from those that
+    may (loopback is in relay_networks; after AUTH), as long as there is
+    no outbound delivery."""
+    args = lab_args(tmp_path) + ["--password", "user2=lab-pass-2"]
+    lab = daemons(args, cwd=tmp_path)
+    wait_output(lab, BANNER_END)
+    smtp = int(args[args.index("--smtp") + 1].rsplit(":", 1)[1])
+    sub = int(args[args.index("--submission") + 1].rsplit(":", 1)[1])
+    s = smtplib.SMTP("127.0.0.1", smtp, timeout=10)
+    s.ehlo("client2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 550 and b"5.4.4" in text and b"delivers only locally" in text
+    assert s.rcpt("user1@csuvnetwork.com")[0] == 250
+    s.quit()
+    s = smtplib.SMTP("127.0.0.1", sub, timeout=10)
+    s.login("user2", "lab-pass-2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 550 and b"5.4.4" in text
+    s.quit()
+    # Outside relay_networks and without AUTH: Postfix's refusal.
+    cfg = tmp_path / "norelay.toml"
+    port = free_port()
+    cfg.write_text(
+        '[global]\nrelay_networks = []\nmaildir_root = "d/mail"\npasswd_file = "d/passwd"\n'
+        'aliases_file = "d/aliases"\n[smtpd]\nqueue_directory = "d/queue"\n'
+    )
+    other = daemons([bin_path("maillab"), "-c", cfg, "--quiet", "--smtp", f"127.0.0.1:{port}",
+                     "--submission", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
+                     "--dns", f"127.0.0.1:{free_port()}"], cwd=tmp_path)
+    wait_output(other, BANNER_END)
+    s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    s.ehlo("client2")
+    s.mail("user2@mail.csuvnetwork.com")
+    code, text = s.rcpt("someone@example.org")
+    assert code == 554 and b"5.7.1 " in text and b"Relay access denied" in text
+    s.quit()

@@ -2,26 +2,35 @@
 //!
 //! A thin tokio host around [`dns_zone`]: it reads zone files, answers
 //! over UDP and TCP (one UDP socket per worker with `SO_REUSEPORT`, TCP
-//! with an idle timeout, a connection limit and pipelining), transfers
-//! zones over TCP to allowed addresses, and reloads on SIGHUP (the new
-//! zone set replaces the old atomically; on any error the old one stays).
+//! with an idle timeout, a connection limit and pipelining) and transfers
+//! zones over TCP to allowed addresses. Its settings are the `[dnsd]`
+//! section of the shared configuration ([`mail_config::Dnsd`]); like the
+//! other daemons it is a [`netkit::Service`]: [`start`] binds and serves,
+//! [`Service::reload`] swaps in a new zone set atomically (on any error
+//! the old one stays), [`Service::stop`] ends it.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), dnsd::Error> {
-//! let mut config = dnsd::DnsdConfig::default();
-//! config.listen = vec!["127.0.0.1:5300".parse().unwrap()];
-//! config.zones.push(dnsd::ZoneConfig {
-//!     origin: "csuvnetwork.com".into(),
-//!     file: "zones/csuvnetwork.com.zone".into(),
-//! });
-//! dnsd::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! use netkit::Service;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = mail_config::Config::from_toml_str(
+//!     r#"
+//!     [dnsd]
+//!     listen = ["127.0.0.1:5300"]
+//!     zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" }]
+//!     "#,
+//!     "bins/dnsd".as_ref(),
+//! )?;
+//! let running = dnsd::start(cfg.clone()).await?;
+//! running.reload(cfg)?; // what SIGHUP does: parse the zone files again
+//! running.stop().await;
 //! # Ok(()) }
 //! ```
 //!
 //! Zones can also come from memory ([`ZoneSource::Text`]), which is how
-//! a combined lab runner serves [`LAB_ZONE`] without a file.
+//! a combined lab runner serves [`LAB_ZONE`] without a file
+//! ([`start_with`]).
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -34,11 +43,12 @@ mod mmsg;
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
-use serde::Deserialize;
+use mail_config::{Config, Dnsd};
+use netkit::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// The lab's zone file, exactly as the lab writes it.
 pub const LAB_ZONE: &str = include_str!("../zones/csuvnetwork.com.zone");
@@ -51,123 +61,50 @@ pub enum Error {
     /// Reading or binding failed.
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// The configuration file is invalid.
-    #[error("{path}: {msg}")]
-    Config {
-        /// The file.
-        path: String,
-        /// toml's message (it includes line and column).
-        msg: String,
-    },
     /// Zones did not load; every message is `file:line:column: ...`.
     #[error("zone errors:\n{}", .0.join("\n"))]
     Zones(Vec<String>),
-    /// A bad command-line or configuration value.
+    /// A configuration value the server cannot use.
     #[error("{0}")]
     Invalid(String),
 }
 
-/// One zone to serve.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
-    /// Zone apex, e.g. `csuvnetwork.com` (a final dot is optional).
-    pub origin: String,
-    /// Zone file; relative paths are relative to the configuration file.
-    pub file: PathBuf,
-}
-
-/// The `[dnsd]` section of the shared configuration file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsdConfig {
-    /// Addresses to answer on (UDP and TCP).
-    pub listen: Vec<SocketAddr>,
-    /// Zones to serve.
-    pub zones: Vec<ZoneConfig>,
-    /// Largest UDP answer (EDNS payload cap), default 1232.
-    pub udp_payload_max: u16,
-    /// Seconds a TCP connection may stay idle.
-    pub tcp_idle_timeout_secs: u64,
-    /// Simultaneous TCP connections.
-    pub tcp_max_connections: usize,
-    /// Address prefixes allowed to AXFR.
-    pub axfr_allow: Vec<String>,
-    /// Log one line per query.
-    pub query_log: bool,
-    /// UDP sockets per address (0: one per core).
-    pub workers: usize,
-}
-
-impl Default for DnsdConfig {
-    fn default() -> Self {
-        DnsdConfig {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5300))],
-            zones: Vec::new(),
-            udp_payload_max: 1232,
-            tcp_idle_timeout_secs: 10,
-            tcp_max_connections: 256,
-            axfr_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
-            query_log: false,
-            workers: 0,
-        }
+/// UDP sockets per address: `workers`, or one per core.
+fn worker_count(d: &Dnsd) -> usize {
+    if d.workers > 0 {
+        d.workers
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 
-#[derive(Deserialize)]
-struct SharedFile {
-    // Other daemons' sections are theirs; serde ignores them.
-    #[serde(default)]
-    dnsd: Option<DnsdConfig>,
-}
-
-impl DnsdConfig {
-    /// Reads the `[dnsd]` section of the shared TOML file; relative zone
-    /// paths become relative to the file's directory. Unknown keys inside
-    /// `[dnsd]` are errors (with line and column).
-    pub fn from_file(path: &Path) -> Result<DnsdConfig, Error> {
-        let text = std::fs::read_to_string(path)?;
-        let mut cfg = Self::from_toml_str(&text).map_err(|msg| Error::Config {
-            path: path.display().to_string(),
-            msg,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for z in &mut cfg.zones {
-            if z.file.is_relative() {
-                z.file = base.join(&z.file);
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// Parses the `[dnsd]` section of a TOML document.
-    pub fn from_toml_str(text: &str) -> Result<DnsdConfig, String> {
-        let f: SharedFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        Ok(f.dnsd.unwrap_or_default())
-    }
-
-    fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
-    }
-
-    fn responder_config(&self) -> Result<ResponderConfig, Error> {
-        let axfr_allow = self
-            .axfr_allow
-            .iter()
-            .map(|s| {
-                Prefix::parse(s)
-                    .ok_or_else(|| Error::Invalid(format!("bad axfr_allow prefix {s:?}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ResponderConfig {
-            udp_payload_max: self.udp_payload_max.max(512),
-            axfr_allow,
+fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
+    let axfr_allow = d
+        .axfr_allow
+        .iter()
+        .map(|n| {
+            Prefix::parse(&n.to_string())
+                .ok_or_else(|| Error::Invalid(format!("bad axfr_allow prefix {n}")))
         })
-    }
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ResponderConfig {
+        udp_payload_max: d.udp_payload_max.max(512),
+        axfr_allow,
+    })
+}
+
+/// The zone files `[dnsd]` lists.
+pub fn configured_zones(d: &Dnsd) -> Vec<(String, ZoneSource)> {
+    d.zones
+        .iter()
+        .map(|z| (z.origin.clone(), ZoneSource::File(z.file.clone())))
+        .collect()
+}
+
+/// Whether queries are logged: `query_log`, or transcripts asked for
+/// (`--transcript`, `transcript = true`), DNS's form of the dialogue.
+fn logs_queries(cfg: &Config) -> bool {
+    cfg.dnsd.query_log || cfg.global.transcript
 }
 
 /// Where a zone's text comes from.
@@ -256,11 +193,13 @@ pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<Strin
     }
 }
 
-/// The responder in use, swapped atomically on reload. Workers keep their
-/// own `Arc` and only take the lock when the generation changes.
+/// What the answering threads and tasks share: the responder, swapped
+/// atomically on reload (workers keep their own `Arc` and only take the
+/// lock when the generation changes), and the query-log switch.
 struct Shared {
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
+    query_log: AtomicBool,
 }
 
 impl Shared {
@@ -277,6 +216,10 @@ impl Shared {
             Err(p) => *p.into_inner() = Arc::new(r),
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn query_log(&self) -> bool {
+        self.query_log.load(Ordering::Relaxed)
     }
 }
 
@@ -304,186 +247,171 @@ impl Cached {
     }
 }
 
-/// Loads the configured zones, binds every address and answers until
-/// `shutdown` completes (SIGHUP reloads the zones meanwhile).
-pub async fn run(
-    config: DnsdConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
-    Server::bind(config).await?.serve(shutdown).await
+/// Load the zones `[dnsd]` lists, bind every address and start answering.
+/// A configuration without zones is refused.
+pub async fn start(cfg: Config) -> Result<Running, Error> {
+    start_with(cfg, Vec::new()).await
 }
 
-/// A bound server, ready to [`serve`](Server::serve).
-pub struct Server {
-    config: DnsdConfig,
-    sources: Vec<(String, ZoneSource)>,
-    shared: Arc<Shared>,
-    udp: Vec<std::net::UdpSocket>,
-    tcp: Vec<std::net::TcpListener>,
-    addrs: Vec<SocketAddr>,
-}
-
-impl Server {
-    /// Loads the configured zones and binds every address.
-    pub async fn bind(config: DnsdConfig) -> Result<Server, Error> {
-        let sources = config
-            .zones
-            .iter()
-            .map(|z| (z.origin.clone(), ZoneSource::File(z.file.clone())))
-            .collect();
-        Self::bind_with(config, sources).await
-    }
-
-    /// Like [`bind`](Server::bind) with explicit zone sources (files or text).
-    pub async fn bind_with(
-        config: DnsdConfig,
-        sources: Vec<(String, ZoneSource)>,
-    ) -> Result<Server, Error> {
-        let rcfg = config.responder_config()?;
-        let catalog = load_catalog(&sources).map_err(Error::Zones)?;
-        let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
-            current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
-        });
-        let workers = config.worker_count();
-        let mut udp = Vec::new();
-        let mut tcp = Vec::new();
-        let mut addrs = Vec::new();
-        for &addr in &config.listen {
-            // The first socket fixes the port (useful with port 0); the
-            // others share it through SO_REUSEPORT, one per worker.
-            let first = bind_udp(addr)?;
-            let bound = first.local_addr()?;
-            udp.push(first);
-            for _ in 1..workers {
-                udp.push(bind_udp(bound)?);
-            }
-            tcp.push(bind_tcp(bound)?);
-            addrs.push(bound);
+/// Like [`start`], serving `default_zones` whenever the configuration
+/// lists none (at start and on every reload): how the lab runner serves
+/// [`LAB_ZONE`] from memory.
+pub async fn start_with(
+    cfg: Config,
+    default_zones: Vec<(String, ZoneSource)>,
+) -> Result<Running, Error> {
+    let d = &cfg.dnsd;
+    let sources = sources_for(d, &default_zones)?;
+    let rcfg = responder_config(d)?;
+    let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+    let shared = Arc::new(Shared {
+        generation: AtomicU64::new(0),
+        current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
+        query_log: AtomicBool::new(logs_queries(&cfg)),
+    });
+    let workers = worker_count(d);
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut addrs = Vec::new();
+    for &addr in &d.listen {
+        // The first socket fixes the port (useful with port 0); the
+        // others share it through SO_REUSEPORT, one per worker.
+        let first = bind_udp(addr)?;
+        let bound = first.local_addr()?;
+        udp.push(first);
+        for _ in 1..workers {
+            udp.push(bind_udp(bound)?);
         }
-        Ok(Server {
-            config,
-            sources,
-            shared,
-            udp,
-            tcp,
-            addrs,
-        })
+        tcp.push(bind_tcp(bound)?);
+        addrs.push(bound);
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // UDP: one OS thread per socket doing blocking receive/answer/send,
+    // as NSD's server processes do: two system calls per query and no
+    // task wake-ups in between.
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
+    for sock in udp {
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let shared = shared.clone();
+        let stop = udp_stop.clone();
+        udp_threads.push(
+            std::thread::Builder::new()
+                .name("dnsd-udp".into())
+                .spawn(move || udp_worker(sock, shared, stop))?,
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(Semaphore::new(d.tcp_max_connections.max(1)));
+    let idle = Duration::from_secs(d.tcp_idle_timeout_secs.max(1));
+    for l in tcp {
+        let l = TcpListener::from_std(l)?;
+        tasks.spawn(tcp_acceptor(
+            l,
+            shared.clone(),
+            stop_rx.clone(),
+            limit.clone(),
+            idle,
+        ));
+    }
+    info!(addrs = ?addrs, "dnsd serving");
+    Ok(Running {
+        started: cfg.dnsd,
+        default_zones,
+        shared,
+        addrs,
+        stop_tx,
+        udp_stop,
+        udp_threads,
+        tasks,
+    })
+}
 
-    /// The bound addresses (ports resolved).
+/// The configured zones, or the defaults when there are none.
+fn sources_for(
+    d: &Dnsd,
+    default_zones: &[(String, ZoneSource)],
+) -> Result<Vec<(String, ZoneSource)>, Error> {
+    let sources = if d.zones.is_empty() {
+        default_zones.to_vec()
+    } else {
+        configured_zones(d)
+    };
+    if sources.is_empty() {
+        return Err(Error::Invalid(
+            "no zones to serve (add a [dnsd] zones entry, or --zone ORIGIN=FILE)".into(),
+        ));
+    }
+    Ok(sources)
+}
+
+/// A started server: its addresses are bound and answering.
+pub struct Running {
+    /// The section it started with: listeners and limits change only on
+    /// restart.
+    started: Dnsd,
+    default_zones: Vec<(String, ZoneSource)>,
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    stop_tx: watch::Sender<bool>,
+    udp_stop: Arc<AtomicBool>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// The bound addresses (ports resolved), UDP and TCP alike.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
+}
 
-    /// A handle that reloads the zones (as SIGHUP does).
-    pub fn reloader(&self) -> Reloader {
-        Reloader {
-            shared: self.shared.clone(),
-            sources: self.sources.clone(),
-            config: self.config.clone(),
+impl Service for Running {
+    type Error = Error;
+
+    /// Parse every zone of `cfg` again (the zone list may have changed)
+    /// and swap the new set in only if all of them load; otherwise the
+    /// old zones keep answering and every error is returned as
+    /// `file:line:column: message`. `udp_payload_max`, `axfr_allow` and
+    /// the query log take effect at once; listeners, `workers` and the
+    /// TCP limits only on restart. Blocks while parsing.
+    fn reload(&self, cfg: Config) -> Result<(), Error> {
+        let d = &cfg.dnsd;
+        let old = &self.started;
+        if d.listen != old.listen
+            || d.workers != old.workers
+            || d.tcp_idle_timeout_secs != old.tcp_idle_timeout_secs
+            || d.tcp_max_connections != old.tcp_max_connections
+        {
+            warn!("dnsd listen, workers and tcp_* settings change only on restart");
         }
+        let sources = sources_for(d, &self.default_zones)?;
+        let rcfg = responder_config(d)?;
+        let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+        self.shared.swap(Responder::new(Arc::new(catalog), rcfg));
+        self.shared
+            .query_log
+            .store(logs_queries(&cfg), Ordering::Relaxed);
+        info!(zones = sources.len(), "zones reloaded");
+        Ok(())
     }
 
-    /// Answers until `shutdown` completes. SIGHUP reloads the zones.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = tokio::task::JoinSet::new();
-        let query_log = self.config.query_log;
-        // UDP: one OS thread per socket doing blocking receive/answer/send,
-        // as NSD's server processes do: two system calls per query and no
-        // task wake-ups in between.
-        let udp_stop = Arc::new(AtomicBool::new(false));
-        let mut udp_threads = Vec::new();
-        for sock in self.udp {
-            sock.set_nonblocking(false)?;
-            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let shared = self.shared.clone();
-            let stop = udp_stop.clone();
-            udp_threads.push(
-                std::thread::Builder::new()
-                    .name("dnsd-udp".into())
-                    .spawn(move || udp_worker(sock, shared, stop, query_log))?,
-            );
-        }
-        let limit = Arc::new(Semaphore::new(self.config.tcp_max_connections.max(1)));
-        let idle = Duration::from_secs(self.config.tcp_idle_timeout_secs.max(1));
-        for l in self.tcp {
-            let l = TcpListener::from_std(l)?;
-            let shared = self.shared.clone();
-            let stop = stop_rx.clone();
-            tasks.spawn(tcp_acceptor(
-                l,
-                shared,
-                stop,
-                limit.clone(),
-                idle,
-                query_log,
-            ));
-        }
-        let reloader = Reloader {
-            shared: self.shared.clone(),
-            sources: self.sources.clone(),
-            config: self.config.clone(),
-        };
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        info!(addrs = ?self.addrs, "dnsd serving");
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = hup.recv() => {
-                    info!("SIGHUP: reloading zones");
-                    // Parsing is CPU work: keep it off the answering tasks.
-                    let r = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-                }
-            }
-        }
-        let _ = stop_tx.send(true);
-        udp_stop.store(true, Ordering::Release);
+    /// Stop answering: close the listeners and TCP connections, wait for
+    /// the UDP threads (each notices within 200 ms).
+    async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        self.udp_stop.store(true, Ordering::Release);
+        let mut tasks = self.tasks;
         while tasks.join_next().await.is_some() {}
+        let threads = self.udp_threads;
         let _ = tokio::task::spawn_blocking(move || {
-            for t in udp_threads {
+            for t in threads {
                 let _ = t.join();
             }
         })
         .await;
         info!("dnsd stopped");
-        Ok(())
-    }
-}
-
-/// Reloads zones into a running server.
-#[derive(Clone)]
-pub struct Reloader {
-    shared: Arc<Shared>,
-    sources: Vec<(String, ZoneSource)>,
-    config: DnsdConfig,
-}
-
-impl Reloader {
-    /// Parses every zone again; swaps them in only if all load. Errors are
-    /// logged (file:line:column) and returned; the old zones keep serving.
-    pub fn reload(&self) -> Result<(), Vec<String>> {
-        let rcfg = self
-            .config
-            .responder_config()
-            .map_err(|e| vec![e.to_string()])?;
-        match load_catalog(&self.sources) {
-            Ok(cat) => {
-                self.shared.swap(Responder::new(Arc::new(cat), rcfg));
-                info!("reload complete");
-                Ok(())
-            }
-            Err(errors) => {
-                for e in &errors {
-                    error!("{e}");
-                }
-                error!("reload failed; still serving the previous zones");
-                Err(errors)
-            }
-        }
     }
 }
 
@@ -552,12 +480,7 @@ fn log_query(client: SocketAddr, proto: &str, query: &[u8], out: &[u8]) {
     info!(target: "dnsd::query", %client, proto, q = %describe(query), rcode, size = out.len(), "query");
 }
 
-fn udp_worker(
-    sock: std::net::UdpSocket,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    query_log: bool,
-) {
+fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();
     let mut cache = Cached::new(&shared);
@@ -584,6 +507,7 @@ fn udp_worker(
             }
         };
         let responder = cache.refresh(&shared);
+        let query_log = shared.query_log();
         replies.clear();
         for (i, out) in outs.iter_mut().enumerate().take(n) {
             let Some((query, peer)) = batch.packet(i) else {
@@ -616,7 +540,6 @@ async fn tcp_acceptor(
     mut stop: watch::Receiver<bool>,
     limit: Arc<Semaphore>,
     idle: Duration,
-    query_log: bool,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -640,7 +563,7 @@ async fn tcp_acceptor(
         let shared = shared.clone();
         let stop = stop.clone();
         conns.spawn(async move {
-            if let Err(e) = tcp_conn(stream, peer, shared, stop, idle, query_log).await {
+            if let Err(e) = tcp_conn(stream, peer, shared, stop, idle).await {
                 debug!(%peer, "tcp: {e}");
             }
             drop(permit);
@@ -658,7 +581,6 @@ async fn tcp_conn(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     idle: Duration,
-    query_log: bool,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
@@ -690,7 +612,7 @@ async fn tcp_conn(
         let responder = cache.refresh(&shared);
         match responder.handle(&msg, Transport::Tcp, client, &mut out) {
             Outcome::Reply => {
-                if query_log {
+                if shared.query_log() {
                     log_query(peer, "tcp", &msg, &out);
                 }
                 write_framed(&mut w, &out).await?;
@@ -727,65 +649,6 @@ mod tests {
     use hickory_proto::rr::{RData, RecordType};
     use hickory_proto::serialize::binary::BinEncodable;
 
-    #[test]
-    fn config_section_and_unknown_keys() {
-        let text = r#"
-[global]
-hostname = "mail"
-[smtpd]
-listen = ["127.0.0.1:2525"]
-whatever = 1
-[dnsd]
-listen = ["127.0.0.1:5300", "[::1]:5300"]
-zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" }]
-udp_payload_max = 1400
-query_log = true
-"#;
-        let c = DnsdConfig::from_toml_str(text).unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.udp_payload_max, 1400);
-        assert_eq!(c.tcp_max_connections, 256);
-        assert!(c.query_log);
-        assert_eq!(c.zones[0].origin, "csuvnetwork.com");
-        // Unknown key inside [dnsd]: an error that names the line.
-        let e = DnsdConfig::from_toml_str("[smtpd]\nx = 1\n[dnsd]\nlisten = []\nbogus = 3\n")
-            .unwrap_err();
-        assert!(e.contains("line 5") && e.contains("bogus"), "{e}");
-        let e = DnsdConfig::from_toml_str(
-            "[dnsd]\nzones = [{ origin = \"a\", file = \"b\", x = 1 }]\n",
-        )
-        .unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
-        // No [dnsd] section: defaults.
-        assert_eq!(
-            DnsdConfig::from_toml_str("[pop3d]\n").unwrap(),
-            DnsdConfig::default()
-        );
-    }
-
-    #[test]
-    fn config_file_paths_are_relative_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("mail.toml");
-        std::fs::write(
-            &p,
-            "[dnsd]\nzones = [{ origin = \"x\", file = \"z/x.zone\" }]\n",
-        )
-        .unwrap();
-        let c = DnsdConfig::from_file(&p).unwrap();
-        assert_eq!(c.zones[0].file, dir.path().join("z/x.zone"));
-        std::fs::write(&p, "[dnsd]\nlisten = \"nope\"\n").unwrap();
-        assert!(matches!(
-            DnsdConfig::from_file(&p),
-            Err(Error::Config { .. })
-        ));
-        let bad = DnsdConfig {
-            axfr_allow: vec!["10.0.0.0/99".into()],
-            ..DnsdConfig::default()
-        };
-        assert!(bad.responder_config().is_err());
-    }
-
     fn query(name: &str, t: RecordType) -> Vec<u8> {
         let mut m = Message::new();
         m.set_id(42);
@@ -806,10 +669,32 @@ query_log = true
         )]
     }
 
+    /// A configuration from `[dnsd]` text, paths relative to `dir`.
+    fn config(dir: &Path, dnsd: &str) -> Config {
+        Config::from_toml_str(&format!("[dnsd]\n{dnsd}"), dir).unwrap()
+    }
+
     #[test]
     fn lab_zone_constant_is_the_file() {
         assert!(LAB_ZONE.contains("@      IN MX   10    mail"));
         assert!(load_catalog(&lab_sources()).is_ok());
+    }
+
+    #[test]
+    fn responder_settings_come_from_the_section() {
+        let d = Dnsd {
+            udp_payload_max: 1400,
+            axfr_allow: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Dnsd::default()
+        };
+        let r = responder_config(&d).unwrap();
+        assert_eq!(r.udp_payload_max, 1400);
+        assert_eq!(r.axfr_allow, vec![Prefix::parse("192.0.2.0/24").unwrap()]);
+        assert_eq!(worker_count(&Dnsd { workers: 3, ..d }), 3);
+        let mut cfg = Config::default();
+        assert!(!logs_queries(&cfg));
+        cfg.global.transcript = true;
+        assert!(logs_queries(&cfg), "--transcript logs queries");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -817,22 +702,13 @@ query_log = true
         let dir = tempfile::tempdir().unwrap();
         let zf = dir.path().join("lab.zone");
         std::fs::write(&zf, LAB_ZONE).unwrap();
-        let config = DnsdConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            workers: 2,
-            zones: vec![ZoneConfig {
-                origin: "csuvnetwork.com".into(),
-                file: zf.clone(),
-            }],
-            ..DnsdConfig::default()
-        };
-        let server = Server::bind(config).await.unwrap();
+        let cfg = config(
+            dir.path(),
+            "listen = [\"127.0.0.1:0\"]\nworkers = 2\n\
+             zones = [{ origin = \"csuvnetwork.com\", file = \"lab.zone\" }]\n",
+        );
+        let server = start(cfg.clone()).await.unwrap();
         let addr = server.local_addrs()[0];
-        let reloader = server.reloader();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async {
-            let _ = rx.await;
-        }));
 
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let ask_udp = |q: Vec<u8>| {
@@ -847,11 +723,9 @@ query_log = true
                 Message::from_vec(&buf[..n]).unwrap()
             }
         };
+        let a_of_mail = |m: Message| m.answers()[0].data().clone();
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
-        assert_eq!(
-            m.answers()[0].data(),
-            &RData::A("192.168.3.10".parse().unwrap())
-        );
+        assert_eq!(a_of_mail(m), RData::A("192.168.3.10".parse().unwrap()));
 
         // TCP: two pipelined queries on one connection, answered in order.
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -874,39 +748,61 @@ query_log = true
 
         // Reload: a broken file keeps the old zone; a good one is swapped in.
         std::fs::write(&zf, LAB_ZONE.replace("192.168.3.10", "192.168.3.300")).unwrap();
-        let errs = reloader.reload().unwrap_err();
-        assert!(errs[0].contains("lab.zone:12:"), "{errs:?}");
+        match server.reload(cfg.clone()) {
+            Err(Error::Zones(errs)) => assert!(errs[0].contains("lab.zone:12:"), "{errs:?}"),
+            other => panic!("unexpected: {other:?}"),
+        }
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
-        assert_eq!(
-            m.answers()[0].data(),
-            &RData::A("192.168.3.10".parse().unwrap())
-        );
+        assert_eq!(a_of_mail(m), RData::A("192.168.3.10".parse().unwrap()));
         std::fs::write(
             &zf,
             LAB_ZONE.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11"),
         )
         .unwrap();
-        reloader.reload().unwrap();
+        server.reload(cfg.clone()).unwrap();
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
-        assert_eq!(
-            m.answers()[0].data(),
-            &RData::A("192.168.3.11".parse().unwrap())
-        );
+        assert_eq!(a_of_mail(m), RData::A("192.168.3.11".parse().unwrap()));
 
-        tx.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), task)
+        // The zone list itself is reloaded: a second zone appears.
+        std::fs::write(
+            dir.path().join("example.org.zone"),
+            "$TTL 1h\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n",
+        )
+        .unwrap();
+        let two = config(
+            dir.path(),
+            "listen = [\"127.0.0.1:0\"]\nworkers = 2\n\
+             zones = [{ origin = \"csuvnetwork.com\", file = \"lab.zone\" },\
+                      { origin = \"example.org\", file = \"example.org.zone\" }]\n",
+        );
+        server.reload(two).unwrap();
+        let m = ask_udp(query("ns.example.org.", RecordType::A)).await;
+        assert_eq!(a_of_mail(m), RData::A("192.0.2.1".parse().unwrap()));
+        // A configuration without zones is refused; the old set stays.
+        let none = config(dir.path(), "");
+        assert!(matches!(server.reload(none), Err(Error::Invalid(_))));
+        let m = ask_udp(query("ns.example.org.", RecordType::A)).await;
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+
+        tokio::time::timeout(Duration::from_secs(5), server.stop())
             .await
-            .unwrap()
-            .unwrap()
             .unwrap();
+        // Stopped: the port is free again.
+        std::net::UdpSocket::bind(addr).unwrap();
     }
 
     #[tokio::test]
-    async fn bad_zone_fails_to_bind_with_positions() {
-        let config = DnsdConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            ..DnsdConfig::default()
-        };
+    async fn lab_zone_by_default_and_bad_zones_fail_with_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
+        match start(cfg.clone()).await {
+            Err(Error::Invalid(e)) => assert!(e.contains("no zones"), "{e}"),
+            other => panic!("unexpected: {:?}", other.map(|_| ())),
+        }
+        let lab = start_with(cfg.clone(), lab_sources()).await.unwrap();
+        // A reload of the same configuration serves the default zones again.
+        lab.reload(cfg.clone()).unwrap();
+        lab.stop().await;
         let sources = vec![(
             "example.com".to_string(),
             ZoneSource::Text {
@@ -914,7 +810,7 @@ query_log = true
                 text: "$TTL 1h\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 1.2.3.4.5\n".into(),
             },
         )];
-        match Server::bind_with(config, sources).await {
+        match start_with(cfg, sources).await {
             Err(Error::Zones(e)) => {
                 assert_eq!(e, vec!["mem:4:6: expected an IPv4 address".to_string()])
             }

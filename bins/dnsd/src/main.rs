@@ -1,24 +1,25 @@
-//! `dnsd` command line: serve zones, or check a zone file.
+//! `dnsd --config FILE`: the DNS server as a service of its own, or
+//! `dnsd --check FILE` to check a zone file. SIGHUP reloads the
+//! configuration and the zones; SIGTERM or SIGINT stops.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mail_config::DnsZone;
 
 /// Authoritative DNS server for the mail system.
 #[derive(Parser, Debug)]
 #[command(name = "dnsd", version, about)]
 struct Args {
-    /// Shared configuration file (its `[dnsd]` section is used).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: netkit::CommonArgs,
     /// Address to answer on, UDP and TCP (repeatable; replaces the
     /// configuration's `listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<std::net::SocketAddr>,
     /// Zone to serve (repeatable; added to the configuration's zones).
-    #[arg(long, value_name = "ORIGIN=FILE")]
-    zone: Vec<String>,
+    #[arg(long, value_name = "ORIGIN=FILE", value_parser = parse_zone)]
+    zone: Vec<DnsZone>,
     /// Worker sockets per address (0: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -31,90 +32,44 @@ struct Args {
     check: Option<Vec<String>>,
 }
 
+fn parse_zone(s: &str) -> Result<DnsZone, String> {
+    match s.split_once('=') {
+        Some((origin, file)) if !origin.is_empty() && !file.is_empty() => Ok(DnsZone {
+            origin: origin.to_string(),
+            file: file.into(),
+        }),
+        _ => Err(format!("{s:?}: expected ORIGIN=FILE")),
+    }
+}
+
+impl netkit::DaemonArgs for Args {
+    fn common(&self) -> &netkit::CommonArgs {
+        &self.common
+    }
+
+    fn apply(&self, cfg: &mut mail_config::Config) -> Result<(), String> {
+        let d = &mut cfg.dnsd;
+        if !self.listen.is_empty() {
+            d.listen.clone_from(&self.listen);
+        }
+        d.zones.extend(self.zone.iter().cloned());
+        if let Some(w) = self.workers {
+            d.workers = w;
+        }
+        d.query_log |= self.query_log;
+        if d.zones.is_empty() {
+            return Err("no zones (use --zone ORIGIN=FILE or a [dnsd] zones entry)".into());
+        }
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(check) = &args.check {
         return check_zone(check);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let mut config = match &args.config {
-        Some(p) => match dnsd::DnsdConfig::from_file(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("dnsd: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => dnsd::DnsdConfig::default(),
-    };
-    if !args.listen.is_empty() {
-        config.listen = args.listen.clone();
-    }
-    for z in &args.zone {
-        let Some((origin, file)) = z.split_once('=') else {
-            eprintln!("dnsd: --zone wants ORIGIN=FILE, got {z:?}");
-            return ExitCode::from(2);
-        };
-        config.zones.push(dnsd::ZoneConfig {
-            origin: origin.to_string(),
-            file: file.into(),
-        });
-    }
-    if let Some(w) = args.workers {
-        config.workers = w;
-    }
-    config.query_log |= args.query_log;
-    if config.zones.is_empty() {
-        eprintln!("dnsd: no zones (use --zone ORIGIN=FILE or a [dnsd] zones entry)");
-        return ExitCode::from(2);
-    }
-    let threads = if config.workers > 0 {
-        config.workers
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dnsd: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(async move {
-        let server = dnsd::Server::bind(config).await?;
-        server
-            .serve(async {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(s) => s,
-                        Err(_) => return std::future::pending().await,
-                    };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            })
-            .await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dnsd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    netkit::run_daemon("dnsd", args, dnsd::start)
 }
 
 /// `named-checkzone`-style check: every error and warning, then a summary.
@@ -155,5 +110,37 @@ fn check_zone(args: &[String]) -> ExitCode {
             println!("zone {origin}/IN: {} error(s); not loaded", errors.len());
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netkit::DaemonArgs;
+
+    #[test]
+    fn common_flags_and_overrides() {
+        let a = Args::try_parse_from([
+            "dnsd",
+            "--transcript",
+            "--listen",
+            "127.0.0.1:5353",
+            "--zone",
+            "csuvnetwork.com=zones/csuvnetwork.com.zone",
+            "--workers",
+            "1",
+        ])
+        .unwrap();
+        let cfg = a.load().unwrap();
+        assert!(cfg.global.transcript);
+        assert_eq!(cfg.dnsd.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(cfg.dnsd.zones[0].origin, "csuvnetwork.com");
+        assert_eq!(cfg.dnsd.workers, 1);
+        assert!(Args::try_parse_from(["dnsd", "--zone", "nofile"]).is_err());
+        // No zone from anywhere: refused before anything starts.
+        let a = Args::try_parse_from(["dnsd"]).unwrap();
+        assert!(a.load().unwrap_err().contains("no zones"));
+        let a = Args::try_parse_from(["dnsd", "-c", "/nonexistent/mail.toml"]).unwrap();
+        assert!(a.load().unwrap_err().contains("/nonexistent/mail.toml"));
     }
 }

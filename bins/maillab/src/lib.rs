@@ -5,7 +5,10 @@
 //! `csuvnetwork.com` exactly as the lab writes it, the lab's
 //! `mydestination`, users `user1` and `user2` (created on first start with
 //! generated passwords printed once), data under one directory, and
-//! protocol transcripts on. Ctrl-C stops all three cleanly.
+//! protocol transcripts on. Every port is bound before any account is
+//! created, so a port already taken stops the run before a password is
+//! generated. SIGHUP reloads each of the three once; Ctrl-C stops all
+//! three cleanly.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), maillab::Error> {
@@ -31,7 +34,8 @@ pub struct Options {
     /// Directory holding the Maildirs, the passwd-file and the aliases.
     pub data_dir: PathBuf,
     /// A configuration file to use instead of the built-in one (its
-    /// `[dnsd]` zones are used if it has any; else the lab's zone).
+    /// `[dnsd]` zones are used if it has any; else the lab's zone). Its
+    /// paths replace `data_dir`.
     pub config: Option<PathBuf>,
     /// Passwords to set: `(user, password)`. Users of the lab without one
     /// get a generated password on first start.
@@ -109,6 +113,9 @@ pub fn lab_config(opts: &Options) -> Result<Config, Error> {
     }
     if let Some(a) = opts.pop3 {
         cfg.pop3d.listen = vec![a];
+    }
+    if let Some(a) = opts.dns {
+        cfg.dnsd.listen = vec![a];
     }
     cfg.global.transcript |= opts.transcript;
     Ok(cfg)
@@ -209,101 +216,148 @@ fn generate_password() -> String {
     out
 }
 
-fn dns_setup(
-    cfg: &Config,
-    opts: &Options,
-) -> Result<(dnsd::DnsdConfig, Vec<(String, dnsd::ZoneSource)>), Error> {
-    let mut dcfg = match (&opts.config, &cfg.dnsd) {
-        (Some(path), Some(_)) => dnsd::DnsdConfig::from_file(path)?,
-        _ => dnsd::DnsdConfig::default(),
-    };
-    if let Some(a) = opts.dns {
-        dcfg.listen = vec![a];
-    }
-    let sources = if dcfg.zones.is_empty() {
-        vec![(
-            dnsd::LAB_ORIGIN.to_string(),
-            dnsd::ZoneSource::Text {
-                name: "csuvnetwork.com.zone (built in)".into(),
-                text: dnsd::LAB_ZONE.into(),
-            },
-        )]
-    } else {
-        dcfg.zones
-            .iter()
-            .map(|z| (z.origin.clone(), dnsd::ZoneSource::File(z.file.clone())))
-            .collect()
-    };
-    Ok((dcfg, sources))
+/// The zones served when the configuration lists none: the lab's.
+fn lab_zones() -> Vec<(String, dnsd::ZoneSource)> {
+    vec![(
+        dnsd::LAB_ORIGIN.to_string(),
+        dnsd::ZoneSource::Text {
+            name: "csuvnetwork.com.zone (built in)".into(),
+            text: dnsd::LAB_ZONE.into(),
+        },
+    )]
 }
 
-/// Start everything, print how to use it, run until Ctrl-C or SIGTERM.
+/// An empty passwd-file where there is none, so the servers can start
+/// before the accounts exist (they reread it when it changes).
+fn ensure_passwd_file(cfg: &Config) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = &cfg.global.passwd_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The three servers, started; one [`Service`] for the signal loop.
+pub struct Lab {
+    dns: dnsd::Running,
+    smtp: smtpd::Running,
+    pop3: pop3d::Running,
+}
+
+impl Lab {
+    /// Bind and start all three, or stop those already started and say
+    /// which failed.
+    pub async fn start(cfg: &Config) -> Result<Lab, Error> {
+        ensure_passwd_file(cfg)?;
+        let dns = dnsd::start_with(cfg.clone(), lab_zones()).await?;
+        let smtp = match smtpd::start(cfg.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                dns.stop().await;
+                return Err(e.into());
+            }
+        };
+        let pop3 = match pop3d::start(cfg.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                tokio::join!(dns.stop(), smtp.stop());
+                return Err(e.into());
+            }
+        };
+        Ok(Lab { dns, smtp, pop3 })
+    }
+
+    /// Where DNS answers.
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        self.dns.local_addrs()
+    }
+}
+
+impl Service for Lab {
+    type Error = String;
+
+    /// Hand the reread configuration to each server once; the zones,
+    /// accounts and aliases are reread by the server they belong to.
+    fn reload(&self, cfg: Config) -> Result<(), String> {
+        info!("SIGHUP: rereading configuration, accounts, aliases and zones");
+        let results = [
+            (
+                "smtpd",
+                self.smtp.reload(cfg.clone()).map_err(|e| e.to_string()),
+            ),
+            (
+                "pop3d",
+                self.pop3.reload(cfg.clone()).map_err(|e| e.to_string()),
+            ),
+            ("dnsd", self.dns.reload(cfg).map_err(|e| e.to_string())),
+        ];
+        let failed: Vec<String> = results
+            .into_iter()
+            .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    async fn stop(self) {
+        println!("stopping...");
+        tokio::join!(self.smtp.stop(), self.pop3.stop(), self.dns.stop());
+    }
+}
+
+/// Start everything, create the accounts, print how to use it, run until
+/// Ctrl-C or SIGTERM.
 pub async fn run(opts: Options) -> Result<(), Error> {
     let cfg = lab_config(&opts)?;
-    let notes = ensure_accounts(&cfg, &opts)?;
-    // Print the accounts (and any generated password) before anything can
-    // fail to bind: the password is shown only once.
+    // Before anything starts: a SIGHUP or Ctrl-C while the accounts are
+    // made is served afterwards, not fatal.
+    let signals = netkit::Signals::new()?;
+    // Bind first: a port already taken must end the run before a password
+    // is generated, or it would be lost (the next start finds the account).
+    let lab = Lab::start(&cfg).await?;
+    let notes = match ensure_accounts(&cfg, &opts) {
+        Ok(n) => n,
+        Err(e) => {
+            lab.stop().await;
+            return Err(e);
+        }
+    };
+    // The aliases file may be new: smtpd and pop3d read it on reload.
+    let reread = [
+        lab.smtp.reload(cfg.clone()).map_err(|e| e.to_string()),
+        lab.pop3.reload(cfg.clone()).map_err(|e| e.to_string()),
+    ];
+    for e in reread.into_iter().filter_map(Result::err) {
+        error!(error = %e, "rereading the new accounts failed");
+    }
     println!("csuv-mail lab: domain csuvnetwork.com\n");
     for n in &notes {
         println!("  {n}");
     }
-    let (dcfg, sources) = dns_setup(&cfg, &opts)?;
-
-    let dns = dnsd::Server::bind_with(dcfg, sources).await?;
-    let dns_addrs = dns.local_addrs().to_vec();
-    let dns_reloader = dns.reloader();
-    let (dns_stop, dns_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let dns_task = tokio::spawn(dns.serve(async move {
-        let _ = dns_stop_rx.await;
-    }));
-    let smtp = smtpd::start(cfg.clone()).await?;
-    let pop3 = pop3d::start(cfg.clone()).await?;
-
-    println!("{}", banner(&cfg, &dns_addrs, &smtp, &pop3));
-
-    let config_path = opts.config.clone();
-    netkit::until_stop_signal(|| {
-        info!("SIGHUP: rereading configuration, accounts, aliases and zones");
-        let reread = match &config_path {
-            Some(_) => lab_config(&opts),
-            None => Ok(cfg.clone()),
-        };
-        match reread {
-            Ok(c) => {
-                if let Err(e) = smtp.reload(c.clone()) {
-                    error!(error = %e, "smtpd reload failed");
-                }
-                if let Err(e) = pop3.reload(c) {
-                    error!(error = %e, "pop3d reload failed");
-                }
-            }
-            Err(e) => error!(error = %e, "reload failed; keeping the old configuration"),
-        }
-        if let Err(errs) = dns_reloader.reload() {
-            error!(
-                "zone reload failed; old zones keep serving: {}",
-                errs.join("; ")
-            );
-        }
+    println!("{}", banner(&cfg, &lab));
+    netkit::serve_until_signalled(signals, lab, || {
+        lab_config(&opts).map_err(|e| e.to_string())
     })
-    .await?;
-    println!("stopping...");
-    tokio::join!(smtp.stop(), pop3.stop());
-    let _ = dns_stop.send(());
-    match dns_task.await {
-        Ok(r) => r?,
-        Err(e) => error!(error = %e, "dnsd task failed"),
-    }
+    .await;
     println!("stopped.");
     Ok(())
 }
 
-fn banner(
-    cfg: &Config,
-    dns: &[SocketAddr],
-    smtp: &smtpd::Running,
-    pop3: &pop3d::Running,
-) -> String {
+fn banner(cfg: &Config, lab: &Lab) -> String {
+    let (dns, smtp, pop3) = (lab.dns_addrs(), &lab.smtp, &lab.pop3);
     let first = |v: &[SocketAddr]| v.first().map(|a| a.to_string()).unwrap_or_default();
     let (smtp_a, sub_a, pop_a, dns_a) = (
         first(smtp.inbound_addrs()),
@@ -393,6 +447,43 @@ mod tests {
             .verify_password("user1", b"new-secret")
             .unwrap()
             .is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_port_ends_the_run_before_any_account_exists() {
+        let dir = std::env::temp_dir().join(format!("maillab-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let opts = Options {
+            data_dir: dir.clone(),
+            smtp: Some(any),
+            submission: Some(any),
+            pop3: Some(busy.local_addr().unwrap()),
+            dns: Some(any),
+            transcript: false,
+            ..Options::default()
+        };
+        let e = run(opts.clone()).await.unwrap_err().to_string();
+        assert!(e.contains(&busy.local_addr().unwrap().to_string()), "{e}");
+        // No account was made, so the next start creates them and shows
+        // their passwords.
+        let passwd = std::fs::read_to_string(dir.join("passwd")).unwrap();
+        assert_eq!(passwd, "");
+        let cfg = lab_config(&opts).unwrap();
+        let notes = ensure_accounts(&cfg, &opts).unwrap();
+        assert!(
+            notes[0].starts_with("user1: created, password "),
+            "{notes:?}"
+        );
+        // The servers started before pop3d failed were stopped: their
+        // ports can be bound again at once.
+        drop(busy);
+        let lab = Lab::start(&cfg).await.unwrap();
+        let dns = lab.dns_addrs()[0];
+        lab.stop().await;
+        std::net::UdpSocket::bind(dns).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,29 +9,31 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Where Maildirs, accounts and aliases live.
-    #[arg(long, default_value = "lab-data")]
+    /// Where Maildirs, accounts, aliases and the queue live (not used with
+    /// --config: the file's paths are).
+    #[arg(long, value_name = "DIR", default_value = "lab-data")]
     data_dir: PathBuf,
-    /// Use this configuration file instead of the built-in lab setup.
-    #[arg(long, short)]
+    /// Use this configuration file instead of the built-in lab setup (its
+    /// [dnsd] zones if it lists any, else the lab's zone).
+    #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Set a user's password, e.g. `--password user1=secret` (repeatable;
     /// creates the user if missing).
     #[arg(long = "password", value_name = "USER=PASSWORD", value_parser = parse_password)]
     passwords: Vec<(String, String)>,
     /// SMTP inbound address [default: 127.0.0.1:2525].
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR:PORT")]
     smtp: Option<SocketAddr>,
     /// SMTP submission address [default: 127.0.0.1:2587].
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR:PORT")]
     submission: Option<SocketAddr>,
     /// POP3 address [default: 127.0.0.1:1110].
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR:PORT")]
     pop3: Option<SocketAddr>,
     /// DNS address, UDP and TCP [default: 127.0.0.1:5300].
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR:PORT")]
     dns: Option<SocketAddr>,
-    /// Do not log protocol transcripts.
+    /// Log only warnings: no protocol transcripts or DNS query lines.
     #[arg(long)]
     quiet: bool,
 }

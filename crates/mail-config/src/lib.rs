@@ -7,13 +7,15 @@
 //!   (`mynetworks`), the Maildir root, passwd-file and aliases, transcripts;
 //! * `[smtpd]`: SMTP listeners (inbound and submission) and limits;
 //! * `[pop3d]`: POP3 listeners and limits;
-//! * `[dnsd]`: zones and DNS listeners; that section is validated by `dnsd`
-//!   itself and carried here as a raw table.
+//! * `[dnsd]`: DNS listeners, zones and limits.
 //!
 //! Every key has a default, so an empty file is a valid configuration: the
-//! built-in lab setup on loopback ports. Unknown keys are errors, never
-//! silently ignored, and every error names the key, the line and the reason.
-//! Relative paths are relative to the directory of the configuration file.
+//! built-in lab setup on loopback ports. Unknown sections and keys are
+//! errors, never silently ignored, and every error names the key, the line
+//! and the reason. Relative paths are relative to the directory of the
+//! configuration file. Daemons and tools (such as an administration command
+//! given `--config FILE`) all load the file with [`Config::load`], so they
+//! see the same defaults.
 //!
 //! ```
 //! use mail_config::Config;
@@ -74,7 +76,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Settings every daemon shares.
@@ -83,8 +85,8 @@ pub struct Config {
     pub smtpd: Smtpd,
     /// The POP3 server.
     pub pop3d: Pop3d,
-    /// The DNS server's section, validated by `dnsd` itself.
-    pub dnsd: Option<toml::Table>,
+    /// The DNS server.
+    pub dnsd: Dnsd,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -92,7 +94,7 @@ pub struct Config {
 
 /// `[global]`: what Postfix keeps in `main.cf` and Dovecot in `10-mail.conf`
 /// and `10-auth.conf`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Global {
     /// This host's name in greetings and `Received:` lines (`myhostname`).
@@ -147,7 +149,7 @@ impl Global {
 
 /// `[smtpd]`: listeners and limits of the SMTP server, with Postfix's
 /// defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Smtpd {
     /// Inbound SMTP listeners (port 25 in production): local recipients
@@ -226,7 +228,7 @@ pub enum BareNewline {
 
 /// `[pop3d]`: listeners and limits of the POP3 server, with Dovecot's
 /// defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3d {
     /// POP3 listeners (port 110 in production).
@@ -265,6 +267,62 @@ impl Default for Pop3d {
             shutdown_grace: Secs(10),
         }
     }
+}
+
+/// `[dnsd]`: listeners, zones and limits of the authoritative DNS server,
+/// with NSD's and Knot's defaults where they have one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dnsd {
+    /// Addresses answered on, UDP and TCP (port 53 in production; BIND's
+    /// `listen-on`).
+    pub listen: Vec<SocketAddr>,
+    /// Zones served (BIND's `zone "..." { file "..."; }`).
+    pub zones: Vec<DnsZone>,
+    /// Largest UDP answer in bytes: the EDNS payload offered is capped at
+    /// this (DNS Flag Day 2020: 1232). At least 512.
+    pub udp_payload_max: u16,
+    /// Seconds a TCP connection may stay idle (RFC 7766 section 6.2.3).
+    pub tcp_idle_timeout_secs: u64,
+    /// Simultaneous TCP connections; further ones are closed at once.
+    pub tcp_max_connections: usize,
+    /// Clients allowed to transfer zones (AXFR); CIDR or single addresses
+    /// (BIND's `allow-transfer`).
+    pub axfr_allow: Vec<IpNet>,
+    /// Log one line per query.
+    pub query_log: bool,
+    /// UDP sockets per address (`SO_REUSEPORT`), each with its own thread;
+    /// 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for Dnsd {
+    fn default() -> Self {
+        Dnsd {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5300))],
+            zones: Vec::new(),
+            udp_payload_max: 1232,
+            tcp_idle_timeout_secs: 10,
+            tcp_max_connections: 256,
+            axfr_allow: vec![
+                IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
+                IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
+            ],
+            query_log: false,
+            workers: 0,
+        }
+    }
+}
+
+/// One zone of `[dnsd]`: `{ origin = "csuvnetwork.com", file = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsZone {
+    /// The zone apex, e.g. `csuvnetwork.com` (a final dot is optional).
+    pub origin: String,
+    /// The zone file; a relative path is relative to the configuration
+    /// file's directory.
+    pub file: PathBuf,
 }
 
 impl Config {
@@ -310,7 +368,9 @@ impl Config {
             &mut g.passwd_file,
             &mut g.aliases_file,
             &mut cfg.smtpd.queue_directory,
-        ];
+        ]
+        .into_iter()
+        .chain(cfg.dnsd.zones.iter_mut().map(|z| &mut z.file));
         for p in paths {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
@@ -389,6 +449,44 @@ impl Config {
             }
         }
         check_mechanisms("pop3d", &p.auth_mechanisms)?;
+        let d = &self.dnsd;
+        if d.listen.is_empty() {
+            return bad("dnsd", "listen", "no address to answer on".into());
+        }
+        if d.udp_payload_max < 512 {
+            // RFC 6891 section 6.2.5: no payload size below 512 is meaningful.
+            return bad(
+                "dnsd",
+                "udp_payload_max",
+                format!("{} is below the DNS minimum of 512", d.udp_payload_max),
+            );
+        }
+        for (key, v) in [
+            ("tcp_idle_timeout_secs", d.tcp_idle_timeout_secs),
+            ("tcp_max_connections", d.tcp_max_connections as u64),
+        ] {
+            if v == 0 {
+                return bad("dnsd", key, "must be greater than 0".into());
+            }
+        }
+        let mut origins = std::collections::HashSet::new();
+        for z in &d.zones {
+            let o = z.origin.trim_end_matches('.').to_ascii_lowercase();
+            if (o.is_empty() && z.origin != ".") || z.origin.contains(char::is_whitespace) {
+                return bad(
+                    "dnsd",
+                    "zones",
+                    format!("{:?} is not a zone origin", z.origin),
+                );
+            }
+            if !origins.insert(o) {
+                return bad(
+                    "dnsd",
+                    "zones",
+                    format!("zone {:?} is listed twice", z.origin),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -592,7 +690,8 @@ mod tests {
         assert_eq!(c.global.maildir_root, Path::new("/base/lab-data/mail"));
         assert_eq!(c.smtpd.message_size_limit, 10_240_000);
         assert_eq!(c.pop3d.idle_timeout, Secs(600));
-        assert!(c.dnsd.is_none());
+        assert_eq!(c.dnsd, Dnsd::default());
+        assert!(c.dnsd.zones.is_empty());
     }
 
     #[test]
@@ -656,9 +755,95 @@ mod tests {
     }
 
     #[test]
-    fn dnsd_section_is_carried_raw() {
-        let c = parse("[dnsd]\nlisten = [\"127.0.0.1:5300\"]\n").unwrap();
-        assert!(c.dnsd.unwrap().contains_key("listen"));
+    fn dnsd_section_is_typed() {
+        let c = parse(
+            r#"
+[global]
+hostname = "mail"
+[dnsd]
+listen = ["127.0.0.1:5300", "[::1]:5300"]
+zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" },
+         { origin = "example.org.", file = "/etc/example.org.zone" }]
+udp_payload_max = 1400
+axfr_allow = ["192.0.2.0/24"]
+query_log = true
+"#,
+        )
+        .unwrap();
+        let d = &c.dnsd;
+        assert_eq!(d.listen.len(), 2);
+        assert_eq!(d.udp_payload_max, 1400);
+        assert_eq!(d.tcp_max_connections, 256);
+        assert_eq!(d.tcp_idle_timeout_secs, 10);
+        assert!(d.query_log);
+        assert_eq!(d.axfr_allow, vec!["192.0.2.0/24".parse().unwrap()]);
+        // Relative zone files are relative to the configuration file.
+        assert_eq!(
+            d.zones[0],
+            DnsZone {
+                origin: "csuvnetwork.com".into(),
+                file: "/base/zones/csuvnetwork.com.zone".into(),
+            }
+        );
+        assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
+    }
+
+    #[test]
+    fn dnsd_errors_name_the_line() {
+        let e = parse("[smtpd]\nrecipient_limit = 5\n[dnsd]\nlisten = []\nbogus = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 5") && e.contains("bogus"), "{e}");
+        let e = parse("[dnsd]\nzones = [{ origin = \"a\", file = \"b\", x = 1 }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains('x'), "{e}");
+        let e = parse("[dnsd]\nlisten = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("[dnsd]\n\nlisten = []\n").unwrap_err().to_string();
+        assert!(e.contains("line 3: dnsd.listen"), "{e}");
+        let e = parse("[dnsd]\nudp_payload_max = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2: dnsd.udp_payload_max") && e.contains("512"),
+            "{e}"
+        );
+        let e = parse("[dnsd]\ntcp_max_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dnsd.tcp_max_connections"), "{e}");
+        let e = parse("[dnsd]\naxfr_allow = [\"10.0.0.0/99\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("prefix"), "{e}");
+        let twice = "[dnsd]\nzones = [{ origin = \"a.org\", file = \"1\" }, { origin = \"A.org.\", file = \"2\" }]\n";
+        let e = parse(twice).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2: dnsd.zones") && e.contains("twice"),
+            "{e}"
+        );
+        let e = parse("[dnsd]\nzones = [{ origin = \"\", file = \"1\" }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a zone origin"), "{e}");
+    }
+
+    #[test]
+    fn unknown_sections_are_refused_by_name() {
+        // A daemon's section under a near-miss name must not be ignored.
+        for name in ["dns", "pop3", "smtp", "mailstore"] {
+            let e = parse(&format!("[global]\n[{name}]\nlisten = []\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 2") && e.contains(&format!("unknown field `{name}`")),
+                "{e}"
+            );
+            assert!(e.contains("dnsd"), "the known sections are listed: {e}");
+        }
     }
 
     #[test]

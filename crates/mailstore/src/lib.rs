@@ -61,7 +61,6 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod accounts;
-pub mod config;
 pub mod crlf;
 pub mod maildrop;
 pub mod queue;
@@ -70,7 +69,6 @@ pub mod store;
 mod util;
 
 pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
-pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use queue::{Queue, Queued};
 pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
@@ -136,7 +134,6 @@ mod tests {
         assert_send_sync::<Queue>();
         assert_send_sync::<Queued>();
         assert_send_sync::<QueueIdGenerator>();
-        assert_send_sync::<Mailstore>();
         assert_send_sync::<Error>();
     }
 }

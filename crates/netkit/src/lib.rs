@@ -1,6 +1,9 @@
-//! What the TCP daemons (`smtpd`, `pop3d`) share: connection limits in
-//! total and per client address, a shutdown signal that every connection
-//! task can watch, Unix signal handling and logging setup.
+//! What the daemons (`smtpd`, `pop3d`, `dnsd`) share: one `main`
+//! ([`daemon_main`], [`run_daemon`]) with one command line ([`CommonArgs`]),
+//! one lifecycle (the [`Service`] trait: start, reload on SIGHUP, stop on
+//! SIGTERM or SIGINT), logging setup, and for the TCP services connection
+//! limits in total and per client address and a shutdown signal that every
+//! connection task can watch.
 //!
 //! ```
 //! use netkit::{ConnLimiter, Shutdown};
@@ -209,13 +212,22 @@ impl Signals {
     }
 }
 
-/// Serve signals until SIGTERM or SIGINT: call `reload` on each SIGHUP,
-/// return on a stop signal.
-pub async fn until_stop_signal(mut reload: impl FnMut()) -> std::io::Result<()> {
-    let mut signals = Signals::new()?;
+/// Where the signal loop gets its signals: the process's, or a test's.
+trait SignalSource {
+    async fn next_signal(&mut self) -> Signal;
+}
+
+impl SignalSource for Signals {
+    async fn next_signal(&mut self) -> Signal {
+        self.recv().await
+    }
+}
+
+/// Call `reload` on each SIGHUP; return on SIGTERM or SIGINT.
+async fn serve_signals(mut signals: impl SignalSource, mut reload: impl FnMut()) {
     loop {
-        match signals.recv().await {
-            Signal::Stop => return Ok(()),
+        match signals.next_signal().await {
+            Signal::Stop => return,
             Signal::Reload => reload(),
         }
     }
@@ -225,50 +237,106 @@ pub async fn until_stop_signal(mut reload: impl FnMut()) -> std::io::Result<()> 
 pub trait Service {
     /// Why a reload was refused.
     type Error: std::fmt::Display;
-    /// Apply a reread configuration (SIGHUP).
+    /// Apply a reread configuration (SIGHUP). May block (files, zone
+    /// parsing): the signal loop calls it where blocking is allowed.
     fn reload(&self, cfg: mail_config::Config) -> Result<(), Self::Error>;
     /// Stop gracefully (SIGTERM, SIGINT).
     fn stop(self) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// Run `service` until SIGTERM or SIGINT, then stop it gracefully; on
-/// SIGHUP reread `config_path` (or the built-in configuration) and reload.
-/// A configuration that fails to load or apply leaves the old one in
-/// force, with the reason logged.
+/// Run `service` until SIGTERM or SIGINT, then stop it gracefully; on each
+/// SIGHUP call `load` for the configuration and hand it to
+/// [`Service::reload`], once. A configuration that fails to load or apply
+/// leaves the old one in force, with the reason logged. Install `signals`
+/// before starting the service: a signal that arrives meanwhile is then
+/// served here rather than ending the process.
 pub async fn serve_until_signalled<S: Service>(
+    signals: Signals,
     service: S,
-    config_path: Option<std::path::PathBuf>,
-) -> std::io::Result<()> {
-    until_stop_signal(|| {
-        let r = mail_config::Config::load_or_builtin(config_path.as_deref())
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| service.reload(cfg).map_err(|e| e.to_string()));
+    load: impl Fn() -> Result<mail_config::Config, String>,
+) {
+    serve_service(signals, service, load).await;
+}
+
+async fn serve_service<S: Service>(
+    signals: impl SignalSource,
+    service: S,
+    load: impl Fn() -> Result<mail_config::Config, String>,
+) {
+    serve_signals(signals, || {
+        let r = blocking_allowed(|| {
+            load().and_then(|cfg| service.reload(cfg).map_err(|e| e.to_string()))
+        });
         match r {
             Ok(()) => tracing::info!("configuration reloaded"),
             Err(e) => tracing::error!(error = %e, "reload failed; keeping the old configuration"),
         }
     })
-    .await?;
+    .await;
     tracing::info!("stopping");
     service.stop().await;
-    Ok(())
 }
 
-/// The command line every TCP daemon shares.
-#[derive(Debug, clap::Parser)]
-struct DaemonArgs {
+/// Run blocking work from async code: on a multi-threaded runtime the
+/// other workers take over this one's tasks meanwhile; a single-threaded
+/// runtime (tests) just runs it.
+fn blocking_allowed<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The command line every daemon shares. A daemon with options of its own
+/// flattens it into its parser (`#[command(flatten)]`) and implements
+/// [`DaemonArgs`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
     /// The shared configuration file. Without it, the built-in lab
     /// configuration is used.
-    #[arg(long, short)]
-    config: Option<std::path::PathBuf>,
-    /// Log every protocol line (`C:`/`S:`), as `transcript = true` does.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Log every protocol exchange (`C:`/`S:` lines; dnsd: one line per
+    /// query), as `transcript = true` does.
     #[arg(long)]
-    transcript: bool,
+    pub transcript: bool,
 }
 
-/// The whole `main` of a TCP daemon: parse `--config`/`--transcript`, set
-/// up logging, load the configuration (exit 2 with the reason if it is
-/// bad), `start` the service, serve signals until stopped.
+/// A daemon's parsed command line: the [`CommonArgs`] and the daemon's own
+/// overrides of the configuration.
+pub trait DaemonArgs {
+    /// The options every daemon has.
+    fn common(&self) -> &CommonArgs;
+
+    /// Apply this command line's overrides to a freshly loaded
+    /// configuration. Called at start and again on every SIGHUP, so an
+    /// option given at start keeps its effect across reloads.
+    fn apply(&self, cfg: &mut mail_config::Config) -> Result<(), String> {
+        let _ = cfg;
+        Ok(())
+    }
+
+    /// The configuration file (or the built-in one) with `--transcript` and
+    /// [`apply`](DaemonArgs::apply) applied.
+    fn load(&self) -> Result<mail_config::Config, String> {
+        let common = self.common();
+        let mut cfg = mail_config::Config::load_or_builtin(common.config.as_deref())
+            .map_err(|e| e.to_string())?;
+        cfg.global.transcript |= common.transcript;
+        self.apply(&mut cfg)?;
+        Ok(cfg)
+    }
+}
+
+impl DaemonArgs for CommonArgs {
+    fn common(&self) -> &CommonArgs {
+        self
+    }
+}
+
+/// The whole `main` of a daemon with only the common command line
+/// (`--config`, `--transcript`): see [`run_daemon`].
 pub fn daemon_main<S, E, F, Fut>(
     name: &'static str,
     about: &'static str,
@@ -280,26 +348,39 @@ where
     F: FnOnce(mail_config::Config) -> Fut,
     Fut: std::future::Future<Output = Result<S, E>>,
 {
-    use clap::{CommandFactory, FromArgMatches};
-    use std::process::ExitCode;
-    let matches = DaemonArgs::command()
-        .name(name)
+    use clap::{Args, FromArgMatches};
+    let cmd = clap::Command::new(name)
         .about(about)
-        .version(env!("CARGO_PKG_VERSION"))
-        .get_matches();
-    let args = match DaemonArgs::from_arg_matches(&matches) {
-        Ok(a) => a,
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = CommonArgs::augment_args(cmd).get_matches();
+    match CommonArgs::from_arg_matches(&matches) {
+        Ok(args) => run_daemon(name, args, start),
         Err(e) => e.exit(),
-    };
+    }
+}
+
+/// Run a daemon whose command line is parsed: set up logging, load the
+/// configuration (exit 2 with the reason if it is bad), install the signal
+/// handlers, `start` the service, then serve signals until stopped. Each
+/// SIGHUP reloads through [`DaemonArgs::load`], so command-line overrides
+/// survive it.
+pub fn run_daemon<A, S, E, F, Fut>(name: &'static str, args: A, start: F) -> std::process::ExitCode
+where
+    A: DaemonArgs,
+    S: Service,
+    E: std::fmt::Display,
+    F: FnOnce(mail_config::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<S, E>>,
+{
+    use std::process::ExitCode;
     init_tracing("info");
-    let mut cfg = match mail_config::Config::load_or_builtin(args.config.as_deref()) {
+    let cfg = match args.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{name}: {e}");
             return ExitCode::from(2);
         }
     };
-    cfg.global.transcript |= args.transcript;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -311,6 +392,15 @@ where
         }
     };
     rt.block_on(async move {
+        // Before starting: a SIGHUP or SIGTERM that arrives while the
+        // service starts is then served, not fatal.
+        let signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{name}: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let service = match start(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -318,13 +408,8 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        match serve_until_signalled(service, args.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{name}: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        serve_service(signals, service, || args.load()).await;
+        ExitCode::SUCCESS
     })
 }
 
@@ -462,6 +547,88 @@ mod tests {
         assert_eq!(l.try_acquire(ip).unwrap_err(), LimitExceeded::PerClient);
         drop((a, b));
         assert!(l.state.lock().unwrap().per_client.is_empty());
+    }
+
+    impl SignalSource for tokio::sync::mpsc::UnboundedReceiver<Signal> {
+        async fn next_signal(&mut self) -> Signal {
+            self.recv().await.unwrap_or(Signal::Stop)
+        }
+    }
+
+    /// Counts what the signal loop asks of it.
+    #[derive(Default)]
+    struct Counting {
+        reloads: std::sync::Mutex<Vec<bool>>,
+        stopped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Service for Arc<Counting> {
+        type Error = String;
+        fn reload(&self, cfg: mail_config::Config) -> Result<(), String> {
+            self.reloads.lock().unwrap().push(cfg.global.transcript);
+            Ok(())
+        }
+        async fn stop(self) {
+            self.stopped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn each_sighup_reloads_once_with_the_command_line_applied() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let service = Arc::new(Counting::default());
+        let args = CommonArgs {
+            config: None,
+            transcript: true,
+        };
+        for s in [Signal::Reload, Signal::Reload, Signal::Stop] {
+            tx.send(s).unwrap();
+        }
+        serve_service(rx, Arc::clone(&service), || args.load()).await;
+        // `--transcript` survives the reload of a file that does not set it.
+        assert_eq!(*service.reloads.lock().unwrap(), vec![true, true]);
+        assert!(service.stopped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_keeps_the_service_running() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let service = Arc::new(Counting::default());
+        tx.send(Signal::Reload).unwrap();
+        tx.send(Signal::Stop).unwrap();
+        serve_service(rx, Arc::clone(&service), || Err("bad".into())).await;
+        assert!(service.reloads.lock().unwrap().is_empty());
+        assert!(service.stopped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn daemon_args_apply_overrides_after_the_file() {
+        struct Args(CommonArgs);
+        impl DaemonArgs for Args {
+            fn common(&self) -> &CommonArgs {
+                &self.0
+            }
+            fn apply(&self, cfg: &mut mail_config::Config) -> Result<(), String> {
+                cfg.dnsd.query_log = true;
+                Ok(())
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("netkit-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mail.toml");
+        std::fs::write(&file, "[dnsd]\nworkers = 3\n").unwrap();
+        let args = Args(CommonArgs {
+            config: Some(file.clone()),
+            transcript: false,
+        });
+        let cfg = args.load().unwrap();
+        assert_eq!(cfg.dnsd.workers, 3);
+        assert!(cfg.dnsd.query_log && !cfg.global.transcript);
+        std::fs::write(&file, "[dns]\nworkers = 3\n").unwrap();
+        let e = args.load().unwrap_err();
+        assert!(e.contains("mail.toml") && e.contains("`dns`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
