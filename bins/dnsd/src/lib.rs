@@ -45,9 +45,11 @@ use dns_zone::{
 };
 use mail_config::{Config, Dnsd};
 use netkit::Service;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 /// The lab's zone file, exactly as the lab writes it.
@@ -573,34 +575,73 @@ async fn tcp_acceptor(
     while conns.join_next().await.is_some() {}
 }
 
+/// The TCP message framing of RFC 1035 section 4.2.2: a two-octet length,
+/// then the message (at most 65535 octets, so no frame is ever too long).
+fn dns_tcp_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(2)
+        .max_frame_length(usize::from(u16::MAX))
+        .new_codec()
+}
+
 /// RFC 7766: length-prefixed messages, several per connection, answered in
-/// order; responses to pipelined queries are flushed together.
+/// order; the answers to pipelined queries go out in one write. A client
+/// gets `idle` to send each whole query, so one trickling bytes is cut off.
 async fn tcp_conn(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     idle: Duration,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut r = BufReader::with_capacity(16 * 1024, r);
-    let mut w = BufWriter::with_capacity(16 * 1024, w);
+    let mut codec = dns_tcp_codec();
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
     let mut cache = Cached::new(&shared);
-    let mut msg = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     let client: IpAddr = peer.ip();
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let mut len = [0u8; 2];
-        let read = async {
-            r.read_exact(&mut len).await?;
-            msg.resize(usize::from(u16::from_be_bytes(len)), 0);
-            r.read_exact(&mut msg).await
-        };
+        // Answer every complete query already buffered, then write once.
+        while let Some(msg) = codec.decode(&mut input)? {
+            deadline = tokio::time::Instant::now() + idle;
+            let responder = cache.refresh(&shared);
+            match responder.handle(&msg, Transport::Tcp, client, &mut out) {
+                Outcome::Reply => {
+                    if shared.query_log() {
+                        log_query(peer, "tcp", &msg, &out);
+                    }
+                    codec.encode(Bytes::copy_from_slice(&out), &mut output)?;
+                }
+                Outcome::Drop => {
+                    stream.write_all(&output).await?;
+                    return Ok(());
+                }
+                Outcome::Transfer(t) => {
+                    info!(%peer, zone = %t.zone().origin(), "AXFR");
+                    // Encoding a large zone is CPU work: off the async threads.
+                    let msgs = tokio::task::spawn_blocking(move || t.messages())
+                        .await
+                        .map_err(io::Error::other)?;
+                    for m in msgs {
+                        codec.encode(Bytes::from(m), &mut output)?;
+                        if output.len() >= 64 * 1024 {
+                            stream.write_all(&output).await?;
+                            output.clear();
+                        }
+                    }
+                }
+            }
+        }
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
+        }
         tokio::select! {
-            res = tokio::time::timeout(idle, read) => match res {
+            res = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => match res {
+                Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     debug!(%peer, "tcp idle timeout");
@@ -609,37 +650,7 @@ async fn tcp_conn(
             },
             _ = stop.changed() => return Ok(()),
         }
-        let responder = cache.refresh(&shared);
-        match responder.handle(&msg, Transport::Tcp, client, &mut out) {
-            Outcome::Reply => {
-                if shared.query_log() {
-                    log_query(peer, "tcp", &msg, &out);
-                }
-                write_framed(&mut w, &out).await?;
-            }
-            Outcome::Drop => return Ok(()),
-            Outcome::Transfer(t) => {
-                info!(%peer, zone = %t.zone().origin(), "AXFR");
-                // Encoding a large zone is CPU work: off the async threads.
-                let msgs = tokio::task::spawn_blocking(move || t.messages())
-                    .await
-                    .map_err(io::Error::other)?;
-                for m in &msgs {
-                    write_framed(&mut w, m).await?;
-                }
-            }
-        }
-        // Flush once no further pipelined query is already buffered.
-        if r.buffer().len() < 2 {
-            w.flush().await?;
-        }
     }
-}
-
-async fn write_framed<W: AsyncWriteExt + Unpin>(w: &mut W, m: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(m.len()).map_err(|_| io::Error::other("message over 65535 bytes"))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(m).await
 }
 
 #[cfg(test)]
@@ -672,6 +683,26 @@ mod tests {
     /// A configuration from `[dnsd]` text, paths relative to `dir`.
     fn config(dir: &Path, dnsd: &str) -> Config {
         Config::from_toml_str(&format!("[dnsd]\n{dnsd}"), dir).unwrap()
+    }
+
+    #[test]
+    fn tcp_codec_frames_pipelined_and_split_queries() {
+        let mut c = dns_tcp_codec();
+        let mut input = BytesMut::from(&b"\x00\x03abc\x00\x02de\x00"[..]);
+        assert_eq!(c.decode(&mut input).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(c.decode(&mut input).unwrap().as_deref(), Some(&b"de"[..]));
+        // Half a length field, then the rest: nothing until complete.
+        assert_eq!(c.decode(&mut input).unwrap(), None);
+        input.extend_from_slice(b"\x01");
+        assert_eq!(c.decode(&mut input).unwrap(), None);
+        input.extend_from_slice(b"z");
+        assert_eq!(c.decode(&mut input).unwrap().as_deref(), Some(&b"z"[..]));
+        let mut out = BytesMut::new();
+        c.encode(Bytes::from_static(b"xy"), &mut out).unwrap();
+        assert_eq!(&out[..], b"\x00\x02xy");
+        // The largest DNS message fits; one more octet cannot be framed.
+        assert!(c.encode(Bytes::from(vec![0; 65535]), &mut out).is_ok());
+        assert!(c.encode(Bytes::from(vec![0; 65536]), &mut out).is_err());
     }
 
     #[test]
