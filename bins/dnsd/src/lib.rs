@@ -40,12 +40,12 @@ use std::time::Duration;
 
 mod mmsg;
 
+use bytes::{Bytes, BytesMut};
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
 use mail_config::{Config, Dnsd};
 use netkit::Service;
-use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
