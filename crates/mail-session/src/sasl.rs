@@ -392,6 +392,63 @@ pub mod client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the client side encodes, the server side decodes to the
+        /// same credentials, for PLAIN and LOGIN, with or without an
+        /// initial response.
+        #[test]
+        fn client_responses_round_trip(
+            authzid in "[^\\x00]{0,8}",
+            user in "[^\\x00]{1,12}",
+            pass in "[^\\x00]{0,12}",
+            initial in any::<bool>(),
+        ) {
+            let line = client::plain(&authzid, &user, &pass);
+            let step = if initial {
+                ServerExchange::start(Mechanism::Plain, Some(line.as_bytes()), "")
+            } else {
+                match ServerExchange::start(Mechanism::Plain, None, "") {
+                    ServerStep::Challenge(s, _) => s.step(line.as_bytes()),
+                    other => return Err(TestCaseError::fail(format!("{other:?}"))),
+                }
+            };
+            prop_assert_eq!(step, ServerStep::Done(Credentials::Plain {
+                authzid: authzid.clone(),
+                username: user.clone(),
+                password: Secret::new(pass.clone()),
+            }));
+            let ServerStep::Challenge(s, _) = ServerExchange::LoginUser.step(client::login(&user).as_bytes())
+            else {
+                return Err(TestCaseError::fail("no password challenge"));
+            };
+            let step = s.step(client::login(&pass).as_bytes());
+            prop_assert_eq!(step, ServerStep::Done(Credentials::Login {
+                username: user,
+                password: Secret::new(pass),
+            }));
+        }
+
+        /// Any line at any step: never a panic, and a completed exchange
+        /// always names a user.
+        #[test]
+        fn arbitrary_lines_never_panic(
+            lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4),
+            mech in 0usize..3,
+        ) {
+            let mut step = ServerExchange::start(Mechanism::ALL[mech], None, "<1@x>");
+            for l in &lines {
+                match step {
+                    ServerStep::Challenge(s, _) => step = s.step(l),
+                    _ => break,
+                }
+            }
+            if let ServerStep::Done(c) = step {
+                prop_assert!(!c.username().is_empty());
+            }
+        }
+    }
 
     #[test]
     fn rfc2195_example() {
