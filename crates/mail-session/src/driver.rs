@@ -36,10 +36,12 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+// tokio's clock, so that tests with paused time drive the timers too.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::{Interrupt, Session};
@@ -52,8 +54,9 @@ const READ_BUF: usize = 64 * 1024;
 /// driver waits for input), so a long pipeline is answered in few writes.
 pub const FLUSH_AT: usize = 64 * 1024;
 
-/// A write buffer that grew past this is dropped after a flush.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// A write buffer larger than this is dropped before the driver waits for
+/// input, so an idle connection holds at most this much of it.
+const KEEP_CAPACITY: usize = 4096;
 
 thread_local! {
     // One read buffer per worker thread, not per connection: an idle
@@ -231,6 +234,10 @@ impl<T: Transport> Driver<T> {
         session: &mut S,
         interruptible: bool,
     ) -> Result<(), Stop> {
+        if self.out.capacity() > KEEP_CAPACITY {
+            // Going idle: give a large write buffer back.
+            self.out = Vec::new();
+        }
         let epoch = self.epoch;
         let deadline = session.poll_timeout().map(|d| epoch + d);
         let token = self.shutdown.clone().filter(|_| interruptible);
@@ -242,7 +249,7 @@ impl<T: Transport> Driver<T> {
         };
         let sleep = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
+                Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -284,15 +291,11 @@ impl<T: Transport> Driver<T> {
         &mut self.out
     }
 
-    /// Writes everything queued. A buffer that grew large is given back,
-    /// so an idle connection holds none.
+    /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
             self.out.clear();
-        }
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out = Vec::new();
         }
         Ok(())
     }

@@ -37,6 +37,9 @@
 //! plus at most `line_cap` octets of a command line, or two octets of a
 //! DATA line (a pending `.` or CR whose meaning depends on the next byte).
 
+/// A consumed input buffer larger than this is released.
+const KEEP_CAPACITY: usize = 4096;
+
 /// Largest input window one [`Frame::Data`] is cut from.
 pub const DATA_WINDOW: usize = 64 * 1024;
 
@@ -146,6 +149,11 @@ impl Framer {
         self.line_cap = line_cap.max(3);
     }
 
+    /// Bytes of memory the input buffer holds (framed or not).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Octets buffered and not yet framed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
@@ -183,6 +191,13 @@ impl Framer {
 
     /// Cut the next unit.
     pub fn next_frame(&mut self) -> Frame<'_> {
+        if self.pos == self.buf.len() && self.buf.capacity() > KEEP_CAPACITY {
+            // Everything is framed: give a large buffer back, so a
+            // connection that goes idle after a big message holds none.
+            self.buf = Vec::new();
+            self.pos = 0;
+            self.scanned = 0;
+        }
         match self.mode {
             Mode::Line => self.line(),
             Mode::Data {
@@ -398,6 +413,22 @@ mod tests {
             assert_eq!(data(input, policy, step), whole, "step {step}");
         }
         whole
+    }
+
+    #[test]
+    fn large_buffer_released_once_framed() {
+        let mut f = Framer::new(512, BareLf::Normalize);
+        f.expect_data();
+        let body = vec![b'x'; 100_000];
+        f.push(&body);
+        f.push(b"\r\n.\r\n");
+        while !matches!(f.next_frame(), Frame::DataEnd { .. }) {}
+        assert!(matches!(f.next_frame(), Frame::NeedMore));
+        assert!(f.capacity() <= KEEP_CAPACITY);
+        // A partial line keeps its bytes.
+        f.push(b"NOOP");
+        assert!(matches!(f.next_frame(), Frame::NeedMore));
+        assert_eq!(f.buffered(), 4);
     }
 
     #[test]
