@@ -3,6 +3,12 @@
 //! delivery), POP3 maildrops, Dovecot-compatible passwd-file accounts and
 //! address routing with Postfix's `mydestination` meaning.
 //!
+//! It also holds the mail policy the daemons share, so that each daemon is
+//! a thin shell and each rule has its tests here:
+//!
+//! * [`auth`]: login checking for SMTP AUTH and POP3 (passwd-file schemes,
+//!   login names, APOP/CRAM-MD5 secrets, the delay after a failure).
+//!
 //! Everything here is blocking `std` file I/O; the types are `Send + Sync`
 //! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
 //! [`Aliases`] and [`Router`] in an `Arc`). Async daemons call them from
@@ -61,6 +67,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod accounts;
+pub mod auth;
 pub mod config;
 pub mod crlf;
 pub mod maildrop;
@@ -70,10 +77,11 @@ pub mod store;
 mod util;
 
 pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
+pub use auth::Authenticator;
 pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use queue::{Queue, Queued};
-pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
+pub use routing::{AliasMap, Aliases, LocalDomains, Route, Router, LAB_DOMAINS};
 pub use store::{
     Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
 };
@@ -134,6 +142,7 @@ mod tests {
         assert_send_sync::<Delivery>();
         assert_send_sync::<Maildrop>();
         assert_send_sync::<Queue>();
+        assert_send_sync::<Authenticator>();
         assert_send_sync::<Queued>();
         assert_send_sync::<QueueIdGenerator>();
         assert_send_sync::<Mailstore>();

@@ -137,11 +137,47 @@ pub enum Route {
     NotLocal,
 }
 
+/// The local domains (Postfix's `mydestination`), compared
+/// case-insensitively with a trailing dot ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalDomains(Vec<String>);
+
+impl LocalDomains {
+    /// The set of `domains`.
+    pub fn new(domains: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        Self(
+            domains
+                .into_iter()
+                .map(|d| normalize_domain(d.as_ref()))
+                .collect(),
+        )
+    }
+
+    /// Whether `domain` is one of ours.
+    pub fn contains(&self, domain: &str) -> bool {
+        self.0.contains(&normalize_domain(domain))
+    }
+
+    /// The account name for a login as a client typed it (AUTH or POP3
+    /// USER): `user` as is, `user@domain` as `user` when the domain is one
+    /// of ours (as Dovecot's `auth_username_format = %n` would), `None` for
+    /// another domain.
+    pub fn login_name(&self, login: &str) -> Option<String> {
+        match login.rsplit_once('@') {
+            Some((local, domain)) if self.contains(domain) && !local.is_empty() => {
+                Some(local.to_string())
+            }
+            Some(_) => None,
+            None => Some(login.to_string()),
+        }
+    }
+}
+
 /// Routing configuration and the account/alias databases it consults.
 /// `Send + Sync`; share it in an `Arc`.
 #[derive(Debug)]
 pub struct Router {
-    domains: Vec<String>,
+    domains: LocalDomains,
     accounts: Arc<Accounts>,
     aliases: Option<Arc<Aliases>>,
     postmaster: Option<String>,
@@ -168,10 +204,7 @@ impl Router {
         aliases: Option<Arc<Aliases>>,
     ) -> Self {
         Self {
-            domains: domains
-                .into_iter()
-                .map(|d| normalize_domain(d.as_ref()))
-                .collect(),
+            domains: LocalDomains::new(domains),
             accounts,
             aliases,
             postmaster: None,
@@ -188,22 +221,23 @@ impl Router {
 
     /// Whether `domain` is one of ours.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = normalize_domain(domain);
-        self.domains.contains(&d)
+        self.domains.contains(domain)
     }
 
-    /// The account name for a login as a client typed it (AUTH or POP3
-    /// USER): `user` as is, `user@domain` as `user` when the domain is one
-    /// of ours (as Dovecot's `username_format=%n` would), `None` for another
-    /// domain. Pass the result to [`Accounts::verify_password`].
+    /// The local domains.
+    pub fn domains(&self) -> &LocalDomains {
+        &self.domains
+    }
+
+    /// The accounts the router consults.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// The account name for a login as a client typed it; see
+    /// [`LocalDomains::login_name`].
     pub fn login_name(&self, login: &str) -> Option<String> {
-        match login.rsplit_once('@') {
-            Some((local, domain)) if self.is_local_domain(domain) && !local.is_empty() => {
-                Some(local.to_string())
-            }
-            Some(_) => None,
-            None => Some(login.to_string()),
-        }
+        self.domains.login_name(login)
     }
 
     /// Routes an address (`local@domain`, or a bare local part, which is
