@@ -7,7 +7,9 @@
 //! a thin shell and each rule has its tests here:
 //!
 //! * [`auth`]: login checking for SMTP AUTH and POP3 (passwd-file schemes,
-//!   login names, APOP/CRAM-MD5 secrets, the delay after a failure).
+//!   login names, APOP/CRAM-MD5 secrets, the delay after a failure);
+//! * [`policy`]: which recipients the SMTP server takes, with the reply for
+//!   those it refuses.
 //!
 //! Everything here is blocking `std` file I/O; the types are `Send + Sync`
 //! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
@@ -71,6 +73,7 @@ pub mod auth;
 pub mod config;
 pub mod crlf;
 pub mod maildrop;
+pub mod policy;
 pub mod queue;
 pub mod routing;
 pub mod store;
@@ -80,6 +83,7 @@ pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile
 pub use auth::Authenticator;
 pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
+pub use policy::RecipientPolicy;
 pub use queue::{Queue, Queued};
 pub use routing::{AliasMap, Aliases, LocalDomains, Route, Router, LAB_DOMAINS};
 pub use store::{
@@ -143,6 +147,7 @@ mod tests {
         assert_send_sync::<Maildrop>();
         assert_send_sync::<Queue>();
         assert_send_sync::<Authenticator>();
+        assert_send_sync::<RecipientPolicy>();
         assert_send_sync::<Queued>();
         assert_send_sync::<QueueIdGenerator>();
         assert_send_sync::<Mailstore>();
