@@ -9,7 +9,9 @@
 //! * [`auth`]: login checking for SMTP AUTH and POP3 (passwd-file schemes,
 //!   login names, APOP/CRAM-MD5 secrets, the delay after a failure);
 //! * [`policy`]: which recipients the SMTP server takes, with the reply for
-//!   those it refuses.
+//!   those it refuses;
+//! * the editors of the passwd-file and the aliases file
+//!   ([`add_account`], [`add_alias`], ...), beside their parsers.
 //!
 //! Everything here is blocking `std` file I/O; the types are `Send + Sync`
 //! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
@@ -79,13 +81,19 @@ pub mod routing;
 pub mod store;
 mod util;
 
-pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
+pub use accounts::{
+    add_account, hash_password, normalize_name, remove_account, set_password, verify_password,
+    Account, Accounts, PasswdFile, Scheme, Secret,
+};
 pub use auth::Authenticator;
 pub use config::{Mailstore, StoreConfig};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use policy::RecipientPolicy;
 pub use queue::{Queue, Queued};
-pub use routing::{AliasMap, Aliases, LocalDomains, Route, Router, LAB_DOMAINS};
+pub use routing::{
+    add_alias, normalize_alias_target, remove_alias, AliasMap, Aliases, LocalDomains, Route,
+    Router, LAB_DOMAINS,
+};
 pub use store::{
     Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
 };
@@ -126,6 +134,43 @@ pub enum Error {
     /// Hashing a password failed or the scheme is unsupported.
     #[error("password hashing: {0}")]
     Hash(String),
+    /// An account or alias without a password.
+    #[error("empty password")]
+    EmptyPassword,
+    /// A file to edit or list could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating an account or alias that exists.
+    #[error("{kind} {name:?} already exists")]
+    Exists {
+        /// `user` or `alias`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Changing an account or alias that does not exist, or naming one as
+    /// an alias target.
+    #[error("no {kind} named {name:?}")]
+    NotFound {
+        /// `user`, `alias`, or `account or alias`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// An account name, alias name or alias target that is not allowed.
+    #[error("invalid name {name:?}: {why}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 /// Result with [`Error`].
