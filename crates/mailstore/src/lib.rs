@@ -10,6 +10,7 @@
 //!   login names, APOP/CRAM-MD5 secrets, the delay after a failure);
 //! * [`policy`]: which recipients the SMTP server takes, with the reply for
 //!   those it refuses;
+//! * [`local`]: route, envelope and delivery for mail injected on the host;
 //! * the editors of the passwd-file and the aliases file
 //!   ([`add_account`], [`add_alias`], ...), beside their parsers.
 //!
@@ -74,6 +75,7 @@ pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod crlf;
+pub mod local;
 pub mod maildrop;
 pub mod policy;
 pub mod queue;
@@ -87,6 +89,7 @@ pub use accounts::{
 };
 pub use auth::Authenticator;
 pub use config::{Mailstore, StoreConfig};
+pub use local::{deliver_local, Recipients};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use policy::RecipientPolicy;
 pub use queue::{Queue, Queued};
@@ -171,6 +174,17 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// A recipient of a local delivery that routes to no local mailbox.
+    #[error("cannot deliver to {address:?}: {why}")]
+    Undeliverable {
+        /// The address as given.
+        address: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Reading the message to deliver failed.
+    #[error("reading the message: {0}")]
+    Input(#[source] io::Error),
 }
 
 /// Result with [`Error`].
