@@ -10,6 +10,8 @@
 //!   login names, APOP/CRAM-MD5 secrets, the delay after a failure);
 //! * [`policy`]: which recipients the SMTP server takes, with the reply for
 //!   those it refuses;
+//! * [`pipeline`]: queue journal or direct delivery, the memory budget, the
+//!   delivery threads and the retry schedule;
 //! * [`local`]: route, envelope and delivery for mail injected on the host;
 //! * the editors of the passwd-file and the aliases file
 //!   ([`add_account`], [`add_alias`], ...), beside their parsers.
@@ -77,6 +79,7 @@ pub mod config;
 pub mod crlf;
 pub mod local;
 pub mod maildrop;
+pub mod pipeline;
 pub mod policy;
 pub mod queue;
 pub mod routing;
@@ -91,6 +94,7 @@ pub use auth::Authenticator;
 pub use config::{Mailstore, StoreConfig};
 pub use local::{deliver_local, Recipients};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
+pub use pipeline::{Pipeline, PipelineConfig, RetrySchedule};
 pub use policy::RecipientPolicy;
 pub use queue::{Queue, Queued};
 pub use routing::{
@@ -205,6 +209,7 @@ mod tests {
         assert_send_sync::<Delivery>();
         assert_send_sync::<Maildrop>();
         assert_send_sync::<Queue>();
+        assert_send_sync::<Pipeline>();
         assert_send_sync::<Authenticator>();
         assert_send_sync::<RecipientPolicy>();
         assert_send_sync::<Queued>();
