@@ -2,9 +2,10 @@
 //! [`pop3_proto::ServerSession`].
 //!
 //! Per connection it moves bytes between the socket and the session and
-//! answers the session's events from [`mailstore`]: passwords from the
-//! passwd-file (APOP and CRAM-MD5 only for `{PLAIN}` accounts, which hold
-//! the secret itself), the maildrop opened with an exclusive lock
+//! answers the session's events from [`mailstore`]: logins checked by
+//! [`mailstore::auth`], the same authenticator smtpd uses (APOP and
+//! CRAM-MD5 only for `{PLAIN}` accounts, which hold the secret itself), the
+//! maildrop opened with an exclusive lock
 //! (`-ERR [IN-USE]` for a second session, RFC 1939 section 8), messages
 //! streamed from their files in chunks (never held whole), and deletions
 //! carried out only on QUIT. A connection that ends without QUIT deletes
@@ -54,11 +55,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use mail_config::Config;
-use mailstore::{Accounts, Maildrop, Router, Store};
+use mailstore::auth::{self, AuthOutcome, Authenticator};
+use mailstore::{Accounts, LocalDomains, Maildrop, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use pop3_proto::{
-    apop_digest, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction, Event, Interrupt,
-    MaildropError, MessageInfo, SaslMechanism, ServerConfig, ServerSession, SessionState,
+    apop_digest, apop_timestamp, cram_md5_digest, digest_eq, AuthResult, Credentials, Direction,
+    Event, Interrupt, MaildropError, MessageInfo, SaslMechanism, ServerConfig, ServerSession,
+    SessionState,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -87,6 +90,8 @@ pub enum Error {
 
 struct Shared {
     cfg: RwLock<Arc<Config>>,
+    /// Built from `cfg`, replaced with it.
+    auth: RwLock<Arc<Authenticator>>,
     store: Store,
     accounts: Arc<Accounts>,
     limiter: Arc<ConnLimiter>,
@@ -97,6 +102,18 @@ impl Shared {
     fn cfg(&self) -> Arc<Config> {
         Arc::clone(&self.cfg.read().unwrap_or_else(PoisonError::into_inner))
     }
+
+    fn auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn authenticator(cfg: &Config, accounts: &Arc<Accounts>) -> Authenticator {
+    Authenticator::new(
+        Arc::clone(accounts),
+        LocalDomains::new(&cfg.global.local_domains),
+        cfg.pop3d.auth_failure_delay.duration(),
+    )
 }
 
 /// A started server: its listeners are bound and accepting.
@@ -126,6 +143,12 @@ impl netkit::Service for Running {
         {
             warn!("listeners, maildir_root and passwd_file change only on restart");
         }
+        *self
+            .shared
+            .auth
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(authenticator(&cfg, &self.shared.accounts));
         *self
             .shared
             .cfg
@@ -161,6 +184,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             cfg.pop3d.max_connections,
             cfg.pop3d.max_connections_per_client,
         ),
+        auth: RwLock::new(Arc::new(authenticator(&cfg, &accounts))),
         cfg: RwLock::new(Arc::new(cfg)),
         store,
         accounts,
@@ -178,24 +202,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     })
 }
 
-fn session_config(cfg: &Config, sid: &str) -> ServerConfig {
+fn session_config(cfg: &Config, session: u64) -> ServerConfig {
     let p = &cfg.pop3d;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
+    // RFC 1939 section 7: the timestamp must differ in every greeting.
+    // The session number does that within this process (per second), the
+    // time and the process id across restarts.
+    let unique = (now.as_secs() << 32) | (session & 0xFFFF_FFFF);
     ServerConfig {
         greeting: format!("{} POP3 ready.", cfg.global.hostname),
-        // RFC 1939 section 7: `<process-ID.clock@hostname>`, unique per
-        // connection; the session id makes it unique within a process.
-        apop_timestamp: p.apop.then(|| {
-            format!(
-                "<{}.{}.{}@{}>",
-                std::process::id(),
-                sid,
-                now.as_secs(),
-                cfg.global.hostname
-            )
-        }),
+        apop_timestamp: p
+            .apop
+            .then(|| apop_timestamp(std::process::id(), unique, &cfg.global.hostname)),
         hostname: cfg.global.hostname.clone(),
         sasl: p
             .auth_mechanisms
@@ -237,12 +257,12 @@ async fn connection(
             return;
         }
     };
-    let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
+    let number = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let sid = format!("{number:X}");
     info!(sid, client = %peer, "connect");
-    let session = ServerSession::new(session_config(&cfg, &sid), Instant::now());
+    let session = ServerSession::new(session_config(&cfg, number), Instant::now());
     let mut conn = Conn {
         shared,
-        cfg,
         sid,
         account: None,
         maildrop: None,
@@ -262,7 +282,6 @@ async fn connection(
 
 struct Conn {
     shared: Arc<Shared>,
-    cfg: Arc<Config>,
     sid: String,
     /// The canonical account name after a successful login.
     account: Option<String>,
@@ -446,66 +465,20 @@ impl Conn {
     }
 
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
-        let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.user().to_owned();
-        let domains = self.cfg.global.local_domains.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailstore::Error> {
-            // `user1@csuvnetwork.com` logs in as `user1`, as Dovecot's
-            // `auth_username_format = %n` does.
-            let Some(login) =
-                Router::new(&domains, Arc::clone(&accounts), None).login_name(creds.user())
-            else {
-                return Ok(None);
-            };
-            let canonical = || -> Result<Option<String>, mailstore::Error> {
-                Ok(accounts.lookup(&login)?.map(|a| a.name))
-            };
-            match &creds {
-                Credentials::Password { password, .. } => Ok(accounts
-                    .verify_password(&login, password.expose().as_bytes())?
-                    .map(|a| a.name)),
-                Credentials::Apop {
-                    timestamp, digest, ..
-                } => {
-                    // RFC 1939 section 7: MD5(timestamp + shared secret).
-                    let Some(secret) = accounts.plain_secret(&login)? else {
-                        return Ok(None);
-                    };
-                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
-                    if digest_eq(&apop_digest(timestamp, &secret), digest) {
-                        canonical()
-                    } else {
-                        Ok(None)
-                    }
-                }
-                Credentials::CramMd5 {
-                    challenge, digest, ..
-                } => {
-                    let Some(secret) = accounts.plain_secret(&login)? else {
-                        return Ok(None);
-                    };
-                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
-                    if digest_eq(&cram_md5_digest(&secret, challenge), digest) {
-                        canonical()
-                    } else {
-                        Ok(None)
-                    }
-                }
-            }
-        })
-        .await;
-        match r {
-            Ok(Ok(Some(name))) => {
-                info!(sid = self.sid, user = name, "logged in");
-                self.account = Some(name);
+        let auth = self.shared.auth();
+        match tokio::task::spawn_blocking(move || authenticate(&auth, &creds)).await {
+            Ok(AuthOutcome::Accepted(account)) => {
+                info!(sid = self.sid, user = account.name, "logged in");
+                self.account = Some(account.name);
                 AuthResult::Accepted
             }
-            Ok(Ok(None)) => {
+            Ok(AuthOutcome::Rejected { delay }) => {
                 warn!(sid = self.sid, user, "authentication failed");
-                tokio::time::sleep(self.cfg.pop3d.auth_failure_delay.duration()).await;
+                tokio::time::sleep(delay).await;
                 AuthResult::Rejected
             }
-            Ok(Err(e)) => {
+            Ok(AuthOutcome::Unavailable(e)) => {
                 error!(sid = self.sid, error = %e, "account lookup failed");
                 AuthResult::TempFail
             }
@@ -652,6 +625,44 @@ impl Conn {
             self.flush(stream).await?;
         }
         Ok(())
+    }
+}
+
+/// Checks POP3 credentials with the shared authenticator; the APOP and
+/// CRAM-MD5 digests are pop3-proto's, over the account's clear secret.
+fn authenticate(auth: &Authenticator, creds: &Credentials) -> AuthOutcome {
+    let secret = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
+    match creds {
+        Credentials::Password { user, password } => {
+            auth.authenticate(&auth::Credentials::Password {
+                authzid: "",
+                user,
+                password: password.expose().as_bytes(),
+            })
+        }
+        Credentials::Apop {
+            user,
+            timestamp,
+            digest,
+        } => {
+            // RFC 1939 section 7: MD5(timestamp + shared secret).
+            let proof = |s: &[u8]| digest_eq(&apop_digest(timestamp, &secret(s)), digest);
+            auth.authenticate(&auth::Credentials::SharedSecret {
+                user,
+                proof: &proof,
+            })
+        }
+        Credentials::CramMd5 {
+            user,
+            challenge,
+            digest,
+        } => {
+            let proof = |s: &[u8]| digest_eq(&cram_md5_digest(&secret(s), challenge), digest);
+            auth.authenticate(&auth::Credentials::SharedSecret {
+                user,
+                proof: &proof,
+            })
+        }
     }
 }
 
