@@ -96,3 +96,11 @@ def test_config_file_is_the_daemons(tmp_path):
     assert (tmp_path / "mail" / "user1" / "Maildir" / "new").is_dir()
     r = subprocess.run(args + ["user", "list"], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "user1 SHA512-CRYPT\n")
+
+
+def test_user_list_without_a_passwd_file_says_so(tmp_path):
+    r = subprocess.run([str(bin_path("mailctl")), "user", "list"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "lab-data/passwd: no such passwd-file" in r.stderr

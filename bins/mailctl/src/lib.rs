@@ -301,9 +301,9 @@ pub fn user_del(paths: &Paths, name: &str) -> Result<()> {
     Ok(mailstore::remove_account(&paths.passwd, name)?)
 }
 
-/// Lists accounts as `name SCHEME`.
+/// Lists accounts as `name SCHEME`; a missing passwd-file is an error.
 pub fn user_list(paths: &Paths) -> Result<Vec<String>> {
-    Ok(accounts_in(&paths.passwd, true)?
+    Ok(accounts_in(&paths.passwd, false)?
         .accounts()
         .map(|a| format!("{} {}", a.name, a.scheme))
         .collect())
@@ -514,6 +514,7 @@ mod tests {
     fn library_calls_edit_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
+        assert!(matches!(user_list(&p), Err(CtlError::NoPasswdFile(_))));
         assert!(alias_list(&p).unwrap().is_empty(), "no aliases file: none");
         user_add(&p, "User1", "pw", &Scheme::Plain).unwrap();
         user_add(&p, "user2", "pw", &Scheme::Plain).unwrap();

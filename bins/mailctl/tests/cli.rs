@@ -263,6 +263,32 @@ fn mailctl_bare(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 #[test]
+fn listing_a_missing_passwd_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Without options: the daemons' built-in configuration (./lab-data).
+    let o = mailctl_bare(d, &["user", "list"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let e = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        e.starts_with("mailctl: ./lab-data/passwd: no such passwd-file; create the first account with `mailctl user add NAME`"),
+        "{e}"
+    );
+    let e = err(&mailctl(d, &["user", "list"], None));
+    assert!(e.contains("no such passwd-file"), "{e}");
+    let e = err(&mailctl(
+        d,
+        &["user", "passwd", "x", "--password-stdin"],
+        Some("p\n"),
+    ));
+    assert!(e.contains("no such passwd-file"), "{e}");
+    // An empty but existing file lists nothing, successfully.
+    std::fs::write(d.join("passwd"), "").unwrap();
+    assert_eq!(ok(&mailctl(d, &["user", "list"], None)), "");
+}
+
+#[test]
 fn alias_targets_must_exist_locally() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
