@@ -85,6 +85,15 @@ def test_passwd_on_tty(tmp_path):
     assert (tmp_path / "passwd").read_text().startswith("user2:{SHA256-CRYPT}$5$")
 
 
+def test_existing_user_is_refused_before_the_prompt(tmp_path):
+    subprocess.run(base_args(tmp_path) + ["user", "add", "user1", "--password-stdin"],
+                   input="pw\n", text=True, check=True, capture_output=True)
+    code, out = run_on_tty(base_args(tmp_path) + ["user", "add", "User1"], [])
+    assert code == 1, out
+    assert 'mailctl: user "user1" already exists' in out
+    assert "password" not in out, "asked for a password first"
+
+
 def test_config_file_is_the_daemons(tmp_path):
     # The same file the daemons read names the passwd-file and Maildirs.
     (tmp_path / "mail.toml").write_text(

@@ -427,6 +427,10 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
         }) => {
             let scheme = parse_scheme(&scheme)?;
             let name = mailstore::normalize_name(&name)?;
+            // Refuse before asking for a password twice.
+            if accounts_in(&paths.passwd, true)?.get(&name).is_some() {
+                return Err(mailstore::Error::Exists { kind: "user", name }.into());
+            }
             let pw = password(password_stdin, &name)?;
             let store = site.store()?;
             mailstore::add_account(&paths.passwd, &store, &name, &pw, &scheme)?;

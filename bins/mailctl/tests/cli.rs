@@ -323,6 +323,21 @@ fn alias_targets_must_exist_locally() {
 }
 
 #[test]
+fn adding_an_existing_user_fails_before_asking_for_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&mailctl(
+        d,
+        &["user", "add", "user1", "--password-stdin"],
+        Some("p\n"),
+    ));
+    // No terminal and no --password-stdin: the existing user is reported,
+    // not the missing terminal (the prompt would come first otherwise).
+    let e = err(&mailctl(d, &["user", "add", "USER1"], None));
+    assert_eq!(e, "mailctl: user \"user1\" already exists\n");
+}
+
+#[test]
 fn config_file_names_the_files_the_daemons_use() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
