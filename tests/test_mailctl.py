@@ -83,3 +83,33 @@ def test_passwd_on_tty(tmp_path):
     assert code == 0, out
     assert "password of user2 changed (SHA256-CRYPT)" in out
     assert (tmp_path / "passwd").read_text().startswith("user2:{SHA256-CRYPT}$5$")
+
+
+def test_existing_user_is_refused_before_the_prompt(tmp_path):
+    subprocess.run(base_args(tmp_path) + ["user", "add", "user1", "--password-stdin"],
+                   input="pw\n", text=True, check=True, capture_output=True)
+    code, out = run_on_tty(base_args(tmp_path) + ["user", "add", "User1"], [])
+    assert code == 1, out
+    assert 'mailctl: user "user1" already exists' in out
+    assert "password" not in out, "asked for a password first"
+
+
+def test_config_file_is_the_daemons(tmp_path):
+    # The same file the daemons read names the passwd-file and Maildirs.
+    (tmp_path / "mail.toml").write_text(
+        '[global]\npasswd_file = "etc/passwd"\nmaildir_root = "mail"\n')
+    args = [str(bin_path("mailctl")), "--config", str(tmp_path / "mail.toml")]
+    code, out = run_on_tty(args + ["user", "add", "user1"], ["pw-1", "pw-1"])
+    assert code == 0, out
+    assert (tmp_path / "etc" / "passwd").read_text().startswith("user1:{SHA512-CRYPT}$6$")
+    assert (tmp_path / "mail" / "user1" / "Maildir" / "new").is_dir()
+    r = subprocess.run(args + ["user", "list"], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "user1 SHA512-CRYPT\n")
+
+
+def test_user_list_without_a_passwd_file_says_so(tmp_path):
+    r = subprocess.run([str(bin_path("mailctl")), "user", "list"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "lab-data/passwd: no such passwd-file" in r.stderr

@@ -1,12 +1,12 @@
 //! `mailctl`: account and alias administration, the mail system's
 //! `useradd user1; passwd user1`.
 //!
-//! It edits the Dovecot-compatible passwd-file and the `/etc/aliases`-style
-//! file that the daemons read (they notice changes by themselves), and
-//! creates each user's Maildir. Every change rewrites the file atomically
-//! (temporary file, fsync, rename, fsync directory) under an `flock` on
-//! `<file>.lock`, so concurrent runs and readers never see a torn file.
-//! Lines it does not touch (comments, other entries) are kept byte for byte.
+//! It reads the configuration the daemons read (`--config FILE`, or like
+//! them the built-in lab configuration without it), edits the
+//! Dovecot-compatible passwd-file and the `/etc/aliases`-style file named
+//! there (the daemons notice changes by themselves), and creates each
+//! user's Maildir. The editing, the checks and local delivery are
+//! [`mailstore`]'s; this crate is the command line around them.
 //!
 //! ```
 //! use mailctl::{Paths, user_add, user_list, alias_add, alias_list};
@@ -26,27 +26,36 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use mailstore::{atomic_write, hash_password, PasswdFile, Scheme, Store};
+use mail_config::Config;
+use mailstore::{Accounts, Aliases, PasswdFile, Router, Scheme, Store};
 
 /// Command line of `mailctl`.
 #[derive(Debug, Parser)]
 #[command(name = "mailctl", version, about = "Manage mail accounts and aliases")]
 pub struct Cli {
-    /// The passwd-file (Dovecot format) holding the accounts.
-    #[arg(long, global = true, default_value = "/etc/csuv-mail/passwd")]
-    pub passwd: PathBuf,
-    /// The aliases file (/etc/aliases format).
-    #[arg(long, global = true, default_value = "/etc/csuv-mail/aliases")]
-    pub aliases: PathBuf,
-    /// Directory holding one NAME/Maildir per user.
-    #[arg(long, global = true, default_value = "/var/lib/csuv-mail/mail")]
-    pub maildir_root: PathBuf,
+    /// The configuration file the daemons read: its `[global]` section
+    /// names the files, the local domains and the host name. Without it,
+    /// the daemons' built-in lab configuration (files under ./lab-data).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// The passwd-file (Dovecot format) holding the accounts, instead of
+    /// the configuration's `passwd_file`.
+    #[arg(long, global = true)]
+    pub passwd: Option<PathBuf>,
+    /// The aliases file (/etc/aliases format), instead of the
+    /// configuration's `aliases_file`.
+    #[arg(long, global = true)]
+    pub aliases: Option<PathBuf>,
+    /// Directory holding one NAME/Maildir per user, instead of the
+    /// configuration's `maildir_root`.
+    #[arg(long, global = true)]
+    pub maildir_root: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
@@ -67,10 +76,12 @@ pub enum Cmd {
         /// Envelope sender (empty for the null sender `<>`).
         #[arg(long, short = 'f', default_value = "")]
         from: String,
-        /// Local domains (Postfix's mydestination); default: the lab's.
+        /// Local domains (Postfix's mydestination), instead of the
+        /// configuration's `local_domains`.
         #[arg(long = "domain")]
         domains: Vec<String>,
-        /// Host name for the Received header; default: the machine's.
+        /// Host name for the Received header, instead of the
+        /// configuration's `hostname`.
         #[arg(long)]
         hostname: Option<String>,
         /// Recipients: `user`, `alias` or `user@local.domain`.
@@ -117,11 +128,13 @@ pub enum UserCmd {
 /// `mailctl alias ...`
 #[derive(Debug, Subcommand)]
 pub enum AliasCmd {
-    /// Create an alias delivering to one or more local users or aliases.
+    /// Create an alias delivering to accounts, other aliases or addresses
+    /// in other domains.
     Add {
         /// Alias name.
         name: String,
-        /// Targets: `user` or `user@local.domain`.
+        /// Targets: an account or alias (`user`, `user@local.domain`), or
+        /// an address in another domain.
         #[arg(required = true)]
         targets: Vec<String>,
     },
@@ -137,56 +150,27 @@ pub enum AliasCmd {
 /// Errors of `mailctl`, each worded for the administrator.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// Creating something that exists.
-    #[error("{kind} {name:?} already exists")]
-    Duplicate {
-        /// "user" or "alias".
-        kind: &'static str,
-        /// The name.
-        name: String,
-    },
-    /// Changing something that does not exist.
-    #[error("no {kind} named {name:?}")]
-    NotFound {
-        /// "user" or "alias".
-        kind: &'static str,
-        /// The name.
-        name: String,
-    },
-    /// A name or target that is not allowed.
-    #[error("invalid name {name:?}: {why}")]
-    BadName {
-        /// The name.
-        name: String,
-        /// Why.
-        why: &'static str,
-    },
     /// Unknown scheme name.
     #[error("unknown password scheme {0:?} (use SHA512-CRYPT, SHA256-CRYPT, ARGON2ID or PLAIN)")]
     BadScheme(String),
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// A recipient that cannot be delivered locally.
-    #[error("cannot deliver to {rcpt:?}: {why}")]
-    Recipient {
-        /// The address.
-        rcpt: String,
-        /// Why.
-        why: &'static str,
-    },
+    /// The passwd-file does not exist (yet).
+    #[error(
+        "{}: no such passwd-file; create the first account with `mailctl user add NAME`, \
+         or name the daemons' configuration with --config FILE",
+        .0.display()
+    )]
+    NoPasswdFile(PathBuf),
     /// Password entry problems.
     #[error("{0}")]
     Password(&'static str),
-    /// Store errors (writing files, creating Maildirs, hashing).
+    /// The configuration file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] mail_config::ConfigError),
+    /// Store errors: existing or missing names, invalid names, files that
+    /// cannot be read or written, recipients that cannot be delivered to.
     #[error(transparent)]
     Store(#[from] mailstore::Error),
-    /// Other I/O (terminal, lock files).
+    /// Other I/O (the terminal, standard input).
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -205,28 +189,73 @@ pub struct Paths {
     pub maildir_root: PathBuf,
 }
 
-/// Checks and normalises a user or alias name: 1 to 64 characters of
-/// `a-z 0-9 . _ -`, starting with a letter or digit; upper case is folded
-/// (local parts are matched case-insensitively anyway).
-pub fn normalize_name(name: &str) -> Result<String> {
-    let bad = |why| CtlError::BadName {
-        name: name.to_string(),
-        why,
-    };
-    if name.is_empty() || name.len() > 64 {
-        return Err(bad("must be 1 to 64 characters"));
+/// What the commands need from the configuration: the files, and for
+/// routing and delivery the local domains and the host name.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The files.
+    pub paths: Paths,
+    /// Local domains (`mydestination`).
+    pub local_domains: Vec<String>,
+    /// This host's name (`Received:` headers, Maildir file names).
+    pub hostname: String,
+}
+
+impl Site {
+    /// The site a configuration describes.
+    pub fn from_config(cfg: &Config) -> Self {
+        let g = &cfg.global;
+        Site {
+            paths: Paths {
+                passwd: g.passwd_file.clone(),
+                aliases: g.aliases_file.clone(),
+                maildir_root: g.maildir_root.clone(),
+            },
+            local_domains: g.local_domains.clone(),
+            hostname: g.hostname.clone(),
+        }
     }
-    let lower = name.to_ascii_lowercase();
-    if !lower.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(bad("must start with a letter or digit"));
+
+    /// The site of the command line: the configuration file (or the
+    /// built-in one, as the daemons use), then the file options over it.
+    pub fn from_cli(cli: &Cli) -> Result<Self> {
+        let mut site = Site::from_config(&Config::load_or_builtin(cli.config.as_deref())?);
+        let p = &mut site.paths;
+        for (over, path) in [
+            (&cli.passwd, &mut p.passwd),
+            (&cli.aliases, &mut p.aliases),
+            (&cli.maildir_root, &mut p.maildir_root),
+        ] {
+            if let Some(o) = over {
+                path.clone_from(o);
+            }
+        }
+        Ok(site)
     }
-    if !lower
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(bad("only letters, digits, '.', '_' and '-' are allowed"));
+
+    /// `paths` with the built-in configuration's domains and host name.
+    pub fn with_paths(paths: Paths) -> Result<Self> {
+        let cfg = Config::load_or_builtin(None)?;
+        Ok(Site {
+            paths,
+            ..Site::from_config(&cfg)
+        })
     }
-    Ok(lower)
+
+    /// The router the daemons would use (accounts, aliases, domains).
+    pub fn router(&self) -> Result<Router> {
+        let accounts = Arc::new(Accounts::open(&self.paths.passwd)?);
+        let aliases = Arc::new(Aliases::open(&self.paths.aliases)?);
+        Ok(Router::new(&self.local_domains, accounts, Some(aliases)))
+    }
+
+    /// The Maildir store.
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::with_hostname(
+            &self.paths.maildir_root,
+            &self.hostname,
+        )?)
+    }
 }
 
 /// Parses a scheme name given on the command line.
@@ -234,331 +263,77 @@ pub fn parse_scheme(s: &str) -> Result<Scheme> {
     Scheme::from_name(s).ok_or_else(|| CtlError::BadScheme(s.to_string()))
 }
 
-/// Holds an exclusive `flock` on `<file>.lock` while a file is rewritten.
-struct EditLock(#[allow(dead_code)] File);
-
-fn lock_for(path: &Path) -> Result<EditLock> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(PathBuf::from(name))?;
-    f.lock()?;
-    Ok(EditLock(f))
-}
-
-/// Reads a file that may not exist yet (then it is empty).
-fn read_optional(path: &Path) -> Result<String> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(CtlError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-fn ensure_parent(path: &Path) -> Result<()> {
-    if let Some(p) = path.parent() {
-        if !p.as_os_str().is_empty() {
-            fs::create_dir_all(p)?;
+/// The passwd-file's accounts; a missing file is empty when `missing_ok`,
+/// else the error says how to create it.
+fn accounts_in(path: &Path, missing_ok: bool) -> Result<PasswdFile> {
+    match PasswdFile::load(path) {
+        Err(mailstore::Error::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            if missing_ok {
+                Ok(PasswdFile::default())
+            } else {
+                Err(CtlError::NoPasswdFile(path.to_path_buf()))
+            }
         }
+        r => Ok(r?),
     }
-    Ok(())
-}
-
-/// Text with a final newline (so appended lines start on their own line).
-fn with_newline(mut s: String) -> String {
-    if !s.is_empty() && !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
-}
-
-/// The user field of a passwd-file line, if it is an entry line.
-fn passwd_user(line: &str) -> Option<&str> {
-    if line.trim().is_empty() || line.trim_start().starts_with('#') {
-        return None;
-    }
-    Some(line.split(':').next().unwrap_or(line))
 }
 
 /// Adds an account with `password` hashed by `scheme` and creates its
-/// Maildir. The home field is `<maildir_root>/<name>` (absolute).
+/// Maildir (see [`mailstore::add_account`]).
 pub fn user_add(paths: &Paths, name: &str, password: &str, scheme: &Scheme) -> Result<()> {
-    let name = normalize_name(name)?;
-    if password.is_empty() {
-        return Err(CtlError::Password("empty password"));
-    }
-    ensure_parent(&paths.passwd)?;
-    let _lock = lock_for(&paths.passwd)?;
-    let text = read_optional(&paths.passwd)?;
-    if PasswdFile::parse(&text, &paths.passwd).get(&name).is_some() {
-        return Err(CtlError::Duplicate { kind: "user", name });
-    }
-    let field = hash_password(scheme, password)?;
-    let home = std::path::absolute(paths.maildir_root.join(&name))?;
-    let mut out = with_newline(text);
-    out.push_str(&format!("{name}:{field}::::{}::\n", home.display()));
     let store = Store::open(&paths.maildir_root)?;
-    store.create_maildir(&name)?;
-    atomic_write(&paths.passwd, out.as_bytes(), 0o600)?;
+    mailstore::add_account(&paths.passwd, &store, name, password, scheme)?;
     Ok(())
 }
 
 /// Replaces an account's password, keeping the line's other fields.
 pub fn user_passwd(paths: &Paths, name: &str, password: &str, scheme: &Scheme) -> Result<()> {
-    if password.is_empty() {
-        return Err(CtlError::Password("empty password"));
-    }
-    let _lock = lock_for(&paths.passwd)?;
-    let text = read_existing(&paths.passwd)?;
-    let field = hash_password(scheme, password)?;
-    let mut found = false;
-    let mut out = String::with_capacity(text.len() + 128);
-    for line in text.split_inclusive('\n') {
-        let matches = !found && passwd_user(line).is_some_and(|u| u.eq_ignore_ascii_case(name));
-        if matches {
-            found = true;
-            let body = line.trim_end_matches(['\n', '\r']);
-            let ending = &line[body.len()..];
-            let mut fields: Vec<&str> = body.splitn(3, ':').collect();
-            if fields.len() < 2 {
-                fields.push("");
-            }
-            if let Some(f) = fields.get_mut(1) {
-                *f = &field;
-            }
-            out.push_str(&fields.join(":"));
-            out.push_str(if ending.is_empty() { "\n" } else { ending });
-        } else {
-            out.push_str(line);
-        }
-    }
-    if !found {
-        return Err(CtlError::NotFound {
-            kind: "user",
-            name: name.to_string(),
-        });
-    }
-    atomic_write(&paths.passwd, out.as_bytes(), 0o600)?;
-    Ok(())
+    Ok(mailstore::set_password(
+        &paths.passwd,
+        name,
+        password,
+        scheme,
+    )?)
 }
 
-fn read_existing(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| CtlError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Removes an account's line. The Maildir stays (mail is not destroyed by
-/// accident; remove it by hand).
+/// Removes an account's line; its Maildir stays.
 pub fn user_del(paths: &Paths, name: &str) -> Result<()> {
-    let _lock = lock_for(&paths.passwd)?;
-    let text = read_existing(&paths.passwd)?;
-    let mut found = false;
-    let out: String = text
-        .split_inclusive('\n')
-        .filter(|line| {
-            let m = passwd_user(line).is_some_and(|u| u.eq_ignore_ascii_case(name));
-            found |= m;
-            !m
-        })
-        .collect();
-    if !found {
-        return Err(CtlError::NotFound {
-            kind: "user",
-            name: name.to_string(),
-        });
-    }
-    atomic_write(&paths.passwd, out.as_bytes(), 0o600)?;
-    Ok(())
+    Ok(mailstore::remove_account(&paths.passwd, name)?)
 }
 
-/// Lists accounts as `name SCHEME`.
+/// Lists accounts as `name SCHEME`; a missing passwd-file is an error.
 pub fn user_list(paths: &Paths) -> Result<Vec<String>> {
-    let text = read_optional(&paths.passwd)?;
-    Ok(PasswdFile::parse(&text, &paths.passwd)
+    Ok(accounts_in(&paths.passwd, false)?
         .accounts()
         .map(|a| format!("{} {}", a.name, a.scheme))
         .collect())
 }
 
-/// Raw aliases-file entries: (lower-cased name, range of physical lines).
-fn alias_entries(text: &str) -> Vec<(String, std::ops::Range<usize>)> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut out: Vec<(String, std::ops::Range<usize>)> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.end = i + 1;
-            }
-            continue;
-        }
-        let name = match t.strip_prefix('"') {
-            Some(q) => q.split('"').next().unwrap_or(""),
-            None => t.split(':').next().unwrap_or(""),
-        };
-        out.push((name.trim().to_lowercase(), i..i + 1));
-    }
-    out
-}
-
-/// Checks an alias target: a local name, or `name@domain`.
-fn check_target(t: &str) -> Result<String> {
-    if t.starts_with(['|', '/']) || t.starts_with(":include:") {
-        return Err(CtlError::BadName {
-            name: t.to_string(),
-            why: "pipes, files and :include: targets are not supported",
-        });
-    }
-    match t.rsplit_once('@') {
-        Some((l, d)) => {
-            let l = normalize_name(l)?;
-            let ok = !d.is_empty()
-                && d.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-            if !ok {
-                return Err(CtlError::BadName {
-                    name: t.to_string(),
-                    why: "invalid domain",
-                });
-            }
-            Ok(format!("{l}@{}", d.to_ascii_lowercase()))
-        }
-        None => normalize_name(t),
-    }
-}
-
-/// Adds an alias `name: target, ...`.
+/// Adds an alias `name: target, ...`; a local target must be an account or
+/// an alias, with the built-in configuration's local domains.
 pub fn alias_add(paths: &Paths, name: &str, targets: &[String]) -> Result<()> {
-    let name = normalize_name(name)?;
-    if targets.is_empty() {
-        return Err(CtlError::BadName {
-            name,
-            why: "an alias needs at least one target",
-        });
-    }
-    let targets = targets
-        .iter()
-        .map(|t| check_target(t))
-        .collect::<Result<Vec<_>>>()?;
-    ensure_parent(&paths.aliases)?;
-    let _lock = lock_for(&paths.aliases)?;
-    let text = read_optional(&paths.aliases)?;
-    if alias_entries(&text).iter().any(|(n, _)| *n == name) {
-        return Err(CtlError::Duplicate {
-            kind: "alias",
-            name,
-        });
-    }
-    let mut out = with_newline(text);
-    out.push_str(&format!("{name}: {}\n", targets.join(", ")));
-    atomic_write(&paths.aliases, out.as_bytes(), 0o644)?;
-    Ok(())
+    let site = Site::with_paths(paths.clone())?;
+    Ok(mailstore::add_alias(
+        &paths.aliases,
+        name,
+        targets,
+        &site.router()?,
+    )?)
 }
 
 /// Removes an alias (with its continuation lines).
 pub fn alias_del(paths: &Paths, name: &str) -> Result<()> {
-    let _lock = lock_for(&paths.aliases)?;
-    let text = read_existing(&paths.aliases)?;
-    let want = name.to_lowercase();
-    let Some((_, range)) = alias_entries(&text).into_iter().find(|(n, _)| *n == want) else {
-        return Err(CtlError::NotFound {
-            kind: "alias",
-            name: name.to_string(),
-        });
-    };
-    let out: String = text
-        .split_inclusive('\n')
-        .enumerate()
-        .filter(|(i, _)| !range.contains(i))
-        .map(|(_, l)| l)
-        .collect();
-    atomic_write(&paths.aliases, out.as_bytes(), 0o644)?;
-    Ok(())
+    Ok(mailstore::remove_alias(&paths.aliases, name)?)
 }
 
-/// Lists aliases as `name: target, ...`.
+/// Lists aliases as `name: target, ...` (none when the file is missing:
+/// the daemons read that as no aliases too).
 pub fn alias_list(paths: &Paths) -> Result<Vec<String>> {
-    let text = read_optional(&paths.aliases)?;
-    Ok(mailstore::AliasMap::parse(&text, &paths.aliases)
+    let map = Aliases::open(&paths.aliases)?.map()?;
+    Ok(map
         .entries()
         .map(|(n, t)| format!("{n}: {}", t.join(", ")))
         .collect())
-}
-
-/// Delivers `message` (read to its end, in chunks) to local `recipients`,
-/// routed through the accounts and aliases like the SMTP server does.
-/// Returns the delivery report.
-pub fn deliver(
-    paths: &Paths,
-    from: &str,
-    recipients: &[String],
-    domains: &[String],
-    hostname: &str,
-    message: &mut dyn io::Read,
-) -> Result<mailstore::DeliveryReport> {
-    use std::sync::Arc;
-    let accounts = Arc::new(mailstore::Accounts::open(&paths.passwd)?);
-    let aliases = Arc::new(mailstore::Aliases::open(&paths.aliases)?);
-    let router = if domains.is_empty() {
-        mailstore::Router::new(mailstore::LAB_DOMAINS, accounts, Some(aliases))
-    } else {
-        mailstore::Router::new(domains, accounts, Some(aliases))
-    };
-    let mut mailboxes = Vec::new();
-    for r in recipients {
-        match router.route(r)? {
-            mailstore::Route::Local(m) => mailboxes.extend(m),
-            mailstore::Route::UnknownUser => {
-                return Err(CtlError::Recipient {
-                    rcpt: r.clone(),
-                    why: "no such user",
-                })
-            }
-            mailstore::Route::NotLocal => {
-                return Err(CtlError::Recipient {
-                    rcpt: r.clone(),
-                    why: "not a local domain",
-                })
-            }
-        }
-    }
-    let now = std::time::SystemTime::now();
-    let env = mailstore::Envelope {
-        mail_from: from.to_string(),
-        recipients: recipients.to_vec(),
-        mailboxes,
-        helo: String::new(),
-        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-        protocol: mailstore::Protocol::Local,
-        our_hostname: hostname.to_string(),
-        queue_id: mailstore::QueueIdGenerator::new().next_id(now),
-        time: now,
-    };
-    let store = Store::open(&paths.maildir_root)?;
-    let mut d = store.begin_delivery(&env)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match message.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        d.write(buf.get(..n).unwrap_or_default())?;
-    }
-    Ok(d.commit()?)
 }
 
 /// Where passwords come from.
@@ -635,12 +410,15 @@ fn read_hidden(prompt: &str) -> Result<String> {
 
 /// Runs a parsed command line; returns the lines to print on stdout.
 pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String>> {
-    let paths = Paths {
-        passwd: cli.passwd,
-        aliases: cli.aliases,
-        maildir_root: cli.maildir_root,
+    let mut site = Site::from_cli(&cli)?;
+    let paths = &site.paths;
+    let mut password = |from_stdin: bool, user: &str| {
+        if from_stdin {
+            stdin_source.password(user)
+        } else {
+            Prompt.password(user)
+        }
     };
-    let mut prompt = Prompt;
     match cli.command {
         Cmd::User(UserCmd::Add {
             name,
@@ -648,19 +426,17 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             scheme,
         }) => {
             let scheme = parse_scheme(&scheme)?;
-            let name = normalize_name(&name)?;
-            let src: &mut dyn PasswordSource = if password_stdin {
-                stdin_source
-            } else {
-                &mut prompt
-            };
-            let pw = src.password(&name)?;
-            user_add(&paths, &name, &pw, &scheme)?;
+            let name = mailstore::normalize_name(&name)?;
+            // Refuse before asking for a password twice.
+            if accounts_in(&paths.passwd, true)?.get(&name).is_some() {
+                return Err(mailstore::Error::Exists { kind: "user", name }.into());
+            }
+            let pw = password(password_stdin, &name)?;
+            let store = site.store()?;
+            mailstore::add_account(&paths.passwd, &store, &name, &pw, &scheme)?;
             Ok(vec![format!(
                 "user {name} added ({scheme}), Maildir {}",
-                Store::open(&paths.maildir_root)?
-                    .maildir_path(&name)
-                    .display()
+                store.maildir_path(&name).display()
             )])
         }
         Cmd::User(UserCmd::Passwd {
@@ -669,65 +445,58 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             scheme,
         }) => {
             let scheme = parse_scheme(&scheme)?;
-            let src: &mut dyn PasswordSource = if password_stdin {
-                stdin_source
-            } else {
-                &mut prompt
-            };
             // Fail before prompting when the user does not exist.
-            let text = read_existing(&paths.passwd)?;
-            if PasswdFile::parse(&text, &paths.passwd).get(&name).is_none() {
-                return Err(CtlError::NotFound { kind: "user", name });
+            if accounts_in(&paths.passwd, false)?.get(&name).is_none() {
+                let e = mailstore::Error::NotFound { kind: "user", name };
+                return Err(e.into());
             }
-            let pw = src.password(&name)?;
-            user_passwd(&paths, &name, &pw, &scheme)?;
+            let pw = password(password_stdin, &name)?;
+            user_passwd(paths, &name, &pw, &scheme)?;
             Ok(vec![format!("password of {name} changed ({scheme})")])
         }
         Cmd::User(UserCmd::Del { name }) => {
-            user_del(&paths, &name)?;
+            user_del(paths, &name)?;
             Ok(vec![format!(
                 "user {name} removed (Maildir kept under {})",
                 paths.maildir_root.display()
             )])
         }
-        Cmd::User(UserCmd::List) => user_list(&paths),
+        Cmd::User(UserCmd::List) => user_list(paths),
         Cmd::Alias(AliasCmd::Add { name, targets }) => {
-            alias_add(&paths, &name, &targets)?;
+            mailstore::add_alias(&paths.aliases, &name, &targets, &site.router()?)?;
             Ok(vec![format!("alias {} added", name.to_lowercase())])
         }
         Cmd::Alias(AliasCmd::Del { name }) => {
-            alias_del(&paths, &name)?;
+            alias_del(paths, &name)?;
             Ok(vec![format!("alias {} removed", name.to_lowercase())])
         }
-        Cmd::Alias(AliasCmd::List) => alias_list(&paths),
+        Cmd::Alias(AliasCmd::List) => alias_list(paths),
         Cmd::Deliver {
             from,
             domains,
             hostname,
             recipients,
         } => {
-            let host = hostname.unwrap_or_else(|| {
-                fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "localhost".into())
-            });
-            let r = deliver(
-                &paths,
+            if !domains.is_empty() {
+                site.local_domains = domains;
+            }
+            if let Some(h) = hostname {
+                site.hostname = h;
+            }
+            let r = mailstore::deliver_local(
+                &site.store()?,
+                &site.router()?,
                 &from,
                 &recipients,
-                &domains,
-                &host,
+                &site.hostname,
                 &mut io::stdin().lock(),
             )?;
+            let paths: Vec<String> = r.paths.iter().map(|p| p.display().to_string()).collect();
             Ok(vec![format!(
                 "delivered as {} ({} bytes) to {}",
                 r.queue_id,
                 r.pop3_size,
-                r.paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                paths.join(", ")
             )])
         }
     }
@@ -736,7 +505,6 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailstore::Accounts;
 
     fn paths(dir: &Path) -> Paths {
         Paths {
@@ -747,121 +515,78 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        assert_eq!(normalize_name("User1").unwrap(), "user1");
-        assert_eq!(normalize_name("a.b_c-d").unwrap(), "a.b_c-d");
-        for bad in ["", ".x", "-x", "a:b", "a b", "a/b", "é", &"x".repeat(65)] {
-            assert!(
-                matches!(normalize_name(bad), Err(CtlError::BadName { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn users_lifecycle_preserves_other_lines() {
+    fn library_calls_edit_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(
-            &p.passwd,
-            "# managed by hand too\nroot:{PLAIN}r:0:0::/root:/bin/sh",
-        )
-        .unwrap();
-        user_add(&p, "User1", "pw one", &Scheme::Sha512Crypt).unwrap();
-        user_add(&p, "user2", "pw2", &Scheme::Plain).unwrap();
-        assert!(matches!(
-            user_add(&p, "USER1", "x", &Scheme::Plain),
-            Err(CtlError::Duplicate { .. })
-        ));
-        assert!(matches!(
-            user_add(&p, "user3", "", &Scheme::Plain),
-            Err(CtlError::Password(_))
-        ));
-        assert!(matches!(
-            user_add(&p, "user3", "a:b", &Scheme::Plain),
-            Err(CtlError::Store(_))
-        ));
-        let acc = Accounts::open(&p.passwd).unwrap();
-        assert!(acc.verify_password("user1", b"pw one").unwrap().is_some());
-        let a = acc.verify_password("user2", b"pw2").unwrap().unwrap();
-        let home = a.home.unwrap();
-        assert!(home.is_absolute());
-        assert!(home.join("Maildir/cur").is_dir());
-        user_passwd(&p, "user1", "new", &Scheme::Argon2id).unwrap();
-        assert!(acc.verify_password("user1", b"pw one").unwrap().is_none());
-        assert!(acc.verify_password("user1", b"new").unwrap().is_some());
-        assert!(matches!(
-            user_passwd(&p, "nobody", "x", &Scheme::Plain),
-            Err(CtlError::NotFound { .. })
-        ));
-        assert_eq!(
-            user_list(&p).unwrap(),
-            ["root PLAIN", "user1 ARGON2ID", "user2 PLAIN"]
-        );
-        user_del(&p, "USER2").unwrap();
-        assert!(matches!(
-            user_del(&p, "user2"),
-            Err(CtlError::NotFound { .. })
-        ));
-        let text = fs::read_to_string(&p.passwd).unwrap();
-        assert!(text.starts_with(
-            "# managed by hand too\nroot:{PLAIN}r:0:0::/root:/bin/sh\nuser1:{ARGON2ID}$argon2id$"
-        ));
-        assert_eq!(text.lines().count(), 3);
-        assert!(
-            p.maildir_root.join("user2/Maildir").is_dir(),
-            "Maildir kept"
-        );
-        // An existing file keeps its mode (the admin may grant a group).
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(&p.passwd).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-    }
-
-    #[test]
-    fn aliases_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = paths(dir.path());
-        fs::create_dir_all(dir.path().join("etc")).unwrap();
-        fs::write(&p.aliases, "# aliases\nteam: a,\n  b\nroot: admin\n").unwrap();
+        assert!(matches!(user_list(&p), Err(CtlError::NoPasswdFile(_))));
+        assert!(alias_list(&p).unwrap().is_empty(), "no aliases file: none");
+        user_add(&p, "User1", "pw", &Scheme::Plain).unwrap();
+        user_add(&p, "user2", "pw", &Scheme::Plain).unwrap();
+        user_passwd(&p, "user2", "new", &Scheme::Sha256Crypt).unwrap();
         alias_add(
             &p,
-            "Postmaster",
-            &["root".into(), "User1@CSUVnetwork.com".into()],
+            "team",
+            &["user1".into(), "User2@csuvnetwork.com".into()],
         )
         .unwrap();
-        assert!(matches!(
-            alias_add(&p, "team", &["x".into()]),
-            Err(CtlError::Duplicate { .. })
-        ));
-        assert!(matches!(
-            alias_add(&p, "x", &["|/bin/sh".into()]),
-            Err(CtlError::BadName { .. })
-        ));
-        assert!(matches!(
-            alias_add(&p, "x", &[]),
-            Err(CtlError::BadName { .. })
-        ));
+        let e = alias_add(&p, "x", &["nosuchuser".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "no account or alias named \"nosuchuser\"");
+        assert_eq!(
+            user_list(&p).unwrap(),
+            ["user1 PLAIN", "user2 SHA256-CRYPT"]
+        );
         assert_eq!(
             alias_list(&p).unwrap(),
-            [
-                "team: a, b",
-                "root: admin",
-                "postmaster: root, user1@csuvnetwork.com"
-            ]
+            ["team: user1, user2@csuvnetwork.com"]
         );
-        alias_del(&p, "TEAM").unwrap();
-        assert_eq!(
-            fs::read_to_string(&p.aliases).unwrap(),
-            "# aliases\nroot: admin\npostmaster: root, user1@csuvnetwork.com\n"
-        );
-        assert!(matches!(
-            alias_del(&p, "team"),
-            Err(CtlError::NotFound { .. })
-        ));
+        user_del(&p, "user2").unwrap();
+        alias_del(&p, "team").unwrap();
+        assert_eq!(user_list(&p).unwrap(), ["user1 PLAIN"]);
+        assert!(alias_list(&p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_configuration_names_the_files_and_options_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mail.toml");
+        std::fs::write(
+            &conf,
+            "[global]\nhostname = \"mx.example.org\"\nlocal_domains = [\"example.org\"]\n\
+             passwd_file = \"etc/passwd\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["mailctl", "-c", conf.to_str().unwrap(), "user", "list"]);
+        let site = Site::from_cli(&cli).unwrap();
+        assert_eq!(site.paths.passwd, dir.path().join("etc/passwd"));
+        // Unset keys take the daemons' defaults, relative to the file.
+        assert_eq!(site.paths.aliases, dir.path().join("lab-data/aliases"));
+        assert_eq!(site.local_domains, ["example.org"]);
+        assert_eq!(site.hostname, "mx.example.org");
+        let cli = Cli::parse_from([
+            "mailctl",
+            "user",
+            "--config",
+            conf.to_str().unwrap(),
+            "--passwd",
+            "/other/passwd",
+            "list",
+        ]);
+        let site = Site::from_cli(&cli).unwrap();
+        assert_eq!(site.paths.passwd, Path::new("/other/passwd"));
+        assert_eq!(site.paths.maildir_root, dir.path().join("lab-data/mail"));
+        // Without a file: the daemons' built-in configuration.
+        let site = Site::from_cli(&Cli::parse_from(["mailctl", "user", "list"])).unwrap();
+        assert_eq!(site.paths.passwd, Path::new("./lab-data/passwd"));
+        assert_eq!(site.hostname, "mail.csuvnetwork.com");
+        let e = Site::from_cli(&Cli::parse_from([
+            "mailctl",
+            "-c",
+            dir.path().join("none.toml").to_str().unwrap(),
+            "user",
+            "list",
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, CtlError::Config(_)), "{e}");
     }
 
     #[test]
@@ -870,18 +595,5 @@ mod tests {
         assert_eq!(s.password("u").unwrap(), "secret");
         let mut e = FromReader(&b""[..]);
         assert!(matches!(e.password("u"), Err(CtlError::Password(_))));
-    }
-
-    #[test]
-    fn unreadable_file_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = Paths {
-            passwd: dir.path().to_path_buf(), // a directory: unreadable as text
-            aliases: dir.path().join("aliases"),
-            maildir_root: dir.path().join("mail"),
-        };
-        let e = user_list(&p).unwrap_err();
-        assert!(matches!(e, CtlError::Read { .. }), "{e}");
-        assert!(e.to_string().starts_with("cannot read"));
     }
 }

@@ -2,9 +2,10 @@
 //! [`pop3_proto::ServerSession`].
 //!
 //! Per connection it moves bytes between the socket and the session and
-//! answers the session's events from [`mailstore`]: passwords from the
-//! passwd-file (APOP and CRAM-MD5 only for `{PLAIN}` accounts, which hold
-//! the secret itself), the maildrop opened with an exclusive lock
+//! answers the session's events from [`mailstore`]: logins checked by
+//! [`mailstore::auth`], the same authenticator smtpd uses (APOP and
+//! CRAM-MD5 only for `{PLAIN}` accounts, which hold the secret itself), the
+//! maildrop opened with an exclusive lock
 //! (`-ERR [IN-USE]` for a second session, RFC 1939 section 8), messages
 //! streamed from their files in chunks (never held whole), and deletions
 //! carried out only on QUIT. A connection that ends without QUIT deletes
@@ -55,11 +56,12 @@ use std::time::{Duration, SystemTime};
 
 use mail_config::Config;
 use mail_session::driver::{Driver, Stop, TranscriptLog, FLUSH_AT};
-use mailstore::{Accounts, Maildrop, Router, Store};
+use mailstore::auth::{AuthOutcome, Authenticator};
+use mailstore::{Accounts, LocalDomains, Maildrop, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use pop3_proto::{
-    AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism, MessageInfo, ServerConfig,
-    ServerSession, SessionState,
+    apop_timestamp, AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism,
+    MessageInfo, ServerConfig, ServerSession, SessionState,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -88,6 +90,8 @@ pub enum Error {
 
 struct Shared {
     cfg: RwLock<Arc<Config>>,
+    /// Built from `cfg`, replaced with it.
+    auth: RwLock<Arc<Authenticator>>,
     store: Store,
     accounts: Arc<Accounts>,
     limiter: Arc<ConnLimiter>,
@@ -98,6 +102,18 @@ impl Shared {
     fn cfg(&self) -> Arc<Config> {
         Arc::clone(&self.cfg.read().unwrap_or_else(PoisonError::into_inner))
     }
+
+    fn auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn authenticator(cfg: &Config, accounts: &Arc<Accounts>) -> Authenticator {
+    Authenticator::new(
+        Arc::clone(accounts),
+        LocalDomains::new(&cfg.global.local_domains),
+        cfg.pop3d.auth_failure_delay.duration(),
+    )
 }
 
 /// A started server: its listeners are bound and accepting.
@@ -127,6 +143,12 @@ impl netkit::Service for Running {
         {
             warn!("listeners, maildir_root and passwd_file change only on restart");
         }
+        *self
+            .shared
+            .auth
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(authenticator(&cfg, &self.shared.accounts));
         *self
             .shared
             .cfg
@@ -162,6 +184,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             cfg.pop3d.max_connections,
             cfg.pop3d.max_connections_per_client,
         ),
+        auth: RwLock::new(Arc::new(authenticator(&cfg, &accounts))),
         cfg: RwLock::new(Arc::new(cfg)),
         store,
         accounts,
@@ -179,24 +202,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     })
 }
 
-fn session_config(cfg: &Config, sid: &str) -> ServerConfig {
+fn session_config(cfg: &Config, session: u64) -> ServerConfig {
     let p = &cfg.pop3d;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
+    // RFC 1939 section 7: the timestamp must differ in every greeting.
+    // The session number does that within this process (per second), the
+    // time and the process id across restarts.
+    let unique = (now.as_secs() << 32) | (session & 0xFFFF_FFFF);
     ServerConfig {
         greeting: format!("{} POP3 ready.", cfg.global.hostname),
-        // RFC 1939 section 7: `<process-ID.clock@hostname>`, unique per
-        // connection; the session id makes it unique within a process.
-        apop_timestamp: p.apop.then(|| {
-            format!(
-                "<{}.{}.{}@{}>",
-                std::process::id(),
-                sid,
-                now.as_secs(),
-                cfg.global.hostname
-            )
-        }),
+        apop_timestamp: p
+            .apop
+            .then(|| apop_timestamp(std::process::id(), unique, &cfg.global.hostname)),
         hostname: cfg.global.hostname.clone(),
         sasl: p
             .auth_mechanisms
@@ -238,9 +257,10 @@ async fn connection(
             return;
         }
     };
-    let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
+    let number = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let sid = format!("{number:X}");
     info!(sid, client = %peer, "connect");
-    let session = ServerSession::new(session_config(&cfg, &sid), Duration::ZERO);
+    let session = ServerSession::new(session_config(&cfg, number), Duration::ZERO);
     let mut driver = Driver::new(stream).with_shutdown(shutdown.token());
     if cfg.global.transcript {
         driver = driver.with_transcript(TranscriptLog {
@@ -250,7 +270,6 @@ async fn connection(
     }
     let mut conn = Conn {
         shared,
-        cfg,
         sid,
         account: None,
         maildrop: None,
@@ -269,7 +288,6 @@ async fn connection(
 
 struct Conn {
     shared: Arc<Shared>,
-    cfg: Arc<Config>,
     sid: String,
     /// The canonical account name after a successful login.
     account: Option<String>,
@@ -403,48 +421,20 @@ impl Conn {
     }
 
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
-        let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.username().to_owned();
-        let domains = self.cfg.global.local_domains.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailstore::Error> {
-            // `user1@csuvnetwork.com` logs in as `user1`, as Dovecot's
-            // `auth_username_format = %n` does.
-            let Some(login) =
-                Router::new(&domains, Arc::clone(&accounts), None).login_name(creds.username())
-            else {
-                return Ok(None);
-            };
-            match creds.password() {
-                Some(p) => Ok(accounts
-                    .verify_password(&login, p.expose().as_bytes())?
-                    .map(|a| a.name)),
-                None => {
-                    // APOP and CRAM-MD5 need the shared secret itself.
-                    let Some(secret) = accounts.plain_secret(&login)? else {
-                        return Ok(None);
-                    };
-                    let secret = String::from_utf8_lossy(secret.expose()).into_owned();
-                    if creds.verify_password(&secret) {
-                        Ok(accounts.lookup(&login)?.map(|a| a.name))
-                    } else {
-                        Ok(None)
-                    }
-                }
-            }
-        })
-        .await;
-        match r {
-            Ok(Ok(Some(name))) => {
-                info!(sid = self.sid, user = name, "logged in");
-                self.account = Some(name);
+        let auth = self.shared.auth();
+        match tokio::task::spawn_blocking(move || auth.check_session(&creds)).await {
+            Ok(AuthOutcome::Accepted(account)) => {
+                info!(sid = self.sid, user = account.name, "logged in");
+                self.account = Some(account.name);
                 AuthResult::Accepted
             }
-            Ok(Ok(None)) => {
+            Ok(AuthOutcome::Rejected { delay }) => {
                 warn!(sid = self.sid, user, "authentication failed");
-                tokio::time::sleep(self.cfg.pop3d.auth_failure_delay.duration()).await;
+                tokio::time::sleep(delay).await;
                 AuthResult::Rejected
             }
-            Ok(Err(e)) => {
+            Ok(AuthOutcome::Unavailable(e)) => {
                 error!(sid = self.sid, error = %e, "account lookup failed");
                 AuthResult::TempFail
             }

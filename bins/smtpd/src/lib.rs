@@ -2,18 +2,18 @@
 //! [`smtp_proto::ServerSession`].
 //!
 //! Per connection it moves bytes between the socket and the session and
-//! answers the session's events from [`mailstore`]: credentials from the
-//! passwd-file, recipients through the router (`550 5.1.1` for unknown
-//! local users, `554 5.7.1 Relay access denied` for other domains unless
-//! the client may relay), and delivery into every local recipient's
-//! Maildir.
+//! answers the session's events with [`mailstore`]'s policy: credentials
+//! by [`mailstore::auth`], recipients and VRFY by [`mailstore::policy`]
+//! (`550 5.1.1` for unknown local users, `554 5.7.1 Relay access denied`
+//! for other domains unless the client may relay), messages by
+//! [`mailstore::pipeline`].
 //!
 //! A message is durable before `250 2.0.0 Ok: queued as <id>` is sent: a
 //! message held in memory (up to 256 KiB) is written to the queue journal
-//! ([`mailstore::Queue`], one shared flush) and delivered into the Maildirs
-//! right after the reply, with retries if that fails; a larger one is
-//! streamed into its Maildir file and committed there before the reply.
-//! Messages the journal holds at start (after a crash) are delivered then.
+//! (one shared flush) and delivered into the Maildirs right after the
+//! reply, with retries if that fails; a larger one is streamed into its
+//! Maildir file and committed there before the reply. Messages the journal
+//! holds at start (after a crash) are delivered then.
 //!
 //! Two kinds of listener: inbound (port 25: local recipients need no AUTH)
 //! and submission (port 587, RFC 6409: AUTH before MAIL).
@@ -59,13 +59,16 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
 use mail_session::driver::{Driver, Stop, TranscriptLog};
-use mailstore::{Accounts, Aliases, Queue, QueueIdGenerator, Queued, Route, Router, Store};
+use mailstore::auth::{AuthOutcome, Authenticator};
+use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
+use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
+use mailstore::{Accounts, Aliases, LocalDomains, QueueIdGenerator, Recipients, Router, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
@@ -73,22 +76,7 @@ use smtp_proto::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
-
-/// Body bytes gathered before they are written to the Maildir file: a
-/// small message costs one trip to the blocking pool, a large one is never
-/// held whole in memory.
-const FLUSH_AT: usize = 256 * 1024;
-
-/// Memory for queued messages waiting for their Maildir delivery, in KiB.
-/// When it is used up, messages are delivered before the reply instead
-/// (the direct path), which slows clients down to the disk's pace.
-const QUEUE_MEMORY_KIB: usize = 64 * 1024;
-
-/// Deliveries from the queue running at once (each waits on fsyncs; more
-/// would only add threads).
-const DELIVERY_SLOTS: usize = 16;
 
 /// Why the server could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +95,8 @@ pub enum Error {
 /// Everything a connection needs that SIGHUP may replace.
 struct Settings {
     cfg: Config,
-    router: Router,
+    policy: RecipientPolicy,
+    auth: Authenticator,
 }
 
 impl Settings {
@@ -117,21 +106,24 @@ impl Settings {
         } else {
             None
         };
-        let router = Router::new(&cfg.global.local_domains, Arc::clone(accounts), aliases);
-        Ok(Settings { cfg, router })
+        let domains = &cfg.global.local_domains;
+        let router = Router::new(domains, Arc::clone(accounts), aliases);
+        let auth = Authenticator::new(
+            Arc::clone(accounts),
+            LocalDomains::new(domains),
+            cfg.smtpd.auth_failure_delay.duration(),
+        );
+        Ok(Settings {
+            policy: RecipientPolicy::new(router),
+            auth,
+            cfg,
+        })
     }
 }
 
 struct Shared {
     settings: RwLock<Arc<Settings>>,
-    store: Store,
-    queue: Queue,
-    queue_memory: Arc<Semaphore>,
-    delivery_slots: Arc<Semaphore>,
-    /// Queued messages whose current delivery attempt has not ended (not
-    /// counting those waiting to retry); shutdown waits for them.
-    attempts: AtomicUsize,
-    attempts_done: Notify,
+    pipeline: Pipeline,
     accounts: Arc<Accounts>,
     queue_ids: QueueIdGenerator,
     limiter: Arc<ConnLimiter>,
@@ -142,80 +134,10 @@ impl Shared {
     fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))
     }
+}
 
-    /// Delivers a queued message into its Maildirs in the background,
-    /// retrying after `queue_retry_delay` while it fails. The message
-    /// stays in the journal until delivered, so a stop or crash meanwhile
-    /// loses nothing: the next start delivers it.
-    fn spawn_delivery(self: &Arc<Self>, mut q: Queued, permit: Option<OwnedSemaphorePermit>) {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let shared = Arc::clone(self);
-        tokio::spawn(async move {
-            let _memory = permit;
-            loop {
-                let slot = Arc::clone(&shared.delivery_slots).acquire_owned().await;
-                let queue = shared.queue.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let r = queue.deliver(&mut q);
-                    (q, r)
-                })
-                .await;
-                drop(slot);
-                let ended = |shared: &Shared| {
-                    if shared.attempts.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        shared.attempts_done.notify_waiters();
-                    }
-                };
-                match r {
-                    Ok((_, Ok(report))) => {
-                        info!(
-                            queue_id = report.queue_id,
-                            paths = report.paths.len(),
-                            "delivered"
-                        );
-                        ended(&shared);
-                        return;
-                    }
-                    Ok((back, Err(e))) => {
-                        let delay = shared.settings().cfg.smtpd.queue_retry_delay.duration();
-                        warn!(queue_id = back.queue_id(), error = %e, retry_in = ?delay, "delivery deferred");
-                        q = back;
-                        ended(&shared);
-                        tokio::time::sleep(delay).await;
-                        shared.attempts.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        // The message stays in the journal; the next start
-                        // delivers it.
-                        error!(error = %e, "delivery task failed");
-                        ended(&shared);
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
-    /// Waits until no queued message is being delivered (those waiting for
-    /// a retry excepted), or until `deadline`.
-    async fn deliveries_settled(&self, deadline: Instant) {
-        loop {
-            let notified = self.attempts_done.notified();
-            if self.attempts.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline.into(), notified)
-                .await
-                .is_err()
-            {
-                warn!(
-                    in_progress = self.attempts.load(Ordering::SeqCst),
-                    "stopping with deliveries in progress; the queue keeps them for the next start"
-                );
-                return;
-            }
-        }
-    }
+fn retry_schedule(cfg: &Config) -> RetrySchedule {
+    RetrySchedule::fixed(cfg.smtpd.queue_retry_delay.duration())
 }
 
 /// A started server: its listeners are bound and accepting.
@@ -256,6 +178,7 @@ impl netkit::Service for Running {
                 "listeners, maildir_root, passwd_file and queue_directory change only on restart"
             );
         }
+        self.shared.pipeline.set_retry(retry_schedule(&cfg));
         let new = Settings::new(cfg, &self.shared.accounts)?;
         *self
             .shared
@@ -272,13 +195,24 @@ impl netkit::Service for Running {
         let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
         let deadline = Instant::now() + grace;
         self.serving.stop(grace).await;
-        self.shared.deliveries_settled(deadline).await;
-        // Flush what was delivered, so the next start has nothing to check.
-        let queue = self.shared.queue.clone();
-        match tokio::task::spawn_blocking(move || queue.checkpoint()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "final queue checkpoint failed; the next start redoes it")
+        let shared = Arc::clone(&self.shared);
+        let r = tokio::task::spawn_blocking(move || {
+            let left = shared.pipeline.settle(deadline);
+            // Flush what was delivered, so the next start has nothing to check.
+            (left, shared.pipeline.queue().checkpoint())
+        })
+        .await;
+        match r {
+            Ok((left, checkpoint)) => {
+                if left > 0 {
+                    warn!(
+                        in_progress = left,
+                        "stopping with deliveries in progress; the queue keeps them for the next start"
+                    );
+                }
+                if let Err(e) = checkpoint {
+                    warn!(error = %e, "final queue checkpoint failed; the next start redoes it");
+                }
             }
             Err(e) => warn!(error = %e, "final queue checkpoint task failed"),
         }
@@ -294,19 +228,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         Err(e) => warn!(error = %e, "cleaning stale Maildir tmp files failed"),
     }
     let accounts = Arc::new(Accounts::open(&cfg.global.passwd_file)?);
-    let (queue, recovered) = {
-        let (dir, store) = (cfg.smtpd.queue_directory.clone(), store.clone());
-        tokio::task::spawn_blocking(move || {
-            Queue::open(
-                dir,
-                store,
-                mailstore::queue::DEFAULT_SEGMENT_SIZE,
-                mailstore::queue::DEFAULT_CHECKPOINT_INTERVAL,
-            )
-        })
-        .await
-        .map_err(std::io::Error::other)??
+    let dir = cfg.smtpd.queue_directory.clone();
+    let config = PipelineConfig {
+        retry: retry_schedule(&cfg),
+        ..PipelineConfig::default()
     };
+    let (pipeline, recovered) =
+        tokio::task::spawn_blocking(move || Pipeline::open(dir, store, config))
+            .await
+            .map_err(std::io::Error::other)??;
     if !recovered.is_empty() {
         info!(
             messages = recovered.len(),
@@ -322,12 +252,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     let settings = Settings::new(cfg, &accounts)?;
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(settings)),
-        store,
-        queue,
-        queue_memory: Arc::new(Semaphore::new(QUEUE_MEMORY_KIB)),
-        delivery_slots: Arc::new(Semaphore::new(DELIVERY_SLOTS)),
-        attempts: AtomicUsize::new(0),
-        attempts_done: Notify::new(),
+        pipeline,
         accounts,
         queue_ids: QueueIdGenerator::new(),
         limiter,
@@ -352,7 +277,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         .chain(submission.into_iter().map(|l| (l, true)))
         .collect();
     for q in recovered {
-        shared.spawn_delivery(q, None);
+        shared.pipeline.submit(q);
     }
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
@@ -370,12 +295,9 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
 #[derive(Default)]
 struct Txn {
     from: String,
-    recipients: Vec<String>,
-    mailboxes: Vec<String>,
-    queue_id: String,
-    pending: Vec<u8>,
-    delivery: Option<mailstore::Delivery>,
-    failed: bool,
+    rcpts: Recipients,
+    /// The message being received; `None` after a write error.
+    delivery: Option<Incoming>,
     active: bool,
 }
 
@@ -539,18 +461,18 @@ impl Conn {
             }
             Event::MessageStart => {
                 self.txn.active = true;
-                self.txn.queue_id = self.shared.queue_ids.next_id(SystemTime::now());
+                let env = self.envelope(session);
+                self.txn.delivery = Some(self.shared.pipeline.incoming(env));
                 Ok(())
             }
             Event::BodyChunk(bytes) => {
-                self.txn.pending.extend_from_slice(&bytes);
-                if self.txn.pending.len() >= FLUSH_AT && !self.txn.failed {
-                    self.flush(session).await;
+                if self.txn.delivery.as_mut().is_some_and(|m| m.push(&bytes)) {
+                    self.write_out().await;
                 }
                 Ok(())
             }
-            Event::MessageEnd(env) => {
-                let result = self.finish_message(session, env.size).await;
+            Event::MessageEnd(_) => {
+                let result = self.finish_message().await;
                 session.message_result(result)
             }
             Event::MessageAborted(reason) => {
@@ -571,52 +493,22 @@ impl Conn {
     }
 
     async fn check_credentials(&self, creds: Credentials) -> AuthResult {
-        let accounts = Arc::clone(&self.shared.accounts);
         let user = creds.username().to_owned();
         let mech = creds.mechanism_name();
         let settings = Arc::clone(&self.settings);
-        let ok = tokio::task::spawn_blocking(move || -> Result<bool, mailstore::Error> {
-            // Acting as another user (authzid) is not supported.
-            if let Credentials::Plain {
-                authzid, username, ..
-            } = &creds
-            {
-                if !authzid.is_empty() && authzid != username {
-                    return Ok(false);
-                }
-            }
-            // `user1@csuvnetwork.com` logs in as `user1` (clients such as
-            // Foxmail offer the whole address as the user name).
-            let Some(name) = settings.router.login_name(creds.username()) else {
-                return Ok(false);
-            };
-            match creds.password() {
-                Some(p) => Ok(accounts
-                    .verify_password(&name, p.expose().as_bytes())?
-                    .is_some()),
-                // CRAM-MD5 needs the clear secret: only {PLAIN} accounts.
-                None => Ok(accounts
-                    .plain_secret(&name)?
-                    .and_then(|s| {
-                        std::str::from_utf8(s.expose())
-                            .ok()
-                            .map(|s| creds.verify_password(s))
-                    })
-                    .unwrap_or(false)),
-            }
-        })
-        .await;
-        match ok {
-            Ok(Ok(true)) => {
+        let outcome =
+            tokio::task::spawn_blocking(move || settings.auth.check_session(&creds)).await;
+        match outcome {
+            Ok(AuthOutcome::Accepted(_)) => {
                 info!(sid = self.sid, user, %mech, "authenticated");
                 AuthResult::Success
             }
-            Ok(Ok(false)) => {
+            Ok(AuthOutcome::Rejected { delay }) => {
                 warn!(sid = self.sid, client = %self.peer, user, %mech, "authentication failed");
-                tokio::time::sleep(self.settings.cfg.smtpd.auth_failure_delay.duration()).await;
+                tokio::time::sleep(delay).await;
                 AuthResult::Failure
             }
-            Ok(Err(e)) => {
+            Ok(AuthOutcome::Unavailable(e)) => {
                 error!(sid = self.sid, error = %e, "account lookup failed");
                 AuthResult::TemporaryFailure
             }
@@ -646,168 +538,84 @@ impl Conn {
 
     fn route_recipient(&mut self, session: &ServerSession, to: &ForwardPath<'_>) -> Verdict {
         let addr = to.to_string();
-        match self.settings.router.route(&addr) {
-            Ok(Route::Local(mailboxes)) => {
-                self.txn.recipients.push(addr);
-                for m in mailboxes {
-                    if !self.txn.mailboxes.contains(&m) {
-                        self.txn.mailboxes.push(m);
-                    }
-                }
+        let client = Client {
+            authenticated: session.authenticated_user().is_some(),
+            relay_network: self.settings.cfg.global.is_relay_client(self.peer.ip()),
+        };
+        match self.settings.policy.recipient(&addr, client) {
+            Recipient::Local(mailboxes) => {
+                self.txn.rcpts.add(addr, mailboxes);
                 Verdict::Accept
             }
-            // Postfix's wording (local_recipient_maps).
-            Ok(Route::UnknownUser) => Verdict::Reject(Reply::new(
-                550,
-                (5, 1, 1),
-                format!(
-                    "<{addr}>: Recipient address rejected: User unknown in local recipient table"
-                ),
-            )),
-            Ok(Route::NotLocal) => {
-                let may_relay = session.authenticated_user().is_some()
-                    || self.settings.cfg.global.is_relay_client(self.peer.ip());
-                if may_relay {
-                    // Allowed to relay, but this server has no outbound
-                    // transport: refuse now rather than accept and drop.
-                    Verdict::Reject(Reply::new(
-                        550,
-                        (5, 4, 4),
-                        format!("<{addr}>: Recipient address rejected: no route to non-local domains (this server delivers only locally)"),
-                    ))
-                } else {
-                    // Postfix's reject_unauth_destination.
-                    Verdict::Reject(Reply::new(
-                        554,
-                        (5, 7, 1),
-                        format!("<{addr}>: Relay access denied"),
-                    ))
+            Recipient::Refused(r) => {
+                if let mailstore::policy::Refusal::LookupFailed(e) = &r.why {
+                    error!(sid = self.sid, error = %e, "recipient lookup failed");
                 }
-            }
-            Err(e) => {
-                error!(sid = self.sid, error = %e, "recipient lookup failed");
-                Verdict::Reject(Reply::new(
-                    451,
-                    (4, 3, 0),
-                    format!("<{addr}>: Temporary lookup failure"),
-                ))
+                Verdict::Reject(reply(r.reply))
             }
         }
     }
 
-    /// VRFY as Postfix answers it with `local_recipient_maps`: 252 for a
-    /// deliverable local address (RFC 5321 section 3.5.3: "cannot verify,
-    /// but will accept"), 550 5.1.1 for an unknown local user.
     fn verify_address(&self, argument: &str) -> Verdict {
-        let addr = argument.trim();
-        let addr = addr
-            .strip_prefix('<')
-            .and_then(|a| a.strip_suffix('>'))
-            .unwrap_or(addr);
-        match self.settings.router.route(addr) {
-            Ok(Route::UnknownUser) => Verdict::Reject(Reply::new(
-                550,
-                (5, 1, 1),
-                format!(
-                    "<{addr}>: Recipient address rejected: User unknown in local recipient table"
-                ),
-            )),
-            _ => Verdict::Accept,
+        match self.settings.policy.vrfy(argument) {
+            Some(r) => Verdict::Reject(reply(r.reply)),
+            None => Verdict::Accept,
         }
     }
 
-    fn envelope(&self, session: &ServerSession) -> mailstore::Envelope {
+    /// The envelope of the message starting now: the transaction ends
+    /// with it (RFC 5321 section 3.3), so its sender and recipients move in.
+    fn envelope(&mut self, session: &ServerSession) -> mailstore::Envelope {
         let authed = session.authenticated_user().is_some();
         let protocol = match (self.esmtp, authed) {
             (false, _) => mailstore::Protocol::Smtp,
             (true, false) => mailstore::Protocol::Esmtp,
             (true, true) => mailstore::Protocol::Esmtpa,
         };
+        let now = SystemTime::now();
+        let rcpts = std::mem::take(&mut self.txn.rcpts);
         mailstore::Envelope {
-            mail_from: self.txn.from.clone(),
-            recipients: self.txn.recipients.clone(),
-            mailboxes: self.txn.mailboxes.clone(),
+            mail_from: std::mem::take(&mut self.txn.from),
+            recipients: rcpts.addresses,
+            mailboxes: rcpts.mailboxes,
             helo: self.helo.clone(),
             client_ip: canonical_ip(self.peer.ip()),
             protocol,
             our_hostname: self.settings.cfg.global.hostname.clone(),
-            queue_id: self.txn.queue_id.clone(),
-            time: SystemTime::now(),
+            queue_id: self.shared.queue_ids.next_id(now),
+            time: now,
         }
     }
 
-    /// The open delivery, or the envelope to open one with (built only
-    /// when needed: it clones the recipient lists).
-    fn take_writer(&mut self, session: &ServerSession) -> Writer {
-        match self.txn.delivery.take() {
-            Some(d) => Writer::Open(d),
-            None => Writer::New(self.envelope(session)),
+    /// Writes what the message holds to its Maildir file; after an error
+    /// the message is dropped (its temporary file removed) and ends in 451.
+    async fn write_out(&mut self) {
+        let Some(mut m) = self.txn.delivery.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || m.write_out().map(|()| m)).await {
+            Ok(Ok(m)) => self.txn.delivery = Some(m),
+            Ok(Err(e)) => error!(sid = self.sid, error = %e, "writing message failed"),
+            Err(e) => error!(sid = self.sid, error = %e, "delivery task failed"),
         }
     }
 
-    /// Write what is pending to the Maildir file (opening it first).
-    async fn flush(&mut self, session: &ServerSession) {
-        let mut pending = std::mem::take(&mut self.txn.pending);
-        let writer = self.take_writer(session);
-        let store = self.shared.store.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let d = writer.append(&store, &pending)?;
-            pending.clear();
-            Ok::<_, mailstore::Error>((d, pending))
-        })
-        .await;
-        match r {
-            Ok(Ok((d, buf))) => {
-                self.txn.delivery = Some(d);
-                self.txn.pending = buf;
-            }
-            Ok(Err(e)) => {
-                error!(sid = self.sid, error = %e, "writing message failed");
-                self.txn.failed = true;
-            }
-            Err(e) => {
-                error!(sid = self.sid, error = %e, "delivery task failed");
-                self.txn.failed = true;
-            }
-        }
-    }
-
-    async fn finish_message(&mut self, session: &ServerSession, size: u64) -> Delivery {
-        let failed = Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"));
-        if self.txn.failed {
-            self.abort_delivery().await;
-            return failed;
-        }
-        let mut pending = std::mem::take(&mut self.txn.pending);
-        if self.txn.delivery.is_none() {
-            match self.enqueue(session, pending, size).await {
-                Enqueued::Queued(queue_id) => return Delivery::Accepted { queue_id },
-                Enqueued::Direct(back) => pending = back,
-                Enqueued::Failed => {
-                    self.txn.active = false;
-                    return failed;
-                }
-            }
-        }
-        let writer = self.take_writer(session);
-        let store = self.shared.store.clone();
-        let r =
-            tokio::task::spawn_blocking(move || writer.append(&store, &pending)?.commit()).await;
+    /// The end of DATA: the pipeline makes the message durable (queue
+    /// journal, or its Maildir files) before `250`.
+    async fn finish_message(&mut self) -> Delivery {
         self.txn.active = false;
-        match r {
-            Ok(Ok(report)) => {
-                info!(
-                    sid = self.sid,
-                    queue_id = report.queue_id,
-                    from = self.txn.from,
-                    to = ?self.txn.recipients,
-                    size,
-                    "delivered"
-                );
-                Delivery::Accepted {
-                    queue_id: report.queue_id,
-                }
-            }
+        let failed = Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"));
+        let Some(m) = self.txn.delivery.take() else {
+            return failed;
+        };
+        let shared = Arc::clone(&self.shared);
+        // The pipeline logs under the session's id.
+        let span = tracing::info_span!("smtpd", sid = self.sid);
+        let r = tokio::task::spawn_blocking(move || span.in_scope(|| m.finish(&shared.pipeline)));
+        match r.await {
+            Ok(Ok(accepted)) => Delivery::Accepted {
+                queue_id: accepted.queue_id().to_string(),
+            },
             Ok(Err(e)) => {
                 error!(sid = self.sid, error = %e, "delivery failed");
                 failed
@@ -819,94 +627,21 @@ impl Conn {
         }
     }
 
-    /// Makes a message held whole in memory durable in the queue journal
-    /// and starts its delivery; gives the body back when the journal cannot
-    /// take it (memory budget used up, too large, or a journal error), for
-    /// the direct path.
-    async fn enqueue(&mut self, session: &ServerSession, content: Vec<u8>, size: u64) -> Enqueued {
-        let queue = self.shared.queue.clone();
-        if content.len() > queue.max_content() {
-            return Enqueued::Direct(content);
-        }
-        let kib = u32::try_from(content.len() / 1024 + 1).unwrap_or(u32::MAX);
-        let Ok(permit) = Arc::clone(&self.shared.queue_memory).try_acquire_many_owned(kib) else {
-            debug!(
-                sid = self.sid,
-                "queue memory in use; delivering before the reply"
-            );
-            return Enqueued::Direct(content);
-        };
-        let env = self.envelope(session);
-        let r = tokio::task::spawn_blocking(move || {
-            let r = queue.enqueue(&env, &content);
-            (content, r)
-        })
-        .await;
-        match r {
-            Ok((_, Ok(q))) => {
-                self.txn.active = false;
-                info!(
-                    sid = self.sid,
-                    queue_id = q.queue_id(),
-                    from = self.txn.from,
-                    to = ?self.txn.recipients,
-                    size,
-                    "queued"
-                );
-                let queue_id = q.queue_id().to_string();
-                self.shared.spawn_delivery(q, Some(permit));
-                Enqueued::Queued(queue_id)
-            }
-            Ok((content, Err(e))) => {
-                error!(sid = self.sid, error = %e, "queue journal failed; delivering before the reply");
-                Enqueued::Direct(content)
-            }
-            Err(e) => {
-                error!(sid = self.sid, error = %e, "queue task failed");
-                Enqueued::Failed
-            }
-        }
-    }
-
     async fn abort_delivery(&mut self) {
-        self.txn.pending.clear();
         self.txn.active = false;
-        self.txn.failed = false;
-        if let Some(d) = self.txn.delivery.take() {
-            let _ = tokio::task::spawn_blocking(move || d.abort()).await;
+        match self.txn.delivery.take() {
+            // Removing its temporary file blocks.
+            Some(m) if m.on_disk() => {
+                let _ = tokio::task::spawn_blocking(move || drop(m)).await;
+            }
+            _ => {}
         }
     }
 }
 
-/// What became of a message offered to the queue journal.
-enum Enqueued {
-    /// Durable in the journal, delivery started: answer 250 with this id.
-    Queued(String),
-    /// Not taken: deliver it directly (the body comes back).
-    Direct(Vec<u8>),
-    /// Lost with a failed task: answer 451.
-    Failed,
-}
-
-/// Where the body of the current message goes next.
-enum Writer {
-    /// The Maildir file is open.
-    Open(mailstore::Delivery),
-    /// Nothing written yet: open one for this envelope.
-    New(mailstore::Envelope),
-}
-
-impl Writer {
-    /// Append `bytes`, opening the delivery first if needed. Blocking: runs
-    /// in the blocking pool.
-    fn append(self, store: &Store, bytes: &[u8]) -> Result<mailstore::Delivery, mailstore::Error> {
-        let mut d = match self {
-            Writer::Open(d) => d,
-            Writer::New(env) => store.begin_delivery(&env)?,
-        };
-        d.write(bytes)?;
-        Ok(d)
-    }
+/// The policy's reply as SMTP sends it.
+fn reply(r: PolicyReply) -> Reply {
+    Reply::new(r.code, r.status, r.text)
 }
 
 /// IPv4 clients on a dual-stack socket appear as `::ffff:a.b.c.d`; trace

@@ -28,7 +28,10 @@ use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
-use crate::util::{io_err, FileStamp};
+use crate::store::Store;
+use crate::util::{
+    atomic_write, io_err, read_existing, read_optional, with_newline, EditLock, FileStamp,
+};
 use crate::{Error, Result};
 
 /// A password scheme of the passwd-file.
@@ -348,6 +351,145 @@ pub fn hash_password(scheme: &Scheme, password: &str) -> Result<String> {
     Ok(format!("{{{}}}{data}", scheme.name()))
 }
 
+/// Checks and normalises the name of a new account or alias: 1 to 64
+/// characters of `a-z 0-9 . _ -`, starting with a letter or digit. Upper
+/// case is folded: local parts are matched case-insensitively anyway, and
+/// an account name becomes a directory name.
+pub fn normalize_name(name: &str) -> Result<String> {
+    let bad = |why| Error::InvalidName {
+        name: name.to_string(),
+        why,
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(bad("must be 1 to 64 characters"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if !lower.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(bad("must start with a letter or digit"));
+    }
+    if !lower
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(bad("only letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(lower)
+}
+
+impl PasswdFile {
+    /// Reads and parses the passwd-file at `path`; [`Error::Read`] when it
+    /// is missing or unreadable.
+    pub fn load(path: &Path) -> Result<Self> {
+        Ok(Self::parse(&read_existing(path)?, path))
+    }
+}
+
+/// The user field of a passwd-file line, if it is an entry line.
+fn entry_user(line: &str) -> Option<&str> {
+    if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        return None;
+    }
+    Some(line.split(':').next().unwrap_or(line))
+}
+
+// The editors below rewrite the passwd-file atomically (temporary file,
+// fsync, rename, fsync directory) under an `flock` on `<file>.lock`, so
+// concurrent editors take turns and readers (the daemons reload by
+// themselves) never see a torn file. Lines they do not touch (comments,
+// other entries) are kept byte for byte; a new file is mode 0600.
+
+/// Adds account `name` (normalised by [`normalize_name`]) with `password`
+/// hashed by `scheme`, and creates its Maildir in `store`. The home field
+/// is the absolute `<store root>/<name>`, as Dovecot's `mail_location =
+/// maildir:~/Maildir` expects. Returns the normalised name.
+pub fn add_account(
+    passwd: &Path,
+    store: &Store,
+    name: &str,
+    password: &str,
+    scheme: &Scheme,
+) -> Result<String> {
+    let name = normalize_name(name)?;
+    if password.is_empty() {
+        return Err(Error::EmptyPassword);
+    }
+    let _lock = EditLock::take(passwd)?;
+    let text = read_optional(passwd)?;
+    if PasswdFile::parse(&text, passwd).get(&name).is_some() {
+        return Err(Error::Exists { kind: "user", name });
+    }
+    let field = hash_password(scheme, password)?;
+    let home = store.root().join(&name);
+    let home = std::path::absolute(&home).map_err(io_err(&home))?;
+    let mut out = with_newline(text);
+    out.push_str(&format!("{name}:{field}::::{}::\n", home.display()));
+    store.create_maildir(&name)?;
+    atomic_write(passwd, out.as_bytes(), 0o600)?;
+    Ok(name)
+}
+
+/// Replaces the password of account `name` (case-insensitive), keeping
+/// the line's other fields.
+pub fn set_password(passwd: &Path, name: &str, password: &str, scheme: &Scheme) -> Result<()> {
+    if password.is_empty() {
+        return Err(Error::EmptyPassword);
+    }
+    let _lock = EditLock::take(passwd)?;
+    let text = read_existing(passwd)?;
+    let field = hash_password(scheme, password)?;
+    let mut found = false;
+    let mut out = String::with_capacity(text.len() + 128);
+    for line in text.split_inclusive('\n') {
+        let matches = !found && entry_user(line).is_some_and(|u| u.eq_ignore_ascii_case(name));
+        if !matches {
+            out.push_str(line);
+            continue;
+        }
+        found = true;
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = line.get(body.len()..).unwrap_or_default();
+        let mut fields: Vec<&str> = body.splitn(3, ':').collect();
+        if fields.len() < 2 {
+            fields.push("");
+        }
+        if let Some(f) = fields.get_mut(1) {
+            *f = &field;
+        }
+        out.push_str(&fields.join(":"));
+        out.push_str(if ending.is_empty() { "\n" } else { ending });
+    }
+    if !found {
+        return Err(Error::NotFound {
+            kind: "user",
+            name: name.to_string(),
+        });
+    }
+    atomic_write(passwd, out.as_bytes(), 0o600)
+}
+
+/// Removes the line of account `name` (case-insensitive). Its Maildir
+/// stays: mail is not destroyed by accident.
+pub fn remove_account(passwd: &Path, name: &str) -> Result<()> {
+    let _lock = EditLock::take(passwd)?;
+    let text = read_existing(passwd)?;
+    let mut found = false;
+    let out: String = text
+        .split_inclusive('\n')
+        .filter(|line| {
+            let m = entry_user(line).is_some_and(|u| u.eq_ignore_ascii_case(name));
+            found |= m;
+            !m
+        })
+        .collect();
+    if !found {
+        return Err(Error::NotFound {
+            kind: "user",
+            name: name.to_string(),
+        });
+    }
+    atomic_write(passwd, out.as_bytes(), 0o600)
+}
+
 /// A file that is parsed once and reparsed when it changes on disk
 /// (device, inode, size or mtime differ: an atomic rewrite always changes
 /// the inode). Checking costs one `stat` per access.
@@ -619,6 +761,118 @@ mod tests {
             assert!(!verify_password(&Scheme::Sha256Crypt, d, b"x"), "{d}");
         }
         assert!(!verify_password(&Scheme::Argon2id, "$argon2id$junk", b"x"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize_name("User1").unwrap(), "user1");
+        assert_eq!(normalize_name("a.b_c-d").unwrap(), "a.b_c-d");
+        for bad in ["", ".x", "-x", "a:b", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(normalize_name(bad), Err(Error::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn editors_keep_other_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("etc/passwd");
+        let store = Store::open(dir.path().join("mail")).unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(
+            &p,
+            "# managed by hand too\nroot:{PLAIN}r:0:0::/root:/bin/sh",
+        )
+        .unwrap();
+        assert_eq!(
+            add_account(&p, &store, "User1", "pw one", &Scheme::Sha512Crypt).unwrap(),
+            "user1"
+        );
+        add_account(&p, &store, "user2", "pw2", &Scheme::Plain).unwrap();
+        assert!(matches!(
+            add_account(&p, &store, "USER1", "x", &Scheme::Plain),
+            Err(Error::Exists { kind: "user", .. })
+        ));
+        assert!(matches!(
+            add_account(&p, &store, "user3", "", &Scheme::Plain),
+            Err(Error::EmptyPassword)
+        ));
+        assert!(matches!(
+            add_account(&p, &store, "user3", "a:b", &Scheme::Plain),
+            Err(Error::Hash(_))
+        ));
+        assert!(matches!(
+            add_account(&p, &store, "a/b", "x", &Scheme::Plain),
+            Err(Error::InvalidName { .. })
+        ));
+        let acc = Accounts::open(&p).unwrap();
+        assert!(acc.verify_password("user1", b"pw one").unwrap().is_some());
+        let home = acc
+            .verify_password("user2", b"pw2")
+            .unwrap()
+            .unwrap()
+            .home
+            .unwrap();
+        assert!(home.is_absolute());
+        assert!(home.join("Maildir/cur").is_dir());
+
+        set_password(&p, "USER1", "new", &Scheme::Argon2id).unwrap();
+        assert!(acc.verify_password("user1", b"pw one").unwrap().is_none());
+        assert!(acc.verify_password("user1", b"new").unwrap().is_some());
+        assert!(matches!(
+            set_password(&p, "nobody", "x", &Scheme::Plain),
+            Err(Error::NotFound { kind: "user", .. })
+        ));
+        assert!(matches!(
+            set_password(&p, "user1", "", &Scheme::Plain),
+            Err(Error::EmptyPassword)
+        ));
+        let names: Vec<String> = PasswdFile::load(&p)
+            .unwrap()
+            .accounts()
+            .map(|a| format!("{} {}", a.name, a.scheme))
+            .collect();
+        assert_eq!(names, ["root PLAIN", "user1 ARGON2ID", "user2 PLAIN"]);
+
+        remove_account(&p, "USER2").unwrap();
+        assert!(matches!(
+            remove_account(&p, "user2"),
+            Err(Error::NotFound { .. })
+        ));
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with(
+            "# managed by hand too\nroot:{PLAIN}r:0:0::/root:/bin/sh\nuser1:{ARGON2ID}$argon2id$"
+        ));
+        assert_eq!(text.lines().count(), 3);
+        assert!(store.maildir_path("user2").is_dir(), "Maildir kept");
+        // An existing file keeps its mode (the admin may grant a group).
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+
+    #[test]
+    fn new_passwd_file_is_private_and_missing_one_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new/passwd");
+        let store = Store::open(dir.path().join("mail")).unwrap();
+        let e = PasswdFile::load(&p).unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+        assert!(matches!(remove_account(&p, "x"), Err(Error::Read { .. })));
+        add_account(&p, &store, "user1", "pw", &Scheme::Plain).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(PasswdFile::load(&p).unwrap().accounts().count(), 1);
+        // A directory where the file should be cannot be read.
+        let e = PasswdFile::load(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Read { .. }), "{e}");
     }
 
     #[test]

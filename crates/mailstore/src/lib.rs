@@ -3,6 +3,19 @@
 //! delivery), POP3 maildrops, Dovecot-compatible passwd-file accounts and
 //! address routing with Postfix's `mydestination` meaning.
 //!
+//! It also holds the mail policy the daemons share, so that each daemon is
+//! a thin shell and each rule has its tests here:
+//!
+//! * [`auth`]: login checking for SMTP AUTH and POP3 (passwd-file schemes,
+//!   login names, APOP/CRAM-MD5 secrets, the delay after a failure);
+//! * [`policy`]: which recipients the SMTP server takes, with the reply for
+//!   those it refuses;
+//! * [`pipeline`]: queue journal or direct delivery, the memory budget, the
+//!   delivery threads and the retry schedule;
+//! * [`local`]: route, envelope and delivery for mail injected on the host;
+//! * the editors of the passwd-file and the aliases file
+//!   ([`add_account`], [`add_alias`], ...), beside their parsers.
+//!
 //! Everything here is blocking `std` file I/O; the types are `Send + Sync`
 //! and cheap to share (`Store` is a clone of an `Arc`; wrap [`Accounts`],
 //! [`Aliases`] and [`Router`] in an `Arc`). Async daemons call them from
@@ -61,17 +74,31 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod accounts;
+pub mod auth;
 pub mod crlf;
+pub mod local;
 pub mod maildrop;
+pub mod pipeline;
+pub mod policy;
 pub mod queue;
 pub mod routing;
 pub mod store;
 mod util;
 
-pub use accounts::{hash_password, verify_password, Account, Accounts, PasswdFile, Scheme, Secret};
+pub use accounts::{
+    add_account, hash_password, normalize_name, remove_account, set_password, verify_password,
+    Account, Accounts, PasswdFile, Scheme, Secret,
+};
+pub use auth::Authenticator;
+pub use local::{deliver_local, Recipients};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
+pub use pipeline::{Pipeline, PipelineConfig, RetrySchedule};
+pub use policy::RecipientPolicy;
 pub use queue::{Queue, Queued};
-pub use routing::{AliasMap, Aliases, Route, Router, LAB_DOMAINS};
+pub use routing::{
+    add_alias, normalize_alias_target, remove_alias, AliasMap, Aliases, LocalDomains, Route,
+    Router, LAB_DOMAINS,
+};
 pub use store::{
     Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
 };
@@ -112,6 +139,54 @@ pub enum Error {
     /// Hashing a password failed or the scheme is unsupported.
     #[error("password hashing: {0}")]
     Hash(String),
+    /// An account or alias without a password.
+    #[error("empty password")]
+    EmptyPassword,
+    /// A file to edit or list could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating an account or alias that exists.
+    #[error("{kind} {name:?} already exists")]
+    Exists {
+        /// `user` or `alias`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Changing an account or alias that does not exist, or naming one as
+    /// an alias target.
+    #[error("no {kind} named {name:?}")]
+    NotFound {
+        /// `user`, `alias`, or `account or alias`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// An account name, alias name or alias target that is not allowed.
+    #[error("invalid name {name:?}: {why}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// A recipient of a local delivery that routes to no local mailbox.
+    #[error("cannot deliver to {address:?}: {why}")]
+    Undeliverable {
+        /// The address as given.
+        address: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Reading the message to deliver failed.
+    #[error("reading the message: {0}")]
+    Input(#[source] io::Error),
 }
 
 /// Result with [`Error`].
@@ -132,6 +207,9 @@ mod tests {
         assert_send_sync::<Delivery>();
         assert_send_sync::<Maildrop>();
         assert_send_sync::<Queue>();
+        assert_send_sync::<Pipeline>();
+        assert_send_sync::<Authenticator>();
+        assert_send_sync::<RecipientPolicy>();
         assert_send_sync::<Queued>();
         assert_send_sync::<QueueIdGenerator>();
         assert_send_sync::<Error>();

@@ -405,6 +405,11 @@ impl Queue {
         Ok((queue, recovered))
     }
 
+    /// The store the journal delivers into.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// The largest message content (in SMTP form) the journal takes; larger
     /// messages are delivered directly.
     pub fn max_content(&self) -> usize {

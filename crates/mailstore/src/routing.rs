@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::accounts::{Accounts, PasswdFile, Watched};
-use crate::Result;
+use crate::accounts::{normalize_name, Accounts, PasswdFile, Watched};
+use crate::util::{atomic_write, read_existing, read_optional, with_newline, EditLock};
+use crate::{Error, Result};
 
 /// A parsed aliases file: lower-cased name -> targets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,11 +138,47 @@ pub enum Route {
     NotLocal,
 }
 
+/// The local domains (Postfix's `mydestination`), compared
+/// case-insensitively with a trailing dot ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalDomains(Vec<String>);
+
+impl LocalDomains {
+    /// The set of `domains`.
+    pub fn new(domains: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        Self(
+            domains
+                .into_iter()
+                .map(|d| normalize_domain(d.as_ref()))
+                .collect(),
+        )
+    }
+
+    /// Whether `domain` is one of ours.
+    pub fn contains(&self, domain: &str) -> bool {
+        self.0.contains(&normalize_domain(domain))
+    }
+
+    /// The account name for a login as a client typed it (AUTH or POP3
+    /// USER): `user` as is, `user@domain` as `user` when the domain is one
+    /// of ours (as Dovecot's `auth_username_format = %n` would), `None` for
+    /// another domain.
+    pub fn login_name(&self, login: &str) -> Option<String> {
+        match login.rsplit_once('@') {
+            Some((local, domain)) if self.contains(domain) && !local.is_empty() => {
+                Some(local.to_string())
+            }
+            Some(_) => None,
+            None => Some(login.to_string()),
+        }
+    }
+}
+
 /// Routing configuration and the account/alias databases it consults.
 /// `Send + Sync`; share it in an `Arc`.
 #[derive(Debug)]
 pub struct Router {
-    domains: Vec<String>,
+    domains: LocalDomains,
     accounts: Arc<Accounts>,
     aliases: Option<Arc<Aliases>>,
     postmaster: Option<String>,
@@ -168,10 +205,7 @@ impl Router {
         aliases: Option<Arc<Aliases>>,
     ) -> Self {
         Self {
-            domains: domains
-                .into_iter()
-                .map(|d| normalize_domain(d.as_ref()))
-                .collect(),
+            domains: LocalDomains::new(domains),
             accounts,
             aliases,
             postmaster: None,
@@ -188,22 +222,23 @@ impl Router {
 
     /// Whether `domain` is one of ours.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = normalize_domain(domain);
-        self.domains.contains(&d)
+        self.domains.contains(domain)
     }
 
-    /// The account name for a login as a client typed it (AUTH or POP3
-    /// USER): `user` as is, `user@domain` as `user` when the domain is one
-    /// of ours (as Dovecot's `username_format=%n` would), `None` for another
-    /// domain. Pass the result to [`Accounts::verify_password`].
+    /// The local domains.
+    pub fn domains(&self) -> &LocalDomains {
+        &self.domains
+    }
+
+    /// The accounts the router consults.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// The account name for a login as a client typed it; see
+    /// [`LocalDomains::login_name`].
     pub fn login_name(&self, login: &str) -> Option<String> {
-        match login.rsplit_once('@') {
-            Some((local, domain)) if self.is_local_domain(domain) && !local.is_empty() => {
-                Some(local.to_string())
-            }
-            Some(_) => None,
-            None => Some(login.to_string()),
-        }
+        self.domains.login_name(login)
     }
 
     /// Routes an address (`local@domain`, or a bare local part, which is
@@ -321,6 +356,121 @@ impl Router {
             None => push_account(passwd, name, out),
         }
     }
+}
+
+/// The entries of aliases-file text: (lower-cased name, range of its
+/// physical lines, continuation lines included).
+fn alias_entries(text: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut out: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.end = i + 1;
+            }
+            continue;
+        }
+        let name = match t.strip_prefix('"') {
+            Some(q) => q.split('"').next().unwrap_or(""),
+            None => t.split(':').next().unwrap_or(""),
+        };
+        out.push((name.trim().to_lowercase(), i..i + 1));
+    }
+    out
+}
+
+/// Checks the syntax of an alias target and normalises it: a local name
+/// or `name@domain`, lower-cased. Pipes, files and `:include:` are refused
+/// (this system does no forwarding into programs or files).
+pub fn normalize_alias_target(target: &str) -> Result<String> {
+    if target.starts_with(['|', '/']) || target.starts_with(":include:") {
+        return Err(Error::InvalidName {
+            name: target.to_string(),
+            why: "pipes, files and :include: targets are not supported",
+        });
+    }
+    match target.rsplit_once('@') {
+        Some((l, d)) => {
+            let l = normalize_name(l)?;
+            let ok = !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+            if !ok {
+                return Err(Error::InvalidName {
+                    name: target.to_string(),
+                    why: "invalid domain",
+                });
+            }
+            Ok(format!("{l}@{}", d.to_ascii_lowercase()))
+        }
+        None => normalize_name(target),
+    }
+}
+
+// The editors below rewrite the aliases file as the passwd-file editors
+// do (atomically, under an `flock` on `<file>.lock`, other lines kept byte
+// for byte); a new file is mode 0644.
+
+/// Adds the alias `name: target, ...` to the aliases file at `path`. Every
+/// target must reach a mailbox as `router` routes it (an account, an alias,
+/// postmaster), or be in another domain; a local name that is neither an
+/// account nor an alias is refused, so a typo cannot swallow mail. For a
+/// target that is another alias of this file, `router` should read this
+/// file.
+pub fn add_alias(path: &Path, name: &str, targets: &[String], router: &Router) -> Result<()> {
+    let name = normalize_name(name)?;
+    if targets.is_empty() {
+        return Err(Error::InvalidName {
+            name,
+            why: "an alias needs at least one target",
+        });
+    }
+    let targets = targets
+        .iter()
+        .map(|t| normalize_alias_target(t))
+        .collect::<Result<Vec<_>>>()?;
+    let _lock = EditLock::take(path)?;
+    let text = read_optional(path)?;
+    if alias_entries(&text).iter().any(|(n, _)| *n == name) {
+        return Err(Error::Exists {
+            kind: "alias",
+            name,
+        });
+    }
+    for t in &targets {
+        if router.route(t)? == Route::UnknownUser {
+            return Err(Error::NotFound {
+                kind: "account or alias",
+                name: t.clone(),
+            });
+        }
+    }
+    let mut out = with_newline(text);
+    out.push_str(&format!("{name}: {}\n", targets.join(", ")));
+    atomic_write(path, out.as_bytes(), 0o644)
+}
+
+/// Removes alias `name` (case-insensitive) with its continuation lines.
+pub fn remove_alias(path: &Path, name: &str) -> Result<()> {
+    let _lock = EditLock::take(path)?;
+    let text = read_existing(path)?;
+    let want = name.to_lowercase();
+    let Some((_, range)) = alias_entries(&text).into_iter().find(|(n, _)| *n == want) else {
+        return Err(Error::NotFound {
+            kind: "alias",
+            name: name.to_string(),
+        });
+    };
+    let out: String = text
+        .split_inclusive('\n')
+        .enumerate()
+        .filter(|(i, _)| !range.contains(i))
+        .map(|(_, l)| l)
+        .collect();
+    atomic_write(path, out.as_bytes(), 0o644)
 }
 
 fn push_account(passwd: &PasswdFile, name: &str, out: &mut Vec<String>) {
@@ -470,6 +620,87 @@ mod tests {
         assert_eq!(m.get("quoted name").unwrap(), ["x"]);
         assert!(m.get("b").unwrap().is_empty());
         assert!(m.get("nocolon").is_none());
+    }
+
+    #[test]
+    fn alias_editors() {
+        let (d, r) = router(
+            "user1:{PLAIN}a\nadmin:{PLAIN}b\n",
+            "# aliases\nteam: user1,\n  admin\nroot: admin\n",
+        );
+        let p = d.path().join("aliases");
+        add_alias(
+            &p,
+            "Postmaster",
+            &["root".into(), "User1@CSUVnetwork.com".into()],
+            &r,
+        )
+        .unwrap();
+        assert!(matches!(
+            add_alias(&p, "TEAM", &["user1".into()], &r),
+            Err(Error::Exists { kind: "alias", .. })
+        ));
+        for bad in [
+            "|/bin/sh",
+            "/var/mail/x",
+            ":include:/etc/list",
+            "a@b_c",
+            "x@",
+        ] {
+            assert!(
+                matches!(
+                    add_alias(&p, "x", &[bad.into()], &r),
+                    Err(Error::InvalidName { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            add_alias(&p, "x", &[], &r),
+            Err(Error::InvalidName { .. })
+        ));
+        // A local target must be an account or an alias; other domains are
+        // the administrator's business.
+        let e = add_alias(&p, "x", &["user1".into(), "nosuchuser".into()], &r).unwrap_err();
+        assert_eq!(e.to_string(), "no account or alias named \"nosuchuser\"");
+        assert!(matches!(
+            add_alias(&p, "x", &["ghost@localhost".into()], &r),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            add_alias(&p, "self", &["self".into()], &r),
+            Err(Error::NotFound { .. })
+        ));
+        add_alias(&p, "ext", &["Someone@Example.ORG".into()], &r).unwrap();
+        add_alias(&p, "all", &["team".into(), "postmaster".into()], &r).unwrap();
+        let names: Vec<String> = AliasMap::parse(&fs::read_to_string(&p).unwrap(), &p)
+            .entries()
+            .map(|(n, t)| format!("{n}: {}", t.join(", ")))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "team: user1, admin",
+                "root: admin",
+                "postmaster: root, user1@csuvnetwork.com",
+                "ext: someone@example.org",
+                "all: team, postmaster"
+            ]
+        );
+        remove_alias(&p, "TEAM").unwrap();
+        assert!(matches!(
+            remove_alias(&p, "team"),
+            Err(Error::NotFound { kind: "alias", .. })
+        ));
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "# aliases\nroot: admin\npostmaster: root, user1@csuvnetwork.com\n\
+             ext: someone@example.org\nall: team, postmaster\n"
+        );
+        assert!(matches!(
+            remove_alias(&d.path().join("none"), "x"),
+            Err(Error::Read { .. })
+        ));
     }
 
     #[test]

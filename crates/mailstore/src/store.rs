@@ -189,6 +189,25 @@ impl Store {
         Ok(d)
     }
 
+    /// Delivers the message read from `message` (SMTP form: CRLF line
+    /// ends, dot-unstuffed) to `env`'s mailboxes: [`Store::begin_delivery`],
+    /// the content in chunks (never whole in memory), [`Delivery::commit`].
+    /// Durable when it returns `Ok`.
+    pub fn deliver(&self, env: &Envelope, message: &mut dyn io::Read) -> Result<DeliveryReport> {
+        let mut d = self.begin_delivery(env)?;
+        let mut buf = vec![0u8; WRITE_BUF];
+        loop {
+            let n = match message.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Input(e)),
+            };
+            d.write(buf.get(..n).unwrap_or_default())?;
+        }
+        d.commit()
+    }
+
     /// Opens `user`'s maildrop for a POP3 session with exclusive access
     /// (RFC 1939 section 8). See [`Maildrop`].
     pub fn open_maildrop(&self, user: &str) -> Result<Maildrop> {

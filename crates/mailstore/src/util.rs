@@ -62,6 +62,63 @@ pub fn atomic_write(path: &Path, contents: &[u8], default_mode: u32) -> Result<(
     result
 }
 
+/// An exclusive `flock` on `<file>.lock`, held while `file` is rewritten so
+/// that concurrent editors take turns (readers need none: every rewrite is
+/// an atomic rename). Released when dropped.
+#[derive(Debug)]
+pub(crate) struct EditLock {
+    _file: File,
+}
+
+impl EditLock {
+    /// Takes the lock for `file`, creating `file`'s directory and the lock
+    /// file if needed. Blocks while another editor holds it.
+    pub(crate) fn take(file: &Path) -> Result<Self> {
+        let dir = parent_dir(file);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut name = file.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.lock().map_err(io_err(&path))?;
+        Ok(Self { _file: f })
+    }
+}
+
+/// The text of a file that may not exist yet (then empty).
+pub(crate) fn read_optional(path: &Path) -> Result<String> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The text of a file that must exist.
+pub(crate) fn read_existing(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `text` with a final newline, so that an appended line starts a line.
+pub(crate) fn with_newline(mut text: String) -> String {
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 /// The directory holding `path` (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
