@@ -55,7 +55,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use mail_config::Config;
-use mail_session::driver::{Driver, Stop, TranscriptLog, FLUSH_AT};
+use mail_session::driver::{Driver, Stop, FLUSH_AT};
 use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
 use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
@@ -63,7 +63,6 @@ use pop3_proto::{
     apop_timestamp, AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism,
     MessageInfo, ServerConfig, ServerSession, SessionState,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{error, info, warn};
 
@@ -220,12 +219,7 @@ fn session_config(cfg: &Config, session: u64) -> ServerConfig {
         sasl: p
             .auth_mechanisms
             .iter()
-            .filter_map(|m| match m.as_str() {
-                "PLAIN" => Some(Mechanism::Plain),
-                "LOGIN" => Some(Mechanism::Login),
-                "CRAM-MD5" => Some(Mechanism::CramMd5),
-                _ => None,
-            })
+            .filter_map(|m| Mechanism::from_name(m))
             .collect(),
         max_failed_logins: p.failed_login_limit.max(1),
         idle_timeout: p.idle_timeout.duration(),
@@ -241,33 +235,22 @@ async fn connection(
     shutdown: ShutdownWatch,
 ) {
     let cfg = shared.cfg();
-    let _permit = match shared.limiter.try_acquire(peer.ip()) {
-        Ok(p) => p,
-        Err(which) => {
-            let text = match which {
-                LimitExceeded::PerClient => {
-                    "-ERR [SYS/TEMP] Maximum number of connections from your IP exceeded.\r\n"
-                }
-                LimitExceeded::Total => {
-                    "-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
-                }
-            };
-            let _ = stream.write_all(text.as_bytes()).await;
-            warn!(client = %peer, "connection refused: {:?} limit", which);
-            return;
+    let refusal = |which| match which {
+        LimitExceeded::PerClient => {
+            "-ERR [SYS/TEMP] Maximum number of connections from your IP exceeded.\r\n".to_owned()
         }
+        LimitExceeded::Total => {
+            "-ERR [SYS/TEMP] Too many connections, try again later.\r\n".to_owned()
+        }
+    };
+    let Some(_permit) = shared.limiter.admit(&mut stream, peer, refusal).await else {
+        return;
     };
     let number = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let sid = format!("{number:X}");
     info!(sid, client = %peer, "connect");
     let session = ServerSession::new(session_config(&cfg, number), Duration::ZERO);
-    let mut driver = Driver::new(stream).with_shutdown(shutdown.token());
-    if cfg.global.transcript {
-        driver = driver.with_transcript(TranscriptLog {
-            sid: sid.clone(),
-            show_secrets: cfg.global.transcript_show_secrets,
-        });
-    }
+    let mut driver = netkit::driver(stream, &shutdown, &sid, &cfg.global);
     let mut conn = Conn {
         shared,
         sid,

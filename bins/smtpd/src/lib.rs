@@ -64,7 +64,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
-use mail_session::driver::{Driver, Stop, TranscriptLog};
+use mail_session::driver::{Driver, Stop};
 use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
 use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
@@ -74,7 +74,6 @@ use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
     ReversePath, ServerConfig, ServerSession, Verdict,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info, warn};
 
@@ -320,34 +319,21 @@ async fn connection(
 ) {
     let settings = shared.settings();
     let hostname = settings.cfg.global.hostname.clone();
-    let _permit = match shared.limiter.try_acquire(peer.ip()) {
-        Ok(p) => p,
-        Err(which) => {
-            // Postfix's wording for smtpd_client_connection_count_limit.
-            let text = match which {
-                LimitExceeded::PerClient => format!(
-                    "421 4.7.0 {hostname} Error: too many connections from {}\r\n",
-                    peer.ip()
-                ),
-                LimitExceeded::Total => {
-                    format!("421 4.3.2 {hostname} Error: too many connections\r\n")
-                }
-            };
-            let _ = stream.write_all(text.as_bytes()).await;
-            warn!(client = %peer, "connection refused: {:?} limit", which);
-            return;
-        }
+    // Postfix's wording for smtpd_client_connection_count_limit.
+    let refusal = |which| match which {
+        LimitExceeded::PerClient => format!(
+            "421 4.7.0 {hostname} Error: too many connections from {}\r\n",
+            peer.ip()
+        ),
+        LimitExceeded::Total => format!("421 4.3.2 {hostname} Error: too many connections\r\n"),
+    };
+    let Some(_permit) = shared.limiter.admit(&mut stream, peer, refusal).await else {
+        return;
     };
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
     info!(sid, client = %peer, submission, "connect");
     let session = ServerSession::new(session_config(&settings.cfg, submission), Duration::ZERO);
-    let mut driver = Driver::new(stream).with_shutdown(shutdown.token());
-    if settings.cfg.global.transcript {
-        driver = driver.with_transcript(TranscriptLog {
-            sid: sid.clone(),
-            show_secrets: settings.cfg.global.transcript_show_secrets,
-        });
-    }
+    let driver = netkit::driver(stream, &shutdown, &sid, &settings.cfg.global);
     let mut conn = Conn {
         shared,
         settings,

@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::Instant;
 
+use mail_session::driver::{Driver, TranscriptLog};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +93,25 @@ impl ConnLimiter {
             limiter: Arc::clone(self),
             ip,
         })
+    }
+
+    /// Admits a new connection, or writes `refusal(limit)` to it (the
+    /// protocol's own "too many connections" line), logs the refusal and
+    /// returns `None`; the caller then drops the connection.
+    pub async fn admit(
+        self: &Arc<Self>,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        refusal: impl FnOnce(LimitExceeded) -> String,
+    ) -> Option<ConnPermit> {
+        match self.try_acquire(peer.ip()) {
+            Ok(p) => Some(p),
+            Err(which) => {
+                let _ = stream.write_all(refusal(which).as_bytes()).await;
+                tracing::warn!(client = %peer, "connection refused: {:?} limit", which);
+                None
+            }
+        }
     }
 
     /// Connections counted now.
@@ -519,9 +540,54 @@ pub fn init_tracing(default: &str) {
         .try_init();
 }
 
+/// The session driver for an accepted mail connection: it stops waiting
+/// for input on shutdown, and logs the transcript under `sid` when the
+/// configuration asks for one (`transcript`, `transcript_show_secrets`).
+pub fn driver(
+    stream: TcpStream,
+    shutdown: &ShutdownWatch,
+    sid: &str,
+    global: &mail_config::Global,
+) -> Driver<TcpStream> {
+    let driver = Driver::new(stream).with_shutdown(shutdown.token());
+    if !global.transcript {
+        return driver;
+    }
+    driver.with_transcript(TranscriptLog {
+        sid: sid.to_owned(),
+        show_secrets: global.transcript_show_secrets,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn admit_writes_the_refusal_and_counts() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limiter = ConnLimiter::new(1, 1);
+        let mut c1 = TcpStream::connect(addr).await.unwrap();
+        let (mut s1, p1) = listener.accept().await.unwrap();
+        let permit = limiter.admit(&mut s1, p1, |_| "refused\r\n".into()).await;
+        assert!(permit.is_some());
+        let mut c2 = TcpStream::connect(addr).await.unwrap();
+        let (mut s2, p2) = listener.accept().await.unwrap();
+        let refused = limiter
+            .admit(&mut s2, p2, |which| format!("no: {which:?}\r\n"))
+            .await;
+        assert!(refused.is_none());
+        drop(s2);
+        let mut got = String::new();
+        c2.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "no: Total\r\n");
+        assert_eq!(limiter.active(), 1);
+        drop(permit);
+        assert_eq!(limiter.active(), 0);
+        drop((c1.shutdown().await, s1));
+    }
 
     #[test]
     fn total_limit() {
