@@ -509,6 +509,34 @@ def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
         assert f"Subject: {subject}\n".encode() in stored, subject
 
 
+def test_pop3d_sigterm_lets_logged_in_sessions_finish(lab):
+    """shutdown_grace: on SIGTERM a session that has logged in may still
+    QUIT (which is when its deletions happen); one that has not is told at
+    once that the server is going away, and new connections are refused."""
+    s = lab.smtp_client()
+    for i in range(3):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(f"grace {i}"))
+    s.quit()
+    assert len(lab.inbox()) == 3
+    p = lab.pop()
+    assert p.stat()[0] == 3
+    p.dele(1)
+    waiting = socket.create_connection(("127.0.0.1", lab.pop3), timeout=10)
+    greeting = waiting.makefile("rb")
+    assert greeting.readline().startswith(b"+OK")
+    lab.pop3d.proc.send_signal(signal.SIGTERM)
+    # Not logged in: cut at once with a reason.
+    assert greeting.readline() == b"-ERR [SYS/TEMP] Server shutting down.\r\n"
+    assert greeting.readline() == b""
+    waiting.close()
+    # Logged in: the session goes on, and QUIT deletes.
+    time.sleep(0.3)
+    assert p.stat()[0] == 2
+    assert p.quit().startswith(b"+OK")
+    lab.pop3d.proc.wait(timeout=15)
+    assert len(lab.inbox()) == 2
+
+
 def mailctl(lab, *args, stdin=None):
     return subprocess.run(
         [bin_path("mailctl"), "--passwd", lab.tmp / "passwd", "--aliases", lab.tmp / "aliases",
