@@ -10,7 +10,7 @@
 //! * [`Framer`]: the one audited framing layer. It cuts input into command
 //!   lines (capped; an oversized line is skipped whole), SMTP DATA bodies
 //!   (dot-unstuffed, ended only by a real `<CRLF>.<CRLF>`) and BDAT chunks.
-//! * [`stuff`]: dot-stuffing and un-stuffing, streaming or whole.
+//! * [`stuff`](mod@stuff): dot-stuffing and un-stuffing, streaming or whole.
 //! * [`sasl`]: PLAIN, LOGIN and CRAM-MD5 for servers and clients,
 //!   [`Credentials`], and the CRAM-MD5 (HMAC-MD5) and APOP digests.
 //! * [`Secret`]: keeps passwords out of `Debug` output.

@@ -27,7 +27,7 @@ pub enum Interrupt {
 
 /// The contract of a Sans-I/O session: bytes and time in, events and bytes
 /// out. Servers and clients of both protocols implement it, so one driver
-/// ([`crate::driver`], feature `tokio`) moves bytes for all of them.
+/// (`mail_session::driver`, feature `tokio`) moves bytes for all of them.
 ///
 /// Time is a [`Duration`] since an epoch the host picks (e.g. the start of
 /// the connection): any monotonic clock, and in tests and fuzzers a plain

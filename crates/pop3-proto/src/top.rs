@@ -1,5 +1,5 @@
 //! The `TOP` line limiter (RFC 1939 section 7). Dot-stuffing itself is
-//! shared with SMTP and lives in [`mail_session::stuff`].
+//! shared with SMTP and lives in [`mail_session::stuff`](mod@mail_session::stuff).
 
 /// Cuts a message stream to what `TOP msg n` sends: the header section,
 /// the blank line, then at most `n` body lines (RFC 1939 section 7).

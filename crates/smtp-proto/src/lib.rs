@@ -13,6 +13,11 @@
 //! * [`client`]: [`ClientSession`], the sender (EHLO/HELO, AUTH, PIPELINING).
 //! * [`transcript`]: `C:`/`S:` lines of a dialogue, credentials marked.
 //!
+//! What SMTP shares with POP3 (the [`Session`] contract, [`Interrupt`], the
+//! framer, dot-stuffing, SASL, [`Secret`], the transcript) lives in the
+//! `mail-session` crate and is re-exported here; its `driver` (feature
+//! `tokio`) runs the loop below over a tokio socket.
+//!
 //! # Driving a server session
 //!
 //! One [`ServerSession`] serves one connection. The host owns the socket
