@@ -60,9 +60,60 @@ pub trait Session {
     /// allocation an [`Interrupt::Output`] would cost.
     fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize;
 
-    /// The next transcript entry, if the session records one.
-    fn poll_transcript(&mut self) -> Option<TranscriptEntry>;
+    /// The next transcript entry, if the session records one (none by
+    /// default).
+    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+        None
+    }
 
-    /// Whether TLS is active on the connection.
-    fn tls_active(&self) -> bool;
+    /// Whether TLS is active on the connection (no by default).
+    fn tls_active(&self) -> bool {
+        false
+    }
+}
+
+/// Implements [`Session`] for a type whose inherent methods of the same
+/// names do the work (`enqueue_input`, `input_closed`, `next`,
+/// `poll_timeout`, `handle_timeout`, `drain_output`, and with
+/// `transcript_and_tls` also `poll_transcript` and `tls_active`), so a
+/// session is usable with and without the trait in scope.
+#[macro_export]
+macro_rules! impl_session {
+    ($ty:ty, $event:ty) => {
+        $crate::impl_session!(@impl $ty, $event, {});
+    };
+    ($ty:ty, $event:ty, transcript_and_tls) => {
+        $crate::impl_session!(@impl $ty, $event, {
+            fn poll_transcript(&mut self) -> Option<$crate::TranscriptEntry> {
+                <$ty>::poll_transcript(self)
+            }
+            fn tls_active(&self) -> bool {
+                <$ty>::tls_active(self)
+            }
+        });
+    };
+    (@impl $ty:ty, $event:ty, { $($extra:tt)* }) => {
+        impl $crate::Session for $ty {
+            type Event = $event;
+            fn enqueue_input(&mut self, now: ::std::time::Duration, bytes: &[u8]) {
+                <$ty>::enqueue_input(self, now, bytes)
+            }
+            fn input_closed(&mut self) {
+                <$ty>::input_closed(self)
+            }
+            fn next(&mut self) -> Result<$event, $crate::Interrupt> {
+                <$ty>::next(self)
+            }
+            fn poll_timeout(&self) -> Option<::std::time::Duration> {
+                <$ty>::poll_timeout(self)
+            }
+            fn handle_timeout(&mut self, now: ::std::time::Duration) {
+                <$ty>::handle_timeout(self, now)
+            }
+            fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+                <$ty>::drain_output(self, dst)
+            }
+            $($extra)*
+        }
+    };
 }

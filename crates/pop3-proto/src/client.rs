@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use mail_session::{apop_digest, DotUnstuffer, Interrupt, Session, TranscriptEntry};
+use mail_session::{apop_digest, DotUnstuffer, Interrupt};
 
 use crate::command::Command;
 use crate::response::{Response, ResponseError};
@@ -195,6 +195,15 @@ impl ClientSession {
         }
     }
 
+    /// Appends the output that is ready to `dst` (see
+    /// [`Session::drain_output`](mail_session::Session::drain_output));
+    /// returns the number of bytes added.
+    pub fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        dst.append(&mut self.out);
+        n
+    }
+
     /// The APOP timestamp from the greeting, once received.
     pub fn timestamp(&self) -> Option<&str> {
         self.timestamp.as_deref()
@@ -356,43 +365,7 @@ impl ClientSession {
     }
 }
 
-impl Session for ClientSession {
-    type Event = ClientEvent;
-
-    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        ClientSession::enqueue_input(self, now, bytes);
-    }
-
-    fn input_closed(&mut self) {
-        ClientSession::input_closed(self);
-    }
-
-    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
-        ClientSession::next(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        ClientSession::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Duration) {
-        ClientSession::handle_timeout(self, now);
-    }
-
-    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
-        let n = self.out.len();
-        dst.append(&mut self.out);
-        n
-    }
-
-    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
-        None
-    }
-
-    fn tls_active(&self) -> bool {
-        false
-    }
-}
+mail_session::impl_session!(ClientSession, ClientEvent);
 
 /// Parses a `STAT` answer text `count size`.
 pub fn parse_stat(r: &Response) -> Option<(u32, u64)> {

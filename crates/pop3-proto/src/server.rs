@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use mail_session::sasl::{Credentials, Mechanism, ServerExchange, ServerStep};
 use mail_session::{
-    BareLf, Direction, DotStuffer, Frame, Framer, Interrupt, Secret, Session, Transcript,
-    TranscriptEntry,
+    BareLf, Direction, DotStuffer, Frame, Framer, Interrupt, Secret, Transcript, TranscriptEntry,
 };
 
 use crate::command::{Command, MAX_COMMAND_LINE};
@@ -1058,41 +1057,7 @@ fn plaintext_refused() -> Response {
     )
 }
 
-impl Session for ServerSession {
-    type Event = Event;
-
-    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        ServerSession::enqueue_input(self, now, bytes);
-    }
-
-    fn input_closed(&mut self) {
-        ServerSession::input_closed(self);
-    }
-
-    fn next(&mut self) -> Result<Event, Interrupt> {
-        ServerSession::next(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        ServerSession::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Duration) {
-        ServerSession::handle_timeout(self, now);
-    }
-
-    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
-        ServerSession::drain_output(self, dst)
-    }
-
-    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
-        ServerSession::poll_transcript(self)
-    }
-
-    fn tls_active(&self) -> bool {
-        ServerSession::tls_active(self)
-    }
-}
+mail_session::impl_session!(ServerSession, Event, transcript_and_tls);
 
 #[cfg(test)]
 #[path = "server_tests.rs"]

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use mail_session::sasl::client as sasl;
-use mail_session::{stuff_data, Interrupt, Secret, Session, TranscriptEntry};
+use mail_session::{stuff_data, Interrupt, Secret};
 
 use crate::reply::{Reply, ReplyError};
 
@@ -216,6 +216,15 @@ impl ClientSession {
             self.out.clear();
             self.closing = true;
         }
+    }
+
+    /// Appends the output that is ready to `dst` (see
+    /// [`Session::drain_output`](mail_session::Session::drain_output));
+    /// returns the number of bytes added.
+    pub fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        dst.append(&mut self.out);
+        n
     }
 
     /// EHLO keywords seen (empty before EHLO or after HELO).
@@ -558,43 +567,7 @@ impl ClientSession {
     }
 }
 
-impl Session for ClientSession {
-    type Event = ClientEvent;
-
-    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        ClientSession::enqueue_input(self, now, bytes);
-    }
-
-    fn input_closed(&mut self) {
-        ClientSession::input_closed(self);
-    }
-
-    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
-        ClientSession::next(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        ClientSession::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Duration) {
-        ClientSession::handle_timeout(self, now);
-    }
-
-    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
-        let n = self.out.len();
-        dst.append(&mut self.out);
-        n
-    }
-
-    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
-        None
-    }
-
-    fn tls_active(&self) -> bool {
-        false
-    }
-}
+mail_session::impl_session!(ClientSession, ClientEvent);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mail_session::sasl::{b64_encode, Credentials, Mechanism, ServerExchange, ServerStep};
 use mail_session::{
-    BareLf, Direction, EntryKind, Frame, Framer, Interrupt, Session, Transcript, TranscriptEntry,
+    BareLf, Direction, EntryKind, Frame, Framer, Interrupt, Transcript, TranscriptEntry,
 };
 
 use crate::command::{BodyType, Command, ForwardPath, MailParameters, RcptParameters, ReversePath};
@@ -1179,7 +1179,7 @@ impl Core {
 
 impl ServerSession {
     /// Appends the output that is ready to `dst` (see
-    /// [`Session::drain_output`]); returns the number of bytes added.
+    /// [`Session::drain_output`](mail_session::Session::drain_output)); returns the number of bytes added.
     pub fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
         let n = self.core.out.len();
         dst.append(&mut self.core.out);
@@ -1187,41 +1187,7 @@ impl ServerSession {
     }
 }
 
-impl Session for ServerSession {
-    type Event = Event;
-
-    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        ServerSession::enqueue_input(self, now, bytes);
-    }
-
-    fn input_closed(&mut self) {
-        ServerSession::input_closed(self);
-    }
-
-    fn next(&mut self) -> Result<Event, Interrupt> {
-        ServerSession::next(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        ServerSession::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Duration) {
-        ServerSession::handle_timeout(self, now);
-    }
-
-    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
-        ServerSession::drain_output(self, dst)
-    }
-
-    fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
-        ServerSession::poll_transcript(self)
-    }
-
-    fn tls_active(&self) -> bool {
-        ServerSession::tls_active(self)
-    }
-}
+mail_session::impl_session!(ServerSession, Event, transcript_and_tls);
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
