@@ -30,7 +30,7 @@ class Lab:
     """One configuration file, the accounts, and the three daemons."""
 
     def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False,
-                 size_limit=100000):
+                 size_limit=100000, global_extra=""):
         self.tmp = tmp
         self.smtp = free_port()
         self.submission = free_port()
@@ -52,6 +52,7 @@ maildir_root = "mail"
 passwd_file = "passwd"
 aliases_file = "aliases"
 transcript = true
+{global_extra}
 
 [smtpd]
 listen = ["127.0.0.1:{self.smtp}"]
@@ -199,6 +200,23 @@ def test_lab_flow_smtplib_auth_login_then_poplib(lab):
     assert base64.b64encode(PASSWORDS["user2"].encode()).decode() not in log
     plog = lab.pop3d.output()
     assert "C: PASS <redacted>" in plog and PASSWORDS["user1"] not in plog
+
+
+def test_transcript_show_secrets_applies_to_both_daemons(tmp_path, daemons):
+    """The classroom switch shows credentials in the C:/S: log of smtpd and
+    pop3d alike (one transcript type; the driver redacts or not)."""
+    import base64
+    lab = Lab(tmp_path, daemons, global_extra="transcript_show_secrets = true")
+    s = smtplib.SMTP("127.0.0.1", lab.submission, local_hostname="client2.csuvnetwork.com", timeout=10)
+    s.ehlo()
+    s.login("user2", PASSWORDS["user2"])
+    s.quit()
+    p = lab.pop()
+    p.quit()
+    secret = base64.b64encode(f"\0user2\0{PASSWORDS['user2']}".encode()).decode()
+    slog = lab.smtpd.output()
+    assert f"C: AUTH PLAIN {secret}" in slog or base64.b64encode(PASSWORDS["user2"].encode()).decode() in slog
+    assert f"C: PASS {PASSWORDS['user1']}" in lab.pop3d.output()
 
 
 def test_failed_then_successful_login_535(lab):
