@@ -58,7 +58,7 @@ use mail_config::Config;
 use mail_session::driver::{Driver, Stop, FLUSH_AT};
 use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
-use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
+use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch};
 use pop3_proto::{
     apop_timestamp, AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism,
     MessageInfo, ServerConfig, ServerSession, SessionState,
@@ -179,7 +179,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         info!(addr = %a, "pop3d listening");
     }
     let shared = Arc::new(Shared {
-        limiter: ConnLimiter::new(
+        limiter: ConnLimiter::with_fd_limit(
+            "pop3d",
             cfg.pop3d.max_connections,
             cfg.pop3d.max_connections_per_client,
         ),
@@ -243,16 +244,21 @@ async fn connection(
             "-ERR [SYS/TEMP] Too many connections, try again later.\r\n".to_owned()
         }
     };
-    let Some(_permit) = shared.limiter.admit(&mut stream, peer, refusal).await else {
+    let Some(permit) = shared
+        .limiter
+        .admit(&mut stream, peer, &shutdown, refusal)
+        .await
+    else {
         return;
     };
     let number = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let sid = format!("{number:X}");
     info!(sid, client = %peer, "connect");
     let session = ServerSession::new(session_config(&cfg, number), Duration::ZERO);
-    let mut driver = netkit::driver(stream, &shutdown, &sid, &cfg.global);
+    let mut driver = netkit::driver(stream, &permit, &sid, &cfg.global);
     let mut conn = Conn {
         shared,
+        permit,
         sid,
         account: None,
         maildrop: None,
@@ -271,6 +277,9 @@ async fn connection(
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The connection's slot; marked established once logged in, so that
+    /// it is not evicted when full.
+    permit: ConnPermit,
     sid: String,
     /// The canonical account name after a successful login.
     account: Option<String>,
@@ -296,13 +305,20 @@ impl Conn {
                         // A message's status line and body go out together.
                         driver.flush().await?;
                     }
-                    self.answer(&mut session, event, driver).await?
+                    self.answer(&mut session, event, driver).await?;
+                    self.permit
+                        .set_established(session.state() != SessionState::Authorization);
                 }
                 Err(Stop::Closed) => return Ok(()),
                 Err(Stop::Shutdown) => {
-                    return driver
-                        .write_now(b"-ERR [SYS/TEMP] Server shutting down.\r\n")
-                        .await
+                    let line: &[u8] = if self.permit.is_evicted() {
+                        // Its slot went to a client with fewer connections.
+                        info!(sid = self.sid, "evicted: server full");
+                        b"-ERR [SYS/TEMP] Too many connections, disconnecting.\r\n"
+                    } else {
+                        b"-ERR [SYS/TEMP] Server shutting down.\r\n"
+                    };
+                    return driver.write_now(line).await;
                 }
                 Err(Stop::Unanswered) => {
                     error!(sid = self.sid, "event left unanswered (bug)");

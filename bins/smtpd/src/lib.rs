@@ -69,7 +69,7 @@ use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
 use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
 use mailstore::{Accounts, Aliases, LocalDomains, QueueIdGenerator, Recipients, Router, Store};
-use netkit::{ConnLimiter, LimitExceeded, ShutdownWatch};
+use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
     ReversePath, ServerConfig, ServerSession, Verdict,
@@ -244,7 +244,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     }
     let inbound = netkit::bind_all(&cfg.smtpd.listen).await?;
     let submission = netkit::bind_all(&cfg.smtpd.submission_listen).await?;
-    let limiter = ConnLimiter::new(
+    let limiter = ConnLimiter::with_fd_limit(
+        "smtpd",
         cfg.smtpd.max_connections,
         cfg.smtpd.max_connections_per_client,
     );
@@ -302,6 +303,9 @@ struct Txn {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The connection's slot; marked established while a transaction runs
+    /// or once authenticated, so that it is not evicted when full.
+    permit: ConnPermit,
     settings: Arc<Settings>,
     peer: SocketAddr,
     sid: String,
@@ -327,15 +331,20 @@ async fn connection(
         ),
         LimitExceeded::Total => format!("421 4.3.2 {hostname} Error: too many connections\r\n"),
     };
-    let Some(_permit) = shared.limiter.admit(&mut stream, peer, refusal).await else {
+    let Some(permit) = shared
+        .limiter
+        .admit(&mut stream, peer, &shutdown, refusal)
+        .await
+    else {
         return;
     };
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
     info!(sid, client = %peer, submission, "connect");
     let session = ServerSession::new(session_config(&settings.cfg, submission), Duration::ZERO);
-    let driver = netkit::driver(stream, &shutdown, &sid, &settings.cfg.global);
+    let driver = netkit::driver(stream, &permit, &sid, &settings.cfg.global);
     let mut conn = Conn {
         shared,
+        permit,
         settings,
         peer,
         sid,
@@ -394,13 +403,21 @@ impl Conn {
                     // flush): the client sees what is ready first.
                     driver.flush().await?;
                     self.answer(&mut session, event).await;
+                    self.permit
+                        .set_established(self.txn.active || session.authenticated_user().is_some());
                 }
                 Err(Stop::Closed) => return Ok(()),
                 Err(Stop::Shutdown) => {
-                    let text = format!(
-                        "421 4.3.2 {} Service shutting down, closing transmission channel\r\n",
-                        self.settings.cfg.global.hostname
-                    );
+                    let host = &self.settings.cfg.global.hostname;
+                    let text = if self.permit.is_evicted() {
+                        // Its slot went to a client with fewer connections.
+                        info!(sid = self.sid, client = %self.peer, "evicted: server full");
+                        format!("421 4.3.2 {host} Error: too many connections, closing transmission channel\r\n")
+                    } else {
+                        format!(
+                            "421 4.3.2 {host} Service shutting down, closing transmission channel\r\n"
+                        )
+                    };
                     return driver.write_now(text.as_bytes()).await;
                 }
                 Err(Stop::Unanswered) => {

@@ -23,7 +23,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -45,66 +45,217 @@ pub async fn sleep_until(deadline: Option<Instant>) {
 /// Why a connection was refused by a [`ConnLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitExceeded {
-    /// Too many connections in total.
+    /// Too many connections in total, and none could be evicted for this
+    /// one.
     Total,
     /// Too many connections from this client address.
     PerClient,
 }
 
-/// Counts connections in total and per client address.
+/// Which clients count as one for the per-client limit and for eviction:
+/// an IPv4 address, or an IPv6 /64 (one customer's LAN: an attacker holds
+/// a whole /64 as easily as one address). IPv4-mapped IPv6 counts as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    /// The key `ip` counts under.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                ClientKey(IpAddr::V6(std::net::Ipv6Addr::new(
+                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                )))
+            }
+            v4 => ClientKey(v4),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V6(a) => write!(f, "{a}/64"),
+            IpAddr::V4(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Counts connections in total and per client ([`ClientKey`]), and when
+/// full makes room for a client with few connections by evicting one of
+/// the client that holds the most.
+///
+/// Eviction is fair admission rather than first come, first served: a
+/// flood of idle or trickling connections from a few addresses cannot lock
+/// out everyone else. Only connections that have not yet authenticated or
+/// started real work are evicted ([`ConnPermit::set_established`]); the
+/// oldest of the chosen client goes first, since it has had the longest to
+/// make progress.
 #[derive(Debug)]
 pub struct ConnLimiter {
     max_total: usize,
     max_per_client: usize,
-    state: Mutex<Counts>,
+    state: Mutex<Table>,
 }
 
 #[derive(Debug, Default)]
-struct Counts {
+struct Table {
     total: usize,
-    per_client: HashMap<IpAddr, usize>,
+    next_id: u64,
+    /// Per client, its connections by id; ids grow, so the first is the
+    /// oldest.
+    clients: HashMap<ClientKey, BTreeMap<u64, Slot>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    established: bool,
+    cancel: CancellationToken,
+}
+
+impl Table {
+    /// The connection to evict so that a client holding `mine` connections
+    /// gets one: the oldest not established connection of the client with
+    /// the most, if that client would still hold at least as many as the
+    /// newcomer afterwards (no eviction among equals, so no ping-pong).
+    /// Ties go to the client whose candidate is oldest.
+    fn victim(&self, mine: usize) -> Option<(ClientKey, u64)> {
+        let mut best: Option<(usize, u64, ClientKey)> = None;
+        for (key, conns) in &self.clients {
+            let n = conns.len();
+            if n <= mine.saturating_add(1) || best.is_some_and(|(bn, _, _)| n < bn) {
+                continue;
+            }
+            let Some((&id, _)) = conns.iter().find(|(_, s)| !s.established) else {
+                continue;
+            };
+            let better = match best {
+                None => true,
+                Some((bn, bid, _)) => n > bn || id < bid,
+            };
+            if better {
+                best = Some((n, id, *key));
+            }
+        }
+        best.map(|(_, id, key)| (key, id))
+    }
+
+    fn remove(&mut self, key: ClientKey, id: u64) -> Option<Slot> {
+        let conns = self.clients.get_mut(&key)?;
+        let slot = conns.remove(&id)?;
+        if conns.is_empty() {
+            self.clients.remove(&key);
+        }
+        self.total = self.total.saturating_sub(1);
+        Some(slot)
+    }
 }
 
 impl ConnLimiter {
     /// A limiter allowing `max_total` connections, `max_per_client` from
-    /// any one address.
+    /// any one client.
     pub fn new(max_total: usize, max_per_client: usize) -> Arc<Self> {
         Arc::new(ConnLimiter {
             max_total,
             max_per_client,
-            state: Mutex::new(Counts::default()),
+            state: Mutex::new(Table::default()),
         })
     }
 
-    /// Count a new connection from `ip`, or say which limit it exceeds. The
-    /// permit gives the slot back when dropped.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, LimitExceeded> {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.total >= self.max_total {
-            return Err(LimitExceeded::Total);
+    /// As [`ConnLimiter::new`], with `max_total` lowered to what the file
+    /// descriptor limit allows ([`fd_connection_budget`]); logs the limit
+    /// chosen for `service`.
+    pub fn with_fd_limit(service: &str, max_total: usize, max_per_client: usize) -> Arc<Self> {
+        let soft = nofile_limit();
+        let budget = soft.map_or(usize::MAX, fd_connection_budget);
+        let chosen = max_total.min(budget).max(1);
+        if chosen < max_total {
+            tracing::warn!(
+                service,
+                configured = max_total,
+                max_connections = chosen,
+                nofile = soft,
+                "max_connections lowered to fit the file descriptor limit"
+            );
+        } else {
+            tracing::info!(
+                service,
+                max_connections = chosen,
+                max_connections_per_client = max_per_client,
+                nofile = soft,
+                "connection limits"
+            );
         }
-        let n = s.per_client.entry(ip).or_insert(0);
-        if *n >= self.max_per_client {
+        Self::new(chosen, max_per_client)
+    }
+
+    /// The total limit in force.
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count a new connection from `ip`, or say which limit it exceeds.
+    /// When full, a connection of a client with more is evicted for it (its
+    /// [`ConnPermit::token`] is cancelled and its slot given to this one).
+    /// The permit gives the slot back when dropped.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, LimitExceeded> {
+        self.acquire(ip, CancellationToken::new())
+    }
+
+    fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        cancel: CancellationToken,
+    ) -> Result<ConnPermit, LimitExceeded> {
+        let key = ClientKey::of(ip);
+        let mut t = self.table();
+        let mine = t.clients.get(&key).map_or(0, BTreeMap::len);
+        if mine >= self.max_per_client {
             return Err(LimitExceeded::PerClient);
         }
-        *n += 1;
-        s.total += 1;
+        if t.total >= self.max_total {
+            let (vkey, vid) = t.victim(mine).ok_or(LimitExceeded::Total)?;
+            if let Some(slot) = t.remove(vkey, vid) {
+                slot.cancel.cancel();
+                tracing::info!(client = %vkey, newcomer = %key, "connection evicted to admit another client");
+            }
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        t.total += 1;
+        t.clients.entry(key).or_default().insert(
+            id,
+            Slot {
+                established: false,
+                cancel: cancel.clone(),
+            },
+        );
         Ok(ConnPermit {
             limiter: Arc::clone(self),
-            ip,
+            key,
+            id,
+            established: false,
+            cancel,
         })
     }
 
     /// Admits a new connection, or writes `refusal(limit)` to it (the
     /// protocol's own "too many connections" line), logs the refusal and
-    /// returns `None`; the caller then drops the connection.
+    /// returns `None`; the caller then drops the connection. The permit's
+    /// token is cancelled on `shutdown` and on eviction.
     pub async fn admit(
         self: &Arc<Self>,
         stream: &mut TcpStream,
         peer: SocketAddr,
+        shutdown: &ShutdownWatch,
         refusal: impl FnOnce(LimitExceeded) -> String,
     ) -> Option<ConnPermit> {
-        match self.try_acquire(peer.ip()) {
+        match self.acquire(peer.ip(), shutdown.token.child_token()) {
             Ok(p) => Some(p),
             Err(which) => {
                 let _ = stream.write_all(refusal(which).as_bytes()).await;
@@ -116,10 +267,7 @@ impl ConnLimiter {
 
     /// Connections counted now.
     pub fn active(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .total
+        self.table().total
     }
 }
 
@@ -127,24 +275,92 @@ impl ConnLimiter {
 #[derive(Debug)]
 pub struct ConnPermit {
     limiter: Arc<ConnLimiter>,
-    ip: IpAddr,
+    key: ClientKey,
+    id: u64,
+    established: bool,
+    cancel: CancellationToken,
+}
+
+impl ConnPermit {
+    /// Mark the connection as doing real work (logged in, or in a mail
+    /// transaction), which protects it from eviction, or as idle again.
+    pub fn set_established(&mut self, established: bool) {
+        if self.established == established {
+            return;
+        }
+        self.established = established;
+        let mut t = self.limiter.table();
+        if let Some(slot) = t
+            .clients
+            .get_mut(&self.key)
+            .and_then(|c| c.get_mut(&self.id))
+        {
+            slot.established = established;
+        }
+    }
+
+    /// Cancelled when this connection is evicted or on shutdown: give it
+    /// to the session driver.
+    pub fn token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Whether this connection was evicted to admit another client (it no
+    /// longer counts; it should say why and close).
+    pub fn is_evicted(&self) -> bool {
+        !self
+            .limiter
+            .table()
+            .clients
+            .get(&self.key)
+            .is_some_and(|c| c.contains_key(&self.id))
+    }
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut s = self
-            .limiter
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        s.total = s.total.saturating_sub(1);
-        if let Some(n) = s.per_client.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                s.per_client.remove(&self.ip);
-            }
+        let mut t = self.limiter.table();
+        t.remove(self.key, self.id);
+    }
+}
+
+/// File descriptors kept for everything but client connections: listeners,
+/// the queue journal, Maildir files, the passwd file, logging.
+const RESERVED_FDS: u64 = 256;
+
+/// How many connections `nofile` file descriptors carry: what is left
+/// after [`RESERVED_FDS`], of which a quarter is kept for the second
+/// descriptor a connection may hold while it writes a message or reads a
+/// maildrop.
+pub fn fd_connection_budget(nofile: u64) -> usize {
+    let usable = nofile.saturating_sub(RESERVED_FDS) / 4 * 3;
+    usize::try_from(usable).unwrap_or(usize::MAX).max(1)
+}
+
+/// The soft `RLIMIT_NOFILE` now; `None` when unlimited.
+pub fn nofile_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, Resource};
+    getrlimit(Resource::Nofile).current
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit, so an event-driven
+/// server can hold as many connections as it is allowed; returns the soft
+/// limit in force afterwards. An unlimited hard limit is not a valid soft
+/// limit on Linux (above `fs.nr_open`): 1 Mi is tried then.
+pub fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let target = now.maximum.unwrap_or(1 << 20);
+    if now.current.is_some_and(|c| c < target) {
+        let new = Rlimit {
+            current: Some(target),
+            maximum: now.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, new) {
+            tracing::warn!(error = %e, target, "cannot raise RLIMIT_NOFILE");
         }
     }
+    nofile_limit()
 }
 
 /// The sending side of a shutdown signal.
@@ -395,6 +611,9 @@ where
 {
     use std::process::ExitCode;
     init_tracing("info");
+    // Each connection holds a descriptor: allow as many as the hard limit.
+    let nofile = raise_nofile_limit();
+    tracing::info!(nofile, "file descriptor limit");
     let cfg = match args.load() {
         Ok(c) => c,
         Err(e) => {
@@ -541,15 +760,17 @@ pub fn init_tracing(default: &str) {
 }
 
 /// The session driver for an accepted mail connection: it stops waiting
-/// for input on shutdown, and logs the transcript under `sid` when the
-/// configuration asks for one (`transcript`, `transcript_show_secrets`).
+/// for input on shutdown or eviction (the permit's token; see
+/// [`ConnPermit::is_evicted`] for which), and logs the transcript under
+/// `sid` when the configuration asks for one (`transcript`,
+/// `transcript_show_secrets`).
 pub fn driver(
     stream: TcpStream,
-    shutdown: &ShutdownWatch,
+    permit: &ConnPermit,
     sid: &str,
     global: &mail_config::Global,
 ) -> Driver<TcpStream> {
-    let driver = Driver::new(stream).with_shutdown(shutdown.token());
+    let driver = Driver::new(stream).with_shutdown(permit.token());
     if !global.transcript {
         return driver;
     }
@@ -568,15 +789,18 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let limiter = ConnLimiter::new(1, 1);
+        let limiter = ConnLimiter::new(1, 5);
         let mut c1 = TcpStream::connect(addr).await.unwrap();
         let (mut s1, p1) = listener.accept().await.unwrap();
-        let permit = limiter.admit(&mut s1, p1, |_| "refused\r\n".into()).await;
+        let sd = Shutdown::new().subscribe();
+        let permit = limiter
+            .admit(&mut s1, p1, &sd, |_| "refused\r\n".into())
+            .await;
         assert!(permit.is_some());
         let mut c2 = TcpStream::connect(addr).await.unwrap();
         let (mut s2, p2) = listener.accept().await.unwrap();
         let refused = limiter
-            .admit(&mut s2, p2, |which| format!("no: {which:?}\r\n"))
+            .admit(&mut s2, p2, &sd, |which| format!("no: {which:?}\r\n"))
             .await;
         assert!(refused.is_none());
         drop(s2);
@@ -612,7 +836,114 @@ mod tests {
         let b = l.try_acquire(ip).unwrap();
         assert_eq!(l.try_acquire(ip).unwrap_err(), LimitExceeded::PerClient);
         drop((a, b));
-        assert!(l.state.lock().unwrap().per_client.is_empty());
+        assert!(l.table().clients.is_empty());
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn full_evicts_the_oldest_pre_auth_connection_of_the_biggest_client() {
+        let l = ConnLimiter::new(6, 10);
+        let a: Vec<_> = (0..3)
+            .map(|_| l.try_acquire(ip("10.0.0.1")).unwrap())
+            .collect();
+        let mut b: Vec<_> = (0..3)
+            .map(|_| l.try_acquire(ip("10.0.0.2")).unwrap())
+            .collect();
+        // b's oldest has logged in: b's candidate is its second, younger
+        // than a's oldest; both hold 3, so a's oldest goes.
+        b[0].set_established(true);
+        let fresh = l.try_acquire(ip("192.0.2.7")).unwrap();
+        assert!(a[0].token().is_cancelled() && a[0].is_evicted());
+        assert!(a[1..].iter().all(|p| !p.is_evicted()));
+        assert!(b.iter().all(|p| !p.is_evicted()));
+        assert_eq!(l.active(), 6);
+        // Now b holds the most (3 against 2): its oldest not logged in goes.
+        let _fresh2 = l.try_acquire(ip("192.0.2.8")).unwrap();
+        assert!(!b[0].is_evicted() && b[1].is_evicted() && !b[2].is_evicted());
+        // Dropping an evicted permit does not free a slot twice.
+        drop(a);
+        assert_eq!(l.active(), 4);
+        drop(fresh);
+        assert_eq!(l.active(), 3);
+    }
+
+    #[test]
+    fn no_eviction_among_equals_or_of_established_connections() {
+        let l = ConnLimiter::new(4, 10);
+        let a: Vec<_> = (0..2)
+            .map(|_| l.try_acquire(ip("10.0.0.1")).unwrap())
+            .collect();
+        let _b: Vec<_> = (0..2)
+            .map(|_| l.try_acquire(ip("10.0.0.2")).unwrap())
+            .collect();
+        // A newcomer takes one from a client with two; then, holding one,
+        // it may not take another from a client with two (they would only
+        // swap).
+        let _c = l.try_acquire(ip("10.0.0.3")).unwrap();
+        assert!(a[0].is_evicted());
+        assert_eq!(l.active(), 4);
+        assert_eq!(
+            l.try_acquire(ip("10.0.0.3")).unwrap_err(),
+            LimitExceeded::Total
+        );
+        let l2 = ConnLimiter::new(3, 10);
+        let mut e: Vec<_> = (0..3)
+            .map(|_| l2.try_acquire(ip("10.0.0.5")).unwrap())
+            .collect();
+        for p in &mut e {
+            p.set_established(true);
+        }
+        assert_eq!(
+            l2.try_acquire(ip("10.0.0.6")).unwrap_err(),
+            LimitExceeded::Total
+        );
+        e[2].set_established(false);
+        assert!(l2.try_acquire(ip("10.0.0.6")).is_ok());
+        assert!(e[2].is_evicted());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let l = ConnLimiter::new(10, 2);
+        let _a = l.try_acquire(ip("2001:db8:1:2::1")).unwrap();
+        let _b = l.try_acquire(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2::77")).unwrap_err(),
+            LimitExceeded::PerClient
+        );
+        assert!(l.try_acquire(ip("2001:db8:1:3::1")).is_ok());
+        assert_eq!(
+            ClientKey::of(ip("::ffff:192.0.2.1")),
+            ClientKey::of(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            ClientKey::of(ip("2001:db8::1")).to_string(),
+            "2001:db8::/64"
+        );
+    }
+
+    #[test]
+    fn shutdown_cancels_admitted_connections_without_evicting_them() {
+        let sd = Shutdown::new();
+        let l = ConnLimiter::new(2, 2);
+        let p = l
+            .acquire(ip("10.0.0.1"), sd.subscribe().token.child_token())
+            .unwrap();
+        sd.trigger();
+        assert!(p.token().is_cancelled() && !p.is_evicted());
+    }
+
+    #[test]
+    fn fd_budget_leaves_headroom() {
+        assert_eq!(fd_connection_budget(1024), 576);
+        assert_eq!(fd_connection_budget(100), 1);
+        assert!(fd_connection_budget(1 << 20) > 700_000);
+        // The process's own limit can be raised to its hard limit.
+        let soft = raise_nofile_limit();
+        assert_eq!(soft, nofile_limit());
     }
 
     impl SignalSource for tokio::sync::mpsc::UnboundedReceiver<Signal> {
