@@ -68,6 +68,15 @@ pub struct ServerConfig {
     pub max_failed_logins: u32,
     /// Idle timeout; values below [`MIN_IDLE_TIMEOUT`] are raised to it.
     pub idle_timeout: Duration,
+    /// Total time to log in, from the greeting: the AUTHORIZATION state
+    /// is not held for ten idle minutes by a client that never logs in
+    /// (Dovecot closes such a login process after a minute). `None`: the
+    /// idle timeout only.
+    pub login_timeout: Option<Duration>,
+    /// Total time for one command line from its first octet: the idle
+    /// timer restarts with every octet, so a client trickling octets would
+    /// otherwise hold the session for ever. `None`: no budget.
+    pub command_line_timeout: Option<Duration>,
     /// `IMPLEMENTATION` capability text; `None` omits it.
     pub implementation: Option<String>,
     /// Record a transcript (see [`ServerSession::poll_transcript`]).
@@ -88,6 +97,8 @@ impl Default for ServerConfig {
             tls_active: false,
             max_failed_logins: 3,
             idle_timeout: MIN_IDLE_TIMEOUT,
+            login_timeout: None,
+            command_line_timeout: None,
             implementation: Some(
                 concat!("csuv-mail pop3-proto ", env!("CARGO_PKG_VERSION")).into(),
             ),
@@ -291,6 +302,10 @@ pub struct ServerSession {
     failed_logins: u32,
     tls_active: bool,
     last_activity: Duration,
+    /// When the session started (greeting), for `login_timeout`.
+    started: Duration,
+    /// When the first octet of the partial line now buffered arrived.
+    line_started: Option<Duration>,
     eof: bool,
     transcript: Transcript,
 }
@@ -318,6 +333,8 @@ impl ServerSession {
             failed_logins: 0,
             tls_active,
             last_activity: now,
+            started: now,
+            line_started: None,
             eof: false,
             transcript: Transcript::new(transcript),
         };
@@ -355,6 +372,9 @@ impl ServerSession {
             return;
         }
         self.last_activity = now;
+        if self.input.buffered() == 0 {
+            self.line_started = Some(now);
+        }
         self.input.push(bytes);
     }
 
@@ -371,7 +391,32 @@ impl ServerSession {
         if self.state == SessionState::Closed {
             return None;
         }
-        Some(self.last_activity.saturating_add(self.config.idle_timeout))
+        Some(
+            self.budget_deadline()
+                .map_or(self.idle_deadline(), |d| d.min(self.idle_deadline())),
+        )
+    }
+
+    fn idle_deadline(&self) -> Duration {
+        self.last_activity.saturating_add(self.config.idle_timeout)
+    }
+
+    /// The earlier of the login and command line budgets, if any.
+    fn budget_deadline(&self) -> Option<Duration> {
+        let login = self
+            .config
+            .login_timeout
+            .filter(|_| self.state == SessionState::Authorization)
+            .map(|t| self.started.saturating_add(t));
+        let line = self
+            .config
+            .command_line_timeout
+            .zip(self.line_started.filter(|_| self.input.buffered() > 0))
+            .map(|(t, first_octet)| first_octet.saturating_add(t));
+        match (login, line) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Tells the session the time when no input arrived. When the client
@@ -383,7 +428,11 @@ impl ServerSession {
             self.last_activity = now;
             return;
         }
-        if self.poll_timeout().is_some_and(|d| now >= d) {
+        if self.budget_deadline().is_some_and(|d| now >= d) {
+            // Not the RFC 1939 idle timer: say why, as Dovecot does.
+            self.reply(Response::err("Disconnected for inactivity."));
+            self.state = SessionState::Closed;
+        } else if self.poll_timeout().is_some_and(|d| now >= d) {
             self.state = SessionState::Closed;
         }
     }
@@ -425,6 +474,9 @@ impl ServerSession {
             match self.input.next_frame() {
                 Frame::Line { line, .. } => {
                     let line = line.to_vec();
+                    // What is left started no earlier than the last input.
+                    let rest = self.input.buffered() > 0;
+                    self.line_started = rest.then_some(self.last_activity);
                     self.handle_line(&line);
                 }
                 Frame::LineTooLong => {

@@ -1268,3 +1268,101 @@ fn byte_at_a_time_equals_whole() {
     assert!(whole.contains("-ERR Input line too long.\r\n"));
     assert!(whole.ends_with("+OK Logging out.\r\n"));
 }
+
+fn budget_cfg() -> ServerConfig {
+    ServerConfig {
+        login_timeout: Some(Duration::from_secs(60)),
+        command_line_timeout: Some(Duration::from_secs(30)),
+        ..cfg()
+    }
+}
+
+/// Feeds `bytes` one octet every `every` from `from`, handling timeouts as
+/// a driver would; returns the output and the time it stopped (at the
+/// close, or after the last octet).
+fn trickle(
+    h: &mut Host,
+    s: &mut ServerSession,
+    from: Duration,
+    every: Duration,
+    bytes: &[u8],
+) -> (String, Duration) {
+    let mut out = Vec::new();
+    let mut now = from;
+    for b in bytes {
+        if s.poll_timeout().is_some_and(|d| d <= now) {
+            s.handle_timeout(now);
+            out.extend(h.drive(s));
+            if h.closed {
+                return (String::from_utf8(out).unwrap(), now);
+            }
+        }
+        s.enqueue_input(now, std::slice::from_ref(b));
+        out.extend(h.drive(s));
+        now += every;
+    }
+    (String::from_utf8(out).unwrap(), now)
+}
+
+#[test]
+fn login_budget_closes_a_slow_authorization_state() {
+    let mut h = Host::new();
+    let mut s = ServerSession::new(budget_cfg(), Duration::ZERO);
+    h.drive(&mut s);
+    assert_eq!(s.poll_timeout(), Some(Duration::from_secs(60)));
+    // Commands trickled a byte every 5 s, each line within its 30 s
+    // budget, but no login within 60 s of the greeting.
+    let (out, end) = trickle(
+        &mut h,
+        &mut s,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        b"NOOP\r\nNOOP\r\nNOOP\r\n",
+    );
+    assert_eq!(end, Duration::from_secs(61));
+    assert!(
+        out.ends_with("-ERR Disconnected for inactivity.\r\n"),
+        "{out}"
+    );
+    assert_eq!(s.state(), SessionState::Closed);
+}
+
+#[test]
+fn command_line_budget_cuts_a_trickled_line() {
+    let mut h = Host::new();
+    let mut s = ServerSession::new(budget_cfg(), Duration::ZERO);
+    h.drive(&mut s);
+    let (out, end) = trickle(
+        &mut h,
+        &mut s,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        b"USER a-very-long-user-name\r\n",
+    );
+    assert_eq!(end, Duration::from_secs(32));
+    assert_eq!(out, "-ERR Disconnected for inactivity.\r\n");
+    assert!(h.closed);
+}
+
+#[test]
+fn logged_in_sessions_keep_only_the_idle_timer_and_line_budget() {
+    let mut h = Host::new();
+    let mut s = ServerSession::new(budget_cfg(), Duration::ZERO);
+    h.drive(&mut s);
+    s.enqueue_input(Duration::from_secs(10), LOGIN.as_bytes());
+    h.drive(&mut s);
+    assert_eq!(s.state(), SessionState::Transaction);
+    // The login budget no longer applies: the RFC 1939 idle timer does.
+    assert_eq!(s.poll_timeout(), Some(Duration::from_secs(610)));
+    let (out, _) = trickle(
+        &mut h,
+        &mut s,
+        Duration::from_secs(100),
+        Duration::from_secs(5),
+        b"NOOP\r\n",
+    );
+    assert_eq!(out, "+OK\r\n");
+    s.enqueue_input(Duration::from_secs(200), b"NO");
+    h.drive(&mut s);
+    assert_eq!(s.poll_timeout(), Some(Duration::from_secs(230)));
+}

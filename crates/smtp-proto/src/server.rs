@@ -54,6 +54,14 @@ pub struct ServerConfig {
     pub command_timeout: Duration,
     /// Waiting for more DATA or BDAT octets (section 4.5.3.2.5: 3 minutes).
     pub data_timeout: Duration,
+    /// Total time for one command line, from its first octet to its line
+    /// end. `command_timeout` restarts with every octet, so a client
+    /// trickling one octet a minute would hold the connection for ever
+    /// (slowloris); this budget does not restart.
+    pub command_line_timeout: Duration,
+    /// Total time from the greeting to the end of the first command line:
+    /// a connection that never says anything is let go early.
+    pub first_command_timeout: Duration,
     /// Record a transcript ([`ServerSession::poll_transcript`]).
     pub record_transcript: bool,
 }
@@ -61,7 +69,9 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
     /// 512-octet lines, bare LF normalised, no AUTH, no TLS, HELO required,
-    /// SMTPUTF8 and CHUNKING on, 300 s / 180 s timeouts.
+    /// SMTPUTF8 and CHUNKING on, 300 s / 180 s timeouts; 300 s budgets for
+    /// a command line and for the first command (section 4.5.3.2.7's five
+    /// minutes per command, as a total).
     pub fn new(hostname: impl Into<String>) -> Self {
         ServerConfig {
             hostname: hostname.into(),
@@ -80,6 +90,8 @@ impl ServerConfig {
             chunking: true,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            command_line_timeout: Duration::from_secs(300),
+            first_command_timeout: Duration::from_secs(300),
             record_transcript: false,
         }
     }
@@ -278,6 +290,12 @@ struct Core {
     tx: Option<Transaction>,
     errors: u32,
     last_input: Duration,
+    /// When the session started (greeting), for `first_command_timeout`.
+    started: Duration,
+    /// A command line has been received.
+    commanded: bool,
+    /// When the first octet of the partial line now buffered arrived.
+    line_started: Option<Duration>,
     closing: bool,
     closed: bool,
     eof: bool,
@@ -313,6 +331,9 @@ impl ServerSession {
             tx: None,
             errors: 0,
             last_input: now,
+            started: now,
+            commanded: false,
+            line_started: None,
             closing: false,
             closed: false,
             eof: false,
@@ -337,6 +358,9 @@ impl ServerSession {
             return;
         }
         self.core.last_input = now;
+        if self.framer.buffered() == 0 && !bytes.is_empty() {
+            self.core.line_started = Some(now);
+        }
         self.framer.push(bytes);
     }
 
@@ -391,7 +415,10 @@ impl ServerSession {
                     }
                     return Err(Interrupt::NeedInput);
                 }
-                Frame::Line { line, bare_lf, len } => core.on_line(line, bare_lf, len),
+                Frame::Line { line, bare_lf, len } => {
+                    core.commanded = true;
+                    core.on_line(line, bare_lf, len)
+                }
                 Frame::LineTooLong => core.on_line_too_long(),
                 Frame::Data(bytes) | Frame::Chunk(bytes) => {
                     core.on_body(bytes);
@@ -406,6 +433,9 @@ impl ServerSession {
                 After::ExpectChunk(n) => self.framer.expect_chunk(n),
                 After::DiscardInput => self.framer.discard_buffered(),
             }
+            // What is left started no earlier than the last input.
+            let rest = self.framer.buffered() > 0;
+            self.core.line_started = rest.then_some(self.core.last_input);
         }
     }
 
@@ -418,10 +448,19 @@ impl ServerSession {
             return None;
         }
         let t = match c.input {
-            Input::Data | Input::Chunk { .. } => c.cfg.data_timeout,
+            Input::Data | Input::Chunk { .. } => {
+                return Some(c.last_input.saturating_add(c.cfg.data_timeout))
+            }
             _ => c.cfg.command_timeout,
         };
-        Some(c.last_input.saturating_add(t))
+        let mut deadline = c.last_input.saturating_add(t);
+        if !c.commanded {
+            deadline = deadline.min(c.started.saturating_add(c.cfg.first_command_timeout));
+        }
+        if let Some(first_octet) = c.line_started.filter(|_| self.framer.buffered() > 0) {
+            deadline = deadline.min(first_octet.saturating_add(c.cfg.command_line_timeout));
+        }
+        Some(deadline)
     }
 
     /// Tell the session the time. If its deadline has passed it queues

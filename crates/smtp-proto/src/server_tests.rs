@@ -1131,3 +1131,111 @@ fn client_eof() {
         .take()
         .ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
 }
+
+/// Feeds `bytes` one octet every `every`, starting at `from`, and handles
+/// timeouts as a driver would: stops when the session closes. Returns the
+/// time of the last octet fed.
+fn trickle(h: &mut Host, from: Duration, every: Duration, bytes: &[u8]) -> Duration {
+    let mut now = from;
+    for b in bytes {
+        if h.s.poll_timeout().is_some_and(|d| d <= now) {
+            h.s.handle_timeout(now);
+            h.run();
+            if h.closed {
+                return now;
+            }
+        }
+        h.s.enqueue_input(now, std::slice::from_ref(b));
+        h.run();
+        now += every;
+    }
+    now
+}
+
+fn slow_cfg() -> ServerConfig {
+    ServerConfig {
+        command_line_timeout: Duration::from_secs(60),
+        first_command_timeout: Duration::from_secs(30),
+        ..cfg()
+    }
+}
+
+#[test]
+fn silent_client_gets_first_command_budget() {
+    let mut h = Host::new(slow_cfg());
+    h.run();
+    h.take();
+    assert_eq!(h.s.poll_timeout(), Some(Duration::from_secs(30)));
+    h.s.handle_timeout(Duration::from_secs(30));
+    h.run();
+    assert!(h.take().starts_with("421 4.4.2 "));
+    assert!(h.closed);
+}
+
+#[test]
+fn trickled_first_command_is_cut_at_the_first_command_budget() {
+    let mut h = Host::new(slow_cfg());
+    h.run();
+    h.take();
+    // One octet every 5 s: each restarts the 300 s command timeout, but
+    // the first command must be complete 30 s after the greeting.
+    let end = trickle(
+        &mut h,
+        Duration::ZERO,
+        Duration::from_secs(5),
+        b"EHLO slow.example\r\n",
+    );
+    assert!(h.closed);
+    assert_eq!(end, Duration::from_secs(30));
+    assert_eq!(
+        h.take(),
+        "421 4.4.2 mail.csuvnetwork.com Error: timeout exceeded\r\n"
+    );
+}
+
+#[test]
+fn trickled_command_line_is_cut_at_the_line_budget() {
+    let mut h = Host::new(slow_cfg());
+    h.run();
+    h.s.enqueue_input(Duration::from_secs(1), b"EHLO quick.example\r\n");
+    h.run();
+    h.take();
+    assert_eq!(h.s.poll_timeout(), Some(Duration::from_secs(301)));
+    // A line started at 100 s, one octet every 5 s: cut 60 s later.
+    let end = trickle(
+        &mut h,
+        Duration::from_secs(100),
+        Duration::from_secs(5),
+        b"NOOP and some more text to trickle slowly\r\n",
+    );
+    assert!(h.closed);
+    assert_eq!(end, Duration::from_secs(160));
+    assert!(h.take().starts_with("421 4.4.2 "));
+}
+
+#[test]
+fn lines_within_budget_keep_the_session() {
+    let mut h = Host::new(slow_cfg());
+    h.run();
+    h.s.enqueue_input(Duration::from_secs(1), b"EHLO quick.example\r\n");
+    h.run();
+    // Each "NOOP\r\n" trickled over 30 s (a byte every 5 s) is within the
+    // 60 s line budget; a line half sent with the previous one counts from
+    // the input that brought it.
+    let mut now = Duration::from_secs(10);
+    for _ in 0..10 {
+        now = trickle(&mut h, now, Duration::from_secs(5), b"NOOP\r\n");
+        assert!(!h.closed);
+    }
+    h.s.enqueue_input(now, b"NOOP\r\nNO");
+    h.run();
+    assert_eq!(h.s.poll_timeout(), Some(now + Duration::from_secs(60)));
+    h.s.enqueue_input(now + Duration::from_secs(59), b"OP\r\n");
+    h.run();
+    assert!(!h.closed);
+    assert!(h.take().ends_with("250 2.0.0 Ok\r\n"));
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(now + Duration::from_secs(59 + 300))
+    );
+}
