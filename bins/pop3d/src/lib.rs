@@ -224,6 +224,8 @@ fn session_config(cfg: &Config, session: u64) -> ServerConfig {
             .collect(),
         max_failed_logins: p.failed_login_limit.max(1),
         idle_timeout: p.idle_timeout.duration(),
+        login_timeout: Some(p.login_timeout.duration()),
+        command_line_timeout: Some(p.command_line_timeout.duration()),
         transcript: cfg.global.transcript,
         ..ServerConfig::default()
     }

@@ -383,6 +383,8 @@ fn session_config(cfg: &Config, submission: bool) -> ServerConfig {
     c.tls_available = false;
     c.command_timeout = s.command_timeout.duration();
     c.data_timeout = s.data_timeout.duration();
+    c.command_line_timeout = s.command_line_timeout.duration();
+    c.first_command_timeout = s.first_command_timeout.duration();
     c.record_transcript = cfg.global.transcript;
     c
 }

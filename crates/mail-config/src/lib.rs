@@ -161,13 +161,20 @@ pub struct Smtpd {
     pub message_size_limit: u64,
     /// Recipients per message (`smtpd_recipient_limit`).
     pub recipient_limit: usize,
-    /// Concurrent connections in total (`default_process_limit`).
+    /// Concurrent connections in total (`default_process_limit`); lowered
+    /// at start to what the file descriptor limit allows. When full, a
+    /// client with few connections takes the slot of a not yet
+    /// authenticated one of the client holding the most.
     pub max_connections: usize,
-    /// Concurrent connections per client address
+    /// Concurrent connections per client address, IPv6 per /64
     /// (`smtpd_client_connection_count_limit`).
     pub max_connections_per_client: usize,
     /// Wait for a command (`smtpd_timeout`; RFC 5321 section 4.5.3.2).
     pub command_timeout: Secs,
+    /// Total time for one command line, however slowly it trickles in.
+    pub command_line_timeout: Secs,
+    /// Total time from the greeting to the first command.
+    pub first_command_timeout: Secs,
     /// Wait for each block of DATA (RFC 5321 section 4.5.3.2: 3 minutes).
     pub data_timeout: Secs,
     /// Errors before `421` and close (`smtpd_hard_error_limit`).
@@ -197,9 +204,11 @@ impl Default for Smtpd {
             submission_listen: vec![SocketAddr::from(([127, 0, 0, 1], 2587))],
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
-            max_connections: 100,
+            max_connections: 20_000,
             max_connections_per_client: 50,
             command_timeout: Secs(300),
+            command_line_timeout: Secs(60),
+            first_command_timeout: Secs(60),
             data_timeout: Secs(180),
             error_limit: 20,
             auth_failure_delay: Secs(1),
@@ -236,11 +245,19 @@ pub struct Pop3d {
     /// Idle time before the server closes a session (RFC 1939 section 3:
     /// at least 10 minutes).
     pub idle_timeout: Secs,
-    /// Concurrent connections in total (`process_limit`).
+    /// Concurrent connections in total (`process_limit`); lowered at start
+    /// to what the file descriptor limit allows. When full, a client with
+    /// few connections takes the slot of a not yet logged in one of the
+    /// client holding the most.
     pub max_connections: usize,
-    /// Concurrent connections per client address
+    /// Concurrent connections per client address, IPv6 per /64
     /// (`mail_max_userip_connections`).
     pub max_connections_per_client: usize,
+    /// Total time from the greeting to a successful login
+    /// (`login_timeout`-like: Dovecot ends a login process after a minute).
+    pub login_timeout: Secs,
+    /// Total time for one command line, however slowly it trickles in.
+    pub command_line_timeout: Secs,
     /// Failed logins before the connection is closed.
     pub failed_login_limit: u32,
     /// Pause after each failed login (`auth_failure_delay`).
@@ -258,8 +275,10 @@ impl Default for Pop3d {
         Pop3d {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1110))],
             idle_timeout: Secs(600),
-            max_connections: 100,
+            max_connections: 20_000,
             max_connections_per_client: 50,
+            login_timeout: Secs(60),
+            command_line_timeout: Secs(60),
             failed_login_limit: 3,
             auth_failure_delay: Secs(2),
             apop: true,
@@ -413,8 +432,10 @@ impl Config {
                 "neither listen nor submission_listen is set".into(),
             );
         }
-        let positive: [(&'static str, u64); 4] = [
+        let positive: [(&'static str, u64); 6] = [
             ("message_size_limit", s.message_size_limit),
+            ("command_line_timeout", s.command_line_timeout.0),
+            ("first_command_timeout", s.first_command_timeout.0),
             ("recipient_limit", s.recipient_limit as u64),
             ("max_connections", s.max_connections as u64),
             (
@@ -441,8 +462,13 @@ impl Config {
             );
         }
         for (key, v) in [
-            ("max_connections", p.max_connections),
-            ("max_connections_per_client", p.max_connections_per_client),
+            ("max_connections", p.max_connections as u64),
+            (
+                "max_connections_per_client",
+                p.max_connections_per_client as u64,
+            ),
+            ("login_timeout", p.login_timeout.0),
+            ("command_line_timeout", p.command_line_timeout.0),
         ] {
             if v == 0 {
                 return bad("pop3d", key, "must be greater than 0".into());
@@ -725,6 +751,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn admission_budgets() {
+        let c = parse("").unwrap();
+        assert_eq!(c.smtpd.max_connections, 20_000);
+        assert_eq!(c.smtpd.command_line_timeout, Secs(60));
+        assert_eq!(c.smtpd.first_command_timeout, Secs(60));
+        assert_eq!(c.pop3d.login_timeout, Secs(60));
+        assert_eq!(c.pop3d.command_line_timeout, Secs(60));
+        let c = parse("[pop3d]\nlogin_timeout = \"2m\"\n").unwrap();
+        assert_eq!(c.pop3d.login_timeout, Secs(120));
+        for bad in [
+            "[smtpd]\ncommand_line_timeout = 0\n",
+            "[smtpd]\nfirst_command_timeout = 0\n",
+            "[pop3d]\nlogin_timeout = 0\n",
+            "[pop3d]\ncommand_line_timeout = 0\n",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("must be greater than 0"), "{bad}: {e}");
+        }
     }
 
     #[test]
