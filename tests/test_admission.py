@@ -329,3 +329,57 @@ def test_trickling_client_is_cut_at_its_budget(tmp_path, daemons):
     p.user("user1")
     p.pass_(PASSWORDS["user1"])
     p.quit()
+
+
+def test_open_transactions_do_not_protect_a_flood(tmp_path, daemons):
+    """A slow sender that opens a mail transaction is evicted too, once no
+    idle connection is left to evict; an authenticated one never is."""
+    lab = Lab(tmp_path, daemons, extra="max_connections = 3\nmax_connections_per_client = 10")
+    time.sleep(0.3)  # the readiness probes' connections are released
+
+    def held(src: str, auth: bool = False) -> socket.socket:
+        s = socket.socket()
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", lab.smtp))
+        s.settimeout(5)
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        s.sendall(b"EHLO slow.example\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        if auth:
+            import base64
+            token = base64.b64encode(f"\0user1\0{PASSWORDS['user1']}".encode())
+            s.sendall(b"AUTH PLAIN " + token + b"\r\n")
+            assert f.readline().startswith(b"235 ")
+        else:
+            # In DATA: the host's transaction is open.
+            s.sendall(b"MAIL FROM:<slow@example.org>\r\nRCPT TO:<user1@csuvnetwork.com>\r\nDATA\r\n")
+            assert f.readline().startswith(b"250 ")
+            assert f.readline().startswith(b"250 ")
+            assert f.readline().startswith(b"354 ")
+            s.sendall(b"Subject: slow\r\n")
+        return s, f
+
+    flood = [held("127.0.0.2"), held("127.0.0.2", auth=True), held("127.0.0.2")]
+    t0 = time.monotonic()
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("past a transaction"))
+    s.quit()
+    assert time.monotonic() - t0 < 1.0
+    # The oldest transaction lost its slot; it is told at its next input
+    # (the driver does not interrupt a transaction while it waits), and
+    # nothing of its message is delivered.
+    flood[0][0].sendall(b"\r\nmore\r\n")
+    assert re.match(rb"421 4\.3\.2 \S+ Error: too many connections", flood[0][1].readline())
+    assert flood[0][1].readline() == b""
+    # The authenticated one and the younger transaction are still there.
+    flood[1][0].sendall(b"NOOP\r\n")
+    assert flood[1][1].readline().startswith(b"250 ")
+    flood[2][0].sendall(b"\r\nbody\r\n.\r\n")
+    assert flood[2][1].readline().startswith(b"250 ")
+    subjects = [p.read_bytes() for p in lab.inbox()]
+    assert sum(b"Subject: slow" in m for m in subjects) == 1
+    for sock, f in flood:
+        f.close()
+        sock.close()

@@ -58,7 +58,7 @@ use mail_config::Config;
 use mail_session::driver::{Driver, Stop, FLUSH_AT};
 use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
-use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch};
+use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch, Standing};
 use pop3_proto::{
     apop_timestamp, AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism,
     MessageInfo, ServerConfig, ServerSession, SessionState,
@@ -279,8 +279,8 @@ async fn connection(
 
 struct Conn {
     shared: Arc<Shared>,
-    /// The connection's slot; marked established once logged in, so that
-    /// it is not evicted when full.
+    /// The connection's slot; marked authenticated once logged in, so that
+    /// it is never evicted when full.
     permit: ConnPermit,
     sid: String,
     /// The canonical account name after a successful login.
@@ -308,8 +308,10 @@ impl Conn {
                         driver.flush().await?;
                     }
                     self.answer(&mut session, event, driver).await?;
-                    self.permit
-                        .set_established(session.state() != SessionState::Authorization);
+                    self.permit.set_standing(match session.state() {
+                        SessionState::Authorization => Standing::PreAuth,
+                        _ => Standing::Authenticated,
+                    });
                 }
                 Err(Stop::Closed) => return Ok(()),
                 Err(Stop::Shutdown) => {

@@ -69,7 +69,7 @@ use mailstore::auth::{AuthOutcome, Authenticator};
 use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
 use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
 use mailstore::{Accounts, Aliases, LocalDomains, QueueIdGenerator, Recipients, Router, Store};
-use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch};
+use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch, Standing};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
     ReversePath, ServerConfig, ServerSession, Verdict,
@@ -303,8 +303,9 @@ struct Txn {
 
 struct Conn {
     shared: Arc<Shared>,
-    /// The connection's slot; marked established while a transaction runs
-    /// or once authenticated, so that it is not evicted when full.
+    /// The connection's slot, told what the connection is doing so that a
+    /// full server evicts idle unauthenticated connections first and
+    /// authenticated ones never.
     permit: ConnPermit,
     settings: Arc<Settings>,
     peer: SocketAddr,
@@ -397,8 +398,10 @@ impl Conn {
     ) -> std::io::Result<()> {
         loop {
             // Shutdown ends a session only between transactions; one in
-            // flight may finish within shutdown_grace.
-            let idle = !self.txn.active;
+            // flight may finish within shutdown_grace. Eviction (the server
+            // is full and this client holds the most) ends one in flight
+            // too, as 421 may at any time (RFC 5321 section 3.8).
+            let idle = !self.txn.active || self.permit.is_evicted();
             match driver.next(&mut session, idle).await {
                 Ok(event) => {
                     // The answer may take a while (a password check, a
@@ -406,7 +409,13 @@ impl Conn {
                     driver.flush().await?;
                     self.answer(&mut session, event).await;
                     self.permit
-                        .set_established(self.txn.active || session.authenticated_user().is_some());
+                        .set_standing(if session.authenticated_user().is_some() {
+                            Standing::Authenticated
+                        } else if self.txn.active {
+                            Standing::Transaction
+                        } else {
+                            Standing::PreAuth
+                        });
                 }
                 Err(Stop::Closed) => return Ok(()),
                 Err(Stop::Shutdown) => {

@@ -88,10 +88,12 @@ impl std::fmt::Display for ClientKey {
 ///
 /// Eviction is fair admission rather than first come, first served: a
 /// flood of idle or trickling connections from a few addresses cannot lock
-/// out everyone else. Only connections that have not yet authenticated or
-/// started real work are evicted ([`ConnPermit::set_established`]); the
-/// oldest of the chosen client goes first, since it has had the longest to
-/// make progress.
+/// out everyone else. Authenticated connections are never evicted;
+/// connections in a transaction only when the client holding the most has
+/// no idle ones ([`Standing`], [`ConnPermit::set_standing`]): a slow
+/// sender that opens a mail transaction must not be safe for ever. The
+/// oldest of the chosen client's candidates goes first, since it has had
+/// the longest to make progress.
 #[derive(Debug)]
 pub struct ConnLimiter {
     max_total: usize,
@@ -110,24 +112,44 @@ struct Table {
 
 #[derive(Debug)]
 struct Slot {
-    established: bool,
+    standing: Standing,
     cancel: CancellationToken,
+}
+
+/// What a connection is doing, for eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Standing {
+    /// Not authenticated, no transaction: evicted first.
+    #[default]
+    PreAuth,
+    /// In a transaction (an SMTP mail transaction) without having
+    /// authenticated: evicted only when no client has a `PreAuth` one to
+    /// give.
+    Transaction,
+    /// Authenticated (logged in): never evicted.
+    Authenticated,
 }
 
 impl Table {
     /// The connection to evict so that a client holding `mine` connections
-    /// gets one: the oldest not established connection of the client with
-    /// the most, if that client would still hold at least as many as the
+    /// gets one: the oldest `PreAuth` connection of the client with the
+    /// most that has one, else the oldest `Transaction` one likewise; only
+    /// from a client that would still hold at least as many as the
     /// newcomer afterwards (no eviction among equals, so no ping-pong).
     /// Ties go to the client whose candidate is oldest.
     fn victim(&self, mine: usize) -> Option<(ClientKey, u64)> {
+        self.victim_at(mine, Standing::PreAuth)
+            .or_else(|| self.victim_at(mine, Standing::Transaction))
+    }
+
+    fn victim_at(&self, mine: usize, standing: Standing) -> Option<(ClientKey, u64)> {
         let mut best: Option<(usize, u64, ClientKey)> = None;
         for (key, conns) in &self.clients {
             let n = conns.len();
             if n <= mine.saturating_add(1) || best.is_some_and(|(bn, _, _)| n < bn) {
                 continue;
             }
-            let Some((&id, _)) = conns.iter().find(|(_, s)| !s.established) else {
+            let Some((&id, _)) = conns.iter().find(|(_, s)| s.standing == standing) else {
                 continue;
             };
             let better = match best {
@@ -231,7 +253,7 @@ impl ConnLimiter {
         t.clients.entry(key).or_default().insert(
             id,
             Slot {
-                established: false,
+                standing: Standing::PreAuth,
                 cancel: cancel.clone(),
             },
         );
@@ -239,7 +261,7 @@ impl ConnLimiter {
             limiter: Arc::clone(self),
             key,
             id,
-            established: false,
+            standing: Standing::PreAuth,
             cancel,
         })
     }
@@ -277,25 +299,24 @@ pub struct ConnPermit {
     limiter: Arc<ConnLimiter>,
     key: ClientKey,
     id: u64,
-    established: bool,
+    standing: Standing,
     cancel: CancellationToken,
 }
 
 impl ConnPermit {
-    /// Mark the connection as doing real work (logged in, or in a mail
-    /// transaction), which protects it from eviction, or as idle again.
-    pub fn set_established(&mut self, established: bool) {
-        if self.established == established {
+    /// Say what the connection is doing now (see [`Standing`]).
+    pub fn set_standing(&mut self, standing: Standing) {
+        if self.standing == standing {
             return;
         }
-        self.established = established;
+        self.standing = standing;
         let mut t = self.limiter.table();
         if let Some(slot) = t
             .clients
             .get_mut(&self.key)
             .and_then(|c| c.get_mut(&self.id))
         {
-            slot.established = established;
+            slot.standing = standing;
         }
     }
 
@@ -308,6 +329,10 @@ impl ConnPermit {
     /// Whether this connection was evicted to admit another client (it no
     /// longer counts; it should say why and close).
     pub fn is_evicted(&self) -> bool {
+        if !self.cancel.is_cancelled() {
+            // Eviction cancels the token: no need to look.
+            return false;
+        }
         !self
             .limiter
             .table()
@@ -854,7 +879,7 @@ mod tests {
             .collect();
         // b's oldest has logged in: b's candidate is its second, younger
         // than a's oldest; both hold 3, so a's oldest goes.
-        b[0].set_established(true);
+        b[0].set_standing(Standing::Authenticated);
         let fresh = l.try_acquire(ip("192.0.2.7")).unwrap();
         assert!(a[0].token().is_cancelled() && a[0].is_evicted());
         assert!(a[1..].iter().all(|p| !p.is_evicted()));
@@ -871,7 +896,7 @@ mod tests {
     }
 
     #[test]
-    fn no_eviction_among_equals_or_of_established_connections() {
+    fn no_eviction_among_equals_or_of_authenticated_connections() {
         let l = ConnLimiter::new(4, 10);
         let a: Vec<_> = (0..2)
             .map(|_| l.try_acquire(ip("10.0.0.1")).unwrap())
@@ -894,15 +919,36 @@ mod tests {
             .map(|_| l2.try_acquire(ip("10.0.0.5")).unwrap())
             .collect();
         for p in &mut e {
-            p.set_established(true);
+            p.set_standing(Standing::Authenticated);
         }
         assert_eq!(
             l2.try_acquire(ip("10.0.0.6")).unwrap_err(),
             LimitExceeded::Total
         );
-        e[2].set_established(false);
+        e[2].set_standing(Standing::PreAuth);
         assert!(l2.try_acquire(ip("10.0.0.6")).is_ok());
         assert!(e[2].is_evicted());
+    }
+
+    #[test]
+    fn transactions_are_evicted_only_when_no_idle_connection_is_left() {
+        let l = ConnLimiter::new(5, 10);
+        let mut a: Vec<_> = (0..3)
+            .map(|_| l.try_acquire(ip("10.0.0.1")).unwrap())
+            .collect();
+        let mut b: Vec<_> = (0..2)
+            .map(|_| l.try_acquire(ip("10.0.0.2")).unwrap())
+            .collect();
+        for p in &mut a {
+            p.set_standing(Standing::Transaction);
+        }
+        // b's idle connection goes first though a holds more...
+        b[0].set_standing(Standing::Transaction);
+        let _n1 = l.try_acquire(ip("192.0.2.1")).unwrap();
+        assert!(b[1].is_evicted() && a.iter().all(|p| !p.is_evicted()));
+        // ...then, with no idle connection anywhere, a's oldest transaction.
+        let _n2 = l.try_acquire(ip("192.0.2.2")).unwrap();
+        assert!(a[0].is_evicted() && !a[1].is_evicted() && !b[0].is_evicted());
     }
 
     #[test]
