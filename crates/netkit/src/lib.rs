@@ -193,7 +193,8 @@ impl ConnLimiter {
         let budget = soft.map_or(usize::MAX, fd_connection_budget);
         let chosen = max_total.min(budget).max(1);
         if chosen < max_total {
-            tracing::warn!(
+            // Expected where the hard limit is low: said, not alarmed.
+            tracing::info!(
                 service,
                 configured = max_total,
                 max_connections = chosen,
