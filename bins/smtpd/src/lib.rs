@@ -135,8 +135,13 @@ impl Shared {
     }
 }
 
+/// Postfix-like backoff: the first retry soon, doubling up to
+/// `queue_retry_delay` (Postfix's `maximal_backoff_time`).
 fn retry_schedule(cfg: &Config) -> RetrySchedule {
-    RetrySchedule::fixed(cfg.smtpd.queue_retry_delay.duration())
+    RetrySchedule::backoff(
+        mailstore::pipeline::FIRST_RETRY,
+        cfg.smtpd.queue_retry_delay.duration(),
+    )
 }
 
 /// A started server: its listeners are bound and accepting.
@@ -232,10 +237,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         retry: retry_schedule(&cfg),
         ..PipelineConfig::default()
     };
-    let (pipeline, recovered) =
-        tokio::task::spawn_blocking(move || Pipeline::open(dir, store, config))
-            .await
-            .map_err(std::io::Error::other)??;
+    let (pipeline, recovered) = tokio::task::spawn_blocking(move || {
+        let opened = Pipeline::open(dir, store.clone(), config)?;
+        // After the queue looked at tmp/ (a placed mark's file there means
+        // its rename never happened) and before anything is delivered:
+        // files of killed deliveries, which nobody would finish.
+        match store.clean_dead_tmp() {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "removed tmp files of interrupted deliveries"),
+            Err(e) => warn!(error = %e, "cleaning tmp files of interrupted deliveries failed"),
+        }
+        Ok::<_, mailstore::Error>(opened)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     if !recovered.is_empty() {
         info!(
             messages = recovered.len(),

@@ -170,15 +170,23 @@ pub struct PipelineConfig {
 }
 
 impl Default for PipelineConfig {
-    /// 64 MiB, 16 slots, a retry every 60 s (smtpd's settings).
+    /// 64 MiB, 16 slots, retries after [`FIRST_RETRY`] doubling up to 60 s
+    /// (smtpd's settings).
     fn default() -> Self {
         Self {
             memory_budget: 64 * 1024 * 1024,
             slots: 16,
-            retry: RetrySchedule::fixed(Duration::from_secs(60)),
+            retry: RetrySchedule::backoff(FIRST_RETRY, Duration::from_secs(60)),
         }
     }
 }
+
+/// The first retry of a failed delivery. Local deliveries mostly fail for
+/// reasons that clear by themselves within moments (a full disk being
+/// cleaned, a Maildir being repaired, a file left by a killed process), so
+/// the first retry comes soon and later ones back off (Postfix waits
+/// `minimal_backoff_time`, 300 s, first: it retries remote servers).
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// What became of an accepted message: either way it is safe, and the
 /// client may be told `250`.
