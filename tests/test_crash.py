@@ -23,7 +23,7 @@ import threading
 import time
 
 from conftest import bin_path, wait_tcp
-from test_mail import PASSWORDS, Lab, message
+from test_mail import PASSWORDS, Lab, break_maildir_tmp, message, repair_maildir_tmp
 
 MAILBOXES = ("user1", "user2")
 
@@ -215,3 +215,33 @@ def test_every_acknowledged_message_arrives_once_after_sigkill_under_load(tmp_pa
     assert arrived and missing == 0, totals
     assert dups == 0, totals
     assert not tmp_left, (totals, tmp_left)
+
+
+def mailctl_queue(lab, cmd):
+    out = subprocess.run(
+        [bin_path("mailctl"), "--config", lab.config, "queue", cmd],
+        check=True, capture_output=True, timeout=10,
+    )
+    return out.stdout.decode()
+
+
+def test_mailctl_queue_lists_deferred_mail_and_flush_retries_it_now(tmp_path, daemons):
+    lab = Lab(tmp_path, daemons)
+    tmpdir = break_maildir_tmp(lab)
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("stuck"))
+    s.quit()
+    # Retries back off: 1 s after the first failure, then 2 s.
+    deferrals = lambda: lab.smtpd.output().count("delivery deferred")  # noqa: E731
+    assert wait_until(lambda: deferrals() >= 2, 10)
+    listing = mailctl_queue(lab, "list")
+    assert "1 queued" in listing, listing
+    assert "to user1: deferred (" in listing and "Not a directory" in listing, listing
+    repair_maildir_tmp(tmpdir)
+    t0 = time.monotonic()
+    assert "asked smtpd" in mailctl_queue(lab, "flush")
+    # Well before the 2 s retry.
+    assert wait_until(lambda: len(maildir_files(lab, "user1")) == 1, 1.5)
+    assert time.monotonic() - t0 < 1.5
+    assert "queue flush requested" in lab.smtpd.output()
+    assert wait_until(lambda: "queue is empty" in mailctl_queue(lab, "list"), 5)

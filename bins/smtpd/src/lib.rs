@@ -223,6 +223,27 @@ impl netkit::Service for Running {
     }
 }
 
+/// `mailctl queue flush` sends SIGUSR1: retry every deferred delivery now
+/// (Postfix's `postqueue -f`).
+fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "no SIGUSR1 handler: `mailctl queue flush` will not work");
+            return;
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            let Some(shared) = weak.upgrade() else { return };
+            let n = shared.pipeline.flush();
+            info!(messages = n, "queue flush requested");
+        }
+    });
+}
+
 /// Open the store and accounts, bind every listener and start serving.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
     let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
@@ -293,6 +314,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     for q in recovered {
         shared.pipeline.submit(q);
     }
+    spawn_flush_on_sigusr1(&shared);
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
         connection(Arc::clone(&handler_shared), stream, peer, submission, watch)

@@ -413,6 +413,25 @@ impl Pipeline {
         self.inner.lock().waiting.len()
     }
 
+    /// Makes every message waiting for its retry due now (Postfix's
+    /// `postqueue -f`); returns how many. Their backoff goes on from where
+    /// it was if they fail again.
+    pub fn flush(&self) -> usize {
+        let mut st = self.inner.lock();
+        let waiting = std::mem::take(&mut st.waiting);
+        let n = waiting.len();
+        st.ready.extend(
+            waiting
+                .into_sorted_vec()
+                .into_iter()
+                .rev()
+                .map(|Reverse(w)| w.job),
+        );
+        drop(st);
+        self.inner.work.notify_all();
+        n
+    }
+
     /// Waits until no message is being delivered or waiting for a thread
     /// (those waiting for a retry excepted), or until `deadline`. Returns
     /// how many were still in progress: the journal keeps them for the
@@ -621,6 +640,7 @@ impl Inner {
                 job.failures = job.failures.saturating_add(1);
                 let delay = self.lock().retry.delay(job.failures);
                 warn!(queue_id = job.q.queue_id(), error = %e, retry_in = ?delay, "delivery deferred");
+                self.queue.note_deferred(&job.q, &e.to_string());
                 Some((job, delay))
             }
             Err(_) => {
@@ -824,6 +844,20 @@ mod tests {
         repair(&tmp);
         thread::sleep(Duration::from_millis(100));
         assert_eq!(inbox(dir.path(), "user1").len(), 1, "not retried yet");
+        // `mailctl queue list` sees it and why; a flush retries it now.
+        let listed = crate::queue::inspect(&dir.path().join("queue")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].queue_id, "R2");
+        assert_eq!(listed[0].failures, 1);
+        assert!(listed[0].last_error.as_deref().unwrap().contains("tmp"));
+        assert_eq!(p.flush(), 1);
+        wait_for("the flushed delivery", || {
+            inbox(dir.path(), "user1").len() == 2
+        });
+        p.queue().checkpoint().unwrap();
+        assert!(crate::queue::inspect(&dir.path().join("queue"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -129,6 +129,9 @@ const REC_HEADER: usize = 32;
 const KIND_MESSAGE: u8 = 1;
 const KIND_DONE: u8 = 2;
 const KIND_PLACED: u8 = 3;
+/// Why the last delivery attempt of a message failed: for `mailctl queue
+/// list`; recovery ignores it.
+const KIND_DEFERRED: u8 = 4;
 /// Where the kernel publishes the id of the current boot (Linux).
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Smallest segment size accepted by [`Queue::open`].
@@ -338,6 +341,10 @@ impl Queue {
                 ),
             });
         }
+        // Who holds it, for `mailctl queue flush` (see [`holder`]).
+        lock.set_len(0)
+            .and_then(|()| lock.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0))
+            .map_err(io_err(&lock_path))?;
 
         let mut files = Vec::new();
         let mut next_file_no = 0;
@@ -890,6 +897,17 @@ impl Queue {
         }
     }
 
+    /// Notes why a delivery attempt of `q` failed, for [`inspect`]
+    /// (`mailctl queue list`). Not flushed: only information.
+    pub fn note_deferred(&self, q: &Queued, why: &str) {
+        let mut rec = vec![0; REC_HEADER];
+        rec.extend_from_slice(&q.seq.to_le_bytes());
+        put_field(&mut rec, why.as_bytes());
+        if let Err(e) = self.append(KIND_DEFERRED, &mut rec) {
+            tracing::debug!(error = %e, "cannot note a deferral in the queue journal");
+        }
+    }
+
     /// Records that `q` is delivered and retires segments that hold
     /// nothing undelivered any more, oldest first.
     /// Returns the done record's sequence number. If the record cannot be
@@ -971,6 +989,102 @@ fn spawn_checkpointer(queue: &Queue, interval: Duration) {
         })
         .map(drop)
         .unwrap_or_else(|e| tracing::error!(error = %e, "no checkpoint thread; deliveries stay queued until checkpoint() is called"));
+}
+
+/// A message in the queue journal, as [`inspect`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The queue id given at enqueue time.
+    pub queue_id: String,
+    /// The local mailboxes it goes to.
+    pub mailboxes: Vec<String>,
+    /// Bytes of the Maildir file (LF line ends, trace headers included).
+    pub size: usize,
+    /// A delivery reached its final rename (placed mark), not yet retired
+    /// by a checkpoint.
+    pub placed: bool,
+    /// Failed attempts noted, and the reason of the last one.
+    pub failures: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The messages in the queue journal in `dir` that are not retired,
+/// oldest first. Reads only, takes no lock: works while `smtpd` runs
+/// (records being written then may be missing).
+pub fn inspect(dir: &Path) -> Result<Vec<QueueEntry>> {
+    let mut segs = BTreeMap::new();
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("seg-") || name.ends_with(".tmp") {
+            continue;
+        }
+        let path = e.path();
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        if let Some((no, _, records)) = parse_segment(&data) {
+            segs.insert(no, records);
+        }
+    }
+    let mut out: BTreeMap<u64, QueueEntry> = BTreeMap::new();
+    let mut done = HashSet::new();
+    for r in segs.into_values().flatten() {
+        let seq = r.payload.get(..8).map(le_u64);
+        match r.kind {
+            KIND_MESSAGE => {
+                if let Some(q) = decode_message(r.seq, 0, r.payload) {
+                    out.insert(
+                        r.seq,
+                        QueueEntry {
+                            size: q.content().len(),
+                            queue_id: q.queue_id,
+                            mailboxes: q.mailboxes,
+                            placed: false,
+                            failures: 0,
+                            last_error: None,
+                        },
+                    );
+                }
+            }
+            KIND_DONE => {
+                done.extend(seq);
+            }
+            KIND_PLACED => {
+                if let Some(m) = seq.and_then(|s| out.get_mut(&s)) {
+                    m.placed = true;
+                }
+            }
+            KIND_DEFERRED => {
+                if let Some(m) = seq.and_then(|s| out.get_mut(&s)) {
+                    m.failures += 1;
+                    let why = r.payload.get(10..).unwrap_or_default();
+                    m.last_error = Some(String::from_utf8_lossy(why).into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(seq, _)| !done.contains(seq))
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// The process id of the process that holds the queue in `dir` (a running
+/// `smtpd`), or `None` when nobody holds it.
+pub fn holder(dir: &Path) -> Result<Option<u32>> {
+    let path = dir.join("lock");
+    let lock = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    if lock.try_lock_shared().is_ok() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    Ok(text.trim().parse().ok())
 }
 
 /// A record read back from a segment.
@@ -1713,6 +1827,9 @@ mod tests {
         let (_q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let e = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap_err();
         assert!(e.to_string().contains("in use"), "{e}");
+        assert_eq!(holder(&f.queue).unwrap(), Some(std::process::id()));
+        drop(_q);
+        assert_eq!(holder(&f.queue).unwrap(), None);
     }
 
     #[test]
