@@ -56,6 +56,10 @@ pub struct Cli {
     /// configuration's `maildir_root`.
     #[arg(long, global = true)]
     pub maildir_root: Option<PathBuf>,
+    /// smtpd's queue journal directory, instead of the configuration's
+    /// `queue_directory`.
+    #[arg(long, global = true)]
+    pub queue_directory: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
@@ -70,6 +74,9 @@ pub enum Cmd {
     /// Aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// smtpd's queue: messages acknowledged and not yet delivered.
+    #[command(subcommand)]
+    Queue(QueueCmd),
     /// Deliver a message from standard input to local recipients (like
     /// Dovecot's `dovecot-lda` or Postfix's `sendmail` for local mail).
     Deliver {
@@ -88,6 +95,17 @@ pub enum Cmd {
         #[arg(required = true)]
         recipients: Vec<String>,
     },
+}
+
+/// `mailctl queue ...` (Postfix's `postqueue -p` and `postqueue -f`).
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// List queued messages: queue id, size, mailboxes, failed attempts
+    /// and the last reason. Works while smtpd runs.
+    List,
+    /// Ask the running smtpd to retry every deferred delivery now
+    /// (SIGUSR1 to the process holding the queue).
+    Flush,
 }
 
 /// `mailctl user ...`
@@ -199,6 +217,8 @@ pub struct Site {
     pub local_domains: Vec<String>,
     /// This host's name (`Received:` headers, Maildir file names).
     pub hostname: String,
+    /// smtpd's queue journal directory.
+    pub queue_dir: PathBuf,
 }
 
 impl Site {
@@ -213,6 +233,7 @@ impl Site {
             },
             local_domains: g.local_domains.clone(),
             hostname: g.hostname.clone(),
+            queue_dir: cfg.smtpd.queue_directory.clone(),
         }
     }
 
@@ -229,6 +250,9 @@ impl Site {
             if let Some(o) = over {
                 path.clone_from(o);
             }
+        }
+        if let Some(q) = &cli.queue_directory {
+            site.queue_dir.clone_from(q);
         }
         Ok(site)
     }
@@ -408,6 +432,55 @@ fn read_hidden(prompt: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// `mailctl queue list`: one line per queued message, then a summary.
+pub fn queue_list(dir: &Path) -> Result<Vec<String>> {
+    if !dir.exists() {
+        return Ok(vec!["queue is empty".into()]);
+    }
+    let entries = mailstore::queue::inspect(dir)?;
+    let mut out: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let state = match (&e.last_error, e.placed) {
+                (_, true) => "placed, awaiting checkpoint".to_string(),
+                (Some(why), false) => format!("deferred ({} failed attempts): {why}", e.failures),
+                (None, false) => "waiting for delivery".to_string(),
+            };
+            format!(
+                "{} {} bytes to {}: {state}",
+                e.queue_id,
+                e.size,
+                e.mailboxes.join(",")
+            )
+        })
+        .collect();
+    out.push(match entries.len() {
+        0 => "queue is empty".into(),
+        n => format!("{n} queued"),
+    });
+    Ok(out)
+}
+
+/// `mailctl queue flush`: SIGUSR1 to the smtpd holding the queue, through
+/// `kill(1)` (this program stays free of unsafe system calls).
+pub fn queue_flush(dir: &Path) -> Result<Vec<String>> {
+    let Some(pid) = mailstore::queue::holder(dir)? else {
+        return Ok(vec![
+            "no smtpd holds the queue; its next start delivers every queued message".into(),
+        ]);
+    };
+    let status = Command::new("kill")
+        .arg("-USR1")
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("kill -USR1 {pid} failed")).into());
+    }
+    Ok(vec![format!(
+        "asked smtpd (pid {pid}) to retry deferred deliveries now"
+    )])
+}
+
 /// Runs a parsed command line; returns the lines to print on stdout.
 pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String>> {
     let mut site = Site::from_cli(&cli)?;
@@ -471,6 +544,8 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             Ok(vec![format!("alias {} removed", name.to_lowercase())])
         }
         Cmd::Alias(AliasCmd::List) => alias_list(paths),
+        Cmd::Queue(QueueCmd::List) => queue_list(&site.queue_dir),
+        Cmd::Queue(QueueCmd::Flush) => queue_flush(&site.queue_dir),
         Cmd::Deliver {
             from,
             domains,

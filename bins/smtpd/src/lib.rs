@@ -135,8 +135,13 @@ impl Shared {
     }
 }
 
+/// Postfix-like backoff: the first retry soon, doubling up to
+/// `queue_retry_delay` (Postfix's `maximal_backoff_time`).
 fn retry_schedule(cfg: &Config) -> RetrySchedule {
-    RetrySchedule::fixed(cfg.smtpd.queue_retry_delay.duration())
+    RetrySchedule::backoff(
+        mailstore::pipeline::FIRST_RETRY,
+        cfg.smtpd.queue_retry_delay.duration(),
+    )
 }
 
 /// A started server: its listeners are bound and accepting.
@@ -218,6 +223,27 @@ impl netkit::Service for Running {
     }
 }
 
+/// `mailctl queue flush` sends SIGUSR1: retry every deferred delivery now
+/// (Postfix's `postqueue -f`).
+fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "no SIGUSR1 handler: `mailctl queue flush` will not work");
+            return;
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            let Some(shared) = weak.upgrade() else { return };
+            let n = shared.pipeline.flush();
+            info!(messages = n, "queue flush requested");
+        }
+    });
+}
+
 /// Open the store and accounts, bind every listener and start serving.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
     let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
@@ -232,10 +258,20 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         retry: retry_schedule(&cfg),
         ..PipelineConfig::default()
     };
-    let (pipeline, recovered) =
-        tokio::task::spawn_blocking(move || Pipeline::open(dir, store, config))
-            .await
-            .map_err(std::io::Error::other)??;
+    let (pipeline, recovered) = tokio::task::spawn_blocking(move || {
+        let opened = Pipeline::open(dir, store.clone(), config)?;
+        // After the queue looked at tmp/ (a placed mark's file there means
+        // its rename never happened) and before anything is delivered:
+        // files of killed deliveries, which nobody would finish.
+        match store.clean_dead_tmp() {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "removed tmp files of interrupted deliveries"),
+            Err(e) => warn!(error = %e, "cleaning tmp files of interrupted deliveries failed"),
+        }
+        Ok::<_, mailstore::Error>(opened)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     if !recovered.is_empty() {
         info!(
             messages = recovered.len(),
@@ -279,6 +315,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     for q in recovered {
         shared.pipeline.submit(q);
     }
+    spawn_flush_on_sigusr1(&shared);
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
         connection(Arc::clone(&handler_shared), stream, peer, submission, watch)

@@ -192,8 +192,9 @@ pub struct Smtpd {
     /// The queue journal: messages are durable here when `250` is sent
     /// and delivered into the Maildirs right after (`queue_directory`).
     pub queue_directory: PathBuf,
-    /// Wait before retrying a delivery that failed, e.g. a Maildir that
-    /// could not be written (`minimal_backoff_time`).
+    /// Longest wait between retries of a delivery that failed, e.g. a
+    /// Maildir that could not be written: retries start after 1 s and
+    /// double up to this (`maximal_backoff_time`).
     pub queue_retry_delay: Secs,
 }
 

@@ -170,15 +170,23 @@ pub struct PipelineConfig {
 }
 
 impl Default for PipelineConfig {
-    /// 64 MiB, 16 slots, a retry every 60 s (smtpd's settings).
+    /// 64 MiB, 16 slots, retries after [`FIRST_RETRY`] doubling up to 60 s
+    /// (smtpd's settings).
     fn default() -> Self {
         Self {
             memory_budget: 64 * 1024 * 1024,
             slots: 16,
-            retry: RetrySchedule::fixed(Duration::from_secs(60)),
+            retry: RetrySchedule::backoff(FIRST_RETRY, Duration::from_secs(60)),
         }
     }
 }
+
+/// The first retry of a failed delivery. Local deliveries mostly fail for
+/// reasons that clear by themselves within moments (a full disk being
+/// cleaned, a Maildir being repaired, a file left by a killed process), so
+/// the first retry comes soon and later ones back off (Postfix waits
+/// `minimal_backoff_time`, 300 s, first: it retries remote servers).
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// What became of an accepted message: either way it is safe, and the
 /// client may be told `250`.
@@ -405,6 +413,25 @@ impl Pipeline {
         self.inner.lock().waiting.len()
     }
 
+    /// Makes every message waiting for its retry due now (Postfix's
+    /// `postqueue -f`); returns how many. Their backoff goes on from where
+    /// it was if they fail again.
+    pub fn flush(&self) -> usize {
+        let mut st = self.inner.lock();
+        let waiting = std::mem::take(&mut st.waiting);
+        let n = waiting.len();
+        st.ready.extend(
+            waiting
+                .into_sorted_vec()
+                .into_iter()
+                .rev()
+                .map(|Reverse(w)| w.job),
+        );
+        drop(st);
+        self.inner.work.notify_all();
+        n
+    }
+
     /// Waits until no message is being delivered or waiting for a thread
     /// (those waiting for a retry excepted), or until `deadline`. Returns
     /// how many were still in progress: the journal keeps them for the
@@ -613,6 +640,7 @@ impl Inner {
                 job.failures = job.failures.saturating_add(1);
                 let delay = self.lock().retry.delay(job.failures);
                 warn!(queue_id = job.q.queue_id(), error = %e, retry_in = ?delay, "delivery deferred");
+                self.queue.note_deferred(&job.q, &e.to_string());
                 Some((job, delay))
             }
             Err(_) => {
@@ -816,6 +844,20 @@ mod tests {
         repair(&tmp);
         thread::sleep(Duration::from_millis(100));
         assert_eq!(inbox(dir.path(), "user1").len(), 1, "not retried yet");
+        // `mailctl queue list` sees it and why; a flush retries it now.
+        let listed = crate::queue::inspect(&dir.path().join("queue")).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].queue_id, "R2");
+        assert_eq!(listed[0].failures, 1);
+        assert!(listed[0].last_error.as_deref().unwrap().contains("tmp"));
+        assert_eq!(p.flush(), 1);
+        wait_for("the flushed delivery", || {
+            inbox(dir.path(), "user1").len() == 2
+        });
+        p.queue().checkpoint().unwrap();
+        assert!(crate::queue::inspect(&dir.path().join("queue"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! payload) and its payload, padded to 8
 //! bytes. A *message* record holds the local mailboxes, the queue id, the
 //! Maildir base name and the file exactly as it will be written to the
-//! Maildirs (trace headers included); a *done* record names the sequence
-//! number of a message that every mailbox now holds durably.
+//! Maildirs (trace headers included); a *placed* record says that a
+//! delivery of a message is about to complete (see below); a *done* record
+//! names the sequence number of a message that every mailbox now holds
+//! durably.
 //!
 //! # Recovery
 //!
@@ -31,7 +33,33 @@
 //! differs). Messages without a done mark are returned to be
 //! delivered again; such a delivery skips mailboxes that already hold the
 //! message (its Maildir name was fixed at enqueue time), so a crash between
-//! delivery and done mark does not double it.
+//! delivery and done mark does not double it, and replaces a `tmp/` file
+//! of the same name that a killed process left behind.
+//!
+//! # Deletions are final: placed marks and the boot id
+//!
+//! The done mark follows a delivery by a checkpoint interval (it needs the
+//! `syncfs` first). Looking for the copy is no substitute: a POP3 client
+//! may have fetched and deleted it meanwhile, and delivering it again would
+//! bring deleted mail back. So a delivery appends a *placed* record just
+//! before the rename into `new/` (after the links for extra mailboxes),
+//! holding the kernel's boot id (`/proc/sys/kernel/random/boot_id`) and the
+//! mailbox whose `tmp/` holds the file until that rename. The record is a
+//! plain `pwrite`, flushed by the next group commit or checkpoint, never by
+//! a flush of its own: it is written to the page cache, which belongs to the
+//! kernel and survives the death of any process. Recovery reads it so:
+//!
+//! - same boot id, and the `tmp/` file gone: the rename happened, and every
+//!   copy is in the page cache or was removed by its reader. Nothing is
+//!   delivered again; the copies still there are flushed by the next
+//!   checkpoint, which then writes the done mark.
+//! - same boot id, and the `tmp/` file still there: the process died just
+//!   before the rename; delivered again (replacing that file).
+//! - another boot id (power loss or kernel crash since): what the disk
+//!   holds is all that counts, and the message is delivered again to every
+//!   mailbox that does not hold it. At least once, never lost: a message
+//!   read and deleted within the checkpoint interval after its delivery
+//!   (about 100 ms plus the `syncfs`) may come back after a power failure.
 //!
 //! # Reuse
 //!
@@ -100,6 +128,12 @@ const REC_MAGIC: &[u8; 4] = b"MQR1";
 const REC_HEADER: usize = 32;
 const KIND_MESSAGE: u8 = 1;
 const KIND_DONE: u8 = 2;
+const KIND_PLACED: u8 = 3;
+/// Why the last delivery attempt of a message failed: for `mailctl queue
+/// list`; recovery ignores it.
+const KIND_DEFERRED: u8 = 4;
+/// Where the kernel publishes the id of the current boot (Linux).
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Smallest segment size accepted by [`Queue::open`].
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
 /// The segment size the daemons use.
@@ -121,6 +155,10 @@ pub struct Queued {
     /// Set after a failed attempt and for recovered messages: the next
     /// delivery first looks for copies already in place.
     check_existing: bool,
+    /// Recovered with a placed mark of this boot: the delivery completed
+    /// in a process that died before its done mark. Only flushed and
+    /// retired, never delivered again (its copies may have been deleted).
+    placed_this_boot: bool,
 }
 
 impl Queued {
@@ -137,6 +175,18 @@ impl Queued {
     /// The Maildir file's content (LF line ends, trace headers first).
     pub fn content(&self) -> &[u8] {
         self.record.get(self.content_at..).unwrap_or_default()
+    }
+
+    /// The Maildir base name fixed at enqueue time.
+    pub fn base_name(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether a process of this boot completed the delivery and died
+    /// before retiring it (see the module docs): delivering it then only
+    /// flushes.
+    pub fn placed_this_boot(&self) -> bool {
+        self.placed_this_boot
     }
 }
 
@@ -183,6 +233,10 @@ struct Inner {
     state: Mutex<State>,
     synced: Condvar,
     ckpt: Arc<Checkpoints>,
+    /// The kernel's boot id, written into placed marks; empty if unknown
+    /// (then no mark ever matches, and recovery delivers again what it
+    /// cannot find: at least once).
+    boot_id: String,
     /// Held for the queue's lifetime: one process per queue directory.
     _lock: File,
 }
@@ -243,6 +297,22 @@ impl Queue {
         segment_size: u64,
         checkpoint_interval: Duration,
     ) -> Result<(Queue, Vec<Queued>)> {
+        let boot_id = fs::read_to_string(BOOT_ID_PATH)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Self::open_in_boot(dir, store, segment_size, checkpoint_interval, boot_id)
+    }
+
+    /// [`Queue::open`] as if the kernel's boot id were `boot_id` (tests
+    /// simulate a reboot with it).
+    #[doc(hidden)]
+    pub fn open_in_boot(
+        dir: impl Into<PathBuf>,
+        store: Store,
+        segment_size: u64,
+        checkpoint_interval: Duration,
+        boot_id: String,
+    ) -> Result<(Queue, Vec<Queued>)> {
         let dir = dir.into();
         let seg_size = segment_size.max(MIN_SEGMENT_SIZE) & !7;
         match fs::DirBuilder::new()
@@ -271,6 +341,10 @@ impl Queue {
                 ),
             });
         }
+        // Who holds it, for `mailctl queue flush` (see [`holder`]).
+        lock.set_len(0)
+            .and_then(|()| lock.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0))
+            .map_err(io_err(&lock_path))?;
 
         let mut files = Vec::new();
         let mut next_file_no = 0;
@@ -338,6 +412,22 @@ impl Queue {
             .filter(|r| r.kind == KIND_DONE)
             .filter_map(|r| r.payload.get(..8).map(le_u64))
             .collect();
+        // The last placed mark of each message, if made in this boot.
+        let mut placed: BTreeMap<u64, String> = BTreeMap::new();
+        for r in used.values().flat_map(|(_, recs)| recs.iter()) {
+            if r.kind != KIND_PLACED {
+                continue;
+            }
+            match decode_placed(&r.payload) {
+                Some((seq, boot, first)) if !boot_id.is_empty() && boot == boot_id => {
+                    placed.insert(seq, first);
+                }
+                Some((seq, _, _)) => {
+                    placed.remove(&seq);
+                }
+                None => {}
+            }
+        }
         let mut recovered = Vec::new();
         let mut active = VecDeque::new();
         let next_seg_no = used.keys().next_back().map_or(1, |n| n.saturating_add(1));
@@ -345,7 +435,10 @@ impl Queue {
             for r in records {
                 if r.kind == KIND_MESSAGE && !done.contains(&r.seq) {
                     match decode_message(r.seq, seg.no, r.payload) {
-                        Some(q) => {
+                        Some(mut q) => {
+                            if let Some(first) = placed.get(&q.seq) {
+                                q.placed_this_boot = rename_done(&store, first, &q.base);
+                            }
                             recovered.push(q);
                             seg.undone += 1;
                         }
@@ -391,6 +484,7 @@ impl Queue {
                 }),
                 synced: Condvar::new(),
                 ckpt: Arc::new(Checkpoints::default()),
+                boot_id,
                 _lock: lock,
             }),
         };
@@ -470,6 +564,7 @@ impl Queue {
             record: rec,
             content_at,
             check_existing: false,
+            placed_this_boot: false,
         })
     }
 
@@ -487,39 +582,69 @@ impl Queue {
         let mut sizer = PopSizer::new();
         sizer.update(q.content());
         let name = format!("{},S={},W={}", q.base, sizer.disk, sizer.crlf);
-        let mut targets = q.mailboxes.clone();
-        if q.check_existing {
-            let mut keep = Vec::with_capacity(targets.len());
-            for m in targets {
-                if !store.holds(&m, &q.base, q.content())? {
-                    keep.push(m);
-                }
-            }
-            targets = keep;
-        }
-        q.check_existing = true;
         let mut paths = Vec::new();
-        if let Some(first) = targets.first() {
-            let (tmp, mut file) = store.create_tmp(first, &q.base)?;
-            let written = file.write_all(q.content()).map_err(io_err(&tmp));
-            drop(file);
-            let placed = written.and_then(|()| store.place(&tmp, &name, &targets, false));
-            match placed {
-                Ok(p) => paths = p,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
+        let flush_dirs: Vec<PathBuf> = if q.placed_this_boot {
+            // Placed by a process of this boot: the copies left are in the
+            // page cache (a missing one was deleted by its reader). Only
+            // the checkpoint's flush is owed, on their file systems.
+            q.mailboxes
+                .iter()
+                .map(|m| store.maildir_path(m).join("new"))
+                .collect()
+        } else {
+            let mut targets = q.mailboxes.clone();
+            if q.check_existing {
+                let mut keep = Vec::with_capacity(targets.len());
+                for m in targets {
+                    if !store.holds(&m, &q.base, q.content())? {
+                        keep.push(m);
+                    }
+                }
+                targets = keep;
+            }
+            q.check_existing = true;
+            match targets.first() {
+                // Every mailbox holds it (durably: `holds` flushed them).
+                None => {
+                    self.mark_placed(q.seq, "");
+                }
+                Some(first) => {
+                    // Replacing: the name is this message's alone, so a
+                    // file there is an earlier attempt's (of a killed
+                    // process, or one that failed after its placed mark).
+                    let (tmp, mut file) = store.create_tmp(first, &q.base, true)?;
+                    let written = file.write_all(q.content()).map_err(io_err(&tmp));
+                    drop(file);
+                    let mut marked = false;
+                    let placed = written.and_then(|()| {
+                        store.place(&tmp, &name, &targets, false, || {
+                            marked = self.mark_placed(q.seq, first);
+                        })
+                    });
+                    match placed {
+                        Ok(p) => paths = p,
+                        Err(e) => {
+                            // After the placed mark, the tmp file is what
+                            // tells recovery that the rename did not
+                            // happen: it stays until the next attempt
+                            // replaces it.
+                            if !marked {
+                                let _ = fs::remove_file(&tmp);
+                            }
+                            return Err(e);
+                        }
+                    }
                 }
             }
-        }
+            paths
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .collect()
+        };
         {
             let mut u = self.inner.ckpt.lock();
             u.entries.push((q.seq, q.seg_no));
-            for p in &paths {
-                if let Some(d) = p.parent() {
-                    u.dirs.insert(d.to_path_buf());
-                }
-            }
+            u.dirs.extend(flush_dirs);
         }
         self.inner.ckpt.cv.notify_one();
         Ok(DeliveryReport {
@@ -746,6 +871,43 @@ impl Queue {
         Ok(())
     }
 
+    /// Appends a placed mark for message `seq` (see the module docs):
+    /// `first` is the mailbox whose `tmp/` holds the file until the rename
+    /// that follows, empty when every mailbox already holds it. Returns
+    /// whether it was written; a journal that cannot take it any more only
+    /// costs the guarantee for deletions (recovery then delivers again
+    /// what it cannot find), so the delivery goes on without it.
+    ///
+    /// No flush: the record must survive the death of this process, not of
+    /// the kernel, and a `pwrite` is in the page cache once it returns.
+    /// After a kernel crash or power loss the boot id differs and recovery
+    /// ignores the mark anyway. The next group commit or checkpoint flushes
+    /// it with everything else.
+    fn mark_placed(&self, seq: u64, first: &str) -> bool {
+        let mut rec = vec![0; REC_HEADER];
+        rec.extend_from_slice(&seq.to_le_bytes());
+        put_field(&mut rec, self.inner.boot_id.as_bytes());
+        put_field(&mut rec, first.as_bytes());
+        match self.append(KIND_PLACED, &mut rec) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, seq, "cannot write a placed mark; delivering without it");
+                false
+            }
+        }
+    }
+
+    /// Notes why a delivery attempt of `q` failed, for [`inspect`]
+    /// (`mailctl queue list`). Not flushed: only information.
+    pub fn note_deferred(&self, q: &Queued, why: &str) {
+        let mut rec = vec![0; REC_HEADER];
+        rec.extend_from_slice(&q.seq.to_le_bytes());
+        put_field(&mut rec, why.as_bytes());
+        if let Err(e) = self.append(KIND_DEFERRED, &mut rec) {
+            tracing::debug!(error = %e, "cannot note a deferral in the queue journal");
+        }
+    }
+
     /// Records that `q` is delivered and retires segments that hold
     /// nothing undelivered any more, oldest first.
     /// Returns the done record's sequence number. If the record cannot be
@@ -827,6 +989,102 @@ fn spawn_checkpointer(queue: &Queue, interval: Duration) {
         })
         .map(drop)
         .unwrap_or_else(|e| tracing::error!(error = %e, "no checkpoint thread; deliveries stay queued until checkpoint() is called"));
+}
+
+/// A message in the queue journal, as [`inspect`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The queue id given at enqueue time.
+    pub queue_id: String,
+    /// The local mailboxes it goes to.
+    pub mailboxes: Vec<String>,
+    /// Bytes of the Maildir file (LF line ends, trace headers included).
+    pub size: usize,
+    /// A delivery reached its final rename (placed mark), not yet retired
+    /// by a checkpoint.
+    pub placed: bool,
+    /// Failed attempts noted, and the reason of the last one.
+    pub failures: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The messages in the queue journal in `dir` that are not retired,
+/// oldest first. Reads only, takes no lock: works while `smtpd` runs
+/// (records being written then may be missing).
+pub fn inspect(dir: &Path) -> Result<Vec<QueueEntry>> {
+    let mut segs = BTreeMap::new();
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("seg-") || name.ends_with(".tmp") {
+            continue;
+        }
+        let path = e.path();
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        if let Some((no, _, records)) = parse_segment(&data) {
+            segs.insert(no, records);
+        }
+    }
+    let mut out: BTreeMap<u64, QueueEntry> = BTreeMap::new();
+    let mut done = HashSet::new();
+    for r in segs.into_values().flatten() {
+        let seq = r.payload.get(..8).map(le_u64);
+        match r.kind {
+            KIND_MESSAGE => {
+                if let Some(q) = decode_message(r.seq, 0, r.payload) {
+                    out.insert(
+                        r.seq,
+                        QueueEntry {
+                            size: q.content().len(),
+                            queue_id: q.queue_id,
+                            mailboxes: q.mailboxes,
+                            placed: false,
+                            failures: 0,
+                            last_error: None,
+                        },
+                    );
+                }
+            }
+            KIND_DONE => {
+                done.extend(seq);
+            }
+            KIND_PLACED => {
+                if let Some(m) = seq.and_then(|s| out.get_mut(&s)) {
+                    m.placed = true;
+                }
+            }
+            KIND_DEFERRED => {
+                if let Some(m) = seq.and_then(|s| out.get_mut(&s)) {
+                    m.failures += 1;
+                    let why = r.payload.get(10..).unwrap_or_default();
+                    m.last_error = Some(String::from_utf8_lossy(why).into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(seq, _)| !done.contains(seq))
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// The process id of the process that holds the queue in `dir` (a running
+/// `smtpd`), or `None` when nobody holds it.
+pub fn holder(dir: &Path) -> Result<Option<u32>> {
+    let path = dir.join("lock");
+    let lock = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    if lock.try_lock_shared().is_ok() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    Ok(text.trim().parse().ok())
 }
 
 /// A record read back from a segment.
@@ -952,6 +1210,36 @@ pub fn fuzz_parse_segment(data: &[u8]) -> usize {
         .count()
 }
 
+/// A placed mark's message sequence number, boot id and first mailbox.
+fn decode_placed(p: &[u8]) -> Option<(u64, String, String)> {
+    let seq = le_u64(p.get(..8)?);
+    let mut at = 8;
+    let mut field = || {
+        let len = usize::from(u16::from_le_bytes([*p.get(at)?, *p.get(at + 1)?]));
+        let f = p.get(at + 2..at + 2 + len)?;
+        at += 2 + len;
+        String::from_utf8(f.to_vec()).ok()
+    };
+    let boot = field()?;
+    let first = field()?;
+    Some((seq, boot, first))
+}
+
+/// Whether the rename that completes a delivery with a placed mark naming
+/// `first` happened: the file `first`'s `tmp/<base>` is gone. In doubt (a
+/// bad name, an error other than "not found") no: delivering again is the
+/// safe side.
+fn rename_done(store: &Store, first: &str, base: &str) -> bool {
+    if first.is_empty() {
+        return true;
+    }
+    if check_mailbox_name(first).is_err() {
+        return false;
+    }
+    let tmp = store.maildir_path(first).join("tmp").join(base);
+    matches!(fs::symlink_metadata(&tmp), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// Reads a message record's payload back into a [`Queued`].
 fn decode_message(seq: u64, seg_no: u64, payload: Vec<u8>) -> Option<Queued> {
     fn field<'a>(p: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
@@ -985,6 +1273,7 @@ fn decode_message(seq: u64, seg_no: u64, payload: Vec<u8>) -> Option<Queued> {
         record,
         content_at: REC_HEADER + at,
         check_existing: true,
+        placed_this_boot: false,
     })
 }
 
@@ -1186,12 +1475,20 @@ mod tests {
                 .unwrap();
             let a_path = q.deliver(&mut a).unwrap().paths.remove(0);
             let b_path = q.deliver(&mut b).unwrap().paths.remove(0);
-            // The crash came before the checkpoint: B's file did not reach
-            // the disk whole.
+            // The power failed before the checkpoint: B's file did not
+            // reach the disk whole.
             fs::write(&b_path, b"s: b\n").unwrap();
             (a_path, b_path)
         };
-        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        // A torn file needs a power failure: the next boot has another id.
+        let (q, mut rec) = Queue::open_in_boot(
+            &f.queue,
+            f.store.clone(),
+            MIN_SEGMENT_SIZE,
+            HOUR,
+            "after-power-loss".into(),
+        )
+        .unwrap();
         assert_eq!(rec.len(), 2);
         for m in &mut rec {
             q.deliver(m).unwrap();
@@ -1205,6 +1502,158 @@ mod tests {
         assert_eq!(got.len(), 2, "A kept, torn B replaced, nothing doubled");
         assert!(got[0].ends_with(b"\n\nA\n") && got[1].ends_with(b"\n\nB\n"));
         assert!(first.exists() && second.exists());
+    }
+
+    fn tmp_of(f: &Fixture, user: &str, base: &str) -> PathBuf {
+        f.mail.join(user).join("Maildir").join("tmp").join(base)
+    }
+
+    #[test]
+    fn a_tmp_file_left_by_a_killed_delivery_is_replaced() {
+        let f = fixture();
+        let base = {
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+            let m = q
+                .enqueue(&env(&["user1", "user2"], "K"), b"s: k\r\n\r\nkilled\r\n")
+                .unwrap();
+            // Killed while writing the tmp file: part of it is there.
+            f.store.create_maildir("user1").unwrap();
+            fs::write(tmp_of(&f, "user1", &m.base), b"s: k\n").unwrap();
+            m.base.clone()
+        };
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert!(!rec[0].placed_this_boot(), "no placed mark yet");
+        let report = q.deliver(&mut rec[0]).unwrap();
+        assert_eq!(report.paths.len(), 2);
+        q.checkpoint().unwrap();
+        assert_eq!(q.pending(), 0);
+        for user in ["user1", "user2"] {
+            let got = files(&f.mail, user, "new");
+            assert_eq!(got.len(), 1, "{user}");
+            assert!(fs::read(&got[0]).unwrap().ends_with(b"\n\nkilled\n"));
+            assert!(files(&f.mail, user, "tmp").is_empty(), "{user}");
+        }
+        assert!(!tmp_of(&f, "user1", &base).exists());
+    }
+
+    #[test]
+    fn deleted_after_delivery_stays_deleted_in_the_same_boot() {
+        let f = fixture();
+        {
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+            for id in ["D1", "D2"] {
+                let mut m = q
+                    .enqueue(&env(&["user1"], id), b"s: d\r\n\r\nx\r\n")
+                    .unwrap();
+                q.deliver(&mut m).unwrap();
+            }
+            // Read and deleted by POP3 before the checkpoint; then the
+            // process dies (no checkpoint, no done mark).
+            for p in files(&f.mail, "user1", "new") {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert_eq!(rec.len(), 2);
+        assert!(rec.iter().all(Queued::placed_this_boot));
+        for m in &mut rec {
+            assert!(q.deliver(m).unwrap().paths.is_empty());
+        }
+        assert_eq!(q.checkpoint().unwrap(), 2);
+        assert_eq!(q.pending(), 0);
+        assert!(files(&f.mail, "user1", "new").is_empty(), "not resurrected");
+        drop(q);
+        let (_, rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert!(rec.is_empty());
+    }
+
+    #[test]
+    fn another_boot_delivers_again_what_it_cannot_find() {
+        let f = fixture();
+        let open = |boot: &str| {
+            Queue::open_in_boot(
+                &f.queue,
+                f.store.clone(),
+                MIN_SEGMENT_SIZE,
+                HOUR,
+                boot.into(),
+            )
+            .unwrap()
+        };
+        {
+            let (q, _) = open("boot-a");
+            let mut kept = q
+                .enqueue(&env(&["user1"], "KEPT"), b"s: k\r\n\r\nkept\r\n")
+                .unwrap();
+            let mut lost = q
+                .enqueue(&env(&["user1"], "LOST"), b"s: l\r\n\r\nlost\r\n")
+                .unwrap();
+            q.deliver(&mut kept).unwrap();
+            let p = q.deliver(&mut lost).unwrap().paths.remove(0);
+            // A power failure: the second file never reached the disk.
+            fs::remove_file(p).unwrap();
+        }
+        let (q, mut rec) = open("boot-b");
+        assert_eq!(rec.len(), 2);
+        assert!(!rec.iter().any(Queued::placed_this_boot));
+        let placed: usize = rec
+            .iter_mut()
+            .map(|m| q.deliver(m).unwrap().paths.len())
+            .sum();
+        assert_eq!(placed, 1, "only the missing one again");
+        q.checkpoint().unwrap();
+        let mut got: Vec<Vec<u8>> = files(&f.mail, "user1", "new")
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].ends_with(b"\n\nkept\n") && got[1].ends_with(b"\n\nlost\n"));
+    }
+
+    #[test]
+    fn killed_between_placed_mark_and_rename_is_delivered_again() {
+        let f = fixture();
+        {
+            let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+            let m = q
+                .enqueue(&env(&["user1"], "R"), b"s: r\r\n\r\nrename\r\n")
+                .unwrap();
+            // What `deliver` does up to the rename, then the kill.
+            f.store.create_maildir("user1").unwrap();
+            fs::write(tmp_of(&f, "user1", &m.base), m.content()).unwrap();
+            assert!(q.mark_placed(m.seq, "user1"));
+        }
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert!(!rec[0].placed_this_boot(), "its tmp file is still there");
+        assert_eq!(q.deliver(&mut rec[0]).unwrap().paths.len(), 1);
+        assert_eq!(files(&f.mail, "user1", "new").len(), 1);
+        assert!(files(&f.mail, "user1", "tmp").is_empty());
+    }
+
+    #[test]
+    fn a_failed_rename_after_the_mark_keeps_the_message_deliverable() {
+        let f = fixture();
+        let (q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        let md = f.store.create_maildir("user1").unwrap();
+        fs::remove_dir(md.join("new")).unwrap();
+        let mut m = q
+            .enqueue(&env(&["user1"], "F"), b"s: f\r\n\r\nfail\r\n")
+            .unwrap();
+        assert!(q.deliver(&mut m).is_err());
+        // The mark is written and the tmp file kept: a crash now leads to
+        // a new delivery, not to a loss.
+        assert!(tmp_of(&f, "user1", &m.base).exists());
+        drop(q);
+        let (q, mut rec) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
+        assert_eq!(rec.len(), 1);
+        assert!(!rec[0].placed_this_boot());
+        fs::create_dir(md.join("new")).unwrap();
+        assert_eq!(q.deliver(&mut rec[0]).unwrap().paths.len(), 1);
+        assert!(files(&f.mail, "user1", "tmp").is_empty());
+        assert_eq!(files(&f.mail, "user1", "new").len(), 1);
     }
 
     #[test]
@@ -1378,6 +1827,9 @@ mod tests {
         let (_q, _) = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap();
         let e = Queue::open(&f.queue, f.store.clone(), MIN_SEGMENT_SIZE, HOUR).unwrap_err();
         assert!(e.to_string().contains("in use"), "{e}");
+        assert_eq!(holder(&f.queue).unwrap(), Some(std::process::id()));
+        drop(_q);
+        assert_eq!(holder(&f.queue).unwrap(), None);
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl Store {
         let mailboxes = unique_mailboxes(&env.mailboxes)?;
         let first = mailboxes.first().ok_or(Error::NoRecipients)?;
         let base = self.unique_base(env.time);
-        let (tmp_path, file) = self.create_tmp(first, &base)?;
+        let (tmp_path, file) = self.create_tmp(first, &base, false)?;
         let mut d = Delivery {
             store: self.clone(),
             tmp_path: Some(tmp_path),
@@ -219,7 +219,19 @@ impl Store {
 
     /// Creates `tmp/<base>` in `user`'s Maildir (creating the Maildir on
     /// first delivery, as Postfix's local(8) does).
-    pub(crate) fn create_tmp(&self, user: &str, base: &str) -> Result<(PathBuf, File)> {
+    ///
+    /// With `replace`, a file already there is removed first: the caller
+    /// owns the name (a queued message's base name, delivered by one job of
+    /// the one process that holds the queue lock), so such a file can only
+    /// be the leftover of an earlier attempt, typically of a process killed
+    /// mid-delivery. Without `replace` an existing file is an error
+    /// (`O_EXCL`), as the Maildir spec asks for fresh names.
+    pub(crate) fn create_tmp(
+        &self,
+        user: &str,
+        base: &str,
+        replace: bool,
+    ) -> Result<(PathBuf, File)> {
         let md = self.maildir_path(user);
         let tmp_path = md.join("tmp").join(base);
         let open = |p: &Path| {
@@ -236,6 +248,16 @@ impl Store {
                 let f = open(&tmp_path).map_err(io_err(&tmp_path))?;
                 Ok((tmp_path, f))
             }
+            Err(e) if replace && e.kind() == io::ErrorKind::AlreadyExists => {
+                tracing::info!(file = %tmp_path.display(), "replacing the tmp file of an interrupted delivery");
+                match fs::remove_file(&tmp_path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&tmp_path)(e)),
+                }
+                let f = open(&tmp_path).map_err(io_err(&tmp_path))?;
+                Ok((tmp_path, f))
+            }
             Err(e) => Err(io_err(&tmp_path)(e)),
         }
     }
@@ -247,12 +269,17 @@ impl Store {
     /// no 250 is owed for a partial delivery and a retry does not duplicate.
     /// With `durable` false the caller flushes later (the queue's
     /// checkpoint) and the file need not have been fsynced.
+    ///
+    /// `before_rename` runs once the extra links are in place, just before
+    /// the rename that makes the delivery complete (the queue writes its
+    /// "placed" mark there; see [`crate::Queue`]).
     pub(crate) fn place(
         &self,
         tmp: &Path,
         name: &str,
         mailboxes: &[String],
         durable: bool,
+        before_rename: impl FnOnce(),
     ) -> Result<Vec<PathBuf>> {
         let mut paths = Vec::with_capacity(mailboxes.len());
         let mut dirs = Vec::with_capacity(mailboxes.len());
@@ -267,6 +294,7 @@ impl Store {
             let first = mailboxes.first().ok_or(Error::NoRecipients)?;
             let md = self.maildir_path(first);
             let dest = md.join("new").join(name);
+            before_rename();
             fs::rename(tmp, &dest).map_err(io_err(&dest))?;
             Ok((md, dest))
         })();
@@ -365,6 +393,49 @@ impl Store {
         Ok(removed)
     }
 
+    /// Removes the files in every Maildir's `tmp/` that this store's
+    /// deliveries made (this host name in their names) in a process that
+    /// has died, or in an earlier process with this one's process id:
+    /// deliveries cut short by a crash, whose names nobody will finish.
+    /// Returns how many were removed.
+    ///
+    /// Call once at start, after [`crate::Queue::open`] (which looks at
+    /// such files to tell how far a delivery got) and before this process
+    /// delivers anything (its own process id then names only leftovers).
+    /// Files of live processes (another server sharing the store) are left
+    /// alone; a process id reused since by an unrelated process keeps its
+    /// files until [`Store::clean_stale_tmp`]. Without `/proc` it removes
+    /// nothing.
+    pub fn clean_dead_tmp(&self) -> Result<usize> {
+        let proc_fs = Path::new("/proc");
+        if !proc_fs.join("self").exists() {
+            return Ok(0);
+        }
+        let me = std::process::id();
+        let root = &self.inner.root;
+        let users = fs::read_dir(root).map_err(io_err(root))?;
+        let mut removed = 0;
+        for user in users.flatten() {
+            let tmp = user.path().join("Maildir").join("tmp");
+            let Ok(entries) = fs::read_dir(&tmp) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(pid) = tmp_owner(&name.to_string_lossy(), &self.inner.host_part) else {
+                    continue;
+                };
+                if pid != me && proc_fs.join(pid.to_string()).exists() {
+                    continue;
+                }
+                if e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// A new Maildir base name: `<secs>.M<usecs>P<pid>Q<n>R<random>.<host>`
     /// (Dovecot's form; unique by time, process, per-process counter and
     /// randomness, so no two deliveries anywhere share a name).
@@ -379,6 +450,27 @@ impl Store {
             self.inner.host_part
         )
     }
+}
+
+/// The process id in a tmp/ file name that [`Store::unique_base`] made
+/// for `host_part` (possibly followed by `,S=…` size fields), or `None`
+/// for any other name.
+fn tmp_owner(name: &str, host_part: &str) -> Option<u32> {
+    let (secs, rest) = name.split_once('.')?;
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = rest.strip_prefix('M')?;
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest.strip_prefix('P')?;
+    let (pid, rest) = rest.split_once('Q')?;
+    let (_, rest) = rest.split_once('R')?;
+    let (_, host) = rest.split_once('.')?;
+    let host = host.split(',').next()?;
+    if host != host_part {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// Generates Postfix-like queue ids: 12 upper-case hex digits, the first 5
@@ -480,7 +572,9 @@ impl Delivery {
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         let name = format!("{},S={},W={}", self.base, self.sizer.disk, self.sizer.crlf);
-        let paths = self.store.place(&tmp, &name, &self.mailboxes, true)?;
+        let paths = self
+            .store
+            .place(&tmp, &name, &self.mailboxes, true, || {})?;
         self.tmp_path = None;
         Ok(DeliveryReport {
             queue_id: std::mem::take(&mut self.queue_id),
@@ -846,6 +940,43 @@ pub(crate) mod tests {
         let later = now + STALE_TMP_AGE + Duration::from_secs(60);
         assert_eq!(store.clean_stale_tmp(later, STALE_TMP_AGE).unwrap(), 1);
         assert!(!md.join("tmp/old").exists());
+    }
+
+    #[test]
+    fn dead_processes_tmp_files_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_hostname(dir.path(), "mx.example").unwrap();
+        let md = store.create_maildir("user1").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::os::unix::process::parent_id();
+        let me = std::process::id();
+        let name = |pid: u32, host: &str| format!("1700000000.M12P{pid}Q3R00000000abcd.{host}");
+        let put = |n: &str| fs::write(md.join("tmp").join(n), b"x").unwrap();
+        put(&name(dead, "mx.example"));
+        put(&format!("{},S=1,W=1", name(dead, "mx.example")));
+        put(&name(me, "mx.example"));
+        put(&name(live, "mx.example"));
+        put(&name(dead, "other.host"));
+        put("1700000000.unrelated");
+        assert_eq!(store.clean_dead_tmp().unwrap(), 3);
+        let mut left: Vec<String> = fs::read_dir(md.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            name(live, "mx.example"),
+            name(dead, "other.host"),
+            "1700000000.unrelated".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(
+            tmp_owner(&store.unique_base(SystemTime::now()), "mx.example"),
+            Some(me)
+        );
     }
 
     #[test]
