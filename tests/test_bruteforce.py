@@ -4,7 +4,9 @@ One attacking address (127.0.0.2) guesses over 16 parallel connections
 while the real user logs in from 127.0.0.1: the per-address auth penalty
 (Dovecot's, 2 s doubling up to 15 s, waited before the password check)
 keeps the attacker to about one failure per second across all its
-connections, and the real user is not slowed. SMTP closes a connection
+connections (an attempt whose turn would be more than 30 s away gets a
+temporary failure at once, nothing checked), and the real user is not
+slowed. SMTP closes a connection
 after `auth_failure_limit` failed AUTHs, POP3 after `failed_login_limit`.
 Failures are logged in the forms fail2ban's stock postfix (mode=auth) and
 dovecot filters match.
@@ -80,11 +82,11 @@ def guesser(proto, port, deadline, failures, closes, lock):
                         if not reply.startswith(b"+OK"):
                             break
                         s.sendall(b"PASS guess-%d\r\n" % n)
-                        failed = b"-ERR"
+                        failed, busy = b"-ERR [AUTH]", b"-ERR [SYS/TEMP]"
                     else:
                         token = base64.b64encode(b"\0user1\0guess-%d" % n)
                         s.sendall(b"AUTH PLAIN " + token + b"\r\n")
-                        failed = b"535"
+                        failed, busy = b"535", b"454"
                     s.settimeout(max(0.05, deadline - time.monotonic()))
                     reply = read_reply(f, pop3)
                     now = time.monotonic()
@@ -95,6 +97,11 @@ def guesser(proto, port, deadline, failures, closes, lock):
                         with lock:
                             closes.append(now)
                         break
+                    if reply.startswith(busy):
+                        # Too many of this address's attempts waiting
+                        # already: nothing was checked; try again later.
+                        time.sleep(0.25)
+                        continue
                     if not reply.startswith(failed):
                         break
             except (OSError, socket.timeout):

@@ -498,7 +498,16 @@ impl Conn {
         // The per-address penalty comes before the check: parallel
         // connections from one address take turns instead of each
         // waiting its own delay.
-        let attempt = self.shared.penalty.begin(client, Instant::now());
+        let Some(attempt) = self.shared.penalty.begin(client, Instant::now()) else {
+            // Its turn is too far away: keep the waiting attempts (and
+            // what they hold) few; nothing was checked.
+            info!(
+                sid = self.sid,
+                %client,
+                "authentication refused for now: too many attempts from this address waiting"
+            );
+            return AuthResult::TemporaryFailure;
+        };
         if !attempt.wait().is_zero() {
             debug!(
                 sid = self.sid,

@@ -243,6 +243,11 @@ pub struct PenaltyPolicy {
     pub max: Duration,
     /// A network without attempts for this long is forgotten.
     pub forget_after: Duration,
+    /// The longest an attempt is made to wait for its turn; a network
+    /// whose next turn is further away gets a temporary failure at once,
+    /// so that its waiting attempts (and the connections and tasks they
+    /// hold) stay few.
+    pub max_wait: Duration,
     /// Networks remembered at most; the least recently seen go first.
     pub max_entries: usize,
 }
@@ -254,13 +259,15 @@ impl PenaltyPolicy {
 
     /// `initial` doubling up to `max`, forgotten after Dovecot's timeout
     /// (initial + 2·initial + 4·initial + max, 29 s for Dovecot's values),
-    /// at most 10,000 networks remembered (about 1 MB).
+    /// waits of at most 2·max, at most 10,000 networks remembered (about
+    /// 1 MB).
     pub const fn new(initial: Duration, max: Duration) -> Self {
         let forget_after = initial.saturating_mul(7).saturating_add(max);
         PenaltyPolicy {
             initial,
             max,
             forget_after,
+            max_wait: max.saturating_mul(2),
             max_entries: 10_000,
         }
     }
@@ -369,13 +376,14 @@ impl Table {
 /// let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
 /// let attacker = "192.0.2.7".parse().unwrap();
 /// let t0 = Instant::now();
-/// let first = table.begin(attacker, t0);
+/// let first = table.begin(attacker, t0).unwrap();
 /// assert_eq!(first.wait(), Duration::ZERO);
 /// first.finish(false, t0);
 /// // The next guess from that address waits 2 s, whichever connection.
-/// assert_eq!(table.begin(attacker, t0).wait(), Duration::from_secs(2));
+/// assert_eq!(table.begin(attacker, t0).unwrap().wait(), Duration::from_secs(2));
 /// // Another client is not slowed.
-/// assert_eq!(table.begin("198.51.100.1".parse().unwrap(), t0).wait(), Duration::ZERO);
+/// let other = table.begin("198.51.100.1".parse().unwrap(), t0).unwrap();
+/// assert_eq!(other.wait(), Duration::ZERO);
 /// ```
 #[derive(Debug)]
 pub struct AuthPenalty {
@@ -424,15 +432,19 @@ impl AuthPenalty {
     /// [`PenaltyAttempt::finish`] with the outcome. Dropping the attempt
     /// unfinished (a connection closed while waiting, a temporary
     /// failure) counts neither as success nor as failure.
-    pub fn begin(self: &Arc<Self>, client: IpAddr, now: Instant) -> PenaltyAttempt {
+    ///
+    /// `None` when the client's turn is more than
+    /// [`PenaltyPolicy::max_wait`] away: answer with a temporary failure
+    /// without checking anything (the attempt takes no turn).
+    pub fn begin(self: &Arc<Self>, client: IpAddr, now: Instant) -> Option<PenaltyAttempt> {
         let network = Network::of(client);
         let mut t = self.lock();
         if t.policy.initial.is_zero() {
-            return PenaltyAttempt {
+            return Some(PenaltyAttempt {
                 table: None,
                 network,
                 wait: Duration::ZERO,
-            };
+            });
         }
         if !t.entries.contains_key(&network) && t.entries.len() >= t.policy.max_entries {
             t.make_room(now);
@@ -451,17 +463,21 @@ impl AuthPenalty {
             e.next_allowed = now;
         }
         let slot = e.next_allowed.max(now);
+        if slot.saturating_duration_since(now) > policy.max_wait {
+            e.last_seen = now;
+            return None;
+        }
         // Pessimistic: an attempt still being checked counts as a failure,
         // or parallel connections would all go at once.
         let spacing = policy.spacing(e.failures.saturating_add(e.in_flight));
         e.next_allowed = slot + spacing;
         e.in_flight = e.in_flight.saturating_add(1);
         e.last_seen = now;
-        PenaltyAttempt {
+        Some(PenaltyAttempt {
             table: Some(Arc::clone(self)),
             network,
             wait: slot.saturating_duration_since(now),
-        }
+        })
     }
 
     /// `outcome`: whether the attempt was accepted, and when it ended;
@@ -728,6 +744,10 @@ mod tests {
         );
     }
 
+    fn begin(table: &Arc<AuthPenalty>, client: IpAddr, now: Instant) -> PenaltyAttempt {
+        table.begin(client, now).expect("within max_wait")
+    }
+
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
     }
@@ -739,7 +759,7 @@ mod tests {
     /// Fail `n` attempts from `client` back to back, each at its slot.
     fn fail(table: &Arc<AuthPenalty>, client: &str, mut now: Instant, n: usize) -> Instant {
         for _ in 0..n {
-            let a = table.begin(ip(client), now);
+            let a = begin(table, ip(client), now);
             now += a.wait();
             a.finish(false, now);
         }
@@ -753,7 +773,7 @@ mod tests {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..7 {
-            let a = table.begin(ip("192.0.2.1"), now);
+            let a = begin(&table, ip("192.0.2.1"), now);
             waits.push(a.wait().as_secs());
             now += a.wait();
             a.finish(false, now);
@@ -761,24 +781,35 @@ mod tests {
         assert_eq!(waits, [0, 2, 4, 8, 15, 15, 15]);
         // Many more failures: still the cap, no overflow.
         let now = fail(&table, "192.0.2.1", now, 100);
-        assert_eq!(table.begin(ip("192.0.2.1"), now).wait(), secs(15));
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), secs(15));
     }
 
     #[test]
     fn parallel_attempts_are_spaced_not_overlapped() {
         let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        assert_eq!(PenaltyPolicy::DOVECOT.max_wait, secs(30));
         let t0 = Instant::now();
-        // 16 connections ask at the same instant, before any outcome.
+        // 16 connections ask at the same instant, before any outcome:
+        // turns 0, 0, 2, 6, 14, 29 s (at most one a second after the
+        // first two); turns beyond max_wait are refused, taking none.
         let attempts: Vec<_> = (0..16).map(|_| table.begin(ip("192.0.2.1"), t0)).collect();
-        let waits: Vec<u64> = attempts.iter().map(|a| a.wait().as_secs()).collect();
-        assert_eq!(&waits[..6], [0, 0, 2, 6, 14, 29]);
-        // At most one attempt per second after the first two.
-        for pair in waits.windows(2).skip(1) {
-            assert!(pair[1] > pair[0], "{waits:?}");
+        let waits: Vec<Option<u64>> = attempts
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.wait().as_secs()))
+            .collect();
+        assert_eq!(
+            &waits[..7],
+            [Some(0), Some(0), Some(2), Some(6), Some(14), Some(29), None]
+        );
+        assert!(waits[6..].iter().all(Option::is_none), "{waits:?}");
+        // The refused ones took no turn: once the granted ones have
+        // failed, the next turn is 15 s after the last granted one.
+        let mut now = t0;
+        for a in attempts.into_iter().flatten() {
+            now = t0 + a.wait();
+            a.finish(false, now);
         }
-        for a in attempts {
-            a.finish(false, t0);
-        }
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), secs(15));
     }
 
     #[test]
@@ -787,15 +818,15 @@ mod tests {
         let t0 = Instant::now();
         let now = fail(&table, "192.0.2.1", t0, 5);
         for other in ["192.0.2.2", "2001:db8:1::1", "::ffff:192.0.2.3"] {
-            let a = table.begin(ip(other), now);
+            let a = begin(&table, ip(other), now);
             assert_eq!(a.wait(), Duration::ZERO, "{other}");
             a.finish(true, now);
         }
         // The attacker's address finally gets it right: penalty cleared.
-        let a = table.begin(ip("192.0.2.1"), now);
+        let a = begin(&table, ip("192.0.2.1"), now);
         let now = now + a.wait();
         a.finish(true, now);
-        assert_eq!(table.begin(ip("192.0.2.1"), now).wait(), Duration::ZERO);
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), Duration::ZERO);
     }
 
     #[test]
@@ -807,15 +838,15 @@ mod tests {
         // 28 s after the next allowed attempt: still remembered, so a
         // second parallel attempt waits (3 failures + 1 in flight).
         let t1 = now + secs(8) + secs(28);
-        let a = table.begin(ip("192.0.2.1"), t1);
-        let b = table.begin(ip("192.0.2.1"), t1);
+        let a = begin(&table, ip("192.0.2.1"), t1);
+        let b = begin(&table, ip("192.0.2.1"), t1);
         assert_eq!((a.wait(), b.wait()), (Duration::ZERO, secs(8)));
         // Abandoned attempts count neither way.
         drop((a, b));
         // Quiet for 29 s after the last slot handed out: forgotten.
         let t2 = t1 + secs(8 + 15) + secs(29);
-        let a = table.begin(ip("192.0.2.1"), t2);
-        let b = table.begin(ip("192.0.2.1"), t2);
+        let a = begin(&table, ip("192.0.2.1"), t2);
+        let b = begin(&table, ip("192.0.2.1"), t2);
         assert_eq!((a.wait(), b.wait()), (Duration::ZERO, Duration::ZERO));
     }
 
@@ -823,10 +854,10 @@ mod tests {
     fn abandoned_attempts_release_their_place() {
         let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
         let t0 = Instant::now();
-        drop(table.begin(ip("192.0.2.1"), t0));
-        drop(table.begin(ip("192.0.2.1"), t0));
+        drop(begin(&table, ip("192.0.2.1"), t0));
+        drop(begin(&table, ip("192.0.2.1"), t0));
         // No failure recorded: still nothing in flight.
-        let a = table.begin(ip("192.0.2.1"), t0 + secs(10));
+        let a = begin(&table, ip("192.0.2.1"), t0 + secs(10));
         assert_eq!(a.wait(), Duration::ZERO);
         a.finish(true, t0 + secs(10));
     }
@@ -837,15 +868,18 @@ mod tests {
         let t0 = Instant::now();
         let now = fail(&table, "2001:db8:1:2::1", t0, 1);
         // Another address in the same /64: the same network.
-        assert_eq!(table.begin(ip("2001:db8:1:2:ffff::9"), now).wait(), secs(2));
+        assert_eq!(
+            begin(&table, ip("2001:db8:1:2:ffff::9"), now).wait(),
+            secs(2)
+        );
         // The neighbouring /64 is someone else.
         assert_eq!(
-            table.begin(ip("2001:db8:1:3::1"), now).wait(),
+            begin(&table, ip("2001:db8:1:3::1"), now).wait(),
             Duration::ZERO
         );
         // IPv4-mapped addresses are their IPv4 address.
         let now = fail(&table, "192.0.2.9", now, 1);
-        assert_eq!(table.begin(ip("::ffff:192.0.2.9"), now).wait(), secs(2));
+        assert_eq!(begin(&table, ip("::ffff:192.0.2.9"), now).wait(), secs(2));
     }
 
     #[test]
@@ -859,13 +893,13 @@ mod tests {
         for i in 0..1000u32 {
             let client = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             let now = t0 + Duration::from_millis(u64::from(i));
-            table.begin(client, now).finish(false, now);
+            begin(&table, client, now).finish(false, now);
             assert!(table.len() <= 64, "{}", table.len());
         }
         // The most recent attacker is still remembered.
         let last = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 999));
         assert_eq!(
-            table.begin(last, t0 + secs(1)).wait(),
+            begin(&table, last, t0 + secs(1)).wait(),
             secs(2) - Duration::from_millis(1)
         );
     }
@@ -875,7 +909,7 @@ mod tests {
         let table = Arc::new(AuthPenalty::new(PenaltyPolicy::OFF));
         let t0 = Instant::now();
         let now = fail(&table, "192.0.2.1", t0, 10);
-        assert_eq!(table.begin(ip("192.0.2.1"), now).wait(), Duration::ZERO);
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), Duration::ZERO);
         assert!(table.is_empty());
         table.set_policy(PenaltyPolicy::DOVECOT);
         assert_eq!(table.policy(), PenaltyPolicy::DOVECOT);
