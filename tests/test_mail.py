@@ -30,7 +30,7 @@ class Lab:
     """One configuration file, the accounts, and the three daemons."""
 
     def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False,
-                 size_limit=100000, global_extra=""):
+                 size_limit=100000, global_extra="", auth_penalty=0):
         self.tmp = tmp
         self.smtp = free_port()
         self.submission = free_port()
@@ -59,11 +59,13 @@ listen = ["127.0.0.1:{self.smtp}"]
 submission_listen = ["127.0.0.1:{self.submission}"]
 message_size_limit = {size_limit}
 auth_failure_delay = 0
+auth_penalty = {auth_penalty}
 {extra}
 
 [pop3d]
 listen = ["127.0.0.1:{self.pop3}"]
 auth_failure_delay = 0
+auth_penalty = {auth_penalty}
 
 [dnsd]
 listen = ["127.0.0.1:{self.dns}"]

@@ -49,14 +49,14 @@
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::Config;
 use mail_session::driver::{Driver, Stop, FLUSH_AT};
-use mailstore::auth::{AuthOutcome, Authenticator};
+use mailstore::auth::{loggable_user, AuthOutcome, AuthPenalty, Authenticator, PenaltyPolicy};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
 use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch, Standing};
 use pop3_proto::{
@@ -64,7 +64,7 @@ use pop3_proto::{
     MessageInfo, ServerConfig, ServerSession, SessionState,
 };
 use tokio::net::TcpStream;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Bytes read from a message file per trip to the blocking pool: a typical
 /// message is one read; a large one streams in steps of this size.
@@ -95,6 +95,8 @@ struct Shared {
     accounts: Arc<Accounts>,
     limiter: Arc<ConnLimiter>,
     next_session: AtomicU64,
+    /// Failed logins per client address, across connections.
+    penalty: Arc<AuthPenalty>,
 }
 
 impl Shared {
@@ -112,6 +114,13 @@ fn authenticator(cfg: &Config, accounts: &Arc<Accounts>) -> Authenticator {
         Arc::clone(accounts),
         LocalDomains::new(&cfg.global.local_domains),
         cfg.pop3d.auth_failure_delay.duration(),
+    )
+}
+
+fn penalty_policy(cfg: &Config) -> PenaltyPolicy {
+    PenaltyPolicy::new(
+        cfg.pop3d.auth_penalty.duration(),
+        cfg.pop3d.auth_penalty_max.duration(),
     )
 }
 
@@ -148,6 +157,7 @@ impl netkit::Service for Running {
             .write()
             .unwrap_or_else(PoisonError::into_inner) =
             Arc::new(authenticator(&cfg, &self.shared.accounts));
+        self.shared.penalty.set_policy(penalty_policy(&cfg));
         *self
             .shared
             .cfg
@@ -185,6 +195,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             cfg.pop3d.max_connections_per_client,
         ),
         auth: RwLock::new(Arc::new(authenticator(&cfg, &accounts))),
+        penalty: Arc::new(AuthPenalty::new(penalty_policy(&cfg))),
         cfg: RwLock::new(Arc::new(cfg)),
         store,
         accounts,
@@ -261,6 +272,7 @@ async fn connection(
     let mut conn = Conn {
         shared,
         permit,
+        peer,
         sid,
         account: None,
         maildrop: None,
@@ -282,6 +294,7 @@ struct Conn {
     /// The connection's slot; marked authenticated once logged in, so that
     /// it is never evicted when full.
     permit: ConnPermit,
+    peer: SocketAddr,
     sid: String,
     /// The canonical account name after a successful login.
     account: Option<String>,
@@ -425,15 +438,50 @@ impl Conn {
 
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
         let user = creds.username().to_owned();
+        let mech = creds.mechanism_name();
+        let client = match self.peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        // The per-address penalty comes before the check: parallel
+        // connections from one address take turns instead of each
+        // waiting its own delay (Dovecot's auth penalty).
+        let Some(attempt) = self.shared.penalty.begin(client, Instant::now()) else {
+            // Its turn is too far away: keep the waiting attempts (and
+            // what they hold) few; nothing was checked.
+            info!(
+                sid = self.sid,
+                %client,
+                "authentication refused for now: too many attempts from this address waiting"
+            );
+            return AuthResult::TempFail;
+        };
+        if !attempt.wait().is_zero() {
+            debug!(
+                sid = self.sid,
+                wait_ms = attempt.wait().as_millis(),
+                "auth penalty"
+            );
+            tokio::time::sleep(attempt.wait()).await;
+        }
         let auth = self.shared.auth();
         match tokio::task::spawn_blocking(move || auth.check_session(&creds)).await {
             Ok(AuthOutcome::Accepted(account)) => {
+                attempt.finish(true, Instant::now());
                 info!(sid = self.sid, user = account.name, "logged in");
                 self.account = Some(account.name);
                 AuthResult::Accepted
             }
             Ok(AuthOutcome::Rejected { delay }) => {
-                warn!(sid = self.sid, user, "authentication failed");
+                attempt.finish(false, Instant::now());
+                // Dovecot's passdb wording, which fail2ban's stock dovecot
+                // filter matches (given `_daemon=pop3d`).
+                warn!(
+                    sid = self.sid,
+                    method = mech,
+                    "passwd-file({},{client}): Password mismatch",
+                    loggable_user(&user)
+                );
                 tokio::time::sleep(delay).await;
                 AuthResult::Rejected
             }

@@ -182,6 +182,15 @@ pub struct Smtpd {
     /// Pause after each failed AUTH, against password guessing
     /// (`smtpd_error_sleep_time`).
     pub auth_failure_delay: Secs,
+    /// Failed AUTH commands on one connection before `421 4.7.0` and
+    /// close; 0: no limit.
+    pub auth_failure_limit: u32,
+    /// Dovecot's auth penalty per client address across connections:
+    /// the wait before the next attempt after the first failure, doubled
+    /// by each further one; 0 turns it off.
+    pub auth_penalty: Secs,
+    /// The longest auth penalty wait.
+    pub auth_penalty_max: Secs,
     /// SASL mechanisms offered (`smtpd_sasl_security_options`).
     pub auth_mechanisms: Vec<String>,
     /// What to do with a line ending in a bare LF
@@ -213,6 +222,9 @@ impl Default for Smtpd {
             data_timeout: Secs(180),
             error_limit: 20,
             auth_failure_delay: Secs(1),
+            auth_failure_limit: 3,
+            auth_penalty: Secs(2),
+            auth_penalty_max: Secs(15),
             // As the lab's saslauthd: CRAM-MD5 needs {PLAIN} secrets, and
             // clients that pick it as "strongest" would fail against hashed
             // accounts; add it where accounts are {PLAIN}.
@@ -263,6 +275,11 @@ pub struct Pop3d {
     pub failed_login_limit: u32,
     /// Pause after each failed login (`auth_failure_delay`).
     pub auth_failure_delay: Secs,
+    /// Dovecot's auth penalty per client address across connections
+    /// (see [`Smtpd::auth_penalty`]); 0 turns it off.
+    pub auth_penalty: Secs,
+    /// The longest auth penalty wait.
+    pub auth_penalty_max: Secs,
     /// Offer APOP (only accounts with a `{PLAIN}` secret can use it).
     pub apop: bool,
     /// SASL mechanisms offered by `AUTH` (RFC 5034).
@@ -282,6 +299,8 @@ impl Default for Pop3d {
             command_line_timeout: Secs(60),
             failed_login_limit: 3,
             auth_failure_delay: Secs(2),
+            auth_penalty: Secs(2),
+            auth_penalty_max: Secs(15),
             apop: true,
             auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             shutdown_grace: Secs(10),

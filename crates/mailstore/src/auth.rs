@@ -13,6 +13,11 @@
 //! hosts call [`Authenticator::authenticate`] from `spawn_blocking`, and
 //! wait [`AuthOutcome::Rejected`]'s `delay` themselves before answering.
 //!
+//! Against password guessing over many connections, [`AuthPenalty`] keeps
+//! Dovecot's auth penalty per client network, shared by every connection
+//! of a process: the host asks it before checking a password how long
+//! that client must wait first, and sleeps that long itself.
+//!
 //! ```
 //! use std::{sync::Arc, time::Duration};
 //! use mailstore::auth::{AuthOutcome, Authenticator, Credentials};
@@ -38,9 +43,11 @@
 //! assert!(matches!(auth.authenticate(&apop), AuthOutcome::Accepted(_)));
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::accounts::{Account, Accounts};
 use crate::routing::LocalDomains;
@@ -224,6 +231,336 @@ impl Authenticator {
     }
 }
 
+/// How [`AuthPenalty`] slows a client network down after failed logins:
+/// Dovecot's auth penalty (`AUTH_PENALTY_INIT_SECS`, `_MAX_SECS`,
+/// `_TIMEOUT` in `src/auth/auth-penalty.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PenaltyPolicy {
+    /// Wait after the first failure; doubled by each further one.
+    /// Zero turns the penalty off.
+    pub initial: Duration,
+    /// The longest wait between two attempts.
+    pub max: Duration,
+    /// A network without attempts for this long is forgotten.
+    pub forget_after: Duration,
+    /// The longest an attempt is made to wait for its turn; a network
+    /// whose next turn is further away gets a temporary failure at once,
+    /// so that its waiting attempts (and the connections and tasks they
+    /// hold) stay few.
+    pub max_wait: Duration,
+    /// Networks remembered at most; the least recently seen go first.
+    pub max_entries: usize,
+}
+
+impl PenaltyPolicy {
+    /// Dovecot's: 2 s doubling up to 15 s.
+    pub const DOVECOT: PenaltyPolicy =
+        PenaltyPolicy::new(Duration::from_secs(2), Duration::from_secs(15));
+
+    /// `initial` doubling up to `max`, forgotten after Dovecot's timeout
+    /// (initial + 2·initial + 4·initial + max, 29 s for Dovecot's values),
+    /// waits of at most 2·max, at most 10,000 networks remembered (about
+    /// 1 MB).
+    pub const fn new(initial: Duration, max: Duration) -> Self {
+        let forget_after = initial.saturating_mul(7).saturating_add(max);
+        PenaltyPolicy {
+            initial,
+            max,
+            forget_after,
+            max_wait: max.saturating_mul(2),
+            max_entries: 10_000,
+        }
+    }
+
+    /// No penalty.
+    pub const OFF: PenaltyPolicy = PenaltyPolicy::new(Duration::ZERO, Duration::ZERO);
+
+    /// The spacing after `failures` failures: 0, initial, 2·initial, ...
+    /// up to `max`.
+    fn spacing(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let doubled = 1u32
+            .checked_shl(failures.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(doubled).min(self.max)
+    }
+}
+
+/// The unit a penalty applies to: an IPv4 address, or an IPv6 /64 (one
+/// end site's subnet: its hosts pick any address in it at will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Network {
+    V4(u32),
+    V6(u64),
+}
+
+impl Network {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Network::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Network::V4(u32::from(v4)),
+                None => Network::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Failures since the last success or since the entry was forgotten.
+    failures: u32,
+    /// Attempts told to go ahead whose outcome is not known yet.
+    in_flight: u32,
+    /// The earliest time the next attempt may be checked.
+    next_allowed: Instant,
+    /// The last attempt begun or finished.
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Table {
+    policy: PenaltyPolicy,
+    entries: HashMap<Network, Entry>,
+}
+
+impl Table {
+    fn expired(&self, e: &Entry, now: Instant) -> bool {
+        e.in_flight == 0
+            && now.saturating_duration_since(e.next_allowed.max(e.last_seen))
+                >= self.policy.forget_after
+    }
+
+    /// Make room for one more entry: drop the forgotten ones, then, if the
+    /// table is still full, the least recently seen eighth (so that a
+    /// flood of new addresses costs one sort per many insertions).
+    fn make_room(&mut self, now: Instant) {
+        let policy = self.policy;
+        self.entries.retain(|_, e| {
+            !(e.in_flight == 0
+                && now.saturating_duration_since(e.next_allowed.max(e.last_seen))
+                    >= policy.forget_after)
+        });
+        if self.entries.len() < policy.max_entries {
+            return;
+        }
+        let mut seen: Vec<Instant> = self.entries.values().map(|e| e.last_seen).collect();
+        seen.sort_unstable();
+        let drop = (seen.len() / 8).max(1);
+        if let Some(&cutoff) = seen.get(drop.saturating_sub(1)) {
+            self.entries.retain(|_, e| e.last_seen > cutoff);
+        }
+    }
+}
+
+/// Dovecot's auth penalty, per client network and across connections:
+/// each failed login from a network makes its next attempt wait longer
+/// (0, then 2 s doubling up to 15 s with [`PenaltyPolicy::DOVECOT`]),
+/// and the wait comes before the password check. Attempts from one
+/// network are spaced out, not each delayed: every attempt moves the
+/// network's "next allowed" time forward, counting the attempts still in
+/// flight as failures, so 16 parallel connections guess no faster than
+/// one. Other networks are never slowed. A success resets the network;
+/// a quiet one is forgotten.
+///
+/// Sync and clock-free: the host passes `now` and sleeps
+/// [`PenaltyAttempt::wait`] itself. One table per process, shared by its
+/// connections through an `Arc`.
+///
+/// ```
+/// use std::{sync::Arc, time::{Duration, Instant}};
+/// use mailstore::auth::{AuthPenalty, PenaltyPolicy};
+///
+/// let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+/// let attacker = "192.0.2.7".parse().unwrap();
+/// let t0 = Instant::now();
+/// let first = table.begin(attacker, t0).unwrap();
+/// assert_eq!(first.wait(), Duration::ZERO);
+/// first.finish(false, t0);
+/// // The next guess from that address waits 2 s, whichever connection.
+/// assert_eq!(table.begin(attacker, t0).unwrap().wait(), Duration::from_secs(2));
+/// // Another client is not slowed.
+/// let other = table.begin("198.51.100.1".parse().unwrap(), t0).unwrap();
+/// assert_eq!(other.wait(), Duration::ZERO);
+/// ```
+#[derive(Debug)]
+pub struct AuthPenalty {
+    table: Mutex<Table>,
+}
+
+impl AuthPenalty {
+    /// An empty table.
+    pub fn new(policy: PenaltyPolicy) -> Self {
+        AuthPenalty {
+            table: Mutex::new(Table {
+                policy,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic elsewhere leaves the table consistent enough: every
+        // update is a few field writes.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Apply a reloaded configuration; what the table remembers stays.
+    pub fn set_policy(&self, policy: PenaltyPolicy) {
+        self.lock().policy = policy;
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> PenaltyPolicy {
+        self.lock().policy
+    }
+
+    /// Networks remembered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no network is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A login attempt from `client` begins at `now`: wait
+    /// [`PenaltyAttempt::wait`], check the credentials, then
+    /// [`PenaltyAttempt::finish`] with the outcome. Dropping the attempt
+    /// unfinished (a connection closed while waiting, a temporary
+    /// failure) counts neither as success nor as failure.
+    ///
+    /// `None` when the client's turn is more than
+    /// [`PenaltyPolicy::max_wait`] away: answer with a temporary failure
+    /// without checking anything (the attempt takes no turn).
+    pub fn begin(self: &Arc<Self>, client: IpAddr, now: Instant) -> Option<PenaltyAttempt> {
+        let network = Network::of(client);
+        let mut t = self.lock();
+        if t.policy.initial.is_zero() {
+            return Some(PenaltyAttempt {
+                table: None,
+                network,
+                wait: Duration::ZERO,
+            });
+        }
+        if !t.entries.contains_key(&network) && t.entries.len() >= t.policy.max_entries {
+            t.make_room(now);
+        }
+        let policy = t.policy;
+        let fresh = Entry {
+            failures: 0,
+            in_flight: 0,
+            next_allowed: now,
+            last_seen: now,
+        };
+        let expired = t.entries.get(&network).is_some_and(|e| t.expired(e, now));
+        let e = t.entries.entry(network).or_insert(fresh);
+        if expired {
+            e.failures = 0;
+            e.next_allowed = now;
+        }
+        let slot = e.next_allowed.max(now);
+        if slot.saturating_duration_since(now) > policy.max_wait {
+            e.last_seen = now;
+            return None;
+        }
+        // Pessimistic: an attempt still being checked counts as a failure,
+        // or parallel connections would all go at once.
+        let spacing = policy.spacing(e.failures.saturating_add(e.in_flight));
+        e.next_allowed = slot + spacing;
+        e.in_flight = e.in_flight.saturating_add(1);
+        e.last_seen = now;
+        Some(PenaltyAttempt {
+            table: Some(Arc::clone(self)),
+            network,
+            wait: slot.saturating_duration_since(now),
+        })
+    }
+
+    /// `outcome`: whether the attempt was accepted, and when it ended;
+    /// `None` for an abandoned attempt.
+    fn finish(&self, network: Network, outcome: Option<(bool, Instant)>) {
+        let mut t = self.lock();
+        let policy = t.policy;
+        let Some(e) = t.entries.get_mut(&network) else {
+            // Dropped to make room meanwhile.
+            return;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        if let Some((_, now)) = outcome {
+            e.last_seen = e.last_seen.max(now);
+        }
+        match outcome {
+            Some((true, now)) => {
+                // As Dovecot: the right password clears the penalty. Slots
+                // already handed out stay; new attempts may go at once.
+                e.failures = 0;
+                e.next_allowed = e.next_allowed.min(now);
+            }
+            Some((false, now)) => {
+                e.failures = e.failures.saturating_add(1).min(64);
+                // The attempt's own slot assumed it would succeed.
+                let after = now + policy.spacing(e.failures);
+                e.next_allowed = e.next_allowed.max(after);
+            }
+            None => {}
+        }
+    }
+}
+
+/// One login attempt registered with an [`AuthPenalty`].
+#[derive(Debug)]
+#[must_use = "wait, check the credentials, then finish"]
+pub struct PenaltyAttempt {
+    /// `None` when the penalty is off.
+    table: Option<Arc<AuthPenalty>>,
+    network: Network,
+    wait: Duration,
+}
+
+impl PenaltyAttempt {
+    /// How long to wait before checking the credentials.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// Record the outcome: `accepted` clears the network's penalty, a
+    /// failure lengthens it.
+    pub fn finish(mut self, accepted: bool, now: Instant) {
+        if let Some(t) = self.table.take() {
+            t.finish(self.network, Some((accepted, now)));
+        }
+    }
+}
+
+impl Drop for PenaltyAttempt {
+    fn drop(&mut self) {
+        if let Some(t) = self.table.take() {
+            t.finish(self.network, None);
+        }
+    }
+}
+
+/// `user` as a client typed it, fit for a log line that fail2ban reads:
+/// at most 64 characters, whitespace, brackets, parentheses, commas and
+/// control characters replaced by `?`, so that no user name can make a
+/// failure line escape the stock filters (or forge another line).
+pub fn loggable_user(user: &str) -> String {
+    user.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() || "()[]<>,=\\\"".contains(c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +742,186 @@ mod tests {
             accepted(auth.authenticate(&password("", "user9", "nine"))),
             "user9"
         );
+    }
+
+    fn begin(table: &Arc<AuthPenalty>, client: IpAddr, now: Instant) -> PenaltyAttempt {
+        table.begin(client, now).expect("within max_wait")
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Fail `n` attempts from `client` back to back, each at its slot.
+    fn fail(table: &Arc<AuthPenalty>, client: &str, mut now: Instant, n: usize) -> Instant {
+        for _ in 0..n {
+            let a = begin(table, ip(client), now);
+            now += a.wait();
+            a.finish(false, now);
+        }
+        now
+    }
+
+    #[test]
+    fn penalty_doubles_up_to_the_cap() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let a = begin(&table, ip("192.0.2.1"), now);
+            waits.push(a.wait().as_secs());
+            now += a.wait();
+            a.finish(false, now);
+        }
+        assert_eq!(waits, [0, 2, 4, 8, 15, 15, 15]);
+        // Many more failures: still the cap, no overflow.
+        let now = fail(&table, "192.0.2.1", now, 100);
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), secs(15));
+    }
+
+    #[test]
+    fn parallel_attempts_are_spaced_not_overlapped() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        assert_eq!(PenaltyPolicy::DOVECOT.max_wait, secs(30));
+        let t0 = Instant::now();
+        // 16 connections ask at the same instant, before any outcome:
+        // turns 0, 0, 2, 6, 14, 29 s (at most one a second after the
+        // first two); turns beyond max_wait are refused, taking none.
+        let attempts: Vec<_> = (0..16).map(|_| table.begin(ip("192.0.2.1"), t0)).collect();
+        let waits: Vec<Option<u64>> = attempts
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.wait().as_secs()))
+            .collect();
+        assert_eq!(
+            &waits[..7],
+            [Some(0), Some(0), Some(2), Some(6), Some(14), Some(29), None]
+        );
+        assert!(waits[6..].iter().all(Option::is_none), "{waits:?}");
+        // The refused ones took no turn: once the granted ones have
+        // failed, the next turn is 15 s after the last granted one.
+        let mut now = t0;
+        for a in attempts.into_iter().flatten() {
+            now = t0 + a.wait();
+            a.finish(false, now);
+        }
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), secs(15));
+    }
+
+    #[test]
+    fn other_clients_are_never_slowed_and_success_resets() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        let t0 = Instant::now();
+        let now = fail(&table, "192.0.2.1", t0, 5);
+        for other in ["192.0.2.2", "2001:db8:1::1", "::ffff:192.0.2.3"] {
+            let a = begin(&table, ip(other), now);
+            assert_eq!(a.wait(), Duration::ZERO, "{other}");
+            a.finish(true, now);
+        }
+        // The attacker's address finally gets it right: penalty cleared.
+        let a = begin(&table, ip("192.0.2.1"), now);
+        let now = now + a.wait();
+        a.finish(true, now);
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn quiet_networks_are_forgotten() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        assert_eq!(PenaltyPolicy::DOVECOT.forget_after, secs(29));
+        let t0 = Instant::now();
+        let now = fail(&table, "192.0.2.1", t0, 3);
+        // 28 s after the next allowed attempt: still remembered, so a
+        // second parallel attempt waits (3 failures + 1 in flight).
+        let t1 = now + secs(8) + secs(28);
+        let a = begin(&table, ip("192.0.2.1"), t1);
+        let b = begin(&table, ip("192.0.2.1"), t1);
+        assert_eq!((a.wait(), b.wait()), (Duration::ZERO, secs(8)));
+        // Abandoned attempts count neither way.
+        drop((a, b));
+        // Quiet for 29 s after the last slot handed out: forgotten.
+        let t2 = t1 + secs(8 + 15) + secs(29);
+        let a = begin(&table, ip("192.0.2.1"), t2);
+        let b = begin(&table, ip("192.0.2.1"), t2);
+        assert_eq!((a.wait(), b.wait()), (Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn abandoned_attempts_release_their_place() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        let t0 = Instant::now();
+        drop(begin(&table, ip("192.0.2.1"), t0));
+        drop(begin(&table, ip("192.0.2.1"), t0));
+        // No failure recorded: still nothing in flight.
+        let a = begin(&table, ip("192.0.2.1"), t0 + secs(10));
+        assert_eq!(a.wait(), Duration::ZERO);
+        a.finish(true, t0 + secs(10));
+    }
+
+    #[test]
+    fn ipv6_is_one_network_per_64() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        let t0 = Instant::now();
+        let now = fail(&table, "2001:db8:1:2::1", t0, 1);
+        // Another address in the same /64: the same network.
+        assert_eq!(
+            begin(&table, ip("2001:db8:1:2:ffff::9"), now).wait(),
+            secs(2)
+        );
+        // The neighbouring /64 is someone else.
+        assert_eq!(
+            begin(&table, ip("2001:db8:1:3::1"), now).wait(),
+            Duration::ZERO
+        );
+        // IPv4-mapped addresses are their IPv4 address.
+        let now = fail(&table, "192.0.2.9", now, 1);
+        assert_eq!(begin(&table, ip("::ffff:192.0.2.9"), now).wait(), secs(2));
+    }
+
+    #[test]
+    fn table_size_is_bounded() {
+        let policy = PenaltyPolicy {
+            max_entries: 64,
+            ..PenaltyPolicy::DOVECOT
+        };
+        let table = Arc::new(AuthPenalty::new(policy));
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let now = t0 + Duration::from_millis(u64::from(i));
+            begin(&table, client, now).finish(false, now);
+            assert!(table.len() <= 64, "{}", table.len());
+        }
+        // The most recent attacker is still remembered.
+        let last = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 999));
+        assert_eq!(
+            begin(&table, last, t0 + secs(1)).wait(),
+            secs(2) - Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn penalty_off() {
+        let table = Arc::new(AuthPenalty::new(PenaltyPolicy::OFF));
+        let t0 = Instant::now();
+        let now = fail(&table, "192.0.2.1", t0, 10);
+        assert_eq!(begin(&table, ip("192.0.2.1"), now).wait(), Duration::ZERO);
+        assert!(table.is_empty());
+        table.set_policy(PenaltyPolicy::DOVECOT);
+        assert_eq!(table.policy(), PenaltyPolicy::DOVECOT);
+    }
+
+    #[test]
+    fn loggable_user_cannot_break_the_line() {
+        assert_eq!(
+            loggable_user("user1@csuvnetwork.com"),
+            "user1@csuvnetwork.com"
+        );
+        assert_eq!(loggable_user("a b(c),[d]<e>\n=\"f"), "a?b?c???d??e????f");
+        assert_eq!(loggable_user(&"x".repeat(100)).len(), 64);
     }
 }

@@ -89,7 +89,7 @@ pub use accounts::{
     add_account, hash_password, normalize_name, remove_account, set_password, verify_password,
     Account, Accounts, PasswdFile, Scheme, Secret,
 };
-pub use auth::Authenticator;
+pub use auth::{AuthPenalty, Authenticator, PenaltyPolicy};
 pub use local::{deliver_local, Recipients};
 pub use maildrop::{FinishReport, Maildrop, MessageInfo, MessageReader};
 pub use pipeline::{Pipeline, PipelineConfig, RetrySchedule};

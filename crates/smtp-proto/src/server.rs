@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub auth_required: bool,
     /// Offer AUTH only once TLS is active (Postfix `smtpd_tls_auth_only`).
     pub auth_requires_tls: bool,
+    /// Failed AUTH commands before `421 4.7.0` and close, against
+    /// password guessing on one connection; 0: no limit.
+    pub max_auth_failures: u32,
     /// The host can do TLS: STARTTLS is advertised until TLS is active.
     pub tls_available: bool,
     /// MAIL needs HELO/EHLO first (503), as RFC 5321 section 4.1.4 expects.
@@ -68,10 +71,10 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
-    /// 512-octet lines, bare LF normalised, no AUTH, no TLS, HELO required,
-    /// SMTPUTF8 and CHUNKING on, 300 s / 180 s timeouts; 300 s budgets for
-    /// a command line and for the first command (section 4.5.3.2.7's five
-    /// minutes per command, as a total).
+    /// 3 failed AUTHs, 512-octet lines, bare LF normalised, no AUTH, no
+    /// TLS, HELO required, SMTPUTF8 and CHUNKING on, 300 s / 180 s
+    /// timeouts; 300 s budgets for a command line and for the first command
+    /// (section 4.5.3.2.7's five minutes per command, as a total).
     pub fn new(hostname: impl Into<String>) -> Self {
         ServerConfig {
             hostname: hostname.into(),
@@ -84,6 +87,7 @@ impl ServerConfig {
             auth_mechanisms: Vec::new(),
             auth_required: false,
             auth_requires_tls: false,
+            max_auth_failures: 3,
             tls_available: false,
             require_helo: true,
             smtputf8: true,
@@ -286,6 +290,7 @@ struct Core {
     helo: Option<String>,
     esmtp: bool,
     user: Option<String>,
+    auth_failures: u32,
     tls: bool,
     tx: Option<Transaction>,
     errors: u32,
@@ -327,6 +332,7 @@ impl ServerSession {
             helo: None,
             esmtp: false,
             user: None,
+            auth_failures: 0,
             tls: false,
             tx: None,
             errors: 0,
@@ -564,6 +570,7 @@ impl ServerSession {
                     AuthResult::Failure => {
                         c.reply(535, (5, 7, 8), "Error: authentication failed");
                         c.count_error();
+                        c.count_auth_failure();
                     }
                     AuthResult::TemporaryFailure => {
                         c.reply(454, (4, 7, 0), "Temporary authentication failure");
@@ -693,6 +700,22 @@ impl Core {
         if self.errors >= self.cfg.max_errors && !self.closing {
             self.abort_body(AbortReason::Closed);
             let text = format!("{} Error: too many errors", self.cfg.hostname);
+            self.reply(421, (4, 7, 0), &text);
+            self.closing = true;
+        }
+    }
+
+    /// Count a failed AUTH; at the limit, 421 and close, so that a
+    /// password guesser reconnects (and meets the host's per-address
+    /// penalty) rather than trying on one connection for ever.
+    fn count_auth_failure(&mut self) {
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        let limit = self.cfg.max_auth_failures;
+        if limit > 0 && self.auth_failures >= limit && !self.closing {
+            let text = format!(
+                "{} Error: too many failed authentication attempts",
+                self.cfg.hostname
+            );
             self.reply(421, (4, 7, 0), &text);
             self.closing = true;
         }
@@ -1206,7 +1229,10 @@ impl Core {
             ServerStep::Done(creds) => self.ask_auth(creds),
             ServerStep::Cancelled => self.error(501, (5, 7, 0), "Authentication aborted"),
             ServerStep::BadBase64 => self.error(501, (5, 5, 2), "Cannot decode response"),
-            ServerStep::Malformed => self.error(535, (5, 7, 8), "Error: authentication failed"),
+            ServerStep::Malformed => {
+                self.error(535, (5, 7, 8), "Error: authentication failed");
+                self.count_auth_failure();
+            }
         }
     }
 

@@ -1239,3 +1239,38 @@ fn lines_within_budget_keep_the_session() {
         Some(now + Duration::from_secs(59 + 300))
     );
 }
+
+#[test]
+fn too_many_failed_auths_close_the_connection() {
+    let mut h = ready(cfg());
+    // AUTH PLAIN "\0user1\0wrong": a wrong password.
+    let wrong = "AUTH PLAIN AHVzZXIxAHdyb25n\r\n";
+    let failed = "535 5.7.8 Error: authentication failed\r\n";
+    assert_eq!(exchange(&mut h, wrong), failed);
+    // A malformed PLAIN message counts too.
+    assert_eq!(exchange(&mut h, "AUTH PLAIN dXNlcjE=\r\n"), failed);
+    assert!(!h.closed);
+    assert_eq!(
+        exchange(&mut h, wrong),
+        format!(
+            "{failed}421 4.7.0 mail.csuvnetwork.com Error: too many failed authentication attempts\r\n"
+        )
+    );
+    assert!(h.closed);
+
+    // 0: no limit (the general error limit still applies).
+    let mut c = cfg();
+    c.max_auth_failures = 0;
+    let mut h = ready(c);
+    for _ in 0..10 {
+        assert_eq!(exchange(&mut h, wrong), failed);
+    }
+    assert!(!h.closed);
+    // Below the limit, the right password still gets in.
+    let mut h = ready(cfg());
+    assert_eq!(exchange(&mut h, wrong), failed);
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+}
