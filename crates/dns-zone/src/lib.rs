@@ -56,6 +56,7 @@ mod name;
 mod parser;
 mod rdata;
 mod responder;
+pub mod rrl;
 pub mod types;
 mod zone;
 
@@ -67,6 +68,7 @@ pub use parser::{
 };
 pub use rdata::parse_ttl;
 pub use responder::{rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, Transport};
+pub use rrl::{RateLimiter, RrlConfig};
 pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};
 
 /// Parses and checks one zone file in one call: every error (syntax and
