@@ -36,11 +36,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod mmsg;
 
 use bytes::{Bytes, BytesMut};
+use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
@@ -80,19 +81,36 @@ fn worker_count(d: &Dnsd) -> usize {
     }
 }
 
-fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
-    let axfr_allow = d
-        .axfr_allow
-        .iter()
+/// The configuration's networks as the responder's prefixes.
+fn prefixes(key: &str, nets: &[mail_config::IpNet]) -> Result<Vec<Prefix>, Error> {
+    nets.iter()
         .map(|n| {
             Prefix::parse(&n.to_string())
-                .ok_or_else(|| Error::Invalid(format!("bad axfr_allow prefix {n}")))
+                .ok_or_else(|| Error::Invalid(format!("bad {key} prefix {n}")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
+    let axfr_allow = prefixes("axfr_allow", &d.axfr_allow)?;
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
     })
+}
+
+/// The response rate limiter `[dnsd]` asks for (`None`: RRL off).
+fn rate_limiter(d: &Dnsd) -> Result<Option<RateLimiter>, Error> {
+    Ok(RateLimiter::new(RrlConfig {
+        responses_per_second: d.rrl_responses_per_second,
+        window_secs: d.rrl_window_secs,
+        slip: d.rrl_slip,
+        ipv4_prefix: d.rrl_ipv4_prefix,
+        ipv6_prefix: d.rrl_ipv6_prefix,
+        table_size: d.rrl_table_size,
+        exempt: prefixes("rrl_exempt_clients", &d.rrl_exempt_clients)?,
+        log_only: d.rrl_log_only,
+    }))
 }
 
 /// The zone files `[dnsd]` lists.
@@ -202,6 +220,11 @@ struct Shared {
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
     query_log: AtomicBool,
+    /// Response rate limiting of UDP answers, shared by every worker so
+    /// that a client's queries count wherever `SO_REUSEPORT` sends them.
+    rrl: Option<RateLimiter>,
+    /// The limiter's clock starts here.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -270,6 +293,8 @@ pub async fn start_with(
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
         query_log: AtomicBool::new(logs_queries(&cfg)),
+        rrl: rate_limiter(d)?,
+        epoch: Instant::now(),
     });
     let workers = worker_count(d);
     let mut udp = Vec::new();
@@ -385,8 +410,9 @@ impl Service for Running {
             || d.workers != old.workers
             || d.tcp_idle_timeout_secs != old.tcp_idle_timeout_secs
             || d.tcp_max_connections != old.tcp_max_connections
+            || rrl_settings(d) != rrl_settings(old)
         {
-            warn!("dnsd listen, workers and tcp_* settings change only on restart");
+            warn!("dnsd listen, workers, tcp_* and rrl_* settings change only on restart");
         }
         let sources = sources_for(d, &self.default_zones)?;
         let rcfg = responder_config(d)?;
@@ -415,6 +441,20 @@ impl Service for Running {
         .await;
         info!("dnsd stopped");
     }
+}
+
+/// The `rrl_*` keys, to notice a change on reload.
+fn rrl_settings(d: &Dnsd) -> impl PartialEq + '_ {
+    (
+        d.rrl_responses_per_second,
+        d.rrl_window_secs,
+        d.rrl_slip,
+        d.rrl_ipv4_prefix,
+        d.rrl_ipv6_prefix,
+        d.rrl_table_size,
+        &d.rrl_exempt_clients,
+        d.rrl_log_only,
+    )
 }
 
 /// The error of a failed bind, naming what could not be bound.
@@ -510,6 +550,7 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
         };
         let responder = cache.refresh(&shared);
         let query_log = shared.query_log();
+        let mut now_ms = None;
         replies.clear();
         for (i, out) in outs.iter_mut().enumerate().take(n) {
             let Some((query, peer)) = batch.packet(i) else {
@@ -517,6 +558,15 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
             };
             match responder.handle(query, Transport::Udp, peer.ip(), out) {
                 Outcome::Reply => {
+                    if let Some(limiter) = &shared.rrl {
+                        // One clock reading per batch: the batch arrived at once.
+                        let now = *now_ms.get_or_insert_with(|| {
+                            u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+                        });
+                        if !rate_limit(limiter, now, peer, out) {
+                            continue;
+                        }
+                    }
                     if query_log {
                         log_query(peer, "udp", query, out);
                     }
@@ -534,6 +584,21 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
         batch.send(fd, &replies, &outs);
     }
     drop(sock);
+}
+
+/// Applies response rate limiting to the UDP answer in `out`: false when
+/// it is dropped; a slipped answer is rewritten to its truncated form.
+fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+    let d = limiter.check(now_ms, peer.ip(), out);
+    if d.started {
+        // Once per episode, as BIND's "limit ... responses to ..." line.
+        info!(target: "dnsd::rrl", client = %peer.ip(), kind = ?d.kind, log_only = limiter.config().log_only, "rate limit started");
+    }
+    match d.action {
+        Action::Send => true,
+        Action::Drop => false,
+        Action::Slip => rrl::truncate(out),
+    }
 }
 
 async fn tcp_acceptor(
@@ -820,6 +885,72 @@ mod tests {
             .unwrap();
         // Stopped: the port is free again.
         std::net::UdpSocket::bind(addr).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_answers_are_rate_limited_and_tcp_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            "listen = [\"127.0.0.1:0\"]\nworkers = 2\nrrl_responses_per_second = 3\n\
+             rrl_slip = 1\nrrl_exempt_clients = []\n",
+        );
+        let server = start_with(cfg, lab_sources()).await.unwrap();
+        let addr = server.local_addrs()[0];
+        let q = query("mail.csuvnetwork.com.", RecordType::A);
+        // Each query from its own port: SO_REUSEPORT spreads them over
+        // both workers, which share one account.
+        let (mut full, mut truncated) = (0, 0);
+        for _ in 0..10 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            udp.send_to(&q, addr).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.id(), 42);
+            if m.truncated() {
+                assert!(m.answers().is_empty() && m.additionals().is_empty());
+                assert_eq!(m.queries().len(), 1);
+                truncated += 1;
+            } else {
+                assert_eq!(m.answers().len(), 1);
+                full += 1;
+            }
+        }
+        // Three a second (a fourth if the loop took over 333 ms); with
+        // slip 1 every limited answer comes back truncated.
+        assert!((3..=4).contains(&full), "{full} full answers");
+        assert_eq!(full + truncated, 10);
+        // TCP is never limited.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..10 {
+            s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+            s.write_all(&q).await.unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut buf).await.unwrap();
+            let m = Message::from_vec(&buf).unwrap();
+            assert!(!m.truncated());
+            assert_eq!(m.answers().len(), 1);
+        }
+        server.stop().await;
+    }
+
+    #[test]
+    fn rrl_off_and_exempt_by_default() {
+        let d = Dnsd::default();
+        let l = rate_limiter(&d).unwrap().unwrap();
+        assert!(l.is_exempt("127.0.0.2".parse().unwrap()));
+        assert!(!l.is_exempt("192.0.2.1".parse().unwrap()));
+        let off = Dnsd {
+            rrl_responses_per_second: 0,
+            ..d
+        };
+        assert!(rate_limiter(&off).unwrap().is_none());
     }
 
     #[tokio::test]
