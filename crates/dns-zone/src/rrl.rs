@@ -377,32 +377,37 @@ fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
 }
 
 /// Feeds the lowercased, decompressed name at `pos` to `h` (at most 128
-/// labels, so a pointer loop ends).
+/// labels, so a pointer loop ends), in one write: hashing byte by byte
+/// would cost more than the rest of the accounting.
 fn hash_name(h: &mut impl Hasher, msg: &[u8], mut pos: usize) {
+    let mut buf = [0u8; 256];
+    let mut n = 0;
     for _ in 0..128 {
-        let Some(&len) = msg.get(pos) else { return };
+        let Some(&len) = msg.get(pos) else { break };
         match len {
-            0 => {
-                h.write_u8(0);
-                return;
-            }
+            0 => break,
             l if l & 0xc0 == 0xc0 => {
-                let Some(&low) = msg.get(pos + 1) else { return };
+                let Some(&low) = msg.get(pos + 1) else { break };
                 pos = usize::from(u16::from_be_bytes([l & 0x3f, low]));
             }
             l if l & 0xc0 == 0 => {
-                let Some(label) = msg.get(pos + 1..pos + 1 + usize::from(l)) else {
-                    return;
+                let l = usize::from(l);
+                let (Some(label), Some(dst)) =
+                    (msg.get(pos..=pos + l), buf.get_mut(n..=n + l))
+                else {
+                    break;
                 };
-                h.write_u8(l);
-                for b in label {
-                    h.write_u8(b.to_ascii_lowercase());
-                }
-                pos += 1 + usize::from(l);
+                // The length octet, then the label (lengths are < 64, so
+                // lowercasing leaves them alone).
+                dst.copy_from_slice(label);
+                dst.make_ascii_lowercase();
+                n += 1 + l;
+                pos += 1 + l;
             }
-            _ => return,
+            _ => break,
         }
     }
+    h.write(buf.get(..n).unwrap_or_default());
 }
 
 /// The class of `response` and the offset of the name that keys it: the
