@@ -67,6 +67,13 @@ def start(extra):
     sys.exit("dnsd did not start")
 
 
+def cpu_seconds(pid):
+    """User + system CPU of a process so far (/proc/PID/stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def dnsperf(port, source="127.0.0.1", dur=DUR, qps=None, queries=QUERIES):
     qfile = os.path.join(WORK, "queries.txt")
     with open(qfile, "w") as f:
@@ -91,23 +98,31 @@ def dnsperf(port, source="127.0.0.1", dur=DUR, qps=None, queries=QUERIES):
 
 def main():
     results = {k: [] for k in VARIANTS}
+    cpu = {k: [] for k in VARIANTS}
     # Interleaved rounds, so load from other users of the machine falls
     # on every variant alike.
     for _ in range(ROUNDS):
         for name, extra in VARIANTS.items():
             p, port = start(extra)
             try:
+                before = cpu_seconds(p.pid)
                 r = dnsperf(port)
+                us = (cpu_seconds(p.pid) - before) / max(r["completed"], 1) * 1e6
             finally:
                 p.terminate()
                 p.wait(timeout=10)
-            print(f"  {name}: {r['qps']:.0f} qps", flush=True)
+            print(f"  {name}: {r['qps']:.0f} qps, {us:.2f} us server CPU per query", flush=True)
             results[name].append(r["qps"])
-    print("\nmedian qps over", ROUNDS, "rounds of", DUR, "s:")
+            cpu[name].append(us)
+    print("\nmedians over", ROUNDS, "rounds of", DUR, "s (the machine's other load moves qps;")
+    print("server CPU per query is the steadier figure):")
     base = statistics.median(results["off"])
+    base_cpu = statistics.median(cpu["off"])
     for name, v in results.items():
         m = statistics.median(v)
-        print(f"  {name:18} {m:10.0f}  ({m / base * 100:.1f} % of off)")
+        c = statistics.median(cpu[name])
+        print(f"  {name:18} {m:10.0f} qps ({m / base * 100:5.1f} % of off)"
+              f"  {c:6.2f} us CPU/query ({c / base_cpu * 100:5.1f} % of off)")
 
     # An attacker (or a victim's spoofed address) at 1,000 qps from
     # 127.0.0.2 for the lab's largest answer, RRL off and at the defaults
