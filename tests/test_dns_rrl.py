@@ -69,7 +69,7 @@ def flood(port, source, names, rdtype="A", settle=0.5):
 
 
 def test_flood_is_limited_slipped_and_tcp_retry_answers(daemons, tmp_path):
-    port, d = start(daemons, tmp_path)
+    port, d = start(daemons, tmp_path, "query_log = true\n")
     full, tc, dropped = flood(port, "127.0.0.2", ["mail.csuvnetwork.com"] * 60)
     # RATE answers (one more if the burst spans a credit), then every
     # second limited answer dropped and every other slipped (slip 2).
@@ -99,6 +99,8 @@ def test_flood_is_limited_slipped_and_tcp_retry_answers(daemons, tmp_path):
     # The limiter says so once per episode, naming the network's address.
     out = d.output()
     assert "rate limit started" in out and "client=127.0.0.2" in out
+    # The query log shows dropped queries too.
+    assert "dropped by rate limit" in out
     # After a window of silence the network is answered again.
     time.sleep(WINDOW + 0.2)
     full, tc, dropped = flood(port, "127.0.0.2", ["mail.csuvnetwork.com"] * 2, settle=0.3)

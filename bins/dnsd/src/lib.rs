@@ -564,6 +564,9 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                             u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
                         });
                         if !rate_limit(limiter, now, peer, out) {
+                            if query_log {
+                                info!(target: "dnsd::query", client = %peer, proto = "udp", q = %describe(query), "dropped by rate limit");
+                            }
                             continue;
                         }
                     }
