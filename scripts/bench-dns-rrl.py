@@ -7,6 +7,7 @@ only, each run bounded by DUR seconds, each server stopped by PID.
 Needs dnsperf (Debian package). Prints every command and the medians."""
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -75,7 +76,11 @@ def cpu_seconds(pid):
 
 
 def dnsperf(port, source="127.0.0.1", dur=DUR, qps=None, queries=QUERIES):
-    qfile = os.path.join(WORK, "queries.txt")
+    return dnsperf_wait(dnsperf_start(port, source, dur, qps, queries), dur)
+
+
+def dnsperf_start(port, source="127.0.0.1", dur=DUR, qps=None, queries=QUERIES):
+    qfile = os.path.join(WORK, f"queries-{source}.txt")
     with open(qfile, "w") as f:
         f.writelines(f"{n} {t}\n" for n, t in queries)
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-a", source,
@@ -84,7 +89,11 @@ def dnsperf(port, source="127.0.0.1", dur=DUR, qps=None, queries=QUERIES):
         # Enough outstanding queries that lost ones do not slow the sender.
         cmd += ["-Q", str(qps), "-q", str(qps * 2)]
     print("$", " ".join(cmd), flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=dur + 30).stdout
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def dnsperf_wait(proc, dur=DUR):
+    out = proc.communicate(timeout=dur + 30)[0]
     get = lambda pat: float(re.search(pat, out).group(1))
     return {
         "qps": get(r"Queries per second:\s+([\d.]+)"),
@@ -138,11 +147,32 @@ def main():
             p.wait(timeout=10)
         sent_bytes = r["sent"] * r["req_size"]
         got_bytes = r["completed"] * r["resp_size"]
-        print(f"  attacker 127.0.0.2, 1000 qps x {DUR} s, RRL {name}: sent {r['sent']:.0f},"
-              f" answered {r['completed']:.0f} (full or TC), lost {r['lost']:.0f};"
+        print(f"  attacker 127.0.0.2, 1000 qps x {DUR} s, RRL {name}: sent {r['sent']:.0f}"
+              f" x {r['req_size']:.0f} B,"
+              f" answered {r['completed']:.0f} (full or TC, {r['resp_size']:.0f} B on average),"
+              f" lost {r['lost']:.0f};"
               f" bytes out/in {got_bytes / max(sent_bytes, 1):.2f}", flush=True)
+    # Three attacking networks at 1,000 qps each and one real client from
+    # a fourth at 5 qps, at once.
+    p, port = start("rrl_exempt_clients = []\n")
+    try:
+        attackers = {a: dnsperf_start(port, source=a, qps=1000, queries=[("csuvnetwork.com", "MX")])
+                     for a in ("127.0.0.2", "127.0.2.2", "127.0.3.2")}
+        legit = dnsperf_start(port, source="127.0.1.1", qps=5,
+                              queries=[("csuvnetwork.com", "MX"), ("mail.csuvnetwork.com", "A")])
+        results = {a: dnsperf_wait(d) for a, d in attackers.items()}
+        results["127.0.1.1 (real client)"] = dnsperf_wait(legit)
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    for a, r in results.items():
+        print(f"  {a}: sent {r['sent']:.0f}, answered {r['completed']:.0f}, lost {r['lost']:.0f},"
+              f" bytes out/in {r['completed'] * r['resp_size'] / max(r['sent'] * r['req_size'], 1):.2f}")
     with open(os.path.join(WORK, "dnsd.log")) as f:
-        print("  log:", [l.strip() for l in f if "rate limit" in l][-1:])
+        print("  log:", [l.strip() for l in f if "rate limit" in l][-3:])
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)

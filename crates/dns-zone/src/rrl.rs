@@ -748,6 +748,25 @@ mod tests {
         assert!(!truncate(&mut cut));
     }
 
+    proptest::proptest! {
+        /// Any bytes (a response is ours, but the limiter must not trust
+        /// it): no panic, and a slipped form is a header plus at most the
+        /// question, with TC set and no records.
+        #[test]
+        fn arbitrary_responses_never_panic(msg in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let l = limiter(1, 1);
+            let _ = l.check(T, ip("192.0.2.1"), &msg);
+            let _ = l.check(T, ip("192.0.2.1"), &msg);
+            let mut m = msg.clone();
+            if truncate(&mut m) {
+                proptest::prop_assert!(m.len() >= 12 && m.len() <= msg.len());
+                proptest::prop_assert_eq!(m[2] & 0x02, 0x02);
+                proptest::prop_assert_eq!(&m[6..12], &[0u8; 6][..]);
+                proptest::prop_assert_eq!(&m[..2], &msg[..2]);
+            }
+        }
+    }
+
     /// Cost of one `check` (`cargo test -p dns-zone --lib rrl_check_cost
     /// -- --ignored --nocapture`); timing, so not run by default.
     #[test]
