@@ -4,6 +4,7 @@ addresses (127.0.0.2, 127.0.0.3, ... bound by the client socket, each a
 "client network" of its own /24 or sharing one). Above the limit UDP answers
 are dropped or slipped (sent truncated, TC=1, question only), a TCP retry
 gets the full answer, and exempt or other networks are not affected."""
+import signal
 import socket
 import time
 
@@ -142,3 +143,20 @@ def test_loopback_exempt_by_default(daemons, tmp_path):
     full, tc, dropped = flood(port, "127.0.0.2", ["mail.csuvnetwork.com"] * 100)
     assert (len(full), len(tc), dropped) == (100, 0, 0)
     assert "rate limit" not in d.output()
+
+
+def test_sighup_applies_new_limits(daemons, tmp_path):
+    """Limits can be tuned during an attack: SIGHUP applies rrl_* at once."""
+    port, d = start(daemons, tmp_path)
+    full, _, _ = flood(port, "127.0.6.1", ["mail.csuvnetwork.com"] * 30)
+    assert len(full) <= RATE + 2
+    cfg = tmp_path / "mail.toml"
+    cfg.write_text(cfg.read_text().replace(
+        f"rrl_responses_per_second = {RATE}", "rrl_responses_per_second = 0"))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "accounts start afresh" not in d.output():
+        assert time.time() < deadline, d.output()
+        time.sleep(0.05)
+    full, tc, dropped = flood(port, "127.0.6.1", ["mail.csuvnetwork.com"] * 30)
+    assert (len(full), len(tc), dropped) == (30, 0, 0)

@@ -213,16 +213,17 @@ pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<Strin
     }
 }
 
-/// What the answering threads and tasks share: the responder, swapped
-/// atomically on reload (workers keep their own `Arc` and only take the
-/// lock when the generation changes), and the query-log switch.
+/// What the answering threads and tasks share: the responder and the rate
+/// limiter, swapped atomically on reload (workers keep their own `Arc`s
+/// and only take the locks when the generation changes), and the
+/// query-log switch.
 struct Shared {
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
     query_log: AtomicBool,
     /// Response rate limiting of UDP answers, shared by every worker so
     /// that a client's queries count wherever `SO_REUSEPORT` sends them.
-    rrl: Option<RateLimiter>,
+    rrl: RwLock<Option<Arc<RateLimiter>>>,
     /// The limiter's clock starts here.
     epoch: Instant,
 }
@@ -235,10 +236,25 @@ impl Shared {
         }
     }
 
-    fn swap(&self, r: Responder) {
+    fn limiter(&self) -> Option<Arc<RateLimiter>> {
+        match self.rrl.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new responder and, when `rrl` is `Some`, a new limiter
+    /// (`None` keeps the old one and the accounts in it).
+    fn swap(&self, r: Responder, rrl: Option<Option<RateLimiter>>) {
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(r),
             Err(p) => *p.into_inner() = Arc::new(r),
+        }
+        if let Some(l) = rrl {
+            match self.rrl.write() {
+                Ok(mut g) => *g = l.map(Arc::new),
+                Err(p) => *p.into_inner() = l.map(Arc::new),
+            }
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -251,6 +267,7 @@ impl Shared {
 struct Cached {
     generation: u64,
     responder: Arc<Responder>,
+    rrl: Option<Arc<RateLimiter>>,
 }
 
 impl Cached {
@@ -258,17 +275,19 @@ impl Cached {
         Cached {
             generation: shared.generation.load(Ordering::Acquire),
             responder: shared.get(),
+            rrl: shared.limiter(),
         }
     }
 
     #[inline]
-    fn refresh(&mut self, shared: &Shared) -> &Responder {
+    fn refresh(&mut self, shared: &Shared) -> (&Responder, Option<&RateLimiter>) {
         let g = shared.generation.load(Ordering::Acquire);
         if g != self.generation {
             self.generation = g;
             self.responder = shared.get();
+            self.rrl = shared.limiter();
         }
-        &self.responder
+        (&self.responder, self.rrl.as_deref())
     }
 }
 
@@ -293,7 +312,7 @@ pub async fn start_with(
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
         query_log: AtomicBool::new(logs_queries(&cfg)),
-        rrl: rate_limiter(d)?,
+        rrl: RwLock::new(rate_limiter(d)?.map(Arc::new)),
         epoch: Instant::now(),
     });
     let workers = worker_count(d);
@@ -344,6 +363,7 @@ pub async fn start_with(
     }
     info!(addrs = ?addrs, "dnsd serving");
     Ok(Running {
+        applied: std::sync::Mutex::new(cfg.dnsd.clone()),
         started: cfg.dnsd,
         default_zones,
         shared,
@@ -378,6 +398,9 @@ pub struct Running {
     /// The section it started with: listeners and limits change only on
     /// restart.
     started: Dnsd,
+    /// The section last applied (start or reload), to tell whether the
+    /// `rrl_*` settings changed.
+    applied: std::sync::Mutex<Dnsd>,
     default_zones: Vec<(String, ZoneSource)>,
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
@@ -400,8 +423,9 @@ impl Service for Running {
     /// Parse every zone of `cfg` again (the zone list may have changed)
     /// and swap the new set in only if all of them load; otherwise the
     /// old zones keep answering and every error is returned as
-    /// `file:line:column: message`. `udp_payload_max`, `axfr_allow` and
-    /// the query log take effect at once; listeners, `workers` and the
+    /// `file:line:column: message`. `udp_payload_max`, `axfr_allow`, the
+    /// query log and the `rrl_*` settings take effect at once (changed RRL
+    /// settings start a new, empty table); listeners, `workers` and the
     /// TCP limits only on restart. Blocks while parsing.
     fn reload(&self, cfg: Config) -> Result<(), Error> {
         let d = &cfg.dnsd;
@@ -410,14 +434,30 @@ impl Service for Running {
             || d.workers != old.workers
             || d.tcp_idle_timeout_secs != old.tcp_idle_timeout_secs
             || d.tcp_max_connections != old.tcp_max_connections
-            || rrl_settings(d) != rrl_settings(old)
         {
-            warn!("dnsd listen, workers, tcp_* and rrl_* settings change only on restart");
+            warn!("dnsd listen, workers and tcp_* settings change only on restart");
         }
         let sources = sources_for(d, &self.default_zones)?;
         let rcfg = responder_config(d)?;
+        let mut applied = match self.applied.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let rrl = if rrl_settings(d) == rrl_settings(&applied) {
+            None
+        } else {
+            Some(rate_limiter(d)?)
+        };
         let catalog = load_catalog(&sources).map_err(Error::Zones)?;
-        self.shared.swap(Responder::new(Arc::new(catalog), rcfg));
+        if let Some(l) = &rrl {
+            info!(
+                responses_per_second = l.as_ref().map_or(0, |l| l.config().responses_per_second),
+                "rate limit settings changed; accounts start afresh"
+            );
+        }
+        self.shared
+            .swap(Responder::new(Arc::new(catalog), rcfg), rrl);
+        *applied = d.clone();
         self.shared
             .query_log
             .store(logs_queries(&cfg), Ordering::Relaxed);
@@ -548,7 +588,7 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                 continue;
             }
         };
-        let responder = cache.refresh(&shared);
+        let (responder, limiter) = cache.refresh(&shared);
         let query_log = shared.query_log();
         let mut now_ms = None;
         replies.clear();
@@ -558,7 +598,7 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
             };
             match responder.handle(query, Transport::Udp, peer.ip(), out) {
                 Outcome::Reply => {
-                    if let Some(limiter) = &shared.rrl {
+                    if let Some(limiter) = limiter {
                         // One clock reading per batch: the batch arrived at once.
                         let now = *now_ms.get_or_insert_with(|| {
                             u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -674,7 +714,7 @@ async fn tcp_conn(
         // Answer every complete query already buffered, then write once.
         while let Some(msg) = codec.decode(&mut input)? {
             deadline = tokio::time::Instant::now() + idle;
-            let responder = cache.refresh(&shared);
+            let (responder, _) = cache.refresh(&shared);
             match responder.handle(&msg, Transport::Tcp, client, &mut out) {
                 Outcome::Reply => {
                     if shared.query_log() {
@@ -898,31 +938,38 @@ mod tests {
             "listen = [\"127.0.0.1:0\"]\nworkers = 2\nrrl_responses_per_second = 3\n\
              rrl_slip = 1\nrrl_exempt_clients = []\n",
         );
-        let server = start_with(cfg, lab_sources()).await.unwrap();
+        let server = start_with(cfg.clone(), lab_sources()).await.unwrap();
         let addr = server.local_addrs()[0];
         let q = query("mail.csuvnetwork.com.", RecordType::A);
+        let count = |n: usize| {
+            let q = q.clone();
+            async move {
+                let (mut full, mut truncated) = (0, 0);
+                for _ in 0..n {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    udp.send_to(&q, addr).await.unwrap();
+                    let mut buf = vec![0u8; 2048];
+                    let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let m = Message::from_vec(&buf[..n]).unwrap();
+                    assert_eq!(m.id(), 42);
+                    if m.truncated() {
+                        assert!(m.answers().is_empty() && m.additionals().is_empty());
+                        assert_eq!(m.queries().len(), 1);
+                        truncated += 1;
+                    } else {
+                        assert_eq!(m.answers().len(), 1);
+                        full += 1;
+                    }
+                }
+                (full, truncated)
+            }
+        };
         // Each query from its own port: SO_REUSEPORT spreads them over
         // both workers, which share one account.
-        let (mut full, mut truncated) = (0, 0);
-        for _ in 0..10 {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            udp.send_to(&q, addr).await.unwrap();
-            let mut buf = vec![0u8; 2048];
-            let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            let m = Message::from_vec(&buf[..n]).unwrap();
-            assert_eq!(m.id(), 42);
-            if m.truncated() {
-                assert!(m.answers().is_empty() && m.additionals().is_empty());
-                assert_eq!(m.queries().len(), 1);
-                truncated += 1;
-            } else {
-                assert_eq!(m.answers().len(), 1);
-                full += 1;
-            }
-        }
+        let (full, truncated) = count(10).await;
         // Three a second (a fourth if the loop took over 333 ms); with
         // slip 1 every limited answer comes back truncated.
         assert!((3..=4).contains(&full), "{full} full answers");
@@ -940,6 +987,14 @@ mod tests {
             assert!(!m.truncated());
             assert_eq!(m.answers().len(), 1);
         }
+        // A reload with the same settings keeps the accounts...
+        server.reload(cfg.clone()).unwrap();
+        assert_eq!(count(1).await, (0, 1));
+        // ...one that turns RRL off takes effect at once.
+        let mut off = cfg;
+        off.dnsd.rrl_responses_per_second = 0;
+        server.reload(off).unwrap();
+        assert_eq!(count(10).await, (10, 0));
         server.stop().await;
     }
 
