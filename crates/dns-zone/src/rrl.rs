@@ -310,29 +310,37 @@ impl RateLimiter {
         let rate = i64::from(self.config.responses_per_second) * MILLI;
         let window_ms = u64::from(self.config.window_secs.max(1)) * 1000;
         let entries: &mut [Entry; WAYS] = &mut guard;
-        let slot = match entries.iter().position(|e| e.key == key) {
-            Some(i) => i,
-            None => {
-                // An empty slot, else the least recently used one.
-                let i = entries
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, e)| if e.key == 0 { 0 } else { e.last_ms.max(1) })
-                    .map_or(0, |(i, _)| i);
-                if let Some(e) = entries.get_mut(i) {
-                    *e = Entry {
-                        key,
-                        balance: rate,
-                        last_ms: now_ms,
-                        slip_count: 0,
-                        limiting: false,
-                    };
-                }
-                i
+        // This key's entry, else an empty slot, else the least recently
+        // used one (plain loops: this runs for every UDP answer).
+        let mut found = None;
+        let mut victim = 0;
+        let mut oldest = u64::MAX;
+        for (i, e) in entries.iter().enumerate() {
+            if e.key == key {
+                found = Some(i);
+                break;
             }
-        };
-        let Some(e) = entries.get_mut(slot) else {
-            return Decision::send(kind);
+            let age_key = if e.key == 0 { 0 } else { e.last_ms.max(1) };
+            if age_key < oldest {
+                oldest = age_key;
+                victim = i;
+            }
+        }
+        let e = match found.and_then(|i| entries.get_mut(i)) {
+            Some(e) => e,
+            None => {
+                let Some(e) = entries.get_mut(victim) else {
+                    return Decision::send(kind);
+                };
+                *e = Entry {
+                    key,
+                    balance: rate,
+                    last_ms: now_ms,
+                    slip_count: 0,
+                    limiting: false,
+                };
+                e
+            }
         };
         // Credit the time since the last response: `rate` a second, at
         // most one second's worth saved; a clock going backwards credits
@@ -471,22 +479,26 @@ fn hash_name(h: &mut impl Hasher, msg: &[u8], mut pos: usize) {
 /// question name for answers, the first authority owner (the zone's SOA,
 /// or the delegation's NS) for negative answers and referrals; and qtype.
 fn classify(msg: &[u8]) -> (Kind, Option<usize>, u16) {
-    let Some(&flags) = msg.get(2) else {
+    let Some(&[_, _, flags, rc, qd0, qd1, an0, an1, ns0, ns1, _, _]) = msg.first_chunk::<12>()
+    else {
         return (Kind::Error, None, 0);
     };
-    let rc = msg.get(3).map_or(0, |b| u16::from(b & 0x0f));
-    let count = |i: usize| match (msg.get(i), msg.get(i + 1)) {
-        (Some(&a), Some(&b)) => u16::from_be_bytes([a, b]),
-        _ => 0,
-    };
-    let (qd, an, ns) = (count(4), count(6), count(8));
+    let rc = u16::from(rc & 0x0f);
+    let (qd, an, ns) = (
+        u16::from_be_bytes([qd0, qd1]),
+        u16::from_be_bytes([an0, an1]),
+        u16::from_be_bytes([ns0, ns1]),
+    );
     if qd != 1 || (rc != rcode::NOERROR && rc != rcode::NXDOMAIN) {
         return (Kind::Error, None, 0);
     }
     let Some(qend) = question_end(msg) else {
         return (Kind::Error, None, 0);
     };
-    let qtype = count(qend - 4);
+    let qtype = match msg.get(qend.saturating_sub(4)..qend.saturating_sub(2)) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    };
     if rc == rcode::NOERROR && an > 0 {
         return (Kind::Response, Some(12), qtype);
     }
