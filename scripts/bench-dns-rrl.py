@@ -108,10 +108,14 @@ def dnsperf_wait(proc, dur=DUR):
 def main():
     results = {k: [] for k in VARIANTS}
     cpu = {k: [] for k in VARIANTS}
-    # Interleaved rounds, so load from other users of the machine falls
-    # on every variant alike.
-    for _ in range(ROUNDS):
-        for name, extra in VARIANTS.items():
+    # Load from other users of the machine should fall on every variant
+    # alike.
+    names = list(VARIANTS)
+    for rnd in range(ROUNDS):
+        # Interleaved, and in a rotating order so that no variant always
+        # runs right after another's server stopped.
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+            extra = VARIANTS[name]
             p, port = start(extra)
             try:
                 before = cpu_seconds(p.pid)

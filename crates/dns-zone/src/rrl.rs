@@ -797,6 +797,21 @@ mod tests {
         }
         let ns = start.elapsed().as_nanos() / u128::from(n);
         println!("rrl check: {ns} ns per response");
+        let l = RateLimiter::new(RrlConfig {
+            exempt: vec![
+                Prefix::parse("127.0.0.0/8").unwrap(),
+                Prefix::parse("::1").unwrap(),
+            ],
+            ..RrlConfig::default()
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            let m = &msgs[(i % 64) as usize];
+            assert_eq!(l.check(T, ip("127.0.0.1"), m).action, Action::Send);
+        }
+        let ns = start.elapsed().as_nanos() / u128::from(n);
+        println!("rrl check, exempt client: {ns} ns per response");
     }
 
     #[test]
