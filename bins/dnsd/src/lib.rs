@@ -36,11 +36,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod mmsg;
 
 use bytes::{Bytes, BytesMut};
+use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
 use dns_zone::{
     Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
 };
@@ -80,19 +81,36 @@ fn worker_count(d: &Dnsd) -> usize {
     }
 }
 
-fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
-    let axfr_allow = d
-        .axfr_allow
-        .iter()
+/// The configuration's networks as the responder's prefixes.
+fn prefixes(key: &str, nets: &[mail_config::IpNet]) -> Result<Vec<Prefix>, Error> {
+    nets.iter()
         .map(|n| {
             Prefix::parse(&n.to_string())
-                .ok_or_else(|| Error::Invalid(format!("bad axfr_allow prefix {n}")))
+                .ok_or_else(|| Error::Invalid(format!("bad {key} prefix {n}")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
+    let axfr_allow = prefixes("axfr_allow", &d.axfr_allow)?;
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
     })
+}
+
+/// The response rate limiter `[dnsd]` asks for (`None`: RRL off).
+fn rate_limiter(d: &Dnsd) -> Result<Option<RateLimiter>, Error> {
+    Ok(RateLimiter::new(RrlConfig {
+        responses_per_second: d.rrl_responses_per_second,
+        window_secs: d.rrl_window_secs,
+        slip: d.rrl_slip,
+        ipv4_prefix: d.rrl_ipv4_prefix,
+        ipv6_prefix: d.rrl_ipv6_prefix,
+        table_size: d.rrl_table_size,
+        exempt: prefixes("rrl_exempt_clients", &d.rrl_exempt_clients)?,
+        log_only: d.rrl_log_only,
+    }))
 }
 
 /// The zone files `[dnsd]` lists.
@@ -195,13 +213,19 @@ pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<Strin
     }
 }
 
-/// What the answering threads and tasks share: the responder, swapped
-/// atomically on reload (workers keep their own `Arc` and only take the
-/// lock when the generation changes), and the query-log switch.
+/// What the answering threads and tasks share: the responder and the rate
+/// limiter, swapped atomically on reload (workers keep their own `Arc`s
+/// and only take the locks when the generation changes), and the
+/// query-log switch.
 struct Shared {
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
     query_log: AtomicBool,
+    /// Response rate limiting of UDP answers, shared by every worker so
+    /// that a client's queries count wherever `SO_REUSEPORT` sends them.
+    rrl: RwLock<Option<Arc<RateLimiter>>>,
+    /// The limiter's clock starts here.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -212,10 +236,25 @@ impl Shared {
         }
     }
 
-    fn swap(&self, r: Responder) {
+    fn limiter(&self) -> Option<Arc<RateLimiter>> {
+        match self.rrl.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Installs a new responder and, when `rrl` is `Some`, a new limiter
+    /// (`None` keeps the old one and the accounts in it).
+    fn swap(&self, r: Responder, rrl: Option<Option<RateLimiter>>) {
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(r),
             Err(p) => *p.into_inner() = Arc::new(r),
+        }
+        if let Some(l) = rrl {
+            match self.rrl.write() {
+                Ok(mut g) => *g = l.map(Arc::new),
+                Err(p) => *p.into_inner() = l.map(Arc::new),
+            }
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -228,6 +267,7 @@ impl Shared {
 struct Cached {
     generation: u64,
     responder: Arc<Responder>,
+    rrl: Option<Arc<RateLimiter>>,
 }
 
 impl Cached {
@@ -235,17 +275,19 @@ impl Cached {
         Cached {
             generation: shared.generation.load(Ordering::Acquire),
             responder: shared.get(),
+            rrl: shared.limiter(),
         }
     }
 
     #[inline]
-    fn refresh(&mut self, shared: &Shared) -> &Responder {
+    fn refresh(&mut self, shared: &Shared) -> (&Responder, Option<&RateLimiter>) {
         let g = shared.generation.load(Ordering::Acquire);
         if g != self.generation {
             self.generation = g;
             self.responder = shared.get();
+            self.rrl = shared.limiter();
         }
-        &self.responder
+        (&self.responder, self.rrl.as_deref())
     }
 }
 
@@ -270,6 +312,8 @@ pub async fn start_with(
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
         query_log: AtomicBool::new(logs_queries(&cfg)),
+        rrl: RwLock::new(rate_limiter(d)?.map(Arc::new)),
+        epoch: Instant::now(),
     });
     let workers = worker_count(d);
     let mut udp = Vec::new();
@@ -319,6 +363,7 @@ pub async fn start_with(
     }
     info!(addrs = ?addrs, "dnsd serving");
     Ok(Running {
+        applied: std::sync::Mutex::new(cfg.dnsd.clone()),
         started: cfg.dnsd,
         default_zones,
         shared,
@@ -353,6 +398,9 @@ pub struct Running {
     /// The section it started with: listeners and limits change only on
     /// restart.
     started: Dnsd,
+    /// The section last applied (start or reload), to tell whether the
+    /// `rrl_*` settings changed.
+    applied: std::sync::Mutex<Dnsd>,
     default_zones: Vec<(String, ZoneSource)>,
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
@@ -375,8 +423,9 @@ impl Service for Running {
     /// Parse every zone of `cfg` again (the zone list may have changed)
     /// and swap the new set in only if all of them load; otherwise the
     /// old zones keep answering and every error is returned as
-    /// `file:line:column: message`. `udp_payload_max`, `axfr_allow` and
-    /// the query log take effect at once; listeners, `workers` and the
+    /// `file:line:column: message`. `udp_payload_max`, `axfr_allow`, the
+    /// query log and the `rrl_*` settings take effect at once (changed RRL
+    /// settings start a new, empty table); listeners, `workers` and the
     /// TCP limits only on restart. Blocks while parsing.
     fn reload(&self, cfg: Config) -> Result<(), Error> {
         let d = &cfg.dnsd;
@@ -390,8 +439,25 @@ impl Service for Running {
         }
         let sources = sources_for(d, &self.default_zones)?;
         let rcfg = responder_config(d)?;
+        let mut applied = match self.applied.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let rrl = if rrl_settings(d) == rrl_settings(&applied) {
+            None
+        } else {
+            Some(rate_limiter(d)?)
+        };
         let catalog = load_catalog(&sources).map_err(Error::Zones)?;
-        self.shared.swap(Responder::new(Arc::new(catalog), rcfg));
+        if let Some(l) = &rrl {
+            info!(
+                responses_per_second = l.as_ref().map_or(0, |l| l.config().responses_per_second),
+                "rate limit settings changed; accounts start afresh"
+            );
+        }
+        self.shared
+            .swap(Responder::new(Arc::new(catalog), rcfg), rrl);
+        *applied = d.clone();
         self.shared
             .query_log
             .store(logs_queries(&cfg), Ordering::Relaxed);
@@ -415,6 +481,20 @@ impl Service for Running {
         .await;
         info!("dnsd stopped");
     }
+}
+
+/// The `rrl_*` keys, to notice a change on reload.
+fn rrl_settings(d: &Dnsd) -> impl PartialEq + '_ {
+    (
+        d.rrl_responses_per_second,
+        d.rrl_window_secs,
+        d.rrl_slip,
+        d.rrl_ipv4_prefix,
+        d.rrl_ipv6_prefix,
+        d.rrl_table_size,
+        &d.rrl_exempt_clients,
+        d.rrl_log_only,
+    )
 }
 
 /// The error of a failed bind, naming what could not be bound.
@@ -508,8 +588,9 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                 continue;
             }
         };
-        let responder = cache.refresh(&shared);
+        let (responder, limiter) = cache.refresh(&shared);
         let query_log = shared.query_log();
+        let mut now_ms = None;
         replies.clear();
         for (i, out) in outs.iter_mut().enumerate().take(n) {
             let Some((query, peer)) = batch.packet(i) else {
@@ -517,6 +598,18 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
             };
             match responder.handle(query, Transport::Udp, peer.ip(), out) {
                 Outcome::Reply => {
+                    if let Some(limiter) = limiter {
+                        // One clock reading per batch: the batch arrived at once.
+                        let now = *now_ms.get_or_insert_with(|| {
+                            u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+                        });
+                        if !rate_limit(limiter, now, peer, out) {
+                            if query_log {
+                                info!(target: "dnsd::query", client = %peer, proto = "udp", q = %describe(query), "dropped by rate limit");
+                            }
+                            continue;
+                        }
+                    }
                     if query_log {
                         log_query(peer, "udp", query, out);
                     }
@@ -534,6 +627,21 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
         batch.send(fd, &replies, &outs);
     }
     drop(sock);
+}
+
+/// Applies response rate limiting to the UDP answer in `out`: false when
+/// it is dropped; a slipped answer is rewritten to its truncated form.
+fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+    let d = limiter.check(now_ms, peer.ip(), out);
+    if d.started {
+        // Once per episode, as BIND's "limit ... responses to ..." line.
+        info!(target: "dnsd::rrl", client = %peer.ip(), kind = ?d.kind, log_only = limiter.config().log_only, "rate limit started");
+    }
+    match d.action {
+        Action::Send => true,
+        Action::Drop => false,
+        Action::Slip => rrl::truncate(out),
+    }
 }
 
 async fn tcp_acceptor(
@@ -606,7 +714,7 @@ async fn tcp_conn(
         // Answer every complete query already buffered, then write once.
         while let Some(msg) = codec.decode(&mut input)? {
             deadline = tokio::time::Instant::now() + idle;
-            let responder = cache.refresh(&shared);
+            let (responder, _) = cache.refresh(&shared);
             match responder.handle(&msg, Transport::Tcp, client, &mut out) {
                 Outcome::Reply => {
                     if shared.query_log() {
@@ -820,6 +928,87 @@ mod tests {
             .unwrap();
         // Stopped: the port is free again.
         std::net::UdpSocket::bind(addr).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_answers_are_rate_limited_and_tcp_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            "listen = [\"127.0.0.1:0\"]\nworkers = 2\nrrl_responses_per_second = 3\n\
+             rrl_slip = 1\nrrl_exempt_clients = []\n",
+        );
+        let server = start_with(cfg.clone(), lab_sources()).await.unwrap();
+        let addr = server.local_addrs()[0];
+        let q = query("mail.csuvnetwork.com.", RecordType::A);
+        let count = |n: usize| {
+            let q = q.clone();
+            async move {
+                let (mut full, mut truncated) = (0, 0);
+                for _ in 0..n {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    udp.send_to(&q, addr).await.unwrap();
+                    let mut buf = vec![0u8; 2048];
+                    let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let m = Message::from_vec(&buf[..n]).unwrap();
+                    assert_eq!(m.id(), 42);
+                    if m.truncated() {
+                        assert!(m.answers().is_empty() && m.additionals().is_empty());
+                        assert_eq!(m.queries().len(), 1);
+                        truncated += 1;
+                    } else {
+                        assert_eq!(m.answers().len(), 1);
+                        full += 1;
+                    }
+                }
+                (full, truncated)
+            }
+        };
+        // Each query from its own port: SO_REUSEPORT spreads them over
+        // both workers, which share one account.
+        let (full, truncated) = count(10).await;
+        // Three a second (a fourth if the loop took over 333 ms); with
+        // slip 1 every limited answer comes back truncated.
+        assert!((3..=4).contains(&full), "{full} full answers");
+        assert_eq!(full + truncated, 10);
+        // TCP is never limited.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..10 {
+            s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+            s.write_all(&q).await.unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut buf).await.unwrap();
+            let m = Message::from_vec(&buf).unwrap();
+            assert!(!m.truncated());
+            assert_eq!(m.answers().len(), 1);
+        }
+        // A reload with the same settings keeps the accounts...
+        server.reload(cfg.clone()).unwrap();
+        assert_eq!(count(1).await, (0, 1));
+        // ...one that turns RRL off takes effect at once.
+        let mut off = cfg;
+        off.dnsd.rrl_responses_per_second = 0;
+        server.reload(off).unwrap();
+        assert_eq!(count(10).await, (10, 0));
+        server.stop().await;
+    }
+
+    #[test]
+    fn rrl_off_and_exempt_by_default() {
+        let d = Dnsd::default();
+        let l = rate_limiter(&d).unwrap().unwrap();
+        assert!(l.is_exempt("127.0.0.2".parse().unwrap()));
+        assert!(!l.is_exempt("192.0.2.1".parse().unwrap()));
+        let off = Dnsd {
+            rrl_responses_per_second: 0,
+            ..d
+        };
+        assert!(rate_limiter(&off).unwrap().is_none());
     }
 
     #[tokio::test]

@@ -10,6 +10,9 @@
 //! * [`Responder`] is Sans-I/O: query bytes in, response bytes out
 //!   (RFC 1034 4.3.2, RFC 4592 wildcards, RFC 2308 negative answers,
 //!   RFC 6891 EDNS, RFC 8482 minimal ANY, AXFR over TCP with an ACL).
+//! * [`RateLimiter`] ([`rrl`]) is response rate limiting with BIND 9's
+//!   semantics: the host passes each UDP response and the time, and it
+//!   says send, drop or slip (truncate, [`rrl::truncate`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,6 +59,7 @@ mod name;
 mod parser;
 mod rdata;
 mod responder;
+pub mod rrl;
 pub mod types;
 mod zone;
 
@@ -67,6 +71,7 @@ pub use parser::{
 };
 pub use rdata::parse_ttl;
 pub use responder::{rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, Transport};
+pub use rrl::{RateLimiter, RrlConfig};
 pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};
 
 /// Parses and checks one zone file in one call: every error (syntax and

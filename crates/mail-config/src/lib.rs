@@ -333,6 +333,29 @@ pub struct Dnsd {
     /// UDP sockets per address (`SO_REUSEPORT`), each with its own thread;
     /// 0 means one per core.
     pub workers: usize,
+    /// Response rate limiting of UDP answers (BIND's `rate-limit {
+    /// responses-per-second }`, Knot's `rrl rate-limit`): responses a
+    /// second to one client network for one answer (NXDOMAIN and NODATA:
+    /// for one zone; errors: any). 0 turns RRL off. TCP is never limited.
+    pub rrl_responses_per_second: u32,
+    /// Seconds of excess remembered: a flooding network waits up to this
+    /// long for answers again (BIND's `window`, 1 to 3600).
+    pub rrl_window_secs: u32,
+    /// Every `rrl_slip`-th limited answer goes out truncated (TC=1, no
+    /// records) so a real client retries over TCP; 0 never, 1 always
+    /// (BIND's `slip`, 0 to 10).
+    pub rrl_slip: u32,
+    /// IPv4 clients are counted per network of this prefix length.
+    pub rrl_ipv4_prefix: u8,
+    /// IPv6 clients are counted per network of this prefix length.
+    pub rrl_ipv6_prefix: u8,
+    /// Entries of the accounting table; the least recently used is
+    /// replaced when it is full (BIND's `max-table-size`).
+    pub rrl_table_size: usize,
+    /// Clients never limited (BIND's `exempt-clients`).
+    pub rrl_exempt_clients: Vec<IpNet>,
+    /// Log what would be limited but send every answer (BIND's `log-only`).
+    pub rrl_log_only: bool,
 }
 
 impl Default for Dnsd {
@@ -349,6 +372,22 @@ impl Default for Dnsd {
             ],
             query_log: false,
             workers: 0,
+            // Knot's default rate; BIND has none (0) but then the server
+            // amplifies until someone configures it. Loopback is exempt:
+            // packets from 127/8 cannot come from off the host (the
+            // kernel drops them), and a local resolver or the lab's tests
+            // must not be slowed.
+            rrl_responses_per_second: 20,
+            rrl_window_secs: 15,
+            rrl_slip: 2,
+            rrl_ipv4_prefix: 24,
+            rrl_ipv6_prefix: 56,
+            rrl_table_size: 20_000,
+            rrl_exempt_clients: vec![
+                IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
+                IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
+            ],
+            rrl_log_only: false,
         }
     }
 }
@@ -513,6 +552,18 @@ impl Config {
         ] {
             if v == 0 {
                 return bad("dnsd", key, "must be greater than 0".into());
+            }
+        }
+        let rrl_ranges: [(&'static str, u64, u64, u64); 5] = [
+            ("rrl_window_secs", d.rrl_window_secs.into(), 1, 3600),
+            ("rrl_slip", d.rrl_slip.into(), 0, 10),
+            ("rrl_ipv4_prefix", d.rrl_ipv4_prefix.into(), 0, 32),
+            ("rrl_ipv6_prefix", d.rrl_ipv6_prefix.into(), 0, 128),
+            ("rrl_table_size", d.rrl_table_size as u64, 1, 10_000_000),
+        ];
+        for (key, v, lo, hi) in rrl_ranges {
+            if !(lo..=hi).contains(&v) {
+                return bad("dnsd", key, format!("{v} is not in {lo}..={hi}"));
             }
         }
         let mut origins = std::collections::HashSet::new();
@@ -834,6 +885,10 @@ zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" },
 udp_payload_max = 1400
 axfr_allow = ["192.0.2.0/24"]
 query_log = true
+rrl_responses_per_second = 5
+rrl_slip = 0
+rrl_exempt_clients = ["10.0.0.0/8"]
+rrl_log_only = true
 "#,
         )
         .unwrap();
@@ -844,6 +899,13 @@ query_log = true
         assert_eq!(d.tcp_idle_timeout_secs, 10);
         assert!(d.query_log);
         assert_eq!(d.axfr_allow, vec!["192.0.2.0/24".parse().unwrap()]);
+        assert_eq!((d.rrl_responses_per_second, d.rrl_slip), (5, 0));
+        assert_eq!(
+            (d.rrl_window_secs, d.rrl_ipv4_prefix, d.rrl_ipv6_prefix),
+            (15, 24, 56)
+        );
+        assert_eq!(d.rrl_exempt_clients, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(d.rrl_log_only);
         // Relative zone files are relative to the configuration file.
         assert_eq!(
             d.zones[0],
@@ -882,6 +944,16 @@ query_log = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("dnsd.tcp_max_connections"), "{e}");
+        for (text, key) in [
+            ("rrl_window_secs = 0", "dnsd.rrl_window_secs"),
+            ("rrl_slip = 11", "dnsd.rrl_slip"),
+            ("rrl_ipv4_prefix = 33", "dnsd.rrl_ipv4_prefix"),
+            ("rrl_ipv6_prefix = 129", "dnsd.rrl_ipv6_prefix"),
+            ("rrl_table_size = 0", "dnsd.rrl_table_size"),
+        ] {
+            let e = parse(&format!("[dnsd]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("line 2: {key}")), "{e}");
+        }
         let e = parse("[dnsd]\naxfr_allow = [\"10.0.0.0/99\"]\n")
             .unwrap_err()
             .to_string();
