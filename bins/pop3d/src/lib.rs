@@ -327,7 +327,7 @@ impl Conn {
                     });
                 }
                 Err(Stop::Closed) => return Ok(()),
-                Err(Stop::Shutdown) => {
+                Err(Stop::Shutdown | Stop::Evicted) => {
                     let line: &[u8] = if self.permit.is_evicted() {
                         // Its slot went to a client with fewer connections.
                         info!(sid = self.sid, "evicted: server full");

@@ -468,7 +468,7 @@ impl Conn {
                         });
                 }
                 Err(Stop::Closed) => return Ok(()),
-                Err(Stop::Shutdown) => {
+                Err(Stop::Shutdown | Stop::Evicted) => {
                     let host = &self.settings.cfg.global.hostname;
                     let text = if self.permit.is_evicted() {
                         // Its slot went to a client with fewer connections.

@@ -19,7 +19,9 @@
 //!         match driver.next(&mut session, true).await {
 //!             Ok(event) => answer(&mut session, event),
 //!             Err(Stop::Closed) => return Ok(()),
-//!             Err(Stop::Shutdown) => return driver.write_now(b"421 shutting down\r\n").await,
+//!             Err(Stop::Shutdown | Stop::Evicted) => {
+//!                 return driver.write_now(b"421 shutting down\r\n").await
+//!             }
 //!             Err(Stop::Unanswered) => return Ok(()), // a host bug
 //!             Err(Stop::Io(e)) => return Err(e),
 //!         }
@@ -106,6 +108,12 @@ pub enum Stop {
     /// its protocol's goodbye (`421`, `-ERR`) with [`Driver::write_now`].
     #[error("shutting down")]
     Shutdown,
+    /// The eviction token was cancelled (the connection's slot went to
+    /// another client) while the session waited for input, whatever the
+    /// host said about interrupting. Nothing was written: the host says
+    /// why (`421`, `-ERR`) and ends the session, dropping any transaction.
+    #[error("evicted")]
+    Evicted,
     /// The session still waits for the answer to an event (a host bug).
     #[error("an event was left unanswered")]
     Unanswered,
@@ -146,6 +154,7 @@ pub struct Driver<T> {
     epoch: Instant,
     eof: bool,
     shutdown: Option<CancellationToken>,
+    evict: Option<CancellationToken>,
     transcript: Option<TranscriptLog>,
 }
 
@@ -159,6 +168,7 @@ impl<T: Transport> Driver<T> {
             epoch: Instant::now(),
             eof: false,
             shutdown: None,
+            evict: None,
             transcript: None,
         }
     }
@@ -166,6 +176,13 @@ impl<T: Transport> Driver<T> {
     /// Lets `token` interrupt waits for input (see [`Driver::next`]).
     pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = Some(token);
+        self
+    }
+
+    /// Lets `token` end the session at its next wait for input, even in the
+    /// middle of a transaction ([`Stop::Evicted`]).
+    pub fn with_eviction(mut self, token: CancellationToken) -> Self {
+        self.evict = Some(token);
         self
     }
 
@@ -247,6 +264,13 @@ impl<T: Transport> Driver<T> {
                 None => std::future::pending().await,
             }
         };
+        let evict = self.evict.clone();
+        let evicted = async {
+            match &evict {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -263,6 +287,7 @@ impl<T: Transport> Driver<T> {
                 }
             }
             () = sleep => session.handle_timeout(epoch.elapsed()),
+            () = evicted => return Err(Stop::Evicted),
             () = cancelled => return Err(Stop::Shutdown),
         }
         Ok(())
@@ -484,6 +509,25 @@ mod tests {
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "-shutdown\r\n");
+    }
+
+    #[tokio::test]
+    async fn eviction_interrupts_even_when_not_interruptible() {
+        let (mut client, server) = pair().await;
+        let evict = CancellationToken::new();
+        let mut s = Echo::default();
+        let d = Driver::new(server)
+            .with_shutdown(CancellationToken::new())
+            .with_eviction(evict.clone());
+        client.write_all(b"a\r\n").await.unwrap();
+        let task = tokio::spawn(async move { run(d, &mut s, false).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        evict.cancel();
+        assert!(matches!(task.await.unwrap(), Stop::Evicted));
+        drop(client.shutdown().await);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "+a\r\n");
     }
 
     #[tokio::test]

@@ -113,7 +113,11 @@ struct Table {
 #[derive(Debug)]
 struct Slot {
     standing: Standing,
+    /// Cancelled on shutdown and on eviction.
     cancel: CancellationToken,
+    /// Cancelled on eviction only: it interrupts the session even inside a
+    /// transaction, which shutdown lets finish.
+    evict: CancellationToken,
 }
 
 /// What a connection is doing, for eviction.
@@ -244,6 +248,7 @@ impl ConnLimiter {
         if t.total >= self.max_total {
             let (vkey, vid) = t.victim(mine).ok_or(LimitExceeded::Total)?;
             if let Some(slot) = t.remove(vkey, vid) {
+                slot.evict.cancel();
                 slot.cancel.cancel();
                 tracing::info!(client = %vkey, newcomer = %key, "connection evicted to admit another client");
             }
@@ -251,11 +256,13 @@ impl ConnLimiter {
         let id = t.next_id;
         t.next_id += 1;
         t.total += 1;
+        let evict = CancellationToken::new();
         t.clients.entry(key).or_default().insert(
             id,
             Slot {
                 standing: Standing::PreAuth,
                 cancel: cancel.clone(),
+                evict: evict.clone(),
             },
         );
         Ok(ConnPermit {
@@ -264,6 +271,7 @@ impl ConnLimiter {
             id,
             standing: Standing::PreAuth,
             cancel,
+            evict,
         })
     }
 
@@ -302,6 +310,7 @@ pub struct ConnPermit {
     id: u64,
     standing: Standing,
     cancel: CancellationToken,
+    evict: CancellationToken,
 }
 
 impl ConnPermit {
@@ -330,16 +339,13 @@ impl ConnPermit {
     /// Whether this connection was evicted to admit another client (it no
     /// longer counts; it should say why and close).
     pub fn is_evicted(&self) -> bool {
-        if !self.cancel.is_cancelled() {
-            // Eviction cancels the token: no need to look.
-            return false;
-        }
-        !self
-            .limiter
-            .table()
-            .clients
-            .get(&self.key)
-            .is_some_and(|c| c.contains_key(&self.id))
+        self.evict.is_cancelled()
+    }
+
+    /// Cancelled only when this connection is evicted (for
+    /// `Driver::with_eviction`, which interrupts any wait for input).
+    pub fn eviction_token(&self) -> CancellationToken {
+        self.evict.clone()
     }
 }
 
@@ -796,7 +802,9 @@ pub fn driver(
     sid: &str,
     global: &mail_config::Global,
 ) -> Driver<TcpStream> {
-    let driver = Driver::new(stream).with_shutdown(permit.token());
+    let driver = Driver::new(stream)
+        .with_shutdown(permit.token())
+        .with_eviction(permit.eviction_token());
     if !global.transcript {
         return driver;
     }
