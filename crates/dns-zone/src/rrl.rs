@@ -420,7 +420,8 @@ pub fn truncate(response: &mut Vec<u8>) -> bool {
 fn question_end(msg: &[u8]) -> Option<usize> {
     let qd = u16::from_be_bytes([*msg.get(4)?, *msg.get(5)?]);
     match qd {
-        0 => Some(12),
+        // A header is 12 octets (RFC 1035 section 4.1.1).
+        0 => (msg.len() >= 12).then_some(12),
         1 => {
             let end = skip_name(msg, 12)?.checked_add(4)?;
             (end <= msg.len()).then_some(end)
