@@ -165,8 +165,9 @@ def test_one_address_guesses_about_once_a_second(tmp_path, daemons, proto):
     # then 4 s later: at most about one failure a second in total.
     assert 1 <= len(failures) <= 1 + seconds, failures
     # The real user from another address gets in at once every time:
-    # no penalty wait, only the login's own cost.
-    assert max(logins) < baseline + 0.5, (baseline, logins)
+    # no penalty wait (the shortest is 2 s), only the login's own cost plus
+    # scheduling slack on a loaded machine.
+    assert max(logins) < baseline + 1.5, (baseline, logins)
 
 
 @pytest.mark.parametrize("proto", ["smtp", "pop3"])
