@@ -49,22 +49,24 @@
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mail_config::Config;
 use mail_session::driver::{Driver, Stop, FLUSH_AT};
-use mailstore::auth::{loggable_user, AuthOutcome, AuthPenalty, Authenticator, PenaltyPolicy};
+use mailstore::auth::{loggable_user, AuthPenalty, Authenticator, PenaltyPolicy};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
-use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch, Standing};
+use netkit::{
+    canonical_ip, ConnLimiter, ConnPermit, LimitExceeded, Login, ShutdownWatch, Standing,
+};
 use pop3_proto::{
     apop_timestamp, AuthResult, Credentials, Event, Interrupt, MaildropError, Mechanism,
     MessageInfo, ServerConfig, ServerSession, SessionState,
 };
 use tokio::net::TcpStream;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// Bytes read from a message file per trip to the blocking pool: a typical
 /// message is one read; a large one streams in steps of this size.
@@ -439,41 +441,16 @@ impl Conn {
     async fn check_credentials(&mut self, creds: Credentials) -> AuthResult {
         let user = creds.username().to_owned();
         let mech = creds.mechanism_name();
-        let client = match self.peer.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        // The per-address penalty comes before the check: parallel
-        // connections from one address take turns instead of each
-        // waiting its own delay (Dovecot's auth penalty).
-        let Some(attempt) = self.shared.penalty.begin(client, Instant::now()) else {
-            // Its turn is too far away: keep the waiting attempts (and
-            // what they hold) few; nothing was checked.
-            info!(
-                sid = self.sid,
-                %client,
-                "authentication refused for now: too many attempts from this address waiting"
-            );
-            return AuthResult::TempFail;
-        };
-        if !attempt.wait().is_zero() {
-            debug!(
-                sid = self.sid,
-                wait_ms = attempt.wait().as_millis(),
-                "auth penalty"
-            );
-            tokio::time::sleep(attempt.wait()).await;
-        }
+        let client = canonical_ip(self.peer.ip());
         let auth = self.shared.auth();
-        match tokio::task::spawn_blocking(move || auth.check_session(&creds)).await {
-            Ok(AuthOutcome::Accepted(account)) => {
-                attempt.finish(true, Instant::now());
+        let check = move || auth.check_session(&creds);
+        match netkit::login(&self.shared.penalty, client, &self.sid, check).await {
+            Login::Accepted(account) => {
                 info!(sid = self.sid, user = account.name, "logged in");
                 self.account = Some(account.name);
                 AuthResult::Accepted
             }
-            Ok(AuthOutcome::Rejected { delay }) => {
-                attempt.finish(false, Instant::now());
+            Login::Rejected { delay } => {
                 // Dovecot's passdb wording, which fail2ban's stock dovecot
                 // filter matches (given `_daemon=pop3d`).
                 warn!(
@@ -485,14 +462,7 @@ impl Conn {
                 tokio::time::sleep(delay).await;
                 AuthResult::Rejected
             }
-            Ok(AuthOutcome::Unavailable(e)) => {
-                error!(sid = self.sid, error = %e, "account lookup failed");
-                AuthResult::TempFail
-            }
-            Err(e) => {
-                error!(sid = self.sid, error = %e, "account lookup task failed");
-                AuthResult::TempFail
-            }
+            Login::Deferred | Login::Unavailable => AuthResult::TempFail,
         }
     }
 

@@ -58,18 +58,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mail_config::{BareNewline, Config};
 use mail_session::driver::{Driver, Stop};
-use mailstore::auth::{loggable_user, AuthOutcome, AuthPenalty, Authenticator, PenaltyPolicy};
+use mailstore::auth::{loggable_user, AuthPenalty, Authenticator, PenaltyPolicy};
 use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
 use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
 use mailstore::{Accounts, Aliases, LocalDomains, QueueIdGenerator, Recipients, Router, Store};
-use netkit::{ConnLimiter, ConnPermit, LimitExceeded, ShutdownWatch, Standing};
+use netkit::{
+    canonical_ip, ConnLimiter, ConnPermit, LimitExceeded, Login, ShutdownWatch, Standing,
+};
 use smtp_proto::{
     AbortReason, AuthResult, BareLf, Credentials, Delivery, Event, ForwardPath, Mechanism, Reply,
     ReversePath, ServerConfig, ServerSession, Verdict,
@@ -560,38 +562,14 @@ impl Conn {
         let user = creds.username().to_owned();
         let mech = creds.mechanism_name();
         let client = canonical_ip(self.peer.ip());
-        // The per-address penalty comes before the check: parallel
-        // connections from one address take turns instead of each
-        // waiting its own delay.
-        let Some(attempt) = self.shared.penalty.begin(client, Instant::now()) else {
-            // Its turn is too far away: keep the waiting attempts (and
-            // what they hold) few; nothing was checked.
-            info!(
-                sid = self.sid,
-                %client,
-                "authentication refused for now: too many attempts from this address waiting"
-            );
-            return AuthResult::TemporaryFailure;
-        };
-        if !attempt.wait().is_zero() {
-            debug!(
-                sid = self.sid,
-                wait_ms = attempt.wait().as_millis(),
-                "auth penalty"
-            );
-            tokio::time::sleep(attempt.wait()).await;
-        }
         let settings = Arc::clone(&self.settings);
-        let outcome =
-            tokio::task::spawn_blocking(move || settings.auth.check_session(&creds)).await;
-        match outcome {
-            Ok(AuthOutcome::Accepted(_)) => {
-                attempt.finish(true, Instant::now());
+        let check = move || settings.auth.check_session(&creds);
+        match netkit::login(&self.shared.penalty, client, &self.sid, check).await {
+            Login::Accepted(_) => {
                 info!(sid = self.sid, user, %mech, "authenticated");
                 AuthResult::Success
             }
-            Ok(AuthOutcome::Rejected { delay }) => {
-                attempt.finish(false, Instant::now());
+            Login::Rejected { delay } => {
                 // Postfix's wording, which fail2ban's stock postfix filter
                 // (mode=auth, postfix-sasl jail) matches; Postfix writes
                 // "unknown" for a client without a verified name.
@@ -603,14 +581,7 @@ impl Conn {
                 tokio::time::sleep(delay).await;
                 AuthResult::Failure
             }
-            Ok(AuthOutcome::Unavailable(e)) => {
-                error!(sid = self.sid, error = %e, "account lookup failed");
-                AuthResult::TemporaryFailure
-            }
-            Err(e) => {
-                error!(sid = self.sid, error = %e, "account lookup task failed");
-                AuthResult::TemporaryFailure
-            }
+            Login::Deferred | Login::Unavailable => AuthResult::TemporaryFailure,
         }
     }
 
@@ -737,13 +708,4 @@ impl Conn {
 /// The policy's reply as SMTP sends it.
 fn reply(r: PolicyReply) -> Reply {
     Reply::new(r.code, r.status, r.text)
-}
-
-/// IPv4 clients on a dual-stack socket appear as `::ffff:a.b.c.d`; trace
-/// headers show the IPv4 form.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }

@@ -791,6 +791,80 @@ pub fn init_tracing(default: &str) {
         .try_init();
 }
 
+/// IPv4 clients on a dual-stack socket appear as `::ffff:a.b.c.d`; logs,
+/// penalties and trace headers use the IPv4 form.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What a login attempt through [`login`] came to.
+#[derive(Debug)]
+pub enum Login {
+    /// The credentials are right.
+    Accepted(mailstore::Account),
+    /// Wrong credentials: the host logs the failure in its protocol's
+    /// words, waits `delay` and answers.
+    Rejected {
+        /// The pause before answering.
+        delay: std::time::Duration,
+    },
+    /// Too many attempts from this address are already waiting for their
+    /// turn: nothing was checked; answer with a temporary failure.
+    Deferred,
+    /// The account store failed (logged here): a temporary failure.
+    Unavailable,
+}
+
+/// Checks a login for either mail daemon: first the client address's turn
+/// under the auth penalty (parallel connections from one address take
+/// turns instead of each waiting its own delay, as Dovecot's auth penalty
+/// does), then `check` (the password check, e.g.
+/// `Authenticator::check_session`) in the blocking pool, then the penalty
+/// learns the result.
+pub async fn login(
+    penalty: &Arc<mailstore::auth::AuthPenalty>,
+    client: IpAddr,
+    sid: &str,
+    check: impl FnOnce() -> mailstore::auth::AuthOutcome + Send + 'static,
+) -> Login {
+    use mailstore::auth::AuthOutcome;
+    let Some(attempt) = penalty.begin(client, Instant::now()) else {
+        // Its turn is too far away: keep the waiting attempts (and what
+        // they hold) few.
+        tracing::info!(
+            sid,
+            %client,
+            "authentication refused for now: too many attempts from this address waiting"
+        );
+        return Login::Deferred;
+    };
+    if !attempt.wait().is_zero() {
+        tracing::debug!(sid, wait_ms = attempt.wait().as_millis(), "auth penalty");
+        tokio::time::sleep(attempt.wait()).await;
+    }
+    match tokio::task::spawn_blocking(check).await {
+        Ok(AuthOutcome::Accepted(account)) => {
+            attempt.finish(true, Instant::now());
+            Login::Accepted(account)
+        }
+        Ok(AuthOutcome::Rejected { delay }) => {
+            attempt.finish(false, Instant::now());
+            Login::Rejected { delay }
+        }
+        Ok(AuthOutcome::Unavailable(e)) => {
+            tracing::error!(sid, error = %e, "account lookup failed");
+            Login::Unavailable
+        }
+        Err(e) => {
+            tracing::error!(sid, error = %e, "account lookup task failed");
+            Login::Unavailable
+        }
+    }
+}
+
 /// The session driver for an accepted mail connection: it stops waiting
 /// for input on shutdown or eviction (the permit's token; see
 /// [`ConnPermit::is_evicted`] for which), and logs the transcript under
@@ -817,6 +891,38 @@ pub fn driver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn login_spaces_failures_from_one_address_and_reports_each_outcome() {
+        use mailstore::auth::{AuthOutcome, AuthPenalty, PenaltyPolicy};
+        use mailstore::Error;
+        let penalty = Arc::new(AuthPenalty::new(PenaltyPolicy::DOVECOT));
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let reject = || AuthOutcome::Rejected {
+            delay: std::time::Duration::ZERO,
+        };
+        // The first failure costs nothing; the second waits its turn.
+        let t0 = tokio::time::Instant::now();
+        assert!(matches!(
+            login(&penalty, attacker, "1", reject).await,
+            Login::Rejected { .. }
+        ));
+        assert!(t0.elapsed() < std::time::Duration::from_millis(10));
+        assert!(matches!(
+            login(&penalty, attacker, "1", reject).await,
+            Login::Rejected { .. }
+        ));
+        assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
+        // Another address is not slowed; a store failure is a temporary one.
+        let t1 = tokio::time::Instant::now();
+        let other: IpAddr = "198.51.100.7".parse().unwrap();
+        let failed = || AuthOutcome::Unavailable(Error::Input(std::io::Error::other("unreadable")));
+        assert!(matches!(
+            login(&penalty, other, "2", failed).await,
+            Login::Unavailable
+        ));
+        assert!(t1.elapsed() < std::time::Duration::from_millis(10));
+    }
 
     #[tokio::test]
     async fn admit_writes_the_refusal_and_counts() {
