@@ -1,13 +1,13 @@
 //! The response rate limiter fed arbitrary response bytes from arbitrary
 //! clients at arbitrary times: it reads names and sections out of the
 //! response to classify it, so hostile bytes must never panic it. Checks:
-//! no panic; a truncated response is a header plus at most the question,
-//! with TC set; at a fixed time one network never gets more than its burst.
+//! no panic; a truncated response is a whole header plus at most the
+//! question, with TC set.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use dns_zone::rrl::{truncate, Action, RateLimiter, RrlConfig};
+use dns_zone::rrl::{truncate, RateLimiter, RrlConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,22 +24,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Cut the rest into responses; each from one of a few clients.
-    let mut sent = 0u32;
     for (i, resp) in rest.split(|&b| b == 0xff).enumerate() {
         let client = if ctl[2] & 1 == 0 {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, (i % 3) as u8))
         } else {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, (i % 3) as u16))
         };
-        let d = rrl.check(u64::from(ctl[3]) * 1000, client, resp);
-        if matches!(d.action, Action::Send) {
-            sent += 1;
-        }
+        let _ = rrl.check(u64::from(ctl[3]) * 1000, client, resp);
         let mut copy = resp.to_vec();
         if truncate(&mut copy) {
             assert!(copy.len() >= 12 && copy.len() <= resp.len());
             assert!(copy.get(2).is_some_and(|b| b & 0x02 != 0), "TC not set");
         }
     }
-    let _ = sent;
 });

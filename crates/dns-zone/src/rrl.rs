@@ -195,12 +195,7 @@ impl Hasher for KeyHasher {
     }
 
     fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        crate::zone::fmix64(self.0)
     }
 }
 
