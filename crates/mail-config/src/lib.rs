@@ -87,6 +87,8 @@ pub struct Config {
     pub pop3d: Pop3d,
     /// The DNS server.
     pub dnsd: Dnsd,
+    /// Certificates and TLS policy shared by smtpd and pop3d.
+    pub tls: Tls,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -157,6 +159,16 @@ pub struct Smtpd {
     pub listen: Vec<SocketAddr>,
     /// Submission listeners (port 587, RFC 6409): AUTH required before MAIL.
     pub submission_listen: Vec<SocketAddr>,
+    /// Submission over implicit TLS (port 465, RFC 8314): as
+    /// `submission_listen`, TLS from the first byte.
+    pub submissions_listen: Vec<SocketAddr>,
+    /// STARTTLS on the inbound listeners (`smtpd_tls_security_level`).
+    pub tls_security_level: TlsLevel,
+    /// STARTTLS on the submission listeners (Postfix's `-o
+    /// smtpd_tls_security_level` in `master.cf`).
+    pub submission_tls_security_level: TlsLevel,
+    /// Certificates for smtpd's listeners; empty: `[tls] certificates`.
+    pub tls_certificates: Vec<CertificateFiles>,
     /// Largest message accepted, in bytes (`message_size_limit`).
     pub message_size_limit: u64,
     /// Recipients per message (`smtpd_recipient_limit`).
@@ -212,6 +224,10 @@ impl Default for Smtpd {
         Smtpd {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
             submission_listen: vec![SocketAddr::from(([127, 0, 0, 1], 2587))],
+            submissions_listen: Vec::new(),
+            tls_security_level: TlsLevel::May,
+            submission_tls_security_level: TlsLevel::May,
+            tls_certificates: Vec::new(),
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
             max_connections: 20_000,
@@ -237,6 +253,77 @@ impl Default for Smtpd {
     }
 }
 
+/// `[tls]`: the certificates and the TLS policy that smtpd and pop3d
+/// share (Postfix's `smtpd_tls_*`, Dovecot's `ssl_*`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Certificates offered: the first by default, the others to clients
+    /// that ask for one of their names by SNI. Empty: no TLS.
+    pub certificates: Vec<CertificateFiles>,
+    /// Longest TLS handshake (`smtpd_starttls_timeout`).
+    pub handshake_timeout: Secs,
+    /// Oldest protocol version accepted: `"1.2"` or `"1.3"`.
+    pub min_version: TlsVersion,
+    /// Clients that may use passwords in the clear (PLAIN, LOGIN,
+    /// USER/PASS) without TLS (Dovecot's `disable_plaintext_auth`,
+    /// Postfix's `smtpd_tls_auth_only`, which both exempt loopback).
+    pub plaintext_auth_networks: Vec<IpNet>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            certificates: Vec::new(),
+            handshake_timeout: Secs(30),
+            min_version: TlsVersion::V1_2,
+            plaintext_auth_networks: vec![IpNet::LOOPBACK_V4, IpNet::LOOPBACK_V6],
+        }
+    }
+}
+
+impl Tls {
+    /// Whether `ip` may authenticate with a password in the clear.
+    pub fn plaintext_auth_allowed(&self, ip: IpAddr) -> bool {
+        self.plaintext_auth_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// A certificate chain and its private key, PEM files (what certbot
+/// writes as `fullchain.pem` and `privkey.pem`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+}
+
+/// Whether a listener offers or requires TLS (Postfix's
+/// `smtpd_tls_security_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsLevel {
+    /// No STARTTLS/STLS.
+    None,
+    /// Offered when certificates are configured.
+    May,
+    /// Required: nothing but the upgrade before TLS (needs certificates).
+    Encrypt,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246) and 1.3.
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 (RFC 8446) only.
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
 /// Bare-newline policy, as Postfix 3.9's `smtpd_forbid_bare_newline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,6 +342,12 @@ pub enum BareNewline {
 pub struct Pop3d {
     /// POP3 listeners (port 110 in production).
     pub listen: Vec<SocketAddr>,
+    /// POP3 over implicit TLS (port 995, RFC 8314).
+    pub pop3s_listen: Vec<SocketAddr>,
+    /// STLS on the POP3 listeners (Dovecot's `ssl = yes | required`).
+    pub tls_security_level: TlsLevel,
+    /// Certificates for pop3d's listeners; empty: `[tls] certificates`.
+    pub tls_certificates: Vec<CertificateFiles>,
     /// Idle time before the server closes a session (RFC 1939 section 3:
     /// at least 10 minutes).
     pub idle_timeout: Secs,
@@ -292,6 +385,9 @@ impl Default for Pop3d {
     fn default() -> Self {
         Pop3d {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1110))],
+            pop3s_listen: Vec::new(),
+            tls_security_level: TlsLevel::May,
+            tls_certificates: Vec::new(),
             idle_timeout: Secs(600),
             max_connections: 20_000,
             max_connections_per_client: 50,
@@ -448,7 +544,15 @@ impl Config {
             &mut cfg.smtpd.queue_directory,
         ]
         .into_iter()
-        .chain(cfg.dnsd.zones.iter_mut().map(|z| &mut z.file));
+        .chain(cfg.dnsd.zones.iter_mut().map(|z| &mut z.file))
+        .chain(
+            cfg.tls
+                .certificates
+                .iter_mut()
+                .chain(&mut cfg.smtpd.tls_certificates)
+                .chain(&mut cfg.pop3d.tls_certificates)
+                .flat_map(|c| [&mut c.cert, &mut c.key]),
+        );
         for p in paths {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
@@ -508,6 +612,28 @@ impl Config {
             }
         }
         check_mechanisms("smtpd", &s.auth_mechanisms)?;
+        let no_certs =
+            |own: &[CertificateFiles]| own.is_empty() && self.tls.certificates.is_empty();
+        if no_certs(&s.tls_certificates) {
+            let needs = [
+                ("submissions_listen", !s.submissions_listen.is_empty()),
+                (
+                    "tls_security_level",
+                    s.tls_security_level == TlsLevel::Encrypt,
+                ),
+                (
+                    "submission_tls_security_level",
+                    s.submission_tls_security_level == TlsLevel::Encrypt,
+                ),
+            ];
+            if let Some((key, _)) = needs.iter().find(|n| n.1) {
+                return bad(
+                    "smtpd",
+                    key,
+                    "needs a certificate: set [tls] certificates".into(),
+                );
+            }
+        }
         let p = &self.pop3d;
         if p.idle_timeout.0 < 600 {
             // RFC 1939 section 3: the autologout timer MUST be at least 10 minutes.
@@ -534,6 +660,25 @@ impl Config {
             }
         }
         check_mechanisms("pop3d", &p.auth_mechanisms)?;
+        if no_certs(&p.tls_certificates) {
+            if !p.pop3s_listen.is_empty() {
+                return bad(
+                    "pop3d",
+                    "pop3s_listen",
+                    "needs a certificate: set [tls] certificates".into(),
+                );
+            }
+            if p.tls_security_level == TlsLevel::Encrypt {
+                return bad(
+                    "pop3d",
+                    "tls_security_level",
+                    "needs a certificate: set [tls] certificates".into(),
+                );
+            }
+        }
+        if self.tls.handshake_timeout.0 == 0 {
+            return bad("tls", "handshake_timeout", "must be greater than 0".into());
+        }
         let d = &self.dnsd;
         if d.listen.is_empty() {
             return bad("dnsd", "listen", "no address to answer on".into());
@@ -701,9 +846,15 @@ pub struct IpNet {
 }
 
 impl IpNet {
-    const LOOPBACK_V4: IpNet = IpNet {
+    /// `127.0.0.0/8`.
+    pub const LOOPBACK_V4: IpNet = IpNet {
         addr: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
         prefix: 8,
+    };
+    /// `::1/128`.
+    pub const LOOPBACK_V6: IpNet = IpNet {
+        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        prefix: 128,
     };
 
     /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses

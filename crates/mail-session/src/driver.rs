@@ -66,6 +66,11 @@ thread_local! {
     static READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
 }
 
+/// Lends the worker thread's read buffer to `f` (not across an await).
+pub(crate) fn read_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_SCRATCH.with_borrow_mut(|b| f(b))
+}
+
 /// A byte stream the driver can read from without a buffer of its own.
 pub trait Transport: AsyncWrite + Unpin + Send {
     /// Waits until data is there, reads what is there and passes it to
@@ -202,7 +207,21 @@ impl<T: Transport> Driver<T> {
         &self.io
     }
 
-    /// Gives the socket back (for a TLS upgrade); unwritten output is
+    /// The socket, to replace it (a TLS upgrade).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn stream_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// Logs a line in the transcript that is no protocol line (the TLS
+    /// boundary), when a transcript is logged.
+    pub fn note(&self, text: &str) {
+        if let Some(log) = &self.transcript {
+            tracing::info!(target: "transcript", sid = log.sid, "-- {}", escape_controls(text));
+        }
+    }
+
+    /// Gives the socket back; unwritten output is
     /// dropped, so call [`Driver::flush`] first.
     pub fn into_inner(self) -> T {
         self.io

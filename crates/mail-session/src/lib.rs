@@ -61,6 +61,8 @@ pub mod sasl;
 mod secret;
 mod session;
 pub mod stuff;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transcript;
 
 pub use framer::{BareLf, Frame, Framer, DATA_WINDOW};

@@ -58,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         helo: "client.example".into(),
         client_ip: "127.0.0.1".parse()?,
         protocol: Protocol::Esmtpa,
+        tls: None,
         our_hostname: "mail.csuvnetwork.com".into(),
         queue_id: "4F2A91C0B7D3".into(),
         time: SystemTime::now(),

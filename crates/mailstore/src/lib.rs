@@ -47,6 +47,7 @@
 //!     helo: "client.example".into(),
 //!     client_ip: "127.0.0.1".parse().unwrap(),
 //!     protocol: Protocol::Esmtpa,
+//!     tls: None,
 //!     our_hostname: "mail.csuvnetwork.com".into(),
 //!     queue_id: queue_id.clone(),
 //!     time: SystemTime::now(),

@@ -79,6 +79,7 @@ pub fn deliver_local(
         helo: String::new(),
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         protocol: Protocol::Local,
+        tls: None,
         our_hostname: our_hostname.to_string(),
         queue_id: QueueIdGenerator::new().next_id(now),
         time: now,

@@ -89,6 +89,7 @@
 //!     helo: "client".into(),
 //!     client_ip: "127.0.0.1".parse()?,
 //!     protocol: Protocol::Esmtp,
+//!     tls: None,
 //!     our_hostname: "mail.csuvnetwork.com".into(),
 //!     queue_id: "4F2A91C0B7D3".into(),
 //!     time: SystemTime::now(),

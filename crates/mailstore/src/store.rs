@@ -80,6 +80,10 @@ pub struct Envelope {
     pub client_ip: IpAddr,
     /// How the message arrived.
     pub protocol: Protocol,
+    /// For a message received over TLS, what Postfix writes about the
+    /// session in `Received:` (`using TLSv1.3 with cipher ... (256/256
+    /// bits) ...`), without parentheses.
+    pub tls: Option<String>,
     /// Our host name for the `by` clause (Postfix's `myhostname`).
     pub our_hostname: String,
     /// The queue id reported in `250 2.0.0 Ok: queued as <id>`.
@@ -749,8 +753,16 @@ pub fn trace_headers(env: &Envelope) -> String {
     let mut h = if env.protocol == Protocol::Local {
         format!("Return-Path: <{return_path}>\nReceived: by {by} id {id}")
     } else {
+        // Postfix puts the TLS clauses between `from` and `by`.
+        let tls = match &env.tls {
+            Some(t) => format!(
+                "\n\t({})\n\t(No client certificate requested)",
+                clean(t, true)
+            ),
+            None => String::new(),
+        };
         format!(
-            "Return-Path: <{return_path}>\nReceived: from {helo} ({addr})\n\tby {by} with {} id {id}",
+            "Return-Path: <{return_path}>\nReceived: from {helo} ({addr}){tls}\n\tby {by} with {} id {id}",
             env.protocol.as_str(),
         )
     };
@@ -782,6 +794,7 @@ pub(crate) mod tests {
             helo: "client.example".into(),
             client_ip: "192.168.3.20".parse().unwrap(),
             protocol: Protocol::Esmtpa,
+            tls: None,
             our_hostname: "mail.csuvnetwork.com".into(),
             queue_id: "4F2A91C0B7D3".into(),
             time: UNIX_EPOCH + Duration::from_secs(1_795_975_309),
@@ -806,6 +819,18 @@ pub(crate) mod tests {
         assert!(h.starts_with("Return-Path: <>\nReceived: from evil??X-Injected:?1 ([IPv6:::1])"));
         assert!(!h.contains("for <"));
         assert_eq!(h.matches('\n').count(), 3);
+        let mut e = env(&["user1"]);
+        e.protocol = Protocol::Esmtpsa;
+        e.tls = Some("using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)".into());
+        assert_eq!(
+            trace_headers(&e),
+            "Return-Path: <user2@csuvnetwork.com>\n\
+             Received: from client.example ([192.168.3.20])\n\
+             \t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits))\n\
+             \t(No client certificate requested)\n\
+             \tby mail.csuvnetwork.com with ESMTPSA id 4F2A91C0B7D3\n\
+             \tfor <user1@csuvnetwork.com>; Sun, 29 Nov 2026 18:01:49 +0000\n"
+        );
         let mut e = env(&["user1"]);
         e.protocol = Protocol::Local;
         assert_eq!(

@@ -30,6 +30,7 @@ fn envelope(mailboxes: &[&str], qid: String) -> Envelope {
         helo: "client.example".into(),
         client_ip: "127.0.0.1".parse().unwrap(),
         protocol: Protocol::Esmtp,
+        tls: None,
         our_hostname: "mail.csuvnetwork.com".into(),
         queue_id: qid,
         time: SystemTime::now(),

@@ -18,6 +18,7 @@ fn env(user: &str, t: u64) -> Envelope {
         helo: "client.example".into(),
         client_ip: "192.168.3.20".parse().unwrap(),
         protocol: Protocol::Esmtpa,
+        tls: None,
         our_hostname: "mail.csuvnetwork.com".into(),
         queue_id: "ABCDEF012345".into(),
         time: UNIX_EPOCH + Duration::from_secs(1_795_975_309 + t),

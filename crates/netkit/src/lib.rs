@@ -23,6 +23,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod certgen;
+pub mod tls;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use mail_session::driver::{Driver, TranscriptLog};
+use mail_session::tls::Stream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -871,11 +875,11 @@ pub async fn login(
 /// `sid` when the configuration asks for one (`transcript`,
 /// `transcript_show_secrets`).
 pub fn driver(
-    stream: TcpStream,
+    stream: Stream,
     permit: &ConnPermit,
     sid: &str,
     global: &mail_config::Global,
-) -> Driver<TcpStream> {
+) -> Driver<Stream> {
     let driver = Driver::new(stream)
         .with_shutdown(permit.token())
         .with_eviction(permit.eviction_token());
