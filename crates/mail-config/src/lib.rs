@@ -997,6 +997,48 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_resolve_paths_and_need_certificates() {
+        let c = parse(
+            "[tls]\ncertificates = [{ cert = \"c.pem\", key = \"/k.pem\" }]\nmin_version = \"1.3\"\n\
+             [smtpd]\nsubmissions_listen = [\"127.0.0.1:465\"]\ntls_security_level = \"encrypt\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.certificates[0].cert, PathBuf::from("/base/c.pem"));
+        assert_eq!(c.tls.certificates[0].key, PathBuf::from("/k.pem"));
+        assert_eq!(c.tls.min_version, TlsVersion::V1_3);
+        assert_eq!(c.smtpd.tls_security_level, TlsLevel::Encrypt);
+        assert!(c.tls.plaintext_auth_allowed("127.0.0.5".parse().unwrap()));
+        assert!(c.tls.plaintext_auth_allowed("::1".parse().unwrap()));
+        assert!(!c.tls.plaintext_auth_allowed("192.0.2.1".parse().unwrap()));
+        for (text, key) in [
+            (
+                "[smtpd]\nsubmissions_listen = [\"127.0.0.1:465\"]\n",
+                "smtpd.submissions_listen",
+            ),
+            (
+                "[smtpd]\ntls_security_level = \"encrypt\"\n",
+                "smtpd.tls_security_level",
+            ),
+            (
+                "[pop3d]\npop3s_listen = [\"127.0.0.1:995\"]\n",
+                "pop3d.pop3s_listen",
+            ),
+            (
+                "[pop3d]\ntls_security_level = \"encrypt\"\n",
+                "pop3d.tls_security_level",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("needs a certificate"), "{e}");
+        }
+        // A daemon's own certificates are enough for it.
+        parse("[pop3d]\npop3s_listen = [\"127.0.0.1:995\"]\ntls_certificates = [{ cert = \"a\", key = \"b\" }]\n")
+            .unwrap();
+        assert!(parse("[tls]\nmin_version = \"1.1\"\n").is_err());
+        assert!(parse("[smtpd]\ntls_security_level = \"must\"\n").is_err());
+    }
+
+    #[test]
     fn durations_accept_units() {
         let c = parse("[smtpd]\ncommand_timeout = \"5m\"\ndata_timeout = 90\n").unwrap();
         assert_eq!(c.smtpd.command_timeout, Secs(300));
