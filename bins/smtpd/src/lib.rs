@@ -431,7 +431,7 @@ fn session_config(cfg: &Config, submission: bool) -> ServerConfig {
         .collect();
     c.auth_required = submission;
     // No TLS in this build: AUTH over plain text is what the lab does.
-    c.auth_requires_tls = false;
+    c.plaintext_auth_requires_tls = false;
     c.max_auth_failures = s.auth_failure_limit;
     c.tls_available = false;
     c.command_timeout = s.command_timeout.duration();

@@ -55,14 +55,21 @@ pub struct ServerConfig {
     /// Offer USER/PASS (RFC 2449 `USER` capability).
     pub user_pass: bool,
     /// Refuse plaintext logins (USER/PASS, PLAIN, LOGIN) until TLS is
-    /// active, like Dovecot's `disable_plaintext_auth`.
+    /// active, like Dovecot's `disable_plaintext_auth`; APOP and CRAM-MD5
+    /// send no password and stay usable. Before TLS, CAPA omits `USER` and
+    /// lists only CRAM-MD5 under `SASL`.
     pub plaintext_requires_tls: bool,
+    /// Refuse every login (USER, PASS, APOP, AUTH) until TLS is active,
+    /// like Dovecot's `ssl = required`; before TLS, CAPA lists neither
+    /// `USER` nor `SASL`. Meaningful with `tls_available`.
+    pub tls_required: bool,
     /// SASL mechanisms offered by AUTH. CRAM-MD5 is only offered when
     /// there is an APOP timestamp.
     pub sasl: Vec<Mechanism>,
     /// The host can start TLS (STLS is offered while not yet active).
     pub tls_available: bool,
-    /// The connection is already TLS (pop3s, port 995).
+    /// The connection is already TLS (implicit TLS, pop3s, port 995, RFC
+    /// 8314 section 3.3): STLS is neither offered nor accepted.
     pub tls_active: bool,
     /// Failed logins after which the session closes (at least 1).
     pub max_failed_logins: u32,
@@ -92,6 +99,7 @@ impl Default for ServerConfig {
             style: Style::Dovecot,
             user_pass: true,
             plaintext_requires_tls: false,
+            tls_required: false,
             sasl: vec![Mechanism::Plain, Mechanism::Login],
             tls_available: false,
             tls_active: false,
@@ -704,10 +712,14 @@ impl ServerSession {
     }
 
     /// Answers [`Event::StartTls`] once the handshake succeeded. Input
-    /// received before the handshake is discarded (RFC 2595 section 4).
+    /// received before the handshake is discarded, and a user name given
+    /// by USER before STLS is forgotten (RFC 2595 section 4: nothing sent
+    /// in clear text is acted on inside TLS).
     pub fn tls_established(&mut self) -> Result<(), UsageError> {
         self.expect("StartTls")?;
         self.input.discard_buffered();
+        self.line_started = None;
+        self.user_arg = None;
         self.tls_active = true;
         Ok(())
     }
@@ -768,11 +780,19 @@ impl ServerSession {
         });
     }
 
+    /// `tls_required` and TLS not yet active: no login at all.
+    fn login_needs_tls(&self) -> bool {
+        self.config.tls_required && !self.tls_active
+    }
+
     fn plaintext_allowed(&self) -> bool {
-        !self.config.plaintext_requires_tls || self.tls_active
+        self.tls_active || !(self.config.plaintext_requires_tls || self.config.tls_required)
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {
+        if self.login_needs_tls() {
+            return Vec::new();
+        }
         self.config
             .sasl
             .iter()
@@ -846,6 +866,13 @@ impl ServerSession {
 
     fn authorization(&mut self, cmd: Command) {
         match cmd {
+            Command::Apop { .. }
+            | Command::Auth {
+                mechanism: Some(_), ..
+            } if self.login_needs_tls() => {
+                self.user_arg = None;
+                self.reply(tls_refused());
+            }
             Command::User(name) => {
                 if !self.config.user_pass {
                     self.reply(Response::err("USER/PASS is not enabled."));
@@ -855,6 +882,10 @@ impl ServerSession {
                     self.user_arg = Some(name);
                     self.reply(Response::ok(""));
                 }
+            }
+            Command::Pass(_) if !self.plaintext_allowed() => {
+                self.user_arg = None;
+                self.reply(plaintext_refused());
             }
             Command::Pass(password) => match self.user_arg.take() {
                 None => self.reply(Response::err("No username given.")),
@@ -1100,6 +1131,14 @@ impl ServerSession {
             | Command::Stls => self.reply(Response::err("Command not valid in TRANSACTION state.")),
         }
     }
+}
+
+/// Dovecot's answer to a login before TLS under `ssl = required`.
+fn tls_refused() -> Response {
+    Response::err_code(
+        ResponseCode::Auth,
+        "Authentication not allowed until SSL/TLS is enabled.",
+    )
 }
 
 fn plaintext_refused() -> Response {

@@ -1366,3 +1366,224 @@ fn logged_in_sessions_keep_only_the_idle_timer_and_line_budget() {
     h.drive(&mut s);
     assert_eq!(s.poll_timeout(), Some(Duration::from_secs(230)));
 }
+
+// ---- TLS policy and the STLS wall (RFC 2595, RFC 8314) ----
+
+const CAPA_HEAD: &str =
+    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
+
+fn apop_line(user: &str, secret: &str) -> String {
+    format!("APOP {user} {}\r\n", mail_session::apop_digest(TS, secret))
+}
+
+fn cram_line(user: &str, secret: &str) -> String {
+    let digest = cram_md5_digest(secret.as_bytes(), TS.as_bytes());
+    b64(format!("{user} {digest}").as_bytes())
+}
+
+#[test]
+fn tls_required_refuses_every_login_before_tls() {
+    let required = ServerConfig {
+        tls_required: true,
+        tls_available: true,
+        ..cfg()
+    };
+    assert_eq!(
+        run_with(required.clone(), &mut Host::new(), "CAPA\r\n"),
+        format!("{CAPA_HEAD}STLS\r\n.\r\n")
+    );
+    let plaintext =
+        "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+    let no_tls = "-ERR [AUTH] Authentication not allowed until SSL/TLS is enabled.\r\n";
+    let ir = b64(b"\0user1\0pw1");
+    for (input, want) in [
+        ("USER user1\r\n".to_owned(), plaintext),
+        ("PASS pw1\r\n".to_owned(), plaintext),
+        (apop_line("mrose", "tanstaaf"), no_tls),
+        (format!("AUTH PLAIN {ir}\r\n"), no_tls),
+        ("AUTH LOGIN\r\n".to_owned(), no_tls),
+        ("AUTH CRAM-MD5\r\n".to_owned(), no_tls),
+        ("AUTH X-UNKNOWN\r\n".to_owned(), no_tls),
+    ] {
+        let mut host = Host::new();
+        assert_eq!(
+            run_with(required.clone(), &mut host, &input),
+            want,
+            "{input}"
+        );
+    }
+    // The pipelined USER/PASS pair: both refused, nothing reaches the host.
+    let out = run_with(required.clone(), &mut Host::new(), LOGIN);
+    assert_eq!(out, format!("{plaintext}{plaintext}"));
+    // AUTH without a mechanism lists none.
+    assert_eq!(
+        run_with(required.clone(), &mut Host::new(), "AUTH\r\n"),
+        "+OK\r\n.\r\n"
+    );
+    // After STLS all of it works.
+    let out = run_with(required.clone(), &mut Host::new(), "STLS\r\n");
+    assert_eq!(out, "+OK Begin TLS negotiation now.\r\n");
+    let mut host = Host::new();
+    let mut s = session(required);
+    host.drive(&mut s);
+    s.enqueue_input(t0(), b"STLS\r\n");
+    host.drive(&mut s);
+    s.enqueue_input(t0(), b"CAPA\r\n");
+    assert_eq!(
+        String::from_utf8(host.drive(&mut s)).unwrap(),
+        format!("{CAPA_HEAD}USER\r\nSASL PLAIN LOGIN CRAM-MD5\r\n.\r\n")
+    );
+    s.enqueue_input(t0(), LOGIN.as_bytes());
+    assert_eq!(String::from_utf8(host.drive(&mut s)).unwrap(), LOGGED_IN);
+}
+
+#[test]
+fn implicit_tls_offers_everything_and_no_stls() {
+    let pop3s = ServerConfig {
+        tls_required: true,
+        plaintext_requires_tls: true,
+        tls_available: true,
+        tls_active: true,
+        ..cfg()
+    };
+    assert!(session(pop3s.clone()).tls_active());
+    assert_eq!(
+        run_with(pop3s.clone(), &mut Host::new(), "CAPA\r\n"),
+        format!("{CAPA_HEAD}USER\r\nSASL PLAIN LOGIN CRAM-MD5\r\n.\r\n")
+    );
+    assert_eq!(
+        run_with(pop3s.clone(), &mut Host::new(), "STLS\r\n"),
+        "-ERR TLS is already active.\r\n"
+    );
+    assert_eq!(run_with(pop3s, &mut Host::new(), LOGIN), LOGGED_IN);
+}
+
+#[test]
+fn plaintext_requires_tls_keeps_apop_and_cram_md5() {
+    let strict = ServerConfig {
+        plaintext_requires_tls: true,
+        tls_available: true,
+        ..cfg()
+    };
+    assert_eq!(
+        run_with(strict.clone(), &mut Host::new(), "CAPA\r\n"),
+        format!("{CAPA_HEAD}SASL CRAM-MD5\r\nSTLS\r\n.\r\n")
+    );
+    assert_eq!(
+        run_with(
+            strict.clone(),
+            &mut Host::new(),
+            &apop_line("mrose", "tanstaaf")
+        ),
+        "+OK Logged in.\r\n"
+    );
+    let out = run_with(
+        strict.clone(),
+        &mut Host::new(),
+        &format!("AUTH CRAM-MD5\r\n{}\r\n", cram_line("user1", "pw1")),
+    );
+    assert_eq!(
+        out,
+        format!("+ {}\r\n+OK Logged in.\r\n", b64(TS.as_bytes()))
+    );
+    let refused =
+        "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+    assert_eq!(
+        run_with(strict.clone(), &mut Host::new(), "AUTH LOGIN\r\n"),
+        refused
+    );
+    assert_eq!(run_with(strict, &mut Host::new(), "PASS pw1\r\n"), refused);
+}
+
+#[test]
+fn stls_forgets_user_given_in_clear_text() {
+    let config = ServerConfig {
+        tls_available: true,
+        ..cfg()
+    };
+    let mut host = Host::new();
+    let mut s = session(config);
+    host.drive(&mut s);
+    s.enqueue_input(t0(), b"USER user1\r\n");
+    assert_eq!(host.drive(&mut s), b"+OK\r\n");
+    s.enqueue_input(t0(), b"STLS\r\n");
+    host.drive(&mut s);
+    assert!(s.tls_active());
+    s.enqueue_input(t0(), b"PASS pw1\r\n");
+    assert_eq!(
+        String::from_utf8(host.drive(&mut s)).unwrap(),
+        "-ERR No username given.\r\n"
+    );
+}
+
+#[test]
+fn stls_refused_in_transaction_and_with_argument() {
+    let config = ServerConfig {
+        tls_available: true,
+        ..cfg()
+    };
+    let out = run_with(
+        config.clone(),
+        &mut Host::new(),
+        &format!("{LOGIN}STLS\r\n"),
+    );
+    assert_eq!(
+        out,
+        format!("{LOGGED_IN}-ERR Command not valid in TRANSACTION state.\r\n")
+    );
+    let mut host = Host::new();
+    let out = run_with(config, &mut host, "STLS now\r\n");
+    assert!(out.starts_with("-ERR "), "{out}");
+    assert_eq!(host.tls_started, 0);
+}
+
+/// Plaintext pipelined behind STLS in one write (the CVE-2011-0411 class
+/// Dovecot fixed): never executed, wherever the input is split, even when
+/// the host reads more before its handshake.
+#[test]
+fn stls_injection_discarded_at_every_split() {
+    let config = ServerConfig {
+        tls_available: true,
+        ..cfg()
+    };
+    let injection = format!("CAPA\r\nSTLS\r\n{LOGIN}DELE 1\r\nQUIT\r\n");
+    let injection = injection.as_bytes();
+    for split in 0..=injection.len() {
+        let (first, rest) = injection.split_at(split);
+        let mut s = session(config.clone());
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let mut pending = false;
+        let mut drive = |s: &mut ServerSession, pending: &mut bool, handshake: bool| loop {
+            if *pending && handshake {
+                s.tls_established().unwrap();
+                *pending = false;
+            }
+            match s.next() {
+                Ok(Event::StartTls) => {
+                    *pending = true;
+                    events.push(Event::StartTls);
+                }
+                Ok(e) => panic!("split {split}: {e:?}"),
+                Err(Interrupt::Output(b)) => out.extend(b),
+                Err(Interrupt::AwaitingHost) if !handshake => return,
+                Err(Interrupt::NeedInput) => return,
+                Err(e) => panic!("split {split}: {e:?}"),
+            }
+        };
+        for b in first.chunks(1) {
+            s.enqueue_input(t0(), b);
+            drive(&mut s, &mut pending, false);
+        }
+        s.enqueue_input(t0(), rest);
+        drive(&mut s, &mut pending, true);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.ends_with("STLS\r\n.\r\n+OK Begin TLS negotiation now.\r\n"),
+            "split {split}: {out}"
+        );
+        assert_eq!(events, vec![Event::StartTls], "split {split}");
+        assert!(s.tls_active(), "split {split}");
+        assert_eq!(s.state(), SessionState::Authorization, "split {split}");
+    }
+}

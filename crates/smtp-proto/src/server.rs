@@ -40,13 +40,25 @@ pub struct ServerConfig {
     pub auth_mechanisms: Vec<Mechanism>,
     /// Submission policy: MAIL needs a successful AUTH first (530).
     pub auth_required: bool,
-    /// Offer AUTH only once TLS is active (Postfix `smtpd_tls_auth_only`).
-    pub auth_requires_tls: bool,
+    /// Plaintext SASL mechanisms (PLAIN, LOGIN) only inside TLS (Postfix
+    /// `smtpd_tls_auth_only`, Dovecot `disable_plaintext_auth`): before
+    /// TLS, EHLO lists only the others (CRAM-MD5), and `AUTH PLAIN` or
+    /// `AUTH LOGIN` gets `538 5.7.11` (RFC 4954 section 6).
+    pub plaintext_auth_requires_tls: bool,
     /// Failed AUTH commands before `421 4.7.0` and close, against
     /// password guessing on one connection; 0: no limit.
     pub max_auth_failures: u32,
     /// The host can do TLS: STARTTLS is advertised until TLS is active.
     pub tls_available: bool,
+    /// Nothing but EHLO, HELO, STARTTLS, NOOP, RSET, QUIT and HELP before
+    /// TLS: the rest gets `530 5.7.0 Must issue a STARTTLS command first`
+    /// and AUTH is not advertised (Postfix `smtpd_tls_security_level =
+    /// encrypt`, RFC 3207 section 4). Meaningful with `tls_available`.
+    pub tls_required: bool,
+    /// The connection is TLS from its first octet (implicit TLS, the
+    /// `submissions` port 465 of RFC 8314 section 3.3): STARTTLS is
+    /// neither advertised nor accepted, and AUTH is offered as inside TLS.
+    pub tls_active: bool,
     /// MAIL needs HELO/EHLO first (503), as RFC 5321 section 4.1.4 expects.
     pub require_helo: bool,
     /// Advertise and accept SMTPUTF8 (RFC 6531).
@@ -72,7 +84,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
     /// 3 failed AUTHs, 512-octet lines, bare LF normalised, no AUTH, no
-    /// TLS, HELO required, SMTPUTF8 and CHUNKING on, 300 s / 180 s
+    /// TLS (and so no TLS policy), HELO required, SMTPUTF8 and CHUNKING on, 300 s / 180 s
     /// timeouts; 300 s budgets for a command line and for the first command
     /// (section 4.5.3.2.7's five minutes per command, as a total).
     pub fn new(hostname: impl Into<String>) -> Self {
@@ -86,9 +98,11 @@ impl ServerConfig {
             bare_lf: BareLf::Normalize,
             auth_mechanisms: Vec::new(),
             auth_required: false,
-            auth_requires_tls: false,
+            plaintext_auth_requires_tls: false,
             max_auth_failures: 3,
             tls_available: false,
+            tls_required: false,
+            tls_active: false,
             require_helo: true,
             smtputf8: true,
             chunking: true,
@@ -116,12 +130,28 @@ pub struct Envelope {
     pub esmtp: bool,
     /// Authenticated user, if any.
     pub authenticated: Option<String>,
-    /// TLS was active.
+    /// TLS was active (after STARTTLS, or implicit TLS).
     pub tls: bool,
     /// Body size in octets as handed over.
     pub size: u64,
     /// Received with BDAT (CHUNKING) rather than DATA.
     pub chunked: bool,
+}
+
+impl Envelope {
+    /// The `with` keyword of the `Received:` field (RFC 5321 section
+    /// 4.4, registry of RFC 3848): `ESMTP`, `ESMTPS` (TLS), `ESMTPA`
+    /// (AUTH), `ESMTPSA` (both); `SMTP` after HELO, which RFC 3848 gives
+    /// no TLS or AUTH variant (AUTH needs EHLO anyway).
+    pub fn protocol(&self) -> &'static str {
+        match (self.esmtp, self.tls, self.authenticated.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
 }
 
 /// Why a message body that was started ([`Event::MessageStart`]) will not
@@ -321,6 +351,7 @@ impl ServerSession {
         let cap = config.line_limit.max(SASL_LINE_LIMIT);
         let framer = Framer::new(cap, config.bare_lf);
         let record = config.record_transcript;
+        let tls = config.tls_active;
         let mut core = Core {
             cfg: config,
             out: Vec::new(),
@@ -333,7 +364,7 @@ impl ServerSession {
             esmtp: false,
             user: None,
             auth_failures: 0,
-            tls: false,
+            tls,
             tx: None,
             errors: 0,
             last_input: now,
@@ -809,6 +840,23 @@ impl Core {
     }
 
     fn on_command(&mut self, cmd: Command<'_>) -> After {
+        let before_tls_ok = matches!(
+            cmd,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::StartTls
+                | Command::Noop(_)
+                | Command::Rset
+                | Command::Quit
+                | Command::Help(_)
+                // BDAT's chunk must be consumed: on_bdat refuses it.
+                | Command::Bdat { .. }
+        );
+        if self.must_starttls() && !before_tls_ok {
+            // Postfix's text under smtpd_tls_security_level = encrypt.
+            self.error(530, (5, 7, 0), "Must issue a STARTTLS command first");
+            return After::Nothing;
+        }
         match cmd {
             Command::Ehlo(d) => self.on_helo(d.into_owned(), true),
             Command::Helo(d) => self.on_helo(d.into_owned(), false),
@@ -878,13 +926,8 @@ impl Core {
             if self.cfg.tls_available && !self.tls {
                 lines.push("STARTTLS".into());
             }
-            if self.auth_enabled() {
-                let mechs: Vec<&str> = self
-                    .cfg
-                    .auth_mechanisms
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect();
+            let mechs: Vec<&str> = self.offered_mechanisms().map(|m| m.as_str()).collect();
+            if !mechs.is_empty() {
                 lines.push(format!("AUTH {}", mechs.join(" ")));
             }
             lines.push("ENHANCEDSTATUSCODES".into());
@@ -902,8 +945,26 @@ impl Core {
         After::Nothing
     }
 
-    fn auth_enabled(&self) -> bool {
-        !self.cfg.auth_mechanisms.is_empty() && (self.tls || !self.cfg.auth_requires_tls)
+    /// `tls_required` and TLS not yet active: only the commands RFC 3207
+    /// section 4 leaves a client before STARTTLS are accepted.
+    fn must_starttls(&self) -> bool {
+        self.cfg.tls_required && !self.tls
+    }
+
+    /// Whether `m` may be used now: a plaintext mechanism only inside TLS
+    /// when `plaintext_auth_requires_tls` says so.
+    fn mechanism_usable(&self, m: Mechanism) -> bool {
+        self.tls || !self.cfg.plaintext_auth_requires_tls || !m.is_plaintext()
+    }
+
+    /// The mechanisms EHLO advertises now.
+    fn offered_mechanisms(&self) -> impl Iterator<Item = Mechanism> + '_ {
+        let allowed = !self.must_starttls();
+        self.cfg
+            .auth_mechanisms
+            .iter()
+            .copied()
+            .filter(move |m| allowed && self.mechanism_usable(*m))
     }
 
     fn on_mail(&mut self, from: ReversePath<'_>, params: MailParameters<'_>) -> After {
@@ -1014,6 +1075,12 @@ impl Core {
         // they are never read as commands (RFC 3030 section 2).
         let error = if !self.cfg.chunking {
             Some(Reply::new(502, (5, 5, 1), "Error: command not implemented"))
+        } else if self.must_starttls() {
+            Some(Reply::new(
+                530,
+                (5, 7, 0),
+                "Must issue a STARTTLS command first",
+            ))
         } else {
             match self.tx.as_mut() {
                 None => Some(Reply::new(503, (5, 5, 1), "Error: need RCPT command")),
@@ -1164,7 +1231,7 @@ impl Core {
     }
 
     fn on_auth(&mut self, mechanism: &str, ir: Option<&str>) -> After {
-        if !self.auth_enabled() {
+        if self.cfg.auth_mechanisms.is_empty() {
             self.error(503, (5, 5, 1), "Error: authentication not enabled");
             return After::Nothing;
         }
@@ -1186,6 +1253,16 @@ impl Core {
             self.error(504, (5, 5, 4), "Unrecognized authentication type");
             return After::Nothing;
         };
+        if !self.mechanism_usable(mech) {
+            // RFC 4954 section 6; the password was not sent unless the
+            // client gave an initial response, which is not looked at.
+            self.error(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            );
+            return After::Nothing;
+        }
         match (mech, ir) {
             (Mechanism::CramMd5, Some(_)) => {
                 self.error(501, (5, 7, 0), "Error: initial response not allowed");

@@ -260,7 +260,7 @@ fn ehlo_capabilities() {
     let mut c = ServerConfig::new("mx");
     c.tls_available = true;
     c.auth_mechanisms = vec![Mechanism::Plain];
-    c.auth_requires_tls = true;
+    c.plaintext_auth_requires_tls = true;
     c.max_message_size = 0;
     c.smtputf8 = false;
     c.chunking = false;
@@ -273,7 +273,7 @@ fn ehlo_capabilities() {
     );
     assert_eq!(
         exchange(&mut h, "AUTH PLAIN\r\n"),
-        "503 5.5.1 Error: authentication not enabled\r\n"
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
     );
     // STARTTLS: pipelined plaintext after it is dropped (CVE-2011-0411).
     assert_eq!(
@@ -1273,4 +1273,416 @@ fn too_many_failed_auths_close_the_connection() {
         exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
         "235 2.7.0 Authentication successful\r\n"
     );
+}
+
+// ---- TLS: policy and the STARTTLS wall (RFC 3207, RFC 4954, RFC 8314) ----
+
+fn cram_response(challenge: &str, user: &str) -> String {
+    let resp = format!(
+        "{user} {}",
+        crate::cram_md5_digest(user.as_bytes(), challenge.as_bytes())
+    );
+    format!("{}\r\n", b64_encode(resp.as_bytes()))
+}
+
+fn tls_cfg() -> ServerConfig {
+    let mut c = cfg();
+    c.tls_available = true;
+    c
+}
+
+const CHALLENGE: &str = "<1896.697170952@mail.test>";
+
+#[test]
+fn plaintext_auth_requires_tls_keeps_cram_md5() {
+    let mut c = tls_cfg();
+    c.plaintext_auth_requires_tls = true;
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    let before = exchange(&mut h, "EHLO c\r\n");
+    assert!(before.contains("250-STARTTLS\r\n"), "{before}");
+    assert!(before.contains("250-AUTH CRAM-MD5\r\n"), "{before}");
+    // RFC 4954 section 6: 538 for a plaintext mechanism before TLS, with
+    // or without initial response; nothing reaches the host.
+    let refused = "538 5.7.11 Encryption required for requested authentication mechanism\r\n";
+    assert_eq!(exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"), refused);
+    assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), refused);
+    assert_eq!(exchange(&mut h, "AUTH login dXNlcjI=\r\n"), refused);
+    assert!(!h.events.iter().any(|e| matches!(e, Event::Auth(_))));
+    // An unknown mechanism is still 504.
+    assert_eq!(
+        exchange(&mut h, "AUTH XOAUTH2\r\n"),
+        "504 5.5.4 Unrecognized authentication type\r\n"
+    );
+    // CRAM-MD5 sends no password: usable without TLS.
+    assert_eq!(
+        exchange(&mut h, "AUTH CRAM-MD5\r\n"),
+        format!("334 {}\r\n", b64_encode(CHALLENGE.as_bytes()))
+    );
+    assert_eq!(
+        exchange(&mut h, &cram_response(CHALLENGE, "user1")),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    // Inside TLS every configured mechanism is offered and usable.
+    let mut c = tls_cfg();
+    c.plaintext_auth_requires_tls = true;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    let after = exchange(&mut h, "EHLO c\r\n");
+    assert!(!after.contains("STARTTLS"), "{after}");
+    assert!(
+        after.contains("250-AUTH PLAIN LOGIN CRAM-MD5\r\n"),
+        "{after}"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+}
+
+#[test]
+fn plaintext_auth_requires_tls_without_other_mechanisms_omits_auth() {
+    let mut c = tls_cfg();
+    c.auth_mechanisms = vec![Mechanism::Plain, Mechanism::Login];
+    c.plaintext_auth_requires_tls = true;
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    let ehlo = exchange(&mut h, "EHLO c\r\n");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN\r\n"),
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    );
+    // Without the policy plaintext AUTH is offered before TLS as before.
+    let mut c = tls_cfg();
+    c.auth_mechanisms = vec![Mechanism::Plain];
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    assert!(exchange(&mut h, "EHLO c\r\n").contains("250-AUTH PLAIN\r\n"));
+}
+
+#[test]
+fn tls_required_allows_only_the_pre_tls_commands() {
+    let mut c = tls_cfg();
+    c.tls_required = true;
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    let ehlo = exchange(&mut h, "EHLO c\r\n");
+    assert!(ehlo.contains("250-STARTTLS\r\n"), "{ehlo}");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut h, "HELO c\r\n"),
+        "250 mail.csuvnetwork.com\r\n"
+    );
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+    assert_eq!(exchange(&mut h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+    assert!(exchange(&mut h, "HELP\r\n").starts_with("214 "));
+    let must = "530 5.7.0 Must issue a STARTTLS command first\r\n";
+    for cmd in [
+        "MAIL FROM:<a@b.c>\r\n",
+        "RCPT TO:<a@b.c>\r\n",
+        "DATA\r\n",
+        "VRFY user1\r\n",
+        "EXPN staff\r\n",
+        "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n",
+        "AUTH CRAM-MD5\r\n",
+    ] {
+        assert_eq!(exchange(&mut h, cmd), must, "{cmd}");
+    }
+    // BDAT's chunk is consumed, never read as commands.
+    assert_eq!(
+        exchange(&mut h, "BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n"),
+        format!("{must}250 2.0.0 Ok\r\n")
+    );
+    assert!(!h.closed);
+    assert!(!h.events.iter().any(|e| matches!(
+        e,
+        Event::Mail { .. } | Event::Rcpt { .. } | Event::Vrfy { .. } | Event::Auth(_)
+    )));
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    let ehlo = exchange(&mut h, "EHLO c\r\n");
+    assert!(ehlo.contains("250-AUTH PLAIN LOGIN CRAM-MD5\r\n"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(exchange(&mut h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+}
+
+#[test]
+fn tls_required_refusals_count_as_errors() {
+    let mut c = tls_cfg();
+    c.tls_required = true;
+    c.max_errors = 3;
+    let mut h = ready(c);
+    let out = exchange(
+        &mut h,
+        "MAIL FROM:<a@b.c>\r\nMAIL FROM:<a@b.c>\r\nVRFY x\r\n",
+    );
+    assert!(
+        out.ends_with("421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"),
+        "{out}"
+    );
+    assert!(h.closed);
+}
+
+#[test]
+fn implicit_tls_session() {
+    let mut c = cfg();
+    c.tls_available = true;
+    c.tls_active = true;
+    c.plaintext_auth_requires_tls = true;
+    c.tls_required = true;
+    let mut h = Host::new(c);
+    assert!(h.s.tls_active());
+    h.run();
+    assert_eq!(h.take(), "220 mail.csuvnetwork.com ESMTP\r\n");
+    let ehlo = exchange(&mut h, "EHLO c\r\n");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(ehlo.contains("250-AUTH PLAIN LOGIN CRAM-MD5\r\n"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "554 5.5.1 Error: TLS already active\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\n"
+        ),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    let env = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::MessageEnd(env) => Some(env.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(env.tls);
+    assert_eq!(env.authenticated.as_deref(), Some("user1"));
+    assert_eq!(env.protocol(), "ESMTPSA");
+    assert!(!h.events.contains(&Event::StartTls));
+}
+
+#[test]
+fn starttls_syntax_and_refusals() {
+    let mut h = ready(tls_cfg());
+    assert_eq!(
+        exchange(&mut h, "STARTTLS now\r\n"),
+        "501 5.5.4 Syntax: STARTTLS\r\n"
+    );
+    assert!(!h.s.tls_active());
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "554 5.5.1 Error: TLS already active\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "STARTTLS x\r\n"),
+        "501 5.5.4 Syntax: STARTTLS\r\n"
+    );
+    assert_eq!(
+        h.events.iter().filter(|e| **e == Event::StartTls).count(),
+        1
+    );
+    // Not offered without TLS at the host.
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "502 5.5.1 Error: command not implemented\r\n"
+    );
+}
+
+#[test]
+fn starttls_forgets_helo_auth_and_transaction() {
+    let mut c = tls_cfg();
+    c.auth_required = true;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "250 2.1.0 Ok\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    // RFC 3207 section 4.2: EHLO, AUTH and the transaction are gone.
+    assert_eq!(h.s.authenticated_user(), None);
+    assert_eq!(
+        exchange(&mut h, "RCPT TO:<d@e.f>\r\n"),
+        "503 5.5.1 Error: need MAIL command\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
+    h.feed(b"EHLO c\r\n");
+    h.take();
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c>\r\n"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "AUTH PLAIN AHVzZXIxAHVzZXIx\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    h.feed(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\n");
+    let env = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::MessageEnd(env) => Some(env.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(env.tls && env.esmtp);
+    assert_eq!(env.protocol(), "ESMTPSA");
+}
+
+/// The injection of CVE-2011-0411: plaintext pipelined behind STARTTLS.
+const INJECTION: &[u8] = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\nRCPT TO:<victim@x.y>\r\nDATA\r\nevil\r\n.\r\nQUIT\r\n";
+
+/// Feeds `first`, drives, then `rest` (without answering StartTls until
+/// all input is in: the worst case, a host that read more plaintext
+/// before its handshake), then completes the handshake and drives on.
+fn starttls_injection(first: &[u8], rest: &[u8]) -> (String, Vec<Event>, ServerSession) {
+    let mut s = ServerSession::new(tls_cfg(), Duration::ZERO);
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut tls_pending = false;
+    let mut drive = |s: &mut ServerSession, tls_pending: &mut bool, handshake: bool| loop {
+        if *tls_pending && handshake {
+            s.tls_established().unwrap();
+            *tls_pending = false;
+        }
+        match s.next() {
+            Ok(Event::StartTls) => {
+                *tls_pending = true;
+                events.push(Event::StartTls);
+                if !handshake {
+                    return;
+                }
+            }
+            Ok(e) => {
+                if matches!(e, Event::Mail { .. } | Event::Rcpt { .. }) {
+                    s.decide(Verdict::Accept).unwrap();
+                }
+                events.push(e);
+            }
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::NeedInput | Interrupt::Close) => return,
+            Err(Interrupt::AwaitingHost) => return,
+        }
+    };
+    for b in first.chunks(1) {
+        s.enqueue_input(Duration::ZERO, b);
+        drive(&mut s, &mut tls_pending, false);
+    }
+    s.enqueue_input(Duration::ZERO, rest);
+    drive(&mut s, &mut tls_pending, true);
+    (String::from_utf8(out).unwrap(), events, s)
+}
+
+#[test]
+fn starttls_injection_in_one_write_is_discarded() {
+    let mut s = ServerSession::new(tls_cfg(), Duration::ZERO);
+    s.enqueue_input(Duration::ZERO, INJECTION);
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::StartTls) => {
+                assert_eq!(s.buffered_input(), 0);
+                s.tls_established().unwrap();
+                events.push(Event::StartTls);
+            }
+            Ok(e) => events.push(e),
+            Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
+            Err(Interrupt::NeedInput) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.ends_with("250 CHUNKING\r\n220 2.0.0 Ready to start TLS\r\n"),
+        "{out}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| matches!(e, Event::Helo { .. } | Event::StartTls)));
+    assert!(s.tls_active() && !s.is_closed());
+    // Inside TLS the session starts afresh.
+    s.enqueue_input(Duration::ZERO, b"MAIL FROM:<a@b.c>\r\n");
+    assert_eq!(
+        s.next(),
+        Err(Interrupt::Output(
+            b"503 5.5.1 Error: send HELO/EHLO first\r\n".to_vec()
+        ))
+    );
+}
+
+#[test]
+fn starttls_injection_discarded_at_every_split() {
+    for split in 0..=INJECTION.len() {
+        let (first, rest) = INJECTION.split_at(split);
+        let (out, events, s) = starttls_injection(first, rest);
+        assert!(
+            out.ends_with("220 2.0.0 Ready to start TLS\r\n"),
+            "split {split}: {out}"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, Event::Helo { .. } | Event::StartTls)),
+            "split {split}: {events:?}"
+        );
+        assert!(s.tls_active() && !s.is_closed(), "split {split}");
+        assert_eq!(s.buffered_input(), 0, "split {split}");
+    }
+}
+
+#[test]
+fn envelope_protocol_names() {
+    let mut env = Envelope {
+        from: ReversePath::Null,
+        params: MailParameters::default(),
+        recipients: Vec::new(),
+        helo: None,
+        esmtp: false,
+        authenticated: None,
+        tls: true,
+        size: 0,
+        chunked: false,
+    };
+    assert_eq!(env.protocol(), "SMTP");
+    env.esmtp = true;
+    assert_eq!(env.protocol(), "ESMTPS");
+    env.authenticated = Some("u".into());
+    assert_eq!(env.protocol(), "ESMTPSA");
+    env.tls = false;
+    assert_eq!(env.protocol(), "ESMTPA");
+    env.authenticated = None;
+    assert_eq!(env.protocol(), "ESMTP");
 }
