@@ -77,6 +77,10 @@ pub enum Cmd {
     /// smtpd's queue: messages acknowledged and not yet delivered.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Certificates from a local CA (for a lab or test network; a public
+    /// server uses a public CA's, e.g. certbot's files).
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Deliver a message from standard input to local recipients (like
     /// Dovecot's `dovecot-lda` or Postfix's `sendmail` for local mail).
     Deliver {
@@ -94,6 +98,27 @@ pub enum Cmd {
         /// Recipients: `user`, `alias` or `user@local.domain`.
         #[arg(required = true)]
         recipients: Vec<String>,
+    },
+}
+
+/// `mailctl tls ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Make a server certificate and key signed by the local CA in
+    /// `--ca-dir` (made there first if missing), for the names given;
+    /// prints the `[tls]` lines that use them.
+    Cert {
+        /// DNS names or IP addresses the certificate is for (the first is
+        /// its common name), e.g. `--name mail.example.org --name 127.0.0.1`.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Directory of the CA (`ca.pem`, `ca.key`).
+        #[arg(long, default_value = "lab-data/tls")]
+        ca_dir: PathBuf,
+        /// Where to write `<first name>.pem` (the chain) and `.key`;
+        /// default: the CA's directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -191,6 +216,9 @@ pub enum CtlError {
     /// Other I/O (the terminal, standard input).
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Making a certificate.
+    #[error(transparent)]
+    CertGen(#[from] netkit::certgen::CertGenError),
 }
 
 /// Result with [`CtlError`].
@@ -481,6 +509,37 @@ pub fn queue_flush(dir: &Path) -> Result<Vec<String>> {
     )])
 }
 
+/// `mailctl tls cert`: a certificate for `names` from the CA in `ca_dir`.
+pub fn tls_cert(names: &[String], ca_dir: &Path, out_dir: Option<&Path>) -> Result<Vec<String>> {
+    let ca = netkit::certgen::ensure_ca(ca_dir)?;
+    let out = out_dir.unwrap_or(ca_dir);
+    let base = names.first().map_or("server", String::as_str);
+    let (cert, key) = (
+        out.join(format!("{base}.pem")),
+        out.join(format!("{base}.key")),
+    );
+    netkit::certgen::issue(&ca, names, &cert, &key)?;
+    Ok(vec![
+        format!(
+            "certificate {} (with the CA's appended), key {}",
+            cert.display(),
+            key.display()
+        ),
+        format!(
+            "CA {} ({}): give it to clients to trust",
+            ca.cert.display(),
+            ca.fingerprint
+        ),
+        String::new(),
+        "[tls]".into(),
+        format!(
+            "certificates = [{{ cert = {:?}, key = {:?} }}]",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    ])
+}
+
 /// Runs a parsed command line; returns the lines to print on stdout.
 pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String>> {
     let mut site = Site::from_cli(&cli)?;
@@ -546,6 +605,11 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
         Cmd::Alias(AliasCmd::List) => alias_list(paths),
         Cmd::Queue(QueueCmd::List) => queue_list(&site.queue_dir),
         Cmd::Queue(QueueCmd::Flush) => queue_flush(&site.queue_dir),
+        Cmd::Tls(TlsCmd::Cert {
+            names,
+            ca_dir,
+            out_dir,
+        }) => tls_cert(&names, &ca_dir, out_dir.as_deref()),
         Cmd::Deliver {
             from,
             domains,

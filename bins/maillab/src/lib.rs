@@ -5,7 +5,12 @@
 //! `csuvnetwork.com` exactly as the lab writes it, the lab's
 //! `mydestination`, users `user1` and `user2` (created on first start with
 //! generated passwords printed once), data under one directory, and
-//! protocol transcripts on. Every port is bound before any account is
+//! protocol transcripts on. TLS too: on first start a local CA
+//! (`<data>/tls/ca.pem`) and a certificate for `mail.csuvnetwork.com`,
+//! `localhost` and `127.0.0.1` signed by it; STARTTLS on 2525/2587, STLS on
+//! 1110, implicit TLS on 2465 (submissions) and 1995 (pop3s). Passwords in
+//! the clear stay allowed from loopback, where the lab listens (as Postfix
+//! and Dovecot allow them there). Every port is bound before any account is
 //! created, so a port already taken stops the run before a password is
 //! generated. SIGHUP reloads each of the three once; Ctrl-C stops all
 //! three cleanly.
@@ -22,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use mail_config::Config;
+use netkit::certgen::LocalCa;
 use netkit::Service;
 use tracing::{error, info};
 
@@ -44,8 +50,13 @@ pub struct Options {
     pub smtp: Option<SocketAddr>,
     /// SMTP submission listener (overrides the configuration).
     pub submission: Option<SocketAddr>,
+    /// SMTP submissions (implicit TLS) listener (overrides the
+    /// configuration).
+    pub submissions: Option<SocketAddr>,
     /// POP3 listener (overrides the configuration).
     pub pop3: Option<SocketAddr>,
+    /// POP3S (implicit TLS) listener (overrides the configuration).
+    pub pop3s: Option<SocketAddr>,
     /// DNS listener (overrides the configuration).
     pub dns: Option<SocketAddr>,
     /// Log protocol transcripts.
@@ -60,7 +71,9 @@ impl Default for Options {
             passwords: Vec::new(),
             smtp: None,
             submission: None,
+            submissions: None,
             pop3: None,
+            pop3s: None,
             dns: None,
             transcript: true,
         }
@@ -88,6 +101,14 @@ pub enum Error {
     /// Files and signals.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Making the lab's CA or certificate.
+    #[error("TLS certificate: {0}")]
+    CertGen(#[from] netkit::certgen::CertGenError),
+}
+
+/// The lab's CA and server certificate: `<data>/tls/`.
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
 }
 
 /// The configuration the lab runs with: the file if given, else the
@@ -102,6 +123,13 @@ pub fn lab_config(opts: &Options) -> Result<Config, Error> {
             c.global.passwd_file = opts.data_dir.join("passwd");
             c.global.aliases_file = opts.data_dir.join("aliases");
             c.smtpd.queue_directory = opts.data_dir.join("queue");
+            let tls = tls_dir(&opts.data_dir);
+            c.tls.certificates = vec![mail_config::CertificateFiles {
+                cert: tls.join(format!("{}.pem", c.global.hostname)),
+                key: tls.join(format!("{}.key", c.global.hostname)),
+            }];
+            c.smtpd.submissions_listen = vec![SocketAddr::from(([127, 0, 0, 1], 2465))];
+            c.pop3d.pop3s_listen = vec![SocketAddr::from(([127, 0, 0, 1], 1995))];
             c
         }
     };
@@ -111,8 +139,14 @@ pub fn lab_config(opts: &Options) -> Result<Config, Error> {
     if let Some(a) = opts.submission {
         cfg.smtpd.submission_listen = vec![a];
     }
+    if let Some(a) = opts.submissions {
+        cfg.smtpd.submissions_listen = vec![a];
+    }
     if let Some(a) = opts.pop3 {
         cfg.pop3d.listen = vec![a];
+    }
+    if let Some(a) = opts.pop3s {
+        cfg.pop3d.pop3s_listen = vec![a];
     }
     if let Some(a) = opts.dns {
         cfg.dnsd.listen = vec![a];
@@ -214,6 +248,33 @@ fn generate_password() -> String {
         }
     }
     out
+}
+
+/// The lab's CA, made on first start, and a certificate from it for each
+/// configured certificate file pair that does not exist yet (for the
+/// host name, `localhost` and the loopback addresses). Returns the CA.
+pub fn ensure_certificates(cfg: &Config, opts: &Options) -> Result<Option<LocalCa>, Error> {
+    if opts.config.is_some() {
+        // A configuration file brings its own certificates.
+        return Ok(None);
+    }
+    let ca = netkit::certgen::ensure_ca(&tls_dir(&opts.data_dir))?;
+    let names: Vec<String> = [
+        cfg.global.hostname.as_str(),
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    ]
+    .iter()
+    .map(|n| n.to_string())
+    .collect();
+    for c in &cfg.tls.certificates {
+        if !c.cert.exists() || !c.key.exists() {
+            netkit::certgen::issue(&ca, &names, &c.cert, &c.key)?;
+            info!(cert = %c.cert.display(), "made the lab's server certificate");
+        }
+    }
+    Ok(Some(ca))
 }
 
 /// The zones served when the configuration lists none: the lab's.
@@ -325,6 +386,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Before anything starts: a SIGHUP or Ctrl-C while the accounts are
     // made is served afterwards, not fatal.
     let signals = netkit::Signals::new()?;
+    let ca = ensure_certificates(&cfg, &opts)?;
     // Bind first: a port already taken must end the run before a password
     // is generated, or it would be lost (the next start finds the account).
     let lab = Lab::start(&cfg).await?;
@@ -347,7 +409,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     for n in &notes {
         println!("  {n}");
     }
-    println!("{}", banner(&cfg, &lab));
+    println!("{}", banner(&cfg, &lab, ca.as_ref()));
     netkit::serve_until_signalled(signals, lab, || {
         lab_config(&opts).map_err(|e| e.to_string())
     })
@@ -356,7 +418,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     Ok(())
 }
 
-fn banner(cfg: &Config, lab: &Lab) -> String {
+fn banner(cfg: &Config, lab: &Lab, ca: Option<&LocalCa>) -> String {
     let (dns, smtp, pop3) = (lab.dns_addrs(), &lab.smtp, &lab.pop3);
     let first = |v: &[SocketAddr]| v.first().map(|a| a.to_string()).unwrap_or_default();
     let (smtp_a, sub_a, pop_a, dns_a) = (
@@ -374,8 +436,16 @@ fn banner(cfg: &Config, lab: &Lab) -> String {
             "SMTP submission (AUTH required)",
             smtp.submission_addrs().to_vec(),
         ),
+        (
+            "SMTP submissions (implicit TLS)",
+            smtp.submissions_addrs().to_vec(),
+        ),
         ("POP3", pop3.addrs().to_vec()),
+        ("POP3S (implicit TLS)", pop3.pop3s_addrs().to_vec()),
     ] {
+        if addrs.is_empty() {
+            continue;
+        }
         let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         b.push_str(&format!("  {name:<34} {}\n", list.join(", ")));
     }
@@ -398,6 +468,27 @@ fn banner(cfg: &Config, lab: &Lab) -> String {
         "  curl pop3://{pop_a}/1 --user user1:PASSWORD\n  python3 -c 'import smtplib; s = smtplib.SMTP(\"127.0.0.1\", {}); s.login(\"user2\", \"PASSWORD\"); \\\n      s.sendmail(\"user2@mail.csuvnetwork.com\", [\"user1@csuvnetwork.com\"], \"Subject: hi\\n\\nhello\"); s.quit()'\n",
         port(&sub_a)
     ));
+    if let Some(ca) = ca {
+        let cafile = ca.cert.display();
+        b.push_str(&format!(
+            "\nTLS: certificates from the lab's own CA {cafile}\n     ({})\n",
+            ca.fingerprint
+        ));
+        b.push_str(&format!(
+            "  swaks --server {sub_a} --tls --tls-verify --tls-ca-path {cafile} --auth PLAIN \\\n        --auth-user user2 --auth-password PASSWORD --from user2@mail.csuvnetwork.com --to user1@csuvnetwork.com\n"
+        ));
+        b.push_str(&format!(
+            "  curl --ssl-reqd --cacert {cafile} pop3://{pop_a}/1 --user user1:PASSWORD\n"
+        ));
+        b.push_str(&format!(
+            "  openssl s_client -starttls smtp -connect {sub_a} -CAfile {cafile} -verify_return_error\n"
+        ));
+        if let Some(a) = pop3.pop3s_addrs().first() {
+            b.push_str(&format!(
+                "  openssl s_client -connect {a} -CAfile {cafile} -verify_return_error\n"
+            ));
+        }
+    }
     b.push_str("\nProtocol transcripts (C:/S: lines) follow on stderr. Ctrl-C stops all three.\n");
     b
 }
@@ -460,7 +551,9 @@ mod tests {
             data_dir: dir.clone(),
             smtp: Some(any),
             submission: Some(any),
+            submissions: Some(any),
             pop3: Some(busy.local_addr().unwrap()),
+            pop3s: Some(any),
             dns: Some(any),
             transcript: false,
             ..Options::default()

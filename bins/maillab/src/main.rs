@@ -27,9 +27,15 @@ struct Args {
     /// SMTP submission address [default: 127.0.0.1:2587].
     #[arg(long, value_name = "ADDR:PORT")]
     submission: Option<SocketAddr>,
+    /// SMTP submissions (implicit TLS) address [default: 127.0.0.1:2465].
+    #[arg(long, value_name = "ADDR:PORT")]
+    submissions: Option<SocketAddr>,
     /// POP3 address [default: 127.0.0.1:1110].
     #[arg(long, value_name = "ADDR:PORT")]
     pop3: Option<SocketAddr>,
+    /// POP3S (implicit TLS) address [default: 127.0.0.1:1995].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pop3s: Option<SocketAddr>,
     /// DNS address, UDP and TCP [default: 127.0.0.1:5300].
     #[arg(long, value_name = "ADDR:PORT")]
     dns: Option<SocketAddr>,
@@ -55,7 +61,9 @@ async fn main() -> ExitCode {
         passwords: a.passwords,
         smtp: a.smtp,
         submission: a.submission,
+        submissions: a.submissions,
         pop3: a.pop3,
+        pop3s: a.pop3s,
         dns: a.dns,
         transcript: !a.quiet,
     };

@@ -11,6 +11,12 @@
 //! carried out only on QUIT. A connection that ends without QUIT deletes
 //! nothing.
 //!
+//! TLS: `STLS` (RFC 2595) on the POP3 listeners and implicit TLS on the
+//! pop3s ones (port 995, RFC 8314) when certificates are configured;
+//! passwords in the clear (USER/PASS, PLAIN, LOGIN) are taken only inside
+//! TLS, except from `[tls] plaintext_auth_networks` (loopback), while APOP
+//! and CRAM-MD5 stay usable (Dovecot's `disable_plaintext_auth`).
+//!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};
 //! use netkit::Service;
@@ -54,10 +60,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use mail_config::Config;
+use mail_config::{Config, TlsLevel};
 use mail_session::driver::{Driver, Stop, FLUSH_AT};
+use mail_session::tls::Stream;
 use mailstore::auth::{loggable_user, AuthPenalty, Authenticator, PenaltyPolicy};
 use mailstore::{Accounts, LocalDomains, Maildrop, Store};
+use netkit::tls::rustls::server::ProducesTickets;
+use netkit::tls::{ServerTls, TlsError};
 use netkit::{
     canonical_ip, ConnLimiter, ConnPermit, LimitExceeded, Login, ShutdownWatch, Standing,
 };
@@ -87,6 +96,9 @@ pub enum Error {
     /// A listener could not be bound, or another socket error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 struct Shared {
@@ -99,6 +111,11 @@ struct Shared {
     next_session: AtomicU64,
     /// Failed logins per client address, across connections.
     penalty: Arc<AuthPenalty>,
+    /// Certificates and TLS configuration (`None` without certificates),
+    /// replaced on reload.
+    tls: RwLock<Option<ServerTls>>,
+    /// The TLS session-ticket key, kept across reloads.
+    ticketer: Arc<dyn ProducesTickets>,
 }
 
 impl Shared {
@@ -109,6 +126,27 @@ impl Shared {
     fn auth(&self) -> Arc<Authenticator> {
         Arc::clone(&self.auth.read().unwrap_or_else(PoisonError::into_inner))
     }
+
+    fn tls(&self) -> Option<ServerTls> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The TLS setup for `cfg`: pop3d's own certificates, else `[tls]`'s;
+/// ALPN `pop3` (RFC 8314 section 7.2 registers it).
+fn server_tls(
+    cfg: &Config,
+    ticketer: &Arc<dyn ProducesTickets>,
+) -> Result<Option<ServerTls>, TlsError> {
+    let certs = if cfg.pop3d.tls_certificates.is_empty() {
+        &cfg.tls.certificates
+    } else {
+        &cfg.pop3d.tls_certificates
+    };
+    ServerTls::new(certs, &cfg.tls, &[b"pop3"], Arc::clone(ticketer))
 }
 
 fn authenticator(cfg: &Config, accounts: &Arc<Accounts>) -> Authenticator {
@@ -131,23 +169,38 @@ pub struct Running {
     shared: Arc<Shared>,
     serving: netkit::Serving,
     addrs: Vec<SocketAddr>,
+    pop3s_addrs: Vec<SocketAddr>,
 }
 
 impl Running {
-    /// Addresses of the listeners.
+    /// Addresses of the POP3 listeners.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Addresses of the pop3s (implicit TLS) listeners.
+    pub fn pop3s_addrs(&self) -> &[SocketAddr] {
+        &self.pop3s_addrs
     }
 }
 
 impl netkit::Service for Running {
     type Error = Error;
 
-    /// Apply a reread configuration (SIGHUP) to new connections. Listeners,
-    /// the Maildir root and the passwd-file path change only on restart.
+    /// Apply a reread configuration (SIGHUP) to new connections (open ones
+    /// keep their certificates). Listeners, the Maildir root and the
+    /// passwd-file path change only on restart. A certificate that does
+    /// not load leaves the old settings in force.
     fn reload(&self, cfg: Config) -> Result<(), Error> {
         let old = self.shared.cfg();
+        let tls = server_tls(&cfg, &self.shared.ticketer)?;
+        *self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = tls;
         if cfg.pop3d.listen != old.pop3d.listen
+            || cfg.pop3d.pop3s_listen != old.pop3d.pop3s_listen
             || cfg.global.maildir_root != old.global.maildir_root
             || cfg.global.passwd_file != old.global.passwd_file
         {
@@ -182,15 +235,33 @@ impl netkit::Service for Running {
 pub async fn start(cfg: Config) -> Result<Running, Error> {
     let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
     let accounts = Arc::new(Accounts::open(&cfg.global.passwd_file)?);
-    let listeners = netkit::bind_all(&cfg.pop3d.listen).await?;
-    let addrs = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()?;
+    let ticketer = netkit::tls::ticketer()?;
+    let tls = server_tls(&cfg, &ticketer)?;
+    for c in tls.iter().flat_map(ServerTls::certificates) {
+        info!(cert = %c.path.display(), names = ?c.names, not_after = c.not_after, "TLS certificate");
+    }
+    let plain = netkit::bind_all(&cfg.pop3d.listen).await?;
+    let implicit = netkit::bind_all(&cfg.pop3d.pop3s_listen).await?;
+    let local = |ls: &[tokio::net::TcpListener]| {
+        ls.iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (addrs, pop3s_addrs) = (local(&plain)?, local(&implicit)?);
     for a in &addrs {
         info!(addr = %a, "pop3d listening");
     }
+    for a in &pop3s_addrs {
+        info!(addr = %a, "pop3d listening (pop3s)");
+    }
+    let listeners = plain
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(implicit.into_iter().map(|l| (l, true)))
+        .collect();
     let shared = Arc::new(Shared {
+        tls: RwLock::new(tls),
+        ticketer,
         limiter: ConnLimiter::with_fd_limit(
             "pop3d",
             cfg.pop3d.max_connections,
@@ -204,19 +275,28 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         next_session: AtomicU64::new(1),
     });
     let handler_shared = Arc::clone(&shared);
-    let serving = netkit::Serving::spawn(
-        listeners.into_iter().map(|l| (l, ())).collect(),
-        move |stream, peer, (), watch| connection(Arc::clone(&handler_shared), stream, peer, watch),
-    );
+    let serving = netkit::Serving::spawn(listeners, move |stream, peer, pop3s, watch| {
+        connection(Arc::clone(&handler_shared), stream, peer, pop3s, watch)
+    });
     Ok(Running {
         shared,
         serving,
         addrs,
+        pop3s_addrs,
     })
 }
 
-fn session_config(cfg: &Config, session: u64) -> ServerConfig {
+/// The session's settings; `tls_available` says STLS can be offered,
+/// `pop3s` that TLS is already on.
+fn session_config(
+    cfg: &Config,
+    session: u64,
+    peer: SocketAddr,
+    tls_available: bool,
+    pop3s: bool,
+) -> ServerConfig {
     let p = &cfg.pop3d;
+    let offer = tls_available && !pop3s && p.tls_security_level != TlsLevel::None;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -240,6 +320,10 @@ fn session_config(cfg: &Config, session: u64) -> ServerConfig {
         login_timeout: Some(p.login_timeout.duration()),
         command_line_timeout: Some(p.command_line_timeout.duration()),
         transcript: cfg.global.transcript,
+        tls_available: offer,
+        tls_active: pop3s,
+        tls_required: offer && p.tls_security_level == TlsLevel::Encrypt,
+        plaintext_requires_tls: !cfg.tls.plaintext_auth_allowed(canonical_ip(peer.ip())),
         ..ServerConfig::default()
     }
 }
@@ -248,6 +332,7 @@ async fn connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    pop3s: bool,
     shutdown: ShutdownWatch,
 ) {
     let cfg = shared.cfg();
@@ -268,10 +353,22 @@ async fn connection(
     };
     let number = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let sid = format!("{number:X}");
-    info!(sid, client = %peer, "connect");
-    let session = ServerSession::new(session_config(&cfg, number), Duration::ZERO);
+    info!(sid, client = %peer, pop3s, "connect");
+    let tls = shared.tls();
+    let stream = match (&tls, pop3s) {
+        (Some(t), true) => match netkit::tls::accept_implicit(stream, t, &sid, peer).await {
+            Some((s, _)) => s,
+            None => return,
+        },
+        // The configuration check makes this impossible.
+        (None, true) => return,
+        (_, false) => Stream::Plain(stream),
+    };
+    let config = session_config(&cfg, number, peer, tls.is_some(), pop3s);
+    let session = ServerSession::new(config, Duration::ZERO);
     let mut driver = netkit::driver(stream, &permit, &sid, &cfg.global);
     let mut conn = Conn {
+        tls,
         shared,
         permit,
         peer,
@@ -293,6 +390,8 @@ async fn connection(
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The TLS setup this connection started with.
+    tls: Option<ServerTls>,
     /// The connection's slot; marked authenticated once logged in, so that
     /// it is never evicted when full.
     permit: ConnPermit,
@@ -307,7 +406,7 @@ impl Conn {
     async fn drive(
         &mut self,
         mut session: ServerSession,
-        driver: &mut Driver<TcpStream>,
+        driver: &mut Driver<Stream>,
     ) -> std::io::Result<()> {
         loop {
             // On shutdown a session that has not logged in ends at once;
@@ -352,7 +451,7 @@ impl Conn {
         &mut self,
         session: &mut ServerSession,
         event: Event,
-        driver: &mut Driver<TcpStream>,
+        driver: &mut Driver<Stream>,
     ) -> std::io::Result<()> {
         let answered = match event {
             Event::Authenticate(creds) => {
@@ -428,8 +527,12 @@ impl Conn {
                 session.update_result(ok)
             }
             Event::StartTls => {
-                // Never offered (tls_available = false).
-                Ok(())
+                let Some(tls) = self.tls.clone() else {
+                    return Err(std::io::Error::other("STLS without certificates (bug)"));
+                };
+                // The session dropped what was pipelined after STLS.
+                netkit::tls::start_tls(driver, &tls, &self.sid, self.peer).await?;
+                session.tls_established()
             }
         };
         if let Err(e) = answered {
@@ -476,7 +579,7 @@ impl Conn {
         index: usize,
         size: u64,
         whole: bool,
-        driver: &mut Driver<TcpStream>,
+        driver: &mut Driver<Stream>,
     ) -> std::io::Result<()> {
         if size < INLINE_READ_MAX {
             return self.retrieve_small(session, index, whole, driver).await;
@@ -572,7 +675,7 @@ impl Conn {
         session: &mut ServerSession,
         index: usize,
         whole: bool,
-        driver: &mut Driver<TcpStream>,
+        driver: &mut Driver<Stream>,
     ) -> std::io::Result<()> {
         let (maildrop, out) = (self.maildrop.as_mut(), driver.output_buffer());
         let Some(maildrop) = maildrop else {

@@ -15,8 +15,12 @@
 //! Maildir file and committed there before the reply. Messages the journal
 //! holds at start (after a crash) are delivered then.
 //!
-//! Two kinds of listener: inbound (port 25: local recipients need no AUTH)
-//! and submission (port 587, RFC 6409: AUTH before MAIL).
+//! Three kinds of listener: inbound (port 25: local recipients need no
+//! AUTH), submission (port 587, RFC 6409: AUTH before MAIL) and
+//! submissions (port 465, RFC 8314: submission over implicit TLS).
+//! STARTTLS (RFC 3207) is offered on the first two when certificates are
+//! configured; passwords in the clear (PLAIN, LOGIN) are taken only
+//! inside TLS, except from `[tls] plaintext_auth_networks` (loopback).
 //!
 //! The logic lives here so the end-to-end tests and the lab runner start
 //! the server in-process with [`start`]; `main.rs` only parses arguments.
@@ -63,12 +67,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use mail_config::{BareNewline, Config};
+use mail_config::{BareNewline, Config, TlsLevel};
 use mail_session::driver::{Driver, Stop};
+use mail_session::tls::{Stream, TlsInfo};
 use mailstore::auth::{loggable_user, AuthPenalty, Authenticator, PenaltyPolicy};
 use mailstore::pipeline::{Incoming, Pipeline, PipelineConfig, RetrySchedule};
 use mailstore::policy::{Client, PolicyReply, Recipient, RecipientPolicy};
 use mailstore::{Accounts, Aliases, LocalDomains, QueueIdGenerator, Recipients, Router, Store};
+use netkit::tls::{ServerTls, TlsError};
 use netkit::{
     canonical_ip, ConnLimiter, ConnPermit, LimitExceeded, Login, ShutdownWatch, Standing,
 };
@@ -91,6 +97,30 @@ pub enum Error {
     /// A listener could not be bound, or another socket error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// Port 25: mail for our domains, relaying only when allowed.
+    Inbound,
+    /// Port 587: AUTH before MAIL, STARTTLS offered.
+    Submission,
+    /// Port 465: as submission, TLS from the first byte.
+    Submissions,
+}
+
+impl Listener {
+    fn name(self) -> &'static str {
+        match self {
+            Listener::Inbound => "inbound",
+            Listener::Submission => "submission",
+            Listener::Submissions => "submissions",
+        }
+    }
 }
 
 /// Everything a connection needs that SIGHUP may replace.
@@ -98,10 +128,25 @@ struct Settings {
     cfg: Config,
     policy: RecipientPolicy,
     auth: Authenticator,
+    /// Certificates and the TLS configuration; `None` without
+    /// certificates.
+    tls: Option<ServerTls>,
 }
 
 impl Settings {
-    fn new(cfg: Config, accounts: &Arc<Accounts>) -> Result<Self, Error> {
+    fn new(
+        cfg: Config,
+        accounts: &Arc<Accounts>,
+        ticketer: &Arc<dyn netkit::tls::rustls::server::ProducesTickets>,
+    ) -> Result<Self, Error> {
+        let certs = if cfg.smtpd.tls_certificates.is_empty() {
+            &cfg.tls.certificates
+        } else {
+            &cfg.smtpd.tls_certificates
+        };
+        // No ALPN list: RFC 8314 names none for SMTP submission, and a
+        // list would make rustls refuse clients that offer other names.
+        let tls = ServerTls::new(certs, &cfg.tls, &[], Arc::clone(ticketer))?;
         let aliases = if cfg.global.aliases_file.exists() {
             Some(Arc::new(Aliases::open(&cfg.global.aliases_file)?))
         } else {
@@ -118,6 +163,7 @@ impl Settings {
             policy: RecipientPolicy::new(router),
             auth,
             cfg,
+            tls,
         })
     }
 }
@@ -131,6 +177,8 @@ struct Shared {
     next_session: AtomicU64,
     /// Failed AUTHs per client address, across connections.
     penalty: Arc<AuthPenalty>,
+    /// The TLS session-ticket key, kept across reloads.
+    ticketer: Arc<dyn netkit::tls::rustls::server::ProducesTickets>,
 }
 
 impl Shared {
@@ -161,6 +209,7 @@ pub struct Running {
     serving: netkit::Serving,
     inbound: Vec<SocketAddr>,
     submission: Vec<SocketAddr>,
+    submissions: Vec<SocketAddr>,
 }
 
 impl Running {
@@ -173,18 +222,26 @@ impl Running {
     pub fn submission_addrs(&self) -> &[SocketAddr] {
         &self.submission
     }
+
+    /// Addresses of the submissions (port 465, implicit TLS) listeners.
+    pub fn submissions_addrs(&self) -> &[SocketAddr] {
+        &self.submissions
+    }
 }
 
 impl netkit::Service for Running {
     type Error = Error;
 
     /// Apply a reread configuration (SIGHUP): host name, domains, relay
-    /// networks, limits and the aliases file take effect for new
-    /// connections. Listeners, store and passwd-file paths need a restart.
+    /// networks, limits, certificates and the aliases file take effect for
+    /// new connections (open ones keep theirs). Listeners, store and
+    /// passwd-file paths need a restart. A certificate that does not load
+    /// leaves the old settings in force.
     fn reload(&self, cfg: Config) -> Result<(), Error> {
         let old = self.shared.settings();
         if cfg.smtpd.listen != old.cfg.smtpd.listen
             || cfg.smtpd.submission_listen != old.cfg.smtpd.submission_listen
+            || cfg.smtpd.submissions_listen != old.cfg.smtpd.submissions_listen
             || cfg.global.maildir_root != old.cfg.global.maildir_root
             || cfg.global.passwd_file != old.cfg.global.passwd_file
             || cfg.smtpd.queue_directory != old.cfg.smtpd.queue_directory
@@ -193,9 +250,9 @@ impl netkit::Service for Running {
                 "listeners, maildir_root, passwd_file and queue_directory change only on restart"
             );
         }
-        self.shared.pipeline.set_retry(retry_schedule(&cfg));
-        self.shared.penalty.set_policy(penalty_policy(&cfg));
-        let new = Settings::new(cfg, &self.shared.accounts)?;
+        let new = Settings::new(cfg, &self.shared.accounts, &self.shared.ticketer)?;
+        self.shared.pipeline.set_retry(retry_schedule(&new.cfg));
+        self.shared.penalty.set_policy(penalty_policy(&new.cfg));
         *self
             .shared
             .settings
@@ -292,14 +349,22 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     }
     let inbound = netkit::bind_all(&cfg.smtpd.listen).await?;
     let submission = netkit::bind_all(&cfg.smtpd.submission_listen).await?;
+    let submissions = netkit::bind_all(&cfg.smtpd.submissions_listen).await?;
     let limiter = ConnLimiter::with_fd_limit(
         "smtpd",
         cfg.smtpd.max_connections,
         cfg.smtpd.max_connections_per_client,
     );
     let penalty = Arc::new(AuthPenalty::new(penalty_policy(&cfg)));
-    let settings = Settings::new(cfg, &accounts)?;
+    let ticketer = netkit::tls::ticketer()?;
+    let settings = Settings::new(cfg, &accounts, &ticketer)?;
+    if let Some(tls) = &settings.tls {
+        for c in tls.certificates() {
+            info!(cert = %c.path.display(), names = ?c.names, not_after = c.not_after, "TLS certificate");
+        }
+    }
     let shared = Arc::new(Shared {
+        ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
         pipeline,
@@ -314,31 +379,31 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             .map(TcpListener::local_addr)
             .collect::<Result<_, _>>()?)
     };
-    let (in_addrs, sub_addrs) = (addrs(&inbound)?, addrs(&submission)?);
-    for a in &in_addrs {
-        info!(addr = %a, "smtpd listening (inbound)");
-    }
-    for a in &sub_addrs {
-        info!(addr = %a, "smtpd listening (submission)");
-    }
-    let listeners = inbound
+    let (in_addrs, sub_addrs, subs_addrs) =
+        (addrs(&inbound)?, addrs(&submission)?, addrs(&submissions)?);
+    let listeners: Vec<_> = inbound
         .into_iter()
-        .map(|l| (l, false))
-        .chain(submission.into_iter().map(|l| (l, true)))
+        .map(|l| (l, Listener::Inbound))
+        .chain(submission.into_iter().map(|l| (l, Listener::Submission)))
+        .chain(submissions.into_iter().map(|l| (l, Listener::Submissions)))
         .collect();
+    for (l, kind) in &listeners {
+        info!(addr = %l.local_addr()?, "smtpd listening ({})", kind.name());
+    }
     for q in recovered {
         shared.pipeline.submit(q);
     }
     spawn_flush_on_sigusr1(&shared);
     let handler_shared = Arc::clone(&shared);
-    let serving = netkit::Serving::spawn(listeners, move |stream, peer, submission, watch| {
-        connection(Arc::clone(&handler_shared), stream, peer, submission, watch)
+    let serving = netkit::Serving::spawn(listeners, move |stream, peer, kind, watch| {
+        connection(Arc::clone(&handler_shared), stream, peer, kind, watch)
     });
     Ok(Running {
         shared,
         serving,
         inbound: in_addrs,
         submission: sub_addrs,
+        submissions: subs_addrs,
     })
 }
 
@@ -363,6 +428,8 @@ struct Conn {
     sid: String,
     helo: String,
     esmtp: bool,
+    /// What the TLS handshake agreed, once TLS is active.
+    tls: Option<TlsInfo>,
     txn: Txn,
 }
 
@@ -370,7 +437,7 @@ async fn connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    submission: bool,
+    kind: Listener,
     shutdown: ShutdownWatch,
 ) {
     let settings = shared.settings();
@@ -391,8 +458,21 @@ async fn connection(
         return;
     };
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
-    info!(sid, client = %peer, submission, "connect");
-    let session = ServerSession::new(session_config(&settings.cfg, submission), Duration::ZERO);
+    info!(sid, client = %peer, listener = kind.name(), "connect");
+    let (stream, tls) = match (kind, &settings.tls) {
+        (Listener::Submissions, Some(tls)) => {
+            let Some((stream, info)) = netkit::tls::accept_implicit(stream, tls, &sid, peer).await
+            else {
+                return;
+            };
+            (stream, Some(info))
+        }
+        // The configuration check makes this impossible.
+        (Listener::Submissions, None) => return,
+        _ => (Stream::Plain(stream), None),
+    };
+    let config = session_config(&settings, kind, peer);
+    let session = ServerSession::new(config, Duration::ZERO);
     let driver = netkit::driver(stream, &permit, &sid, &settings.cfg.global);
     let mut conn = Conn {
         shared,
@@ -402,6 +482,7 @@ async fn connection(
         sid,
         helo: String::new(),
         esmtp: false,
+        tls,
         txn: Txn::default(),
     };
     let result = conn.drive(session, driver).await;
@@ -414,7 +495,8 @@ async fn connection(
     }
 }
 
-fn session_config(cfg: &Config, submission: bool) -> ServerConfig {
+fn session_config(settings: &Settings, kind: Listener, peer: SocketAddr) -> ServerConfig {
+    let cfg = &settings.cfg;
     let s = &cfg.smtpd;
     let mut c = ServerConfig::new(cfg.global.hostname.clone());
     c.max_message_size = s.message_size_limit;
@@ -429,11 +511,18 @@ fn session_config(cfg: &Config, submission: bool) -> ServerConfig {
         .iter()
         .filter_map(|m| Mechanism::from_name(m))
         .collect();
-    c.auth_required = submission;
-    // No TLS in this build: AUTH over plain text is what the lab does.
-    c.plaintext_auth_requires_tls = false;
+    c.auth_required = kind != Listener::Inbound;
+    let level = match kind {
+        Listener::Inbound => s.tls_security_level,
+        Listener::Submission => s.submission_tls_security_level,
+        Listener::Submissions => TlsLevel::Encrypt,
+    };
+    c.tls_available = settings.tls.is_some() && level != TlsLevel::None;
+    c.tls_required = c.tls_available && level == TlsLevel::Encrypt;
+    c.tls_active = kind == Listener::Submissions;
+    // Dovecot's disable_plaintext_auth, Postfix's smtpd_tls_auth_only.
+    c.plaintext_auth_requires_tls = !cfg.tls.plaintext_auth_allowed(canonical_ip(peer.ip()));
     c.max_auth_failures = s.auth_failure_limit;
-    c.tls_available = false;
     c.command_timeout = s.command_timeout.duration();
     c.data_timeout = s.data_timeout.duration();
     c.command_line_timeout = s.command_line_timeout.duration();
@@ -446,7 +535,7 @@ impl Conn {
     async fn drive(
         &mut self,
         mut session: ServerSession,
-        mut driver: Driver<TcpStream>,
+        mut driver: Driver<Stream>,
     ) -> std::io::Result<()> {
         loop {
             // Shutdown ends a session only between transactions; one in
@@ -455,6 +544,7 @@ impl Conn {
             // too, as 421 may at any time (RFC 5321 section 3.8).
             let idle = !self.txn.active || self.permit.is_evicted();
             match driver.next(&mut session, idle).await {
+                Ok(Event::StartTls) => self.start_tls(&mut session, &mut driver).await?,
                 Ok(event) => {
                     // The answer may take a while (a password check, a
                     // flush): the client sees what is ready first.
@@ -490,6 +580,29 @@ impl Conn {
                 Err(Stop::Io(e)) => return Err(e),
             }
         }
+    }
+
+    /// `220 2.0.0 Ready to start TLS` is queued: flush it and shake hands.
+    /// The session then forgets everything from before (RFC 3207 section
+    /// 4.2) and has already dropped any plaintext pipelined after the
+    /// command. A failed handshake ends the connection: its stream is gone.
+    async fn start_tls(
+        &mut self,
+        session: &mut ServerSession,
+        driver: &mut Driver<Stream>,
+    ) -> std::io::Result<()> {
+        let Some(tls) = self.settings.tls.clone() else {
+            return Err(std::io::Error::other("STARTTLS without certificates (bug)"));
+        };
+        let info = netkit::tls::start_tls(driver, &tls, &self.sid, self.peer).await?;
+        self.tls = Some(info);
+        self.helo.clear();
+        self.esmtp = false;
+        self.txn = Txn::default();
+        if let Err(e) = session.tls_established() {
+            error!(sid = self.sid, error = %e, "session refused the TLS answer (bug)");
+        }
+        Ok(())
     }
 
     async fn answer(&mut self, session: &mut ServerSession, event: Event) {
@@ -548,10 +661,8 @@ impl Conn {
                 self.abort_delivery().await;
                 Ok(())
             }
-            Event::StartTls => {
-                // Never advertised (tls_available = false), so never sent.
-                Ok(())
-            }
+            // Handled in drive(), which has the connection.
+            Event::StartTls => Ok(()),
         };
         if let Err(e) = answered {
             error!(sid = self.sid, error = %e, "session refused an answer (bug)");
@@ -633,10 +744,13 @@ impl Conn {
     /// with it (RFC 5321 section 3.3), so its sender and recipients move in.
     fn envelope(&mut self, session: &ServerSession) -> mailstore::Envelope {
         let authed = session.authenticated_user().is_some();
-        let protocol = match (self.esmtp, authed) {
-            (false, _) => mailstore::Protocol::Smtp,
-            (true, false) => mailstore::Protocol::Esmtp,
-            (true, true) => mailstore::Protocol::Esmtpa,
+        // RFC 3848's names; HELO over TLS stays "SMTP", as Postfix writes.
+        let protocol = match (self.esmtp, self.tls.is_some(), authed) {
+            (false, _, _) => mailstore::Protocol::Smtp,
+            (true, false, false) => mailstore::Protocol::Esmtp,
+            (true, false, true) => mailstore::Protocol::Esmtpa,
+            (true, true, false) => mailstore::Protocol::Esmtps,
+            (true, true, true) => mailstore::Protocol::Esmtpsa,
         };
         let now = SystemTime::now();
         let rcpts = std::mem::take(&mut self.txn.rcpts);
@@ -647,6 +761,7 @@ impl Conn {
             helo: self.helo.clone(),
             client_ip: canonical_ip(self.peer.ip()),
             protocol,
+            tls: self.tls.as_ref().map(TlsInfo::received_clause),
             our_hostname: self.settings.cfg.global.hostname.clone(),
             queue_id: self.shared.queue_ids.next_id(now),
             time: now,
