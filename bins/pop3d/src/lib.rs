@@ -355,18 +355,22 @@ async fn connection(
     let sid = format!("{number:X}");
     info!(sid, client = %peer, pop3s, "connect");
     let tls = shared.tls();
-    let stream = match (&tls, pop3s) {
+    let (stream, established) = match (&tls, pop3s) {
         (Some(t), true) => match netkit::tls::accept_implicit(stream, t, &sid, peer).await {
-            Some((s, _)) => s,
+            Some((s, info)) => (s, Some(info)),
             None => return,
         },
         // The configuration check makes this impossible.
         (None, true) => return,
-        (_, false) => Stream::Plain(stream),
+        (_, false) => (Stream::Plain(stream), None),
     };
     let config = session_config(&cfg, number, peer, tls.is_some(), pop3s);
     let session = ServerSession::new(config, Duration::ZERO);
     let mut driver = netkit::driver(stream, &permit, &sid, &cfg.global);
+    if let Some(info) = established {
+        // The transcript marks where TLS began, here before the greeting.
+        driver.note(&format!("TLS established: {info}"));
+    }
     let mut conn = Conn {
         tls,
         shared,

@@ -474,6 +474,10 @@ async fn connection(
     let config = session_config(&settings, kind, peer);
     let session = ServerSession::new(config, Duration::ZERO);
     let driver = netkit::driver(stream, &permit, &sid, &settings.cfg.global);
+    if let Some(info) = &tls {
+        // The transcript marks where TLS began, here before the greeting.
+        driver.note(&format!("TLS established: {info}"));
+    }
     let mut conn = Conn {
         shared,
         permit,
