@@ -3,6 +3,7 @@ import poplib
 import shutil
 import signal
 import smtplib
+import ssl
 import socket
 import subprocess
 import time
@@ -27,14 +28,16 @@ BANNER_END = "Ctrl-C stops all three."
 
 def test_maillab_reproduces_the_lab(tmp_path, daemons):
     smtp, sub, pop3, dns = free_port(), free_port(), free_port(), free_port()
+    subs, pop3s = free_port(), free_port()
+    tls_args = ["--submissions", f"127.0.0.1:{subs}", "--pop3s", f"127.0.0.1:{pop3s}"]
     lab = daemons(
         [bin_path("maillab"), "--data-dir", tmp_path / "data",
          "--smtp", f"127.0.0.1:{smtp}", "--submission", f"127.0.0.1:{sub}",
          "--pop3", f"127.0.0.1:{pop3}", "--dns", f"127.0.0.1:{dns}",
-         "--password", "user2=lab-pass-2"],
+         "--password", "user2=lab-pass-2", *tls_args],
         cwd=tmp_path,
     )
-    for p in (smtp, sub, pop3, dns):
+    for p in (smtp, sub, pop3, dns, subs, pop3s):
         wait_tcp(p)
     wait_output(lab, BANNER_END)
     out = lab.output()
@@ -63,6 +66,31 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
     p.quit()
     assert (b"\r\n".join(lines) + b"\r\n").endswith(msg)
 
+    # TLS with the lab's own CA: the banner names it and its fingerprint,
+    # and clients that trust it verify every TLS port.
+    ca = tmp_path / "data" / "tls" / "ca.pem"
+    assert f"TLS: certificates from the lab's own CA {ca}" in out
+    fp = subprocess.run(["openssl", "x509", "-in", ca, "-noout", "-fingerprint", "-sha256"],
+                        capture_output=True, text=True, check=True).stdout
+    assert fp.split("=", 1)[1].strip() in out
+    ctx = ssl.create_default_context(cafile=str(ca))
+    s = smtplib.SMTP("127.0.0.1", sub, timeout=10)
+    s.starttls(context=ctx)
+    s.login("user2", "lab-pass-2")
+    assert s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg) == {}
+    s.quit()
+    s = smtplib.SMTP_SSL("127.0.0.1", subs, context=ctx, timeout=10)
+    s.login("user2", "lab-pass-2")
+    s.quit()
+    p = poplib.POP3_SSL("127.0.0.1", pop3s, context=ctx, timeout=10)
+    p.user("user1")
+    p.pass_(user1_pw)
+    assert p.stat()[0] == 2
+    _, lines, _ = p.retr(2)
+    assert any(b"with ESMTPSA" in l for l in lines)
+    p.dele(2)
+    p.quit()
+
     # A second start keeps the accounts and prints no password.
     lab.proc.send_signal(signal.SIGINT)
     assert lab.proc.wait(timeout=20) == 0
@@ -70,12 +98,14 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
     again = daemons(
         [bin_path("maillab"), "--data-dir", tmp_path / "data", "--quiet",
          "--smtp", f"127.0.0.1:{smtp}", "--submission", f"127.0.0.1:{sub}",
-         "--pop3", f"127.0.0.1:{pop3}", "--dns", f"127.0.0.1:{dns}"],
+         "--pop3", f"127.0.0.1:{pop3}", "--dns", f"127.0.0.1:{dns}", *tls_args],
         cwd=tmp_path,
     )
     wait_tcp(pop3)
     wait_output(again, BANNER_END)
     assert "user1: existing account" in again.output()
+    # The CA is made once: the same fingerprint again.
+    assert fp.split("=", 1)[1].strip() in again.output()
     p = poplib.POP3("127.0.0.1", pop3, timeout=10)
     p.user("user1")
     p.pass_(user1_pw)
@@ -86,7 +116,8 @@ def test_maillab_reproduces_the_lab(tmp_path, daemons):
 def lab_args(tmp_path, smtp=None, quiet=True):
     args = [bin_path("maillab"), "--data-dir", tmp_path / "data",
             "--smtp", f"127.0.0.1:{smtp or free_port()}", "--submission", f"127.0.0.1:{free_port()}",
-            "--pop3", f"127.0.0.1:{free_port()}", "--dns", f"127.0.0.1:{free_port()}"]
+            "--pop3", f"127.0.0.1:{free_port()}", "--dns", f"127.0.0.1:{free_port()}",
+            "--submissions", f"127.0.0.1:{free_port()}", "--pop3s", f"127.0.0.1:{free_port()}"]
     return args + (["--quiet"] if quiet else [])
 
 
