@@ -7,6 +7,17 @@
 //!
 //! Multi-line bodies are un-stuffed and handed over whole, so a retrieved
 //! message is held in memory (up to [`ClientSession::max_body`] octets).
+//!
+//! # TLS
+//!
+//! `STLS` (RFC 2595 section 4): send [`Command::Stls`]; commands queued
+//! after it are held back, never sent in clear text. When its answer comes
+//! as [`ClientEvent::Response`] with `+OK`, the session returns
+//! [`Interrupt::AwaitingHost`] until the host has run the TLS handshake and
+//! called [`ClientSession::tls_established`], which discards whatever
+//! arrived in clear text after the `+OK` and sends the held commands inside
+//! TLS. After `-ERR` they are sent at once. Over implicit TLS (pop3s, port
+//! 995, RFC 8314) start with [`ClientSession::new_tls`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +26,7 @@ use mail_session::{apop_digest, DotUnstuffer, Interrupt};
 
 use crate::command::Command;
 use crate::response::{Response, ResponseError};
+use crate::server::UsageError;
 
 /// Longest status line the client accepts, CRLF included. RFC 2449
 /// section 4 limits responses to 512 octets; some servers are generous.
@@ -106,6 +118,12 @@ pub struct ClientSession {
     timed_out: bool,
     eof: bool,
     last_activity: Duration,
+    /// TLS is active (implicit, or after STLS and the handshake).
+    tls_active: bool,
+    /// `+OK` to STLS handed out; waiting for the host's handshake.
+    tls_pending: bool,
+    /// Commands queued after STLS, held until TLS is up or refused.
+    held: Vec<Command>,
     /// Largest multi-line body accepted (default 64 MiB).
     pub max_body: usize,
     /// How long to wait for the server while answers are due (default 10
@@ -158,8 +176,49 @@ impl ClientSession {
             timed_out: false,
             eof: false,
             last_activity: Duration::ZERO,
+            tls_active: false,
+            tls_pending: false,
+            held: Vec::new(),
             max_body: 64 << 20,
             response_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// A session over a connection that is TLS from its first octet
+    /// (pop3s, RFC 8314 section 3.3).
+    pub fn new_tls() -> ClientSession {
+        ClientSession {
+            tls_active: true,
+            ..ClientSession::new()
+        }
+    }
+
+    /// Whether TLS is active (implicit, or after
+    /// [`tls_established`](Self::tls_established)).
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
+    }
+
+    /// Call once the TLS handshake that followed `+OK` to STLS is
+    /// complete: input received before it is discarded (a man in the
+    /// middle may have appended answers in clear text), and the commands
+    /// held since STLS are sent. From now on
+    /// [`enqueue_input`](Self::enqueue_input) takes decrypted bytes.
+    pub fn tls_established(&mut self) -> Result<(), UsageError> {
+        if !self.tls_pending {
+            return Err(UsageError::NotAwaiting("StartTls"));
+        }
+        self.tls_pending = false;
+        self.tls_active = true;
+        self.input.clear();
+        self.pos = 0;
+        self.release_held();
+        Ok(())
+    }
+
+    fn release_held(&mut self) {
+        for c in std::mem::take(&mut self.held) {
+            self.send(c);
         }
     }
 
@@ -215,7 +274,12 @@ impl ClientSession {
     }
 
     /// Queues a command; its answer comes back as an event in order.
+    /// After STLS the command waits until TLS is up or STLS is refused.
     pub fn send(&mut self, command: Command) {
+        if self.tls_pending || self.pending.contains(&Command::Stls) {
+            self.held.push(command);
+            return;
+        }
         command.write_to(&mut self.out);
         self.pending.push_back(command);
     }
@@ -274,6 +338,10 @@ impl ClientSession {
     pub fn next(&mut self) -> Result<ClientEvent, Interrupt> {
         if self.failed {
             return Err(Interrupt::Close);
+        }
+        if self.tls_pending {
+            // Nothing is read or written in clear text after `+OK` to STLS.
+            return Err(Interrupt::AwaitingHost);
         }
         if !self.out.is_empty() {
             return Err(Interrupt::Output(std::mem::take(&mut self.out)));
@@ -361,11 +429,43 @@ impl ClientSession {
             });
             return self.next();
         }
+        if command == Command::Stls {
+            if response.is_ok() {
+                self.tls_pending = true;
+            } else {
+                self.release_held();
+            }
+        }
         Ok(ClientEvent::Response { command, response })
     }
 }
 
-mail_session::impl_session!(ClientSession, ClientEvent);
+// By hand rather than with `impl_session!`: the client has TLS but no
+// transcript.
+impl mail_session::Session for ClientSession {
+    type Event = ClientEvent;
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ClientSession::enqueue_input(self, now, bytes)
+    }
+    fn input_closed(&mut self) {
+        ClientSession::input_closed(self)
+    }
+    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        ClientSession::next(self)
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        ClientSession::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Duration) {
+        ClientSession::handle_timeout(self, now)
+    }
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        ClientSession::drain_output(self, dst)
+    }
+    fn tls_active(&self) -> bool {
+        ClientSession::tls_active(self)
+    }
+}
 
 /// Parses a `STAT` answer text `count size`.
 pub fn parse_stat(r: &Response) -> Option<(u32, u64)> {

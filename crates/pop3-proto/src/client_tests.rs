@@ -382,3 +382,134 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+// ---- STLS (RFC 2595 section 4) ----
+
+/// Events until the client needs input or waits for the handshake.
+fn events_tls(c: &mut ClientSession) -> (Vec<ClientEvent>, Vec<u8>, bool) {
+    let mut evs = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        match c.next() {
+            Ok(e) => evs.push(e),
+            Err(Interrupt::Output(b)) => out.extend(b),
+            Err(Interrupt::NeedInput) => return (evs, out, false),
+            Err(Interrupt::AwaitingHost) => return (evs, out, true),
+            Err(Interrupt::Close) => panic!("client closed"),
+        }
+    }
+}
+
+#[test]
+fn stls_holds_later_commands_and_discards_clear_text_after_ok() {
+    let server: &[u8] = b"+OK Begin TLS negotiation now.\r\n+OK injected\r\n";
+    for bytewise in [false, true] {
+        let mut c = ClientSession::new();
+        c.enqueue_input(Duration::ZERO, b"+OK ready\r\n");
+        let _ = events(&mut c);
+        c.send(Command::Stls);
+        c.send(Command::User("user1".into()));
+        c.send(Command::Capa);
+        // Only STLS goes out in clear text.
+        assert_eq!(c.next(), Err(Interrupt::Output(b"STLS\r\n".to_vec())));
+        assert_eq!(c.pending(), 1);
+        let mut evs = Vec::new();
+        let mut waiting = false;
+        let pieces: Vec<&[u8]> = if bytewise {
+            server.chunks(1).collect()
+        } else {
+            vec![server]
+        };
+        for p in pieces {
+            c.enqueue_input(Duration::ZERO, p);
+            let (e, out, w) = events_tls(&mut c);
+            assert!(out.is_empty());
+            evs.extend(e);
+            waiting = w;
+        }
+        assert!(waiting, "bytewise {bytewise}");
+        assert_eq!(
+            evs,
+            vec![resp(Command::Stls, "+OK Begin TLS negotiation now.")]
+        );
+        assert_eq!(c.poll_timeout(), None);
+        assert!(!c.tls_active());
+        c.tls_established().unwrap();
+        assert!(c.tls_active());
+        assert_eq!(
+            c.next(),
+            Err(Interrupt::Output(b"USER user1\r\nCAPA\r\n".to_vec()))
+        );
+        // "+OK injected" was dropped: the next answer is the real one.
+        assert_eq!(c.next(), Err(Interrupt::NeedInput));
+        c.enqueue_input(Duration::ZERO, b"+OK\r\n");
+        assert_eq!(c.next(), Ok(resp(Command::User("user1".into()), "+OK")));
+    }
+}
+
+#[test]
+fn stls_refused_releases_held_commands() {
+    let mut c = ClientSession::new();
+    c.enqueue_input(Duration::ZERO, b"+OK ready\r\n");
+    let _ = events(&mut c);
+    assert_eq!(
+        c.tls_established(),
+        Err(UsageError::NotAwaiting("StartTls"))
+    );
+    c.send(Command::Stls);
+    c.send(Command::Noop);
+    assert_eq!(c.next(), Err(Interrupt::Output(b"STLS\r\n".to_vec())));
+    c.enqueue_input(Duration::ZERO, b"-ERR TLS support isn't enabled.\r\n");
+    let (evs, out) = events(&mut c);
+    assert_eq!(
+        evs,
+        vec![resp(Command::Stls, "-ERR TLS support isn't enabled.")]
+    );
+    assert_eq!(out, b"NOOP\r\n");
+    assert!(!c.tls_active());
+    assert_eq!(
+        c.tls_established(),
+        Err(UsageError::NotAwaiting("StartTls"))
+    );
+    assert!(ClientSession::new_tls().tls_active());
+    assert!(mail_session::Session::tls_active(&ClientSession::new_tls()));
+}
+
+#[test]
+fn client_stls_against_server_then_login() {
+    let config = crate::ServerConfig {
+        tls_available: true,
+        tls_required: true,
+        ..cfg()
+    };
+    let mut host = Host::new();
+    let mut s = ServerSession::new(config, Duration::ZERO);
+    let mut c = ClientSession::new();
+    pump(&mut s, &mut host, &mut c);
+    c.send(Command::Stls);
+    c.send(Command::User("user1".into()));
+    c.send(Command::Pass(crate::Secret::new("pw1".into())));
+    let mut evs = Vec::new();
+    loop {
+        let (e, to_server, waiting) = events_tls(&mut c);
+        evs.extend(e);
+        if waiting {
+            // The host's handshake: the server side completes in drive().
+            assert!(s.tls_active());
+            c.tls_established().unwrap();
+            continue;
+        }
+        let to_client = host.drive(&mut s);
+        if to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+        s.enqueue_input(Duration::ZERO, &to_server);
+        c.enqueue_input(Duration::ZERO, &to_client);
+    }
+    assert!(c.tls_active());
+    assert_eq!(s.state(), SessionState::Transaction);
+    assert!(
+        matches!(evs.last(), Some(ClientEvent::Response { response, .. }) if response.text == "Logged in."),
+        "{evs:?}"
+    );
+}

@@ -7,6 +7,22 @@
 //! It is driven like the server: call [`ClientSession::next`], write what
 //! [`Interrupt::Output`] gives, read on [`Interrupt::NeedInput`], stop at
 //! [`Interrupt::Close`].
+//!
+//! # TLS
+//!
+//! With [`ClientConfig::tls`] set, the session upgrades with STARTTLS (RFC
+//! 3207) when the first EHLO reply offers it: on the server's `220` it
+//! returns [`ClientEvent::StartTls`] and then [`Interrupt::AwaitingHost`]
+//! until the host has run the TLS handshake and called
+//! [`ClientSession::tls_established`]. Whatever arrived in plaintext after
+//! the `220` is discarded there (a man in the middle could have appended
+//! replies), the EHLO capabilities are forgotten and EHLO is sent again
+//! inside TLS (RFC 3207 section 4.2); [`ClientEvent::Ready`] follows the
+//! second EHLO. [`ClientTls::Required`] gives up with
+//! [`ClientError::TlsUnavailable`] (and QUIT) when STARTTLS is not offered
+//! or refused, before any AUTH or MAIL; [`ClientTls::Opportunistic`] goes
+//! on in plaintext. Over implicit TLS (RFC 8314, port 465) the host sets
+//! [`ClientConfig::tls_active`] and the session never sends STARTTLS.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +31,22 @@ use mail_session::sasl::client as sasl;
 use mail_session::{stuff_data, Interrupt, Secret};
 
 use crate::reply::{Reply, ReplyError};
+use crate::server::UsageError;
+
+/// When the client upgrades to TLS with STARTTLS (RFC 3207): Postfix's
+/// `smtp_tls_security_level` `none`, `may` and `encrypt`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientTls {
+    /// Never send STARTTLS.
+    #[default]
+    None,
+    /// STARTTLS when the server offers it; plaintext when it does not or
+    /// refuses it.
+    Opportunistic,
+    /// STARTTLS or nothing: give up with [`ClientError::TlsUnavailable`]
+    /// before AUTH or MAIL when the server does not offer or refuses it.
+    Required,
+}
 
 /// Client configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +57,22 @@ pub struct ClientConfig {
     pub credentials: Option<(String, Secret<String>)>,
     /// Use PIPELINING when the server offers it.
     pub pipelining: bool,
+    /// STARTTLS policy (default [`ClientTls::None`]).
+    pub tls: ClientTls,
+    /// The connection is TLS already (implicit TLS, RFC 8314): STARTTLS
+    /// is never sent, whatever `tls` says.
+    pub tls_active: bool,
 }
 
 impl ClientConfig {
-    /// No AUTH, pipelining when offered.
+    /// No AUTH, pipelining when offered, no TLS.
     pub fn new(ehlo_domain: impl Into<String>) -> Self {
         ClientConfig {
             ehlo_domain: ehlo_domain.into(),
             credentials: None,
             pipelining: true,
+            tls: ClientTls::None,
+            tls_active: false,
         }
     }
 }
@@ -96,6 +135,16 @@ pub enum ClientError {
     /// The server closed the connection while replies were due.
     #[error("connection closed by the server")]
     ConnectionClosed,
+    /// [`ClientTls::Required`] and the server did not offer STARTTLS
+    /// (`reply` is `None`) or refused it (its reply).
+    #[error("TLS required but {}", match reply {
+        Some(r) => format!("STARTTLS refused: {}", r.to_string().trim_end()),
+        None => "STARTTLS not offered".to_owned(),
+    })]
+    TlsUnavailable {
+        /// The server's reply to STARTTLS, if it was sent.
+        reply: Option<Reply>,
+    },
 }
 
 /// What the client session reports.
@@ -108,6 +157,11 @@ pub enum ClientEvent {
         /// EHLO keywords with their parameters (`SIZE 10240000`, ...).
         capabilities: Vec<String>,
     },
+    /// The server said `220` to STARTTLS: flush the output, run the TLS
+    /// handshake, then call [`ClientSession::tls_established`] (or drop
+    /// the connection if the handshake fails). Until then
+    /// [`ClientSession::next`] returns [`Interrupt::AwaitingHost`].
+    StartTls,
     /// AUTH succeeded.
     Authenticated,
     /// A message transaction finished (accepted or not).
@@ -121,6 +175,7 @@ enum Expect {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
     AuthPlain,
     AuthLoginStart,
     AuthLoginUser,
@@ -148,6 +203,10 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     capabilities: Vec<String>,
     pipelining: bool,
+    /// TLS is active (implicit, or after the handshake).
+    tls: bool,
+    /// `220` to STARTTLS seen; waiting for the host's handshake.
+    tls_pending: bool,
     last_activity: Duration,
     closing: bool,
     closed: bool,
@@ -158,6 +217,7 @@ impl ClientSession {
     /// A session that will deliver `messages` in order, then QUIT. `now`
     /// is the host's clock, as for [`ServerSession`](crate::ServerSession).
     pub fn new(config: ClientConfig, messages: Vec<OutgoingMessage>, now: Duration) -> Self {
+        let tls = config.tls_active;
         ClientSession {
             cfg: config,
             messages,
@@ -170,6 +230,8 @@ impl ClientSession {
             events: VecDeque::new(),
             capabilities: Vec::new(),
             pipelining: false,
+            tls,
+            tls_pending: false,
             last_activity: now,
             closing: false,
             closed: false,
@@ -227,9 +289,36 @@ impl ClientSession {
         n
     }
 
-    /// EHLO keywords seen (empty before EHLO or after HELO).
+    /// EHLO keywords seen (empty before EHLO or after HELO; after
+    /// STARTTLS, those of the EHLO inside TLS).
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities
+    }
+
+    /// True over implicit TLS and after [`tls_established`](Self::tls_established).
+    pub fn tls_active(&self) -> bool {
+        self.tls
+    }
+
+    /// Answer [`ClientEvent::StartTls`] once the TLS handshake is
+    /// complete: input received before it is discarded (plaintext a man
+    /// in the middle may have appended after the `220`), the capabilities
+    /// are forgotten and EHLO is sent again (RFC 3207 section 4.2). From
+    /// now on [`enqueue_input`](Self::enqueue_input) takes decrypted bytes.
+    pub fn tls_established(&mut self) -> Result<(), UsageError> {
+        if !self.tls_pending {
+            return Err(UsageError::NotAwaiting);
+        }
+        self.tls_pending = false;
+        self.tls = true;
+        self.input.clear();
+        self.checked = 0;
+        self.capabilities.clear();
+        self.pipelining = false;
+        let l = format!("EHLO {}", self.cfg.ehlo_domain);
+        self.send_line(&l);
+        self.expect.push_back(Expect::Ehlo);
+        Ok(())
     }
 
     /// Drive the session; see the module docs.
@@ -241,6 +330,10 @@ impl ClientSession {
             }
             if self.closed {
                 return Err(Interrupt::Close);
+            }
+            if self.tls_pending {
+                // Nothing received in plaintext after the 220 is read.
+                return Err(Interrupt::AwaitingHost);
             }
             if self.expect.is_empty() {
                 if !self.out.is_empty() {
@@ -329,17 +422,26 @@ impl ClientSession {
             Expect::Ehlo => {
                 if reply.is_positive() {
                     self.capabilities = reply.lines().iter().skip(1).cloned().collect();
-                    self.pipelining = self.cfg.pipelining && self.has_capability("PIPELINING");
-                    self.events.push_back(ClientEvent::Ready {
-                        extended: true,
-                        capabilities: self.capabilities.clone(),
-                    });
-                    self.after_hello();
+                    if self.wants_tls() {
+                        if self.has_capability("STARTTLS") {
+                            self.send_line("STARTTLS");
+                            self.expect.push_back(Expect::StartTls);
+                            return;
+                        }
+                        if self.cfg.tls == ClientTls::Required {
+                            self.fail(ClientError::TlsUnavailable { reply: None });
+                            return;
+                        }
+                    }
+                    self.ready_extended();
                 } else if reply.code() == 421 {
                     self.fail(ClientError::Refused {
                         stage: "EHLO",
                         reply,
                     });
+                } else if self.wants_tls() && self.cfg.tls == ClientTls::Required {
+                    // HELO has no STARTTLS: no point falling back to it.
+                    self.fail(ClientError::TlsUnavailable { reply: None });
                 } else {
                     // RFC 5321 section 3.2: fall back to HELO.
                     let l = format!("HELO {}", self.cfg.ehlo_domain);
@@ -361,6 +463,23 @@ impl ClientSession {
                         stage: "HELO",
                         reply,
                     });
+                }
+            }
+            Expect::StartTls => {
+                if reply.code() == 220 {
+                    self.tls_pending = true;
+                    self.events.push_back(ClientEvent::StartTls);
+                } else if self.cfg.tls == ClientTls::Required {
+                    self.fail(ClientError::TlsUnavailable { reply: Some(reply) });
+                } else if reply.code() == 421 {
+                    self.fail(ClientError::Refused {
+                        stage: "STARTTLS",
+                        reply,
+                    });
+                } else {
+                    // Opportunistic (RFC 3207 section 4.1): go on in
+                    // plaintext with the first EHLO's capabilities.
+                    self.ready_extended();
                 }
             }
             Expect::AuthPlain | Expect::AuthLoginPass => {
@@ -459,6 +578,21 @@ impl ClientSession {
                 self.closing = true;
             }
         }
+    }
+
+    /// STARTTLS is to be tried: wanted by the policy, not active yet.
+    fn wants_tls(&self) -> bool {
+        !self.tls && self.cfg.tls != ClientTls::None
+    }
+
+    /// EHLO done (and STARTTLS, if any): report and go on.
+    fn ready_extended(&mut self) {
+        self.pipelining = self.cfg.pipelining && self.has_capability("PIPELINING");
+        self.events.push_back(ClientEvent::Ready {
+            extended: true,
+            capabilities: self.capabilities.clone(),
+        });
+        self.after_hello();
     }
 
     fn has_capability(&self, kw: &str) -> bool {
@@ -567,7 +701,32 @@ impl ClientSession {
     }
 }
 
-mail_session::impl_session!(ClientSession, ClientEvent);
+// By hand rather than with `impl_session!`: the client has TLS but no
+// transcript.
+impl mail_session::Session for ClientSession {
+    type Event = ClientEvent;
+    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
+        ClientSession::enqueue_input(self, now, bytes)
+    }
+    fn input_closed(&mut self) {
+        ClientSession::input_closed(self)
+    }
+    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
+        ClientSession::next(self)
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        ClientSession::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Duration) {
+        ClientSession::handle_timeout(self, now)
+    }
+    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+        ClientSession::drain_output(self, dst)
+    }
+    fn tls_active(&self) -> bool {
+        ClientSession::tls_active(self)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -757,5 +916,295 @@ mod tests {
         assert_eq!(c.next(), Ok(ClientEvent::Failed(ClientError::Timeout)));
         assert_eq!(c.next(), Err(Interrupt::Close));
         assert_eq!(c.capabilities(), &[] as &[String]);
+    }
+
+    // ---- STARTTLS (RFC 3207) ----
+
+    /// Like `script`, with a host that answers StartTls at once ("<TLS>"
+    /// marks the handshake in `sent`); `bytewise` feeds every server octet
+    /// on its own.
+    fn tls_script(
+        cfg: ClientConfig,
+        msgs: Vec<OutgoingMessage>,
+        server: &[&str],
+        bytewise: bool,
+    ) -> (String, Vec<ClientEvent>, ClientSession) {
+        let mut c = ClientSession::new(cfg, msgs, Duration::ZERO);
+        let mut input: VecDeque<Vec<u8>> = server
+            .iter()
+            .flat_map(|s| {
+                if bytewise {
+                    s.bytes().map(|b| vec![b]).collect::<Vec<_>>()
+                } else {
+                    vec![s.as_bytes().to_vec()]
+                }
+            })
+            .collect();
+        let (mut sent, mut events) = (String::new(), Vec::new());
+        loop {
+            match c.next() {
+                Ok(ClientEvent::StartTls) => {
+                    assert_eq!(c.next(), Err(Interrupt::AwaitingHost));
+                    assert_eq!(c.poll_timeout(), None);
+                    sent.push_str("<TLS>");
+                    c.tls_established().unwrap();
+                    events.push(ClientEvent::StartTls);
+                }
+                Ok(e) => events.push(e),
+                Err(Interrupt::Output(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
+                Err(Interrupt::NeedInput) => match input.pop_front() {
+                    Some(s) => c.enqueue_input(Duration::ZERO, &s),
+                    None => break,
+                },
+                Err(Interrupt::Close) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        (sent, events, c)
+    }
+
+    fn one_rcpt() -> OutgoingMessage {
+        OutgoingMessage {
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            body: b"hi\r\n".to_vec(),
+        }
+    }
+
+    fn tls_cfg(tls: ClientTls) -> ClientConfig {
+        let mut cfg = ClientConfig::new("c");
+        cfg.tls = tls;
+        cfg.credentials = Some(("user1".into(), Secret::new("pw".into())));
+        cfg
+    }
+
+    const AFTER_TLS_EHLO: &str = "250-mx\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n";
+
+    #[test]
+    fn starttls_then_ehlo_auth_and_mail_inside_tls() {
+        let server = [
+            "220 mx ESMTP\r\n",
+            "250-mx\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 AUTH CRAM-MD5\r\n",
+            "220 2.0.0 Ready to start TLS\r\n",
+            AFTER_TLS_EHLO,
+            "235 2.7.0 Authentication successful\r\n",
+            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+            "250 2.0.0 Ok: queued as Q\r\n",
+            "221 2.0.0 Bye\r\n",
+        ];
+        let plain = sasl::plain("", "user1", "pw");
+        let want = format!(
+            "EHLO c\r\nSTARTTLS\r\n<TLS>EHLO c\r\nAUTH PLAIN {plain}\r\n\
+             MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n"
+        );
+        for tls in [ClientTls::Required, ClientTls::Opportunistic] {
+            for bytewise in [false, true] {
+                let (sent, events, c) =
+                    tls_script(tls_cfg(tls), vec![one_rcpt()], &server, bytewise);
+                assert_eq!(sent, want, "{tls:?} {bytewise}");
+                assert!(c.tls_active());
+                assert_eq!(events[0], ClientEvent::StartTls);
+                assert_eq!(
+                    events[1],
+                    ClientEvent::Ready {
+                        extended: true,
+                        capabilities: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+                    }
+                );
+                assert_eq!(events[2], ClientEvent::Authenticated);
+                assert!(matches!(&events[3], ClientEvent::Message(r) if r.accepted()));
+                assert_eq!(events.len(), 4);
+            }
+        }
+    }
+
+    #[test]
+    fn plaintext_after_the_220_is_discarded() {
+        // A man in the middle appends replies behind the 220: they must
+        // not be read as the answer to the EHLO inside TLS.
+        let (sent, events, _) = tls_script(
+            tls_cfg(ClientTls::Required),
+            vec![],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250 STARTTLS\r\n",
+                "220 2.0.0 Ready\r\n250-evil\r\n250 AUTH PLAIN\r\n235 ok\r\n",
+                AFTER_TLS_EHLO,
+                "235 2.7.0 Authentication successful\r\n",
+                "221 Bye\r\n",
+            ],
+            false,
+        );
+        assert!(
+            sent.starts_with("EHLO c\r\nSTARTTLS\r\n<TLS>EHLO c\r\nAUTH PLAIN "),
+            "{sent}"
+        );
+        assert_eq!(
+            events[1],
+            ClientEvent::Ready {
+                extended: true,
+                capabilities: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn required_tls_not_offered_or_refused_fails_before_auth() {
+        let (sent, events, c) = tls_script(
+            tls_cfg(ClientTls::Required),
+            vec![one_rcpt()],
+            &["220 mx\r\n", "250-mx\r\n250 AUTH PLAIN\r\n", "221 Bye\r\n"],
+            false,
+        );
+        assert_eq!(sent, "EHLO c\r\nQUIT\r\n");
+        assert_eq!(
+            events,
+            vec![ClientEvent::Failed(ClientError::TlsUnavailable {
+                reply: None
+            })]
+        );
+        assert!(!c.tls_active());
+        let refusal = "454 4.7.0 TLS not available due to local problem\r\n";
+        let (sent, events, _) = tls_script(
+            tls_cfg(ClientTls::Required),
+            vec![one_rcpt()],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n",
+                refusal,
+                "221 Bye\r\n",
+            ],
+            true,
+        );
+        assert_eq!(sent, "EHLO c\r\nSTARTTLS\r\nQUIT\r\n");
+        let reply = Reply::parse(refusal.as_bytes()).unwrap().0;
+        let err = ClientError::TlsUnavailable { reply: Some(reply) };
+        assert_eq!(
+            err.to_string(),
+            "TLS required but STARTTLS refused: 454 4.7.0 TLS not available due to local problem"
+        );
+        assert_eq!(events, vec![ClientEvent::Failed(err)]);
+        // EHLO refused: HELO could not offer STARTTLS either.
+        let (sent, events, _) = tls_script(
+            tls_cfg(ClientTls::Required),
+            vec![],
+            &["220 mx\r\n", "502 5.5.2 no\r\n", "221 Bye\r\n"],
+            false,
+        );
+        assert_eq!(sent, "EHLO c\r\nQUIT\r\n");
+        assert_eq!(
+            events,
+            vec![ClientEvent::Failed(ClientError::TlsUnavailable {
+                reply: None
+            })]
+        );
+    }
+
+    #[test]
+    fn opportunistic_tls_goes_on_in_plaintext() {
+        // Not offered.
+        let (sent, events, c) = tls_script(
+            tls_cfg(ClientTls::Opportunistic),
+            vec![],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250 AUTH PLAIN\r\n",
+                "235 ok\r\n",
+                "221 Bye\r\n",
+            ],
+            false,
+        );
+        assert!(sent.starts_with("EHLO c\r\nAUTH PLAIN "), "{sent}");
+        assert!(events.contains(&ClientEvent::Authenticated));
+        assert!(!c.tls_active());
+        // Refused: the first EHLO's capabilities are used.
+        let (sent, events, c) = tls_script(
+            tls_cfg(ClientTls::Opportunistic),
+            vec![],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-STARTTLS\r\n250 AUTH LOGIN\r\n",
+                "454 4.7.0 TLS not available\r\n",
+                "334 VXNlcm5hbWU6\r\n",
+                "334 UGFzc3dvcmQ6\r\n",
+                "235 ok\r\n",
+                "221 Bye\r\n",
+            ],
+            false,
+        );
+        assert!(
+            sent.starts_with("EHLO c\r\nSTARTTLS\r\nAUTH LOGIN\r\n"),
+            "{sent}"
+        );
+        assert_eq!(
+            events[0],
+            ClientEvent::Ready {
+                extended: true,
+                capabilities: vec!["STARTTLS".into(), "AUTH LOGIN".into()],
+            }
+        );
+        assert!(!c.tls_active());
+        // 421 to STARTTLS ends the session.
+        let (_, events, _) = tls_script(
+            tls_cfg(ClientTls::Opportunistic),
+            vec![],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250 STARTTLS\r\n",
+                "421 4.3.2 shutting down\r\n",
+            ],
+            false,
+        );
+        assert!(matches!(
+            events[0],
+            ClientEvent::Failed(ClientError::Refused {
+                stage: "STARTTLS",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn no_starttls_when_off_or_already_tls() {
+        let server = [
+            "220 mx\r\n",
+            "250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n",
+            "235 ok\r\n",
+            "221 Bye\r\n",
+        ];
+        let (sent, _, c) = tls_script(tls_cfg(ClientTls::None), vec![], &server, false);
+        assert!(sent.starts_with("EHLO c\r\nAUTH PLAIN "), "{sent}");
+        assert!(!c.tls_active());
+        // Implicit TLS (port 465): STARTTLS is never sent.
+        let mut cfg = tls_cfg(ClientTls::Required);
+        cfg.tls_active = true;
+        let (sent, events, c) = tls_script(cfg, vec![], &server, false);
+        assert!(sent.starts_with("EHLO c\r\nAUTH PLAIN "), "{sent}");
+        assert!(!events.contains(&ClientEvent::StartTls));
+        assert!(c.tls_active());
+        assert_eq!(ClientConfig::new("c").tls, ClientTls::None);
+        assert_eq!(ClientTls::default(), ClientTls::None);
+    }
+
+    #[test]
+    fn tls_established_only_after_the_event() {
+        let mut c = ClientSession::new(tls_cfg(ClientTls::Required), vec![], Duration::ZERO);
+        assert_eq!(c.tls_established(), Err(UsageError::NotAwaiting));
+        c.enqueue_input(Duration::ZERO, b"220 mx\r\n250-mx\r\n250 STARTTLS\r\n");
+        assert_eq!(
+            c.next(),
+            Err(Interrupt::Output(b"EHLO c\r\nSTARTTLS\r\n".to_vec()))
+        );
+        c.enqueue_input(Duration::ZERO, b"220 go\r\n");
+        assert_eq!(c.next(), Ok(ClientEvent::StartTls));
+        // Plaintext read before the handshake is never looked at.
+        c.enqueue_input(Duration::ZERO, b"250 fake\r\n");
+        assert_eq!(c.next(), Err(Interrupt::AwaitingHost));
+        assert!(!c.tls_active());
+        c.tls_established().unwrap();
+        assert_eq!(c.tls_established(), Err(UsageError::NotAwaiting));
+        assert!(c.tls_active() && mail_session::Session::tls_active(&c));
+        assert_eq!(c.next(), Err(Interrupt::Output(b"EHLO c\r\n".to_vec())));
+        assert_eq!(c.next(), Err(Interrupt::NeedInput));
     }
 }

@@ -113,7 +113,8 @@ pub use mail_session::sasl;
 pub use mail_session::transcript;
 
 pub use client::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, MessageReport, OutgoingMessage,
+    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport,
+    OutgoingMessage,
 };
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,

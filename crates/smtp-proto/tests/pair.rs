@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use smtp_proto::{
-    AuthResult, ClientConfig, ClientEvent, ClientSession, Delivery, Event, Interrupt, Mechanism,
-    OutgoingMessage, Secret, ServerConfig, ServerSession, Verdict,
+    AuthResult, ClientConfig, ClientEvent, ClientSession, ClientTls, Delivery, Envelope, Event,
+    Interrupt, Mechanism, OutgoingMessage, Secret, ServerConfig, ServerSession, Verdict,
 };
 
 /// Runs both sessions to completion, moving bytes between them in pieces
@@ -15,7 +15,22 @@ fn pair(
     msgs: Vec<OutgoingMessage>,
     mtu: usize,
 ) -> (Vec<ClientEvent>, Vec<Vec<u8>>) {
+    let (events, bodies, _) = pair_envelopes(server_cfg, client_cfg, msgs, mtu);
+    (events, bodies)
+}
+
+/// [`pair`], also returning the server's envelopes. A STARTTLS
+/// "handshake" happens once both sides asked for it: each then calls
+/// `tls_established` (the bytes in flight were all delivered before).
+fn pair_envelopes(
+    server_cfg: ServerConfig,
+    client_cfg: ClientConfig,
+    msgs: Vec<OutgoingMessage>,
+    mtu: usize,
+) -> (Vec<ClientEvent>, Vec<Vec<u8>>, Vec<Envelope>) {
     let now = Duration::ZERO;
+    let (mut server_tls, mut client_tls) = (false, false);
+    let mut envelopes = Vec::new();
     let mut server = ServerSession::new(server_cfg, now);
     let mut client = ClientSession::new(client_cfg, msgs, now);
     let (mut to_server, mut to_client) = (Vec::<u8>::new(), Vec::<u8>::new());
@@ -23,7 +38,12 @@ fn pair(
     let (mut server_done, mut client_done) = (false, false);
     for _ in 0..100_000 {
         if server_done && client_done {
-            return (events, bodies);
+            return (events, bodies, envelopes);
+        }
+        if server_tls && client_tls && to_server.is_empty() && to_client.is_empty() {
+            server.tls_established().unwrap();
+            client.tls_established().unwrap();
+            (server_tls, client_tls) = (false, false);
         }
         // Server turn.
         if !server_done {
@@ -40,7 +60,9 @@ fn pair(
                     .unwrap(),
                 Ok(Event::MessageStart) => body.clear(),
                 Ok(Event::BodyChunk(b)) => body.extend_from_slice(&b),
-                Ok(Event::MessageEnd(_)) => {
+                Ok(Event::StartTls) => server_tls = true,
+                Ok(Event::MessageEnd(env)) => {
+                    envelopes.push(env);
                     bodies.push(std::mem::take(&mut body));
                     server
                         .message_result(Delivery::Accepted {
@@ -58,13 +80,17 @@ fn pair(
                     }
                 }
                 Err(Interrupt::Close) => server_done = true,
+                Err(Interrupt::AwaitingHost) if server_tls => {}
                 Err(e) => panic!("{e:?}"),
             }
         }
         // Client turn.
         if !client_done {
             match client.next() {
-                Ok(e) => events.push(e),
+                Ok(e) => {
+                    client_tls |= e == ClientEvent::StartTls;
+                    events.push(e)
+                }
                 Err(Interrupt::Output(b)) => to_server.extend_from_slice(&b),
                 Err(Interrupt::NeedInput) => {
                     if !to_client.is_empty() {
@@ -74,6 +100,7 @@ fn pair(
                     }
                 }
                 Err(Interrupt::Close) => client_done = true,
+                Err(Interrupt::AwaitingHost) if client_tls => {}
                 Err(e) => panic!("{e:?}"),
             }
         }
@@ -169,4 +196,48 @@ fn pair_utf8_and_8bit() {
     assert!(events
         .iter()
         .any(|e| matches!(e, ClientEvent::Message(r) if r.accepted())));
+}
+
+#[test]
+fn pair_starttls_then_auth_under_the_strict_policy() {
+    // Submission as Postfix with smtpd_tls_security_level = encrypt and
+    // smtpd_tls_auth_only; the client as smtp_tls_security_level = encrypt.
+    let mut scfg = ServerConfig::new("mx");
+    scfg.auth_mechanisms = vec![Mechanism::Plain, Mechanism::Login];
+    scfg.auth_required = true;
+    scfg.tls_available = true;
+    scfg.tls_required = true;
+    scfg.plaintext_auth_requires_tls = true;
+    for (tls, mtu) in [
+        (ClientTls::Required, 1),
+        (ClientTls::Required, 1500),
+        (ClientTls::Opportunistic, 7),
+    ] {
+        let mut ccfg = ClientConfig::new("c");
+        ccfg.tls = tls;
+        ccfg.credentials = Some(("user2".into(), Secret::new("secret".into())));
+        let msgs = vec![OutgoingMessage {
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            body: tricky_body(),
+        }];
+        let (events, bodies, envs) = pair_envelopes(scfg.clone(), ccfg, msgs, mtu);
+        assert_eq!(bodies, vec![tricky_body()], "{tls:?} {mtu}");
+        assert_eq!(events.first(), Some(&ClientEvent::StartTls));
+        assert!(events.contains(&ClientEvent::Authenticated));
+        assert_eq!(envs.len(), 1);
+        assert!(envs[0].tls);
+        assert_eq!(envs[0].protocol(), "ESMTPSA");
+    }
+    // Without STARTTLS at the client, the strict server delivers nothing.
+    let mut ccfg = ClientConfig::new("c");
+    ccfg.credentials = Some(("user2".into(), Secret::new("secret".into())));
+    let msgs = vec![OutgoingMessage {
+        from: "a@b.c".into(),
+        to: vec!["d@e.f".into()],
+        body: b"x\r\n".to_vec(),
+    }];
+    let (events, bodies) = pair(scfg, ccfg, msgs, 1500);
+    assert!(bodies.is_empty());
+    assert!(matches!(events.last(), Some(ClientEvent::Failed(_))));
 }
