@@ -340,6 +340,11 @@ impl<T: Transport> Driver<T> {
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
             self.out.clear();
+            // A TLS stream may accept the last bytes while its records
+            // still wait for the socket (tokio-rustls returns once the
+            // plaintext is taken); without this the peer would wait for a
+            // reply that sits in the TLS buffer while we wait for input.
+            self.io.flush().await?;
         }
         Ok(())
     }
