@@ -571,6 +571,71 @@ mod tests {
         assert_eq!(got, "+one\r\n+two\r\n+bye\r\n");
     }
 
+    /// A transport that, like a TLS stream, may hold written bytes until
+    /// it is flushed: here it holds all of them.
+    struct HoldsUntilFlushed {
+        tcp: TcpStream,
+        held: Vec<u8>,
+    }
+
+    impl AsyncWrite for HoldsUntilFlushed {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.get_mut().held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let this = self.get_mut();
+            while !this.held.is_empty() {
+                let n = std::task::ready!(
+                    std::pin::Pin::new(&mut this.tcp).poll_write(cx, &this.held)
+                )?;
+                this.held.drain(..n);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    impl Transport for HoldsUntilFlushed {
+        async fn read_with(&mut self, consume: impl FnMut(&[u8]) + Send) -> io::Result<bool> {
+            self.tcp.read_with(consume).await
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_flushed_through_the_transport_before_waiting() {
+        let (mut client, server) = pair().await;
+        let task = tokio::spawn(async move {
+            let mut s = Echo::default();
+            let mut d = Driver::new(HoldsUntilFlushed {
+                tcp: server,
+                held: Vec::new(),
+            });
+            while d.next(&mut s, true).await.is_ok() {}
+        });
+        client.write_all(b"one\r\n").await.unwrap();
+        let mut got = [0; 6];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the reply is not held back")
+            .unwrap();
+        assert_eq!(&got, b"+one\r\n");
+        client.write_all(b"quit\r\n").await.unwrap();
+        task.await.unwrap();
+    }
+
     #[test]
     fn escapes_controls_in_log_lines() {
         assert_eq!(escape_controls("plain"), "plain");

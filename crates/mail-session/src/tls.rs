@@ -318,3 +318,138 @@ impl Driver<Stream> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Interrupt, Session};
+    use crate::transcript::TranscriptEntry;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers each line `n` with `n` KiB of `x` and a CRLF.
+    #[derive(Default)]
+    struct Big {
+        buf: Vec<u8>,
+        out: Vec<u8>,
+        eof: bool,
+    }
+
+    impl Session for Big {
+        type Event = ();
+        fn enqueue_input(&mut self, _: Duration, bytes: &[u8]) {
+            self.buf.extend_from_slice(bytes);
+        }
+        fn input_closed(&mut self) {
+            self.eof = true;
+        }
+        fn next(&mut self) -> Result<(), Interrupt> {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let n: usize = String::from_utf8_lossy(&line).trim().parse().unwrap_or(0);
+                self.out.resize(n * 1024, b'x');
+                self.out.extend_from_slice(b"\r\n");
+            }
+            if !self.out.is_empty() {
+                return Err(Interrupt::Output(std::mem::take(&mut self.out)));
+            }
+            Err(if self.eof {
+                Interrupt::Close
+            } else {
+                Interrupt::NeedInput
+            })
+        }
+        fn poll_timeout(&self) -> Option<Duration> {
+            None
+        }
+        fn handle_timeout(&mut self, _: Duration) {}
+        fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
+            let n = self.out.len();
+            dst.append(&mut self.out);
+            n
+        }
+        fn poll_transcript(&mut self) -> Option<TranscriptEntry> {
+            None
+        }
+        fn tls_active(&self) -> bool {
+            true
+        }
+    }
+
+    fn configs() -> (TlsAcceptor, TlsConnector) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            TlsAcceptor::from(Arc::new(server)),
+            TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    /// Large answers to a client that reads slowly: every byte arrives
+    /// before the server waits for the next command, even when the socket
+    /// took the last TLS records only later.
+    #[tokio::test]
+    async fn large_output_over_tls_is_flushed_before_waiting() {
+        let (acceptor, connector) = configs();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let (stream, info) = accept(tcp, &acceptor, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(info
+                .received_clause()
+                .starts_with("using TLSv1.3 with cipher TLS_"));
+            let mut d = Driver::new(stream);
+            let mut s = Big::default();
+            while d.next(&mut s, false).await.is_ok() {}
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = connector.connect(name, tcp).await.unwrap();
+        for kib in [4096usize, 1, 777] {
+            c.write_all(format!("{kib}\n").as_bytes()).await.unwrap();
+            // Let the server fill the socket buffers before reading.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = vec![0; kib * 1024 + 2];
+            tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
+                .await
+                .expect("the whole answer arrives")
+                .unwrap();
+            assert!(got.ends_with(b"x\r\n"));
+        }
+        c.shutdown().await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn cipher_names_are_openssl_s() {
+        use rustls::CipherSuite as C;
+        assert_eq!(
+            openssl_cipher(C::TLS13_AES_256_GCM_SHA384),
+            ("TLS_AES_256_GCM_SHA384".to_string(), 256)
+        );
+        assert_eq!(
+            openssl_cipher(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            ("ECDHE-RSA-AES128-GCM-SHA256".to_string(), 128)
+        );
+    }
+}
