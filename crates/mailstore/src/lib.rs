@@ -103,7 +103,7 @@ pub use routing::{
 pub use store::{
     Delivery, DeliveryReport, Envelope, Protocol, QueueIdGenerator, Store, STALE_TMP_AGE,
 };
-pub use util::{atomic_write, fsync_dir, rfc5322_date};
+pub use util::{atomic_write, civil_from_days, days_from_civil, fsync_dir, rfc5322_date};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -395,16 +395,9 @@ fn x509_time(tag: u8, text: &[u8]) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + secs)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // x509_time read two digits each: 0..=99 fit.
+    mailstore::days_from_civil(y, m.clamp(0, 99) as u32, d.clamp(0, 99) as u32)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of Unix seconds.
@@ -422,20 +415,9 @@ fn format_time(t: i64) -> String {
     s
 }
 
-/// The calendar date (year, month, day) of Unix seconds: the inverse of
-/// [`days_from_civil`].
-pub(crate) fn civil_from_unix(t: i64) -> (i64, i64, i64) {
-    let days = t.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// The calendar date (year, month, day) of Unix seconds.
+pub(crate) fn civil_from_unix(t: i64) -> (i64, u32, u32) {
+    mailstore::civil_from_days(t.div_euclid(86_400))
 }
 
 #[cfg(test)]
