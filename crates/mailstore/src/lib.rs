@@ -79,6 +79,7 @@ pub mod auth;
 pub mod crlf;
 pub mod local;
 pub mod maildrop;
+pub mod outbound;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;

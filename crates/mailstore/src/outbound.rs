@@ -1,0 +1,852 @@
+//! The outbound queue: messages for other domains, kept until every
+//! recipient has a final answer (delivered, or bounced because it was
+//! refused or expired), with each recipient's state, as Postfix's
+//! `deferred` queue keeps them.
+//!
+//! # On disk
+//!
+//! Per message, in the queue's directory:
+//!
+//! - `<id>.msg`, written once: a text header (the envelope: sender,
+//!   arrival time, RFC 3461 `ENVID`/`RET`, and per recipient its address,
+//!   `NOTIFY` and `ORCPT`), an empty line, then the message exactly as it
+//!   is to be sent (trace headers included). It is written under a
+//!   temporary name, flushed, renamed and its directory flushed before
+//!   [`OutboundQueue::enqueue`] returns: the message is then durable and
+//!   `250` may be sent.
+//! - `<id>.log`, appended to: one line per event of one recipient
+//!   (delivered, deferred with the time of the next attempt, bounced) or of
+//!   the message (held, released), ending in a CRC-32 of the line so that
+//!   a torn write is never read as a record, each flushed before
+//!   [`OutboundQueue::record`] returns. The delivery client records a
+//!   remote `250` before it goes on, so a crash repeats a delivery only
+//!   when the remote had answered and the record was not yet written (the
+//!   window Postfix has too).
+//!
+//! A message whose recipients all have a final state is removed: its
+//! content first, then its log (a crash in between leaves a log without
+//! its message, which the next open removes; the other order would leave a
+//! message whose recipients all look pending, and deliver it again).
+//! [`OutboundQueue::open`] reads every message back, drops temporary files
+//! of enqueues that never finished (never acknowledged), and ignores a
+//! torn last line of a log (a crash during its append).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::util::{fsync_dir, io_err};
+use crate::{Error, Result};
+
+/// First line of every `.msg` file: the format and its version.
+const MAGIC: &str = "csuv-outbound 1";
+
+/// The longest header of a `.msg` file read back (recipients included).
+const MAX_HEADER: usize = 16 << 20;
+
+/// RFC 3461 `RET`: what a failure notice carries of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// The whole message.
+    Full,
+    /// Its headers only.
+    Hdrs,
+}
+
+/// A recipient as the client gave it, with its RFC 3461 parameters as
+/// written (`NOTIFY=`, `ORCPT=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRcpt {
+    /// The address, without angle brackets.
+    pub address: String,
+    /// `NOTIFY=` as given.
+    pub notify: Option<String>,
+    /// `ORCPT=` as given.
+    pub orcpt: Option<String>,
+}
+
+impl OutRcpt {
+    /// A recipient without DSN parameters.
+    pub fn new(address: impl Into<String>) -> Self {
+        OutRcpt {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
+/// The envelope of a message to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutEnvelope {
+    /// Queue id: letters and digits only (it names the files).
+    pub id: String,
+    /// Reverse-path without brackets; empty for the null sender.
+    pub sender: String,
+    /// When the message arrived.
+    pub arrival: SystemTime,
+    /// `ENVID=` as given.
+    pub envid: Option<String>,
+    /// `RET=`.
+    pub ret: Option<Ret>,
+    /// The remote recipients, in the order given.
+    pub recipients: Vec<OutRcpt>,
+}
+
+/// What became of one delivery attempt for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The next hop took it (`250`).
+    Sent,
+    /// A temporary failure; try again at this time.
+    Deferred {
+        /// The time of the next attempt.
+        next: SystemTime,
+    },
+    /// A permanent failure, or the queue lifetime is over: a failure
+    /// notice goes to the sender.
+    Bounced,
+}
+
+/// One event for one recipient, as [`OutboundQueue::record`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Index of the recipient in the envelope.
+    pub rcpt: usize,
+    /// What happened.
+    pub outcome: Outcome,
+    /// When.
+    pub time: SystemTime,
+    /// The enhanced status code (`2.0.0`, `4.4.1`, `5.1.1`).
+    pub status: String,
+    /// The host that answered, if one did.
+    pub remote: Option<String>,
+    /// The reply or the reason, one line.
+    pub text: String,
+}
+
+/// A recipient's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptState {
+    /// Not tried yet.
+    Pending,
+    /// Tried and deferred; the next attempt is due at `next`.
+    Deferred {
+        /// When to try again.
+        next: SystemTime,
+    },
+    /// Delivered to the next hop (final).
+    Sent,
+    /// Failed for good (final).
+    Bounced,
+}
+
+impl RcptState {
+    /// Whether nothing more will be tried for the recipient.
+    pub fn is_final(&self) -> bool {
+        matches!(self, RcptState::Sent | RcptState::Bounced)
+    }
+}
+
+/// A recipient with what is known of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptStatus {
+    /// The recipient.
+    pub rcpt: OutRcpt,
+    /// Where it stands.
+    pub state: RcptState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt, if any: what it said.
+    pub last: Option<Attempt>,
+}
+
+/// A queued message as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its envelope (recipients as given).
+    pub envelope: OutEnvelope,
+    /// Each recipient's state, in envelope order.
+    pub recipients: Vec<RcptStatus>,
+    /// Held by the administrator: not tried until released.
+    pub held: bool,
+    /// Size of the content in bytes.
+    pub size: u64,
+}
+
+impl QueuedMessage {
+    /// Whether every recipient has a final state.
+    pub fn is_finished(&self) -> bool {
+        self.recipients.iter().all(|r| r.state.is_final())
+    }
+
+    /// The earliest time a recipient is due (`None`: none is), ignoring
+    /// the hold.
+    pub fn next_due(&self) -> Option<SystemTime> {
+        self.recipients
+            .iter()
+            .filter_map(|r| match r.state {
+                RcptState::Pending => Some(self.envelope.arrival),
+                RcptState::Deferred { next } => Some(next),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+/// The outbound queue's directory. Cheap to clone; all methods block on
+/// file I/O.
+#[derive(Debug, Clone)]
+pub struct OutboundQueue {
+    dir: PathBuf,
+}
+
+fn invalid(path: &Path, why: impl Into<String>) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, why.into()),
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+/// A value that goes in one tab-separated field of one line.
+fn field_ok(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['\t', '\r', '\n'])
+}
+
+/// Free text made safe for one field: control characters become spaces.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+fn from_opt(s: &str) -> Option<String> {
+    (s != "-").then(|| s.to_owned())
+}
+
+impl OutboundQueue {
+    /// Opens (creating if needed) the queue in `dir` and reads back every
+    /// message in it, oldest first; temporary files of enqueues that did
+    /// not finish are removed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<(OutboundQueue, Vec<QueuedMessage>)> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let q = OutboundQueue { dir };
+        let mut messages = Vec::new();
+        for entry in fs::read_dir(&q.dir).map_err(io_err(&q.dir))? {
+            let entry = entry.map_err(io_err(&q.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".msg.tmp") {
+                // Never acknowledged: the rename did not happen.
+                let _ = fs::remove_file(entry.path());
+            } else if let Some(id) = name.strip_suffix(".msg") {
+                if valid_id(id) {
+                    messages.push(q.load(id)?);
+                }
+            } else if let Some(id) = name.strip_suffix(".log") {
+                if valid_id(id) && !q.msg_path(id).exists() {
+                    // Removal stopped between the log and the content.
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        messages.sort_by(|a, b| {
+            (a.envelope.arrival, &a.envelope.id).cmp(&(b.envelope.arrival, &b.envelope.id))
+        });
+        Ok((q, messages))
+    }
+
+    /// The queue's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn msg_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.msg"))
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    /// Queues a message durably: when this returns, a crash loses nothing.
+    pub fn enqueue(&self, env: &OutEnvelope, content: &[u8]) -> Result<()> {
+        let path = self.msg_path(&env.id);
+        if !valid_id(&env.id) {
+            return Err(invalid(&path, format!("bad queue id {:?}", env.id)));
+        }
+        if env.recipients.is_empty() {
+            return Err(Error::NoRecipients);
+        }
+        let mut head = format!("{MAGIC}\nid\t{}\n", env.id);
+        // The null sender is `<>`: an empty field would not parse back.
+        let sender = if env.sender.is_empty() {
+            "<>"
+        } else {
+            &env.sender
+        };
+        let fields = [Some(sender), env.envid.as_deref()];
+        if fields.iter().flatten().any(|f| !field_ok(f)) {
+            return Err(invalid(&path, "sender or ENVID with a tab or line break"));
+        }
+        head.push_str(&format!("from\t{sender}\narrival\t{}\n", unix(env.arrival)));
+        if let Some(e) = &env.envid {
+            head.push_str(&format!("envid\t{e}\n"));
+        }
+        match env.ret {
+            Some(Ret::Full) => head.push_str("ret\tFULL\n"),
+            Some(Ret::Hdrs) => head.push_str("ret\tHDRS\n"),
+            None => {}
+        }
+        for r in &env.recipients {
+            let parts = [
+                Some(r.address.as_str()),
+                r.notify.as_deref(),
+                r.orcpt.as_deref(),
+            ];
+            if parts.iter().flatten().any(|f| !field_ok(f) || *f == "-") {
+                return Err(invalid(&path, format!("bad recipient {:?}", r.address)));
+            }
+            head.push_str(&format!(
+                "rcpt\t{}\t{}\t{}\n",
+                r.address,
+                opt(&r.notify),
+                opt(&r.orcpt)
+            ));
+        }
+        head.push_str(&format!("size\t{}\n\n", content.len()));
+        let tmp = self.dir.join(format!("{}.msg.tmp", env.id));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(head.as_bytes()).map_err(io_err(&tmp))?;
+            f.write_all(content).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            if path.exists() {
+                return Err(invalid(&path, "queue id already in use"));
+            }
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            fsync_dir(&self.dir)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Records attempts durably (one flush for all of them).
+    pub fn record(&self, id: &str, attempts: &[Attempt]) -> Result<()> {
+        let mut lines = String::new();
+        for a in attempts {
+            let (state, next) = match a.outcome {
+                Outcome::Sent => ("sent", 0),
+                Outcome::Deferred { next } => ("deferred", unix(next)),
+                Outcome::Bounced => ("bounced", 0),
+            };
+            let status = if field_ok(&a.status) {
+                a.status.as_str()
+            } else {
+                "-"
+            };
+            let remote = a.remote.as_deref().filter(|r| field_ok(r)).unwrap_or("-");
+            lines.push_str(&checked(&format!(
+                "{}\t{state}\t{}\t{next}\t{status}\t{remote}\t{}",
+                a.rcpt,
+                unix(a.time),
+                one_line(&a.text)
+            )));
+        }
+        self.append(id, &lines)
+    }
+
+    /// Holds a message (nothing is tried until it is released) or
+    /// releases it (Postfix's `postsuper -h` / `-H`).
+    pub fn set_held(&self, id: &str, held: bool, time: SystemTime) -> Result<()> {
+        let what = if held { "hold" } else { "release" };
+        self.append(id, &checked(&format!("-\t{what}\t{}", unix(time))))
+    }
+
+    fn append(&self, id: &str, lines: &str) -> Result<()> {
+        let path = self.log_path(id);
+        if !valid_id(id) || !self.msg_path(id).exists() {
+            return Err(Error::NotFound {
+                kind: "queued message",
+                name: id.to_owned(),
+            });
+        }
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // A crash during an earlier append may have left a torn line: end
+        // it first, so this record starts on a line of its own (the torn
+        // one is then ignored as malformed).
+        let len = f.metadata().map_err(io_err(&path))?.len();
+        let mut last = [0u8; 1];
+        let torn = len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
+        let created = len == 0;
+        if torn {
+            f.write_all(b"\n").map_err(io_err(&path))?;
+        }
+        f.write_all(lines.as_bytes()).map_err(io_err(&path))?;
+        f.sync_data().map_err(io_err(&path))?;
+        if created {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a message (every recipient is final, or the administrator
+    /// deletes it).
+    pub fn remove(&self, id: &str) -> Result<()> {
+        if !valid_id(id) {
+            return Err(Error::NotFound {
+                kind: "queued message",
+                name: id.to_owned(),
+            });
+        }
+        // The content first: see the module docs.
+        for p in [self.msg_path(id), self.log_path(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        fsync_dir(&self.dir)
+    }
+
+    /// The message's content, as it is to be sent.
+    pub fn content(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.msg_path(id);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_err(&path))?;
+        let end = find_body(&bytes).ok_or_else(|| invalid(&path, "no end of header"))?;
+        bytes.drain(..end);
+        Ok(bytes)
+    }
+
+    /// Reads one message and its log back.
+    pub fn load(&self, id: &str) -> Result<QueuedMessage> {
+        let path = self.msg_path(id);
+        let mut head = Vec::new();
+        File::open(&path)
+            .map_err(io_err(&path))?
+            .take(MAX_HEADER as u64)
+            .read_to_end(&mut head)
+            .map_err(io_err(&path))?;
+        let total = fs::metadata(&path).map_err(io_err(&path))?.len();
+        let log_path = self.log_path(id);
+        let log = match fs::read(&log_path) {
+            Ok(log) => log,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&log_path)(e)),
+        };
+        decode(id, &head, total, &log).map_err(|why| invalid(&path, why))
+    }
+}
+
+/// A message from the start of its `.msg` file (`head`, which holds at
+/// least the header), the file's length and its log (empty when there is
+/// none). Public for `mailctl` and the fuzzer; the daemon uses
+/// [`OutboundQueue::load`].
+pub fn decode(
+    id: &str,
+    head: &[u8],
+    file_len: u64,
+    log: &[u8],
+) -> std::result::Result<QueuedMessage, String> {
+    let end = find_body(head).ok_or("no end of header")?;
+    let text = std::str::from_utf8(head.get(..end).unwrap_or_default())
+        .map_err(|_| "header is not UTF-8")?;
+    let env = parse_header(text, id)?;
+    let mut recipients: Vec<RcptStatus> = env
+        .recipients
+        .iter()
+        .map(|r| RcptStatus {
+            rcpt: r.clone(),
+            state: RcptState::Pending,
+            attempts: 0,
+            last: None,
+        })
+        .collect();
+    let mut held = false;
+    let log = String::from_utf8_lossy(log);
+    // Only whole lines: the last one may be torn.
+    let whole = log.rfind('\n').map_or("", |i| &log[..i]);
+    for line in whole.lines() {
+        apply(line, &mut recipients, &mut held);
+    }
+    Ok(QueuedMessage {
+        size: file_len.saturating_sub(end as u64),
+        envelope: env,
+        recipients,
+        held,
+    })
+}
+
+/// Queue ids name files: letters and digits only.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Offset of the content: after the first empty line.
+fn find_body(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+fn parse_header(text: &str, id: &str) -> std::result::Result<OutEnvelope, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MAGIC) {
+        return Err(format!("not an outbound queue file (expected {MAGIC:?})"));
+    }
+    let mut env = OutEnvelope {
+        id: String::new(),
+        sender: String::new(),
+        arrival: UNIX_EPOCH,
+        envid: None,
+        ret: None,
+        recipients: Vec::new(),
+    };
+    for line in lines.filter(|l| !l.is_empty()) {
+        let mut f = line.split('\t');
+        let key = f.next().unwrap_or_default();
+        let value = f.next().ok_or_else(|| format!("{key}: no value"))?;
+        match key {
+            "id" => env.id = value.to_owned(),
+            "from" => {
+                env.sender = if value == "<>" {
+                    String::new()
+                } else {
+                    value.to_owned()
+                }
+            }
+            "arrival" => {
+                env.arrival = from_unix(value.parse().map_err(|_| "bad arrival")?);
+            }
+            "envid" => env.envid = Some(value.to_owned()),
+            "ret" => {
+                env.ret = Some(match value {
+                    "FULL" => Ret::Full,
+                    "HDRS" => Ret::Hdrs,
+                    _ => return Err(format!("bad ret {value:?}")),
+                })
+            }
+            "rcpt" => env.recipients.push(OutRcpt {
+                address: value.to_owned(),
+                notify: f.next().and_then(from_opt),
+                orcpt: f.next().and_then(from_opt),
+            }),
+            // Read for the size check by the caller; unknown keys are
+            // tolerated so that a later version can add some.
+            _ => {}
+        }
+    }
+    if env.id != id {
+        return Err(format!("id {:?} in a file named {id}", env.id));
+    }
+    if env.recipients.is_empty() {
+        return Err("no recipients".into());
+    }
+    Ok(env)
+}
+
+/// A log line: its fields, a tab, the CRC-32 of the fields in hex, LF.
+fn checked(fields: &str) -> String {
+    format!("{fields}\t{:08x}\n", crc32fast::hash(fields.as_bytes()))
+}
+
+/// Applies one log line; a line whose CRC does not check (a torn write)
+/// is skipped.
+fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
+    let Some((fields, crc)) = line.rsplit_once('\t') else {
+        return;
+    };
+    if u32::from_str_radix(crc, 16).ok() != Some(crc32fast::hash(fields.as_bytes())) {
+        return;
+    }
+    let f: Vec<&str> = fields.split('\t').collect();
+    let (Some(&who), Some(&what), Some(&time)) = (f.first(), f.get(1), f.get(2)) else {
+        return;
+    };
+    let Ok(time) = time.parse::<u64>() else {
+        return;
+    };
+    match (who, what) {
+        ("-", "hold") => *held = true,
+        ("-", "release") => *held = false,
+        _ => {
+            let (Ok(i), Some(&next), Some(&status), Some(&remote)) =
+                (who.parse::<usize>(), f.get(3), f.get(4), f.get(5))
+            else {
+                return;
+            };
+            let Some(r) = rcpts.get_mut(i) else { return };
+            let outcome = match (what, next.parse::<u64>()) {
+                ("sent", _) => Outcome::Sent,
+                ("bounced", _) => Outcome::Bounced,
+                ("deferred", Ok(n)) => Outcome::Deferred { next: from_unix(n) },
+                _ => return,
+            };
+            if r.state.is_final() {
+                // A final state stays final.
+                return;
+            }
+            r.state = match outcome {
+                Outcome::Sent => RcptState::Sent,
+                Outcome::Bounced => RcptState::Bounced,
+                Outcome::Deferred { next } => RcptState::Deferred { next },
+            };
+            r.attempts += 1;
+            r.last = Some(Attempt {
+                rcpt: i,
+                outcome,
+                time: from_unix(time),
+                status: status.to_owned(),
+                remote: from_opt(remote),
+                text: f.get(6).copied().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &str, rcpts: &[&str]) -> OutEnvelope {
+        OutEnvelope {
+            id: id.into(),
+            sender: "user2@csuvnetwork.com".into(),
+            arrival: from_unix(1_796_515_200),
+            envid: Some("QQ314159".into()),
+            ret: Some(Ret::Hdrs),
+            recipients: rcpts
+                .iter()
+                .map(|r| OutRcpt {
+                    address: r.to_string(),
+                    notify: Some("FAILURE,DELAY".into()),
+                    orcpt: Some(format!("rfc822;{r}")),
+                })
+                .collect(),
+        }
+    }
+
+    fn attempt(rcpt: usize, outcome: Outcome, text: &str) -> Attempt {
+        Attempt {
+            rcpt,
+            outcome,
+            time: from_unix(1_796_515_260),
+            status: "4.4.1".into(),
+            remote: Some("mx.example.org[192.0.2.1]".into()),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn enqueue_record_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, none) = OutboundQueue::open(dir.path()).unwrap();
+        assert!(none.is_empty());
+        let e = env("AB12", &["a@example.org", "b@example.org", "c@example.net"]);
+        let body = b"Subject: hi\r\n\r\nbody\r\n\r\n";
+        q.enqueue(&e, body).unwrap();
+        assert!(q.enqueue(&e, body).is_err(), "an id is used once");
+        let next = from_unix(1_796_515_560);
+        q.record(
+            "AB12",
+            &[
+                attempt(0, Outcome::Sent, "250 2.0.0 Ok"),
+                attempt(1, Outcome::Deferred { next }, "452 4.2.2 over quota\r\nX"),
+            ],
+        )
+        .unwrap();
+        q.record("AB12", &[attempt(2, Outcome::Bounced, "550 5.1.1 no")])
+            .unwrap();
+        // A final state stays final whatever follows.
+        q.record("AB12", &[attempt(0, Outcome::Bounced, "late")])
+            .unwrap();
+        let (_, all) = OutboundQueue::open(dir.path()).unwrap();
+        let [m] = all.as_slice() else {
+            panic!("{all:?}")
+        };
+        assert_eq!(m.envelope, e);
+        assert_eq!(m.size, body.len() as u64);
+        assert_eq!(q.content("AB12").unwrap(), body);
+        assert_eq!(m.recipients[0].state, RcptState::Sent);
+        assert_eq!(m.recipients[1].state, RcptState::Deferred { next });
+        assert_eq!(m.recipients[2].state, RcptState::Bounced);
+        let last = m.recipients[1].last.as_ref().unwrap();
+        assert_eq!(last.text, "452 4.2.2 over quota  X");
+        assert_eq!(last.remote.as_deref(), Some("mx.example.org[192.0.2.1]"));
+        assert_eq!(m.next_due(), Some(next));
+        assert!(!m.is_finished());
+        q.record("AB12", &[attempt(1, Outcome::Sent, "250 ok")])
+            .unwrap();
+        assert!(q.load("AB12").unwrap().is_finished());
+        q.remove("AB12").unwrap();
+        assert!(OutboundQueue::open(dir.path()).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn null_sender_and_no_parameters_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        let e = OutEnvelope {
+            id: "X1".into(),
+            sender: String::new(),
+            arrival: from_unix(5),
+            envid: None,
+            ret: None,
+            recipients: vec![OutRcpt::new("postmaster@example.org")],
+        };
+        q.enqueue(&e, b"").unwrap();
+        let m = q.load("X1").unwrap();
+        assert_eq!(m.envelope, e);
+        assert_eq!(m.recipients[0].state, RcptState::Pending);
+        assert_eq!(m.next_due(), Some(from_unix(5)));
+    }
+
+    #[test]
+    fn refuses_what_would_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        let mut e = env("ok1", &["a@example.org"]);
+        e.id = "../x".into();
+        assert!(q.enqueue(&e, b"").is_err());
+        let mut e = env("ok2", &["a@ex\tample.org"]);
+        assert!(q.enqueue(&e, b"").is_err());
+        e.recipients.clear();
+        assert!(matches!(q.enqueue(&e, b""), Err(Error::NoRecipients)));
+        assert!(q.record("nope", &[]).is_err());
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn torn_log_lines_and_unfinished_enqueues_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("T1", &["a@example.org", "b@example.org"]), b"x")
+            .unwrap();
+        q.record("T1", &[attempt(0, Outcome::Sent, "250")]).unwrap();
+        // A crash in the middle of an append, and in the middle of an
+        // enqueue.
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("T1.log"))
+            .unwrap();
+        // A prefix that would parse as a record but for its CRC.
+        log.write_all(b"1\tsent\t1796515260\t0\t2.0.0\t-\t250 ok")
+            .unwrap();
+        fs::write(dir.path().join("T2.msg.tmp"), b"half").unwrap();
+        let (q, all) = OutboundQueue::open(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].recipients[1].state, RcptState::Pending);
+        assert!(!dir.path().join("T2.msg.tmp").exists());
+        // The next record starts on a line of its own.
+        q.record("T1", &[attempt(1, Outcome::Bounced, "550")])
+            .unwrap();
+        let m = q.load("T1").unwrap();
+        assert_eq!(m.recipients[1].state, RcptState::Bounced);
+        assert_eq!(m.recipients[1].attempts, 1);
+    }
+
+    proptest::proptest! {
+        // Each case flushes files: fewer cases than the default 256.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+        /// What is enqueued and recorded reads back the same.
+        #[test]
+        fn round_trip(
+            sender in "[a-z0-9.@-]{0,30}",
+            rcpts in proptest::collection::vec(("[a-zA-Z0-9.+=@\"-]{1,40}", proptest::option::of("[A-Z,]{1,20}")), 1..5),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            outcomes in proptest::collection::vec((0usize..5, 0u8..3, "[ -~]{0,40}"), 0..8),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+            let e = OutEnvelope {
+                id: "P1".into(),
+                sender,
+                arrival: from_unix(1000),
+                envid: None,
+                ret: Some(Ret::Full),
+                recipients: rcpts
+                    .iter()
+                    .map(|(a, n)| OutRcpt { address: a.clone(), notify: n.clone(), orcpt: None })
+                    .collect(),
+            };
+            q.enqueue(&e, &body).unwrap();
+            let mut expect: Vec<RcptState> = vec![RcptState::Pending; e.recipients.len()];
+            for (i, kind, text) in &outcomes {
+                let outcome = match kind {
+                    0 => Outcome::Sent,
+                    1 => Outcome::Deferred { next: from_unix(2000 + *i as u64) },
+                    _ => Outcome::Bounced,
+                };
+                q.record("P1", &[attempt(*i, outcome.clone(), text)]).unwrap();
+                if let Some(s) = expect.get_mut(*i) {
+                    if !s.is_final() {
+                        *s = match outcome {
+                            Outcome::Sent => RcptState::Sent,
+                            Outcome::Bounced => RcptState::Bounced,
+                            Outcome::Deferred { next } => RcptState::Deferred { next },
+                        };
+                    }
+                }
+            }
+            let m = q.load("P1").unwrap();
+            proptest::prop_assert_eq!(&m.envelope, &e);
+            proptest::prop_assert_eq!(q.content("P1").unwrap(), body);
+            let got: Vec<RcptState> = m.recipients.iter().map(|r| r.state.clone()).collect();
+            proptest::prop_assert_eq!(got, expect);
+        }
+    }
+
+    #[test]
+    fn hold_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("H1", &["a@example.org"]), b"x").unwrap();
+        q.set_held("H1", true, from_unix(9)).unwrap();
+        assert!(q.load("H1").unwrap().held);
+        q.set_held("H1", false, from_unix(10)).unwrap();
+        assert!(!q.load("H1").unwrap().held);
+    }
+
+    #[test]
+    fn a_log_without_its_message_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("Z9.log"),
+            checked("0\tsent\t1\t0\t2.0.0\t-\tok"),
+        )
+        .unwrap();
+        let (_, all) = OutboundQueue::open(dir.path()).unwrap();
+        assert!(all.is_empty());
+        assert!(!dir.path().join("Z9.log").exists());
+    }
+}
