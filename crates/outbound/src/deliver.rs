@@ -1,0 +1,468 @@
+//! One delivery attempt: a message to some recipients of one destination,
+//! over SMTP (smtp-proto's client session on the one driver), trying the
+//! destination's hosts and addresses in order until one answers, with
+//! STARTTLS as the settings say. The result is a verdict per recipient
+//! worded as Postfix logs it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_session::driver::{Driver, Stop};
+use mail_session::tls::rustls::pki_types::ServerName;
+use mail_session::tls::{Stream, TlsConnector};
+use mail_session::Secret;
+use smtp_proto::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport,
+    OutgoingMessage, Reply,
+};
+use tracing::{debug, info};
+
+/// A host to try: its name (for SNI, logs and the DSN's `Remote-MTA`) and
+/// its addresses in the order to try them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The host name (an MX target, a relay host, or an address literal).
+    pub name: String,
+    /// Where it listens.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// How the client behaves (Postfix's `smtp_*` settings).
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// Our name in EHLO (`smtp_helo_name`, default `myhostname`).
+    pub helo: String,
+    /// STARTTLS policy (`smtp_tls_security_level`: `none`, `may`,
+    /// `encrypt`).
+    pub tls: ClientTls,
+    /// The TLS client configuration, needed unless `tls` is `None`.
+    pub connector: Option<TlsConnector>,
+    /// Longest wait for a TCP connection (`smtp_connect_timeout`, 30 s).
+    pub connect_timeout: Duration,
+    /// Longest TLS handshake (`smtp_starttls_timeout`, 300 s in Postfix).
+    pub handshake_timeout: Duration,
+    /// User name and password for AUTH at a relay host
+    /// (`smtp_sasl_password_maps`).
+    pub credentials: Option<(String, Secret<String>)>,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("helo", &self.helo)
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("credentials", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+impl ClientSettings {
+    /// Postfix's defaults: opportunistic TLS (`may`) with `connector`,
+    /// 30 s to connect, 300 s per handshake, no AUTH.
+    pub fn new(helo: impl Into<String>, connector: Option<TlsConnector>) -> Self {
+        ClientSettings {
+            helo: helo.into(),
+            tls: if connector.is_some() {
+                ClientTls::Opportunistic
+            } else {
+                ClientTls::None
+            },
+            connector,
+            connect_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(300),
+            credentials: None,
+        }
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The next hop took responsibility.
+    Sent,
+    /// Try again later.
+    Temporary,
+    /// Refused for good.
+    Permanent,
+}
+
+/// The result for one recipient of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptResult {
+    /// The recipient's index, as given.
+    pub rcpt: usize,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Enhanced status code (`2.0.0`, `4.4.1`, `5.1.1`).
+    pub status: String,
+    /// `name[ip]:port` of the host that answered, if one did.
+    pub remote: Option<String>,
+    /// Postfix's wording: `host mx.example.org[192.0.2.1] said: 550 5.1.1
+    /// ... (in reply to RCPT TO command)`, `connect to ...: Connection
+    /// refused`.
+    pub text: String,
+}
+
+/// The message of one attempt: sender, the recipients with their index,
+/// and the content (not dot-stuffed, CRLF line ends).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Reverse-path; empty for the null sender.
+    pub sender: &'a str,
+    /// `(index, address)` of the recipients to deliver to.
+    pub recipients: &'a [(usize, String)],
+    /// The content.
+    pub content: &'a [u8],
+}
+
+/// Why a host could not take the message at all; the next one is tried.
+struct HostFailure {
+    status: &'static str,
+    text: String,
+}
+
+/// Delivers `msg` to the first of `hops` that takes part in a
+/// transaction; every recipient gets a result. When no host could be
+/// reached, or every one failed before the transaction, all recipients
+/// get [`Verdict::Temporary`] with the last host's error (Postfix defers
+/// too, also after `5xx` greetings, as with `smtp_skip_5xx_greeting`).
+pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) -> Vec<RcptResult> {
+    let mut last = HostFailure {
+        status: "4.4.4",
+        text: "no mail host to try".to_owned(),
+    };
+    for hop in hops {
+        for &addr in &hop.addrs {
+            let remote = format!("{}[{}]:{}", hop.name, addr.ip(), addr.port());
+            match attempt(hop, addr, msg, settings).await {
+                Ok(report) => {
+                    let results = verdicts(&report, msg.recipients, &hop.name, addr, &remote);
+                    for r in &results {
+                        info!(
+                            to = msg.recipients.iter().find(|x| x.0 == r.rcpt).map_or("", |x| x.1.as_str()),
+                            relay = remote,
+                            dsn = r.status,
+                            status = ?r.verdict,
+                            "{}",
+                            r.text
+                        );
+                    }
+                    return results;
+                }
+                Err(failure) => {
+                    debug!(relay = remote, error = failure.text, "host failed");
+                    last = failure;
+                }
+            }
+        }
+    }
+    msg.recipients
+        .iter()
+        .map(|(i, _)| RcptResult {
+            rcpt: *i,
+            verdict: Verdict::Temporary,
+            status: last.status.to_owned(),
+            remote: None,
+            text: last.text.clone(),
+        })
+        .collect()
+}
+
+/// One connection: the session up to the end of the transaction.
+async fn attempt(
+    hop: &Hop,
+    addr: SocketAddr,
+    msg: Message<'_>,
+    settings: &ClientSettings,
+) -> Result<MessageReport, HostFailure> {
+    let host = format!("{}[{}]", hop.name, addr.ip());
+    let tcp = match tokio::time::timeout(
+        settings.connect_timeout,
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(HostFailure {
+                status: "4.4.1",
+                text: format!("connect to {host}:{}: {}", addr.port(), os_error_text(&e)),
+            })
+        }
+        Err(_) => {
+            return Err(HostFailure {
+                status: "4.4.1",
+                text: format!("connect to {host}:{}: Connection timed out", addr.port()),
+            })
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut driver = Driver::new(Stream::Plain(tcp));
+    let mut cfg = ClientConfig::new(settings.helo.clone());
+    cfg.tls = if settings.connector.is_some() {
+        settings.tls
+    } else {
+        ClientTls::None
+    };
+    cfg.credentials = settings.credentials.clone();
+    let outgoing = OutgoingMessage {
+        from: msg.sender.to_owned(),
+        to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
+        body: msg.content.to_vec(),
+    };
+    let mut session = ClientSession::new(cfg, vec![outgoing], driver.now());
+    let mut report = None;
+    let lost = |stage: &str| HostFailure {
+        status: "4.4.2",
+        text: format!("lost connection with {host} while {stage}"),
+    };
+    loop {
+        match driver.next(&mut session, false).await {
+            Ok(ClientEvent::StartTls) => {
+                let Some(connector) = &settings.connector else {
+                    return Err(lost("starting TLS without a TLS configuration"));
+                };
+                let name = ServerName::try_from(hop.name.clone())
+                    .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+                match driver
+                    .connect_tls(connector, name, settings.handshake_timeout)
+                    .await
+                {
+                    Ok(info) => {
+                        info!(relay = host, tls = %info, "Trusted TLS connection established");
+                        if session.tls_established().is_err() {
+                            return Err(lost("starting TLS"));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(HostFailure {
+                            status: "4.7.5",
+                            text: format!("TLS handshake with {host} failed: {e}"),
+                        })
+                    }
+                }
+            }
+            Ok(ClientEvent::Ready { .. } | ClientEvent::Authenticated) => {}
+            Ok(ClientEvent::Message(r)) => report = Some(r),
+            Ok(ClientEvent::Failed(e)) => {
+                if report.is_none() {
+                    return Err(session_failure(&host, e));
+                }
+            }
+            Err(Stop::Closed) => break,
+            Err(Stop::Io(e)) if report.is_none() => {
+                return Err(HostFailure {
+                    status: "4.4.2",
+                    text: format!("lost connection with {host}: {e}"),
+                })
+            }
+            Err(_) => break,
+        }
+    }
+    report.ok_or_else(|| lost("sending the message"))
+}
+
+fn os_error_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        std::io::ErrorKind::TimedOut => "Connection timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn session_failure(host: &str, e: ClientError) -> HostFailure {
+    match e {
+        ClientError::Refused { stage, reply } => HostFailure {
+            status: "4.4.2",
+            text: format!(
+                "host {host} refused to talk to me: {} (in reply to {stage})",
+                one_line(&reply)
+            ),
+        },
+        ClientError::TlsUnavailable { .. } => HostFailure {
+            status: "4.7.4",
+            text: format!("TLS is required, but was not offered by host {host}"),
+        },
+        ClientError::NoAuthMechanism => HostFailure {
+            status: "4.7.0",
+            text: format!("SASL authentication failed: host {host} offers no usable mechanism"),
+        },
+        ClientError::Timeout => HostFailure {
+            status: "4.4.2",
+            text: format!("conversation with {host} timed out"),
+        },
+        ClientError::ConnectionClosed => HostFailure {
+            status: "4.4.2",
+            text: format!("lost connection with {host}"),
+        },
+        ClientError::Protocol(p) => HostFailure {
+            status: "4.5.0",
+            text: format!("host {host} sent a malformed reply: {p}"),
+        },
+    }
+}
+
+fn one_line(r: &Reply) -> String {
+    match r.status() {
+        Some(s) => format!("{} {s} {}", r.code(), r.text()),
+        None => format!("{} {}", r.code(), r.text()),
+    }
+}
+
+fn status_of(r: &Reply) -> String {
+    match r.status() {
+        Some(s) => s.to_string(),
+        None => format!("{}.0.0", r.code() / 100),
+    }
+}
+
+fn verdict_of(r: &Reply) -> Verdict {
+    if r.is_positive() {
+        Verdict::Sent
+    } else if r.is_permanent() {
+        Verdict::Permanent
+    } else {
+        Verdict::Temporary
+    }
+}
+
+/// Per recipient: the reply that decided it, in Postfix's words.
+fn verdicts(
+    report: &MessageReport,
+    rcpts: &[(usize, String)],
+    name: &str,
+    addr: SocketAddr,
+    remote: &str,
+) -> Vec<RcptResult> {
+    let said = |r: &Reply, command: &str| {
+        format!(
+            "host {name}[{}] said: {} (in reply to {command} command)",
+            addr.ip(),
+            one_line(r)
+        )
+    };
+    let result = |i: usize, r: &Reply, command: &str| RcptResult {
+        rcpt: i,
+        verdict: verdict_of(r),
+        status: status_of(r),
+        remote: Some(remote.to_owned()),
+        text: said(r, command),
+    };
+    rcpts
+        .iter()
+        .enumerate()
+        .map(|(k, (i, _))| {
+            if !report.mail.is_positive() {
+                return result(*i, &report.mail, "MAIL FROM");
+            }
+            match report.recipients.get(k) {
+                Some((_, r)) if !r.is_positive() => result(*i, r, "RCPT TO"),
+                Some(_) => match &report.data {
+                    Some(d) if d.is_positive() => result(*i, d, "end of DATA"),
+                    Some(d) => result(*i, d, "DATA"),
+                    None => RcptResult {
+                        rcpt: *i,
+                        verdict: Verdict::Temporary,
+                        status: "4.4.2".into(),
+                        remote: Some(remote.to_owned()),
+                        text: format!(
+                            "lost connection with {name}[{}] while sending message body",
+                            addr.ip()
+                        ),
+                    },
+                },
+                None => RcptResult {
+                    rcpt: *i,
+                    verdict: Verdict::Temporary,
+                    status: "4.4.2".into(),
+                    remote: Some(remote.to_owned()),
+                    text: format!(
+                        "lost connection with {name}[{}] while sending RCPT TO",
+                        addr.ip()
+                    ),
+                },
+            }
+        })
+        .collect()
+}
+
+/// A TLS client configuration for opportunistic and mandatory TLS
+/// (Postfix `may` and `encrypt`): the channel is encrypted and the
+/// server's handshake signature is checked against its certificate, but
+/// the certificate itself is not verified, as RFC 3207 and Postfix's
+/// `may`/`encrypt` levels do (MX names are not authenticated by DNS
+/// without DANE or MTA-STS). TLS 1.2 and 1.3.
+pub fn unauthenticated_connector() -> Result<TlsConnector, mail_session::tls::rustls::Error> {
+    use mail_session::tls::rustls;
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(Arc::clone(&provider)));
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// Accepts any certificate, but still checks the handshake signatures
+/// (so the peer holds the key of the certificate it showed).
+#[derive(Debug)]
+struct AnyCertificate(Arc<mail_session::tls::rustls::crypto::CryptoProvider>);
+
+mod verifier {
+    use super::AnyCertificate;
+    use mail_session::tls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use mail_session::tls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use mail_session::tls::rustls::{crypto, DigitallySignedStruct, Error, SignatureScheme};
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Outbound delivery: mail for other domains, sent over SMTP by
+//! smtp-proto's client session on the one session driver, with STARTTLS
+//! (opportunistic by default, as Postfix's `smtp_tls_security_level =
+//! may`), retried on Postfix's schedule.
+//!
+//! - [`schedule`]: when to retry and when to give up (pure).
+//! - [`deliver`]: one attempt of one message to one destination's hosts,
+//!   with a verdict per recipient in Postfix's words.
+//!
+//! ```no_run
+//! use outbound::deliver::{deliver, unauthenticated_connector, ClientSettings, Hop, Message};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = ClientSettings::new("mail.example.org", Some(unauthenticated_connector()?));
+//! let hops = [Hop { name: "mx.example.net".into(), addrs: vec!["192.0.2.25:25".parse().unwrap()] }];
+//! let rcpts = [(0, "someone@example.net".to_string())];
+//! let msg = Message { sender: "me@example.org", recipients: &rcpts, content: b"Subject: hi\r\n\r\nhello\r\n" };
+//! for r in deliver(&hops, msg, &settings).await {
+//!     println!("{} {:?} {}", r.rcpt, r.verdict, r.text);
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod deliver;
+pub mod schedule;

@@ -1,0 +1,214 @@
+//! Delivery attempts against a real smtpd on loopback as the remote MTA.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use netkit::Service;
+use outbound::deliver::{
+    deliver, unauthenticated_connector, ClientSettings, Hop, Message, RcptResult, Verdict,
+};
+use smtp_proto::ClientTls;
+
+/// A remote MTA for `example.org` with users a and b; `extra` goes into
+/// its `[smtpd]` section.
+async fn remote(dir: &Path, extra: &str) -> (smtpd::Running, SocketAddr) {
+    let ca = netkit::certgen::ensure_ca(&dir.join("tls")).unwrap();
+    let (cert, key) = (dir.join("tls/mx.pem"), dir.join("tls/mx.key"));
+    netkit::certgen::issue(&ca, &["mx.example.org".to_string()], &cert, &key).unwrap();
+    std::fs::write(dir.join("passwd"), "a:{PLAIN}x\nb:{PLAIN}y\n").unwrap();
+    let cfg = mail_config::Config::from_toml_str(
+        &format!(
+            r#"
+            [global]
+            hostname = "mx.example.org"
+            local_domains = ["example.org"]
+            relay_networks = []
+            maildir_root = "mail"
+            passwd_file = "passwd"
+            [smtpd]
+            listen = ["127.0.0.1:0"]
+            submission_listen = []
+            queue_directory = "queue"
+            {extra}
+            [tls]
+            certificates = [{{ cert = "tls/mx.pem", key = "tls/mx.key" }}]
+            "#
+        ),
+        dir,
+    )
+    .unwrap();
+    let running = smtpd::start(cfg).await.unwrap();
+    let addr = running.inbound_addrs()[0];
+    (running, addr)
+}
+
+fn rcpts(list: &[&str]) -> Vec<(usize, String)> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| (i, a.to_string()))
+        .collect()
+}
+
+const BODY: &[u8] = b"Subject: from afar\r\nFrom: me@example.net\r\n\r\nhello\r\n.dot\r\n";
+
+fn settings() -> ClientSettings {
+    let mut s = ClientSettings::new(
+        "mail.example.net",
+        Some(unauthenticated_connector().unwrap()),
+    );
+    s.connect_timeout = Duration::from_secs(5);
+    s
+}
+
+async fn maildir_file(dir: &Path, user: &str) -> String {
+    let new = dir.join(format!("mail/{user}/Maildir/new"));
+    for _ in 0..100 {
+        if let Some(e) = std::fs::read_dir(&new).ok().and_then(|mut d| d.next()) {
+            return std::fs::read_to_string(e.unwrap().path()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing delivered to {user}");
+}
+
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_verdicts_over_opportunistic_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, addr) = remote(dir.path(), "").await;
+    // The first host is down: the next one is tried.
+    let hops = [
+        Hop {
+            name: "down.example.org".into(),
+            addrs: vec![closed_port()],
+        },
+        Hop {
+            name: "mx.example.org".into(),
+            addrs: vec![addr],
+        },
+    ];
+    let to = rcpts(&["a@example.org", "nobody@example.org", "b@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+    };
+    let r: Vec<RcptResult> = deliver(&hops, msg, &settings()).await;
+    let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
+    assert_eq!(
+        verdicts,
+        [Verdict::Sent, Verdict::Permanent, Verdict::Sent],
+        "{r:#?}"
+    );
+    assert_eq!(r[1].status, "5.1.1");
+    assert!(
+        r[1].text
+            .starts_with("host mx.example.org[127.0.0.1] said: 550 5.1.1 ")
+            && r[1].text.ends_with("(in reply to RCPT TO command)"),
+        "{}",
+        r[1].text
+    );
+    assert!(
+        r[0].text.contains("250 2.0.0 Ok: queued as ")
+            && r[0].text.ends_with("(in reply to end of DATA command)")
+    );
+    assert_eq!(
+        r[0].remote.as_deref(),
+        Some(format!("mx.example.org[127.0.0.1]:{}", addr.port()).as_str())
+    );
+    running.stop().await;
+    // Dot-stuffing survived, and the hop was TLS without AUTH.
+    let text = maildir_file(dir.path(), "a").await;
+    assert!(text.ends_with("\nhello\n.dot\n"), "{text}");
+    assert!(text.contains("with ESMTPS id"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_reachable_defers_everyone() {
+    let down = closed_port();
+    let hops = [Hop {
+        name: "mx.example.org".into(),
+        addrs: vec![down],
+    }];
+    let to = rcpts(&["a@example.org", "b@example.org"]);
+    let msg = Message {
+        sender: "",
+        recipients: &to,
+        content: BODY,
+    };
+    let r = deliver(&hops, msg, &settings()).await;
+    assert_eq!(r.len(), 2);
+    for x in &r {
+        assert_eq!(x.verdict, Verdict::Temporary);
+        assert_eq!(x.status, "4.4.1");
+        assert_eq!(
+            x.text,
+            format!(
+                "connect to mx.example.org[127.0.0.1]:{}: Connection refused",
+                down.port()
+            )
+        );
+    }
+    let r = deliver(&[], msg, &settings()).await;
+    assert!(r.iter().all(|x| x.verdict == Verdict::Temporary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_refusal_touches_only_its_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, addr) = remote(dir.path(), "recipient_limit = 2").await;
+    let hops = [Hop {
+        name: "mx.example.org".into(),
+        addrs: vec![addr],
+    }];
+    let to = rcpts(&["a@example.org", "b@example.org", "a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+    };
+    let r = deliver(&hops, msg, &settings()).await;
+    let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
+    assert_eq!(
+        verdicts,
+        [Verdict::Sent, Verdict::Sent, Verdict::Temporary],
+        "{r:#?}"
+    );
+    assert!(r[2].status.starts_with("4."), "{:?}", r[2]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_without_starttls_defers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, addr) = remote(dir.path(), "tls_security_level = \"none\"").await;
+    let hops = [Hop {
+        name: "mx.example.org".into(),
+        addrs: vec![addr],
+    }];
+    let to = rcpts(&["a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+    };
+    let mut s = settings();
+    s.tls = ClientTls::Required;
+    let r = deliver(&hops, msg, &s).await;
+    assert_eq!(r[0].verdict, Verdict::Temporary);
+    assert_eq!(r[0].status, "4.7.4");
+    assert!(
+        r[0].text.contains("TLS is required, but was not offered"),
+        "{}",
+        r[0].text
+    );
+    // Opportunistic: plaintext is fine.
+    let r = deliver(&hops, msg, &settings()).await;
+    assert_eq!(r[0].verdict, Verdict::Sent, "{r:?}");
+    running.stop().await;
+}
