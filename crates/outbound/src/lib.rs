@@ -6,6 +6,10 @@
 //! - [`schedule`]: when to retry and when to give up (pure).
 //! - [`deliver`]: one attempt of one message to one destination's hosts,
 //!   with a verdict per recipient in Postfix's words.
+//! - [`engine`]: the queue manager over [`mailstore::outbound`]: due
+//!   messages delivered per destination within concurrency limits, every
+//!   outcome recorded before going on, deferrals rescheduled, finished
+//!   messages handed to the host (failure notices) and removed.
 //!
 //! ```no_run
 //! use outbound::deliver::{deliver, unauthenticated_connector, ClientSettings, Hop, Message};
@@ -23,4 +27,5 @@
 #![forbid(unsafe_code)]
 
 pub mod deliver;
+pub mod engine;
 pub mod schedule;

@@ -1,7 +1,5 @@
 //! Delivery attempts against a real smtpd on loopback as the remote MTA.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use netkit::Service;
@@ -10,38 +8,8 @@ use outbound::deliver::{
 };
 use smtp_proto::ClientTls;
 
-/// A remote MTA for `example.org` with users a and b; `extra` goes into
-/// its `[smtpd]` section.
-async fn remote(dir: &Path, extra: &str) -> (smtpd::Running, SocketAddr) {
-    let ca = netkit::certgen::ensure_ca(&dir.join("tls")).unwrap();
-    let (cert, key) = (dir.join("tls/mx.pem"), dir.join("tls/mx.key"));
-    netkit::certgen::issue(&ca, &["mx.example.org".to_string()], &cert, &key).unwrap();
-    std::fs::write(dir.join("passwd"), "a:{PLAIN}x\nb:{PLAIN}y\n").unwrap();
-    let cfg = mail_config::Config::from_toml_str(
-        &format!(
-            r#"
-            [global]
-            hostname = "mx.example.org"
-            local_domains = ["example.org"]
-            relay_networks = []
-            maildir_root = "mail"
-            passwd_file = "passwd"
-            [smtpd]
-            listen = ["127.0.0.1:0"]
-            submission_listen = []
-            queue_directory = "queue"
-            {extra}
-            [tls]
-            certificates = [{{ cert = "tls/mx.pem", key = "tls/mx.key" }}]
-            "#
-        ),
-        dir,
-    )
-    .unwrap();
-    let running = smtpd::start(cfg).await.unwrap();
-    let addr = running.inbound_addrs()[0];
-    (running, addr)
-}
+mod common;
+use common::{closed_port, maildir_file, remote};
 
 fn rcpts(list: &[&str]) -> Vec<(usize, String)> {
     list.iter()
@@ -59,22 +27,6 @@ fn settings() -> ClientSettings {
     );
     s.connect_timeout = Duration::from_secs(5);
     s
-}
-
-async fn maildir_file(dir: &Path, user: &str) -> String {
-    let new = dir.join(format!("mail/{user}/Maildir/new"));
-    for _ in 0..100 {
-        if let Some(e) = std::fs::read_dir(&new).ok().and_then(|mut d| d.next()) {
-            return std::fs::read_to_string(e.unwrap().path()).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing delivered to {user}");
-}
-
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,546 @@
+//! The queue manager: takes messages from the outbound queue
+//! ([`mailstore::outbound`]) when they are due, delivers each to its
+//! recipients' destinations (routes from a [`Route`]), records every
+//! outcome before going on, reschedules what was deferred, and hands a
+//! message whose recipients are all final to the host (which sends the
+//! failure notice, if one is due) before removing it.
+//!
+//! One task per message in flight, its destinations delivered to at the
+//! same time, within a limit of messages in flight and of connections per
+//! destination (Postfix's `default_process_limit` and
+//! `default_destination_concurrency_limit`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use mailstore::outbound::{Attempt, OutboundQueue, Outcome, QueuedMessage, RcptState};
+use tokio::sync::{Notify, Semaphore};
+use tracing::{error, info, warn};
+
+use crate::deliver::{deliver, ClientSettings, Hop, Message, Verdict};
+use crate::schedule::{AfterFailure, Schedule};
+
+/// Why a destination has no host to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFailure {
+    /// A permanent failure (no such domain, null MX) bounces; a temporary
+    /// one (DNS timeout) defers.
+    pub permanent: bool,
+    /// Enhanced status code (`5.1.2`, `4.4.3`).
+    pub status: String,
+    /// Postfix's wording (`Host or domain name not found. Name service
+    /// error for name=... type=MX: Host not found`).
+    pub text: String,
+}
+
+/// Where mail for a domain goes: its hosts, in the order to try them.
+pub trait Route: Send + Sync + 'static {
+    /// The hops for `domain` (lowercase, without a trailing dot).
+    fn route(&self, domain: &str) -> impl Future<Output = Result<Vec<Hop>, RouteFailure>> + Send;
+}
+
+/// Fixed routes, for tests and for a relay host that is an address.
+#[derive(Debug, Clone, Default)]
+pub struct StaticRoutes {
+    /// Per domain its hops; `*` for any other domain.
+    pub routes: HashMap<String, Vec<Hop>>,
+}
+
+impl Route for StaticRoutes {
+    async fn route(&self, domain: &str) -> Result<Vec<Hop>, RouteFailure> {
+        match self.routes.get(domain).or_else(|| self.routes.get("*")) {
+            Some(h) => Ok(h.clone()),
+            None => Err(RouteFailure {
+                permanent: true,
+                status: "5.4.4".into(),
+                text: format!("Host or domain name not found: no route to {domain}"),
+            }),
+        }
+    }
+}
+
+/// What the host does with a message every recipient of which is final:
+/// send the failure notice for the bounced ones (when their `NOTIFY`
+/// wants one and the sender is not null). It must be durable when this
+/// returns `Ok`; on `Err` the message stays queued and is offered again
+/// at the next start.
+pub trait Finisher: Send + Sync + 'static {
+    /// Called once per finished message, from a blocking thread.
+    fn finished(&self, message: &QueuedMessage) -> Result<(), String>;
+}
+
+impl<F: Fn(&QueuedMessage) -> Result<(), String> + Send + Sync + 'static> Finisher for F {
+    fn finished(&self, message: &QueuedMessage) -> Result<(), String> {
+        self(message)
+    }
+}
+
+/// Limits and client settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Retries and lifetimes.
+    pub schedule: Schedule,
+    /// The SMTP client.
+    pub client: ClientSettings,
+    /// Messages in flight at once (`default_process_limit`, 100).
+    pub max_in_flight: usize,
+    /// Connections to one destination at once
+    /// (`default_destination_concurrency_limit`, 20).
+    pub per_destination: usize,
+}
+
+impl EngineConfig {
+    /// Postfix's defaults with `client`.
+    pub fn new(client: ClientSettings) -> Self {
+        EngineConfig {
+            schedule: Schedule::default(),
+            client,
+            max_in_flight: 100,
+            per_destination: 20,
+        }
+    }
+}
+
+/// How a message stands after an attempt.
+enum After {
+    /// Still queued, as read back.
+    Queued(QueuedMessage),
+    /// Finished and removed, or kept for the next start.
+    Gone,
+    /// The queue could not be read or written: try again in a while.
+    Failed,
+}
+
+/// The wait after a failure to read or write the queue.
+const QUEUE_ERROR_WAIT: Duration = Duration::from_secs(60);
+
+struct State {
+    /// `(due, id)` of messages waiting.
+    due: BTreeSet<(SystemTime, String)>,
+    /// Ids waiting, with their due time, to find them in `due`.
+    waiting: HashMap<String, SystemTime>,
+    /// Ids being delivered now.
+    in_flight: HashSet<String>,
+    /// Ids to take again as soon as their attempt ends (a flush or a new
+    /// submission while in flight).
+    again: HashSet<String>,
+    /// Ids whose deferred recipients are tried at the next attempt
+    /// whatever their time (a flush, a release).
+    forced: HashSet<String>,
+    stopping: bool,
+}
+
+struct Inner<R, F> {
+    queue: OutboundQueue,
+    cfg: EngineConfig,
+    route: R,
+    finisher: F,
+    state: Mutex<State>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// The running queue manager. Cloning shares it.
+pub struct Engine<R, F> {
+    inner: Arc<Inner<R, F>>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl<R, F> Clone for Engine<R, F> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: Arc::clone(&self.inner),
+            task: Arc::clone(&self.task),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The domain of an address (after the last `@`), lowercase.
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+impl<R: Route, F: Finisher> Engine<R, F> {
+    /// Starts the manager on `queue` with the messages it held at open
+    /// (`recovered`): each is due at its own time; held ones wait for a
+    /// release.
+    pub fn start(
+        queue: OutboundQueue,
+        recovered: Vec<QueuedMessage>,
+        cfg: EngineConfig,
+        route: R,
+        finisher: F,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            queue,
+            cfg,
+            route,
+            finisher,
+            state: Mutex::new(State {
+                due: BTreeSet::new(),
+                waiting: HashMap::new(),
+                in_flight: HashSet::new(),
+                again: HashSet::new(),
+                forced: HashSet::new(),
+                stopping: false,
+            }),
+            wake: Notify::new(),
+            destinations: Mutex::new(HashMap::new()),
+        });
+        for m in &recovered {
+            inner.schedule(m);
+        }
+        let task = tokio::spawn(Arc::clone(&inner).run());
+        Engine {
+            inner,
+            task: Arc::new(Mutex::new(Some(task))),
+        }
+    }
+
+    /// A message just enqueued, or released from hold: try every
+    /// recipient of it that is not final now.
+    pub fn submit(&self, id: &str) {
+        lock(&self.inner.state).forced.insert(id.to_owned());
+        self.inner.make_due(id, SystemTime::now());
+    }
+
+    /// Try every waiting message now, deferred recipients included
+    /// (Postfix's `postqueue -f`); returns how many.
+    pub fn flush(&self) -> usize {
+        let ids: Vec<String> = {
+            let mut s = lock(&self.inner.state);
+            let ids: Vec<String> = s.waiting.keys().cloned().collect();
+            s.forced.extend(ids.iter().cloned());
+            ids
+        };
+        let now = SystemTime::now();
+        for id in &ids {
+            self.inner.make_due(id, now);
+        }
+        ids.len()
+    }
+
+    /// Messages waiting (not in flight).
+    pub fn waiting(&self) -> usize {
+        lock(&self.inner.state).waiting.len()
+    }
+
+    /// Messages in flight.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner.state).in_flight.len()
+    }
+
+    /// Stops taking messages and waits up to `grace` for those in flight;
+    /// what is left stays queued for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        lock(&self.inner.state).stopping = true;
+        self.inner.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let task = lock(&self.task).take();
+        if let Some(t) = task {
+            t.abort();
+        }
+    }
+}
+
+impl<R: Route, F: Finisher> Inner<R, F> {
+    /// Puts a message read from the queue in the schedule.
+    fn schedule(&self, m: &QueuedMessage) {
+        if m.held {
+            return;
+        }
+        if let Some(due) = m.next_due() {
+            self.make_due(&m.envelope.id, due);
+        } else {
+            // Every recipient is final: finish it.
+            self.make_due(&m.envelope.id, SystemTime::UNIX_EPOCH);
+        }
+    }
+
+    fn make_due(&self, id: &str, at: SystemTime) {
+        let mut s = lock(&self.state);
+        if s.in_flight.contains(id) {
+            s.again.insert(id.to_owned());
+            return;
+        }
+        if let Some(old) = s.waiting.insert(id.to_owned(), at) {
+            if old <= at {
+                // Already due sooner.
+                s.waiting.insert(id.to_owned(), old);
+                return;
+            }
+            s.due.remove(&(old, id.to_owned()));
+        }
+        s.due.insert((at, id.to_owned()));
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let (ready, next) = {
+                let mut s = lock(&self.state);
+                if s.stopping {
+                    return;
+                }
+                let now = SystemTime::now();
+                let mut ready = Vec::new();
+                while let Some(first) = s.due.first().cloned() {
+                    if first.0 > now || self.slots.available_permits() <= ready.len() {
+                        break;
+                    }
+                    s.due.remove(&first);
+                    s.waiting.remove(&first.1);
+                    s.in_flight.insert(first.1.clone());
+                    ready.push(first.1);
+                }
+                let next = s.due.first().map(|(t, _)| *t);
+                (ready, next)
+            };
+            for id in ready {
+                let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                    return;
+                };
+                let me = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let after = me.attempt(&id).await;
+                    drop(permit);
+                    me.done(&id, after);
+                });
+            }
+            let wait = next.map(|t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    // Clock changes: look again at least every minute.
+                    .min(Duration::from_secs(60))
+            });
+            match wait {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, self.wake.notified()).await;
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// After an attempt: reschedule from what the queue said after it.
+    fn done(&self, id: &str, after: After) {
+        let again = {
+            let mut s = lock(&self.state);
+            s.in_flight.remove(id);
+            s.again.remove(id)
+        };
+        match after {
+            After::Queued(m) if again => self.make_due(&m.envelope.id, SystemTime::now()),
+            After::Queued(m) => self.schedule(&m),
+            After::Failed => self.make_due(id, SystemTime::now() + QUEUE_ERROR_WAIT),
+            After::Gone => {}
+        }
+        self.wake.notify_one();
+    }
+
+    fn destination(&self, domain: &str) -> Arc<Semaphore> {
+        let mut d = lock(&self.destinations);
+        Arc::clone(
+            d.entry(domain.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.per_destination.max(1)))),
+        )
+    }
+
+    /// One pass over a message: every recipient that is due, grouped by
+    /// destination, delivered at the same time; outcomes recorded; the
+    /// message finished when every recipient is final.
+    async fn attempt(self: &Arc<Self>, id: &str) -> After {
+        let q = self.queue.clone();
+        let key = id.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let m = q.load(&key)?;
+            let content = q.content(&key)?;
+            Ok::<_, mailstore::Error>((m, content))
+        })
+        .await;
+        let (m, content) = match loaded {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                // Deleted meanwhile (mailctl queue delete) or unreadable.
+                if self.queue.dir().join(format!("{id}.msg")).exists() {
+                    error!(queue_id = id, error = %e, "cannot read queued message");
+                    return After::Failed;
+                }
+                return After::Gone;
+            }
+            Err(e) => {
+                error!(queue_id = id, error = %e, "reading queued message failed");
+                return After::Failed;
+            }
+        };
+        if m.held {
+            return After::Queued(m);
+        }
+        let forced = lock(&self.state).forced.remove(id);
+        let now = SystemTime::now();
+        let mut groups: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+        for (i, r) in m.recipients.iter().enumerate() {
+            let due = match r.state {
+                RcptState::Pending => true,
+                RcptState::Deferred { next } => forced || next <= now,
+                _ => false,
+            };
+            if due {
+                groups
+                    .entry(domain_of(&r.rcpt.address))
+                    .or_default()
+                    .push((i, r.rcpt.address.clone()));
+            }
+        }
+        let content = Arc::new(content);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (domain, rcpts) in groups {
+            let me = Arc::clone(self);
+            let content = Arc::clone(&content);
+            let sender = m.envelope.sender.clone();
+            tasks.spawn(async move { me.to_destination(&domain, &sender, &rcpts, &content).await });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(r) => results.extend(r),
+                Err(e) => error!(queue_id = id, error = %e, "delivery task failed"),
+            }
+        }
+        let arrival = m.envelope.arrival;
+        let bounce = m.envelope.sender.is_empty();
+        let now = SystemTime::now();
+        let attempts: Vec<Attempt> = results
+            .into_iter()
+            .map(|r| {
+                let outcome = match r.verdict {
+                    Verdict::Sent => Outcome::Sent,
+                    Verdict::Permanent => Outcome::Bounced,
+                    Verdict::Temporary => {
+                        match self.cfg.schedule.after_failure(arrival, now, bounce) {
+                            AfterFailure::RetryAt(next) => Outcome::Deferred { next },
+                            AfterFailure::Expire => Outcome::Bounced,
+                        }
+                    }
+                };
+                let rcpt = m
+                    .recipients
+                    .get(r.rcpt)
+                    .map_or("", |x| x.rcpt.address.as_str());
+                let delay = now
+                    .duration_since(arrival)
+                    .unwrap_or_default()
+                    .as_secs_f32();
+                let status = match outcome {
+                    Outcome::Sent => "sent",
+                    Outcome::Deferred { .. } => "deferred",
+                    Outcome::Bounced => "bounced",
+                };
+                // Postfix's log line, for pflogsumm-style tools.
+                info!(
+                    "{id}: to=<{rcpt}>, relay={}, delay={delay:.1}, dsn={}, status={status} ({})",
+                    r.remote.as_deref().unwrap_or("none"),
+                    r.status,
+                    r.text
+                );
+                Attempt {
+                    rcpt: r.rcpt,
+                    outcome,
+                    time: now,
+                    status: r.status,
+                    remote: r.remote,
+                    text: r.text,
+                }
+            })
+            .collect();
+        let q = self.queue.clone();
+        let key = id.to_owned();
+        let me = Arc::clone(self);
+        let r = tokio::task::spawn_blocking(move || {
+            if !attempts.is_empty() {
+                q.record(&key, &attempts)?;
+            }
+            let m = q.load(&key)?;
+            if !m.is_finished() {
+                return Ok(After::Queued(m));
+            }
+            if let Err(e) = me.finisher.finished(&m) {
+                warn!(
+                    queue_id = key,
+                    error = e,
+                    "finishing message failed; kept queued"
+                );
+                return Ok(After::Failed);
+            }
+            q.remove(&key)?;
+            info!("{key}: removed");
+            Ok::<_, mailstore::Error>(After::Gone)
+        })
+        .await;
+        match r {
+            Ok(Ok(after)) => after,
+            Ok(Err(e)) => {
+                error!(queue_id = id, error = %e, "recording delivery outcomes failed");
+                After::Failed
+            }
+            Err(e) => {
+                error!(queue_id = id, error = %e, "recording task failed");
+                After::Failed
+            }
+        }
+    }
+
+    async fn to_destination(
+        &self,
+        domain: &str,
+        sender: &str,
+        rcpts: &[(usize, String)],
+        content: &[u8],
+    ) -> Vec<crate::deliver::RcptResult> {
+        let hops = match self.route.route(domain).await {
+            Ok(h) => h,
+            Err(f) => {
+                return rcpts
+                    .iter()
+                    .map(|(i, _)| crate::deliver::RcptResult {
+                        rcpt: *i,
+                        verdict: if f.permanent {
+                            Verdict::Permanent
+                        } else {
+                            Verdict::Temporary
+                        },
+                        status: f.status.clone(),
+                        remote: None,
+                        text: f.text.clone(),
+                    })
+                    .collect()
+            }
+        };
+        let sem = self.destination(domain);
+        let Ok(_permit) = sem.acquire_owned().await else {
+            return Vec::new();
+        };
+        let msg = Message {
+            sender,
+            recipients: rcpts,
+            content,
+        };
+        deliver(&hops, msg, &self.cfg.client).await
+    }
+}
