@@ -125,9 +125,28 @@ pub enum TlsCmd {
 /// `mailctl queue ...` (Postfix's `postqueue -p` and `postqueue -f`).
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
-    /// List queued messages: queue id, size, mailboxes, failed attempts
-    /// and the last reason. Works while smtpd runs.
+    /// List queued messages: local deliveries waiting (queue id, size,
+    /// mailboxes, failed attempts, last reason), then mail for other
+    /// domains as `mailq` shows it (queue id, size, arrival, sender, each
+    /// recipient with the reason it is deferred). Works while smtpd runs.
     List,
+    /// Hold a message for other domains: nothing is tried until it is
+    /// released (Postfix's `postsuper -h`).
+    Hold {
+        /// Queue id.
+        id: String,
+    },
+    /// Release a held message and ask smtpd to try it now (`postsuper -H`).
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message for other domains from the queue, without a
+    /// failure notice (`postsuper -d`).
+    Delete {
+        /// Queue id.
+        id: String,
+    },
     /// Ask the running smtpd to retry every deferred delivery now
     /// (SIGUSR1 to the process holding the queue).
     Flush,
@@ -482,11 +501,89 @@ pub fn queue_list(dir: &Path) -> Result<Vec<String>> {
             )
         })
         .collect();
-    out.push(match entries.len() {
+    let outgoing =
+        mailstore::outbound::OutboundQueue::list(dir.join(mailstore::outbound::DIR_NAME))?;
+    if !outgoing.is_empty() {
+        out.push("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------".into());
+        for m in &outgoing {
+            out.extend(mailq_entry(m));
+        }
+    }
+    out.push(match entries.len() + outgoing.len() {
         0 => "queue is empty".into(),
         n => format!("{n} queued"),
     });
     Ok(out)
+}
+
+/// One message as Postfix's `mailq` shows it: `!` after the id when held;
+/// each recipient not yet delivered, after the reason of its last failure.
+fn mailq_entry(m: &mailstore::outbound::QueuedMessage) -> Vec<String> {
+    use mailstore::outbound::RcptState;
+    let e = &m.envelope;
+    let date = mailstore::rfc5322_date(e.arrival);
+    // "Sun, 6 Dec 2026 08:21:51 +0000" -> "Sun Dec  6 08:21:51"
+    let parts: Vec<&str> = date.split_whitespace().collect();
+    let arrival = match parts.as_slice() {
+        [wd, d, mon, _y, t, ..] => format!("{} {mon} {d:>2} {t}", wd.trim_end_matches(',')),
+        _ => date.clone(),
+    };
+    let sender = if e.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        &e.sender
+    };
+    let mut lines = vec![format!(
+        "{:<11} {:>8} {arrival}  {sender}",
+        format!("{}{}", e.id, if m.held { "!" } else { "" }),
+        m.size
+    )];
+    for r in &m.recipients {
+        if r.state.is_final() {
+            continue;
+        }
+        if let (RcptState::Deferred { .. }, Some(last)) = (&r.state, &r.last) {
+            lines.push(format!("{:42}({})", "", last.text));
+        }
+        lines.push(format!("{:42}{}", "", r.rcpt.address));
+    }
+    lines.push(String::new());
+    lines
+}
+
+fn outgoing(dir: &Path) -> Result<mailstore::outbound::OutboundQueue> {
+    let d = dir.join(mailstore::outbound::DIR_NAME);
+    if !d.exists() {
+        return Err(mailstore::Error::NotFound {
+            kind: "queued message",
+            name: String::new(),
+        }
+        .into());
+    }
+    Ok(mailstore::outbound::OutboundQueue::from_dir(d))
+}
+
+/// `mailctl queue hold|release|delete ID`.
+pub fn queue_admin(dir: &Path, id: &str, action: &str) -> Result<Vec<String>> {
+    let q = outgoing(dir)?;
+    let now = std::time::SystemTime::now();
+    match action {
+        "hold" => {
+            q.set_held(id, true, now)?;
+            Ok(vec![format!("{id}: placed on hold")])
+        }
+        "release" => {
+            q.set_held(id, false, now)?;
+            let mut out = vec![format!("{id}: released from hold")];
+            out.extend(queue_flush(dir)?);
+            Ok(out)
+        }
+        _ => {
+            q.load(id)?;
+            q.remove(id)?;
+            Ok(vec![format!("{id}: removed")])
+        }
+    }
 }
 
 /// `mailctl queue flush`: SIGUSR1 to the smtpd holding the queue, through
@@ -605,6 +702,9 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
         Cmd::Alias(AliasCmd::List) => alias_list(paths),
         Cmd::Queue(QueueCmd::List) => queue_list(&site.queue_dir),
         Cmd::Queue(QueueCmd::Flush) => queue_flush(&site.queue_dir),
+        Cmd::Queue(QueueCmd::Hold { id }) => queue_admin(&site.queue_dir, &id, "hold"),
+        Cmd::Queue(QueueCmd::Release { id }) => queue_admin(&site.queue_dir, &id, "release"),
+        Cmd::Queue(QueueCmd::Delete { id }) => queue_admin(&site.queue_dir, &id, "delete"),
         Cmd::Tls(TlsCmd::Cert {
             names,
             ca_dir,
@@ -734,5 +834,63 @@ mod tests {
         assert_eq!(s.password("u").unwrap(), "secret");
         let mut e = FromReader(&b""[..]);
         assert!(matches!(e.password("u"), Err(CtlError::Password(_))));
+    }
+
+    #[test]
+    fn outgoing_messages_as_mailq_shows_them() {
+        use mailstore::outbound::{Attempt, OutEnvelope, OutRcpt, OutboundQueue, Outcome};
+        use std::time::{Duration, UNIX_EPOCH};
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path().join(mailstore::outbound::DIR_NAME)).unwrap();
+        let env = OutEnvelope {
+            id: "4F2A91C0B7D3".into(),
+            sender: "user2@csuvnetwork.com".into(),
+            arrival: UNIX_EPOCH + Duration::from_secs(1_796_545_311),
+            envid: None,
+            ret: None,
+            recipients: vec![OutRcpt::new("a@example.org"), OutRcpt::new("b@example.org")],
+        };
+        q.enqueue(&env, b"Subject: x\r\n\r\nhi\r\n").unwrap();
+        q.record(
+            "4F2A91C0B7D3",
+            &[
+                Attempt {
+                    rcpt: 0,
+                    outcome: Outcome::Deferred {
+                        next: UNIX_EPOCH + Duration::from_secs(1_796_545_611),
+                    },
+                    time: UNIX_EPOCH + Duration::from_secs(1_796_545_311),
+                    status: "4.4.1".into(),
+                    remote: None,
+                    text: "connect to mx.example.org[192.0.2.1]:25: Connection refused".into(),
+                },
+                Attempt {
+                    rcpt: 1,
+                    outcome: Outcome::Sent,
+                    time: UNIX_EPOCH + Duration::from_secs(1_796_545_311),
+                    status: "2.0.0".into(),
+                    remote: None,
+                    text: "250 ok".into(),
+                },
+            ],
+        )
+        .unwrap();
+        let out = queue_list(dir.path()).unwrap();
+        assert_eq!(
+            out,
+            [
+                "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------",
+                "4F2A91C0B7D3       18 Sun Dec  6 08:21:51  user2@csuvnetwork.com",
+                "                                          (connect to mx.example.org[192.0.2.1]:25: Connection refused)",
+                "                                          a@example.org",
+                "",
+                "1 queued",
+            ]
+        );
+        queue_admin(dir.path(), "4F2A91C0B7D3", "hold").unwrap();
+        assert!(queue_list(dir.path()).unwrap()[1].starts_with("4F2A91C0B7D3!"));
+        queue_admin(dir.path(), "4F2A91C0B7D3", "delete").unwrap();
+        assert_eq!(queue_list(dir.path()).unwrap(), ["queue is empty"]);
+        assert!(queue_admin(dir.path(), "4F2A91C0B7D3", "delete").is_err());
     }
 }

@@ -40,6 +40,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::util::{fsync_dir, io_err};
 use crate::{Error, Result};
 
+/// The outbound queue's directory inside smtpd's `queue_directory`.
+pub const DIR_NAME: &str = "outgoing";
+
 /// First line of every `.msg` file: the format and its version.
 const MAGIC: &str = "csuv-outbound 1";
 
@@ -293,6 +296,12 @@ impl OutboundQueue {
         }
         oldest_first(&mut messages);
         Ok(messages)
+    }
+
+    /// The queue in `dir` as it is, without reading or cleaning it (for
+    /// `mailctl`'s hold, release and delete while the daemon runs).
+    pub fn from_dir(dir: impl Into<PathBuf>) -> OutboundQueue {
+        OutboundQueue { dir: dir.into() }
     }
 
     /// The queue's directory.
