@@ -62,6 +62,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod relay;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -179,6 +181,16 @@ struct Shared {
     penalty: Arc<AuthPenalty>,
     /// The TLS session-ticket key, kept across reloads.
     ticketer: Arc<dyn netkit::tls::rustls::server::ProducesTickets>,
+    /// The outbound queue and its manager, when mail to other domains is
+    /// accepted.
+    relay: Option<RelayHandle>,
+}
+
+/// What connections need of the outbound queue.
+struct RelayHandle {
+    queue: mailstore::outbound::OutboundQueue,
+    /// Tells the queue manager about a message just queued.
+    submit: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Shared {
@@ -364,6 +376,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         }
     }
     let shared = Arc::new(Shared {
+        relay: None,
         ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
@@ -411,9 +424,18 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
 #[derive(Default)]
 struct Txn {
     from: String,
+    /// MAIL's RFC 3461 `RET=` and `ENVID=`, as given.
+    ret: Option<String>,
+    envid: Option<String>,
     rcpts: Recipients,
-    /// The message being received; `None` after a write error.
+    /// Recipients in other domains (the client may relay).
+    remote: Vec<mailstore::outbound::OutRcpt>,
+    /// The local part of the message being received.
     delivery: Option<Incoming>,
+    /// The part for other domains, on its way into the outbound queue.
+    outgoing: Option<relay::Outgoing>,
+    /// A write failed: the message ends in `451`.
+    broken: bool,
     active: bool,
 }
 
@@ -490,7 +512,7 @@ async fn connection(
         txn: Txn::default(),
     };
     let result = conn.drive(session, driver).await;
-    if conn.txn.delivery.is_some() {
+    if conn.txn.delivery.is_some() || conn.txn.outgoing.is_some() {
         conn.abort_delivery().await;
     }
     match result {
@@ -624,18 +646,20 @@ impl Conn {
                 let challenge = self.cram_challenge();
                 session.provide_challenge(&challenge)
             }
-            Event::Mail { from, .. } => {
+            Event::Mail { from, params } => {
                 self.txn = Txn {
                     from: match from {
                         ReversePath::Null => String::new(),
                         ReversePath::Mailbox(m) => m.to_string(),
                     },
+                    ret: params.ret.as_deref().map(str::to_owned),
+                    envid: params.envid.as_deref().map(str::to_owned),
                     ..Txn::default()
                 };
                 session.decide(Verdict::Accept)
             }
-            Event::Rcpt { to, .. } => {
-                let verdict = self.route_recipient(session, &to);
+            Event::Rcpt { to, params } => {
+                let verdict = self.route_recipient(session, &to, &params);
                 session.decide(verdict)
             }
             Event::Vrfy { argument } => {
@@ -645,12 +669,18 @@ impl Conn {
             Event::MessageStart => {
                 self.txn.active = true;
                 let env = self.envelope(session);
-                self.txn.delivery = Some(self.shared.pipeline.incoming(env));
+                self.txn.outgoing = self.outgoing(&env);
+                if !env.mailboxes.is_empty() {
+                    self.txn.delivery = Some(self.shared.pipeline.incoming(env));
+                }
                 Ok(())
             }
             Event::BodyChunk(bytes) => {
                 if self.txn.delivery.as_mut().is_some_and(|m| m.push(&bytes)) {
                     self.write_out().await;
+                }
+                if self.txn.outgoing.as_mut().is_some_and(|m| m.push(&bytes)) {
+                    self.write_out_remote().await;
                 }
                 Ok(())
             }
@@ -717,7 +747,12 @@ impl Conn {
         )
     }
 
-    fn route_recipient(&mut self, session: &ServerSession, to: &ForwardPath<'_>) -> Verdict {
+    fn route_recipient(
+        &mut self,
+        session: &ServerSession,
+        to: &ForwardPath<'_>,
+        params: &smtp_proto::RcptParameters<'_>,
+    ) -> Verdict {
         let addr = to.to_string();
         let client = Client {
             authenticated: session.authenticated_user().is_some(),
@@ -726,6 +761,10 @@ impl Conn {
         match self.settings.policy.recipient(&addr, client) {
             Recipient::Local(mailboxes) => {
                 self.txn.rcpts.add(addr, mailboxes);
+                Verdict::Accept
+            }
+            Recipient::Remote(addr) => {
+                self.txn.remote.push(relay::out_rcpt(addr, params));
                 Verdict::Accept
             }
             Recipient::Refused(r) => {
@@ -757,7 +796,11 @@ impl Conn {
             (true, true, true) => mailstore::Protocol::Esmtpsa,
         };
         let now = SystemTime::now();
-        let rcpts = std::mem::take(&mut self.txn.rcpts);
+        let mut rcpts = std::mem::take(&mut self.txn.rcpts);
+        // All of them, for the `for` clause of Received (one recipient).
+        rcpts
+            .addresses
+            .extend(self.txn.remote.iter().map(|r| r.address.clone()));
         mailstore::Envelope {
             mail_from: std::mem::take(&mut self.txn.from),
             recipients: rcpts.addresses,
@@ -772,6 +815,36 @@ impl Conn {
         }
     }
 
+    /// The part of the message for other domains, if it has recipients
+    /// there.
+    fn outgoing(&mut self, env: &mailstore::Envelope) -> Option<relay::Outgoing> {
+        let remote = std::mem::take(&mut self.txn.remote);
+        if remote.is_empty() {
+            return None;
+        }
+        let queue = self.shared.relay.as_ref()?.queue.clone();
+        let out = mailstore::outbound::OutEnvelope {
+            id: env.queue_id.clone(),
+            sender: env.mail_from.clone(),
+            arrival: env.time,
+            envid: self.txn.envid.take(),
+            ret: match self
+                .txn
+                .ret
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                Some("FULL") => Some(mailstore::outbound::Ret::Full),
+                Some("HDRS") => Some(mailstore::outbound::Ret::Hdrs),
+                _ => None,
+            },
+            recipients: remote,
+        };
+        let received = mailstore::store::received_header(env);
+        Some(relay::Outgoing::new(queue, out, &received))
+    }
+
     /// Writes what the message holds to its Maildir file; after an error
     /// the message is dropped (its temporary file removed) and ends in 451.
     async fn write_out(&mut self) {
@@ -780,27 +853,88 @@ impl Conn {
         };
         match tokio::task::spawn_blocking(move || m.write_out().map(|()| m)).await {
             Ok(Ok(m)) => self.txn.delivery = Some(m),
-            Ok(Err(e)) => error!(sid = self.sid, error = %e, "writing message failed"),
-            Err(e) => error!(sid = self.sid, error = %e, "delivery task failed"),
+            Ok(Err(e)) => {
+                self.txn.broken = true;
+                error!(sid = self.sid, error = %e, "writing message failed")
+            }
+            Err(e) => {
+                self.txn.broken = true;
+                error!(sid = self.sid, error = %e, "delivery task failed")
+            }
         }
     }
 
-    /// The end of DATA: the pipeline makes the message durable (queue
-    /// journal, or its Maildir files) before `250`.
+    /// The same for the part for other domains.
+    async fn write_out_remote(&mut self) {
+        let Some(mut m) = self.txn.outgoing.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || m.write_out().map(|()| m)).await {
+            Ok(Ok(m)) => self.txn.outgoing = Some(m),
+            Ok(Err(e)) => {
+                self.txn.broken = true;
+                error!(sid = self.sid, error = %e, "writing message to the outbound queue failed")
+            }
+            Err(e) => {
+                self.txn.broken = true;
+                error!(sid = self.sid, error = %e, "outbound queue task failed")
+            }
+        }
+    }
+
+    /// The end of DATA: both parts durable before `250`: the part for
+    /// other domains in the outbound queue, then the local part by the
+    /// pipeline (queue journal, or its Maildir files). If the local part
+    /// fails, the other is taken out again, so that the client's retry
+    /// does not send it twice.
     async fn finish_message(&mut self) -> Delivery {
         self.txn.active = false;
         let failed = Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"));
-        let Some(m) = self.txn.delivery.take() else {
+        let local = self.txn.delivery.take();
+        let outgoing = self.txn.outgoing.take();
+        if self.txn.broken || (local.is_none() && outgoing.is_none()) {
+            self.txn.broken = false;
             return failed;
-        };
+        }
         let shared = Arc::clone(&self.shared);
         // The pipeline logs under the session's id.
         let span = tracing::info_span!("smtpd", sid = self.sid);
-        let r = tokio::task::spawn_blocking(move || span.in_scope(|| m.finish(&shared.pipeline)));
+        let r = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let relayed = match outgoing {
+                    Some(o) => {
+                        let id = o.id().to_owned();
+                        o.commit()?;
+                        Some(id)
+                    }
+                    None => None,
+                };
+                let id = match (local, &relayed) {
+                    (Some(m), _) => match m.finish(&shared.pipeline) {
+                        Ok(accepted) => accepted.queue_id().to_string(),
+                        Err(e) => {
+                            if let (Some(id), Some(r)) = (&relayed, &shared.relay) {
+                                if let Err(undo) = relay::Outgoing::undo(&r.queue, id) {
+                                    error!(error = %undo, "taking the relayed part out again failed");
+                                }
+                            }
+                            return Err(e);
+                        }
+                    },
+                    (None, Some(id)) => id.clone(),
+                    (None, None) => return Err(mailstore::Error::NoRecipients),
+                };
+                Ok::<_, mailstore::Error>((id, relayed))
+            })
+        });
         match r.await {
-            Ok(Ok(accepted)) => Delivery::Accepted {
-                queue_id: accepted.queue_id().to_string(),
-            },
+            Ok(Ok((queue_id, relayed))) => {
+                if let (Some(id), Some(r)) = (relayed, &self.shared.relay) {
+                    info!(sid = self.sid, queue_id = id, "queued for other domains");
+                    (r.submit)(&id);
+                }
+                Delivery::Accepted { queue_id }
+            }
             Ok(Err(e)) => {
                 error!(sid = self.sid, error = %e, "delivery failed");
                 failed
@@ -814,12 +948,12 @@ impl Conn {
 
     async fn abort_delivery(&mut self) {
         self.txn.active = false;
-        match self.txn.delivery.take() {
-            // Removing its temporary file blocks.
-            Some(m) if m.on_disk() => {
-                let _ = tokio::task::spawn_blocking(move || drop(m)).await;
-            }
-            _ => {}
+        self.txn.broken = false;
+        let local = self.txn.delivery.take().filter(Incoming::on_disk);
+        let outgoing = self.txn.outgoing.take();
+        if local.is_some() || outgoing.is_some() {
+            // Removing their temporary files blocks.
+            let _ = tokio::task::spawn_blocking(move || drop((local, outgoing))).await;
         }
     }
 }

@@ -101,6 +101,10 @@ pub enum Recipient {
     /// Delivered locally to these accounts: one for an account, the
     /// expansion for an alias (canonical names, no duplicates).
     Local(Vec<String>),
+    /// Another domain, for a client that may relay, when the host has an
+    /// outbound queue ([`RecipientPolicy::with_outbound`]): queued for
+    /// delivery over SMTP.
+    Remote(String),
     /// Refused.
     Refused(Refused),
 }
@@ -110,12 +114,25 @@ pub enum Recipient {
 #[derive(Debug)]
 pub struct RecipientPolicy {
     router: Router,
+    outbound: bool,
 }
 
 impl RecipientPolicy {
-    /// The policy routing through `router`.
+    /// The policy routing through `router`; other domains are refused
+    /// (`550 5.4.4`) even to clients that may relay, until
+    /// [`with_outbound`](Self::with_outbound).
     pub fn new(router: Router) -> Self {
-        Self { router }
+        Self {
+            router,
+            outbound: false,
+        }
+    }
+
+    /// Whether the host delivers to other domains: then a client that may
+    /// relay gets [`Recipient::Remote`] for them.
+    pub fn with_outbound(mut self, on: bool) -> Self {
+        self.outbound = on;
+        self
     }
 
     /// The router.
@@ -135,6 +152,9 @@ impl RecipientPolicy {
         match self.router.route(address) {
             Ok(Route::Local(mailboxes)) => Recipient::Local(mailboxes),
             Ok(Route::UnknownUser) => unknown_user(address),
+            Ok(Route::NotLocal) if client.may_relay() && self.outbound => {
+                Recipient::Remote(address.to_owned())
+            }
             Ok(Route::NotLocal) if client.may_relay() => refused(
                 Refusal::LocalOnly,
                 550,
@@ -171,7 +191,7 @@ impl RecipientPolicy {
         match self.router.route(addr) {
             Ok(Route::UnknownUser) => match unknown_user(addr) {
                 Recipient::Refused(r) => Some(r),
-                Recipient::Local(_) => None,
+                Recipient::Local(_) | Recipient::Remote(_) => None,
             },
             _ => None,
         }
@@ -230,6 +250,7 @@ mod tests {
         match r {
             Recipient::Refused(r) => r,
             Recipient::Local(m) => panic!("accepted for {m:?}"),
+            Recipient::Remote(a) => panic!("relayed to {a}"),
         }
     }
 
@@ -275,6 +296,23 @@ mod tests {
                 "550 5.4.4 <user1@example.org>: Recipient address rejected: no route to non-local domains (this server delivers only locally)"
             );
         }
+        // With an outbound queue, those clients relay; strangers still not.
+        let (_d, p) = policy();
+        let p = p.with_outbound(true);
+        for client in [AUTHED, NEIGHBOUR] {
+            assert_eq!(
+                p.recipient("user1@Example.org", client),
+                Recipient::Remote("user1@Example.org".into())
+            );
+        }
+        assert_eq!(
+            refused(p.recipient("user1@example.org", STRANGER)).why,
+            Refusal::RelayDenied
+        );
+        assert_eq!(
+            p.recipient("user1@csuvnetwork.com", AUTHED),
+            Recipient::Local(vec!["user1".into()])
+        );
     }
 
     #[test]

@@ -738,6 +738,14 @@ fn clean(s: &str, allow_space: bool) -> String {
 
 /// `Return-Path:` and the RFC 5321 section 4.4 `Received:` header, LF ends.
 pub fn trace_headers(env: &Envelope) -> String {
+    let return_path = clean(&env.mail_from, false).replace(['<', '>'], "?");
+    format!("Return-Path: <{return_path}>\n{}", received_header(env))
+}
+
+/// The RFC 5321 section 4.4 `Received:` header alone, LF ends: what a
+/// relay adds (`Return-Path:` is for the final delivery only, section
+/// 4.4).
+pub fn received_header(env: &Envelope) -> String {
     let helo = if env.helo.is_empty() {
         "unknown".to_string()
     } else {
@@ -747,11 +755,10 @@ pub fn trace_headers(env: &Envelope) -> String {
         IpAddr::V4(a) => format!("[{a}]"),
         IpAddr::V6(a) => format!("[IPv6:{a}]"),
     };
-    let return_path = clean(&env.mail_from, false).replace(['<', '>'], "?");
     let by = clean(&env.our_hostname, false);
     let id = clean(&env.queue_id, false);
     let mut h = if env.protocol == Protocol::Local {
-        format!("Return-Path: <{return_path}>\nReceived: by {by} id {id}")
+        format!("Received: by {by} id {id}")
     } else {
         // Postfix puts the TLS clauses between `from` and `by`.
         let tls = match &env.tls {
@@ -762,7 +769,7 @@ pub fn trace_headers(env: &Envelope) -> String {
             None => String::new(),
         };
         format!(
-            "Return-Path: <{return_path}>\nReceived: from {helo} ({addr}){tls}\n\tby {by} with {} id {id}",
+            "Received: from {helo} ({addr}){tls}\n\tby {by} with {} id {id}",
             env.protocol.as_str(),
         )
     };
