@@ -80,6 +80,7 @@ pub mod crlf;
 pub mod local;
 pub mod maildrop;
 pub mod outbound;
+pub mod pickup;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
