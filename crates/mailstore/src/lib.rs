@@ -77,6 +77,7 @@ use std::path::PathBuf;
 pub mod accounts;
 pub mod auth;
 pub mod crlf;
+pub mod dsn;
 pub mod local;
 pub mod maildrop;
 pub mod pipeline;
