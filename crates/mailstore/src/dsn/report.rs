@@ -779,3 +779,471 @@ mod tests {
         assert_eq!(in_units(Duration::from_secs(5 * 86_400), 86_400), "5");
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    pub(crate) const ORIGINAL: &[u8] = b"From: user2@csuvnetwork.com\r\nTo: bob@example.org, carol@example.org\r\nSubject: lab\r\nMessage-Id: <lab.1@csuvnetwork.com>\r\n\r\nHello Bob\r\n";
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    pub(crate) fn failed() -> Dsn {
+        let notice = Notice::Sender("user2@csuvnetwork.com".into());
+        let mut bob = RecipientStatus::new("bob@example.org", Action::Failed, Status::new(5, 1, 1));
+        bob.original = Some(Orcpt::Rfc822("Bob@example.org".into()));
+        bob.remote_mta = Some("mx.example.org".into());
+        bob.diagnostic = Some(
+            "550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table"
+                .into(),
+        );
+        bob.reason = "host mx.example.org[192.0.2.25] said: 550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)".into();
+        bob.last_attempt = Some(t(1_796_000_100));
+        let envid = Envid::parse("QQ314159").unwrap();
+        DsnBuilder::new(
+            DsnEvent::Failure,
+            "mail.csuvnetwork.com",
+            "4XyZ12",
+            &notice,
+            "4XyZ12.1796000100",
+            t(1_796_000_000),
+            t(1_796_000_100),
+        )
+        .envid(Some(&envid))
+        .recipient(bob)
+        .build(ORIGINAL)
+        .unwrap()
+    }
+
+    pub(crate) fn delayed() -> Dsn {
+        let notice = Notice::Sender("user2@csuvnetwork.com".into());
+        let mut carol =
+            RecipientStatus::new("carol@example.org", Action::Delayed, Status::new(4, 4, 1));
+        carol.diagnostic = None;
+        carol.reason = "connect to mx.example.org[192.0.2.25]:25: Connection refused".into();
+        carol.last_attempt = Some(t(1_796_014_400));
+        carol.will_retry_until = Some(t(1_796_432_000));
+        DsnBuilder::new(
+            DsnEvent::Delay,
+            "mail.csuvnetwork.com",
+            "4XyZ12",
+            &notice,
+            "4XyZ12.1796014400",
+            t(1_796_000_000),
+            t(1_796_014_400),
+        )
+        .delay_times(
+            Duration::from_secs(4 * 3600),
+            Duration::from_secs(5 * 86_400),
+        )
+        .recipient(carol)
+        .build(ORIGINAL)
+        .unwrap()
+    }
+
+    /// `expected` written with LF; the message must be it with CRLF and
+    /// nothing else.
+    fn assert_golden(dsn: &Dsn, expected: &str) {
+        let got = String::from_utf8(dsn.message.clone()).unwrap();
+        assert!(!got.replace("\r\n", "").contains('\n'), "bare LF");
+        assert!(!got.replace("\r\n", "").contains('\r'), "bare CR");
+        assert_eq!(got, expected.replace('\n', "\r\n"));
+    }
+
+    #[test]
+    fn golden_failed() {
+        let d = failed();
+        assert_eq!(
+            (d.mail_from.as_str(), d.rcpt_to.as_str()),
+            ("", "user2@csuvnetwork.com")
+        );
+        assert!(!d.eight_bit && !d.smtputf8);
+        assert_eq!(d.returned, Returned::Full);
+        assert_golden(&d, FAILED);
+    }
+
+    #[test]
+    fn golden_delayed() {
+        let d = delayed();
+        assert_eq!(d.returned, Returned::Headers);
+        assert_golden(&d, DELAYED);
+    }
+
+    const FAILED: &str = r#"Date: Mon, 30 Nov 2026 00:55:00 +0000
+From: MAILER-DAEMON@mail.csuvnetwork.com (Mail Delivery System)
+To: user2@csuvnetwork.com
+Subject: Undelivered Mail Returned to Sender
+Message-Id: <4XyZ12.1796000100@mail.csuvnetwork.com>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+	boundary="4XyZ12.1796000100/mail.csuvnetwork.com"
+
+This is a MIME-encapsulated message.
+
+--4XyZ12.1796000100/mail.csuvnetwork.com
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mail.csuvnetwork.com.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients. It's attached below.
+
+For further assistance, please send mail to postmaster.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+
+<bob@example.org>: host mx.example.org[192.0.2.25] said: 550 5.1.1
+    <bob@example.org>: Recipient address rejected: User unknown in virtual
+    mailbox table (in reply to RCPT TO command)
+
+--4XyZ12.1796000100/mail.csuvnetwork.com
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Original-Envelope-Id: QQ314159
+Reporting-MTA: dns; mail.csuvnetwork.com
+Arrival-Date: Mon, 30 Nov 2026 00:53:20 +0000
+X-Queue-ID: 4XyZ12
+
+Original-Recipient: rfc822; Bob@example.org
+Final-Recipient: rfc822; bob@example.org
+Action: failed
+Status: 5.1.1
+Remote-MTA: dns; mx.example.org
+Diagnostic-Code: smtp; 550 5.1.1 <bob@example.org>: Recipient address
+    rejected: User unknown in virtual mailbox table
+Last-Attempt-Date: Mon, 30 Nov 2026 00:55:00 +0000
+
+--4XyZ12.1796000100/mail.csuvnetwork.com
+Content-Description: Undelivered Message
+Content-Type: message/rfc822
+
+From: user2@csuvnetwork.com
+To: bob@example.org, carol@example.org
+Subject: lab
+Message-Id: <lab.1@csuvnetwork.com>
+
+Hello Bob
+
+--4XyZ12.1796000100/mail.csuvnetwork.com--
+"#;
+
+    const DELAYED: &str = r#"Date: Mon, 30 Nov 2026 04:53:20 +0000
+From: MAILER-DAEMON@mail.csuvnetwork.com (Mail Delivery System)
+To: user2@csuvnetwork.com
+Subject: Delayed Mail (still being retried)
+Message-Id: <4XyZ12.1796014400@mail.csuvnetwork.com>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+	boundary="4XyZ12.1796014400/mail.csuvnetwork.com"
+
+This is a MIME-encapsulated message.
+
+--4XyZ12.1796014400/mail.csuvnetwork.com
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mail.csuvnetwork.com.
+
+####################################################################
+# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
+####################################################################
+
+Your message could not be delivered for more than 4 hour(s).
+It will be retried until it is 5 day(s) old.
+
+For further assistance, please send mail to postmaster.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+
+<carol@example.org>: connect to mx.example.org[192.0.2.25]:25: Connection
+    refused
+
+--4XyZ12.1796014400/mail.csuvnetwork.com
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mail.csuvnetwork.com
+Arrival-Date: Mon, 30 Nov 2026 00:53:20 +0000
+X-Queue-ID: 4XyZ12
+
+Final-Recipient: rfc822; carol@example.org
+Action: delayed
+Status: 4.4.1
+Last-Attempt-Date: Mon, 30 Nov 2026 04:53:20 +0000
+Will-Retry-Until: Sat, 5 Dec 2026 00:53:20 +0000
+
+--4XyZ12.1796014400/mail.csuvnetwork.com
+Content-Description: Delayed Message Headers
+Content-Type: text/rfc822-headers
+
+From: user2@csuvnetwork.com
+To: bob@example.org, carol@example.org
+Subject: lab
+Message-Id: <lab.1@csuvnetwork.com>
+
+--4XyZ12.1796014400/mail.csuvnetwork.com--
+"#;
+}
+
+#[cfg(test)]
+mod behaviour {
+    use super::golden::ORIGINAL;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000)
+    }
+
+    fn build(
+        kind: DsnEvent,
+        notice: &Notice,
+        ret: Option<Ret>,
+        limit: usize,
+        rcpt: RecipientStatus,
+        original: &[u8],
+    ) -> Result<Dsn, BuildError> {
+        DsnBuilder::new(kind, "mail.example", "Q1", notice, "Q1.1", t0(), t0())
+            .ret(ret)
+            .size_limit(limit)
+            .recipient(rcpt)
+            .build(original)
+    }
+
+    fn failed(addr: &str) -> RecipientStatus {
+        RecipientStatus::new(addr, Action::Failed, Status::new(5, 0, 0))
+    }
+
+    /// CRLF everywhere, no bare CR or LF, no line over 998 octets.
+    fn lines_ok(m: &[u8]) -> bool {
+        let crlf_only = m.iter().enumerate().all(|(i, &b)| match b {
+            b'\n' => i > 0 && m.get(i - 1) == Some(&b'\r'),
+            b'\r' => m.get(i + 1) == Some(&b'\n'),
+            _ => true,
+        });
+        crlf_only
+            && m.ends_with(b"\r\n")
+            && m.split(|&b| b == b'\n').all(|l| l.len() <= MAX_LINE + 1)
+    }
+
+    fn text(d: &Dsn) -> String {
+        String::from_utf8_lossy(&d.message).into_owned()
+    }
+
+    #[test]
+    fn eight_bit_original_is_attached_as_8bit() {
+        let n = Notice::Sender("a@b".into());
+        let orig = "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes();
+        let d = build(
+            DsnEvent::Failure,
+            &n,
+            None,
+            BOUNCE_SIZE_LIMIT,
+            failed("x@y"),
+            orig,
+        )
+        .unwrap();
+        assert!(d.eight_bit);
+        assert!(!d.smtputf8);
+        assert_eq!(d.returned, Returned::Full);
+        let s = text(&d);
+        // The top level and the message/rfc822 part say 8bit; the report
+        // part stays 7bit.
+        assert_eq!(s.matches("Content-Transfer-Encoding: 8bit").count(), 2);
+        assert!(s.contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: caf\u{e9}"));
+        assert!(s.contains("Content-Type: text/plain; charset=us-ascii\r\n\r\n"));
+    }
+
+    #[test]
+    fn what_is_returned() {
+        let n = Notice::Sender("a@b".into());
+        let r = |ret, limit, orig: &[u8]| {
+            build(DsnEvent::Failure, &n, ret, limit, failed("x@y"), orig)
+                .unwrap()
+                .returned
+        };
+        assert_eq!(r(Some(Ret::Full), 50_000, ORIGINAL), Returned::Full);
+        assert_eq!(r(Some(Ret::Hdrs), 50_000, ORIGINAL), Returned::Headers);
+        // Postfix bounce_size_limit: over it, headers only.
+        assert_eq!(r(None, ORIGINAL.len(), ORIGINAL), Returned::Full);
+        assert_eq!(r(None, ORIGINAL.len() - 1, ORIGINAL), Returned::Headers);
+        // Not valid 8bit: headers only.
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(999));
+        assert_eq!(r(None, 50_000, long.as_bytes()), Returned::Headers);
+        assert_eq!(
+            r(None, 50_000, b"Subject: x\r\n\r\na\0b\r\n"),
+            Returned::Headers
+        );
+        let h = build(
+            DsnEvent::Failure,
+            &n,
+            Some(Ret::Hdrs),
+            50_000,
+            failed("x@y"),
+            ORIGINAL,
+        )
+        .unwrap();
+        let s = text(&h);
+        assert!(s.contains("Content-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: user2@csuvnetwork.com\r\n"));
+        assert!(!s.contains("Hello Bob"));
+        // Success notices return the header unless RET=FULL.
+        let ok = RecipientStatus::new("x@y", Action::Delivered, Status::new(2, 0, 0));
+        let d = build(DsnEvent::Success, &n, None, 50_000, ok.clone(), ORIGINAL).unwrap();
+        assert_eq!(d.returned, Returned::Headers);
+        assert!(text(&d).contains("Subject: Successful Mail Delivery Report\r\n"));
+        assert!(text(&d).contains("Your message was successfully delivered"));
+        let d = build(DsnEvent::Success, &n, Some(Ret::Full), 50_000, ok, ORIGINAL).unwrap();
+        assert_eq!(d.returned, Returned::Full);
+    }
+
+    #[test]
+    fn double_bounce_goes_to_postmaster() {
+        let n = crate::dsn::notice_for("", "postmaster@mail.example", "double-bounce@mail.example")
+            .unwrap();
+        let d = build(DsnEvent::Failure, &n, None, 50_000, failed("a@b"), ORIGINAL).unwrap();
+        assert_eq!(d.mail_from, "double-bounce@mail.example");
+        assert_eq!(d.rcpt_to, "postmaster@mail.example");
+        let s = text(&d);
+        assert!(s.contains("\r\nTo: postmaster@mail.example\r\n"));
+        assert!(s.contains("\r\nSubject: Postmaster Copy: Undelivered Mail\r\n"));
+        assert!(!s.contains("I'm sorry"));
+    }
+
+    #[test]
+    fn internationalised_addresses() {
+        let n = Notice::Sender("j\u{f6}rg@b\u{fc}cher.example".into());
+        let mut r = failed("\u{f8}l@example.org");
+        r.original = Some(Orcpt::Utf8("\u{f8}l@example.org".into()));
+        let d = build(DsnEvent::Failure, &n, None, 50_000, r, ORIGINAL).unwrap();
+        assert!(d.smtputf8 && d.eight_bit);
+        let s = text(&d);
+        assert!(s.contains("\r\nOriginal-Recipient: utf-8; \\x{F8}l@example.org\r\n"));
+        assert!(s.contains("\r\nFinal-Recipient: utf-8; \\x{F8}l@example.org\r\n"));
+        assert!(s.contains(
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        ));
+        assert!(s.contains("\r\n<\u{f8}l@example.org>: failed\r\n"));
+        // The report part is US-ASCII.
+        let report = s
+            .split("message/delivery-status")
+            .nth(1)
+            .unwrap()
+            .split("\r\n--Q1.1")
+            .next()
+            .unwrap();
+        assert!(report.is_ascii());
+    }
+
+    #[test]
+    fn remote_text_cannot_break_the_message() {
+        let n = Notice::Sender("a@b".into());
+        let mut r = failed("x@y");
+        r.remote_mta = Some("mx.y".into());
+        r.diagnostic = Some(format!(
+            "550-5.7.1 first\r\n550 5.7.1 Bcc: evil@z\r\n\r\n{} \u{e9}",
+            "z".repeat(5000)
+        ));
+        let d = build(DsnEvent::Failure, &n, None, 50_000, r, ORIGINAL).unwrap();
+        assert!(lines_ok(&d.message));
+        let s = text(&d);
+        assert!(
+            s.contains("Diagnostic-Code: smtp; 550-5.7.1 first 550 5.7.1 Bcc: evil@z\r\n    zzz")
+        );
+        assert!(!s.contains("\r\nBcc:"));
+        assert!(s.contains(" ?\r\n"));
+    }
+
+    #[test]
+    fn invalid_inputs_are_refused() {
+        let n = Notice::Sender("a@b".into());
+        let b = |host: &str, unique: &str, rcpts: Vec<RecipientStatus>| {
+            let mut x = DsnBuilder::new(DsnEvent::Failure, host, "Q1", &n, unique, t0(), t0());
+            for r in rcpts {
+                x = x.recipient(r);
+            }
+            x.build(ORIGINAL)
+        };
+        assert_eq!(b("h", "u", vec![]), Err(BuildError::NoRecipients));
+        assert!(matches!(
+            b("h h", "u", vec![failed("x@y")]),
+            Err(BuildError::Invalid {
+                what: "host name",
+                ..
+            })
+        ));
+        assert!(matches!(
+            b("h", "u/1", vec![failed("x@y")]),
+            Err(BuildError::Invalid {
+                what: "unique token",
+                ..
+            })
+        ));
+        assert!(matches!(
+            b("h", "u", vec![failed("x@y\r\nBcc: z")]),
+            Err(BuildError::Invalid {
+                what: "recipient",
+                ..
+            })
+        ));
+        let wrong = RecipientStatus::new("x@y", Action::Failed, Status::new(4, 0, 0));
+        assert!(matches!(
+            b("h", "u", vec![wrong]),
+            Err(BuildError::StatusMismatch { .. })
+        ));
+        let bad_to = Notice::Sender("a@b\nBcc: c".into());
+        let r = DsnBuilder::new(DsnEvent::Failure, "h", "Q1", &bad_to, "u", t0(), t0())
+            .recipient(failed("x@y"))
+            .build(ORIGINAL);
+        assert!(matches!(
+            r,
+            Err(BuildError::Invalid {
+                what: "notice recipient",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn several_recipients_one_group_each() {
+        let n = Notice::Sender("a@b".into());
+        let d = DsnBuilder::new(DsnEvent::Failure, "h", "Q1", &n, "u", t0(), t0())
+            .recipient(failed("x@y"))
+            .recipient(failed("z@y"))
+            .build(ORIGINAL)
+            .unwrap();
+        let s = text(&d);
+        assert!(s.contains("Final-Recipient: rfc822; x@y\r\nAction: failed\r\nStatus: 5.0.0\r\n\r\nFinal-Recipient: rfc822; z@y\r\n"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_gives_well_formed_lines(
+            original in proptest::collection::vec(any::<u8>(), 0..3000),
+            diag in "\\PC{0,1200}",
+            reason in any::<String>(),
+            full in any::<bool>(),
+        ) {
+            let n = Notice::Sender("a@b".into());
+            let mut r = failed("x@y");
+            r.diagnostic = Some(diag);
+            r.reason = reason;
+            let ret = Some(if full { Ret::Full } else { Ret::Hdrs });
+            let d = build(DsnEvent::Failure, &n, ret, 2000, r, &original).unwrap();
+            prop_assert!(lines_ok(&d.message));
+            prop_assert_eq!(d.eight_bit, !d.message.is_ascii());
+            prop_assert!(d.message.ends_with(b"\r\n--Q1.1/mail.example--\r\n") || d.message.ends_with(b"--\r\n"));
+        }
+    }
+}
