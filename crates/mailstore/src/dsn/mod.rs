@@ -43,7 +43,9 @@ pub use params::{
     utf8_addr_decode, utf8_addr_encode, xtext_decode, xtext_encode, Envid, Notify, Orcpt,
     ParamError, Ret, ENVID_MAX, ORCPT_MAX,
 };
-pub use report::{BuildError, Dsn, DsnBuilder, RecipientStatus, Returned, BOUNCE_SIZE_LIMIT};
+pub use report::{
+    host_said, BuildError, Dsn, DsnBuilder, RecipientStatus, Returned, BOUNCE_SIZE_LIMIT,
+};
 
 /// What happened to a recipient, as far as notifications go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -271,7 +271,7 @@ impl<'a> DsnBuilder<'a> {
         m.push_str(&format!(
             "From: MAILER-DAEMON@{host} (Mail Delivery System){CRLF}"
         ));
-        m.push_str(&wrap("To:", to, ""));
+        m.push_str(&field("To:", to));
         m.push_str(&format!("Subject: {}{CRLF}", self.subject()));
         m.push_str(&format!("Message-Id: <{}@{host}>{CRLF}", self.unique));
         // RFC 3834 section 5: tells auto-responders not to answer.
@@ -432,7 +432,11 @@ impl<'a> DsnBuilder<'a> {
                     (_, None) => r.action.as_str().to_owned(),
                 }
             };
-            t.push_str(&wrap(&format!("<{}>:", r.final_recipient), &reason, INDENT));
+            t.push_str(&wrap(
+                "",
+                &format!("<{}>: {reason}", r.final_recipient),
+                INDENT,
+            ));
         }
         t
     }
@@ -442,7 +446,7 @@ impl<'a> DsnBuilder<'a> {
     fn delivery_status(&self) -> String {
         let mut s = String::new();
         if let Some(e) = self.envid {
-            s.push_str(&wrap("Original-Envelope-Id:", e.as_str(), INDENT));
+            s.push_str(&field("Original-Envelope-Id:", e.as_str()));
         }
         s.push_str(&format!("Reporting-MTA: dns; {}{CRLF}", self.reporting_mta));
         s.push_str(&format!(
@@ -453,16 +457,14 @@ impl<'a> DsnBuilder<'a> {
         for r in &self.recipients {
             s.push_str(CRLF);
             if let Some(o) = &r.original {
-                s.push_str(&wrap(
+                s.push_str(&field(
                     "Original-Recipient:",
                     &format!("{}; {}", o.addr_type(), o.field_address()),
-                    INDENT,
                 ));
             }
-            s.push_str(&wrap(
+            s.push_str(&field(
                 "Final-Recipient:",
                 &final_recipient_value(&r.final_recipient),
-                INDENT,
             ));
             s.push_str(&format!("Action: {}{CRLF}", r.action));
             s.push_str(&format!("Status: {}{CRLF}", r.status));
@@ -558,6 +560,26 @@ fn text_value(s: &str, keep_utf8: bool) -> String {
         .join(" ")
 }
 
+/// `name value` on one line when it fits in 998 octets, so that an
+/// address keeps its spaces exactly; [`wrap`]ped otherwise.
+fn field(name: &str, value: &str) -> String {
+    if name.len() + 1 + value.len() <= MAX_LINE {
+        format!("{name} {value}{CRLF}")
+    } else {
+        wrap(name, value, INDENT)
+    }
+}
+
+/// The [`RecipientStatus::reason`] Postfix writes for a remote reply:
+/// `host mx.example.org[192.0.2.25] said: 550 ... (in reply to RCPT TO
+/// command)`. `reply` is the reply with its lines joined by spaces;
+/// `command` the command it answered (`MAIL FROM`, `RCPT TO`, `end of
+/// DATA`...).
+pub fn host_said(host: &str, ip: Option<std::net::IpAddr>, reply: &str, command: &str) -> String {
+    let ip = ip.map(|a| format!("[{a}]")).unwrap_or_default();
+    format!("host {host}{ip} said: {reply} (in reply to {command} command)")
+}
+
 /// `prefix value`, folded at spaces to [`WRAP`] columns with `indent`
 /// (RFC 5322 section 2.2.3: CRLF before whitespace), ending with CRLF.
 /// A run without spaces longer than [`HARD_CHUNK`] is cut, so no line
@@ -606,7 +628,7 @@ fn chunks(s: &str, max: usize) -> impl Iterator<Item = &str> {
 /// 4 for 14400 s in hours; 1.5 for 5400 s.
 fn in_units(d: Duration, unit: u64) -> String {
     let s = d.as_secs();
-    if s % unit == 0 {
+    if s.is_multiple_of(unit) {
         (s / unit).to_string()
     } else {
         format!("{:.1}", s as f64 / unit as f64)
@@ -731,6 +753,31 @@ mod tests {
         let w = wrap("Diagnostic-Code: smtp;", &huge, INDENT);
         assert!(w.split("\r\n").all(|l| l.len() <= MAX_LINE));
         assert_eq!(w.replace("\r\n    ", "").matches('x').count(), 3000);
+    }
+
+    #[test]
+    fn postfix_reason() {
+        assert_eq!(
+            host_said(
+                "mx.example.org",
+                "192.0.2.25".parse().ok(),
+                "550 5.1.1 no",
+                "RCPT TO"
+            ),
+            "host mx.example.org[192.0.2.25] said: 550 5.1.1 no (in reply to RCPT TO command)"
+        );
+        assert_eq!(
+            host_said("mx", None, "452 full", "end of DATA"),
+            "host mx said: 452 full (in reply to end of DATA command)"
+        );
+    }
+
+    #[test]
+    fn long_fields_stay_under_998() {
+        let a = format!("{}@example.org", "l".repeat(2000));
+        let f = field("Final-Recipient:", &format!("rfc822; {a}"));
+        assert!(f.split("\r\n").all(|l| l.len() <= MAX_LINE));
+        assert_eq!(field("To:", "\"a  b\"@c"), "To: \"a  b\"@c\r\n");
     }
 
     #[test]
@@ -1234,9 +1281,11 @@ mod behaviour {
             diag in "\\PC{0,1200}",
             reason in any::<String>(),
             full in any::<bool>(),
+            addr in "\\PC{1,1200}",
         ) {
-            let n = Notice::Sender("a@b".into());
-            let mut r = failed("x@y");
+            let n = Notice::Sender(addr.clone());
+            let mut r = failed(&addr);
+            r.original = Some(Orcpt::Utf8(addr.clone()));
             r.diagnostic = Some(diag);
             r.reason = reason;
             let ret = Some(if full { Ret::Full } else { Ret::Hdrs });
