@@ -13,6 +13,8 @@
 //! * [`pipeline`]: queue journal or direct delivery, the memory budget, the
 //!   delivery threads and the retry schedule;
 //! * [`local`]: route, envelope and delivery for mail injected on the host;
+//! * [`dsn`]: RFC 3461 parameters, RFC 3464 delivery status notifications
+//!   and the rules of who gets one, for the outbound queue;
 //! * the editors of the passwd-file and the aliases file
 //!   ([`add_account`], [`add_alias`], ...), beside their parsers.
 //!
@@ -77,6 +79,7 @@ use std::path::PathBuf;
 pub mod accounts;
 pub mod auth;
 pub mod crlf;
+pub mod dsn;
 pub mod local;
 pub mod maildrop;
 pub mod outbound;
