@@ -126,7 +126,7 @@ impl Listener {
 }
 
 /// Everything a connection needs that SIGHUP may replace.
-struct Settings {
+pub(crate) struct Settings {
     cfg: Config,
     policy: RecipientPolicy,
     auth: Authenticator,
@@ -170,7 +170,7 @@ impl Settings {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     settings: RwLock<Arc<Settings>>,
     pipeline: Pipeline,
     accounts: Arc<Accounts>,

@@ -82,3 +82,162 @@ pub(crate) fn out_rcpt(address: String, params: &smtp_proto::RcptParameters<'_>)
         orcpt: params.orcpt.as_deref().map(str::to_owned),
     }
 }
+
+/// A whole message from this host (a `sendmail` pickup, a failure
+/// notice), routed as a submission by a local user: local recipients
+/// through the pipeline, others into the outbound queue.
+pub(crate) struct Injection<'a> {
+    /// Envelope sender; empty for `<>`.
+    pub(crate) sender: &'a str,
+    /// Envelope recipients.
+    pub(crate) recipients: &'a [String],
+    /// The message, CRLF line ends.
+    pub(crate) content: &'a [u8],
+}
+
+/// What became of an injection.
+pub(crate) struct Injected {
+    /// The queue id.
+    pub(crate) queue_id: String,
+    /// A message that went into the outbound queue (to submit).
+    pub(crate) relayed: Option<String>,
+    /// Recipients refused, with the reply: the sender is told.
+    pub(crate) refused: Vec<(String, mailstore::policy::PolicyReply)>,
+}
+
+/// Injects a message. Blocks; durable when it returns `Ok`.
+pub(crate) fn inject(shared: &crate::Shared, msg: &Injection<'_>) -> mailstore::Result<Injected> {
+    use mailstore::policy::{Client, Recipient};
+    let settings = shared.settings();
+    let client = Client {
+        authenticated: true,
+        relay_network: true,
+    };
+    let mut local = mailstore::Recipients::default();
+    let mut remote = Vec::new();
+    let mut refused = Vec::new();
+    for r in msg.recipients {
+        match settings.policy.recipient(r, client) {
+            Recipient::Local(m) => local.add(r.clone(), m),
+            Recipient::Remote(a) if shared.relay.is_some() => remote.push(OutRcpt::new(a)),
+            Recipient::Remote(a) => refused.push((
+                a.clone(),
+                mailstore::policy::PolicyReply::new(550, (5, 4, 4), format!("<{a}>: no route to other domains")),
+            )),
+            Recipient::Refused(x) => refused.push((r.clone(), x.reply)),
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let env = mailstore::Envelope {
+        mail_from: msg.sender.to_owned(),
+        recipients: msg.recipients.to_vec(),
+        mailboxes: local.mailboxes,
+        helo: String::new(),
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        protocol: mailstore::Protocol::Local,
+        tls: None,
+        our_hostname: settings.cfg.global.hostname.clone(),
+        queue_id: shared.queue_ids.next_id(now),
+        time: now,
+    };
+    let relayed = match (&shared.relay, remote.is_empty()) {
+        (Some(r), false) => {
+            let out = OutEnvelope {
+                id: env.queue_id.clone(),
+                sender: env.mail_from.clone(),
+                arrival: now,
+                envid: None,
+                ret: None,
+                recipients: remote,
+            };
+            let mut o = Outgoing::new(r.queue.clone(), out, &mailstore::store::received_header(&env));
+            o.push(msg.content);
+            o.commit()?;
+            Some(env.queue_id.clone())
+        }
+        _ => None,
+    };
+    if !env.mailboxes.is_empty() {
+        if let Err(e) = shared.pipeline.accept(&env, msg.content) {
+            if let (Some(id), Some(r)) = (&relayed, &shared.relay) {
+                let _ = Outgoing::undo(&r.queue, id);
+            }
+            return Err(e);
+        }
+    }
+    Ok(Injected {
+        queue_id: env.queue_id,
+        relayed,
+        refused,
+    })
+}
+
+/// One failed recipient for a notice.
+pub(crate) struct Failed {
+    pub(crate) address: String,
+    pub(crate) orcpt: Option<String>,
+    pub(crate) status: String,
+    pub(crate) remote: Option<String>,
+    pub(crate) text: String,
+    pub(crate) when: Option<std::time::SystemTime>,
+}
+
+/// The failure notice (RFC 3464) for `failed` recipients of a message
+/// from `sender`, injected like any message; `None` when nobody is to be
+/// told (the null sender's notice that failed: never a triple bounce).
+pub(crate) fn bounce(
+    shared: &crate::Shared,
+    queue_id: &str,
+    sender: &str,
+    envid: Option<&str>,
+    ret: Option<mailstore::dsn::Ret>,
+    arrival: std::time::SystemTime,
+    failed: Vec<Failed>,
+    original: &[u8],
+) -> Result<Option<Injected>, String> {
+    use mailstore::dsn::{self, Action, DsnBuilder, DsnEvent, RecipientStatus, Status};
+    let host = shared.settings().cfg.global.hostname.clone();
+    let Some(notice) = dsn::notice_for(
+        sender,
+        &format!("postmaster@{host}"),
+        &format!("double-bounce@{host}"),
+    ) else {
+        tracing::warn!(queue_id, "undeliverable postmaster notification discarded");
+        return Ok(None);
+    };
+    let envid = envid.and_then(|e| dsn::Envid::parse(e).ok());
+    let now = std::time::SystemTime::now();
+    let unique = format!(
+        "{queue_id}.{}",
+        now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+    );
+    let mut b = DsnBuilder::new(DsnEvent::Failure, &host, queue_id, &notice, &unique, arrival, now)
+        .envid(envid.as_ref())
+        .ret(ret);
+    for f in failed {
+        let status = Status::parse(&f.status).filter(|s| s.class == 5).unwrap_or(Status::new(5, 0, 0));
+        let mut r = RecipientStatus::new(f.address, Action::Failed, status);
+        r.original = f.orcpt.as_deref().and_then(|o| dsn::Orcpt::parse(o).ok());
+        r.remote_mta = f.remote.map(|m| m.split('[').next().unwrap_or_default().to_owned());
+        r.diagnostic = Some(f.text.clone());
+        r.reason = f.text;
+        r.last_attempt = f.when;
+        b = b.recipient(r);
+    }
+    let built = b.build(original).map_err(|e| e.to_string())?;
+    let rcpts = [built.rcpt_to.clone()];
+    let injected = inject(
+        shared,
+        &Injection {
+            sender: &built.mail_from,
+            recipients: &rcpts,
+            content: &built.message,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    for (r, why) in &injected.refused {
+        tracing::warn!(queue_id, to = r, reason = %why, "failure notice undeliverable; discarded");
+    }
+    tracing::info!(queue_id, notice = injected.queue_id, to = built.rcpt_to, "sender non-delivery notification");
+    Ok(Some(injected))
+}

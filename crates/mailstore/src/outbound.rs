@@ -49,14 +49,8 @@ const MAGIC: &str = "csuv-outbound 1";
 /// The longest header of a `.msg` file read back (recipients included).
 const MAX_HEADER: usize = 16 << 20;
 
-/// RFC 3461 `RET`: what a failure notice carries of the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    /// The whole message.
-    Full,
-    /// Its headers only.
-    Hdrs,
-}
+/// RFC 3461 `RET`, as [`crate::dsn`] parses it.
+pub use crate::dsn::Ret;
 
 /// A recipient as the client gave it, with its RFC 3461 parameters as
 /// written (`NOTIFY=`, `ORCPT=`).

@@ -40,7 +40,8 @@ pub struct PolicyReply {
 }
 
 impl PolicyReply {
-    fn new(code: u16, status: (u8, u16, u16), text: String) -> Self {
+    /// A reply.
+    pub fn new(code: u16, status: (u8, u16, u16), text: String) -> Self {
         Self { code, status, text }
     }
 }
