@@ -13,6 +13,8 @@
 //! * [`pipeline`]: queue journal or direct delivery, the memory budget, the
 //!   delivery threads and the retry schedule;
 //! * [`local`]: route, envelope and delivery for mail injected on the host;
+//! * [`nexthop`]: routing of remote mail (transport table, relayhost, MX
+//!   selection per RFC 5321 section 5.1), from DNS answers passed in;
 //! * the editors of the passwd-file and the aliases file
 //!   ([`add_account`], [`add_alias`], ...), beside their parsers.
 //!
@@ -79,6 +81,7 @@ pub mod auth;
 pub mod crlf;
 pub mod local;
 pub mod maildrop;
+pub mod nexthop;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
