@@ -7,7 +7,8 @@
 //!   (`mynetworks`), the Maildir root, passwd-file and aliases, transcripts;
 //! * `[smtpd]`: SMTP listeners (inbound and submission) and limits;
 //! * `[pop3d]`: POP3 listeners and limits;
-//! * `[dnsd]`: DNS listeners, zones and limits.
+//! * `[dnsd]`: DNS listeners, zones and limits;
+//! * `[resolver]`: the name servers outbound delivery asks.
 //!
 //! Every key has a default, so an empty file is a valid configuration: the
 //! built-in lab setup on loopback ports. Unknown sections and keys are
@@ -53,6 +54,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+mod destination;
+pub use destination::{normalize_host_name, AddressPreference, DestinationHost, SmtpDestination};
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,6 +93,8 @@ pub struct Config {
     pub dnsd: Dnsd,
     /// Certificates and TLS policy shared by smtpd and pop3d.
     pub tls: Tls,
+    /// The DNS resolver of outbound delivery.
+    pub resolver: Resolver,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -217,6 +223,40 @@ pub struct Smtpd {
     /// Maildir that could not be written: retries start after 1 s and
     /// double up to this (`maximal_backoff_time`).
     pub queue_retry_delay: Secs,
+    /// Send all remote mail through this host (Postfix's `relayhost`);
+    /// `""`: none, MX lookups. Used by outbound delivery.
+    #[serde(deserialize_with = "destination::optional_destination")]
+    pub relayhost: Option<SmtpDestination>,
+    /// A `transport(5)` table of per-destination next hops (Postfix's
+    /// `transport_maps`); `""`: none. Used by outbound delivery.
+    #[serde(deserialize_with = "destination::optional_path")]
+    pub transport_file: Option<PathBuf>,
+    /// Address family tried first (Postfix's `smtp_address_preference`).
+    /// Used by outbound delivery.
+    pub address_preference: AddressPreference,
+}
+
+/// `[resolver]`: how outbound delivery looks up MX and address records.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resolver {
+    /// Name servers to ask, with their ports (the lab's `dnsd` on
+    /// `127.0.0.1:5300`); empty: those of `/etc/resolv.conf`.
+    pub name_servers: Vec<SocketAddr>,
+    /// How long one query waits for an answer before the next try.
+    pub timeout: Secs,
+    /// How many times a query is sent before it counts as failed.
+    pub attempts: usize,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            name_servers: Vec::new(),
+            timeout: Secs(5),
+            attempts: 2,
+        }
+    }
 }
 
 impl Default for Smtpd {
@@ -249,6 +289,9 @@ impl Default for Smtpd {
             shutdown_grace: Secs(30),
             queue_directory: "lab-data/queue".into(),
             queue_retry_delay: Secs(60),
+            relayhost: None,
+            transport_file: None,
+            address_preference: AddressPreference::Any,
         }
     }
 }
@@ -553,7 +596,7 @@ impl Config {
                 .chain(&mut cfg.pop3d.tls_certificates)
                 .flat_map(|c| [&mut c.cert, &mut c.key]),
         );
-        for p in paths {
+        for p in paths.chain(cfg.smtpd.transport_file.as_mut()) {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
             }
@@ -675,6 +718,12 @@ impl Config {
                     "needs a certificate: set [tls] certificates".into(),
                 );
             }
+        }
+        if self.resolver.timeout.0 == 0 {
+            return bad("resolver", "timeout", "must be greater than 0".into());
+        }
+        if !(1..=10).contains(&self.resolver.attempts) {
+            return bad("resolver", "attempts", "must be 1 to 10".into());
         }
         if self.tls.handshake_timeout.0 == 0 {
             return bad("tls", "handshake_timeout", "must be greater than 0".into());
@@ -1201,5 +1250,37 @@ rrl_log_only = true
         );
         assert!(Config::load(&dir.join("missing.toml")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outbound_keys() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.smtpd.relayhost, None);
+        assert_eq!(cfg.smtpd.transport_file, None);
+        assert!(cfg.resolver.name_servers.is_empty());
+        assert_eq!(cfg.resolver.timeout, Secs(5));
+        let cfg = parse(
+            "[smtpd]\nrelayhost = \"[smtp.example.net]:587\"\ntransport_file = \"transport\"\n\
+             address_preference = \"ipv4\"\n[resolver]\nname_servers = [\"127.0.0.1:5300\"]\ntimeout = \"2s\"\n",
+        )
+        .unwrap();
+        let r = cfg.smtpd.relayhost.unwrap();
+        assert_eq!(r.to_string(), "[smtp.example.net]:587");
+        assert_eq!(
+            cfg.smtpd.transport_file,
+            Some(PathBuf::from("/base/transport"))
+        );
+        assert_eq!(cfg.smtpd.address_preference, AddressPreference::Ipv4);
+        assert_eq!(
+            cfg.resolver.name_servers,
+            vec!["127.0.0.1:5300".parse().unwrap()]
+        );
+        assert_eq!(cfg.resolver.timeout, Secs(2));
+        let e = parse("[smtpd]\n\nrelayhost = \"[smtp.example.net\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("without"), "{e}");
+        let e = parse("[resolver]\ntimeout = 0\n").unwrap_err().to_string();
+        assert!(e.contains("line 2: resolver.timeout"), "{e}");
     }
 }

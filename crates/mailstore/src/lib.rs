@@ -15,6 +15,10 @@
 //! * [`local`]: route, envelope and delivery for mail injected on the host;
 //! * [`dsn`]: RFC 3461 parameters, RFC 3464 delivery status notifications
 //!   and the rules of who gets one, for the outbound queue;
+//! * [`nexthop`]: routing of remote mail (transport table, relayhost, MX
+//!   selection per RFC 5321 section 5.1), from DNS answers passed in;
+//! * [`outbound`]: the outbound queue's files, per-recipient state;
+//! * [`pickup`]: messages handed over by the `sendmail` command;
 //! * the editors of the passwd-file and the aliases file
 //!   ([`add_account`], [`add_alias`], ...), beside their parsers.
 //!
@@ -82,6 +86,7 @@ pub mod crlf;
 pub mod dsn;
 pub mod local;
 pub mod maildrop;
+pub mod nexthop;
 pub mod outbound;
 pub mod pickup;
 pub mod pipeline;

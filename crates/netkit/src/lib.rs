@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certgen;
+pub mod resolve;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
