@@ -372,6 +372,12 @@ impl ServerSession {
         self.tls_active
     }
 
+    /// Octets enqueued and not yet framed (none right after
+    /// [`tls_established`](Self::tls_established)).
+    pub fn buffered_input(&self) -> usize {
+        self.input.buffered()
+    }
+
     /// Bytes received from the client at time `now` (the host's clock, any
     /// epoch; it restarts the idle timer). Call [`ServerSession::next`]
     /// after.
