@@ -924,10 +924,12 @@ impl ServerSession {
             } => self.auth(&mech, initial_response),
             Command::Capa => self.capa(),
             Command::Stls => {
-                if !self.config.tls_available {
-                    self.reply(Response::err("TLS support isn't enabled."));
-                } else if self.tls_active {
+                // Dovecot's order: "already active" also on a pop3s
+                // listener without STLS.
+                if self.tls_active {
                     self.reply(Response::err("TLS is already active."));
+                } else if !self.config.tls_available {
+                    self.reply(Response::err("TLS support isn't enabled."));
                 } else {
                     self.reply(Response::ok("Begin TLS negotiation now."));
                     // Anything pipelined after STLS was sent in clear text
