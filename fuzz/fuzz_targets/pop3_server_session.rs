@@ -2,7 +2,10 @@
 //! points and fed at fuzzer-chosen times (the idle timer runs), with a host
 //! that accepts logins and streams messages. Checks: no panic, bounded
 //! output per input, a session idle past its timeout closes, and feeding
-//! the same bytes in one piece gives the same output.
+//! the same bytes in one piece gives the same output. The TLS policy comes
+//! from the second byte: no login reaches the host before TLS under
+//! `tls_required`, no plaintext one under `plaintext_requires_tls`, and
+//! nothing buffered survives STLS.
 #![no_main]
 
 use std::time::Duration;
@@ -16,9 +19,18 @@ const MESSAGES: [&[u8]; 3] = [
     b"",
 ];
 
-fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize) -> bool {
+/// Runs the session until it needs input; true once closed. `flags` is
+/// the TLS policy byte given to [`config`].
+fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize, flags: u8) -> bool {
+    let (plaintext_requires_tls, tls_required) = (flags & 1 != 0, flags & 2 != 0);
     loop {
-        match s.next() {
+        let ev = s.next();
+        if let Ok(Event::Authenticate(c)) = &ev {
+            let plaintext = matches!(c, Credentials::Plain { .. } | Credentials::Login { .. });
+            assert!(!tls_required || s.tls_active(), "login before TLS: {c:?}");
+            assert!(!(plaintext_requires_tls && plaintext) || s.tls_active(), "plaintext before TLS");
+        }
+        match ev {
             Err(Interrupt::Output(b)) => out.extend(b),
             Err(Interrupt::NeedInput) => return false,
             Err(Interrupt::Close) => return true,
@@ -62,15 +74,22 @@ fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize) -> bool {
                 s.message_end().unwrap();
             }
             Ok(Event::Update { .. }) => s.update_result(true).unwrap(),
-            Ok(Event::StartTls) => s.tls_established().unwrap(),
+            Ok(Event::StartTls) => {
+                assert!(!s.tls_active());
+                s.tls_established().unwrap();
+                assert_eq!(s.buffered_input(), 0);
+            }
         }
     }
 }
 
-fn config() -> ServerConfig {
+fn config(flags: u8) -> ServerConfig {
     ServerConfig {
         apop_timestamp: Some("<1.2@fuzz>".into()),
         tls_available: true,
+        plaintext_requires_tls: flags & 1 != 0,
+        tls_required: flags & 2 != 0,
+        tls_active: flags & 4 != 0,
         sasl: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
         max_failed_logins: 5,
         ..ServerConfig::default()
@@ -81,14 +100,17 @@ fuzz_target!(|data: &[u8]| {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
+    let Some((&flags, input)) = input.split_first() else {
+        return;
+    };
     // Piecewise, each piece some seconds after the last.
-    let mut s = ServerSession::new(config(), Duration::ZERO);
+    let mut s = ServerSession::new(config(flags), Duration::ZERO);
     let mut out = Vec::new();
     let step = usize::from(split % 17) + 1;
     let gap = Duration::from_secs(u64::from(split / 17) * 10);
     let mut now = Duration::ZERO;
     let mut timed_out = false;
-    let mut closed = drive(&mut s, &mut out, step);
+    let mut closed = drive(&mut s, &mut out, step, flags);
     for piece in input.chunks(step) {
         if closed {
             break;
@@ -100,22 +122,22 @@ fuzz_target!(|data: &[u8]| {
                 // Idle past the timeout: closed, without a response.
                 timed_out = true;
                 let before = out.len();
-                assert!(drive(&mut s, &mut out, step), "not closed after timeout");
+                assert!(drive(&mut s, &mut out, step, flags), "not closed after timeout");
                 assert_eq!(out.len(), before, "output after timeout");
                 break;
             }
         }
         s.enqueue_input(now, piece);
-        closed = drive(&mut s, &mut out, step);
+        closed = drive(&mut s, &mut out, step, flags);
     }
     // Whole, with a different message chunking. STLS discards what was
     // buffered after it, so only compare when the input did not use it.
     let stls = input.windows(4).any(|w| w.eq_ignore_ascii_case(b"STLS"));
-    let mut s2 = ServerSession::new(config(), Duration::ZERO);
+    let mut s2 = ServerSession::new(config(flags), Duration::ZERO);
     let mut out2 = Vec::new();
-    if !drive(&mut s2, &mut out2, 1000) {
+    if !drive(&mut s2, &mut out2, 1000, flags) {
         s2.enqueue_input(Duration::ZERO, input);
-        drive(&mut s2, &mut out2, 1000);
+        drive(&mut s2, &mut out2, 1000, flags);
     }
     if !stls && !timed_out {
         assert_eq!(out, out2);

@@ -1,13 +1,20 @@
-//! Client session fed arbitrary server bytes in arbitrary splits: no
-//! panic, no unbounded output, and it always reaches Close.
+//! Client session fed arbitrary server bytes in arbitrary splits, with the
+//! STARTTLS policy from the second byte: no panic, no unbounded output, it
+//! always reaches Close, and under `ClientTls::Required` nothing but EHLO,
+//! STARTTLS and QUIT is sent before TLS.
 #![no_main]
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use smtp_proto::{ClientConfig, ClientSession, Interrupt, OutgoingMessage, Secret};
+use smtp_proto::{
+    ClientConfig, ClientEvent, ClientSession, ClientTls, Interrupt, OutgoingMessage, Secret,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&tls_flags, rest)) = rest.split_first() else {
         return;
     };
     let mut cfg = ClientConfig::new("client.fuzz");
@@ -15,6 +22,13 @@ fuzz_target!(|data: &[u8]| {
         cfg.credentials = Some(("user2".into(), Secret::new("pw".into())));
     }
     cfg.pipelining = flags & 2 != 0;
+    cfg.tls = match tls_flags % 3 {
+        0 => ClientTls::None,
+        1 => ClientTls::Opportunistic,
+        _ => ClientTls::Required,
+    };
+    cfg.tls_active = tls_flags & 4 != 0;
+    let required = cfg.tls == ClientTls::Required;
     let msgs = vec![
         OutgoingMessage {
             from: "a@b.c".into(),
@@ -34,8 +48,27 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Duration::ZERO;
     for _ in 0..1_000_000 {
         match c.next() {
+            Ok(ClientEvent::StartTls) => {
+                assert!(!c.tls_active());
+                c.tls_established().unwrap();
+            }
+            Ok(ClientEvent::Authenticated | ClientEvent::Message(_)) => {
+                assert!(!required || c.tls_active());
+            }
             Ok(_) => {}
             Err(Interrupt::Output(b)) => {
+                if required && !c.tls_active() {
+                    for line in b.split(|&x| x == b'\n') {
+                        assert!(
+                            line.is_empty()
+                                || line.starts_with(b"EHLO ")
+                                || line == b"STARTTLS\r"
+                                || line == b"QUIT\r",
+                            "{:?} sent before TLS",
+                            String::from_utf8_lossy(line)
+                        );
+                    }
+                }
                 sent += b.len();
                 assert!(sent < 1 << 20);
             }
@@ -47,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             },
             Err(Interrupt::Close) => return,
-            Err(Interrupt::AwaitingHost) => panic!("client never awaits"),
+            Err(Interrupt::AwaitingHost) => panic!("StartTls is answered at once"),
         }
     }
     panic!("no progress");

@@ -14,6 +14,24 @@
 //! * [`ServerSession`]: the server side (what `pop3d` drives).
 //! * [`ClientSession`]: the client side, for tools and tests.
 //!
+//! # TLS
+//!
+//! The sessions never see TLS records; the host runs the handshake when a
+//! session asks and then feeds decrypted bytes.
+//!
+//! * STLS (RFC 2595 section 4): with [`ServerConfig::tls_available`] the
+//!   server lists `STLS` in CAPA before TLS, answers `+OK Begin TLS
+//!   negotiation now.` and returns [`Event::StartTls`]; whatever the client
+//!   pipelined behind STLS is discarded, never executed inside TLS, and
+//!   [`ServerSession::tls_established`] forgets a user name given with
+//!   USER. STLS inside TLS or in the TRANSACTION state is refused.
+//! * Implicit TLS (RFC 8314, pop3s on port 995): [`ServerConfig::tls_active`].
+//! * Policy, as Dovecot: [`ServerConfig::plaintext_requires_tls`]
+//!   (`disable_plaintext_auth`: USER/PASS, PLAIN and LOGIN only inside
+//!   TLS; APOP and CRAM-MD5 stay usable) and [`ServerConfig::tls_required`]
+//!   (`ssl = required`: no login at all before TLS).
+//! * [`ClientSession`] speaks STLS: see [`client`].
+//!
 //! # Framing decisions
 //!
 //! Command lines are at most 255 octets including CRLF (RFC 2449 section

@@ -372,6 +372,12 @@ impl ServerSession {
         self.tls_active
     }
 
+    /// Octets enqueued and not yet framed (none right after
+    /// [`tls_established`](Self::tls_established)).
+    pub fn buffered_input(&self) -> usize {
+        self.input.buffered()
+    }
+
     /// Bytes received from the client at time `now` (the host's clock, any
     /// epoch; it restarts the idle timer). Call [`ServerSession::next`]
     /// after.
@@ -918,10 +924,12 @@ impl ServerSession {
             } => self.auth(&mech, initial_response),
             Command::Capa => self.capa(),
             Command::Stls => {
-                if !self.config.tls_available {
-                    self.reply(Response::err("TLS support isn't enabled."));
-                } else if self.tls_active {
+                // Dovecot's order: "already active" also on a pop3s
+                // listener without STLS.
+                if self.tls_active {
                     self.reply(Response::err("TLS is already active."));
+                } else if !self.config.tls_available {
+                    self.reply(Response::err("TLS support isn't enabled."));
                 } else {
                     self.reply(Response::ok("Begin TLS negotiation now."));
                     // Anything pipelined after STLS was sent in clear text

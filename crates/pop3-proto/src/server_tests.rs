@@ -1456,6 +1456,15 @@ fn implicit_tls_offers_everything_and_no_stls() {
         "-ERR TLS is already active.\r\n"
     );
     assert_eq!(run_with(pop3s, &mut Host::new(), LOGIN), LOGGED_IN);
+    // pop3s without STLS configured: still "already active", as Dovecot.
+    let bare = ServerConfig {
+        tls_active: true,
+        ..cfg()
+    };
+    assert_eq!(
+        run_with(bare, &mut Host::new(), "STLS\r\n"),
+        "-ERR TLS is already active.\r\n"
+    );
 }
 
 #[test]

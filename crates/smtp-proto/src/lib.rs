@@ -10,13 +10,37 @@
 //!   responses, DATA bodies (dot-unstuffing, smuggling-proof end of data)
 //!   and BDAT chunks.
 //! * [`server`]: [`ServerSession`], the receiver, with Postfix's reply texts.
-//! * [`client`]: [`ClientSession`], the sender (EHLO/HELO, AUTH, PIPELINING).
+//! * [`client`]: [`ClientSession`], the sender (EHLO/HELO, STARTTLS, AUTH,
+//!   PIPELINING).
 //! * [`transcript`]: `C:`/`S:` lines of a dialogue, credentials marked.
 //!
 //! What SMTP shares with POP3 (the [`Session`] contract, [`Interrupt`], the
 //! framer, dot-stuffing, SASL, [`Secret`], the transcript) lives in the
 //! `mail-session` crate and is re-exported here; its `driver` (feature
 //! `tokio`) runs the loop below over a tokio socket.
+//!
+//! # TLS
+//!
+//! The sessions never see TLS records; the host runs the handshake when a
+//! session asks and then feeds decrypted bytes.
+//!
+//! * STARTTLS (RFC 3207): with [`ServerConfig::tls_available`] the server
+//!   advertises it before TLS, answers `220 2.0.0 Ready to start TLS` and
+//!   returns [`Event::StartTls`]. Plaintext pipelined behind STARTTLS is
+//!   discarded, never executed inside TLS (the CVE-2011-0411 class), and
+//!   [`ServerSession::tls_established`] forgets EHLO, AUTH and the
+//!   transaction (section 4.2). STARTTLS inside TLS gets `554 5.5.1 Error:
+//!   TLS already active`, with an argument `501 5.5.4 Syntax: STARTTLS`.
+//! * Implicit TLS (RFC 8314, `submissions` on port 465):
+//!   [`ServerConfig::tls_active`].
+//! * Policy: [`ServerConfig::plaintext_auth_requires_tls`] (PLAIN and LOGIN
+//!   only inside TLS, `538 5.7.11` of RFC 4954 section 6 before; CRAM-MD5
+//!   stays usable) and [`ServerConfig::tls_required`] (`530 5.7.0 Must
+//!   issue a STARTTLS command first`, RFC 3207 section 4).
+//!   [`Envelope::protocol`] names the `Received:` protocol (`ESMTPS`,
+//!   `ESMTPSA`, RFC 3848).
+//! * The client upgrades per [`ClientTls`] and reports
+//!   [`ClientEvent::StartTls`]; see [`client`].
 //!
 //! # Driving a server session
 //!
@@ -38,7 +62,7 @@
 //! | `Ok(Event::BodyChunk(bytes))` | appends the (already dot-unstuffed) bytes |
 //! | `Ok(Event::MessageEnd(envelope))` | makes the message durable (fsync, rename), then calls [`ServerSession::message_result`]; `250` is sent only now |
 //! | `Ok(Event::MessageAborted(_))` | discards the temporary file |
-//! | `Ok(Event::StartTls)` | the `220` reply has already been returned as `Send`: runs the TLS handshake, then calls [`ServerSession::tls_established`] and from then on passes decrypted bytes |
+//! | `Ok(Event::StartTls)` | the `220` reply has already been returned as `Output`: runs the TLS handshake, then calls [`ServerSession::tls_established`] and from then on passes decrypted bytes (or closes if the handshake fails) |
 //! | `Ok(Event::Helo { .. })` | nothing required (logging) |
 //!
 //! A decision event must be answered before `next` is called again

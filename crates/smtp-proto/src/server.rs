@@ -1213,12 +1213,14 @@ impl Core {
     }
 
     fn on_starttls(&mut self) -> After {
-        if !self.cfg.tls_available {
-            self.reply(502, (5, 5, 1), "Error: command not implemented");
-            return After::Nothing;
-        }
+        // Postfix's order: "already active" also where STARTTLS is not
+        // configured (an implicit-TLS listener).
         if self.tls {
             self.error(554, (5, 5, 1), "Error: TLS already active");
+            return After::Nothing;
+        }
+        if !self.cfg.tls_available {
+            self.reply(502, (5, 5, 1), "Error: command not implemented");
             return After::Nothing;
         }
         self.reply(220, (2, 0, 0), "Ready to start TLS");

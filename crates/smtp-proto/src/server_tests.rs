@@ -1477,6 +1477,14 @@ fn implicit_tls_session() {
     assert_eq!(env.authenticated.as_deref(), Some("user1"));
     assert_eq!(env.protocol(), "ESMTPSA");
     assert!(!h.events.contains(&Event::StartTls));
+    // Implicit TLS without STARTTLS configured: still "already active".
+    let mut c = cfg();
+    c.tls_active = true;
+    let mut h = ready(c);
+    assert_eq!(
+        exchange(&mut h, "STARTTLS\r\n"),
+        "554 5.5.1 Error: TLS already active\r\n"
+    );
 }
 
 #[test]

@@ -408,3 +408,57 @@ proptest! {
         prop_assert_eq!(got, normalise_body(&body));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// RFC 3207 section 4.2 / CVE-2011-0411: whatever follows STARTTLS in
+    /// the same write, under any TLS policy and in any split before the
+    /// handshake, is never executed; inside TLS the session starts afresh.
+    #[test]
+    fn nothing_pipelined_behind_starttls_runs(
+        after in prop::collection::vec(command(), 0..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..4),
+        policy in 0u8..8,
+    ) {
+        let mut input = b"EHLO c.test\r\nSTARTTLS\r\n".to_vec();
+        for c in &after {
+            input.extend_from_slice(c.to_string().as_bytes());
+            input.extend_from_slice(b"\r\n");
+        }
+        let mut cfg = config(BareLf::Normalize);
+        cfg.auth_mechanisms.push(Mechanism::CramMd5);
+        cfg.plaintext_auth_requires_tls = policy & 1 != 0;
+        cfg.tls_required = policy & 2 != 0;
+        cfg.auth_required = policy & 4 != 0;
+        let mut s = ServerSession::new(cfg, Duration::ZERO);
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.push(input.len());
+        cuts.sort_unstable();
+        let (mut out, mut events, mut last) = (Vec::new(), Vec::new(), 0);
+        for cut in cuts {
+            s.enqueue_input(Duration::ZERO, &input[last..cut]);
+            last = cut;
+            loop {
+                match s.next() {
+                    Ok(e) => events.push(e),
+                    Err(Interrupt::Output(b)) => out.extend_from_slice(&b),
+                    // The handshake waits until all input is in.
+                    Err(Interrupt::NeedInput | Interrupt::AwaitingHost) => break,
+                    Err(Interrupt::Close) => prop_assert!(false, "closed"),
+                }
+            }
+        }
+        prop_assert_eq!(events.len(), 2, "{:?}", events);
+        prop_assert_eq!(&events[1], &Event::StartTls);
+        prop_assert!(out.ends_with(b"220 2.0.0 Ready to start TLS\r\n"));
+        s.tls_established().unwrap();
+        prop_assert_eq!(s.buffered_input(), 0);
+        prop_assert_eq!(s.next(), Err(Interrupt::NeedInput));
+        s.enqueue_input(Duration::ZERO, b"MAIL FROM:<a@b.c>\r\n");
+        prop_assert_eq!(
+            s.next(),
+            Err(Interrupt::Output(b"503 5.5.1 Error: send HELO/EHLO first\r\n".to_vec()))
+        );
+    }
+}
