@@ -67,6 +67,12 @@ listen = ["127.0.0.1:{self.pop3}"]
 auth_failure_delay = 0
 auth_penalty = {auth_penalty}
 
+[resolver]
+# Outbound delivery asks only our dnsd (which knows csuvnetwork.com), never
+# the system's resolver: the tests send no traffic off the host.
+name_servers = ["127.0.0.1:{self.dns}"]
+timeout = "1s"
+
 [dnsd]
 listen = ["127.0.0.1:{self.dns}"]
 zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
@@ -311,13 +317,21 @@ def test_open_relay_refused(tmp_path, daemons):
     s.quit()
 
 
-def test_authenticated_relay_is_refused_not_dropped(lab):
+def test_authenticated_relay_is_queued_for_delivery(lab):
     s = lab.smtp_client()
     s.login("user2", PASSWORDS["user2"])
     s.mail("user2@mail.csuvnetwork.com")
-    code, _ = s.rcpt("someone@example.org")
-    assert code >= 400  # no outbound relay yet: refused, never accepted and lost
+    assert s.rcpt("someone@example.org")[0] == 250
+    assert s.rcpt("user1@csuvnetwork.com")[0] == 250
+    code, text = s.data(b"Subject: both\r\n\r\nlocal and remote\r\n")
+    assert code == 250, text
     s.quit()
+    # The local copy is delivered; the other waits in the outbound queue
+    # (our dnsd does not know example.org), as mailq shows it.
+    assert len(lab.inbox("user1")) == 1
+    out = subprocess.run([bin_path("mailctl"), "-c", lab.config, "queue", "list"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "someone@example.org" in out and "user2@mail.csuvnetwork.com" in out, out
 
 
 def test_unknown_local_user_550(lab):

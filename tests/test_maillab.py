@@ -167,9 +167,8 @@ def test_maillab_sighup_reloads_each_server_once(tmp_path, daemons):
 
 def test_maillab_relaying_is_refused_as_docs_lab_says(tmp_path, daemons):
     """docs/lab.md section 2: other domains get 554 5.7.1 from clients that
-    may not relay, and 550 5.4.4 "delivers only locally" from those that
-    may (loopback is in relay_networks; after AUTH), as long as there is
-    no outbound delivery."""
+    may not relay, and are accepted into the outbound queue from those that
+    may (loopback is in relay_networks; after AUTH)."""
     args = lab_args(tmp_path) + ["--password", "user2=lab-pass-2"]
     lab = daemons(args, cwd=tmp_path)
     wait_output(lab, BANNER_END)
@@ -178,15 +177,13 @@ def test_maillab_relaying_is_refused_as_docs_lab_says(tmp_path, daemons):
     s = smtplib.SMTP("127.0.0.1", smtp, timeout=10)
     s.ehlo("client2")
     s.mail("user2@mail.csuvnetwork.com")
-    code, text = s.rcpt("someone@example.org")
-    assert code == 550 and b"5.4.4" in text and b"delivers only locally" in text
+    assert s.rcpt("someone@example.org")[0] == 250
     assert s.rcpt("user1@csuvnetwork.com")[0] == 250
     s.quit()
     s = smtplib.SMTP("127.0.0.1", sub, timeout=10)
     s.login("user2", "lab-pass-2")
     s.mail("user2@mail.csuvnetwork.com")
-    code, text = s.rcpt("someone@example.org")
-    assert code == 550 and b"5.4.4" in text
+    assert s.rcpt("someone@example.org")[0] == 250
     s.quit()
     # Outside relay_networks and without AUTH: Postfix's refusal.
     cfg = tmp_path / "norelay.toml"

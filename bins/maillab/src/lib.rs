@@ -151,6 +151,11 @@ pub fn lab_config(opts: &Options) -> Result<Config, Error> {
     if let Some(a) = opts.dns {
         cfg.dnsd.listen = vec![a];
     }
+    if cfg.resolver.name_servers.is_empty() {
+        // The lab is a network of its own: outbound delivery asks the
+        // lab's DNS server, never the host's resolver.
+        cfg.resolver.name_servers = cfg.dnsd.listen.clone();
+    }
     cfg.global.transcript |= opts.transcript;
     Ok(cfg)
 }

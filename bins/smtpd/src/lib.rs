@@ -162,7 +162,9 @@ impl Settings {
             cfg.smtpd.auth_failure_delay.duration(),
         );
         Ok(Settings {
-            policy: RecipientPolicy::new(router),
+            // Other domains go to the outbound queue (Postfix relays for
+            // permitted clients).
+            policy: RecipientPolicy::new(router).with_outbound(true),
             auth,
             cfg,
             tls,
@@ -184,13 +186,14 @@ pub(crate) struct Shared {
     /// The outbound queue and its manager, when mail to other domains is
     /// accepted.
     relay: Option<RelayHandle>,
+    /// Wakes the pickup scan (SIGUSR1 from `sendmail`).
+    pickup_wake: tokio::sync::Notify,
 }
 
-/// What connections need of the outbound queue.
-struct RelayHandle {
+/// The outbound queue and its manager.
+pub(crate) struct RelayHandle {
     queue: mailstore::outbound::OutboundQueue,
-    /// Tells the queue manager about a message just queued.
-    submit: Box<dyn Fn(&str) + Send + Sync>,
+    engine: outbound::engine::Engine<relay::DaemonRoute, relay::Bouncer>,
 }
 
 impl Shared {
@@ -280,6 +283,12 @@ impl netkit::Service for Running {
         let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
         let deadline = Instant::now() + grace;
         self.serving.stop(grace).await;
+        if let Some(r) = &self.shared.relay {
+            // Deliveries in flight may finish; the rest stays queued.
+            r.engine
+                .stop(deadline.saturating_duration_since(Instant::now()))
+                .await;
+        }
         let shared = Arc::clone(&self.shared);
         let r = tokio::task::spawn_blocking(move || {
             let left = shared.pipeline.settle(deadline);
@@ -304,6 +313,45 @@ impl netkit::Service for Running {
     }
 }
 
+/// Reads a `transport(5)` table, naming the file in errors.
+fn load_transport(path: &std::path::Path) -> Result<mailstore::nexthop::TransportTable, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    text.parse().map_err(|e| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
+/// The pickup directory (`sendmail`), scanned at start, every second and
+/// on SIGUSR1 (Postfix's pickup daemon, woken by postdrop).
+fn spawn_pickup(shared: &Arc<Shared>, dir: std::path::PathBuf) {
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!(error = %e, dir = %dir.display(), "no pickup directory: sendmail will fail");
+        return;
+    }
+    // Anyone on the host may run sendmail: writable by all, sticky so
+    // no one removes another's file (Postfix's maildrop is 1730 with a
+    // setgid postdrop; without one, 1733).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1733));
+    }
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            let Some(shared) = weak.upgrade() else { return };
+            let d = dir.clone();
+            let s = Arc::clone(&shared);
+            let _ = tokio::task::spawn_blocking(move || relay::pickup_scan(&s, &d)).await;
+            // Holds the server for at most a second: stop is not delayed.
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.pickup_wake.notified()).await;
+        }
+    });
+}
+
 /// `mailctl queue flush` sends SIGUSR1: retry every deferred delivery now
 /// (Postfix's `postqueue -f`).
 fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
@@ -320,7 +368,9 @@ fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
         while usr1.recv().await.is_some() {
             let Some(shared) = weak.upgrade() else { return };
             let n = shared.pipeline.flush();
-            info!(messages = n, "queue flush requested");
+            let m = shared.relay.as_ref().map_or(0, |r| r.engine.flush());
+            info!(messages = n, outbound = m, "queue flush requested");
+            shared.pickup_wake.notify_one();
         }
     });
 }
@@ -368,6 +418,39 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         cfg.smtpd.max_connections_per_client,
     );
     let penalty = Arc::new(AuthPenalty::new(penalty_policy(&cfg)));
+    let queue_dir = cfg.smtpd.queue_directory.clone();
+    let (out_queue, out_recovered) = {
+        let dir = queue_dir.join(mailstore::outbound::DIR_NAME);
+        tokio::task::spawn_blocking(move || mailstore::outbound::OutboundQueue::open(dir))
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let route = relay::DaemonRoute {
+        resolver: netkit::resolve::DnsResolver::from_config(&cfg.resolver)
+            .map_err(std::io::Error::other)?,
+        table: match &cfg.smtpd.transport_file {
+            Some(p) => Some(load_transport(p)?),
+            None => None,
+        },
+        relayhost: cfg.smtpd.relayhost.clone(),
+        select: mailstore::nexthop::SelectOptions {
+            preference: cfg.smtpd.address_preference,
+            local_names: vec![cfg.global.hostname.clone()],
+            local_addrs: cfg
+                .smtpd
+                .listen
+                .iter()
+                .chain(&cfg.smtpd.submission_listen)
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
+        },
+    };
+    let client = outbound::deliver::ClientSettings::new(
+        cfg.global.hostname.clone(),
+        Some(outbound::deliver::unauthenticated_connector().map_err(std::io::Error::other)?),
+    );
+    let engine_cfg = outbound::engine::EngineConfig::new(client);
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {
@@ -375,8 +458,21 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             info!(cert = %c.path.display(), names = ?c.names, not_after = c.not_after, "TLS certificate");
         }
     }
-    let shared = Arc::new(Shared {
-        relay: None,
+    let shared = Arc::new_cyclic(|weak| Shared {
+        relay: Some(RelayHandle {
+            engine: outbound::engine::Engine::start(
+                out_queue.clone(),
+                Vec::new(),
+                engine_cfg,
+                route,
+                relay::Bouncer {
+                    shared: weak.clone(),
+                    queue: out_queue.clone(),
+                },
+            ),
+            queue: out_queue,
+        }),
+        pickup_wake: tokio::sync::Notify::new(),
         ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
@@ -406,7 +502,16 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     for q in recovered {
         shared.pipeline.submit(q);
     }
+    if let Some(r) = &shared.relay {
+        if !out_recovered.is_empty() {
+            info!(messages = out_recovered.len(), "mail for other domains queued before the last stop");
+        }
+        for m in &out_recovered {
+            r.engine.add(m);
+        }
+    }
     spawn_flush_on_sigusr1(&shared);
+    spawn_pickup(&shared, queue_dir.join(mailstore::pickup::DIR_NAME));
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, kind, watch| {
         connection(Arc::clone(&handler_shared), stream, peer, kind, watch)
@@ -828,17 +933,11 @@ impl Conn {
             sender: env.mail_from.clone(),
             arrival: env.time,
             envid: self.txn.envid.take(),
-            ret: match self
+            ret: self
                 .txn
                 .ret
                 .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                Some("FULL") => Some(mailstore::outbound::Ret::Full),
-                Some("HDRS") => Some(mailstore::outbound::Ret::Hdrs),
-                _ => None,
-            },
+                .and_then(|r| mailstore::dsn::Ret::parse(r).ok()),
             recipients: remote,
         };
         let received = mailstore::store::received_header(env);
@@ -931,7 +1030,7 @@ impl Conn {
             Ok(Ok((queue_id, relayed))) => {
                 if let (Some(id), Some(r)) = (relayed, &self.shared.relay) {
                     info!(sid = self.sid, queue_id = id, "queued for other domains");
-                    (r.submit)(&id);
+                    r.engine.submit(&id);
                 }
                 Delivery::Accepted { queue_id }
             }

@@ -241,3 +241,166 @@ pub(crate) fn bounce(
     tracing::info!(queue_id, notice = injected.queue_id, to = built.rcpt_to, "sender non-delivery notification");
     Ok(Some(injected))
 }
+
+/// Routes for the queue manager, as Postfix's trivial-rewrite: the
+/// transport table, else `relayhost`, else the domain's MX records (RFC
+/// 5321 section 5.1) through the resolver. Transport entries are matched
+/// per domain (an entry for one full address is not used).
+pub(crate) struct DaemonRoute {
+    pub(crate) resolver: netkit::resolve::DnsResolver,
+    pub(crate) table: Option<mailstore::nexthop::TransportTable>,
+    pub(crate) relayhost: Option<mail_config::SmtpDestination>,
+    pub(crate) select: mailstore::nexthop::SelectOptions,
+}
+
+impl outbound::engine::Route for DaemonRoute {
+    async fn route(&self, domain: &str) -> Result<Vec<outbound::deliver::Hop>, RouteFailure> {
+        use mailstore::nexthop::{decide, Decision};
+        let fail = |permanent: bool, status: String, text: String| RouteFailure {
+            permanent,
+            status,
+            text,
+        };
+        // A local part no table entry can name: only domain entries match.
+        match decide(&format!("\"\"@{domain}"), self.table.as_ref(), self.relayhost.as_ref()) {
+            Decision::Smtp(target) => self
+                .resolver
+                .route(&target, &self.select, netkit::resolve::random_seed())
+                .await
+                .map_err(|e| fail(e.is_permanent(), e.status().to_string(), e.to_string())),
+            Decision::Error { status, text } => {
+                Err(fail(status.is_permanent(), status.to_string(), text))
+            }
+            Decision::BadDomain(why) => Err(fail(true, "5.1.2".into(), format!("bad destination domain {domain}: {why}"))),
+            Decision::Local | Decision::Discard(_) => Err(fail(
+                true,
+                "5.3.5".into(),
+                format!("transport table: local and discard entries are not supported for {domain}"),
+            )),
+        }
+    }
+}
+
+use outbound::engine::RouteFailure;
+
+/// Sends the failure notice of a finished message whose recipients
+/// bounced (those whose `NOTIFY` asks for it, RFC 3461 section 4.1).
+pub(crate) struct Bouncer {
+    pub(crate) shared: std::sync::Weak<crate::Shared>,
+    pub(crate) queue: OutboundQueue,
+}
+
+impl outbound::engine::Finisher for Bouncer {
+    fn finished(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
+        use mailstore::dsn::{should_notify, DsnEvent, Notify};
+        use mailstore::outbound::RcptState;
+        let failed: Vec<Failed> = m
+            .recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Bounced)
+            .filter(|r| {
+                let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+                should_notify(notify.as_ref(), DsnEvent::Failure)
+            })
+            .map(|r| Failed {
+                address: r.rcpt.address.clone(),
+                orcpt: r.rcpt.orcpt.clone(),
+                status: r.last.as_ref().map_or("5.0.0".into(), |l| l.status.clone()),
+                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
+                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
+                when: r.last.as_ref().map(|l| l.time),
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return Err("stopping".into());
+        };
+        let e = &m.envelope;
+        let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
+        let notice = bounce(&shared, &e.id, &e.sender, e.envid.as_deref(), e.ret, e.arrival, failed, &original)?;
+        if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
+            r.engine.submit(&id);
+        }
+        Ok(())
+    }
+}
+
+/// Takes what `sendmail` left in the pickup directory: each message is
+/// injected (durable) and its file removed; recipients refused get a
+/// failure notice. A message that cannot be injected now stays for the
+/// next scan.
+pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usize {
+    let files = match mailstore::pickup::waiting(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the pickup directory");
+            return 0;
+        }
+    };
+    let mut taken = 0;
+    for path in files {
+        let msg = match mailstore::pickup::read(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable pickup file; removed");
+                let _ = mailstore::pickup::remove(&path);
+                continue;
+            }
+        };
+        let injected = match inject(
+            shared,
+            &Injection {
+                sender: &msg.sender,
+                recipients: &msg.recipients,
+                content: &msg.content,
+            },
+        ) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "pickup deferred");
+                continue;
+            }
+        };
+        tracing::info!(
+            "{}: uid={} from=<{}> to={:?}",
+            injected.queue_id,
+            msg.user,
+            msg.sender,
+            msg.recipients
+        );
+        if let (Some(id), Some(r)) = (&injected.relayed, &shared.relay) {
+            r.engine.submit(id);
+        }
+        if !injected.refused.is_empty() {
+            let failed = injected
+                .refused
+                .iter()
+                .map(|(addr, why)| Failed {
+                    address: addr.clone(),
+                    orcpt: None,
+                    status: format!("{}.{}.{}", why.status.0, why.status.1, why.status.2),
+                    remote: None,
+                    text: why.to_string(),
+                    when: Some(std::time::SystemTime::now()),
+                })
+                .collect();
+            let now = std::time::SystemTime::now();
+            match bounce(shared, &injected.queue_id, &msg.sender, None, None, now, failed, &msg.content) {
+                Ok(Some(Injected { relayed: Some(id), .. })) => {
+                    if let Some(r) = &shared.relay {
+                        r.engine.submit(&id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = e, "failure notice for a pickup message failed"),
+            }
+        }
+        if let Err(e) = mailstore::pickup::remove(&path) {
+            tracing::error!(error = %e, "removing a picked-up message failed");
+        }
+        taken += 1;
+    }
+    taken
+}

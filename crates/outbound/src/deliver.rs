@@ -18,15 +18,10 @@ use smtp_proto::{
 };
 use tracing::{debug, info};
 
-/// A host to try: its name (for SNI, logs and the DSN's `Remote-MTA`) and
-/// its addresses in the order to try them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// The host name (an MX target, a relay host, or an address literal).
-    pub name: String,
-    /// Where it listens.
-    pub addrs: Vec<SocketAddr>,
-}
+/// A host to try: its name (for SNI, logs and the DSN's `Remote-MTA`),
+/// its addresses in the order to try them and the port, as
+/// [`mailstore::nexthop::select`] orders them.
+pub use mailstore::nexthop::Hop;
 
 /// How the client behaves (Postfix's `smtp_*` settings).
 #[derive(Clone)]
@@ -135,11 +130,12 @@ pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) 
         text: "no mail host to try".to_owned(),
     };
     for hop in hops {
-        for &addr in &hop.addrs {
-            let remote = format!("{}[{}]:{}", hop.name, addr.ip(), addr.port());
+        for &ip in &hop.addresses {
+            let addr = SocketAddr::new(ip, hop.port);
+            let remote = format!("{}[{}]:{}", hop.host, addr.ip(), addr.port());
             match attempt(hop, addr, msg, settings).await {
                 Ok(report) => {
-                    let results = verdicts(&report, msg.recipients, &hop.name, addr, &remote);
+                    let results = verdicts(&report, msg.recipients, &hop.host, addr, &remote);
                     for r in &results {
                         info!(
                             to = msg.recipients.iter().find(|x| x.0 == r.rcpt).map_or("", |x| x.1.as_str()),
@@ -178,7 +174,7 @@ async fn attempt(
     msg: Message<'_>,
     settings: &ClientSettings,
 ) -> Result<MessageReport, HostFailure> {
-    let host = format!("{}[{}]", hop.name, addr.ip());
+    let host = format!("{}[{}]", hop.host, addr.ip());
     let tcp = match tokio::time::timeout(
         settings.connect_timeout,
         tokio::net::TcpStream::connect(addr),
@@ -225,7 +221,7 @@ async fn attempt(
                 let Some(connector) = &settings.connector else {
                     return Err(lost("starting TLS without a TLS configuration"));
                 };
-                let name = ServerName::try_from(hop.name.clone())
+                let name = ServerName::try_from(hop.host.clone())
                     .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
                 match driver
                     .connect_tls(connector, name, settings.handshake_timeout)

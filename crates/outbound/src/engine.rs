@@ -209,6 +209,12 @@ impl<R: Route, F: Finisher> Engine<R, F> {
         }
     }
 
+    /// A message read from the queue after the start (the queue's
+    /// recovered messages): scheduled at its own time; held ones wait.
+    pub fn add(&self, m: &QueuedMessage) {
+        self.inner.schedule(m);
+    }
+
     /// A message just enqueued, or released from hold: try every
     /// recipient of it that is not final now.
     pub fn submit(&self, id: &str) {

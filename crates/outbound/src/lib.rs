@@ -16,7 +16,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = ClientSettings::new("mail.example.org", Some(unauthenticated_connector()?));
-//! let hops = [Hop { name: "mx.example.net".into(), addrs: vec!["192.0.2.25:25".parse().unwrap()] }];
+//! let hops = [Hop { host: "mx.example.net".into(), preference: Some(10), addresses: vec!["192.0.2.25".parse()?], port: 25 }];
 //! let rcpts = [(0, "someone@example.net".to_string())];
 //! let msg = Message { sender: "me@example.org", recipients: &rcpts, content: b"Subject: hi\r\n\r\nhello\r\n" };
 //! for r in deliver(&hops, msg, &settings).await {

@@ -9,6 +9,7 @@ use outbound::deliver::{
 use smtp_proto::ClientTls;
 
 mod common;
+use common::hop;
 use common::{closed_port, maildir_file, remote};
 
 fn rcpts(list: &[&str]) -> Vec<(usize, String)> {
@@ -35,14 +36,8 @@ async fn per_recipient_verdicts_over_opportunistic_tls() {
     let (running, addr) = remote(dir.path(), "").await;
     // The first host is down: the next one is tried.
     let hops = [
-        Hop {
-            name: "down.example.org".into(),
-            addrs: vec![closed_port()],
-        },
-        Hop {
-            name: "mx.example.org".into(),
-            addrs: vec![addr],
-        },
+        hop("down.example.org", closed_port()),
+        hop("mx.example.org", addr),
     ];
     let to = rcpts(&["a@example.org", "nobody@example.org", "b@example.org"]);
     let msg = Message {
@@ -83,10 +78,7 @@ async fn per_recipient_verdicts_over_opportunistic_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_reachable_defers_everyone() {
     let down = closed_port();
-    let hops = [Hop {
-        name: "mx.example.org".into(),
-        addrs: vec![down],
-    }];
+    let hops = [hop("mx.example.org", down)];
     let to = rcpts(&["a@example.org", "b@example.org"]);
     let msg = Message {
         sender: "",
@@ -114,10 +106,7 @@ async fn nothing_reachable_defers_everyone() {
 async fn a_temporary_refusal_touches_only_its_recipient() {
     let dir = tempfile::tempdir().unwrap();
     let (running, addr) = remote(dir.path(), "recipient_limit = 2").await;
-    let hops = [Hop {
-        name: "mx.example.org".into(),
-        addrs: vec![addr],
-    }];
+    let hops = [hop("mx.example.org", addr)];
     let to = rcpts(&["a@example.org", "b@example.org", "a@example.org"]);
     let msg = Message {
         sender: "me@example.net",
@@ -139,10 +128,7 @@ async fn a_temporary_refusal_touches_only_its_recipient() {
 async fn required_tls_without_starttls_defers() {
     let dir = tempfile::tempdir().unwrap();
     let (running, addr) = remote(dir.path(), "tls_security_level = \"none\"").await;
-    let hops = [Hop {
-        name: "mx.example.org".into(),
-        addrs: vec![addr],
-    }];
+    let hops = [hop("mx.example.org", addr)];
     let to = rcpts(&["a@example.org"]);
     let msg = Message {
         sender: "me@example.net",

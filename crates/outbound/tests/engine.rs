@@ -12,6 +12,7 @@ use outbound::deliver::{unauthenticated_connector, ClientSettings, Hop};
 use outbound::engine::{Engine, EngineConfig, StaticRoutes};
 
 mod common;
+use common::hop;
 use common::{closed_port, maildir_file, remote, remote_on};
 
 type Finished = Arc<Mutex<Vec<QueuedMessage>>>;
@@ -20,10 +21,7 @@ fn routes(addr: SocketAddr) -> StaticRoutes {
     StaticRoutes {
         routes: HashMap::from([(
             "example.org".to_string(),
-            vec![Hop {
-                name: "mx.example.org".into(),
-                addrs: vec![addr],
-            }],
+            vec![hop("mx.example.org", addr)],
         )]),
     }
 }

@@ -60,3 +60,13 @@ pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// A hop at one address (with its port), without MX preference.
+pub fn hop(host: &str, addr: SocketAddr) -> outbound::deliver::Hop {
+    outbound::deliver::Hop {
+        host: host.into(),
+        preference: None,
+        addresses: vec![addr.ip()],
+        port: addr.port(),
+    }
+}
