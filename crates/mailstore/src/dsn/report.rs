@@ -239,6 +239,13 @@ impl<'a> DsnBuilder<'a> {
         })?;
         check("queue id", self.queue_id, |b| b.is_ascii_graphic())?;
         check_address("notice recipient", self.notice.rcpt_to())?;
+        // Never a notification to the null sender (RFC 5321 section 4.5.5).
+        if super::dsn_recipient(self.notice.rcpt_to()).is_none() {
+            return Err(BuildError::Invalid {
+                what: "notice recipient",
+                value: self.notice.rcpt_to().to_owned(),
+            });
+        }
         if self.recipients.is_empty() {
             return Err(BuildError::NoRecipients);
         }
@@ -1260,6 +1267,22 @@ mod behaviour {
                 ..
             })
         ));
+        for null in ["", "<>"] {
+            let to_null = Notice::Sender(null.into());
+            let r = DsnBuilder::new(DsnEvent::Failure, "h", "Q1", &to_null, "u", t0(), t0())
+                .recipient(failed("x@y"))
+                .build(ORIGINAL);
+            assert!(
+                matches!(
+                    r,
+                    Err(BuildError::Invalid {
+                        what: "notice recipient",
+                        ..
+                    })
+                ),
+                "{null:?}"
+            );
+        }
     }
 
     #[test]
@@ -1283,7 +1306,7 @@ mod behaviour {
             full in any::<bool>(),
             addr in "\\PC{1,1200}",
         ) {
-            let n = Notice::Sender(addr.clone());
+            let n = Notice::Sender(format!("a{addr}"));
             let mut r = failed(&addr);
             r.original = Some(Orcpt::Utf8(addr.clone()));
             r.diagnostic = Some(diag);
