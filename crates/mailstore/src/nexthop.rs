@@ -131,10 +131,12 @@ pub enum TransportAction {
     Smtp(Option<SmtpDestination>),
     /// `local:`: deliver to the local mailboxes.
     Local,
-    /// `error:5.1.1 text`: refuse with this status and text (Postfix's
-    /// `error(8)`); no status means `5.0.0`, a `4.x.y` one defers.
+    /// `error:5.1.1 text`: bounce with this status and text (Postfix's
+    /// `error(8)`; no status means `5.0.0`), or `retry:4.3.0 text`: defer
+    /// (Postfix's `retry(8)`; no status means `4.0.0`). The class of the
+    /// status tells which.
     Error {
-        /// The status given, or `5.0.0`.
+        /// The status given, or `5.0.0` / `4.0.0`.
         status: EnhancedStatus,
         /// The text after it.
         text: String,
@@ -149,10 +151,17 @@ impl fmt::Display for TransportAction {
             TransportAction::Smtp(None) => f.write_str("smtp:"),
             TransportAction::Smtp(Some(d)) => write!(f, "smtp:{d}"),
             TransportAction::Local => f.write_str("local:"),
-            TransportAction::Error { status, text } if text.is_empty() => {
-                write!(f, "error:{status}")
+            TransportAction::Error { status, text } => {
+                let t = if status.is_permanent() {
+                    "error"
+                } else {
+                    "retry"
+                };
+                match text.is_empty() {
+                    true => write!(f, "{t}:{status}"),
+                    false => write!(f, "{t}:{status} {text}"),
+                }
             }
-            TransportAction::Error { status, text } => write!(f, "error:{status} {text}"),
             TransportAction::Discard(t) => write!(f, "discard:{t}"),
         }
     }
@@ -172,24 +181,35 @@ impl FromStr for TransportAction {
                 }
             }
             "local" => Ok(TransportAction::Local),
-            "error" => {
-                let (first, rest) = nexthop.split_once(' ').unwrap_or((nexthop, ""));
+            t @ ("error" | "retry") => {
+                let class = if t == "error" { 5 } else { 4 };
+                let nexthop = nexthop.trim();
+                let (first, rest) = nexthop
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((nexthop, ""));
                 match first.parse::<EnhancedStatus>() {
-                    // error(8) takes 4.x.y and 5.x.y; a 2.x.y would be a lie.
-                    Ok(status) if status.class != 2 => Ok(TransportAction::Error {
+                    Ok(status) if status.class == class => Ok(TransportAction::Error {
                         status,
                         text: rest.trim().to_string(),
                     }),
-                    Ok(_) => Err(format!("{first:?}: error: needs a 4.x.y or 5.x.y status")),
+                    // Postfix would quietly turn the class into the other
+                    // one; a table that says the opposite of what happens
+                    // is better refused.
+                    Ok(_) if class == 5 => Err(format!(
+                        "{first:?}: error: bounces and takes a 5.x.y status; retry:4.x.y defers"
+                    )),
+                    Ok(_) => Err(format!(
+                        "{first:?}: retry: defers and takes a 4.x.y status; error:5.x.y bounces"
+                    )),
                     Err(()) => Ok(TransportAction::Error {
-                        status: EnhancedStatus::new(5, 0, 0),
-                        text: nexthop.trim().to_string(),
+                        status: EnhancedStatus::new(class, 0, 0),
+                        text: nexthop.to_string(),
                     }),
                 }
             }
             "discard" => Ok(TransportAction::Discard(nexthop.trim().to_string())),
             other => Err(format!(
-                "unknown transport {other:?} (known: smtp, relay, local, error, discard)"
+                "unknown transport {other:?} (known: smtp, relay, local, error, retry, discard)"
             )),
         }
     }
@@ -415,7 +435,7 @@ pub enum Decision {
     Smtp(Target),
     /// Deliver locally (a `local:` transport entry).
     Local,
-    /// Refuse (an `error:` transport entry).
+    /// Refuse (an `error:` or `retry:` transport entry).
     Error {
         /// Its status; `4.x.y` defers, `5.x.y` bounces.
         status: EnhancedStatus,

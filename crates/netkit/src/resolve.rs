@@ -283,3 +283,56 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
     .await;
     out.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn configured_servers_over_udp_and_tcp() {
+        let cfg = mail_config::Resolver {
+            name_servers: vec!["127.0.0.1:5300".parse().unwrap()],
+            timeout: mail_config::Secs(3),
+            attempts: 1,
+        };
+        let r = DnsResolver::from_config(&cfg).unwrap();
+        let servers = r.inner.config().name_servers();
+        assert_eq!(servers.len(), 2);
+        assert!(servers.iter().all(|s| s.socket_addr == cfg.name_servers[0]));
+        assert_eq!(r.inner.options().timeout, Duration::from_secs(3));
+        assert_eq!(r.inner.options().attempts, 1);
+        assert_eq!(r.inner.options().use_hosts_file, ResolveHosts::Never);
+    }
+
+    #[tokio::test]
+    async fn empty_list_reads_resolv_conf() {
+        if !std::path::Path::new("/etc/resolv.conf").exists() {
+            return;
+        }
+        let r = DnsResolver::from_config(&mail_config::Resolver::default()).unwrap();
+        assert_eq!(r.inner.options().timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn names_are_asked_fully_qualified() {
+        assert_eq!(
+            DnsResolver::fqdn("a.example").unwrap().to_ascii(),
+            "a.example."
+        );
+        assert_eq!(
+            DnsResolver::fqdn("a.example.").unwrap().to_ascii(),
+            "a.example."
+        );
+        assert!(DnsResolver::fqdn("a..example").is_err());
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_order() {
+        let out = futures_join_all((0..5u64).map(|i| async move {
+            tokio::time::sleep(Duration::from_millis(10 * (5 - i))).await;
+            i
+        }))
+        .await;
+        assert_eq!(out, vec![0, 1, 2, 3, 4]);
+    }
+}

@@ -58,7 +58,8 @@ fn parses_postfix_syntax() {
          user@Example.ORG local:\n\
          bounce.test      error:5.1.1 mailbox\n\
          \x20\x20unavailable here\n\
-         soft.test        error:4.3.0 try later\n\
+         soft.test        retry:4.3.0 try later\n\
+         softer.test      retry:busy\n\
          plain.test       error:no such domain\n\
          drop.test        discard:silently\n\
          relay.test       relay:[relay.test]\n\
@@ -67,7 +68,7 @@ fn parses_postfix_syntax() {
          bare.test        smtp\n\
          *                smtp:[smarthost]:587\n",
     );
-    assert_eq!(t.entries().len(), 12);
+    assert_eq!(t.entries().len(), 13);
     assert_eq!(
         t.lookup("x@example.com"),
         Some(&TransportAction::Smtp(Some(dest("[127.0.0.1]:2526"))))
@@ -88,6 +89,13 @@ fn parses_postfix_syntax() {
         panic!()
     };
     assert!(!status.is_permanent());
+    let Some(TransportAction::Error { status, text }) = t.lookup("a@softer.test") else {
+        panic!()
+    };
+    assert_eq!(
+        (status.to_string().as_str(), text.as_str()),
+        ("4.0.0", "busy")
+    );
     assert_eq!(
         t.lookup("a@plain.test"),
         Some(&TransportAction::Error {
@@ -159,7 +167,9 @@ fn errors_name_the_line() {
             3,
             "already given on line 1",
         ),
-        ("a.test error:2.0.0 fine\n", 1, "4.x.y or 5.x.y"),
+        ("a.test error:4.0.0 busy\n", 1, "retry:4.x.y defers"),
+        ("a.test retry:5.0.0 gone\n", 1, "error:5.x.y bounces"),
+        ("a.test error:2.0.0 fine\n", 1, "takes a 5.x.y status"),
         ("@a.test local:\n", 1, "empty local part"),
         ("a.test smtp:host:0\n", 1, "not a port"),
     ];
