@@ -347,7 +347,8 @@ fn spawn_pickup(shared: &Arc<Shared>, dir: std::path::PathBuf) {
             let s = Arc::clone(&shared);
             let _ = tokio::task::spawn_blocking(move || relay::pickup_scan(&s, &d)).await;
             // Holds the server for at most a second: stop is not delayed.
-            let _ = tokio::time::timeout(Duration::from_secs(1), shared.pickup_wake.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), shared.pickup_wake.notified()).await;
         }
     });
 }
@@ -504,7 +505,10 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     }
     if let Some(r) = &shared.relay {
         if !out_recovered.is_empty() {
-            info!(messages = out_recovered.len(), "mail for other domains queued before the last stop");
+            info!(
+                messages = out_recovered.len(),
+                "mail for other domains queued before the last stop"
+            );
         }
         for m in &out_recovered {
             r.engine.add(m);

@@ -122,7 +122,11 @@ pub(crate) fn inject(shared: &crate::Shared, msg: &Injection<'_>) -> mailstore::
             Recipient::Remote(a) if shared.relay.is_some() => remote.push(OutRcpt::new(a)),
             Recipient::Remote(a) => refused.push((
                 a.clone(),
-                mailstore::policy::PolicyReply::new(550, (5, 4, 4), format!("<{a}>: no route to other domains")),
+                mailstore::policy::PolicyReply::new(
+                    550,
+                    (5, 4, 4),
+                    format!("<{a}>: no route to other domains"),
+                ),
             )),
             Recipient::Refused(x) => refused.push((r.clone(), x.reply)),
         }
@@ -150,7 +154,11 @@ pub(crate) fn inject(shared: &crate::Shared, msg: &Injection<'_>) -> mailstore::
                 ret: None,
                 recipients: remote,
             };
-            let mut o = Outgoing::new(r.queue.clone(), out, &mailstore::store::received_header(&env));
+            let mut o = Outgoing::new(
+                r.queue.clone(),
+                out,
+                &mailstore::store::received_header(&env),
+            );
             o.push(msg.content);
             o.commit()?;
             Some(env.queue_id.clone())
@@ -182,19 +190,33 @@ pub(crate) struct Failed {
     pub(crate) when: Option<std::time::SystemTime>,
 }
 
-/// The failure notice (RFC 3464) for `failed` recipients of a message
-/// from `sender`, injected like any message; `None` when nobody is to be
-/// told (the null sender's notice that failed: never a triple bounce).
+/// The message a notice is about.
+#[derive(Clone, Copy)]
+pub(crate) struct Bounced<'a> {
+    pub(crate) queue_id: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) envid: Option<&'a str>,
+    pub(crate) ret: Option<mailstore::dsn::Ret>,
+    pub(crate) arrival: std::time::SystemTime,
+    pub(crate) original: &'a [u8],
+}
+
+/// The failure notice (RFC 3464) for `failed` recipients of a message,
+/// injected like any message; `None` when nobody is to be told (the null
+/// sender's notice that failed: never a triple bounce).
 pub(crate) fn bounce(
     shared: &crate::Shared,
-    queue_id: &str,
-    sender: &str,
-    envid: Option<&str>,
-    ret: Option<mailstore::dsn::Ret>,
-    arrival: std::time::SystemTime,
+    of: Bounced<'_>,
     failed: Vec<Failed>,
-    original: &[u8],
 ) -> Result<Option<Injected>, String> {
+    let Bounced {
+        queue_id,
+        sender,
+        envid,
+        ret,
+        arrival,
+        original,
+    } = of;
     use mailstore::dsn::{self, Action, DsnBuilder, DsnEvent, RecipientStatus, Status};
     let host = shared.settings().cfg.global.hostname.clone();
     let Some(notice) = dsn::notice_for(
@@ -209,16 +231,30 @@ pub(crate) fn bounce(
     let now = std::time::SystemTime::now();
     let unique = format!(
         "{queue_id}.{}",
-        now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
     );
-    let mut b = DsnBuilder::new(DsnEvent::Failure, &host, queue_id, &notice, &unique, arrival, now)
-        .envid(envid.as_ref())
-        .ret(ret);
+    let mut b = DsnBuilder::new(
+        DsnEvent::Failure,
+        &host,
+        queue_id,
+        &notice,
+        &unique,
+        arrival,
+        now,
+    )
+    .envid(envid.as_ref())
+    .ret(ret);
     for f in failed {
-        let status = Status::parse(&f.status).filter(|s| s.class == 5).unwrap_or(Status::new(5, 0, 0));
+        let status = Status::parse(&f.status)
+            .filter(|s| s.class == 5)
+            .unwrap_or(Status::new(5, 0, 0));
         let mut r = RecipientStatus::new(f.address, Action::Failed, status);
         r.original = f.orcpt.as_deref().and_then(|o| dsn::Orcpt::parse(o).ok());
-        r.remote_mta = f.remote.map(|m| m.split('[').next().unwrap_or_default().to_owned());
+        r.remote_mta = f
+            .remote
+            .map(|m| m.split('[').next().unwrap_or_default().to_owned());
         r.diagnostic = Some(f.text.clone());
         r.reason = f.text;
         r.last_attempt = f.when;
@@ -238,7 +274,12 @@ pub(crate) fn bounce(
     for (r, why) in &injected.refused {
         tracing::warn!(queue_id, to = r, reason = %why, "failure notice undeliverable; discarded");
     }
-    tracing::info!(queue_id, notice = injected.queue_id, to = built.rcpt_to, "sender non-delivery notification");
+    tracing::info!(
+        queue_id,
+        notice = injected.queue_id,
+        to = built.rcpt_to,
+        "sender non-delivery notification"
+    );
     Ok(Some(injected))
 }
 
@@ -262,7 +303,11 @@ impl outbound::engine::Route for DaemonRoute {
             text,
         };
         // A local part no table entry can name: only domain entries match.
-        match decide(&format!("\"\"@{domain}"), self.table.as_ref(), self.relayhost.as_ref()) {
+        match decide(
+            &format!("\"\"@{domain}"),
+            self.table.as_ref(),
+            self.relayhost.as_ref(),
+        ) {
             Decision::Smtp(target) => self
                 .resolver
                 .route(&target, &self.select, netkit::resolve::random_seed())
@@ -271,11 +316,17 @@ impl outbound::engine::Route for DaemonRoute {
             Decision::Error { status, text } => {
                 Err(fail(status.is_permanent(), status.to_string(), text))
             }
-            Decision::BadDomain(why) => Err(fail(true, "5.1.2".into(), format!("bad destination domain {domain}: {why}"))),
+            Decision::BadDomain(why) => Err(fail(
+                true,
+                "5.1.2".into(),
+                format!("bad destination domain {domain}: {why}"),
+            )),
             Decision::Local | Decision::Discard(_) => Err(fail(
                 true,
                 "5.3.5".into(),
-                format!("transport table: local and discard entries are not supported for {domain}"),
+                format!(
+                    "transport table: local and discard entries are not supported for {domain}"
+                ),
             )),
         }
     }
@@ -319,7 +370,15 @@ impl outbound::engine::Finisher for Bouncer {
         };
         let e = &m.envelope;
         let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
-        let notice = bounce(&shared, &e.id, &e.sender, e.envid.as_deref(), e.ret, e.arrival, failed, &original)?;
+        let of = Bounced {
+            queue_id: &e.id,
+            sender: &e.sender,
+            envid: e.envid.as_deref(),
+            ret: e.ret,
+            arrival: e.arrival,
+            original: &original,
+        };
+        let notice = bounce(&shared, of, failed)?;
         if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
             r.engine.submit(&id);
         }
@@ -386,9 +445,18 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
                     when: Some(std::time::SystemTime::now()),
                 })
                 .collect();
-            let now = std::time::SystemTime::now();
-            match bounce(shared, &injected.queue_id, &msg.sender, None, None, now, failed, &msg.content) {
-                Ok(Some(Injected { relayed: Some(id), .. })) => {
+            let of = Bounced {
+                queue_id: &injected.queue_id,
+                sender: &msg.sender,
+                envid: None,
+                ret: None,
+                arrival: std::time::SystemTime::now(),
+                original: &msg.content,
+            };
+            match bounce(shared, of, failed) {
+                Ok(Some(Injected {
+                    relayed: Some(id), ..
+                })) => {
                     if let Some(r) = &shared.relay {
                         r.engine.submit(&id);
                     }

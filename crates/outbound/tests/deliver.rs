@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use netkit::Service;
 use outbound::deliver::{
-    deliver, unauthenticated_connector, ClientSettings, Hop, Message, RcptResult, Verdict,
+    deliver, unauthenticated_connector, ClientSettings, Message, RcptResult, Verdict,
 };
 use smtp_proto::ClientTls;
 

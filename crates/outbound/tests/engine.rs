@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use mailstore::outbound::{OutEnvelope, OutRcpt, OutboundQueue, QueuedMessage, RcptState};
 use netkit::Service;
-use outbound::deliver::{unauthenticated_connector, ClientSettings, Hop};
+use outbound::deliver::{unauthenticated_connector, ClientSettings};
 use outbound::engine::{Engine, EngineConfig, StaticRoutes};
 
 mod common;
@@ -19,10 +19,7 @@ type Finished = Arc<Mutex<Vec<QueuedMessage>>>;
 
 fn routes(addr: SocketAddr) -> StaticRoutes {
     StaticRoutes {
-        routes: HashMap::from([(
-            "example.org".to_string(),
-            vec![hop("mx.example.org", addr)],
-        )]),
+        routes: HashMap::from([("example.org".to_string(), vec![hop("mx.example.org", addr)])]),
     }
 }
 
