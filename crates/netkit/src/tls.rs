@@ -355,7 +355,7 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 /// notBefore and notAfter of an X.509 certificate (RFC 5280 section
 /// 4.1), as Unix seconds.
-fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+pub(crate) fn validity(cert: &[u8]) -> Option<(i64, i64)> {
     const SEQUENCE: u8 = 0x30;
     let (SEQUENCE, cert, _) = der(cert)? else {
         return None;
