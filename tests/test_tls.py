@@ -210,6 +210,11 @@ def test_python_smtplib_and_poplib_over_tls(tlslab):
     p.user("user1")
     p.pass_(PASSWORDS["user1"])
     assert p.stat()[0] == 2
+    # Decrypted credentials stay out of the transcripts.
+    for log, secret in ((tlslab.smtpd.output(), PASSWORDS["user2"]),
+                        (tlslab.pop3d.output(), PASSWORDS["user1"])):
+        assert secret not in log and "C: AUTH PLAIN <redacted>" in tlslab.smtpd.output()
+        assert base64.b64encode(f"\0user2\0{PASSWORDS['user2']}".encode()).decode() not in log
     _, lines, _ = p.retr(2)
     assert split_trace(b"\r\n".join(lines) + b"\r\n")[1] == message("smtps")
     p.quit()
@@ -644,6 +649,19 @@ def test_garbage_handshake_costs_one_connection(tlslab):
         recv_replies(g, 2)
         g.sendall(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 100)
         closed_within(g, 10)
+    with socket.create_connection(("127.0.0.1", tlslab.pop3), timeout=10) as g:
+        g.settimeout(10)
+        assert g.recv(512).startswith(b"+OK")
+        g.sendall(b"STLS\r\n")
+        assert g.recv(512).startswith(b"+OK")
+        g.sendall(b"USER user1\r\n")  # plaintext where a ClientHello belongs
+        closed_within(g, 10)
+    # More failures than max_connections_per_client (50): each one's slot
+    # is given back.
+    for _ in range(60):
+        with socket.create_connection(("127.0.0.1", tlslab.submissions), timeout=10) as g:
+            g.sendall(b"\x00" * 64)
+            closed_within(g, 10)
     # The session opened before goes on; new clients get in.
     assert s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("after")) == {}
     s.quit()
@@ -669,6 +687,12 @@ def test_stalled_handshakes_are_dropped_after_handshake_timeout(tmp_path, daemon
     after_starttls.sendall(b"EHLO x\r\nSTARTTLS\r\n")
     recv_replies(after_starttls, 2)
     stalled.append(after_starttls)
+    after_stls = socket.create_connection(("127.0.0.1", lab.pop3), timeout=10)
+    assert after_stls.recv(512).startswith(b"+OK")
+    after_stls.sendall(b"STLS\r\n")
+    assert after_stls.recv(512).startswith(b"+OK")
+    after_stls.sendall(hello[:20])
+    stalled.append(after_stls)
     start = time.monotonic()
     for sock in stalled:
         # Generous slack: the deadline is 2 s, the machine is shared.
@@ -680,6 +704,36 @@ def test_stalled_handshakes_are_dropped_after_handshake_timeout(tmp_path, daemon
     s = smtplib.SMTP_SSL("127.0.0.1", lab.submissions, timeout=10, context=lab.context())
     s.login("user2", PASSWORDS["user2"])
     s.quit()
+
+
+def test_stop_does_not_wait_for_stalled_handshakes(tmp_path, daemons):
+    # A client that has not finished its handshake has nothing in flight:
+    # SIGTERM ends it at once, as it ends sessions between transactions,
+    # rather than after handshake_timeout or shutdown_grace (30 s each
+    # here).
+    lab = TlsLab(tmp_path, daemons, extra="shutdown_grace = 30", pop3_extra="shutdown_grace = 30")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10)
+            for port in (lab.submissions, lab.pop3s)]
+    s = socket.create_connection(("127.0.0.1", lab.submission), timeout=10)
+    recv_replies(s, 1)
+    s.sendall(b"EHLO x\r\nSTARTTLS\r\n")
+    recv_replies(s, 2)
+    p = socket.create_connection(("127.0.0.1", lab.pop3), timeout=10)
+    assert p.recv(512).startswith(b"+OK")
+    p.sendall(b"STLS\r\n")
+    assert p.recv(512).startswith(b"+OK")
+    held += [s, p]
+    time.sleep(0.3)  # every handshake has begun
+    start = time.monotonic()
+    for d in (lab.smtpd, lab.pop3d):
+        d.proc.send_signal(signal.SIGTERM)
+    for d in (lab.smtpd, lab.pop3d):
+        d.proc.wait(timeout=40)
+        assert d.proc.returncode == 0, d.output()[-2000:]
+    # Generous: well under the 30 s either timeout would take.
+    assert time.monotonic() - start < 10, (lab.smtpd.output()[-2000:], lab.pop3d.output()[-2000:])
+    for sock in held:
+        sock.close()
 
 
 # --- testssl.sh ------------------------------------------------------------------
