@@ -706,6 +706,27 @@ def test_stalled_handshakes_are_dropped_after_handshake_timeout(tmp_path, daemon
     s.quit()
 
 
+def test_a_full_server_evicts_a_stalled_handshake(tmp_path, daemons):
+    # Full with one client's stalled handshakes: another client (another
+    # loopback address) gets in, and the evicted connection is closed at
+    # once, not after handshake_timeout (30 s).
+    lab = TlsLab(tmp_path, daemons, extra="max_connections = 3\nmax_connections_per_client = 10")
+    time.sleep(0.5)  # the readiness probes' connections are released
+    stalled = [socket.create_connection(("127.0.0.1", lab.submissions), timeout=10) for _ in range(3)]
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", lab.submissions), timeout=10,
+                                  source_address=("127.0.0.2", 0)) as sock:
+        with lab.context().wrap_socket(sock, server_hostname=NAME) as t:
+            t.settimeout(10)
+            assert t.recv(512).startswith(b"220 ")
+            closed = [closed_within(s, 10) for s in stalled[:1]]
+            assert closed and closed[0] < 10
+            t.sendall(b"QUIT\r\n")
+            assert t.recv(512).startswith(b"221 ")
+    for s in stalled:
+        s.close()
+
+
 def test_stop_does_not_wait_for_stalled_handshakes(tmp_path, daemons):
     # A client that has not finished its handshake has nothing in flight:
     # SIGTERM ends it at once, as it ends sessions between transactions,
