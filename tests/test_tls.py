@@ -773,7 +773,9 @@ def start_testssl(lab, tmp_path, port, checks, starttls=None):
     if starttls:
         args += ["-t", starttls]
     args.append(f"{NAME}:{port}")
-    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its own process group, so that a timeout stops its openssl children too.
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     return proc, out
 
 
@@ -792,8 +794,15 @@ def test_testssl_finds_nothing_high_or_critical(tlslab, tmp_path):
         start_testssl(tlslab, tmp_path, tlslab.pop3s, ["-p", "-s", "-P", "-S", *vulns]),
         start_testssl(tlslab, tmp_path, tlslab.submission, ["-p", "-s", "-P", *vulns], "smtp"),
     ]
-    for proc, out in runs:
-        text = proc.communicate(timeout=300)[0].decode(errors="replace")
+    try:
+        outputs = [(proc.communicate(timeout=300)[0], out) for proc, out in runs]
+    finally:
+        for proc, _ in runs:
+            if proc.poll() is None:  # timed out: stop its process group
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    for raw, out in outputs:
+        text = raw.decode(errors="replace")
         findings = json.loads(out.read_text())
         bad = [f for f in findings if f.get("severity") in ("HIGH", "CRITICAL")
                and (f.get("id"), f.get("finding")) not in CERTIFICATE_ONLY]
