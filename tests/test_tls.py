@@ -80,18 +80,29 @@ def need(tool):
 # --- real clients ------------------------------------------------------------
 
 
-def test_swaks_starttls_and_tls_on_connect_auth_login_and_plain(tlslab):
+def other_ca(tmp: pathlib.Path) -> pathlib.Path:
+    """A second local CA, which did not sign the daemons' certificate: a
+    client given it must refuse the connection (proof that it verifies)."""
+    make_cert(tmp / "elsewhere", "other.example")
+    return tmp / "elsewhere" / "ca" / "ca.pem"
+
+
+def test_swaks_starttls_and_tls_on_connect_auth_login_and_plain(tlslab, tmp_path):
     need("swaks")
-    runs = [(mode, port, mech)
+    runs = [(mode, port, mech, tlslab.ca)
             for mode, port in (("--tls", tlslab.submission), ("--tls-on-connect", tlslab.submissions))
             for mech in ("LOGIN", "PLAIN")]
-    for mode, port, mech in runs:
+    runs.append(("--tls-on-connect", tlslab.submissions, "PLAIN", other_ca(tmp_path)))
+    for mode, port, mech, ca in runs:
         r = run(["swaks", "--server", f"127.0.0.1:{port}", mode, "--tls-verify",
-                 "--tls-ca-path", tlslab.ca, "--tls-sni", NAME,
+                 "--tls-ca-path", ca, "--tls-sni", NAME,
                  "--auth", mech, "--auth-user", "user2", "--auth-password", PASSWORDS["user2"],
                  "--from", "user2@mail.csuvnetwork.com", "--to", "user1@csuvnetwork.com",
                  "--header", f"Subject: swaks {mode} {mech}", "--body", "sent by swaks over TLS"])
         out = r.stdout.decode(errors="replace")
+        if ca != tlslab.ca:
+            assert r.returncode != 0 and "235 " not in out, out
+            continue
         assert r.returncode == 0, out + r.stderr.decode(errors="replace")
         assert "TLS started with cipher TLSv1.3" in out, out
         assert "235 2.7.0 Authentication successful" in out
@@ -211,10 +222,10 @@ def test_python_smtplib_and_poplib_over_tls(tlslab):
     p.pass_(PASSWORDS["user1"])
     assert p.stat()[0] == 2
     # Decrypted credentials stay out of the transcripts.
-    for log, secret in ((tlslab.smtpd.output(), PASSWORDS["user2"]),
-                        (tlslab.pop3d.output(), PASSWORDS["user1"])):
-        assert secret not in log and "C: AUTH PLAIN <redacted>" in tlslab.smtpd.output()
-        assert base64.b64encode(f"\0user2\0{PASSWORDS['user2']}".encode()).decode() not in log
+    slog, plog = tlslab.smtpd.output(), tlslab.pop3d.output()
+    assert "C: AUTH PLAIN <redacted>" in slog and "C: PASS <redacted>" in plog
+    assert PASSWORDS["user2"] not in slog and PASSWORDS["user1"] not in plog
+    assert base64.b64encode(f"\0user2\0{PASSWORDS['user2']}".encode()).decode() not in slog
     _, lines, _ = p.retr(2)
     assert split_trace(b"\r\n".join(lines) + b"\r\n")[1] == message("smtps")
     p.quit()
@@ -230,8 +241,9 @@ def test_fetchmail_pop3s_and_stls(tlslab, tmp_path):
     home = tmp_path / "fetchhome"
     home.mkdir()
     results = []
-    for name, port, opts in (("pop3s", tlslab.pop3s, "ssl"),
-                             ("stls", tlslab.pop3, "sslproto tls1.2+")):
+    for name, port, opts, ca in (("pop3s", tlslab.pop3s, "ssl", tlslab.ca),
+                                 ("stls", tlslab.pop3, "sslproto tls1.2+", tlslab.ca),
+                                 ("wrong-ca", tlslab.pop3s, "ssl", other_ca(tmp_path))):
         out = tmp_path / f"fetched-{name}.mbox"
         rc = home / f"fetchmailrc-{name}"
         rc.write_text(
@@ -239,7 +251,7 @@ def test_fetchmail_pop3s_and_stls(tlslab, tmp_path):
             # matches the name it polls, never an address.
             f'poll localhost protocol pop3 service {port}\n'
             f'  user "user1" there with password "{PASSWORDS["user1"]}" is "user1" here\n'
-            f'  {opts} sslcertck sslcertfile "{tlslab.ca}"\n'
+            f'  {opts} sslcertck sslcertfile "{ca}"\n'
             # Keep it on the first run so that the second fetches it too.
             f'  fetchall {"keep" if name == "pop3s" else ""} mda "cat > {out}"\n'
         )
@@ -248,6 +260,9 @@ def test_fetchmail_pop3s_and_stls(tlslab, tmp_path):
                  "--pidfile", home / "fetchmail.pid"], timeout=60,
                 env={**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)})
         log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+        if name == "wrong-ca":
+            assert r.returncode != 0 and "certificate verify failed" in log, log
+            continue
         assert r.returncode == 0, log
         assert "1 message for user1" in log, log
         assert msg in out.read_bytes().replace(b"\n", b"\r\n"), out.read_bytes()[:500]
@@ -277,12 +292,18 @@ def test_msmtp_implicit_tls_and_starttls(tlslab, tmp_path):
         "account starttls\n"
         f"port {tlslab.submission}\n"
         "tls_starttls on\n"
+        "\n"
+        "account wrongca : implicit\n"
+        f"tls_trust_file {other_ca(tmp_path)}\n"
     )
     cfg.chmod(0o600)
-    for account in ("implicit", "starttls"):
+    for account in ("implicit", "starttls", "wrongca"):
         r = run(["msmtp", "-C", cfg, "-a", account, "user1@csuvnetwork.com"],
                 input=message(f"msmtp {account}"), timeout=30)
-        assert r.returncode == 0, r.stderr
+        if account == "wrongca":
+            assert r.returncode != 0 and b"certificate" in r.stderr, r.stderr
+        else:
+            assert r.returncode == 0, r.stderr
     subjects = sorted(re.search(rb"Subject: ([^\r]*)", raw).group(1) for raw in retrieve_all(tlslab))
     assert subjects == [b"msmtp implicit", b"msmtp starttls"]
 
