@@ -231,6 +231,42 @@ def test_python_smtplib_and_poplib_over_tls(tlslab):
     p.quit()
 
 
+def test_large_message_both_ways_inside_tls(tmp_path, daemons):
+    lab = TlsLab(tmp_path, daemons, size_limit=5_000_000)
+    body = b"".join(b"line %07d " % i + b"x" * 60 + b"\r\n" for i in range(40_000))
+    msg = message("three megabytes", body)
+    s = smtplib.SMTP_SSL("127.0.0.1", lab.submissions, timeout=30, context=lab.context())
+    s.login("user2", PASSWORDS["user2"])
+    assert s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], msg) == {}
+    s.quit()
+    lab.settle()
+    p = poplib.POP3_SSL("127.0.0.1", lab.pop3s, timeout=30, context=lab.context())
+    p.user("user1")
+    p.pass_(PASSWORDS["user1"])
+    _, lines, _ = p.retr(1)
+    p.quit()
+    assert split_trace(b"\r\n".join(lines) + b"\r\n")[1] == msg
+
+
+def test_alpn(tlslab):
+    """pop3d agrees ALPN "pop3" and refuses a client that offers only
+    other protocols (RFC 7301 section 3.2: a cross-protocol attack gets
+    no_application_protocol); smtpd has no ALPN name to agree and ignores
+    the extension."""
+    def handshake(port, protocols):
+        ctx = tlslab.context()
+        ctx.set_alpn_protocols(protocols)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            with ctx.wrap_socket(sock, server_hostname=NAME) as t:
+                return t.selected_alpn_protocol()
+
+    assert handshake(tlslab.pop3s, ["pop3"]) == "pop3"
+    assert handshake(tlslab.pop3s, ["h2", "pop3"]) == "pop3"
+    with pytest.raises(ssl.SSLError, match="no application protocol"):
+        handshake(tlslab.pop3s, ["h2", "http/1.1"])
+    assert handshake(tlslab.submissions, ["h2"]) is None
+
+
 def test_fetchmail_pop3s_and_stls(tlslab, tmp_path):
     need("fetchmail")
     msg = message("for fetchmail")
@@ -520,7 +556,7 @@ def test_sni_chooses_the_certificate(tmp_path, daemons):
     lab = TlsLab(tmp_path, daemons, extra_certs=[cert_entry(*other)])
     for port, starttls in ((lab.submissions, []), (lab.pop3, ["-starttls", "pop3"])):
         for sni, cn in ((NAME, NAME), ("pop.example.org", "pop.example.org"),
-                        ("unknown.example", NAME)):
+                        ("POP.Example.ORG", "pop.example.org"), ("unknown.example", NAME)):
             rc, out = s_client([*starttls, "-connect", f"127.0.0.1:{port}", "-CAfile", lab.ca,
                                 "-servername", sni])
             assert rc == 0 and "Verify return code: 0 (ok)" in out, out
