@@ -18,6 +18,12 @@ command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
 # doveadm reads our Maildirs in the interoperability tests.
 command -v doveadm >/dev/null 2>&1 || need_apt+=(dovecot-core)
+# TLS clients of tests/test_tls.py (openssl s_client, fetchmail, msmtp) and
+# testssl.sh, which rates the TLS ports.
+command -v openssl   >/dev/null 2>&1 || need_apt+=(openssl)
+command -v fetchmail >/dev/null 2>&1 || need_apt+=(fetchmail)
+command -v msmtp     >/dev/null 2>&1 || need_apt+=(msmtp)
+command -v testssl   >/dev/null 2>&1 || need_apt+=(testssl.sh)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -30,12 +30,22 @@ class Lab:
     """One configuration file, the accounts, and the three daemons."""
 
     def __init__(self, tmp: pathlib.Path, daemons, relay_networks=None, extra="", dns=False,
-                 size_limit=100000, global_extra="", auth_penalty=0):
+                 size_limit=100000, global_extra="", auth_penalty=0, tls=None, pop3_extra="",
+                 start=True):
+        """`tls`: the body of a `[tls]` section; with it the lab also
+        listens for submissions (465-style) and pop3s (995-style).
+        `start=False` writes the configuration and the accounts only."""
         self.tmp = tmp
         self.smtp = free_port()
         self.submission = free_port()
         self.pop3 = free_port()
         self.dns = free_port()
+        self.submissions = free_port() if tls is not None else None
+        self.pop3s = free_port() if tls is not None else None
+        tls_listen = (f'submissions_listen = ["127.0.0.1:{self.submissions}"]'
+                      if tls is not None else "")
+        pop3s_listen = f'pop3s_listen = ["127.0.0.1:{self.pop3s}"]' if tls is not None else ""
+        tls_section = f"[tls]\n{tls}" if tls is not None else ""
         self.maildir = tmp / "mail"
         relay = relay_networks if relay_networks is not None else ["127.0.0.0/8"]
         self.config = tmp / "mail.toml"
@@ -60,12 +70,17 @@ submission_listen = ["127.0.0.1:{self.submission}"]
 message_size_limit = {size_limit}
 auth_failure_delay = 0
 auth_penalty = {auth_penalty}
+{tls_listen}
 {extra}
 
 [pop3d]
 listen = ["127.0.0.1:{self.pop3}"]
 auth_failure_delay = 0
 auth_penalty = {auth_penalty}
+{pop3s_listen}
+{pop3_extra}
+
+{tls_section}
 
 [resolver]
 # Outbound delivery asks only our dnsd (which knows csuvnetwork.com), never
@@ -87,12 +102,16 @@ zones = [{{ origin = "csuvnetwork.com", file = "csuvnetwork.com.zone" }}]
                 check=True,
                 capture_output=True,
             )
+        if not start:
+            return
         self.smtpd = daemons([bin_path("smtpd"), "--config", self.config])
         self.pop3d = daemons([bin_path("pop3d"), "--config", self.config])
         ports = [self.smtp, self.submission, self.pop3]
         if dns:
             self.dnsd = daemons([bin_path("dnsd"), "--config", self.config])
             ports.append(self.dns)
+        if tls is not None:
+            ports += [self.submissions, self.pop3s]
         for port in ports:
             wait_tcp(port)
 

@@ -356,7 +356,8 @@ async fn connection(
     info!(sid, client = %peer, pop3s, "connect");
     let tls = shared.tls();
     let (stream, established) = match (&tls, pop3s) {
-        (Some(t), true) => match netkit::tls::accept_implicit(stream, t, &sid, peer).await {
+        (Some(t), true) => match netkit::tls::accept_implicit(stream, t, &permit, &sid, peer).await
+        {
             Some((s, info)) => (s, Some(info)),
             None => return,
         },
@@ -535,7 +536,7 @@ impl Conn {
                     return Err(std::io::Error::other("STLS without certificates (bug)"));
                 };
                 // The session dropped what was pipelined after STLS.
-                netkit::tls::start_tls(driver, &tls, &self.sid, self.peer).await?;
+                netkit::tls::start_tls(driver, &tls, &self.permit, &self.sid, self.peer).await?;
                 session.tls_established()
             }
         };

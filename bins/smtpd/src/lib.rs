@@ -592,7 +592,8 @@ async fn connection(
     info!(sid, client = %peer, listener = kind.name(), "connect");
     let (stream, tls) = match (kind, &settings.tls) {
         (Listener::Submissions, Some(tls)) => {
-            let Some((stream, info)) = netkit::tls::accept_implicit(stream, tls, &sid, peer).await
+            let Some((stream, info)) =
+                netkit::tls::accept_implicit(stream, tls, &permit, &sid, peer).await
             else {
                 return;
             };
@@ -729,7 +730,7 @@ impl Conn {
         let Some(tls) = self.settings.tls.clone() else {
             return Err(std::io::Error::other("STARTTLS without certificates (bug)"));
         };
-        let info = netkit::tls::start_tls(driver, &tls, &self.sid, self.peer).await?;
+        let info = netkit::tls::start_tls(driver, &tls, &self.permit, &self.sid, self.peer).await?;
         self.tls = Some(info);
         self.helo.clear();
         self.esmtp = false;

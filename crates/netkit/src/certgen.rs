@@ -204,7 +204,10 @@ pub fn issue(
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
-    set_validity(&mut p, now, -1, 825);
+    // From yesterday (a client clock a little behind) to 824 days ahead:
+    // 825 days in all, the most Apple's clients accept; one more day and
+    // they refuse the certificate (testssl.sh: "826 > 825 days").
+    set_validity(&mut p, now, -1, 824);
     let pair = KeyPair::generate().map_err(rc("generating the key"))?;
     let made = p
         .signed_by(&pair, &issuer)
@@ -219,3 +222,28 @@ pub fn issue(
 
 /// How long a certificate from [`issue`] is valid.
 pub const VALIDITY: Duration = Duration::from_secs(825 * 86_400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_certificates_are_valid_825_days_at_most() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ensure_ca(dir.path()).unwrap();
+        let (cert, key) = (dir.path().join("s.pem"), dir.path().join("s.key"));
+        issue(&ca, &["mail.example.org".into()], &cert, &key).unwrap();
+        let pem = std::fs::read(&cert).unwrap();
+        let leaf = CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        let (not_before, not_after) = crate::tls::validity(&leaf).unwrap();
+        assert_eq!(
+            not_after - not_before,
+            i64::try_from(VALIDITY.as_secs()).unwrap()
+        );
+    }
+}
