@@ -74,8 +74,8 @@ pub trait Session {
 
 /// Implements [`Session`] for a type whose inherent methods of the same
 /// names do the work (`enqueue_input`, `input_closed`, `next`,
-/// `poll_timeout`, `handle_timeout`, `drain_output`, and with
-/// `transcript_and_tls` also `poll_transcript` and `tls_active`), so a
+/// `poll_timeout`, `handle_timeout`, `drain_output`, with `tls` also
+/// `tls_active`, and with `transcript_and_tls` also `poll_transcript`), so a
 /// session is usable with and without the trait in scope.
 #[macro_export]
 macro_rules! impl_session {
@@ -87,6 +87,13 @@ macro_rules! impl_session {
             fn poll_transcript(&mut self) -> Option<$crate::TranscriptEntry> {
                 <$ty>::poll_transcript(self)
             }
+            fn tls_active(&self) -> bool {
+                <$ty>::tls_active(self)
+            }
+        });
+    };
+    ($ty:ty, $event:ty, tls) => {
+        $crate::impl_session!(@impl $ty, $event, {
             fn tls_active(&self) -> bool {
                 <$ty>::tls_active(self)
             }

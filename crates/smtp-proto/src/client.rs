@@ -701,32 +701,8 @@ impl ClientSession {
     }
 }
 
-// By hand rather than with `impl_session!`: the client has TLS but no
-// transcript.
-impl mail_session::Session for ClientSession {
-    type Event = ClientEvent;
-    fn enqueue_input(&mut self, now: Duration, bytes: &[u8]) {
-        ClientSession::enqueue_input(self, now, bytes)
-    }
-    fn input_closed(&mut self) {
-        ClientSession::input_closed(self)
-    }
-    fn next(&mut self) -> Result<ClientEvent, Interrupt> {
-        ClientSession::next(self)
-    }
-    fn poll_timeout(&self) -> Option<Duration> {
-        ClientSession::poll_timeout(self)
-    }
-    fn handle_timeout(&mut self, now: Duration) {
-        ClientSession::handle_timeout(self, now)
-    }
-    fn drain_output(&mut self, dst: &mut Vec<u8>) -> usize {
-        ClientSession::drain_output(self, dst)
-    }
-    fn tls_active(&self) -> bool {
-        ClientSession::tls_active(self)
-    }
-}
+// The client has TLS but no transcript.
+mail_session::impl_session!(ClientSession, ClientEvent, tls);
 
 #[cfg(test)]
 mod tests {
