@@ -160,6 +160,12 @@ def test_a_remote_that_is_down_is_retried_after_flush(tmp_path, daemons):
         assert time.monotonic() < deadline, listing
         time.sleep(0.2)
     assert "a@example.org" in listing and "1 queued" in listing
+    import json
+    [item] = json.loads(local.mailctl("queue", "list", "--json"))
+    assert item["queue"] == "outbound" and item["sender"] == "user2@csuvnetwork.com"
+    [r] = item["recipients"]
+    assert r["address"] == "a@example.org" and r["state"] == "deferred" and r["status"] == "4.4.1"
+    assert r["next_attempt"] >= time.time() + 250
     remote.start()
     assert "retry" in local.mailctl("queue", "flush")
     remote.wait_inbox("a", 1)

@@ -129,7 +129,13 @@ pub enum QueueCmd {
     /// mailboxes, failed attempts, last reason), then mail for other
     /// domains as `mailq` shows it (queue id, size, arrival, sender, each
     /// recipient with the reason it is deferred). Works while smtpd runs.
-    List,
+    List {
+        /// One JSON array instead (Postfix's `postqueue -j` gives one
+        /// object per line): every message with its recipients, state,
+        /// attempts, last error and next attempt.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hold a message for other domains: nothing is tried until it is
     /// released (Postfix's `postsuper -h`).
     Hold {
@@ -516,6 +522,98 @@ pub fn queue_list(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A JSON string literal (RFC 8259 section 7).
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `mailctl queue list --json`: one array of every queued message, local
+/// deliveries (`"queue": "local"`) and mail for other domains
+/// (`"queue": "outbound"`), with times as Unix seconds.
+pub fn queue_json(dir: &Path) -> Result<Vec<String>> {
+    use mailstore::outbound::RcptState;
+    let mut items = Vec::new();
+    if dir.exists() {
+        for e in mailstore::queue::inspect(dir)? {
+            let state = if e.placed {
+                "placed"
+            } else if e.last_error.is_some() {
+                "deferred"
+            } else {
+                "pending"
+            };
+            let rcpts: Vec<String> = e
+                .mailboxes
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{{\"address\":{},\"state\":\"{state}\",\"attempts\":{},\"last_error\":{}}}",
+                        json_str(m),
+                        e.failures,
+                        e.last_error.as_deref().map_or("null".into(), json_str)
+                    )
+                })
+                .collect();
+            items.push(format!(
+                "{{\"queue\":\"local\",\"queue_id\":{},\"size\":{},\"recipients\":[{}]}}",
+                json_str(&e.queue_id),
+                e.size,
+                rcpts.join(",")
+            ));
+        }
+    }
+    for m in mailstore::outbound::OutboundQueue::list(dir.join(mailstore::outbound::DIR_NAME))? {
+        let rcpts: Vec<String> = m
+            .recipients
+            .iter()
+            .map(|r| {
+                let (state, next) = match r.state {
+                    RcptState::Pending => ("pending", "null".to_string()),
+                    RcptState::Deferred { next } => ("deferred", unix(next).to_string()),
+                    RcptState::Sent => ("sent", "null".into()),
+                    RcptState::Bounced => ("bounced", "null".into()),
+                };
+                let last = r.last.as_ref();
+                format!(
+                    "{{\"address\":{},\"state\":\"{state}\",\"attempts\":{},\"last_error\":{},\"status\":{},\"relay\":{},\"next_attempt\":{next}}}",
+                    json_str(&r.rcpt.address),
+                    r.attempts,
+                    last.map_or("null".into(), |l| json_str(&l.text)),
+                    last.map_or("null".into(), |l| json_str(&l.status)),
+                    last.and_then(|l| l.remote.as_deref()).map_or("null".into(), json_str),
+                )
+            })
+            .collect();
+        let e = &m.envelope;
+        items.push(format!(
+            "{{\"queue\":\"outbound\",\"queue_id\":{},\"arrival\":{},\"size\":{},\"sender\":{},\"held\":{},\"recipients\":[{}]}}",
+            json_str(&e.id),
+            unix(e.arrival),
+            m.size,
+            json_str(&e.sender),
+            m.held,
+            rcpts.join(",")
+        ));
+    }
+    Ok(vec![format!("[{}]", items.join(","))])
+}
+
 /// One message as Postfix's `mailq` shows it: `!` after the id when held;
 /// each recipient not yet delivered, after the reason of its last failure.
 fn mailq_entry(m: &mailstore::outbound::QueuedMessage) -> Vec<String> {
@@ -700,7 +798,8 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             Ok(vec![format!("alias {} removed", name.to_lowercase())])
         }
         Cmd::Alias(AliasCmd::List) => alias_list(paths),
-        Cmd::Queue(QueueCmd::List) => queue_list(&site.queue_dir),
+        Cmd::Queue(QueueCmd::List { json: false }) => queue_list(&site.queue_dir),
+        Cmd::Queue(QueueCmd::List { json: true }) => queue_json(&site.queue_dir),
         Cmd::Queue(QueueCmd::Flush) => queue_flush(&site.queue_dir),
         Cmd::Queue(QueueCmd::Hold { id }) => queue_admin(&site.queue_dir, &id, "hold"),
         Cmd::Queue(QueueCmd::Release { id }) => queue_admin(&site.queue_dir, &id, "release"),
@@ -887,6 +986,18 @@ mod tests {
                 "1 queued",
             ]
         );
+        let json = queue_json(dir.path()).unwrap().join("");
+        assert_eq!(
+            json,
+            "[{\"queue\":\"outbound\",\"queue_id\":\"4F2A91C0B7D3\",\"arrival\":1796545311,\"size\":18,\
+             \"sender\":\"user2@csuvnetwork.com\",\"held\":false,\"recipients\":[\
+             {\"address\":\"a@example.org\",\"state\":\"deferred\",\"attempts\":1,\
+             \"last_error\":\"connect to mx.example.org[192.0.2.1]:25: Connection refused\",\"status\":\"4.4.1\",\
+             \"relay\":null,\"next_attempt\":1796545611},\
+             {\"address\":\"b@example.org\",\"state\":\"sent\",\"attempts\":1,\"last_error\":\"250 ok\",\
+             \"status\":\"2.0.0\",\"relay\":null,\"next_attempt\":null}]}]"
+        );
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         queue_admin(dir.path(), "4F2A91C0B7D3", "hold").unwrap();
         assert!(queue_list(dir.path()).unwrap()[1].starts_with("4F2A91C0B7D3!"));
         queue_admin(dir.path(), "4F2A91C0B7D3", "delete").unwrap();
