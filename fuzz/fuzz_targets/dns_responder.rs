@@ -1,5 +1,8 @@
 //! The responder on arbitrary query bytes over both transports, against a
-//! zone with wildcards, CNAME chains and loops, and a delegation.
+//! zone with wildcards, CNAME chains and loops, and a delegation, and two
+//! signed zones (NSEC and NSEC3, fake signatures: the responder only picks
+//! records). Each input is also sent with an EDNS OPT carrying DO appended,
+//! so the DNSSEC paths (RFC 4035 3.1) run on most inputs.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -11,6 +14,31 @@ const ZONE: &str = "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TX
 mail A 192.0.2.2\nmail AAAA 2001:db8::2\nwww CNAME web\nweb A 192.0.2.3\nl1 CNAME l2\nl2 CNAME l1\n\
 *.w A 192.0.2.4\n*.w MX 5 mail\nsub NS ns.sub\nns.sub A 192.0.2.5\n_s._tcp SRV 0 0 25 mail\n";
 
+const SIG: &str = "13 2 300 20300101000000 20200101000000 1 s.example. AAAA";
+
+fn signed_zone(nsec3: bool) -> String {
+    let mut z = format!(
+        "$TTL 300\n@ SOA ns root 1 2 3 4 60\n RRSIG SOA {SIG}\n NS ns\n RRSIG NS {SIG}\n DNSKEY 257 3 13 AAAA\n RRSIG DNSKEY {SIG}\n\
+ns A 192.0.2.1\nns RRSIG A {SIG}\n*.w TXT x\n*.w RRSIG TXT {SIG}\nc CNAME nx.w\nc RRSIG CNAME {SIG}\n\
+a.b A 192.0.2.2\na.b RRSIG A {SIG}\nsub NS ns.sub\nns.sub A 192.0.2.3\nsec NS ns.sub\nsec DS 1 13 2 00\nsec RRSIG DS {SIG}\n"
+    );
+    if nsec3 {
+        z += "@ NSEC3PARAM 1 0 0 -\n";
+        for (h, next) in [
+            ("0p9mhaveqvm6t7vbl5lop2u3t2rp3tom", "35mthgpgcu1qg68fab165klnsnk3dpvl"),
+            ("35mthgpgcu1qg68fab165klnsnk3dpvl", "gjeqe526plbf1g8mklp59enfd789njgi"),
+            ("gjeqe526plbf1g8mklp59enfd789njgi", "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom"),
+        ] {
+            z += &format!("{h} NSEC3 1 1 0 - {next} A RRSIG\n{h} RRSIG NSEC3 {SIG}\n");
+        }
+    } else {
+        for (o, next) in [("@", "a.b"), ("a.b", "ns"), ("ns", "sec"), ("sec", "sub"), ("sub", "*.w"), ("*.w", "@")] {
+            z += &format!("{o} NSEC {next} A NS RRSIG NSEC\n{o} RRSIG NSEC {SIG}\n");
+        }
+    }
+    z
+}
+
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
     R.get_or_init(|| {
@@ -18,6 +46,13 @@ fn responder() -> &'static Responder {
         let (z, _) = load_zone(ZONE.as_bytes(), "z", &origin, &mut NoIncludes).unwrap();
         let mut c = Catalog::new();
         c.insert(z);
+        for (apex, nsec3) in [("s.example.", false), ("s3.example.", true)] {
+            let origin = Name::parse(apex, None).unwrap();
+            let text = signed_zone(nsec3);
+            let (z, _) = load_zone(text.as_bytes(), "z", &origin, &mut NoIncludes).unwrap();
+            assert!(z.is_signed());
+            c.insert(z);
+        }
         Responder::new(
             Arc::new(c),
             ResponderConfig {
@@ -29,6 +64,17 @@ fn responder() -> &'static Responder {
 }
 
 fuzz_target!(|data: &[u8]| {
+    check(data);
+    // The same query with an OPT record (payload 1232, DO) appended.
+    if data.len() >= 12 && data[10..12] == [0, 0] {
+        let mut q = data.to_vec();
+        q[11] = 1;
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        check(&q);
+    }
+});
+
+fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
@@ -47,4 +93,4 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+}

@@ -10,6 +10,9 @@
 //! * [`Responder`] is Sans-I/O: query bytes in, response bytes out
 //!   (RFC 1034 4.3.2, RFC 4592 wildcards, RFC 2308 negative answers,
 //!   RFC 6891 EDNS, RFC 8482 minimal ANY, AXFR over TCP with an ACL).
+//!   Zones signed beforehand are served as RFC 4035 3.1 and RFC 5155 7.2
+//!   ask when the query has DO: RRSIGs per RRset, NSEC/NSEC3 denials, DS
+//!   at delegations (see [`Zone::is_signed`]).
 //! * [`RateLimiter`] ([`rrl`]) is response rate limiting with BIND 9's
 //!   semantics: the host passes each UDP response and the time, and it
 //!   says send, drop or slip (truncate, [`rrl::truncate`]).
@@ -53,6 +56,7 @@
     )
 )]
 
+mod dnssec;
 mod error;
 mod lexer;
 mod name;

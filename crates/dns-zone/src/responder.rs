@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::dnssec::{label_offsets, wildcard_of};
 use crate::name::MAX_NAME_LEN;
 use crate::types::{class, rtype};
 use crate::zone::{Catalog, Node, RRset, Zone};
@@ -298,6 +299,8 @@ pub struct Responder {
 struct Edns {
     payload: u16,
     version: u8,
+    /// DO (RFC 3225): the client wants DNSSEC records.
+    dnssec_ok: bool,
 }
 
 struct Query<'a> {
@@ -387,7 +390,7 @@ impl Responder {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Outcome {
-        let opt = q.edns.as_ref().map(|_| self.opt_rr(0));
+        let opt = q.edns.as_ref().map(|e| self.opt_rr(0, e.dnssec_ok));
         // Lowercased question name (RFC 4343).
         let qname = q
             .question
@@ -419,12 +422,13 @@ impl Responder {
         opt: Option<[u8; 11]>,
         lc: &'a [u8],
     ) -> Outcome {
+        let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
         let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
             w.header(q.id, 0x80 | (q.opcode << 3) | q.rd, (rc & 0xf) as u8 | q.cd);
             w.buf.extend_from_slice(q.question);
             w.qd = 1;
             if opt.is_some() {
-                w.buf.extend_from_slice(&self.opt_rr(ext));
+                w.buf.extend_from_slice(&self.opt_rr(ext, do_bit));
                 w.ar = 1;
             }
             w.patch_counts();
@@ -475,17 +479,45 @@ impl Responder {
         w.buf.extend_from_slice(q.question);
         w.qd = 1;
         w.names.push((lc, 12));
-        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp);
-        render(w, zone, &sections, rc, aa, limit, opt);
+        // RFC 4035 3.1: DNSSEC records only when the query has DO.
+        let sec = do_bit && zone.is_signed();
+        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp, sec);
+        render(w, zone, &sections, rc, aa, limit, opt, sec);
         Outcome::Reply
     }
 
-    fn opt_rr(&self, ext_rcode: u8) -> [u8; 11] {
+    /// Our OPT record; DO echoed (RFC 3225 3).
+    fn opt_rr(&self, ext_rcode: u8, dnssec_ok: bool) -> [u8; 11] {
         let size = self.config.udp_payload_max.max(512).to_be_bytes();
-        [0, 0, 41, size[0], size[1], ext_rcode, 0, 0, 0, 0, 0]
+        let flags = if dnssec_ok { 0x80 } else { 0 };
+        [0, 0, 41, size[0], size[1], ext_rcode, 0, flags, 0, 0, 0]
     }
 }
 
+/// Writes an RRset and, with DNSSEC, its RRSIGs right after it (RFC 4035
+/// 3.1.1); returns the number of records written.
+fn write_set<'a>(
+    w: &mut Writer<'a>,
+    owner: Owner<'a>,
+    set: &RRset<'a>,
+    ttl: Option<u32>,
+    sec: bool,
+) -> u16 {
+    let mut n = 0u16;
+    for rec in set.wire_records() {
+        w.rr(owner.0, owner.1, rec, ttl);
+        n += 1;
+    }
+    if sec {
+        for rec in set.signatures() {
+            w.rr(owner.0, owner.1, rec, ttl);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
 fn render<'a>(
     w: &mut Writer<'a>,
     zone: &'a Zone,
@@ -494,29 +526,23 @@ fn render<'a>(
     aa: bool,
     limit: usize,
     opt: Option<[u8; 11]>,
+    sec: bool,
 ) {
     let opt_len = if opt.is_some() { 11 } else { 0 };
     let neg_ttl = zone.negative_ttl();
     for (owner, set) in &s.answer {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, None);
-            w.an += 1;
-        }
+        w.an += write_set(w, *owner, set, None, sec);
     }
     for (owner, set, negative) in &s.authority {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, negative.then_some(neg_ttl));
-            w.ns += 1;
-        }
+        w.ns += write_set(w, *owner, set, negative.then_some(neg_ttl), sec);
     }
     let main_end = w.buf.len();
+    // Additional data is dropped RRset by RRset, never separating an
+    // RRset from its signatures.
     let mut ends_ar: Vec<(usize, u16)> = Vec::new();
     for (owner, set) in &s.additional {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, None);
-            w.ar += 1;
-            ends_ar.push((w.buf.len(), w.ar));
-        }
+        w.ar += write_set(w, *owner, set, None, sec);
+        ends_ar.push((w.buf.len(), w.ar));
     }
     let mut tc = false;
     if w.buf.len() + opt_len > limit {
@@ -661,6 +687,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
             edns = Some(Edns {
                 payload: rclass,
                 version: ttl[1],
+                dnssec_ok: ttl[2] & 0x80 != 0,
             });
         }
     }
@@ -694,29 +721,13 @@ struct Sections<'a> {
     additional: Vec<(Owner<'a>, RRset<'a>)>,
 }
 
-/// Label start offsets of a valid wire name, up to 128 labels.
-fn label_offsets(name: &[u8], offs: &mut [u8; 128]) -> usize {
-    let mut n = 0usize;
-    let mut p = 0usize;
-    while let Some(&len) = name.get(p) {
-        if len == 0 {
-            break;
-        }
-        if let Some(slot) = offs.get_mut(n) {
-            *slot = p as u8;
-        }
-        n += 1;
-        p += 1 + usize::from(len);
-    }
-    n.min(128)
-}
-
 /// RFC 1034 4.3.2 steps 3 and 4 inside one zone, with RFC 4592 wildcards.
 fn resolve<'a>(
     zone: &'a Zone,
     qlc: &'a [u8],
     qtype: u16,
     any_minimal: bool,
+    sec: bool,
 ) -> (u16, bool, Sections<'a>) {
     let mut s = Sections::default();
     let apex_labels = zone.apex_labels();
@@ -771,12 +782,17 @@ fn resolve<'a>(
                 // Referral: AA clear, NS in authority, glue in additional.
                 if let Some(ns) = node.rrset(rtype::NS) {
                     s.authority.push(((k, node.name_wire()), ns, false));
+                    if sec {
+                        referral_ds(zone, &mut s, k, node);
+                    }
                     add_targets(zone, ns, 0, &mut s.additional);
                 }
                 return (rcode::NOERROR, false, s);
             }
             return (rcode::NOERROR, true, s);
         }
+        // The closest encloser when a wildcard answers (RFC 4592 3.3.1).
+        let mut wild_ce: Option<usize> = None;
         let (owner, node): (Owner<'a>, Node<'a>) = match found {
             Some((k, node)) => (
                 if chain == 0 {
@@ -789,31 +805,58 @@ fn resolve<'a>(
             None => {
                 // RFC 4592 3.3.1: the source of synthesis is *.<closest encloser>.
                 match zone.wildcard(cur.get(closest..).unwrap_or_default()) {
-                    Some(node) => (cur_owner, node),
+                    Some(node) => {
+                        wild_ce = Some(closest);
+                        (cur_owner, node)
+                    }
                     None => {
                         soa_auth(&mut s);
+                        if sec {
+                            deny_name(zone, &mut s, cur, closest);
+                        }
                         return (rcode::NXDOMAIN, true, s);
                     }
                 }
             }
         };
         if qtype == rtype::ANY {
-            if node.is_empty() {
+            // RRSIGs travel with their RRsets (with DO); NSEC and NSEC3
+            // only with DO (RFC 4035 3.1).
+            let shown = |set: &RRset<'_>| {
+                set.rtype != rtype::RRSIG
+                    && (sec || !matches!(set.rtype, rtype::NSEC | rtype::NSEC3))
+            };
+            let mut sets = node.rrsets().filter(shown).peekable();
+            if sets.peek().is_none() {
                 soa_auth(&mut s);
+                if sec {
+                    deny_nodata(zone, &mut s, cur, node, wild_ce);
+                }
+                return (rcode::NOERROR, true, s);
             } else if any_minimal {
                 // RFC 8482 4.2: one RRset is enough over UDP.
-                if let Some(set) = node.rrsets().next() {
+                if let Some(set) = sets.next() {
                     s.answer.push((owner, set));
                 }
             } else {
-                for set in node.rrsets() {
+                for set in sets {
                     s.answer.push((owner, set));
+                }
+            }
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
                 }
             }
             return (rcode::NOERROR, true, s);
         }
         if let Some(set) = node.rrset(qtype) {
             s.answer.push((owner, set));
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
+                }
+            }
             match qtype {
                 rtype::MX => add_targets(zone, set, 2, &mut s.additional),
                 rtype::NS => add_targets(zone, set, 0, &mut s.additional),
@@ -824,6 +867,11 @@ fn resolve<'a>(
         }
         if let Some(cname) = node.rrset(rtype::CNAME) {
             s.answer.push((owner, cname));
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
+                }
+            }
             chain += 1;
             let Some(target) = cname.rdatas().next() else {
                 return (rcode::NOERROR, true, s);
@@ -851,7 +899,168 @@ fn resolve<'a>(
         }
         // NODATA (a wildcard's too): NOERROR, SOA in authority.
         soa_auth(&mut s);
+        if sec {
+            deny_nodata(zone, &mut s, cur, node, wild_ce);
+        }
         return (rcode::NOERROR, true, s);
+    }
+}
+
+/// Adds a node's RRset of type `rt` to the authority section once.
+fn push_auth<'a>(s: &mut Sections<'a>, node: Node<'a>, rt: u16) {
+    if let Some(set) = node.rrset(rt) {
+        if !s.authority.iter().any(|(_, x, _)| x.same_as(&set)) {
+            s.authority
+                .push(((node.key(), node.name_wire()), set, false));
+        }
+    }
+}
+
+/// The NSEC owner covering (or matching) `name`.
+fn nsec_cover<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8]) {
+    if let Some(node) = zone.nsec_covering(name) {
+        push_auth(s, node, rtype::NSEC);
+    }
+}
+
+/// The NSEC3 matching or covering `name`'s hash; whether it matched.
+fn nsec3_at<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], matching: bool) -> bool {
+    let found = zone.nsec3_hash_of(name).and_then(|h| zone.nsec3_find(&h));
+    match found {
+        Some(Ok(node)) => {
+            push_auth(s, node, rtype::NSEC3);
+            true
+        }
+        Some(Err(node)) if !matching => {
+            push_auth(s, node, rtype::NSEC3);
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Offset in `name` of the next label up from `off`.
+fn parent_off(name: &[u8], off: usize) -> usize {
+    off + 1 + usize::from(name.get(off).copied().unwrap_or(0))
+}
+
+/// RFC 5155 7.2.1 closest (provable) encloser proof: from `start` up, the
+/// first ancestor with a matching NSEC3, then the NSEC3 covering the next
+/// closer name. Returns the encloser's offset in `name`.
+fn nsec3_ce_proof<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], start: usize) -> usize {
+    let apex_len = zone.apex_key().len();
+    let mut prev: Option<usize> = None;
+    let mut off = start;
+    // An encloser at `start` itself needs a next closer below it.
+    if start > 0 {
+        let mut p = 0usize;
+        while p < start {
+            prev = Some(p);
+            p = parent_off(name, p);
+        }
+    }
+    while let Some(suffix) = name.get(off..) {
+        if suffix.len() < apex_len {
+            break;
+        }
+        if nsec3_at(zone, s, suffix, true) {
+            if let Some(nc) = prev.and_then(|p| name.get(p..)) {
+                nsec3_at(zone, s, nc, false);
+            }
+            return off;
+        }
+        if suffix.len() == apex_len {
+            break;
+        }
+        prev = Some(off);
+        off = parent_off(name, off);
+    }
+    start
+}
+
+/// NXDOMAIN proof: no `name`, no wildcard at its closest encloser
+/// `ce` (RFC 4035 3.1.3.2, RFC 5155 7.2.2).
+fn deny_name<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], ce: usize) {
+    let mut wbuf = [0u8; MAX_NAME_LEN + 2];
+    if zone.uses_nsec3() {
+        let ce = nsec3_ce_proof(zone, s, name, ce);
+        if let Some(w) = wildcard_of(name.get(ce..).unwrap_or_default(), &mut wbuf) {
+            nsec3_at(zone, s, w, false);
+        }
+    } else {
+        nsec_cover(zone, s, name);
+        if let Some(w) = wildcard_of(name.get(ce..).unwrap_or_default(), &mut wbuf) {
+            nsec_cover(zone, s, w);
+        }
+    }
+}
+
+/// A wildcard answered: prove `name` itself absent (RFC 4035 3.1.3.3,
+/// RFC 5155 7.2.6: the NSEC3 covering the next closer name).
+fn deny_wild_answer<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], ce: usize) {
+    if zone.uses_nsec3() {
+        let mut p = 0usize;
+        let mut next_closer = 0usize;
+        while p < ce {
+            next_closer = p;
+            p = parent_off(name, p);
+        }
+        if let Some(nc) = name.get(next_closer..) {
+            nsec3_at(zone, s, nc, false);
+        }
+    } else {
+        nsec_cover(zone, s, name);
+    }
+}
+
+/// NODATA proof at `node` (RFC 4035 3.1.3.1 and 3.1.3.4, RFC 5155 7.2.3
+/// to 7.2.5); `wild_ce` when `node` is the wildcard that matched.
+fn deny_nodata<'a>(
+    zone: &'a Zone,
+    s: &mut Sections<'a>,
+    name: &[u8],
+    node: Node<'a>,
+    wild_ce: Option<usize>,
+) {
+    let nsec3 = zone.uses_nsec3();
+    match (wild_ce, nsec3) {
+        (Some(ce), true) => {
+            nsec3_ce_proof(zone, s, name, ce);
+            nsec3_at(zone, s, node.key(), true);
+        }
+        (Some(_), false) => {
+            nsec_cover(zone, s, name);
+            push_auth(s, node, rtype::NSEC);
+        }
+        (None, true) => {
+            // No matching NSEC3 (an opt-out span): the closest provable
+            // encloser proof instead (RFC 5155 7.2.4).
+            if !nsec3_at(zone, s, name, true) && name.len() > zone.apex_key().len() {
+                nsec3_ce_proof(zone, s, name, parent_off(name, 0));
+            }
+        }
+        (None, false) => {
+            if node.rrset(rtype::NSEC).is_some() {
+                push_auth(s, node, rtype::NSEC);
+            } else {
+                // An empty non-terminal: the NSEC before it shows it exists.
+                nsec_cover(zone, s, name);
+            }
+        }
+    }
+}
+
+/// A referral's DS with its RRSIG, or the proof that there is none
+/// (RFC 4035 3.1.4, RFC 5155 7.2.7).
+fn referral_ds<'a>(zone: &'a Zone, s: &mut Sections<'a>, cut: &'a [u8], node: Node<'a>) {
+    if node.rrset(rtype::DS).is_some() {
+        push_auth(s, node, rtype::DS);
+    } else if zone.uses_nsec3() {
+        if !nsec3_at(zone, s, cut, true) {
+            nsec3_ce_proof(zone, s, cut, parent_off(cut, 0));
+        }
+    } else {
+        push_auth(s, node, rtype::NSEC);
     }
 }
 
