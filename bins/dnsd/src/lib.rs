@@ -43,7 +43,8 @@ mod mmsg;
 use bytes::{Bytes, BytesMut};
 use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
 use dns_zone::{
-    Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
+    rcode, Catalog, Diff, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig,
+    Transport, Zone,
 };
 use mail_config::{Config, Dnsd};
 use netkit::Service;
@@ -192,25 +193,165 @@ pub fn load_zone(
 
 /// Loads a whole zone set; any error anywhere fails the whole set.
 pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<String>> {
+    load_catalog_over(zones, None, 0).map(|(c, _)| c)
+}
+
+/// Loads a zone set as a new version of `old` (a reload): a zone whose
+/// records did not change keeps its loaded version; one that changed gets
+/// the difference appended to its history (at most `history` kept, for
+/// IXFR). A zone whose content changed while its serial did not is an
+/// error, as in BIND: secondaries would never see the change. Returns the
+/// catalog and the zones whose serial changed (or all, without `old`).
+pub fn load_catalog_over(
+    zones: &[(String, ZoneSource)],
+    old: Option<&Catalog>,
+    history: usize,
+) -> Result<(Catalog, Vec<Arc<Zone>>), Vec<String>> {
     let mut cat = Catalog::new();
+    let mut changed = Vec::new();
     let mut errors = Vec::new();
     for (origin, src) in zones {
-        match load_zone(origin, src) {
-            Ok((zone, warnings)) => {
-                for w in warnings {
-                    warn!("{w}");
-                }
-                info!(zone = %zone.origin(), serial = zone.serial().unwrap_or(0), records = zone.record_count(), "zone loaded");
-                cat.insert(zone);
+        let (mut zone, warnings) = match load_zone(origin, src) {
+            Ok(z) => z,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
             }
-            Err(mut e) => errors.append(&mut e),
+        };
+        for w in warnings {
+            warn!("{w}");
         }
+        let serial = zone.serial().unwrap_or(0);
+        let previous = old.and_then(|c| c.get(zone.apex_key()));
+        if let Some(prev) = previous {
+            let old_serial = prev.serial().unwrap_or(0);
+            let diff = Diff::between(prev, &zone);
+            if diff.is_empty() {
+                cat.insert_shared(prev.clone());
+                continue;
+            }
+            if serial == old_serial {
+                errors.push(format!(
+                    "zone {}: the records changed but the serial is still {serial}; \
+                     not reloaded (raise the SOA serial so secondaries see the change)",
+                    zone.origin()
+                ));
+                continue;
+            }
+            if !dns_zone::ixfr::serial_gt(serial, old_serial) {
+                warn!(zone = %zone.origin(), old_serial, serial, "serial went backwards: secondaries keep the old version");
+            }
+            let (deleted, added) = diff.len();
+            let mut hist: Vec<Arc<Diff>> = prev.history().to_vec();
+            hist.push(Arc::new(diff));
+            let skip = hist.len().saturating_sub(history);
+            zone.set_history(hist.split_off(skip));
+            info!(zone = %zone.origin(), old_serial, serial, deleted, added, records = zone.record_count(), "zone reloaded");
+        } else {
+            info!(zone = %zone.origin(), serial, records = zone.record_count(), "zone loaded");
+        }
+        let zone = Arc::new(zone);
+        changed.push(zone.clone());
+        cat.insert_shared(zone);
     }
     if errors.is_empty() {
-        Ok(cat)
+        Ok((cat, changed))
     } else {
         Err(errors)
     }
+}
+
+/// NOTIFY attempts per secondary (RFC 1996 3.6: retransmit, with an
+/// increasing interval, until answered or this many have gone out).
+const NOTIFY_ATTEMPTS: u32 = 6;
+
+/// Sends each changed zone's NOTIFY to the secondaries `[dnsd]` lists for
+/// it, one thread per secondary retrying until acknowledged (every
+/// secondary notified at once; the waits are short and bounded).
+fn notify_secondaries(d: &Dnsd, changed: &[Arc<Zone>], stop: &Arc<AtomicBool>) {
+    for zone in changed {
+        let targets = d.zones.iter().filter(|z| {
+            parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(zone.apex_key()))
+        });
+        for target in targets.flat_map(|z| z.notify.iter().copied()) {
+            let zone = zone.clone();
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("dnsd-notify".into())
+                .spawn(move || notify_one(&zone, target, &stop));
+            if let Err(e) = spawned {
+                warn!(%target, "cannot start NOTIFY: {e}");
+            }
+        }
+    }
+}
+
+fn notify_one(zone: &Zone, target: SocketAddr, stop: &AtomicBool) {
+    let bind: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = match std::net::UdpSocket::bind(bind) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%target, "NOTIFY socket: {e}");
+            return;
+        }
+    };
+    // An unpredictable ID (RFC 5452 9.2): RandomState is seeded from the
+    // system's random source.
+    let id = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        target.hash(&mut h);
+        Instant::now().hash(&mut h);
+        h.finish() as u16
+    };
+    let msg = dns_zone::ixfr::notify_message(zone, id);
+    let serial = zone.serial().unwrap_or(0);
+    let mut wait = Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    for attempt in 1..=NOTIFY_ATTEMPTS {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = sock.send_to(&msg, target) {
+            debug!(%target, "NOTIFY send: {e}");
+        }
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero()
+                || sock
+                    .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                    .is_err()
+            {
+                break;
+            }
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if from != target {
+                continue;
+            }
+            if let Some(rc) = buf
+                .get(..n)
+                .and_then(|m| dns_zone::ixfr::is_notify_response(m, id))
+            {
+                if rc == rcode::NOERROR {
+                    info!(zone = %zone.origin(), serial, %target, attempt, "NOTIFY acknowledged");
+                } else {
+                    warn!(zone = %zone.origin(), serial, %target, rcode = rc, "NOTIFY refused by the secondary");
+                }
+                return;
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    warn!(zone = %zone.origin(), serial, %target, attempts = NOTIFY_ATTEMPTS, "NOTIFY not acknowledged; giving up");
 }
 
 /// What the answering threads and tasks share: the responder and the rate
@@ -307,7 +448,8 @@ pub async fn start_with(
     let d = &cfg.dnsd;
     let sources = sources_for(d, &default_zones)?;
     let rcfg = responder_config(d)?;
-    let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+    let (catalog, loaded) =
+        load_catalog_over(&sources, None, d.ixfr_history).map_err(Error::Zones)?;
     let shared = Arc::new(Shared {
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
@@ -362,6 +504,8 @@ pub async fn start_with(
         ));
     }
     info!(addrs = ?addrs, "dnsd serving");
+    // RFC 1996 3.7: a primary that starts tells its secondaries.
+    notify_secondaries(d, &loaded, &udp_stop);
     Ok(Running {
         applied: std::sync::Mutex::new(cfg.dnsd.clone()),
         started: cfg.dnsd,
@@ -448,7 +592,9 @@ impl Service for Running {
         } else {
             Some(rate_limiter(d)?)
         };
-        let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+        let old = self.shared.get().catalog().clone();
+        let (catalog, changed) =
+            load_catalog_over(&sources, Some(&old), d.ixfr_history).map_err(Error::Zones)?;
         if let Some(l) = &rrl {
             info!(
                 responses_per_second = l.as_ref().map_or(0, |l| l.config().responses_per_second),
@@ -461,7 +607,12 @@ impl Service for Running {
         self.shared
             .query_log
             .store(logs_queries(&cfg), Ordering::Relaxed);
-        info!(zones = sources.len(), "zones reloaded");
+        info!(
+            zones = sources.len(),
+            changed = changed.len(),
+            "zones reloaded"
+        );
+        notify_secondaries(d, &changed, &self.udp_stop);
         Ok(())
     }
 
@@ -727,7 +878,12 @@ async fn tcp_conn(
                     return Ok(());
                 }
                 Outcome::Transfer(t) => {
-                    info!(%peer, zone = %t.zone().origin(), "AXFR");
+                    let what = if t.ixfr_from().is_some() {
+                        "IXFR"
+                    } else {
+                        "AXFR"
+                    };
+                    info!(%peer, zone = %t.zone().origin(), serial = t.zone().serial().unwrap_or(0), from = ?t.ixfr_from(), kind = ?t.kind(), "{what}");
                     // Encoding a large zone is CPU work: off the async threads.
                     let msgs = tokio::task::spawn_blocking(move || t.messages())
                         .await
@@ -893,11 +1049,16 @@ mod tests {
         }
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
         assert_eq!(a_of_mail(m), RData::A("192.168.3.10".parse().unwrap()));
-        std::fs::write(
-            &zf,
-            LAB_ZONE.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11"),
-        )
-        .unwrap();
+        // New records without a new serial: refused (BIND's rule), the
+        // old zone answers on.
+        let changed =
+            LAB_ZONE.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11");
+        std::fs::write(&zf, &changed).unwrap();
+        match server.reload(cfg.clone()) {
+            Err(Error::Zones(errs)) => assert!(errs[0].contains("serial is still 0"), "{errs:?}"),
+            other => panic!("unexpected: {other:?}"),
+        }
+        std::fs::write(&zf, changed.replace("0      ; serial", "1      ; serial")).unwrap();
         server.reload(cfg.clone()).unwrap();
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
         assert_eq!(a_of_mail(m), RData::A("192.168.3.11".parse().unwrap()));

@@ -111,7 +111,9 @@ pub enum Outcome {
     Transfer(Transfer),
 }
 
-/// A pending AXFR (RFC 5936): SOA, every other record, SOA.
+/// A pending zone transfer: AXFR (RFC 5936: SOA, every other record,
+/// SOA) or IXFR (RFC 1995: the differences since the client's serial, or
+/// the whole zone AXFR-style when the history does not reach back).
 #[derive(Debug)]
 pub struct Transfer {
     zone: Arc<Zone>,
@@ -119,6 +121,19 @@ pub struct Transfer {
     flags_rd: u8,
     question: Vec<u8>,
     opt: Option<[u8; 11]>,
+    /// IXFR: the client's serial.
+    ixfr_from: Option<u32>,
+}
+
+/// How a transfer is answered (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// The whole zone (AXFR, or IXFR answered AXFR-style).
+    Full,
+    /// IXFR from the history (RFC 1995 4).
+    Incremental,
+    /// IXFR from a client as new as we are: one SOA (RFC 1995 2).
+    UpToDate,
 }
 
 impl Transfer {
@@ -127,10 +142,57 @@ impl Transfer {
         &self.zone
     }
 
+    /// IXFR: the serial the client has.
+    pub fn ixfr_from(&self) -> Option<u32> {
+        self.ixfr_from
+    }
+
+    /// How [`messages`](Self::messages) will answer.
+    pub fn kind(&self) -> TransferKind {
+        let Some(from) = self.ixfr_from else {
+            return TransferKind::Full;
+        };
+        let current = self.zone.serial().unwrap_or(0);
+        if !crate::ixfr::serial_gt(current, from) {
+            TransferKind::UpToDate
+        } else if self.zone.diffs_since(from).is_some() {
+            TransferKind::Incremental
+        } else {
+            TransferKind::Full
+        }
+    }
+
     /// Encodes the transfer as messages of about 16 KiB each (RFC 5936
     /// 2.2: many records per message).
     pub fn messages(&self) -> Vec<Vec<u8>> {
-        const SOFT_MAX: usize = 16 * 1024;
+        let zone = &*self.zone;
+        match (self.kind(), self.ixfr_from) {
+            (TransferKind::UpToDate, _) => {
+                let Some(apex) = zone.node(zone.apex_key()) else {
+                    return Vec::new();
+                };
+                let Some(soa) = apex.rrset(rtype::SOA) else {
+                    return Vec::new();
+                };
+                let items: Vec<_> = soa
+                    .wire_records()
+                    .map(|r| (zone.apex_key(), apex.name_wire(), r))
+                    .collect();
+                self.pack(&items)
+            }
+            (TransferKind::Incremental, Some(from)) => {
+                let chain = zone.diffs_since(from).unwrap_or_default();
+                let items: Vec<_> = crate::ixfr::ixfr_records(chain)
+                    .into_iter()
+                    .map(|(o, r)| (o, o, r))
+                    .collect();
+                self.pack(&items)
+            }
+            _ => self.full(),
+        }
+    }
+
+    fn full(&self) -> Vec<Vec<u8>> {
         let zone = &*self.zone;
         let apex = zone.apex_key();
         let Some(apex_node) = zone.node(apex) else {
@@ -165,9 +227,15 @@ impl Transfer {
         for rec in soa.wire_records() {
             items.push((apex, apex_name, rec));
         }
+        self.pack(&items)
+    }
+
+    /// (lowercased owner, owner as written, fragment) into messages.
+    fn pack(&self, items: &[(&[u8], &[u8], &[u8])]) -> Vec<Vec<u8>> {
+        const SOFT_MAX: usize = 16 * 1024;
         let mut msgs = Vec::new();
         let mut first = true;
-        let mut rest = items.as_slice();
+        let mut rest = items;
         while !rest.is_empty() || first {
             let mut w = Writer::new(Vec::with_capacity(SOFT_MAX + 1024));
             w.header(self.id, 0x84 | self.flags_rd, 0);
@@ -176,7 +244,7 @@ impl Transfer {
                 w.qd = 1;
                 first = false;
             }
-            while let Some(((key, written, rec), tail)) = rest.split_first() {
+            while let Some((&(key, written, rec), tail)) = rest.split_first() {
                 if w.buf.len() > SOFT_MAX {
                     break;
                 }
@@ -313,6 +381,8 @@ struct Query<'a> {
     qtype: u16,
     qclass: u16,
     edns: Option<Edns>,
+    /// IXFR: the serial of the SOA in the authority section (RFC 1995 3).
+    ixfr_serial: Option<u32>,
 }
 
 enum ParseFail {
@@ -445,7 +515,9 @@ impl Responder {
             return simple(w, rcode::NOTIMP, 0);
         }
         match q.qtype {
-            rtype::IXFR | rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            // RFC 1995 3: an IXFR query carries the client's SOA.
+            rtype::IXFR if q.ixfr_serial.is_none() => return simple(w, rcode::FORMERR, 0),
             rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0),
             _ => {}
         }
@@ -459,13 +531,30 @@ impl Responder {
             // Not ours: no recursion, RA clear.
             _ => return simple(w, rcode::REFUSED, 0),
         };
-        if q.qtype == rtype::AXFR {
-            if transport == Transport::Udp {
+        if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+            if q.qtype == rtype::AXFR && transport == Transport::Udp {
                 // RFC 5936 4.2: AXFR is a TCP-only exchange.
                 return simple(w, rcode::NOTIMP, 0);
             }
+            // IXFR has AXFR's access list (BIND's allow-transfer).
             if lc != zone.apex_key() || !self.config.axfr_allow.iter().any(|p| p.contains(client)) {
                 return simple(w, rcode::REFUSED, 0);
+            }
+            if transport == Transport::Udp {
+                // RFC 1995 2: over UDP, the current SOA tells the client
+                // to come back over TCP (or that it is up to date).
+                w.header(q.id, 0x84 | q.rd, q.cd);
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                w.names.push((lc, 12));
+                let mut s = Sections::default();
+                if let Some((k, node)) = zone.node_entry(zone.apex_key()) {
+                    if let Some(soa) = node.rrset(rtype::SOA) {
+                        s.answer.push(((k, node.name_wire()), soa));
+                    }
+                }
+                render(w, zone, &s, rcode::NOERROR, true, limit, opt, false);
+                return Outcome::Reply;
             }
             return Outcome::Transfer(Transfer {
                 zone: zone.clone(),
@@ -473,6 +562,11 @@ impl Responder {
                 flags_rd: q.rd,
                 question: q.question.to_vec(),
                 opt,
+                ixfr_from: if q.qtype == rtype::IXFR {
+                    q.ixfr_serial
+                } else {
+                    None
+                },
             });
         }
         w.header(q.id, 0x80 | q.rd, q.cd);
@@ -628,6 +722,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         return Err(ParseFail::FormErr);
     }
     let mut edns = None;
+    let mut ixfr_serial = None;
     let total = u32::from(ancount) + u32::from(nscount) + u32::from(arcount);
     for i in 0..total {
         let in_additional = i >= u32::from(ancount) + u32::from(nscount);
@@ -663,6 +758,17 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         p += 10;
         let rdata = msg.get(p..p + rdlen).ok_or(ParseFail::FormErr)?;
         p += rdlen;
+        let in_authority = !in_additional && i >= u32::from(ancount);
+        if rt == rtype::SOA && in_authority && ixfr_serial.is_none() {
+            // The serial sits 20 octets from the end whatever the names'
+            // compression.
+            ixfr_serial = rdata
+                .len()
+                .checked_sub(20)
+                .and_then(|at| rdata.get(at..at + 4))
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes);
+        }
         if rt == rtype::OPT {
             // RFC 6891 6.1.1: one OPT, owner is the root, additional section only.
             if !in_additional
@@ -703,6 +809,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         qtype,
         qclass,
         edns,
+        ixfr_serial,
     })
 }
 

@@ -430,6 +430,8 @@ pub struct Zone {
     record_count: usize,
     /// Denial-of-existence tables of a signed zone.
     pub(crate) dnssec: Option<Box<crate::dnssec::Dnssec>>,
+    /// Differences from earlier versions, oldest first (IXFR).
+    pub(crate) history: Vec<Arc<crate::ixfr::Diff>>,
 }
 
 /// The result of building a zone: the zone plus warnings, or all errors.
@@ -671,6 +673,7 @@ impl ZoneBuilder {
             arenas,
             record_count: self.record_count,
             dnssec,
+            history: Vec::new(),
         };
         Ok((zone, warnings))
     }
@@ -1012,6 +1015,17 @@ impl Catalog {
     /// Adds (or replaces) a zone.
     pub fn insert(&mut self, zone: Zone) {
         self.zones.insert(zone.apex_lc.clone(), Arc::new(zone));
+    }
+
+    /// Adds (or replaces) a zone already shared (a reload keeping an
+    /// unchanged version).
+    pub fn insert_shared(&mut self, zone: Arc<Zone>) {
+        self.zones.insert(zone.apex_lc.clone(), zone);
+    }
+
+    /// The zone whose apex is `apex_lc` (lowercased wire), exactly.
+    pub fn get(&self, apex_lc: &[u8]) -> Option<&Arc<Zone>> {
+        self.zones.get(apex_lc)
     }
 
     /// Number of zones.

@@ -325,9 +325,13 @@ pub struct Dnsd {
     pub tcp_idle_timeout_secs: u64,
     /// Simultaneous TCP connections; further ones are closed at once.
     pub tcp_max_connections: usize,
-    /// Clients allowed to transfer zones (AXFR); CIDR or single addresses
-    /// (BIND's `allow-transfer`).
+    /// Clients allowed to transfer zones (AXFR and IXFR); CIDR or single
+    /// addresses (BIND's `allow-transfer`).
     pub axfr_allow: Vec<IpNet>,
+    /// Differences between loaded versions kept per zone for IXFR (RFC
+    /// 1995); a secondary further behind gets the whole zone. 0 keeps none
+    /// (Knot's `journal-max-depth`).
+    pub ixfr_history: usize,
     /// Log one line per query.
     pub query_log: bool,
     /// UDP sockets per address (`SO_REUSEPORT`), each with its own thread;
@@ -370,6 +374,7 @@ impl Default for Dnsd {
                 IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
                 IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
             ],
+            ixfr_history: 20,
             query_log: false,
             workers: 0,
             // Knot's default rate; BIND has none (0) but then the server
@@ -401,6 +406,10 @@ pub struct DnsZone {
     /// The zone file; a relative path is relative to the configuration
     /// file's directory.
     pub file: PathBuf,
+    /// Secondaries sent a NOTIFY (RFC 1996) at start and whenever a reload
+    /// changes the zone's serial, `"address:port"` (BIND's `also-notify`).
+    #[serde(default)]
+    pub notify: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -544,6 +553,13 @@ impl Config {
                 "dnsd",
                 "udp_payload_max",
                 format!("{} is below the DNS minimum of 512", d.udp_payload_max),
+            );
+        }
+        if d.ixfr_history > 10_000 {
+            return bad(
+                "dnsd",
+                "ixfr_history",
+                format!("{} is not in 0..=10000", d.ixfr_history),
             );
         }
         for (key, v) in [
@@ -881,7 +897,7 @@ hostname = "mail"
 [dnsd]
 listen = ["127.0.0.1:5300", "[::1]:5300"]
 zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" },
-         { origin = "example.org.", file = "/etc/example.org.zone" }]
+         { origin = "example.org.", file = "/etc/example.org.zone", notify = ["127.0.0.1:5301"] }]
 udp_payload_max = 1400
 axfr_allow = ["192.0.2.0/24"]
 query_log = true
@@ -912,9 +928,12 @@ rrl_log_only = true
             DnsZone {
                 origin: "csuvnetwork.com".into(),
                 file: "/base/zones/csuvnetwork.com.zone".into(),
+                notify: vec![],
             }
         );
         assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
+        assert_eq!(d.zones[1].notify, vec!["127.0.0.1:5301".parse().unwrap()]);
+        assert_eq!(d.ixfr_history, 20);
     }
 
     #[test]
@@ -950,6 +969,7 @@ rrl_log_only = true
             ("rrl_ipv4_prefix = 33", "dnsd.rrl_ipv4_prefix"),
             ("rrl_ipv6_prefix = 129", "dnsd.rrl_ipv6_prefix"),
             ("rrl_table_size = 0", "dnsd.rrl_table_size"),
+            ("ixfr_history = 10001", "dnsd.ixfr_history"),
         ] {
             let e = parse(&format!("[dnsd]\n{text}\n")).unwrap_err().to_string();
             assert!(e.contains(&format!("line 2: {key}")), "{e}");
