@@ -42,6 +42,7 @@ mod mmsg;
 
 use bytes::{Bytes, BytesMut};
 use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
+use dns_zone::tsig;
 use dns_zone::{
     rcode, Catalog, Diff, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig,
     Transport, Zone,
@@ -94,10 +95,60 @@ fn prefixes(key: &str, nets: &[mail_config::IpNet]) -> Result<Vec<Prefix>, Error
 
 fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
     let axfr_allow = prefixes("axfr_allow", &d.axfr_allow)?;
+    let tsig_keys = tsig_keys(d)?;
+    let mut transfer_keys = Vec::new();
+    for z in &d.zones {
+        if let Some(k) = &z.key {
+            let apex = parse_origin(&z.origin)?.as_wire().to_ascii_lowercase();
+            let key = parse_origin(k)?.as_wire().to_ascii_lowercase();
+            transfer_keys.push((apex.into(), key.into()));
+        }
+    }
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
+        tsig_keys,
+        transfer_keys,
     })
+}
+
+/// The `tsig_keys` of `[dnsd]`, decoded.
+fn tsig_keys(d: &Dnsd) -> Result<Vec<tsig::Key>, Error> {
+    use base64::Engine as _;
+    d.tsig_keys
+        .iter()
+        .map(|k| {
+            let bad = |what: &str| Error::Invalid(format!("tsig key {:?}: {what}", k.name));
+            let alg =
+                tsig::Algorithm::from_name(&k.algorithm).ok_or_else(|| bad("unknown algorithm"))?;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .map_err(|_| bad("secret is not base64"))?;
+            Ok(tsig::Key::new(&parse_origin(&k.name)?, alg, &secret))
+        })
+        .collect()
+}
+
+/// The zone's TSIG key, if `[dnsd]` gives it one.
+fn zone_key(d: &Dnsd, zone: &Zone) -> Option<tsig::Key> {
+    let z = d.zones.iter().find(|z| {
+        parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(zone.apex_key()))
+    })?;
+    let want = parse_origin(z.key.as_deref()?)
+        .ok()?
+        .as_wire()
+        .to_ascii_lowercase();
+    tsig_keys(d)
+        .ok()?
+        .into_iter()
+        .find(|k| k.name_wire() == want.as_slice())
+}
+
+/// Seconds since 1970, for TSIG.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The response rate limiter `[dnsd]` asks for (`None`: RRL off).
@@ -273,12 +324,14 @@ fn notify_secondaries(d: &Dnsd, changed: &[Arc<Zone>], stop: &Arc<AtomicBool>) {
         let targets = d.zones.iter().filter(|z| {
             parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(zone.apex_key()))
         });
+        let key = zone_key(d, zone);
         for target in targets.flat_map(|z| z.notify.iter().copied()) {
             let zone = zone.clone();
             let stop = stop.clone();
+            let key = key.clone();
             let spawned = std::thread::Builder::new()
                 .name("dnsd-notify".into())
-                .spawn(move || notify_one(&zone, target, &stop));
+                .spawn(move || notify_one(&zone, key.as_ref(), target, &stop));
             if let Err(e) = spawned {
                 warn!(%target, "cannot start NOTIFY: {e}");
             }
@@ -286,7 +339,7 @@ fn notify_secondaries(d: &Dnsd, changed: &[Arc<Zone>], stop: &Arc<AtomicBool>) {
     }
 }
 
-fn notify_one(zone: &Zone, target: SocketAddr, stop: &AtomicBool) {
+fn notify_one(zone: &Zone, key: Option<&tsig::Key>, target: SocketAddr, stop: &AtomicBool) {
     let bind: SocketAddr = if target.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -308,7 +361,12 @@ fn notify_one(zone: &Zone, target: SocketAddr, stop: &AtomicBool) {
         Instant::now().hash(&mut h);
         h.finish() as u16
     };
-    let msg = dns_zone::ixfr::notify_message(zone, id);
+    let mut msg = dns_zone::ixfr::notify_message(zone, id);
+    if let Some(key) = key {
+        // RFC 8945: a secondary that wants the key checks it; its signed
+        // answer is taken as the acknowledgement without checking it.
+        tsig::sign_request(&mut msg, key, unix_now());
+    }
     let serial = zone.serial().unwrap_or(0);
     let mut wait = Duration::from_secs(1);
     let mut buf = [0u8; 4096];
@@ -742,12 +800,14 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
         let (responder, limiter) = cache.refresh(&shared);
         let query_log = shared.query_log();
         let mut now_ms = None;
+        // For TSIG; one clock read per batch.
+        let unix = unix_now();
         replies.clear();
         for (i, out) in outs.iter_mut().enumerate().take(n) {
             let Some((query, peer)) = batch.packet(i) else {
                 continue;
             };
-            match responder.handle(query, Transport::Udp, peer.ip(), out) {
+            match responder.handle_at(query, Transport::Udp, peer.ip(), unix, out) {
                 Outcome::Reply => {
                     if let Some(limiter) = limiter {
                         // One clock reading per batch: the batch arrived at once.
@@ -866,7 +926,7 @@ async fn tcp_conn(
         while let Some(msg) = codec.decode(&mut input)? {
             deadline = tokio::time::Instant::now() + idle;
             let (responder, _) = cache.refresh(&shared);
-            match responder.handle(&msg, Transport::Tcp, client, &mut out) {
+            match responder.handle_at(&msg, Transport::Tcp, client, unix_now(), &mut out) {
                 Outcome::Reply => {
                     if shared.query_log() {
                         log_query(peer, "tcp", &msg, &out);

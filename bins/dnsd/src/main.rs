@@ -38,6 +38,7 @@ fn parse_zone(s: &str) -> Result<DnsZone, String> {
             origin: origin.to_string(),
             file: file.into(),
             notify: Vec::new(),
+            key: None,
         }),
         _ => Err(format!("{s:?}: expected ORIGIN=FILE")),
     }

@@ -16,6 +16,8 @@
 //!   from the differences between versions the host attaches
 //!   ([`Zone::set_history`], [`Diff`]); [`ixfr::notify_message`] builds
 //!   the NOTIFY (RFC 1996) a primary sends.
+//! * [`tsig`]: TSIG (RFC 8945) keys; [`Responder::handle_at`] checks
+//!   signed queries and signs their answers and transfers.
 //! * [`RateLimiter`] ([`rrl`]) is response rate limiting with BIND 9's
 //!   semantics: the host passes each UDP response and the time, and it
 //!   says send, drop or slip (truncate, [`rrl::truncate`]).
@@ -68,6 +70,7 @@ mod parser;
 mod rdata;
 mod responder;
 pub mod rrl;
+pub mod tsig;
 pub mod types;
 mod zone;
 
@@ -80,7 +83,8 @@ pub use parser::{
 };
 pub use rdata::parse_ttl;
 pub use responder::{
-    rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKind, Transport,
+    rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKey, TransferKind,
+    Transport,
 };
 pub use rrl::{RateLimiter, RrlConfig};
 pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::dnssec::{label_offsets, wildcard_of};
 use crate::name::MAX_NAME_LEN;
+use crate::tsig::{Checked, Key, RequestTsig, Signer};
 use crate::types::{class, rtype};
 use crate::zone::{Catalog, Node, RRset, Zone};
 
@@ -80,6 +81,9 @@ impl Prefix {
     }
 }
 
+/// A zone needing TSIG for transfers: (apex, key name), lowercased wire.
+pub type TransferKey = (Box<[u8]>, Box<[u8]>);
+
 /// Responder settings.
 #[derive(Debug, Clone)]
 pub struct ResponderConfig {
@@ -88,6 +92,11 @@ pub struct ResponderConfig {
     pub udp_payload_max: u16,
     /// Clients allowed to AXFR (over TCP).
     pub axfr_allow: Vec<Prefix>,
+    /// TSIG keys (RFC 8945) signed requests are checked against.
+    pub tsig_keys: Vec<Key>,
+    /// Zones (lowercased wire apex) whose transfers need a TSIG with the
+    /// named key (lowercased wire), besides `axfr_allow`.
+    pub transfer_keys: Vec<TransferKey>,
 }
 
 impl Default for ResponderConfig {
@@ -95,6 +104,8 @@ impl Default for ResponderConfig {
         ResponderConfig {
             udp_payload_max: 1232,
             axfr_allow: vec![],
+            tsig_keys: vec![],
+            transfer_keys: vec![],
         }
     }
 }
@@ -108,7 +119,7 @@ pub enum Outcome {
     /// Send the bytes written to `out`.
     Reply,
     /// Zone transfer: send each message of [`Transfer::messages`].
-    Transfer(Transfer),
+    Transfer(Box<Transfer>),
 }
 
 /// A pending zone transfer: AXFR (RFC 5936: SOA, every other record,
@@ -123,6 +134,8 @@ pub struct Transfer {
     opt: Option<[u8; 11]>,
     /// IXFR: the client's serial.
     ixfr_from: Option<u32>,
+    /// Signs every message when the request was signed (RFC 8945 5.3.1).
+    signer: Option<Signer>,
 }
 
 /// How a transfer is answered (for logs).
@@ -163,8 +176,19 @@ impl Transfer {
     }
 
     /// Encodes the transfer as messages of about 16 KiB each (RFC 5936
-    /// 2.2: many records per message).
+    /// 2.2: many records per message), each signed when the request was.
     pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut msgs = self.unsigned_messages();
+        if let Some(signer) = &self.signer {
+            let mut signer = signer.clone();
+            for m in &mut msgs {
+                signer.sign(m, 0, &[]);
+            }
+        }
+        msgs
+    }
+
+    fn unsigned_messages(&self) -> Vec<Vec<u8>> {
         let zone = &*self.zone;
         match (self.kind(), self.ixfr_from) {
             (TransferKind::UpToDate, _) => {
@@ -364,6 +388,7 @@ pub struct Responder {
     config: Arc<ResponderConfig>,
 }
 
+#[derive(Debug)]
 struct Edns {
     payload: u16,
     version: u8,
@@ -371,6 +396,7 @@ struct Edns {
     dnssec_ok: bool,
 }
 
+#[derive(Debug)]
 struct Query<'a> {
     id: u16,
     opcode: u8,
@@ -381,6 +407,8 @@ struct Query<'a> {
     qtype: u16,
     qclass: u16,
     edns: Option<Edns>,
+    /// The TSIG record, last in the message (RFC 8945 4.2).
+    tsig: Option<RequestTsig<'a>>,
     /// IXFR: the serial of the SOA in the authority section (RFC 1995 3).
     ixfr_serial: Option<u32>,
 }
@@ -415,12 +443,28 @@ impl Responder {
     }
 
     /// Answers one query from `client`. `out` is cleared and holds the
-    /// response when the outcome is [`Outcome::Reply`].
+    /// response when the outcome is [`Outcome::Reply`]. Without the time,
+    /// a TSIG-signed query gets BADTIME: hosts that take signed queries
+    /// call [`handle_at`](Self::handle_at).
     pub fn handle(
         &self,
         query: &[u8],
         transport: Transport,
         client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.handle_at(query, transport, client, 0, out)
+    }
+
+    /// [`handle`](Self::handle) at `now` (seconds since 1970), for TSIG
+    /// (RFC 8945): a signed query is checked (NOTAUTH with BADKEY, BADSIG
+    /// or BADTIME when it fails) and its answer signed.
+    pub fn handle_at(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        now: u64,
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
@@ -449,7 +493,61 @@ impl Responder {
                 None => 512,
             },
         };
-        self.answer(&q, transport, client, out, limit)
+        let Some(t) = &q.tsig else {
+            return self.answer(&q, transport, client, out, limit, None);
+        };
+        match crate::tsig::check(query, t, &self.config.tsig_keys, now) {
+            Checked::Valid { key, mac } => {
+                let mut signer = Signer::new(key, mac, now);
+                // Room for our TSIG record (key name, algorithm, MAC).
+                let limit = limit.saturating_sub(160);
+                match self.answer(&q, transport, client, out, limit, Some(&signer)) {
+                    Outcome::Reply => {
+                        signer.sign(out, 0, &[]);
+                        Outcome::Reply
+                    }
+                    Outcome::Transfer(mut x) => {
+                        x.signer = Some(signer);
+                        Outcome::Transfer(x)
+                    }
+                    Outcome::Drop => Outcome::Drop,
+                }
+            }
+            Checked::Unsigned => self.answer(&q, transport, client, out, limit, None),
+            Checked::Invalid {
+                error,
+                key_name,
+                algorithm,
+                signer,
+            } => {
+                // RFC 8945 5.2: NOTAUTH, the TSIG error in our TSIG record;
+                // BADTIME signed, with our time as other data.
+                let mut w = Writer::new(std::mem::take(out));
+                w.header(
+                    q.id,
+                    0x80 | (q.opcode << 3) | q.rd,
+                    crate::tsig::error::NOTAUTH as u8,
+                );
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                w.patch_counts();
+                *out = w.buf;
+                match signer {
+                    Some((key, mac)) => {
+                        let now48 = now.to_be_bytes();
+                        Signer::new(key, mac, now).sign(
+                            out,
+                            error,
+                            now48.get(2..).unwrap_or_default(),
+                        );
+                    }
+                    None => {
+                        crate::tsig::append_unsigned_error(out, &key_name, &algorithm, now, error)
+                    }
+                }
+                Outcome::Reply
+            }
+        }
     }
 
     fn answer(
@@ -459,7 +557,9 @@ impl Responder {
         client: IpAddr,
         out: &mut Vec<u8>,
         limit: usize,
+        signed: Option<&Signer>,
     ) -> Outcome {
+        let signed_by = signed.map(|s| s.key_name().to_vec());
         let opt = q.edns.as_ref().map(|e| self.opt_rr(0, e.dnssec_ok));
         // Lowercased question name (RFC 4343).
         let qname = q
@@ -476,7 +576,16 @@ impl Responder {
             None => &[],
         };
         let mut w = Writer::new(std::mem::take(out));
-        let outcome = self.answer_with(q, transport, client, &mut w, limit, opt, lc);
+        let outcome = self.answer_with(
+            q,
+            transport,
+            client,
+            &mut w,
+            limit,
+            opt,
+            lc,
+            signed_by.as_deref(),
+        );
         *out = w.buf;
         outcome
     }
@@ -491,6 +600,7 @@ impl Responder {
         limit: usize,
         opt: Option<[u8; 11]>,
         lc: &'a [u8],
+        signed_by: Option<&[u8]>,
     ) -> Outcome {
         let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
         let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
@@ -536,8 +646,18 @@ impl Responder {
                 // RFC 5936 4.2: AXFR is a TCP-only exchange.
                 return simple(w, rcode::NOTIMP, 0);
             }
-            // IXFR has AXFR's access list (BIND's allow-transfer).
-            if lc != zone.apex_key() || !self.config.axfr_allow.iter().any(|p| p.contains(client)) {
+            // IXFR has AXFR's access list (BIND's allow-transfer), and
+            // the zone's TSIG key when it has one.
+            let key_ok = self
+                .config
+                .transfer_keys
+                .iter()
+                .find(|(apex, _)| **apex == *zone.apex_key())
+                .is_none_or(|(_, key)| signed_by == Some(&**key));
+            if lc != zone.apex_key()
+                || !key_ok
+                || !self.config.axfr_allow.iter().any(|p| p.contains(client))
+            {
                 return simple(w, rcode::REFUSED, 0);
             }
             if transport == Transport::Udp {
@@ -556,7 +676,7 @@ impl Responder {
                 render(w, zone, &s, rcode::NOERROR, true, limit, opt, false);
                 return Outcome::Reply;
             }
-            return Outcome::Transfer(Transfer {
+            return Outcome::Transfer(Box::new(Transfer {
                 zone: zone.clone(),
                 id: q.id,
                 flags_rd: q.rd,
@@ -567,7 +687,8 @@ impl Responder {
                 } else {
                     None
                 },
-            });
+                signer: None,
+            }));
         }
         w.header(q.id, 0x80 | q.rd, q.cd);
         w.buf.extend_from_slice(q.question);
@@ -722,6 +843,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         return Err(ParseFail::FormErr);
     }
     let mut edns = None;
+    let mut tsig = None;
     let mut ixfr_serial = None;
     let total = u32::from(ancount) + u32::from(nscount) + u32::from(arcount);
     for i in 0..total {
@@ -769,6 +891,17 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes);
         }
+        if tsig.is_some() {
+            // RFC 8945 5.1: the TSIG must be the last record.
+            return Err(ParseFail::FormErr);
+        }
+        if rt == rtype::TSIG {
+            if !in_additional {
+                return Err(ParseFail::FormErr);
+            }
+            tsig =
+                Some(crate::tsig::parse_request(msg, name_start, rdata).ok_or(ParseFail::FormErr)?);
+        }
         if rt == rtype::OPT {
             // RFC 6891 6.1.1: one OPT, owner is the root, additional section only.
             if !in_additional
@@ -809,6 +942,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         qtype,
         qclass,
         edns,
+        tsig,
         ixfr_serial,
     })
 }

@@ -328,6 +328,9 @@ pub struct Dnsd {
     /// Clients allowed to transfer zones (AXFR and IXFR); CIDR or single
     /// addresses (BIND's `allow-transfer`).
     pub axfr_allow: Vec<IpNet>,
+    /// TSIG keys (RFC 8945) for transfers and NOTIFY, named by zones'
+    /// `key` (BIND's `key` statements).
+    pub tsig_keys: Vec<TsigKey>,
     /// Differences between loaded versions kept per zone for IXFR (RFC
     /// 1995); a secondary further behind gets the whole zone. 0 keeps none
     /// (Knot's `journal-max-depth`).
@@ -374,6 +377,7 @@ impl Default for Dnsd {
                 IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
                 IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
             ],
+            tsig_keys: Vec::new(),
             ixfr_history: 20,
             query_log: false,
             workers: 0,
@@ -410,6 +414,24 @@ pub struct DnsZone {
     /// changes the zone's serial, `"address:port"` (BIND's `also-notify`).
     #[serde(default)]
     pub notify: Vec<SocketAddr>,
+    /// A TSIG key of `tsig_keys`: transfers of the zone need a request
+    /// signed with it, and NOTIFYs are signed with it (BIND's
+    /// `allow-transfer { key ...; }`, `also-notify { ... key ...; }`).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A TSIG key (RFC 8945), as BIND's `key "name" { algorithm
+/// hmac-sha256; secret "..."; };` (what `tsig-keygen` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKey {
+    /// The key's name, a domain name (`xfr-key`).
+    pub name: String,
+    /// `hmac-sha256` or `hmac-sha512`.
+    pub algorithm: String,
+    /// The shared secret, base64.
+    pub secret: String,
 }
 
 impl Config {
@@ -582,8 +604,54 @@ impl Config {
                 return bad("dnsd", key, format!("{v} is not in {lo}..={hi}"));
             }
         }
+        for k in &d.tsig_keys {
+            use base64::Engine as _;
+            if !matches!(
+                k.algorithm.to_ascii_lowercase().as_str(),
+                "hmac-sha256" | "hmac-sha512"
+            ) {
+                return bad(
+                    "dnsd",
+                    "tsig_keys",
+                    format!(
+                        "key {:?}: algorithm {:?} is not hmac-sha256 or hmac-sha512",
+                        k.name, k.algorithm
+                    ),
+                );
+            }
+            match base64::engine::general_purpose::STANDARD.decode(k.secret.trim()) {
+                Ok(s) if !s.is_empty() => {}
+                _ => {
+                    return bad(
+                        "dnsd",
+                        "tsig_keys",
+                        format!("key {:?}: the secret is not base64", k.name),
+                    )
+                }
+            }
+            if k.name.trim_end_matches('.').is_empty() || k.name.contains(char::is_whitespace) {
+                return bad(
+                    "dnsd",
+                    "tsig_keys",
+                    format!("{:?} is not a key name", k.name),
+                );
+            }
+        }
         let mut origins = std::collections::HashSet::new();
         for z in &d.zones {
+            if let Some(key) = &z.key {
+                let same = |a: &str, b: &str| {
+                    a.trim_end_matches('.')
+                        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+                };
+                if !d.tsig_keys.iter().any(|k| same(&k.name, key)) {
+                    return bad(
+                        "dnsd",
+                        "zones",
+                        format!("zone {:?}: key {key:?} is not in tsig_keys", z.origin),
+                    );
+                }
+            }
             let o = z.origin.trim_end_matches('.').to_ascii_lowercase();
             if (o.is_empty() && z.origin != ".") || z.origin.contains(char::is_whitespace) {
                 return bad(
@@ -929,6 +997,7 @@ rrl_log_only = true
                 origin: "csuvnetwork.com".into(),
                 file: "/base/zones/csuvnetwork.com.zone".into(),
                 notify: vec![],
+                key: None,
             }
         );
         assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
