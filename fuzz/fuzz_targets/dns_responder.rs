@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use dns_zone::{load_zone, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig, Transport};
+use dns_zone::{load_zone, tsig, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig, Transport};
 use libfuzzer_sys::fuzz_target;
 
 const ZONE: &str = "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TXT \"hello\"\nns A 192.0.2.1\n\
@@ -58,6 +58,13 @@ fn responder() -> &'static Responder {
             ResponderConfig {
                 udp_payload_max: 1232,
                 axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+                // TSIG-signed inputs reach the key lookup and MAC check.
+                tsig_keys: vec![tsig::Key::new(
+                    &Name::parse("k.", None).unwrap(),
+                    tsig::Algorithm::HmacSha256,
+                    b"fuzz",
+                )],
+                transfer_keys: vec![(b"\x01s\x07example\x00".to_vec().into(), b"\x01k\x00".to_vec().into())],
             },
         )
     })
@@ -78,7 +85,7 @@ fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
-        match r.handle(data, t, "127.0.0.1".parse().unwrap(), &mut out) {
+        match r.handle_at(data, t, "127.0.0.1".parse().unwrap(), 1_700_000_000, &mut out) {
             Outcome::Reply => {
                 assert!(out.len() >= 12);
                 if t == Transport::Udp {
