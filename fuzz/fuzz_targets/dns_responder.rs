@@ -65,6 +65,12 @@ fn responder() -> &'static Responder {
                     b"fuzz",
                 )],
                 transfer_keys: vec![(b"\x01s\x07example\x00".to_vec().into(), b"\x01k\x00".to_vec().into())],
+                // NOTIFY from loopback for one zone, and a secondary zone
+                // not transferred yet.
+                notify_allow: vec![
+                    (b"\x02s3\x07example\x00".to_vec().into(), vec![Prefix::parse("127.0.0.0/8").unwrap()]),
+                    (b"\x07pending\x07example\x00".to_vec().into(), vec![]),
+                ],
             },
         )
     })
@@ -94,6 +100,7 @@ fn check(data: &[u8]) {
                 assert_eq!(out[..2], data[..2]);
             }
             Outcome::Drop => assert!(out.is_empty() || data.len() < 12 || data[2] & 0x80 != 0),
+            Outcome::Notify(_) => assert!(out.len() >= 12 && data[2] & 0x78 == 4 << 3),
             Outcome::Transfer(x) => {
                 assert_eq!(t, Transport::Tcp);
                 let _ = x.messages();

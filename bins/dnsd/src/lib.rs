@@ -104,11 +104,22 @@ fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
             transfer_keys.push((apex.into(), key.into()));
         }
     }
+    let mut notify_allow = Vec::new();
+    for z in d.zones.iter().filter(|z| !z.primaries.is_empty()) {
+        let apex = parse_origin(&z.origin)?.as_wire().to_ascii_lowercase();
+        let from = z
+            .primaries
+            .iter()
+            .filter_map(|p| Prefix::parse(&p.ip().to_string()))
+            .collect();
+        notify_allow.push((apex.into(), from));
+    }
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
         tsig_keys,
         transfer_keys,
+        notify_allow,
     })
 }
 
@@ -165,10 +176,12 @@ fn rate_limiter(d: &Dnsd) -> Result<Option<RateLimiter>, Error> {
     }))
 }
 
-/// The zone files `[dnsd]` lists.
+/// The zone files `[dnsd]` lists (a secondary's only once its on-disk
+/// copy exists: before its first transfer it has nothing to serve).
 pub fn configured_zones(d: &Dnsd) -> Vec<(String, ZoneSource)> {
     d.zones
         .iter()
+        .filter(|z| z.primaries.is_empty() || z.file.exists())
         .map(|z| (z.origin.clone(), ZoneSource::File(z.file.clone())))
         .collect()
 }
@@ -312,6 +325,187 @@ pub fn load_catalog_over(
     }
 }
 
+/// How long one SOA check or transfer from a primary may take.
+const SOA_TIMEOUT: Duration = Duration::from_secs(10);
+const XFR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A random query ID (RFC 5452 9.2): RandomState is seeded from the
+/// system's random source.
+fn random_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_now());
+    h.finish() as u16
+}
+
+async fn send_frame(s: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(msg);
+    s.write_all(&framed).await
+}
+
+async fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// The primary's serial (SOA query over TCP).
+async fn primary_serial(origin: &Name, primary: SocketAddr) -> Result<u32, String> {
+    let id = random_id();
+    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::SOA, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let a = read_frame(&mut s).await.map_err(|e| e.to_string())?;
+    dns_zone::secondary::soa_serial(&a, id).map_err(|e| e.to_string())
+}
+
+/// A whole zone by AXFR; only a complete, valid transfer gives a zone.
+async fn axfr(origin: &Name, primary: SocketAddr) -> Result<Zone, String> {
+    let id = random_id();
+    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::AXFR, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let mut reader = dns_zone::secondary::AxfrReader::new(origin, id);
+    loop {
+        let m = read_frame(&mut s)
+            .await
+            .map_err(|e| format!("transfer cut: {e}"))?;
+        if reader.feed(&m).map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    match reader.finish() {
+        Ok((zone, _)) => Ok(zone),
+        Err(errs) => Err(errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// Checks the primaries in order: `Ok(None)` when the first that answers
+/// is not newer than `serial`, `Ok(Some(zone))` after a transfer.
+async fn refresh_once(
+    origin: &Name,
+    primaries: &[SocketAddr],
+    serial: Option<u32>,
+) -> Result<Option<Zone>, String> {
+    let mut errors = Vec::new();
+    for &p in primaries {
+        let remote = match tokio::time::timeout(SOA_TIMEOUT, primary_serial(origin, p)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                errors.push(format!("{p}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                errors.push(format!("{p}: SOA query timed out"));
+                continue;
+            }
+        };
+        if serial.is_some_and(|s| !dns_zone::ixfr::serial_gt(remote, s)) {
+            return Ok(None);
+        }
+        match tokio::time::timeout(XFR_TIMEOUT, axfr(origin, p)).await {
+            Ok(Ok(z)) => return Ok(Some(z)),
+            Ok(Err(e)) => errors.push(format!("{p}: {e}")),
+            Err(_) => errors.push(format!("{p}: transfer timed out")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Writes the on-disk copy whole or not at all (a temporary file renamed
+/// over the old copy).
+fn write_copy(file: &Path, zone: &Zone) -> io::Result<()> {
+    let tmp = file.with_extension("tmp-xfr");
+    std::fs::write(&tmp, dns_zone::secondary::to_zone_file(zone))?;
+    std::fs::rename(&tmp, file)
+}
+
+/// A secondary zone (RFC 1034 4.3.5): refreshed at start, on NOTIFY and
+/// every SOA refresh (retry after a failure); past expire without a
+/// successful refresh it answers SERVFAIL until one succeeds.
+async fn secondary_loop(
+    origin: Name,
+    file: PathBuf,
+    primaries: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let apex: Vec<u8> = origin.as_wire().to_ascii_lowercase();
+    // The copy loaded at start is as fresh as the file.
+    let mut last_ok: Option<Instant> = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .and_then(|age| Instant::now().checked_sub(age));
+    loop {
+        let current = shared.get().catalog().get(&apex).cloned();
+        let serial = current.as_ref().and_then(|z| z.serial());
+        let ok = match refresh_once(&origin, &primaries, serial).await {
+            Ok(Some(zone)) => {
+                let new_serial = zone.serial().unwrap_or(0);
+                if let Err(e) = write_copy(&file, &zone) {
+                    warn!(zone = %origin, file = %file.display(), "cannot write the zone copy: {e}");
+                }
+                info!(zone = %origin, old_serial = ?serial, serial = new_serial, records = zone.record_count(), "transferred (AXFR)");
+                shared.install(zone);
+                true
+            }
+            Ok(None) => {
+                if let Some(z) = &current {
+                    if z.is_expired() {
+                        info!(zone = %origin, "primary answers again; serving");
+                    }
+                    z.set_expired(false);
+                }
+                true
+            }
+            Err(e) => {
+                warn!(zone = %origin, "refresh failed: {e}");
+                false
+            }
+        };
+        if ok {
+            last_ok = Some(Instant::now());
+        }
+        let now_zone = shared.get().catalog().get(&apex).cloned();
+        let timers = now_zone
+            .as_deref()
+            .and_then(dns_zone::secondary::soa_timers);
+        let (refresh, retry, expire) = timers.unwrap_or((5, 5, u32::MAX));
+        let mut wait = Duration::from_secs(u64::from(if ok { refresh } else { retry }).max(1));
+        if let (Some(z), Some(t)) = (now_zone, last_ok) {
+            let expire = Duration::from_secs(u64::from(expire));
+            match expire.checked_sub(t.elapsed()) {
+                Some(left) => wait = wait.min(left.max(Duration::from_millis(100))),
+                None => {
+                    if !z.is_expired() {
+                        warn!(zone = %origin, "expired: no successful refresh within the SOA expire; answering SERVFAIL");
+                        z.set_expired(true);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => debug!(zone = %origin, "refresh on NOTIFY"),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// NOTIFY attempts per secondary (RFC 1996 3.6: retransmit, with an
 /// increasing interval, until answered or this many have gone out).
 const NOTIFY_ATTEMPTS: u32 = 6;
@@ -417,6 +611,8 @@ fn notify_one(zone: &Zone, key: Option<&tsig::Key>, target: SocketAddr, stop: &A
 /// and only take the locks when the generation changes), and the
 /// query-log switch.
 struct Shared {
+    /// Secondary zones (lowercased apex) and what wakes their refresh.
+    secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)>,
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
     query_log: AtomicBool,
@@ -460,6 +656,20 @@ impl Shared {
 
     fn query_log(&self) -> bool {
         self.query_log.load(Ordering::Relaxed)
+    }
+
+    /// A primary's NOTIFY came for `apex`: refresh now.
+    fn wake(&self, apex: &[u8]) {
+        if let Some((_, n)) = self.secondaries.iter().find(|(a, _)| **a == *apex) {
+            n.notify_one();
+        }
+    }
+
+    /// Serves a newly transferred version of a secondary zone.
+    fn install(&self, zone: Zone) {
+        let r = self.get();
+        let cat = r.catalog().with_zone(Arc::new(zone));
+        self.swap(Responder::new(Arc::new(cat), r.config().clone()), None);
     }
 }
 
@@ -508,7 +718,20 @@ pub async fn start_with(
     let rcfg = responder_config(d)?;
     let (catalog, loaded) =
         load_catalog_over(&sources, None, d.ixfr_history).map_err(Error::Zones)?;
+    let secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)> = d
+        .zones
+        .iter()
+        .filter(|z| !z.primaries.is_empty())
+        .filter_map(|z| parse_origin(&z.origin).ok())
+        .map(|o| {
+            (
+                o.as_wire().to_ascii_lowercase().into(),
+                Arc::new(tokio::sync::Notify::new()),
+            )
+        })
+        .collect();
     let shared = Arc::new(Shared {
+        secondaries,
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
         query_log: AtomicBool::new(logs_queries(&cfg)),
@@ -561,6 +784,23 @@ pub async fn start_with(
             idle,
         ));
     }
+    for z in d.zones.iter().filter(|z| !z.primaries.is_empty()) {
+        let origin = parse_origin(&z.origin)?;
+        let wake = shared
+            .secondaries
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(origin.as_wire()))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        tasks.spawn(secondary_loop(
+            origin,
+            z.file.clone(),
+            z.primaries.clone(),
+            shared.clone(),
+            wake,
+            stop_rx.clone(),
+        ));
+    }
     info!(addrs = ?addrs, "dnsd serving");
     // RFC 1996 3.7: a primary that starts tells its secondaries.
     notify_secondaries(d, &loaded, &udp_stop);
@@ -587,7 +827,8 @@ fn sources_for(
     } else {
         configured_zones(d)
     };
-    if sources.is_empty() {
+    // Secondaries without a copy yet still make a server worth starting.
+    if sources.is_empty() && d.zones.iter().all(|z| z.primaries.is_empty()) {
         return Err(Error::Invalid(
             "no zones to serve (add a [dnsd] zones entry, or --zone ORIGIN=FILE)".into(),
         ));
@@ -833,6 +1074,11 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                 }
                 // The responder never starts a transfer over UDP.
                 Outcome::Transfer(_) => {}
+                Outcome::Notify(apex) => {
+                    info!(client = %peer, "NOTIFY received");
+                    shared.wake(&apex);
+                    replies.push(i);
+                }
             }
         }
         batch.send(fd, &replies, &outs);
@@ -936,6 +1182,11 @@ async fn tcp_conn(
                 Outcome::Drop => {
                     stream.write_all(&output).await?;
                     return Ok(());
+                }
+                Outcome::Notify(apex) => {
+                    info!(%peer, "NOTIFY received");
+                    shared.wake(&apex);
+                    codec.encode(Bytes::copy_from_slice(&out), &mut output)?;
                 }
                 Outcome::Transfer(t) => {
                     let what = if t.ixfr_from().is_some() {

@@ -39,6 +39,7 @@ fn parse_zone(s: &str) -> Result<DnsZone, String> {
             file: file.into(),
             notify: Vec::new(),
             key: None,
+            primaries: Vec::new(),
         }),
         _ => Err(format!("{s:?}: expected ORIGIN=FILE")),
     }

@@ -70,6 +70,7 @@ mod parser;
 mod rdata;
 mod responder;
 pub mod rrl;
+pub mod secondary;
 pub mod tsig;
 pub mod types;
 mod zone;

@@ -97,6 +97,9 @@ pub struct ResponderConfig {
     /// Zones (lowercased wire apex) whose transfers need a TSIG with the
     /// named key (lowercased wire), besides `axfr_allow`.
     pub transfer_keys: Vec<TransferKey>,
+    /// Secondary zones (lowercased wire apex) and the primaries whose
+    /// NOTIFY they accept (RFC 1996 3.10).
+    pub notify_allow: Vec<(Box<[u8]>, Vec<Prefix>)>,
 }
 
 impl Default for ResponderConfig {
@@ -106,6 +109,7 @@ impl Default for ResponderConfig {
             axfr_allow: vec![],
             tsig_keys: vec![],
             transfer_keys: vec![],
+            notify_allow: vec![],
         }
     }
 }
@@ -120,6 +124,9 @@ pub enum Outcome {
     Reply,
     /// Zone transfer: send each message of [`Transfer::messages`].
     Transfer(Box<Transfer>),
+    /// A listed primary's NOTIFY for this secondary zone (lowercased wire
+    /// apex): send the reply in `out`, then check the primary's SOA.
+    Notify(Box<[u8]>),
 }
 
 /// A pending zone transfer: AXFR (RFC 5936: SOA, every other record,
@@ -510,7 +517,7 @@ impl Responder {
                         x.signer = Some(signer);
                         Outcome::Transfer(x)
                     }
-                    Outcome::Drop => Outcome::Drop,
+                    other => other,
                 }
             }
             Checked::Unsigned => self.answer(&q, transport, client, out, limit, None),
@@ -620,8 +627,26 @@ impl Responder {
                 return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8);
             }
         }
+        if q.opcode == 4 {
+            // RFC 1996 3.7: a NOTIFY for one of our secondary zones, from
+            // one of its primaries, is acknowledged; the host refreshes.
+            if let Some((apex, from)) = self.config.notify_allow.iter().find(|(a, _)| **a == *lc) {
+                if q.qtype != rtype::SOA || !from.iter().any(|p| p.contains(client)) {
+                    return simple(w, rcode::REFUSED, 0);
+                }
+                w.header(q.id, 0x80 | (4 << 3) | 0x04 | q.rd, 0);
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                if opt.is_some() {
+                    w.buf.extend_from_slice(&self.opt_rr(0, do_bit));
+                    w.ar = 1;
+                }
+                w.patch_counts();
+                return Outcome::Notify(apex.clone());
+            }
+        }
         if q.opcode != 0 {
-            // NOTIFY, UPDATE, IQUERY...: not implemented here.
+            // NOTIFY for other zones, UPDATE, IQUERY...: not implemented.
             return simple(w, rcode::NOTIMP, 0);
         }
         match q.qtype {
@@ -638,9 +663,23 @@ impl Responder {
             {
                 z
             }
+            // A secondary zone not transferred yet: ours, but nothing to
+            // serve (BIND answers SERVFAIL too).
+            None if self
+                .config
+                .notify_allow
+                .iter()
+                .any(|(apex, _)| crate::name::is_subdomain(lc, apex)) =>
+            {
+                return simple(w, rcode::SERVFAIL, 0)
+            }
             // Not ours: no recursion, RA clear.
             _ => return simple(w, rcode::REFUSED, 0),
         };
+        if zone.is_expired() {
+            // A secondary zone past its SOA expire (RFC 1035 4.3.5).
+            return simple(w, rcode::SERVFAIL, 0);
+        }
         if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
             if q.qtype == rtype::AXFR && transport == Transport::Udp {
                 // RFC 5936 4.2: AXFR is a TCP-only exchange.

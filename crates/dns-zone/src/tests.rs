@@ -613,6 +613,7 @@ fn ask_raw(r: &Responder, q: &[u8], t: Transport) -> Option<Vec<u8>> {
         Outcome::Reply => Some(out),
         Outcome::Drop => None,
         Outcome::Transfer(_) => panic!("unexpected transfer"),
+        Outcome::Notify(_) => Some(out),
     }
 }
 

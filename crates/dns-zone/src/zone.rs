@@ -432,6 +432,8 @@ pub struct Zone {
     pub(crate) dnssec: Option<Box<crate::dnssec::Dnssec>>,
     /// Differences from earlier versions, oldest first (IXFR).
     pub(crate) history: Vec<Arc<crate::ixfr::Diff>>,
+    /// A secondary's copy past its SOA expire: answered SERVFAIL.
+    expired: std::sync::atomic::AtomicBool,
 }
 
 /// The result of building a zone: the zone plus warnings, or all errors.
@@ -674,6 +676,7 @@ impl ZoneBuilder {
             record_count: self.record_count,
             dnssec,
             history: Vec::new(),
+            expired: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((zone, warnings))
     }
@@ -901,6 +904,17 @@ impl Zone {
         b.finish()
     }
 
+    /// Marks a secondary's zone expired (answered SERVFAIL) or not.
+    pub fn set_expired(&self, expired: bool) {
+        self.expired
+            .store(expired, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the zone is expired.
+    pub fn is_expired(&self) -> bool {
+        self.expired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The apex name.
     pub fn origin(&self) -> &Name {
         &self.apex
@@ -1021,6 +1035,13 @@ impl Catalog {
     /// unchanged version).
     pub fn insert_shared(&mut self, zone: Arc<Zone>) {
         self.zones.insert(zone.apex_lc.clone(), zone);
+    }
+
+    /// A copy of the catalog with `zone` added or replacing its version.
+    pub fn with_zone(&self, zone: Arc<Zone>) -> Catalog {
+        let mut zones = self.zones.clone();
+        zones.insert(zone.apex_lc.clone(), zone);
+        Catalog { zones }
     }
 
     /// The zone whose apex is `apex_lc` (lowercased wire), exactly.

@@ -419,6 +419,12 @@ pub struct DnsZone {
     /// `allow-transfer { key ...; }`, `also-notify { ... key ...; }`).
     #[serde(default)]
     pub key: Option<String>,
+    /// Makes the zone a secondary of these primaries, `"address:port"`
+    /// (BIND's `type secondary; primaries { ...; };`): transferred at
+    /// start, on their NOTIFY and on the SOA timers; `file` is then the
+    /// on-disk copy, written after each transfer and served at start.
+    #[serde(default)]
+    pub primaries: Vec<SocketAddr>,
 }
 
 /// A TSIG key (RFC 8945), as BIND's `key "name" { algorithm
@@ -998,6 +1004,7 @@ rrl_log_only = true
                 file: "/base/zones/csuvnetwork.com.zone".into(),
                 notify: vec![],
                 key: None,
+                primaries: vec![],
             }
         );
         assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
