@@ -1,5 +1,6 @@
-"""dnsd as a secondary of Knot (RFC 1034 4.3.5, RFC 1996, RFC 5936): the
-first transfer at start, a NOTIFY after Knot reloads a change, a restart
+"""dnsd as a secondary of Knot (RFC 1034 4.3.5, RFC 1996, RFC 5936, RFC
+1995): the first transfer (AXFR) at start, a NOTIFY after Knot reloads a
+change and an IXFR of it, a restart
 that serves the on-disk copy while the primary is down, and SERVFAIL
 once the SOA expire has passed without the primary."""
 import signal
@@ -45,6 +46,10 @@ acl:
 template:
   - id: default
     storage: {kdir}
+    # Knot keeps the differences between file versions, so it can
+    # answer IXFR.
+    zonefile-load: difference
+    journal-content: changes
 zone:
   - domain: {ORIGIN}
     file: {kdir}/example.test.zone
@@ -88,6 +93,7 @@ def test_secondary_of_knot(daemons, tmp_path):
     took = wait_serial(dport, 2, 10)
     assert took < 1.5, took
     assert "NOTIFY received" in d.output()
+    assert "transferred by IXFR" in d.output(), d.output()
     r = dns.query.udp(dns.message.make_query("www.example.test.", "A"), "127.0.0.1", port=dport, timeout=2)
     assert r.answer[0][0].address == "192.0.2.2"
     # Restart with the primary down: the copy answers at once.

@@ -392,13 +392,50 @@ async fn axfr(origin: &Name, primary: SocketAddr) -> Result<Zone, String> {
     }
 }
 
+/// The differences since `ours` by IXFR (RFC 1995), or the whole zone if
+/// the primary sends it AXFR-style; only a complete answer gives a zone.
+/// Returns the zone and how it came.
+async fn ixfr(ours: &Zone, primary: SocketAddr) -> Result<(Zone, &'static str), String> {
+    let id = random_id();
+    let q = dns_zone::secondary::ixfr_query(ours, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let mut reader = dns_zone::secondary::IxfrReader::new(ours, id);
+    loop {
+        let m = read_frame(&mut s)
+            .await
+            .map_err(|e| format!("transfer cut: {e}"))?;
+        if reader.feed(&m).map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    let how = if reader.incremental() {
+        "IXFR"
+    } else {
+        "AXFR-style IXFR"
+    };
+    match reader.finish() {
+        Ok((zone, _)) => Ok((zone, how)),
+        Err(errs) => Err(errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
 /// Checks the primaries in order: `Ok(None)` when the first that answers
-/// is not newer than `serial`, `Ok(Some(zone))` after a transfer.
+/// is not newer than `ours`, `Ok(Some(zone))` after a transfer (IXFR when
+/// there is a version to start from, else AXFR; an IXFR that fails is
+/// followed by an AXFR).
 async fn refresh_once(
     origin: &Name,
     primaries: &[SocketAddr],
-    serial: Option<u32>,
-) -> Result<Option<Zone>, String> {
+    ours: Option<&Zone>,
+) -> Result<Option<(Zone, &'static str)>, String> {
+    let serial = ours.and_then(Zone::serial);
     let mut errors = Vec::new();
     for &p in primaries {
         let remote = match tokio::time::timeout(SOA_TIMEOUT, primary_serial(origin, p)).await {
@@ -415,8 +452,15 @@ async fn refresh_once(
         if serial.is_some_and(|s| !dns_zone::ixfr::serial_gt(remote, s)) {
             return Ok(None);
         }
+        if let Some(ours) = ours {
+            match tokio::time::timeout(XFR_TIMEOUT, ixfr(ours, p)).await {
+                Ok(Ok(z)) => return Ok(Some(z)),
+                Ok(Err(e)) => warn!(zone = %origin, primary = %p, "IXFR failed, trying AXFR: {e}"),
+                Err(_) => warn!(zone = %origin, primary = %p, "IXFR timed out, trying AXFR"),
+            }
+        }
         match tokio::time::timeout(XFR_TIMEOUT, axfr(origin, p)).await {
-            Ok(Ok(z)) => return Ok(Some(z)),
+            Ok(Ok(z)) => return Ok(Some((z, "AXFR"))),
             Ok(Err(e)) => errors.push(format!("{p}: {e}")),
             Err(_) => errors.push(format!("{p}: transfer timed out")),
         }
@@ -453,13 +497,13 @@ async fn secondary_loop(
     loop {
         let current = shared.get().catalog().get(&apex).cloned();
         let serial = current.as_ref().and_then(|z| z.serial());
-        let ok = match refresh_once(&origin, &primaries, serial).await {
-            Ok(Some(zone)) => {
+        let ok = match refresh_once(&origin, &primaries, current.as_deref()).await {
+            Ok(Some((zone, how))) => {
                 let new_serial = zone.serial().unwrap_or(0);
                 if let Err(e) = write_copy(&file, &zone) {
                     warn!(zone = %origin, file = %file.display(), "cannot write the zone copy: {e}");
                 }
-                info!(zone = %origin, old_serial = ?serial, serial = new_serial, records = zone.record_count(), "transferred (AXFR)");
+                info!(zone = %origin, old_serial = ?serial, serial = new_serial, records = zone.record_count(), "transferred by {how}");
                 shared.install(zone);
                 true
             }

@@ -226,36 +226,41 @@ impl AxfrReader {
         for _ in 0..an {
             let (rr, next) = read_rr(msg, p).ok_or(XfrError::Malformed)?;
             p = next;
-            if self.done {
-                // Nothing may follow the closing SOA.
-                return Err(XfrError::Malformed);
-            }
-            if rr.rtype == rtype::SOA {
-                let serial = soa_fields(&rr.rdata).ok_or(XfrError::Malformed)?.0;
-                match self.serial {
-                    None => self.serial = Some(serial),
-                    Some(s) if s == serial => {
-                        self.done = true;
-                        continue;
-                    }
-                    Some(_) => return Err(XfrError::Malformed),
-                }
-            } else if self.serial.is_none() {
-                return Err(XfrError::NoSoa);
-            }
-            self.records += 1;
-            self.builder.record(&RecordRef {
-                owner: &rr.owner,
-                rtype: rr.rtype,
-                class: rr.class,
-                ttl: rr.ttl,
-                rdata: &rr.rdata,
-                file: &self.file,
-                line: self.records,
-                column: 1,
-            });
+            self.take(rr)?;
         }
         Ok(self.done)
+    }
+
+    fn take(&mut self, rr: Rr) -> Result<(), XfrError> {
+        if self.done {
+            // Nothing may follow the closing SOA.
+            return Err(XfrError::Malformed);
+        }
+        if rr.rtype == rtype::SOA {
+            let serial = soa_fields(&rr.rdata).ok_or(XfrError::Malformed)?.0;
+            match self.serial {
+                None => self.serial = Some(serial),
+                Some(s) if s == serial => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Some(_) => return Err(XfrError::Malformed),
+            }
+        } else if self.serial.is_none() {
+            return Err(XfrError::NoSoa);
+        }
+        self.records += 1;
+        self.builder.record(&RecordRef {
+            owner: &rr.owner,
+            rtype: rr.rtype,
+            class: rr.class,
+            ttl: rr.ttl,
+            rdata: &rr.rdata,
+            file: &self.file,
+            line: self.records,
+            column: 1,
+        });
+        Ok(())
     }
 
     /// The zone, if the transfer completed; else why not.
@@ -272,6 +277,270 @@ impl AxfrReader {
         }
         self.builder.finish()
     }
+}
+
+/// An IXFR query (RFC 1995 3): the question and our SOA in the
+/// authority section.
+pub fn ixfr_query(zone: &Zone, id: u16) -> Vec<u8> {
+    let mut m = query(zone.origin(), rtype::IXFR, id);
+    if let Some(nc) = m.get_mut(8..10) {
+        nc.copy_from_slice(&1u16.to_be_bytes());
+    }
+    if let Some(soa) = zone.soa().and_then(|s| s.wire_records().next()) {
+        m.extend_from_slice(zone.origin().as_wire());
+        m.extend_from_slice(soa);
+    }
+    m
+}
+
+/// A record's identity for deletion (RFC 1995 4: name, type, class and
+/// RDATA; not the TTL).
+type RrKey = (Vec<u8>, u16, u16, Vec<u8>);
+
+enum IxfrState {
+    /// Waiting for the first SOA (the new version).
+    Start,
+    /// After the first SOA: the next record tells incremental from
+    /// AXFR-style.
+    Second {
+        first: Rr,
+    },
+    /// Incremental: deleting (true) or adding records.
+    Diffs {
+        deleting: bool,
+    },
+    /// AXFR-style: the whole zone.
+    Full(Box<AxfrReader>),
+    Done,
+}
+
+/// Applies an IXFR answer (RFC 1995 4) to the version we have: the
+/// differences, or the whole zone when the primary sends it AXFR-style.
+/// As with [`AxfrReader`], a zone comes out only of a complete answer.
+pub struct IxfrReader {
+    apex: Name,
+    id: u16,
+    old_serial: u32,
+    new_serial: u32,
+    /// The records of the version being built, by identity, with the
+    /// owner as written and the TTL.
+    records: std::collections::HashMap<RrKey, (Vec<u8>, u32)>,
+    state: IxfrState,
+    changes: (usize, usize),
+    up_to_date: bool,
+    /// The new version's SOA: TTL and RDATA.
+    new_soa: Option<(u32, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for IxfrReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IxfrReader")
+            .field("old_serial", &self.old_serial)
+            .field("new_serial", &self.new_serial)
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_of(rr: &Rr) -> RrKey {
+    (
+        rr.owner.to_ascii_lowercase(),
+        rr.rtype,
+        rr.class,
+        rr.rdata.clone(),
+    )
+}
+
+impl IxfrReader {
+    /// A reader for the IXFR of `old`'s zone asked with ID `id`.
+    pub fn new(old: &Zone, id: u16) -> Self {
+        let mut records = std::collections::HashMap::with_capacity(old.record_count());
+        for (_, node) in old.nodes() {
+            for set in node.rrsets() {
+                if set.rtype == rtype::SOA {
+                    continue;
+                }
+                for rec in set.wire_records() {
+                    let cl = rec
+                        .get(2..4)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(1, u16::from_be_bytes);
+                    let ttl = rec
+                        .get(4..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_be_bytes);
+                    let rd = rec.get(10..).unwrap_or_default().to_vec();
+                    let owner = node.name_wire().to_vec();
+                    records.insert(
+                        (owner.to_ascii_lowercase(), set.rtype, cl, rd),
+                        (owner, ttl),
+                    );
+                }
+            }
+        }
+        IxfrReader {
+            apex: old.origin().clone(),
+            id,
+            old_serial: old.serial().unwrap_or(0),
+            new_serial: 0,
+            records,
+            state: IxfrState::Start,
+            changes: (0, 0),
+            up_to_date: false,
+            new_soa: None,
+        }
+    }
+
+    /// Whether the answer was incremental (else AXFR-style).
+    pub fn incremental(&self) -> bool {
+        !matches!(self.state, IxfrState::Full(_))
+    }
+
+    /// Records (deleted, added) so far.
+    pub fn changes(&self) -> (usize, usize) {
+        self.changes
+    }
+
+    /// Whether the primary said we are up to date (one SOA, no change).
+    pub fn up_to_date(&self) -> bool {
+        self.up_to_date
+    }
+
+    /// Reads one message; `Ok(true)` once the answer is complete.
+    pub fn feed(&mut self, msg: &[u8]) -> Result<bool, XfrError> {
+        if let IxfrState::Full(axfr) = &mut self.state {
+            return axfr.feed(msg);
+        }
+        let (an, mut p) = answers_of(msg, self.id)?;
+        let mut count = 0u16;
+        while count < an {
+            let (rr, next) = read_rr(msg, p).ok_or(XfrError::Malformed)?;
+            p = next;
+            count += 1;
+            let serial = if rr.rtype == rtype::SOA {
+                Some(soa_fields(&rr.rdata).ok_or(XfrError::Malformed)?.0)
+            } else {
+                None
+            };
+            match std::mem::replace(&mut self.state, IxfrState::Done) {
+                IxfrState::Start => {
+                    self.new_serial = serial.ok_or(XfrError::NoSoa)?;
+                    self.new_soa = Some((rr.ttl, rr.rdata.clone()));
+                    self.state = IxfrState::Second { first: rr };
+                }
+                IxfrState::Second { first } => {
+                    if serial == Some(self.old_serial) && self.new_serial != self.old_serial {
+                        self.state = IxfrState::Diffs { deleting: true };
+                    } else {
+                        // AXFR-style (RFC 1995 4): replay the records read
+                        // so far, then the rest of the messages.
+                        let mut axfr = AxfrReader::new(&self.apex, self.id);
+                        axfr.take(first)?;
+                        axfr.take(rr)?;
+                        while count < an {
+                            let (rr, next) = read_rr(msg, p).ok_or(XfrError::Malformed)?;
+                            p = next;
+                            count += 1;
+                            axfr.take(rr)?;
+                        }
+                        let done = axfr.done;
+                        self.state = IxfrState::Full(Box::new(axfr));
+                        return Ok(done);
+                    }
+                }
+                IxfrState::Diffs { deleting } => match (serial, deleting) {
+                    // After additions, the new version's SOA (where the
+                    // next deletion list's old SOA would be): the end.
+                    (Some(s), false) if s == self.new_serial => {
+                        self.state = IxfrState::Done;
+                        if count < an {
+                            return Err(XfrError::Malformed);
+                        }
+                        return Ok(true);
+                    }
+                    (Some(_), d) => self.state = IxfrState::Diffs { deleting: !d },
+                    (None, true) => {
+                        if self.records.remove(&key_of(&rr)).is_none() {
+                            // Deleting what we do not have: our version and
+                            // the primary's history disagree.
+                            return Err(XfrError::Malformed);
+                        }
+                        self.changes.0 += 1;
+                        self.state = IxfrState::Diffs { deleting: true };
+                    }
+                    (None, false) => {
+                        let k = key_of(&rr);
+                        self.records.insert(k, (rr.owner, rr.ttl));
+                        self.changes.1 += 1;
+                        self.state = IxfrState::Diffs { deleting: false };
+                    }
+                },
+                IxfrState::Full(_) | IxfrState::Done => return Err(XfrError::Malformed),
+            }
+        }
+        // One SOA alone: the primary has nothing newer (RFC 1995 2).
+        if let IxfrState::Second { .. } = self.state {
+            if an == 1 && !serial_newer(self.new_serial, self.old_serial) {
+                self.up_to_date = true;
+                self.state = IxfrState::Done;
+                return Ok(true);
+            }
+        }
+        Ok(matches!(self.state, IxfrState::Done))
+    }
+
+    /// The new version, if the answer completed and the zone checks pass.
+    pub fn finish(self) -> BuildResult {
+        match self.state {
+            IxfrState::Full(axfr) => axfr.finish(),
+            IxfrState::Done if !self.up_to_date => {
+                let file: std::sync::Arc<str> = std::sync::Arc::from("IXFR");
+                let mut b = ZoneBuilder::new(&self.apex);
+                if let Some((ttl, rd)) = &self.new_soa {
+                    b.record(&RecordRef {
+                        owner: self.apex.as_wire(),
+                        rtype: rtype::SOA,
+                        class: class::IN,
+                        ttl: *ttl,
+                        rdata: rd,
+                        file: &file,
+                        line: 0,
+                        column: 1,
+                    });
+                }
+                // Names together, in a stable order (the builder keeps
+                // each name's RRsets contiguous cheaply that way).
+                let mut recs: Vec<_> = self.records.iter().collect();
+                recs.sort_unstable_by(|a, b| (&a.0 .0, a.0 .1).cmp(&(&b.0 .0, b.0 .1)));
+                for (i, ((_, rt, cl, rd), (owner, ttl))) in recs.into_iter().enumerate() {
+                    let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    b.record(&RecordRef {
+                        owner,
+                        rtype: *rt,
+                        class: *cl,
+                        ttl: *ttl,
+                        rdata: rd,
+                        file: &file,
+                        line,
+                        column: 1,
+                    });
+                }
+                b.finish()
+            }
+            _ => Err(vec![crate::error::ZoneError {
+                file: std::sync::Arc::from("IXFR"),
+                line: 0,
+                column: 0,
+                kind: crate::error::ErrorKind::Check(
+                    "the IXFR answer is incomplete or brings no new version".into(),
+                ),
+            }]),
+        }
+    }
+}
+
+fn serial_newer(a: u32, b: u32) -> bool {
+    crate::ixfr::serial_gt(a, b)
 }
 
 /// The zone as a zone file in RFC 3597's generic form (`TYPE1 \# 4
@@ -469,5 +738,58 @@ mod tests {
             Outcome::Reply
         ));
         assert_eq!(out[3] & 0xf, 2);
+    }
+
+    fn version(serial: u32, extra: &str) -> Zone {
+        let origin = Name::parse("ex.", None).unwrap();
+        let text = TEXT.replace("root 7 ", &format!("root {serial} ")) + extra;
+        load_zone(text.as_bytes(), "t", &origin, &mut NoIncludes)
+            .unwrap()
+            .0
+    }
+
+    fn ixfr_through(primary: Zone, ours: &Zone) -> (Result<Zone, ()>, bool, bool) {
+        let mut c = crate::Catalog::new();
+        c.insert(primary);
+        let cfg = ResponderConfig {
+            axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+            ..ResponderConfig::default()
+        };
+        let r = Responder::new(Arc::new(c), cfg);
+        let q = ixfr_query(ours, 31);
+        let mut out = Vec::new();
+        let Outcome::Transfer(t) =
+            r.handle(&q, Transport::Tcp, "127.0.0.1".parse().unwrap(), &mut out)
+        else {
+            panic!("no transfer");
+        };
+        let mut rd = IxfrReader::new(ours, 31);
+        let mut done = false;
+        for m in t.messages() {
+            done = rd.feed(&m).unwrap();
+        }
+        assert!(done);
+        let (inc, up) = (rd.incremental(), rd.up_to_date());
+        (rd.finish().map(|(z, _)| z).map_err(|_| ()), inc, up)
+    }
+
+    #[test]
+    fn ixfr_applies_differences_or_takes_the_whole_zone() {
+        let v1 = version(7, "old A 192.0.2.7\n");
+        let v2 = version(8, "new A 192.0.2.8\n");
+        let mut primary = version(8, "new A 192.0.2.8\n");
+        primary.set_history(vec![Arc::new(crate::Diff::between(&v1, &v2))]);
+        let (z, incremental, _) = ixfr_through(primary, &v1);
+        let z = z.unwrap();
+        assert!(incremental);
+        assert_eq!(z.serial(), Some(8));
+        assert!(crate::Diff::between(&z, &v2).is_empty());
+        // No history on the primary: AXFR-style, same result.
+        let (z, incremental, _) = ixfr_through(version(8, "new A 192.0.2.8\n"), &v1);
+        assert!(!incremental);
+        assert!(crate::Diff::between(&z.unwrap(), &v2).is_empty());
+        // Up to date: no new zone.
+        let (z, _, up) = ixfr_through(version(7, "old A 192.0.2.7\n"), &v1);
+        assert!(up && z.is_err());
     }
 }
