@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import pytest
@@ -24,10 +25,16 @@ def zone_text(serial):
             "  NS ns\nns A 192.0.2.1\nwww A 192.0.2.%d\n" % (serial, serial))
 
 
-def start_knot(daemons, kdir, kport, dport):
+def start_knot(daemons, kdir, kport, dport, secret=None):
     kdir.mkdir(exist_ok=True)
     conf = kdir / "knot.conf"
-    conf.write_text(f"""server:
+    key = f"""key:
+  - id: xfr-key
+    algorithm: hmac-sha256
+    secret: {secret}
+""" if secret else ""
+    with_key = "\n    key: xfr-key" if secret else ""
+    conf.write_text(key + f"""server:
     listen: 127.0.0.1@{kport}
     rundir: {kdir}
     background-workers: 1
@@ -38,11 +45,11 @@ log:
     any: info
 remote:
   - id: secondary
-    address: 127.0.0.1@{dport}
+    address: 127.0.0.1@{dport}{with_key}
 acl:
   - id: xfr
     address: 127.0.0.1
-    action: transfer
+    action: transfer{with_key}
 template:
   - id: default
     storage: {kdir}
@@ -61,11 +68,14 @@ zone:
     return k, conf
 
 
-def start_dnsd(daemons, tmp_path, dport, kport):
+def start_dnsd(daemons, tmp_path, dport, kport, secret=None):
     cfg = tmp_path / "dnsd.toml"
+    keys = (f'tsig_keys = [{{ name = "xfr-key", algorithm = "hmac-sha256", secret = "{secret}" }}]\n'
+            if secret else "")
+    key = ', key = "xfr-key"' if secret else ""
     cfg.write_text(f"""[dnsd]
 listen = ["127.0.0.1:{dport}"]
-zones = [{{ origin = "{ORIGIN}", file = "{tmp_path}/copy.zone", primaries = ["127.0.0.1:{kport}"] }}]
+{keys}zones = [{{ origin = "{ORIGIN}", file = "{tmp_path}/copy.zone", primaries = ["127.0.0.1:{kport}"]{key} }}]
 """)
     d = daemons([bin_path("dnsd"), "-c", cfg])
     wait_tcp(dport)
@@ -114,3 +124,32 @@ def test_secondary_of_knot(daemons, tmp_path):
     while rcode_of(dport) != dns.rcode.NOERROR:
         assert time.monotonic() < deadline, d2.output()
         time.sleep(0.2)
+
+
+def test_secondary_of_knot_with_tsig(daemons, tmp_path):
+    """With the zone's key, dnsd signs its SOA queries and transfers and
+    checks Knot's signatures, and takes only signed NOTIFYs."""
+    import base64
+    import os
+    ensure_knot()
+    secret = base64.b64encode(os.urandom(32)).decode()
+    kport, dport = free_port(), free_port()
+    kdir = tmp_path / "knot"
+    kdir.mkdir()
+    (kdir / "example.test.zone").write_text(zone_text(1))
+    _, conf = start_knot(daemons, kdir, kport, dport, secret)
+    d = start_dnsd(daemons, tmp_path, dport, kport, secret)
+    wait_serial(dport, 1, 10)
+    (kdir / "example.test.zone").write_text(zone_text(2))
+    subprocess.run(["knotc", "-c", str(conf), "zone-reload", ORIGIN], check=True,
+                   capture_output=True, timeout=20)
+    took = wait_serial(dport, 2, 10)
+    assert took < 1.5, took
+    log = d.output()
+    assert "NOTIFY received" in log and "transferred by IXFR" in log, log
+    assert "TSIG" not in log, log
+    # A NOTIFY without the key: REFUSED.
+    n = dns.message.make_query(ORIGIN + ".", "SOA")
+    n.set_opcode(dns.opcode.NOTIFY)
+    r = dns.query.udp(n, "127.0.0.1", port=dport, timeout=2)
+    assert r.rcode() == dns.rcode.REFUSED

@@ -142,9 +142,14 @@ fn tsig_keys(d: &Dnsd) -> Result<Vec<tsig::Key>, Error> {
 
 /// The zone's TSIG key, if `[dnsd]` gives it one.
 fn zone_key(d: &Dnsd, zone: &Zone) -> Option<tsig::Key> {
-    let z = d.zones.iter().find(|z| {
-        parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(zone.apex_key()))
-    })?;
+    zone_key_at(d, zone.apex_key())
+}
+
+fn zone_key_at(d: &Dnsd, apex: &[u8]) -> Option<tsig::Key> {
+    let z = d
+        .zones
+        .iter()
+        .find(|z| parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(apex)))?;
     let want = parse_origin(z.key.as_deref()?)
         .ok()?
         .as_wire()
@@ -353,92 +358,134 @@ async fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Sends a query, signed with `key` if there is one (RFC 8945), and
+/// returns what checks the answer's signatures.
+async fn send_query(
+    s: &mut TcpStream,
+    mut q: Vec<u8>,
+    key: Option<&tsig::Key>,
+) -> Result<Option<tsig::Verifier>, String> {
+    let v = key.map(|k| {
+        let mac = tsig::sign_request(&mut q, k, unix_now());
+        tsig::Verifier::new(k.clone(), mac)
+    });
+    send_frame(s, &q).await.map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Checks a message of the answer when the query was signed.
+fn check_tsig(v: &mut Option<tsig::Verifier>, m: &[u8]) -> Result<(), String> {
+    match v {
+        Some(v) => v.verify(m, unix_now()).map_err(|e| format!("TSIG: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// A transfer must end with a signed message.
+fn tsig_complete(v: &Option<tsig::Verifier>) -> Result<(), String> {
+    match v {
+        Some(v) if !v.complete() => Err("TSIG: the last message is unsigned".into()),
+        _ => Ok(()),
+    }
+}
+
+fn join_errors(errs: &[dns_zone::ZoneError]) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The primary's serial (SOA query over TCP).
-async fn primary_serial(origin: &Name, primary: SocketAddr) -> Result<u32, String> {
+async fn primary_serial(
+    origin: &Name,
+    primary: SocketAddr,
+    key: Option<&tsig::Key>,
+) -> Result<u32, String> {
     let id = random_id();
     let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::SOA, id);
     let mut s = TcpStream::connect(primary)
         .await
         .map_err(|e| e.to_string())?;
-    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
     let a = read_frame(&mut s).await.map_err(|e| e.to_string())?;
+    check_tsig(&mut v, &a)?;
     dns_zone::secondary::soa_serial(&a, id).map_err(|e| e.to_string())
 }
 
 /// A whole zone by AXFR; only a complete, valid transfer gives a zone.
-async fn axfr(origin: &Name, primary: SocketAddr) -> Result<Zone, String> {
+async fn axfr(origin: &Name, primary: SocketAddr, key: Option<&tsig::Key>) -> Result<Zone, String> {
     let id = random_id();
     let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::AXFR, id);
     let mut s = TcpStream::connect(primary)
         .await
         .map_err(|e| e.to_string())?;
-    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
     let mut reader = dns_zone::secondary::AxfrReader::new(origin, id);
     loop {
         let m = read_frame(&mut s)
             .await
             .map_err(|e| format!("transfer cut: {e}"))?;
+        check_tsig(&mut v, &m)?;
         if reader.feed(&m).map_err(|e| e.to_string())? {
             break;
         }
     }
-    match reader.finish() {
-        Ok((zone, _)) => Ok(zone),
-        Err(errs) => Err(errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")),
-    }
+    tsig_complete(&v)?;
+    reader.finish().map(|(z, _)| z).map_err(|e| join_errors(&e))
 }
 
 /// The differences since `ours` by IXFR (RFC 1995), or the whole zone if
 /// the primary sends it AXFR-style; only a complete answer gives a zone.
 /// Returns the zone and how it came.
-async fn ixfr(ours: &Zone, primary: SocketAddr) -> Result<(Zone, &'static str), String> {
+async fn ixfr(
+    ours: &Zone,
+    primary: SocketAddr,
+    key: Option<&tsig::Key>,
+) -> Result<(Zone, &'static str), String> {
     let id = random_id();
     let q = dns_zone::secondary::ixfr_query(ours, id);
     let mut s = TcpStream::connect(primary)
         .await
         .map_err(|e| e.to_string())?;
-    send_frame(&mut s, &q).await.map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
     let mut reader = dns_zone::secondary::IxfrReader::new(ours, id);
     loop {
         let m = read_frame(&mut s)
             .await
             .map_err(|e| format!("transfer cut: {e}"))?;
+        check_tsig(&mut v, &m)?;
         if reader.feed(&m).map_err(|e| e.to_string())? {
             break;
         }
     }
+    tsig_complete(&v)?;
     let how = if reader.incremental() {
         "IXFR"
     } else {
         "AXFR-style IXFR"
     };
-    match reader.finish() {
-        Ok((zone, _)) => Ok((zone, how)),
-        Err(errs) => Err(errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")),
-    }
+    reader
+        .finish()
+        .map(|(z, _)| (z, how))
+        .map_err(|e| join_errors(&e))
 }
 
 /// Checks the primaries in order: `Ok(None)` when the first that answers
 /// is not newer than `ours`, `Ok(Some(zone))` after a transfer (IXFR when
 /// there is a version to start from, else AXFR; an IXFR that fails is
-/// followed by an AXFR).
+/// followed by an AXFR). With a zone key every query is signed and every
+/// answer's signature checked.
 async fn refresh_once(
     origin: &Name,
     primaries: &[SocketAddr],
     ours: Option<&Zone>,
+    key: Option<&tsig::Key>,
 ) -> Result<Option<(Zone, &'static str)>, String> {
     let serial = ours.and_then(Zone::serial);
     let mut errors = Vec::new();
     for &p in primaries {
-        let remote = match tokio::time::timeout(SOA_TIMEOUT, primary_serial(origin, p)).await {
+        let remote = match tokio::time::timeout(SOA_TIMEOUT, primary_serial(origin, p, key)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 errors.push(format!("{p}: {e}"));
@@ -453,13 +500,13 @@ async fn refresh_once(
             return Ok(None);
         }
         if let Some(ours) = ours {
-            match tokio::time::timeout(XFR_TIMEOUT, ixfr(ours, p)).await {
+            match tokio::time::timeout(XFR_TIMEOUT, ixfr(ours, p, key)).await {
                 Ok(Ok(z)) => return Ok(Some(z)),
                 Ok(Err(e)) => warn!(zone = %origin, primary = %p, "IXFR failed, trying AXFR: {e}"),
                 Err(_) => warn!(zone = %origin, primary = %p, "IXFR timed out, trying AXFR"),
             }
         }
-        match tokio::time::timeout(XFR_TIMEOUT, axfr(origin, p)).await {
+        match tokio::time::timeout(XFR_TIMEOUT, axfr(origin, p, key)).await {
             Ok(Ok(z)) => return Ok(Some((z, "AXFR"))),
             Ok(Err(e)) => errors.push(format!("{p}: {e}")),
             Err(_) => errors.push(format!("{p}: transfer timed out")),
@@ -483,6 +530,7 @@ async fn secondary_loop(
     origin: Name,
     file: PathBuf,
     primaries: Vec<SocketAddr>,
+    key: Option<tsig::Key>,
     shared: Arc<Shared>,
     wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
@@ -497,7 +545,7 @@ async fn secondary_loop(
     loop {
         let current = shared.get().catalog().get(&apex).cloned();
         let serial = current.as_ref().and_then(|z| z.serial());
-        let ok = match refresh_once(&origin, &primaries, current.as_deref()).await {
+        let ok = match refresh_once(&origin, &primaries, current.as_deref(), key.as_ref()).await {
             Ok(Some((zone, how))) => {
                 let new_serial = zone.serial().unwrap_or(0);
                 if let Err(e) = write_copy(&file, &zone) {
@@ -836,10 +884,12 @@ pub async fn start_with(
             .find(|(a, _)| a.eq_ignore_ascii_case(origin.as_wire()))
             .map(|(_, n)| n.clone())
             .unwrap_or_default();
+        let key = zone_key_at(d, &origin.as_wire().to_ascii_lowercase());
         tasks.spawn(secondary_loop(
             origin,
             z.file.clone(),
             z.primaries.clone(),
+            key,
             shared.clone(),
             wake,
             stop_rx.clone(),

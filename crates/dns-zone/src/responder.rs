@@ -631,7 +631,14 @@ impl Responder {
             // RFC 1996 3.7: a NOTIFY for one of our secondary zones, from
             // one of its primaries, is acknowledged; the host refreshes.
             if let Some((apex, from)) = self.config.notify_allow.iter().find(|(a, _)| **a == *lc) {
-                if q.qtype != rtype::SOA || !from.iter().any(|p| p.contains(client)) {
+                // With a zone key, the NOTIFY must be signed with it.
+                let key_ok = self
+                    .config
+                    .transfer_keys
+                    .iter()
+                    .find(|(a, _)| **a == **apex)
+                    .is_none_or(|(_, key)| signed_by == Some(&**key));
+                if q.qtype != rtype::SOA || !key_ok || !from.iter().any(|p| p.contains(client)) {
                     return simple(w, rcode::REFUSED, 0);
                 }
                 w.header(q.id, 0x80 | (4 << 3) | 0x04 | q.rd, 0);

@@ -402,6 +402,143 @@ impl Signer {
     }
 }
 
+/// Where the TSIG record of a message starts and its RDATA, when its
+/// last record is one.
+fn find_tsig(msg: &[u8]) -> Option<(usize, &[u8])> {
+    let h = msg.get(..12)?;
+    let count = |i: usize| -> usize {
+        h.get(i..i + 2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map_or(0, |b| usize::from(u16::from_be_bytes(b)))
+    };
+    let (qd, rrs) = (count(4), count(6) + count(8) + count(10));
+    let skip_name = |mut p: usize| -> Option<usize> {
+        loop {
+            let len = *msg.get(p)?;
+            match len & 0xc0 {
+                0x00 if len == 0 => return Some(p + 1),
+                0x00 => p += 1 + usize::from(len),
+                0xc0 => return Some(p + 2),
+                _ => return None,
+            }
+        }
+    };
+    let mut p = 12;
+    for _ in 0..qd {
+        p = skip_name(p)? + 4;
+    }
+    let mut last = None;
+    for _ in 0..rrs {
+        let start = p;
+        p = skip_name(p)?;
+        let f = msg.get(p..p + 10)?;
+        let rt = u16::from_be_bytes([*f.first()?, *f.get(1)?]);
+        let rdlen = usize::from(u16::from_be_bytes([*f.get(8)?, *f.get(9)?]));
+        let rdata = msg.get(p + 10..p + 10 + rdlen)?;
+        p += 10 + rdlen;
+        last = Some((start, rt, rdata));
+    }
+    match last {
+        Some((start, rt, rdata)) if rt == rtype::TSIG && p == msg.len() => Some((start, rdata)),
+        _ => None,
+    }
+}
+
+/// Checks the TSIG of each message answering a request we signed (RFC
+/// 8945 5.3 and 5.3.1: the first signed, then at least every hundredth;
+/// unsigned ones in between count in the next MAC).
+#[derive(Debug)]
+pub struct Verifier {
+    key: Key,
+    prior: Vec<u8>,
+    first: bool,
+    /// Unsigned messages since the last signed one.
+    pending: Vec<u8>,
+    unsigned: usize,
+}
+
+/// Why a response's TSIG does not check.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The message has no TSIG where one is needed.
+    #[error("unsigned answer")]
+    Unsigned,
+    /// The TSIG names another key or algorithm.
+    #[error("signed with another key")]
+    OtherKey,
+    /// The MAC is wrong.
+    #[error("bad signature")]
+    BadSig,
+    /// The signing time is outside the fudge.
+    #[error("signature time out of range")]
+    BadTime,
+    /// The peer reports a TSIG error (BADKEY, BADSIG, BADTIME...).
+    #[error("the peer reports TSIG error {0}")]
+    Peer(u16),
+}
+
+impl Verifier {
+    /// For the answer to a request signed with `key` whose MAC was
+    /// `request_mac` (from [`sign_request`]).
+    pub fn new(key: Key, request_mac: Vec<u8>) -> Verifier {
+        Verifier {
+            key,
+            prior: request_mac,
+            first: true,
+            pending: Vec::new(),
+            unsigned: 0,
+        }
+    }
+
+    /// Checks one message at `now` (seconds since 1970).
+    pub fn verify(&mut self, msg: &[u8], now: u64) -> Result<(), VerifyError> {
+        let Some((start, rdata)) = find_tsig(msg) else {
+            // Only between signed messages, and never the first.
+            if self.first || self.unsigned >= 99 {
+                return Err(VerifyError::Unsigned);
+            }
+            self.pending.extend_from_slice(msg);
+            self.unsigned += 1;
+            return Ok(());
+        };
+        let t = parse_request(msg, start, rdata).ok_or(VerifyError::BadSig)?;
+        if t.error != 0 {
+            return Err(VerifyError::Peer(t.error));
+        }
+        if *t.key_name != *self.key.name || t.algorithm.as_slice() != self.key.algorithm.wire() {
+            return Err(VerifyError::OtherKey);
+        }
+        let mut ctx = hmac::Context::with_key(&self.key.key);
+        ctx.update(&(self.prior.len() as u16).to_be_bytes());
+        ctx.update(&self.prior);
+        ctx.update(&self.pending);
+        unsigned_part(&mut ctx, msg, start, t.original_id);
+        if self.first {
+            variables(&mut ctx, &self.key, t.time, t.fudge, t.error, t.other);
+        } else {
+            ctx.update(t.time.to_be_bytes().get(2..).unwrap_or_default());
+            ctx.update(&t.fudge.to_be_bytes());
+        }
+        if !constant_eq(t.mac, ctx.sign().as_ref()) {
+            return Err(VerifyError::BadSig);
+        }
+        if now.abs_diff(t.time) > u64::from(t.fudge) {
+            return Err(VerifyError::BadTime);
+        }
+        self.prior = t.mac.to_vec();
+        self.first = false;
+        self.pending.clear();
+        self.unsigned = 0;
+        Ok(())
+    }
+
+    /// Whether the last message checked was signed (a transfer must end
+    /// with one).
+    pub fn complete(&self) -> bool {
+        !self.first && self.unsigned == 0
+    }
+}
+
 /// Appends the unsigned TSIG of a BADKEY or BADSIG answer (RFC 8945
 /// 5.3.2: empty MAC).
 pub(crate) fn append_unsigned_error(
@@ -504,5 +641,43 @@ mod tests {
         fresh.sign(&mut vec![0u8; 12], 0, &[]);
         fresh.sign(&mut n2, 0, &[]);
         assert_ne!(n1, n2);
+    }
+
+    #[test]
+    fn verifier_checks_what_signer_signs() {
+        let k = key("xfr-key.", b"secret");
+        let mut q = vec![0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mac = sign_request(&mut q, &k, 100);
+        let mut signer = Signer::new(k.clone(), mac.clone(), 100);
+        let mut v = Verifier::new(k.clone(), mac.clone());
+        for n in 0..3u8 {
+            let mut m = vec![0, 7, 0x84, n << 4, 0, 0, 0, 0, 0, 0, 0, 0];
+            signer.sign(&mut m, 0, &[]);
+            assert_eq!(v.verify(&m, 150), Ok(()));
+        }
+        assert!(v.complete());
+        // A changed message, a late one, another key, no TSIG.
+        let mut m = vec![0, 7, 0x84, 0x10, 0, 0, 0, 0, 0, 0, 0, 0];
+        Signer::new(k.clone(), mac.clone(), 100).sign(&mut m, 0, &[]);
+        let mut bad = m.clone();
+        bad[3] = 0x20;
+        assert_eq!(
+            Verifier::new(k.clone(), mac.clone()).verify(&bad, 100),
+            Err(VerifyError::BadSig)
+        );
+        assert_eq!(
+            Verifier::new(k.clone(), mac.clone()).verify(&m, 1000),
+            Err(VerifyError::BadTime)
+        );
+        let other = key("other.", b"secret");
+        assert_eq!(
+            Verifier::new(other, mac.clone()).verify(&m, 100),
+            Err(VerifyError::OtherKey)
+        );
+        let plain = vec![0, 7, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            Verifier::new(k, mac).verify(&plain, 100),
+            Err(VerifyError::Unsigned)
+        );
     }
 }
