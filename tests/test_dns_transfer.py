@@ -12,6 +12,7 @@ import time
 import dns.message
 import dns.query
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from conftest import bin_path, free_port, wait_tcp
@@ -188,3 +189,34 @@ ixfr_history = 1
     # The access list of AXFR applies: a non-loopback source is not
     # possible here, so check the log names the transfers.
     assert "IXFR" in d.output()
+
+
+def test_serial_policy_increment(daemons, tmp_path):
+    """serial_policy = "increment": new records under the old serial are
+    served with the serial raised, and IXFR from the file's serial works;
+    a reload of the same file changes nothing."""
+    port = free_port()
+    zf = tmp_path / "example.test.zone"
+    zf.write_text(zone_text(5))
+    cfg = tmp_path / "dnsd.toml"
+    cfg.write_text(f"""[dnsd]
+listen = ["127.0.0.1:{port}"]
+serial_policy = "increment"
+zones = [{{ origin = "{ORIGIN}", file = "{zf}" }}]
+""")
+    d = daemons([bin_path("dnsd"), "-c", cfg])
+    wait_tcp(port)
+    zf.write_text(zone_text(5, "added A 192.0.2.50\n"))
+    d.proc.send_signal(signal.SIGHUP)
+    wait_serial(port, 6, 5)
+    r = dns.query.udp(dns.message.make_query("added.example.test.", "A"), "127.0.0.1", port=port, timeout=2)
+    assert r.answer
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert serial_at(port) == 6
+    q = dns.message.make_query(ORIGIN + ".", "IXFR")
+    q.authority.append(dns.rrset.from_text(ORIGIN + ".", 0, "IN", "SOA", "ns. root. 5 1 1 1 1"))
+    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=3, one_rr_per_rrset=True)
+    soas = [rr.serial for rrset in r.answer if rrset.rdtype == dns.rdatatype.SOA for rr in rrset]
+    assert soas == [6, 5, 6, 6], r
+    assert "serial raised by serial_policy" in d.output()

@@ -47,7 +47,7 @@ use dns_zone::{
     rcode, Catalog, Diff, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig,
     Transport, Zone,
 };
-use mail_config::{Config, Dnsd};
+use mail_config::{Config, Dnsd, SerialPolicy};
 use netkit::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -262,19 +262,21 @@ pub fn load_zone(
 
 /// Loads a whole zone set; any error anywhere fails the whole set.
 pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<String>> {
-    load_catalog_over(zones, None, 0).map(|(c, _)| c)
+    load_catalog_over(zones, None, 0, SerialPolicy::Keep).map(|(c, _)| c)
 }
 
 /// Loads a zone set as a new version of `old` (a reload): a zone whose
 /// records did not change keeps its loaded version; one that changed gets
 /// the difference appended to its history (at most `history` kept, for
 /// IXFR). A zone whose content changed while its serial did not is an
-/// error, as in BIND: secondaries would never see the change. Returns the
-/// catalog and the zones whose serial changed (or all, without `old`).
+/// error under `SerialPolicy::Keep`, as in BIND (secondaries would never
+/// see the change); the other policies raise the served serial. Returns
+/// the catalog and the zones whose serial changed (or all, without `old`).
 pub fn load_catalog_over(
     zones: &[(String, ZoneSource)],
     old: Option<&Catalog>,
     history: usize,
+    policy: SerialPolicy,
 ) -> Result<(Catalog, Vec<Arc<Zone>>), Vec<String>> {
     let mut cat = Catalog::new();
     let mut changed = Vec::new();
@@ -294,10 +296,30 @@ pub fn load_catalog_over(
         let previous = old.and_then(|c| c.get(zone.apex_key()));
         if let Some(prev) = previous {
             let old_serial = prev.serial().unwrap_or(0);
-            let diff = Diff::between(prev, &zone);
-            if diff.is_empty() {
+            let mut diff = Diff::between(prev, &zone);
+            let managed = policy != SerialPolicy::Keep;
+            // Under a serial policy the served serial may be ahead of the
+            // file's: the same records are no change.
+            if diff.is_empty() || (managed && diff.only_serial_differs()) {
                 cat.insert_shared(prev.clone());
                 continue;
+            }
+            let mut serial = serial;
+            if managed && !dns_zone::ixfr::serial_gt(serial, old_serial) {
+                serial = match policy {
+                    SerialPolicy::Unixtime => {
+                        let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
+                        if dns_zone::ixfr::serial_gt(now, old_serial) {
+                            now
+                        } else {
+                            old_serial.wrapping_add(1)
+                        }
+                    }
+                    _ => old_serial.wrapping_add(1),
+                };
+                info!(zone = %zone.origin(), old_serial, serial, "records changed: serial raised by serial_policy");
+                zone.set_serial(serial);
+                diff = Diff::between(prev, &zone);
             }
             if serial == old_serial {
                 errors.push(format!(
@@ -809,7 +831,7 @@ pub async fn start_with(
     let sources = sources_for(d, &default_zones)?;
     let rcfg = responder_config(d)?;
     let (catalog, loaded) =
-        load_catalog_over(&sources, None, d.ixfr_history).map_err(Error::Zones)?;
+        load_catalog_over(&sources, None, d.ixfr_history, d.serial_policy).map_err(Error::Zones)?;
     let secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)> = d
         .zones
         .iter()
@@ -987,7 +1009,8 @@ impl Service for Running {
         };
         let old = self.shared.get().catalog().clone();
         let (catalog, changed) =
-            load_catalog_over(&sources, Some(&old), d.ixfr_history).map_err(Error::Zones)?;
+            load_catalog_over(&sources, Some(&old), d.ixfr_history, d.serial_policy)
+                .map_err(Error::Zones)?;
         if let Some(l) = &rrl {
             info!(
                 responses_per_second = l.as_ref().map_or(0, |l| l.config().responses_per_second),

@@ -92,6 +92,23 @@ impl Diff {
         self.deleted.is_empty() && self.added.is_empty() && self.old_soa == self.new_soa
     }
 
+    /// Whether only the SOA serial differs (or nothing): what a reload of
+    /// an unchanged file looks like once a serial policy has bumped the
+    /// served serial.
+    pub fn only_serial_differs(&self) -> bool {
+        let rest = |r: &WireRecord| -> Option<Vec<u8>> {
+            let f = &r.1;
+            let cut = f.len().checked_sub(20)?;
+            let mut v = f.get(..cut)?.to_vec();
+            v.extend_from_slice(f.get(cut + 4..)?);
+            Some(v)
+        };
+        self.deleted.is_empty()
+            && self.added.is_empty()
+            && self.old_soa.0.eq_ignore_ascii_case(&self.new_soa.0)
+            && rest(&self.old_soa) == rest(&self.new_soa)
+    }
+
     /// Number of records deleted and added (SOAs excepted).
     pub fn len(&self) -> (usize, usize) {
         (self.deleted.len(), self.added.len())
@@ -108,6 +125,12 @@ impl Zone {
     /// (the host keeps them bounded); IXFR answers from them.
     pub fn set_history(&mut self, history: Vec<Arc<Diff>>) {
         self.history = history;
+    }
+
+    /// Sets the SOA serial (a host's serial policy: the zone file's
+    /// records changed but its serial did not).
+    pub fn set_serial(&mut self, serial: u32) {
+        self.set_soa_serial(serial);
     }
 
     /// The differences that led to this version, oldest first.

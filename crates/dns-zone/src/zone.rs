@@ -995,6 +995,33 @@ impl Zone {
         ))
     }
 
+    /// Rewrites the serial inside the apex SOA's stored RDATA.
+    pub(crate) fn set_soa_serial(&mut self, serial: u32) {
+        let Some(idx) = self.arenas.find(&self.apex_lc, hash_name(&self.apex_lc)) else {
+            return;
+        };
+        let Some(rec) = self.arenas.nodes.get(idx).copied() else {
+            return;
+        };
+        let start = rec.sets_off as usize;
+        let soa = self
+            .arenas
+            .sets
+            .get(start..start + usize::from(rec.sets_len))
+            .and_then(|sets| sets.iter().find(|s| s.rtype == rtype::SOA))
+            .copied();
+        if let Some(set) = soa {
+            // One SOA record: its serial is 20 octets before the end.
+            let end = set.data_off as usize + set.data_len as usize;
+            if let Some(dst) = end
+                .checked_sub(20)
+                .and_then(|at| self.arenas.data.get_mut(at..at + 4))
+            {
+                dst.copy_from_slice(&serial.to_be_bytes());
+            }
+        }
+    }
+
     /// Negative-answer TTL, RFC 2308 section 5: min(SOA TTL, SOA MINIMUM).
     pub fn negative_ttl(&self) -> u32 {
         let Some(soa) = self.soa() else { return 0 };

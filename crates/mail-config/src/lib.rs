@@ -328,6 +328,11 @@ pub struct Dnsd {
     /// Clients allowed to transfer zones (AXFR and IXFR); CIDR or single
     /// addresses (BIND's `allow-transfer`).
     pub axfr_allow: Vec<IpNet>,
+    /// What a reload does with a zone whose records changed but whose SOA
+    /// serial did not: refuse it (`keep`, BIND's behaviour), or serve it
+    /// with the serial raised by one (`increment`) or to the current Unix
+    /// time (`unixtime`, at least one more), as Knot's `serial-policy`.
+    pub serial_policy: SerialPolicy,
     /// TSIG keys (RFC 8945) for transfers and NOTIFY, named by zones'
     /// `key` (BIND's `key` statements).
     pub tsig_keys: Vec<TsigKey>,
@@ -377,6 +382,7 @@ impl Default for Dnsd {
                 IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
                 IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
             ],
+            serial_policy: SerialPolicy::Keep,
             tsig_keys: Vec::new(),
             ixfr_history: 20,
             query_log: false,
@@ -425,6 +431,18 @@ pub struct DnsZone {
     /// on-disk copy, written after each transfer and served at start.
     #[serde(default)]
     pub primaries: Vec<SocketAddr>,
+}
+
+/// `[dnsd] serial_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialPolicy {
+    /// Refuse the reload.
+    Keep,
+    /// The old serial plus one.
+    Increment,
+    /// The current Unix time, or the old serial plus one if that is newer.
+    Unixtime,
 }
 
 /// A TSIG key (RFC 8945), as BIND's `key "name" { algorithm
@@ -979,10 +997,13 @@ rrl_responses_per_second = 5
 rrl_slip = 0
 rrl_exempt_clients = ["10.0.0.0/8"]
 rrl_log_only = true
+serial_policy = "unixtime"
 "#,
         )
         .unwrap();
         let d = &c.dnsd;
+        assert_eq!(d.serial_policy, SerialPolicy::Unixtime);
+        assert!(parse("[dnsd]\nserial_policy = \"date\"\n").is_err());
         assert_eq!(d.listen.len(), 2);
         assert_eq!(d.udp_payload_max, 1400);
         assert_eq!(d.tcp_max_connections, 256);
