@@ -18,8 +18,10 @@ command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # Signers for the DNSSEC serving tests (delv comes with bind9-dnsutils).
 command -v dnssec-signzone >/dev/null 2>&1 || need_apt+=(bind9-utils)
 command -v ldns-signzone   >/dev/null 2>&1 || need_apt+=(ldnsutils)
-# Knot runs as dnsd's secondary in the zone transfer tests.
+# Knot and NSD run as dnsd's secondaries (and Knot as its primary) in the
+# zone transfer tests.
 command -v knotd           >/dev/null 2>&1 || need_apt+=(knot)
+command -v nsd             >/dev/null 2>&1 || need_apt+=(nsd)
 command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
 # doveadm reads our Maildirs in the interoperability tests.
 command -v doveadm >/dev/null 2>&1 || need_apt+=(dovecot-core)

@@ -220,3 +220,59 @@ zones = [{{ origin = "{ORIGIN}", file = "{zf}" }}]
     soas = [rr.serial for rrset in r.answer if rrset.rdtype == dns.rdatatype.SOA for rr in rrset]
     assert soas == [6, 5, 6, 6], r
     assert "serial raised by serial_policy" in d.output()
+
+
+def test_nsd_follows_by_notify_and_ixfr(daemons, tmp_path):
+    """NSD as a secondary: AXFR at its start, then NOTIFY and IXFR (dnsd's
+    log shows the incremental answer; NSD's the new serial)."""
+    if shutil.which("nsd") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nsd"],
+                       capture_output=True, timeout=600,
+                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    if shutil.which("nsd") is None:
+        pytest.skip("nsd not installed")
+    pport, nport = free_port(), free_port()
+    zf = tmp_path / "example.test.zone"
+    zf.write_text(zone_text(1))
+    cfg = tmp_path / "dnsd.toml"
+    cfg.write_text(f"""[dnsd]
+listen = ["127.0.0.1:{pport}"]
+zones = [{{ origin = "{ORIGIN}", file = "{zf}", notify = ["127.0.0.1:{nport}"] }}]
+""")
+    primary = daemons([bin_path("dnsd"), "-c", cfg])
+    wait_tcp(pport)
+    ndir = tmp_path / "nsd"
+    ndir.mkdir()
+    (ndir / "nsd.conf").write_text(f"""server:
+    ip-address: 127.0.0.1
+    port: {nport}
+    username: ""
+    zonesdir: "{ndir}"
+    database: ""
+    pidfile: "{ndir}/nsd.pid"
+    xfrdfile: "{ndir}/xfrd.state"
+    zonelistfile: "{ndir}/zone.list"
+    xfrdir: "{ndir}"
+    logfile: "{ndir}/nsd.log"
+    verbosity: 2
+    server-count: 1
+remote-control:
+    control-enable: no
+zone:
+    name: {ORIGIN}
+    zonefile: "secondary.zone"
+    request-xfr: 127.0.0.1@{pport} NOKEY
+    allow-notify: 127.0.0.1 NOKEY
+""")
+    daemons(["nsd", "-d", "-c", ndir / "nsd.conf"])
+    wait_tcp(nport)
+    wait_serial(nport, 1, 20)
+    zf.write_text(zone_text(2, "new2 A 192.0.2.12\n"))
+    primary.proc.send_signal(signal.SIGHUP)
+    took = wait_serial(nport, 2, 10)
+    assert took < 1.5, took
+    assert "serial 1 is updated to 2" in (ndir / "nsd.log").read_text()
+    log = primary.output()
+    assert "from=Some(1) kind=Incremental" in log, log
+    r = dns.query.udp(dns.message.make_query("new2.example.test.", "A"), "127.0.0.1", port=nport, timeout=2)
+    assert r.answer
