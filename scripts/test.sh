@@ -18,10 +18,11 @@ command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # Signers for the DNSSEC serving tests (delv comes with bind9-dnsutils).
 command -v dnssec-signzone >/dev/null 2>&1 || need_apt+=(bind9-utils)
 command -v ldns-signzone   >/dev/null 2>&1 || need_apt+=(ldnsutils)
-# Knot and NSD run as dnsd's secondaries (and Knot as its primary) in the
-# zone transfer tests.
+# Knot, NSD and BIND run as dnsd's secondaries (and Knot as its primary)
+# in the zone transfer tests, on loopback ports the tests choose.
 command -v knotd           >/dev/null 2>&1 || need_apt+=(knot)
 command -v nsd             >/dev/null 2>&1 || need_apt+=(nsd)
+command -v named           >/dev/null 2>&1 || need_apt+=(bind9)
 command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
 # doveadm reads our Maildirs in the interoperability tests.
 command -v doveadm >/dev/null 2>&1 || need_apt+=(dovecot-core)
