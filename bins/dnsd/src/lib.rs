@@ -858,14 +858,28 @@ pub async fn start_with(
     let mut addrs = Vec::new();
     for &addr in &d.listen {
         // The first socket fixes the port (useful with port 0); the
-        // others share it through SO_REUSEPORT, one per worker.
-        let first = bind_udp(addr)?;
-        let bound = first.local_addr()?;
+        // others share it through SO_REUSEPORT, one per worker. With port
+        // 0 the port UDP got may be taken for TCP (a client connection's
+        // port, or one in TIME-WAIT): then another port is tried.
+        let mut tries = 0;
+        let (first, bound, listener) = loop {
+            let first = bind_udp(addr)?;
+            let bound = first.local_addr()?;
+            match bind_tcp(bound) {
+                Ok(l) => break (first, bound, l),
+                Err(e)
+                    if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && tries < 32 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         udp.push(first);
         for _ in 1..workers {
             udp.push(bind_udp(bound)?);
         }
-        tcp.push(bind_tcp(bound)?);
+        tcp.push(listener);
         addrs.push(bound);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
