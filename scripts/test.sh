@@ -18,6 +18,7 @@ command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 # Signers for the DNSSEC serving tests (delv comes with bind9-dnsutils).
 command -v dnssec-signzone >/dev/null 2>&1 || need_apt+=(bind9-utils)
 command -v ldns-signzone   >/dev/null 2>&1 || need_apt+=(ldnsutils)
+command -v kzonesign       >/dev/null 2>&1 || need_apt+=(knot-dnssecutils)
 # Knot, NSD and BIND run as dnsd's secondaries (and Knot as its primary)
 # in the zone transfer tests, on loopback ports the tests choose.
 command -v knotd           >/dev/null 2>&1 || need_apt+=(knot)

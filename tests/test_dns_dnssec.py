@@ -1,7 +1,8 @@
 """dnsd serving zones signed by real signers (RFC 4035 3.1, RFC 5155 7.2).
 
 A test zone is signed by BIND's dnssec-signzone (NSEC, NSEC3, NSEC3 with
-opt-out) and by ldns-signzone (NSEC, NSEC3 with salt and iterations);
+opt-out), by ldns-signzone (NSEC, NSEC3 with salt and iterations) and by
+Knot's kzonesign (NSEC, NSEC3; keys made by keymgr's policy);
 dnsd serves it on loopback and BIND's delv, given the zone's key as its
 trust anchor, validates positive, NXDOMAIN, NODATA and wildcard answers.
 dnspython checks every returned RRset's signature with
@@ -47,7 +48,7 @@ ns.secure A 192.0.2.6
 
 TOOLS = {"dnssec-signzone": "bind9-utils", "dnssec-keygen": "bind9-utils",
          "ldns-signzone": "ldnsutils", "ldns-keygen": "ldnsutils",
-         "delv": "bind9-dnsutils"}
+         "delv": "bind9-dnsutils", "kzonesign": "knot-dnssecutils"}
 
 
 def ensure_tools():
@@ -79,6 +80,31 @@ def sign(kind, d):
         extra = {"bind-nsec": [], "bind-nsec3": ["-3", "-", "-H", "0"],
                  "bind-nsec3-optout": ["-3", "-", "-H", "0", "-A"]}[kind]
         run("dnssec-signzone", "-q", *extra, "-o", ORIGIN, "-f", "signed", "zone", ksk, zsk, cwd=d)
+    elif kind.startswith("knot"):
+        # Knot's kzonesign: keys made by the policy in its KASP database.
+        nsec3 = "on" if kind == "knot-nsec3" else "off"
+        (d / "knot.conf").write_text(f"""database:
+    storage: {d}
+    kasp-db: {d}/keys
+policy:
+  - id: p
+    algorithm: ecdsap256sha256
+    nsec3: {nsec3}
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
+zone:
+  - domain: {ORIGIN}
+    file: {d}/zone
+    dnssec-signing: on
+    dnssec-policy: p
+""")
+        run("kzonesign", "-c", str(d / "knot.conf"), "-o", str(d / "out"), ORIGIN, cwd=d)
+        signed = next((d / "out").iterdir())
+        for ln in signed.read_text().splitlines():
+            f = ln.split()
+            if "DNSKEY" in f and f[f.index("DNSKEY") + 1] == "257":
+                return signed, f[f.index("DNSKEY") + 1:]
+        raise AssertionError("no KSK in " + signed.read_text())
     else:
         ksk = run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", ORIGIN, cwd=d).strip()
         zsk = run("ldns-keygen", "-a", "ECDSAP256SHA256", ORIGIN, cwd=d).strip()
@@ -91,7 +117,8 @@ def sign(kind, d):
     return d / "signed", fields[i + 1:]
 
 
-KINDS = ["bind-nsec", "bind-nsec3", "bind-nsec3-optout", "ldns-nsec", "ldns-nsec3"]
+KINDS = ["bind-nsec", "bind-nsec3", "bind-nsec3-optout", "ldns-nsec", "ldns-nsec3",
+         "knot-nsec", "knot-nsec3"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
