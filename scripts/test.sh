@@ -15,6 +15,15 @@ log() { printf '==> %s\n' "$*"; }
 need_apt=()
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
 command -v dig   >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+# Signers for the DNSSEC serving tests (delv comes with bind9-dnsutils).
+command -v dnssec-signzone >/dev/null 2>&1 || need_apt+=(bind9-utils)
+command -v ldns-signzone   >/dev/null 2>&1 || need_apt+=(ldnsutils)
+command -v kzonesign       >/dev/null 2>&1 || need_apt+=(knot-dnssecutils)
+# Knot, NSD and BIND run as dnsd's secondaries (and Knot as its primary)
+# in the zone transfer tests, on loopback ports the tests choose.
+command -v knotd           >/dev/null 2>&1 || need_apt+=(knot)
+command -v nsd             >/dev/null 2>&1 || need_apt+=(nsd)
+command -v named           >/dev/null 2>&1 || need_apt+=(bind9)
 command -v curl  >/dev/null 2>&1 || need_apt+=(curl)
 # doveadm reads our Maildirs in the interoperability tests.
 command -v doveadm >/dev/null 2>&1 || need_apt+=(dovecot-core)
@@ -44,6 +53,11 @@ fi
 if ! python3 -c 'import pytest, dns.resolver' >/dev/null 2>&1; then
   log "installing pytest dnspython"
   python3 -m pip install --quiet --disable-pip-version-check pytest dnspython
+fi
+# dnspython's DNSSEC validation needs its own cryptography release.
+if ! python3 -c 'import sys, dns._features as f; sys.exit(not f.have("dnssec"))' >/dev/null 2>&1; then
+  log "installing dnspython[dnssec]"
+  python3 -m pip install --quiet --disable-pip-version-check 'dnspython[dnssec]'
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt >/dev/null 2>&1 || true
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy >/dev/null 2>&1 || true

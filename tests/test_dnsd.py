@@ -270,7 +270,9 @@ def test_sighup_reload(daemons, tmp_path):
     zf.write_text(text)
     d = daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}", "--zone", f"csuvnetwork.com={zf}"])
     wait_tcp(port)
-    zf.write_text(text.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11"))
+    # New records need a new serial (a reload without one is refused).
+    zf.write_text(text.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11")
+                  .replace("0      ; serial", "1      ; serial"))
     d.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while ask(port, "mail.csuvnetwork.com.", "A").answer[0][0].address != "192.168.3.11":

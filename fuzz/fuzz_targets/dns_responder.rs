@@ -1,15 +1,43 @@
 //! The responder on arbitrary query bytes over both transports, against a
-//! zone with wildcards, CNAME chains and loops, and a delegation.
+//! zone with wildcards, CNAME chains and loops, and a delegation, and two
+//! signed zones (NSEC and NSEC3, fake signatures: the responder only picks
+//! records). Each input is also sent with an EDNS OPT carrying DO appended,
+//! so the DNSSEC paths (RFC 4035 3.1) run on most inputs.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
-use dns_zone::{load_zone, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig, Transport};
+use dns_zone::{load_zone, tsig, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig, Transport};
 use libfuzzer_sys::fuzz_target;
 
 const ZONE: &str = "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TXT \"hello\"\nns A 192.0.2.1\n\
 mail A 192.0.2.2\nmail AAAA 2001:db8::2\nwww CNAME web\nweb A 192.0.2.3\nl1 CNAME l2\nl2 CNAME l1\n\
 *.w A 192.0.2.4\n*.w MX 5 mail\nsub NS ns.sub\nns.sub A 192.0.2.5\n_s._tcp SRV 0 0 25 mail\n";
+
+const SIG: &str = "13 2 300 20300101000000 20200101000000 1 s.example. AAAA";
+
+fn signed_zone(nsec3: bool) -> String {
+    let mut z = format!(
+        "$TTL 300\n@ SOA ns root 1 2 3 4 60\n RRSIG SOA {SIG}\n NS ns\n RRSIG NS {SIG}\n DNSKEY 257 3 13 AAAA\n RRSIG DNSKEY {SIG}\n\
+ns A 192.0.2.1\nns RRSIG A {SIG}\n*.w TXT x\n*.w RRSIG TXT {SIG}\nc CNAME nx.w\nc RRSIG CNAME {SIG}\n\
+a.b A 192.0.2.2\na.b RRSIG A {SIG}\nsub NS ns.sub\nns.sub A 192.0.2.3\nsec NS ns.sub\nsec DS 1 13 2 00\nsec RRSIG DS {SIG}\n"
+    );
+    if nsec3 {
+        z += "@ NSEC3PARAM 1 0 0 -\n";
+        for (h, next) in [
+            ("0p9mhaveqvm6t7vbl5lop2u3t2rp3tom", "35mthgpgcu1qg68fab165klnsnk3dpvl"),
+            ("35mthgpgcu1qg68fab165klnsnk3dpvl", "gjeqe526plbf1g8mklp59enfd789njgi"),
+            ("gjeqe526plbf1g8mklp59enfd789njgi", "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom"),
+        ] {
+            z += &format!("{h} NSEC3 1 1 0 - {next} A RRSIG\n{h} RRSIG NSEC3 {SIG}\n");
+        }
+    } else {
+        for (o, next) in [("@", "a.b"), ("a.b", "ns"), ("ns", "sec"), ("sec", "sub"), ("sub", "*.w"), ("*.w", "@")] {
+            z += &format!("{o} NSEC {next} A NS RRSIG NSEC\n{o} RRSIG NSEC {SIG}\n");
+        }
+    }
+    z
+}
 
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
@@ -18,21 +46,52 @@ fn responder() -> &'static Responder {
         let (z, _) = load_zone(ZONE.as_bytes(), "z", &origin, &mut NoIncludes).unwrap();
         let mut c = Catalog::new();
         c.insert(z);
+        for (apex, nsec3) in [("s.example.", false), ("s3.example.", true)] {
+            let origin = Name::parse(apex, None).unwrap();
+            let text = signed_zone(nsec3);
+            let (z, _) = load_zone(text.as_bytes(), "z", &origin, &mut NoIncludes).unwrap();
+            assert!(z.is_signed());
+            c.insert(z);
+        }
         Responder::new(
             Arc::new(c),
             ResponderConfig {
                 udp_payload_max: 1232,
                 axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+                // TSIG-signed inputs reach the key lookup and MAC check.
+                tsig_keys: vec![tsig::Key::new(
+                    &Name::parse("k.", None).unwrap(),
+                    tsig::Algorithm::HmacSha256,
+                    b"fuzz",
+                )],
+                transfer_keys: vec![(b"\x01s\x07example\x00".to_vec().into(), b"\x01k\x00".to_vec().into())],
+                // NOTIFY from loopback for one zone, and a secondary zone
+                // not transferred yet.
+                notify_allow: vec![
+                    (b"\x02s3\x07example\x00".to_vec().into(), vec![Prefix::parse("127.0.0.0/8").unwrap()]),
+                    (b"\x07pending\x07example\x00".to_vec().into(), vec![]),
+                ],
             },
         )
     })
 }
 
 fuzz_target!(|data: &[u8]| {
+    check(data);
+    // The same query with an OPT record (payload 1232, DO) appended.
+    if data.len() >= 12 && data[10..12] == [0, 0] {
+        let mut q = data.to_vec();
+        q[11] = 1;
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        check(&q);
+    }
+});
+
+fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
-        match r.handle(data, t, "127.0.0.1".parse().unwrap(), &mut out) {
+        match r.handle_at(data, t, "127.0.0.1".parse().unwrap(), 1_700_000_000, &mut out) {
             Outcome::Reply => {
                 assert!(out.len() >= 12);
                 if t == Transport::Udp {
@@ -41,10 +100,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(out[..2], data[..2]);
             }
             Outcome::Drop => assert!(out.is_empty() || data.len() < 12 || data[2] & 0x80 != 0),
+            Outcome::Notify(_) => assert!(out.len() >= 12 && data[2] & 0x78 == 4 << 3),
             Outcome::Transfer(x) => {
                 assert_eq!(t, Transport::Tcp);
                 let _ = x.messages();
             }
         }
     }
-});
+}

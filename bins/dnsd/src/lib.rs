@@ -42,10 +42,12 @@ mod mmsg;
 
 use bytes::{Bytes, BytesMut};
 use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
+use dns_zone::tsig;
 use dns_zone::{
-    Catalog, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig, Transport,
+    rcode, Catalog, Diff, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig,
+    Transport, Zone,
 };
-use mail_config::{Config, Dnsd};
+use mail_config::{Config, Dnsd, SerialPolicy};
 use netkit::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,10 +95,76 @@ fn prefixes(key: &str, nets: &[mail_config::IpNet]) -> Result<Vec<Prefix>, Error
 
 fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
     let axfr_allow = prefixes("axfr_allow", &d.axfr_allow)?;
+    let tsig_keys = tsig_keys(d)?;
+    let mut transfer_keys = Vec::new();
+    for z in &d.zones {
+        if let Some(k) = &z.key {
+            let apex = parse_origin(&z.origin)?.as_wire().to_ascii_lowercase();
+            let key = parse_origin(k)?.as_wire().to_ascii_lowercase();
+            transfer_keys.push((apex.into(), key.into()));
+        }
+    }
+    let mut notify_allow = Vec::new();
+    for z in d.zones.iter().filter(|z| !z.primaries.is_empty()) {
+        let apex = parse_origin(&z.origin)?.as_wire().to_ascii_lowercase();
+        let from = z
+            .primaries
+            .iter()
+            .filter_map(|p| Prefix::parse(&p.ip().to_string()))
+            .collect();
+        notify_allow.push((apex.into(), from));
+    }
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
+        tsig_keys,
+        transfer_keys,
+        notify_allow,
     })
+}
+
+/// The `tsig_keys` of `[dnsd]`, decoded.
+fn tsig_keys(d: &Dnsd) -> Result<Vec<tsig::Key>, Error> {
+    use base64::Engine as _;
+    d.tsig_keys
+        .iter()
+        .map(|k| {
+            let bad = |what: &str| Error::Invalid(format!("tsig key {:?}: {what}", k.name));
+            let alg =
+                tsig::Algorithm::from_name(&k.algorithm).ok_or_else(|| bad("unknown algorithm"))?;
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .map_err(|_| bad("secret is not base64"))?;
+            Ok(tsig::Key::new(&parse_origin(&k.name)?, alg, &secret))
+        })
+        .collect()
+}
+
+/// The zone's TSIG key, if `[dnsd]` gives it one.
+fn zone_key(d: &Dnsd, zone: &Zone) -> Option<tsig::Key> {
+    zone_key_at(d, zone.apex_key())
+}
+
+fn zone_key_at(d: &Dnsd, apex: &[u8]) -> Option<tsig::Key> {
+    let z = d
+        .zones
+        .iter()
+        .find(|z| parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(apex)))?;
+    let want = parse_origin(z.key.as_deref()?)
+        .ok()?
+        .as_wire()
+        .to_ascii_lowercase();
+    tsig_keys(d)
+        .ok()?
+        .into_iter()
+        .find(|k| k.name_wire() == want.as_slice())
+}
+
+/// Seconds since 1970, for TSIG.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The response rate limiter `[dnsd]` asks for (`None`: RRL off).
@@ -113,10 +181,12 @@ fn rate_limiter(d: &Dnsd) -> Result<Option<RateLimiter>, Error> {
     }))
 }
 
-/// The zone files `[dnsd]` lists.
+/// The zone files `[dnsd]` lists (a secondary's only once its on-disk
+/// copy exists: before its first transfer it has nothing to serve).
 pub fn configured_zones(d: &Dnsd) -> Vec<(String, ZoneSource)> {
     d.zones
         .iter()
+        .filter(|z| z.primaries.is_empty() || z.file.exists())
         .map(|z| (z.origin.clone(), ZoneSource::File(z.file.clone())))
         .collect()
 }
@@ -192,25 +262,462 @@ pub fn load_zone(
 
 /// Loads a whole zone set; any error anywhere fails the whole set.
 pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<String>> {
+    load_catalog_over(zones, None, 0, SerialPolicy::Keep).map(|(c, _)| c)
+}
+
+/// Loads a zone set as a new version of `old` (a reload): a zone whose
+/// records did not change keeps its loaded version; one that changed gets
+/// the difference appended to its history (at most `history` kept, for
+/// IXFR). A zone whose content changed while its serial did not is an
+/// error under `SerialPolicy::Keep`, as in BIND (secondaries would never
+/// see the change); the other policies raise the served serial. Returns
+/// the catalog and the zones whose serial changed (or all, without `old`).
+pub fn load_catalog_over(
+    zones: &[(String, ZoneSource)],
+    old: Option<&Catalog>,
+    history: usize,
+    policy: SerialPolicy,
+) -> Result<(Catalog, Vec<Arc<Zone>>), Vec<String>> {
     let mut cat = Catalog::new();
+    let mut changed = Vec::new();
     let mut errors = Vec::new();
     for (origin, src) in zones {
-        match load_zone(origin, src) {
-            Ok((zone, warnings)) => {
-                for w in warnings {
-                    warn!("{w}");
-                }
-                info!(zone = %zone.origin(), serial = zone.serial().unwrap_or(0), records = zone.record_count(), "zone loaded");
-                cat.insert(zone);
+        let (mut zone, warnings) = match load_zone(origin, src) {
+            Ok(z) => z,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
             }
-            Err(mut e) => errors.append(&mut e),
+        };
+        for w in warnings {
+            warn!("{w}");
         }
+        let serial = zone.serial().unwrap_or(0);
+        let previous = old.and_then(|c| c.get(zone.apex_key()));
+        if let Some(prev) = previous {
+            let old_serial = prev.serial().unwrap_or(0);
+            let mut diff = Diff::between(prev, &zone);
+            let managed = policy != SerialPolicy::Keep;
+            // Under a serial policy the served serial may be ahead of the
+            // file's: the same records are no change.
+            if diff.is_empty() || (managed && diff.only_serial_differs()) {
+                cat.insert_shared(prev.clone());
+                continue;
+            }
+            let mut serial = serial;
+            if managed && !dns_zone::ixfr::serial_gt(serial, old_serial) {
+                serial = match policy {
+                    SerialPolicy::Unixtime => {
+                        let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
+                        if dns_zone::ixfr::serial_gt(now, old_serial) {
+                            now
+                        } else {
+                            old_serial.wrapping_add(1)
+                        }
+                    }
+                    _ => old_serial.wrapping_add(1),
+                };
+                info!(zone = %zone.origin(), old_serial, serial, "records changed: serial raised by serial_policy");
+                zone.set_serial(serial);
+                diff = Diff::between(prev, &zone);
+            }
+            if serial == old_serial {
+                errors.push(format!(
+                    "zone {}: the records changed but the serial is still {serial}; \
+                     not reloaded (raise the SOA serial so secondaries see the change)",
+                    zone.origin()
+                ));
+                continue;
+            }
+            if !dns_zone::ixfr::serial_gt(serial, old_serial) {
+                warn!(zone = %zone.origin(), old_serial, serial, "serial went backwards: secondaries keep the old version");
+            }
+            let (deleted, added) = diff.len();
+            let mut hist: Vec<Arc<Diff>> = prev.history().to_vec();
+            hist.push(Arc::new(diff));
+            let skip = hist.len().saturating_sub(history);
+            zone.set_history(hist.split_off(skip));
+            info!(zone = %zone.origin(), old_serial, serial, deleted, added, records = zone.record_count(), "zone reloaded");
+        } else {
+            info!(zone = %zone.origin(), serial, records = zone.record_count(), "zone loaded");
+        }
+        let zone = Arc::new(zone);
+        changed.push(zone.clone());
+        cat.insert_shared(zone);
     }
     if errors.is_empty() {
-        Ok(cat)
+        Ok((cat, changed))
     } else {
         Err(errors)
     }
+}
+
+/// How long one SOA check or transfer from a primary may take.
+const SOA_TIMEOUT: Duration = Duration::from_secs(10);
+const XFR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A random query ID (RFC 5452 9.2): RandomState is seeded from the
+/// system's random source.
+fn random_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_now());
+    h.finish() as u16
+}
+
+async fn send_frame(s: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(msg);
+    s.write_all(&framed).await
+}
+
+async fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Sends a query, signed with `key` if there is one (RFC 8945), and
+/// returns what checks the answer's signatures.
+async fn send_query(
+    s: &mut TcpStream,
+    mut q: Vec<u8>,
+    key: Option<&tsig::Key>,
+) -> Result<Option<tsig::Verifier>, String> {
+    let v = key.map(|k| {
+        let mac = tsig::sign_request(&mut q, k, unix_now());
+        tsig::Verifier::new(k.clone(), mac)
+    });
+    send_frame(s, &q).await.map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Checks a message of the answer when the query was signed.
+fn check_tsig(v: &mut Option<tsig::Verifier>, m: &[u8]) -> Result<(), String> {
+    match v {
+        Some(v) => v.verify(m, unix_now()).map_err(|e| format!("TSIG: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// A transfer must end with a signed message.
+fn tsig_complete(v: &Option<tsig::Verifier>) -> Result<(), String> {
+    match v {
+        Some(v) if !v.complete() => Err("TSIG: the last message is unsigned".into()),
+        _ => Ok(()),
+    }
+}
+
+fn join_errors(errs: &[dns_zone::ZoneError]) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The primary's serial (SOA query over TCP).
+async fn primary_serial(
+    origin: &Name,
+    primary: SocketAddr,
+    key: Option<&tsig::Key>,
+) -> Result<u32, String> {
+    let id = random_id();
+    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::SOA, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
+    let a = read_frame(&mut s).await.map_err(|e| e.to_string())?;
+    check_tsig(&mut v, &a)?;
+    dns_zone::secondary::soa_serial(&a, id).map_err(|e| e.to_string())
+}
+
+/// A whole zone by AXFR; only a complete, valid transfer gives a zone.
+async fn axfr(origin: &Name, primary: SocketAddr, key: Option<&tsig::Key>) -> Result<Zone, String> {
+    let id = random_id();
+    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::AXFR, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
+    let mut reader = dns_zone::secondary::AxfrReader::new(origin, id);
+    loop {
+        let m = read_frame(&mut s)
+            .await
+            .map_err(|e| format!("transfer cut: {e}"))?;
+        check_tsig(&mut v, &m)?;
+        if reader.feed(&m).map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    tsig_complete(&v)?;
+    reader.finish().map(|(z, _)| z).map_err(|e| join_errors(&e))
+}
+
+/// The differences since `ours` by IXFR (RFC 1995), or the whole zone if
+/// the primary sends it AXFR-style; only a complete answer gives a zone.
+/// Returns the zone and how it came.
+async fn ixfr(
+    ours: &Zone,
+    primary: SocketAddr,
+    key: Option<&tsig::Key>,
+) -> Result<(Zone, &'static str), String> {
+    let id = random_id();
+    let q = dns_zone::secondary::ixfr_query(ours, id);
+    let mut s = TcpStream::connect(primary)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut v = send_query(&mut s, q, key).await?;
+    let mut reader = dns_zone::secondary::IxfrReader::new(ours, id);
+    loop {
+        let m = read_frame(&mut s)
+            .await
+            .map_err(|e| format!("transfer cut: {e}"))?;
+        check_tsig(&mut v, &m)?;
+        if reader.feed(&m).map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    tsig_complete(&v)?;
+    let how = if reader.incremental() {
+        "IXFR"
+    } else {
+        "AXFR-style IXFR"
+    };
+    reader
+        .finish()
+        .map(|(z, _)| (z, how))
+        .map_err(|e| join_errors(&e))
+}
+
+/// Checks the primaries in order: `Ok(None)` when the first that answers
+/// is not newer than `ours`, `Ok(Some(zone))` after a transfer (IXFR when
+/// there is a version to start from, else AXFR; an IXFR that fails is
+/// followed by an AXFR). With a zone key every query is signed and every
+/// answer's signature checked.
+async fn refresh_once(
+    origin: &Name,
+    primaries: &[SocketAddr],
+    ours: Option<&Zone>,
+    key: Option<&tsig::Key>,
+) -> Result<Option<(Zone, &'static str)>, String> {
+    let serial = ours.and_then(Zone::serial);
+    let mut errors = Vec::new();
+    for &p in primaries {
+        let remote = match tokio::time::timeout(SOA_TIMEOUT, primary_serial(origin, p, key)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                errors.push(format!("{p}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                errors.push(format!("{p}: SOA query timed out"));
+                continue;
+            }
+        };
+        if serial.is_some_and(|s| !dns_zone::ixfr::serial_gt(remote, s)) {
+            return Ok(None);
+        }
+        if let Some(ours) = ours {
+            match tokio::time::timeout(XFR_TIMEOUT, ixfr(ours, p, key)).await {
+                Ok(Ok(z)) => return Ok(Some(z)),
+                Ok(Err(e)) => warn!(zone = %origin, primary = %p, "IXFR failed, trying AXFR: {e}"),
+                Err(_) => warn!(zone = %origin, primary = %p, "IXFR timed out, trying AXFR"),
+            }
+        }
+        match tokio::time::timeout(XFR_TIMEOUT, axfr(origin, p, key)).await {
+            Ok(Ok(z)) => return Ok(Some((z, "AXFR"))),
+            Ok(Err(e)) => errors.push(format!("{p}: {e}")),
+            Err(_) => errors.push(format!("{p}: transfer timed out")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Writes the on-disk copy whole or not at all (a temporary file renamed
+/// over the old copy).
+fn write_copy(file: &Path, zone: &Zone) -> io::Result<()> {
+    let tmp = file.with_extension("tmp-xfr");
+    std::fs::write(&tmp, dns_zone::secondary::to_zone_file(zone))?;
+    std::fs::rename(&tmp, file)
+}
+
+/// A secondary zone (RFC 1034 4.3.5): refreshed at start, on NOTIFY and
+/// every SOA refresh (retry after a failure); past expire without a
+/// successful refresh it answers SERVFAIL until one succeeds.
+async fn secondary_loop(
+    origin: Name,
+    file: PathBuf,
+    primaries: Vec<SocketAddr>,
+    key: Option<tsig::Key>,
+    shared: Arc<Shared>,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let apex: Vec<u8> = origin.as_wire().to_ascii_lowercase();
+    // The copy loaded at start is as fresh as the file.
+    let mut last_ok: Option<Instant> = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .and_then(|age| Instant::now().checked_sub(age));
+    loop {
+        let current = shared.get().catalog().get(&apex).cloned();
+        let serial = current.as_ref().and_then(|z| z.serial());
+        let ok = match refresh_once(&origin, &primaries, current.as_deref(), key.as_ref()).await {
+            Ok(Some((zone, how))) => {
+                let new_serial = zone.serial().unwrap_or(0);
+                if let Err(e) = write_copy(&file, &zone) {
+                    warn!(zone = %origin, file = %file.display(), "cannot write the zone copy: {e}");
+                }
+                info!(zone = %origin, old_serial = ?serial, serial = new_serial, records = zone.record_count(), "transferred by {how}");
+                shared.install(zone);
+                true
+            }
+            Ok(None) => {
+                if let Some(z) = &current {
+                    if z.is_expired() {
+                        info!(zone = %origin, "primary answers again; serving");
+                    }
+                    z.set_expired(false);
+                }
+                true
+            }
+            Err(e) => {
+                warn!(zone = %origin, "refresh failed: {e}");
+                false
+            }
+        };
+        if ok {
+            last_ok = Some(Instant::now());
+        }
+        let now_zone = shared.get().catalog().get(&apex).cloned();
+        let timers = now_zone
+            .as_deref()
+            .and_then(dns_zone::secondary::soa_timers);
+        let (refresh, retry, expire) = timers.unwrap_or((5, 5, u32::MAX));
+        let mut wait = Duration::from_secs(u64::from(if ok { refresh } else { retry }).max(1));
+        if let (Some(z), Some(t)) = (now_zone, last_ok) {
+            let expire = Duration::from_secs(u64::from(expire));
+            match expire.checked_sub(t.elapsed()) {
+                Some(left) => wait = wait.min(left.max(Duration::from_millis(100))),
+                None => {
+                    if !z.is_expired() {
+                        warn!(zone = %origin, "expired: no successful refresh within the SOA expire; answering SERVFAIL");
+                        z.set_expired(true);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => debug!(zone = %origin, "refresh on NOTIFY"),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// NOTIFY attempts per secondary (RFC 1996 3.6: retransmit, with an
+/// increasing interval, until answered or this many have gone out).
+const NOTIFY_ATTEMPTS: u32 = 6;
+
+/// Sends each changed zone's NOTIFY to the secondaries `[dnsd]` lists for
+/// it, one thread per secondary retrying until acknowledged (every
+/// secondary notified at once; the waits are short and bounded).
+fn notify_secondaries(d: &Dnsd, changed: &[Arc<Zone>], stop: &Arc<AtomicBool>) {
+    for zone in changed {
+        let targets = d.zones.iter().filter(|z| {
+            parse_origin(&z.origin).is_ok_and(|o| o.as_wire().eq_ignore_ascii_case(zone.apex_key()))
+        });
+        let key = zone_key(d, zone);
+        for target in targets.flat_map(|z| z.notify.iter().copied()) {
+            let zone = zone.clone();
+            let stop = stop.clone();
+            let key = key.clone();
+            let spawned = std::thread::Builder::new()
+                .name("dnsd-notify".into())
+                .spawn(move || notify_one(&zone, key.as_ref(), target, &stop));
+            if let Err(e) = spawned {
+                warn!(%target, "cannot start NOTIFY: {e}");
+            }
+        }
+    }
+}
+
+fn notify_one(zone: &Zone, key: Option<&tsig::Key>, target: SocketAddr, stop: &AtomicBool) {
+    let bind: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = match std::net::UdpSocket::bind(bind) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%target, "NOTIFY socket: {e}");
+            return;
+        }
+    };
+    // An unpredictable ID (RFC 5452 9.2): RandomState is seeded from the
+    // system's random source.
+    let id = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        target.hash(&mut h);
+        Instant::now().hash(&mut h);
+        h.finish() as u16
+    };
+    let mut msg = dns_zone::ixfr::notify_message(zone, id);
+    if let Some(key) = key {
+        // RFC 8945: a secondary that wants the key checks it; its signed
+        // answer is taken as the acknowledgement without checking it.
+        tsig::sign_request(&mut msg, key, unix_now());
+    }
+    let serial = zone.serial().unwrap_or(0);
+    let mut wait = Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    for attempt in 1..=NOTIFY_ATTEMPTS {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = sock.send_to(&msg, target) {
+            debug!(%target, "NOTIFY send: {e}");
+        }
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero()
+                || sock
+                    .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                    .is_err()
+            {
+                break;
+            }
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if from != target {
+                continue;
+            }
+            if let Some(rc) = buf
+                .get(..n)
+                .and_then(|m| dns_zone::ixfr::is_notify_response(m, id))
+            {
+                if rc == rcode::NOERROR {
+                    info!(zone = %zone.origin(), serial, %target, attempt, "NOTIFY acknowledged");
+                } else {
+                    warn!(zone = %zone.origin(), serial, %target, rcode = rc, "NOTIFY refused by the secondary");
+                }
+                return;
+            }
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    warn!(zone = %zone.origin(), serial, %target, attempts = NOTIFY_ATTEMPTS, "NOTIFY not acknowledged; giving up");
 }
 
 /// What the answering threads and tasks share: the responder and the rate
@@ -218,6 +725,8 @@ pub fn load_catalog(zones: &[(String, ZoneSource)]) -> Result<Catalog, Vec<Strin
 /// and only take the locks when the generation changes), and the
 /// query-log switch.
 struct Shared {
+    /// Secondary zones (lowercased apex) and what wakes their refresh.
+    secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)>,
     generation: AtomicU64,
     current: RwLock<Arc<Responder>>,
     query_log: AtomicBool,
@@ -261,6 +770,20 @@ impl Shared {
 
     fn query_log(&self) -> bool {
         self.query_log.load(Ordering::Relaxed)
+    }
+
+    /// A primary's NOTIFY came for `apex`: refresh now.
+    fn wake(&self, apex: &[u8]) {
+        if let Some((_, n)) = self.secondaries.iter().find(|(a, _)| **a == *apex) {
+            n.notify_one();
+        }
+    }
+
+    /// Serves a newly transferred version of a secondary zone.
+    fn install(&self, zone: Zone) {
+        let r = self.get();
+        let cat = r.catalog().with_zone(Arc::new(zone));
+        self.swap(Responder::new(Arc::new(cat), r.config().clone()), None);
     }
 }
 
@@ -307,8 +830,22 @@ pub async fn start_with(
     let d = &cfg.dnsd;
     let sources = sources_for(d, &default_zones)?;
     let rcfg = responder_config(d)?;
-    let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+    let (catalog, loaded) =
+        load_catalog_over(&sources, None, d.ixfr_history, d.serial_policy).map_err(Error::Zones)?;
+    let secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)> = d
+        .zones
+        .iter()
+        .filter(|z| !z.primaries.is_empty())
+        .filter_map(|z| parse_origin(&z.origin).ok())
+        .map(|o| {
+            (
+                o.as_wire().to_ascii_lowercase().into(),
+                Arc::new(tokio::sync::Notify::new()),
+            )
+        })
+        .collect();
     let shared = Arc::new(Shared {
+        secondaries,
         generation: AtomicU64::new(0),
         current: RwLock::new(Arc::new(Responder::new(Arc::new(catalog), rcfg))),
         query_log: AtomicBool::new(logs_queries(&cfg)),
@@ -321,14 +858,28 @@ pub async fn start_with(
     let mut addrs = Vec::new();
     for &addr in &d.listen {
         // The first socket fixes the port (useful with port 0); the
-        // others share it through SO_REUSEPORT, one per worker.
-        let first = bind_udp(addr)?;
-        let bound = first.local_addr()?;
+        // others share it through SO_REUSEPORT, one per worker. With port
+        // 0 the port UDP got may be taken for TCP (a client connection's
+        // port, or one in TIME-WAIT): then another port is tried.
+        let mut tries = 0;
+        let (first, bound, listener) = loop {
+            let first = bind_udp(addr)?;
+            let bound = first.local_addr()?;
+            match bind_tcp(bound) {
+                Ok(l) => break (first, bound, l),
+                Err(e)
+                    if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && tries < 32 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         udp.push(first);
         for _ in 1..workers {
             udp.push(bind_udp(bound)?);
         }
-        tcp.push(bind_tcp(bound)?);
+        tcp.push(listener);
         addrs.push(bound);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -361,7 +912,28 @@ pub async fn start_with(
             idle,
         ));
     }
+    for z in d.zones.iter().filter(|z| !z.primaries.is_empty()) {
+        let origin = parse_origin(&z.origin)?;
+        let wake = shared
+            .secondaries
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(origin.as_wire()))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let key = zone_key_at(d, &origin.as_wire().to_ascii_lowercase());
+        tasks.spawn(secondary_loop(
+            origin,
+            z.file.clone(),
+            z.primaries.clone(),
+            key,
+            shared.clone(),
+            wake,
+            stop_rx.clone(),
+        ));
+    }
     info!(addrs = ?addrs, "dnsd serving");
+    // RFC 1996 3.7: a primary that starts tells its secondaries.
+    notify_secondaries(d, &loaded, &udp_stop);
     Ok(Running {
         applied: std::sync::Mutex::new(cfg.dnsd.clone()),
         started: cfg.dnsd,
@@ -385,7 +957,8 @@ fn sources_for(
     } else {
         configured_zones(d)
     };
-    if sources.is_empty() {
+    // Secondaries without a copy yet still make a server worth starting.
+    if sources.is_empty() && d.zones.iter().all(|z| z.primaries.is_empty()) {
         return Err(Error::Invalid(
             "no zones to serve (add a [dnsd] zones entry, or --zone ORIGIN=FILE)".into(),
         ));
@@ -448,7 +1021,10 @@ impl Service for Running {
         } else {
             Some(rate_limiter(d)?)
         };
-        let catalog = load_catalog(&sources).map_err(Error::Zones)?;
+        let old = self.shared.get().catalog().clone();
+        let (catalog, changed) =
+            load_catalog_over(&sources, Some(&old), d.ixfr_history, d.serial_policy)
+                .map_err(Error::Zones)?;
         if let Some(l) = &rrl {
             info!(
                 responses_per_second = l.as_ref().map_or(0, |l| l.config().responses_per_second),
@@ -461,7 +1037,12 @@ impl Service for Running {
         self.shared
             .query_log
             .store(logs_queries(&cfg), Ordering::Relaxed);
-        info!(zones = sources.len(), "zones reloaded");
+        info!(
+            zones = sources.len(),
+            changed = changed.len(),
+            "zones reloaded"
+        );
+        notify_secondaries(d, &changed, &self.udp_stop);
         Ok(())
     }
 
@@ -591,12 +1172,14 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
         let (responder, limiter) = cache.refresh(&shared);
         let query_log = shared.query_log();
         let mut now_ms = None;
+        // For TSIG; one clock read per batch.
+        let unix = unix_now();
         replies.clear();
         for (i, out) in outs.iter_mut().enumerate().take(n) {
             let Some((query, peer)) = batch.packet(i) else {
                 continue;
             };
-            match responder.handle(query, Transport::Udp, peer.ip(), out) {
+            match responder.handle_at(query, Transport::Udp, peer.ip(), unix, out) {
                 Outcome::Reply => {
                     if let Some(limiter) = limiter {
                         // One clock reading per batch: the batch arrived at once.
@@ -622,6 +1205,11 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                 }
                 // The responder never starts a transfer over UDP.
                 Outcome::Transfer(_) => {}
+                Outcome::Notify(apex) => {
+                    info!(client = %peer, "NOTIFY received");
+                    shared.wake(&apex);
+                    replies.push(i);
+                }
             }
         }
         batch.send(fd, &replies, &outs);
@@ -715,7 +1303,7 @@ async fn tcp_conn(
         while let Some(msg) = codec.decode(&mut input)? {
             deadline = tokio::time::Instant::now() + idle;
             let (responder, _) = cache.refresh(&shared);
-            match responder.handle(&msg, Transport::Tcp, client, &mut out) {
+            match responder.handle_at(&msg, Transport::Tcp, client, unix_now(), &mut out) {
                 Outcome::Reply => {
                     if shared.query_log() {
                         log_query(peer, "tcp", &msg, &out);
@@ -726,8 +1314,18 @@ async fn tcp_conn(
                     stream.write_all(&output).await?;
                     return Ok(());
                 }
+                Outcome::Notify(apex) => {
+                    info!(%peer, "NOTIFY received");
+                    shared.wake(&apex);
+                    codec.encode(Bytes::copy_from_slice(&out), &mut output)?;
+                }
                 Outcome::Transfer(t) => {
-                    info!(%peer, zone = %t.zone().origin(), "AXFR");
+                    let what = if t.ixfr_from().is_some() {
+                        "IXFR"
+                    } else {
+                        "AXFR"
+                    };
+                    info!(%peer, zone = %t.zone().origin(), serial = t.zone().serial().unwrap_or(0), from = ?t.ixfr_from(), kind = ?t.kind(), "{what}");
                     // Encoding a large zone is CPU work: off the async threads.
                     let msgs = tokio::task::spawn_blocking(move || t.messages())
                         .await
@@ -893,11 +1491,16 @@ mod tests {
         }
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
         assert_eq!(a_of_mail(m), RData::A("192.168.3.10".parse().unwrap()));
-        std::fs::write(
-            &zf,
-            LAB_ZONE.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11"),
-        )
-        .unwrap();
+        // New records without a new serial: refused (BIND's rule), the
+        // old zone answers on.
+        let changed =
+            LAB_ZONE.replace("mail   IN A    192.168.3.10", "mail   IN A    192.168.3.11");
+        std::fs::write(&zf, &changed).unwrap();
+        match server.reload(cfg.clone()) {
+            Err(Error::Zones(errs)) => assert!(errs[0].contains("serial is still 0"), "{errs:?}"),
+            other => panic!("unexpected: {other:?}"),
+        }
+        std::fs::write(&zf, changed.replace("0      ; serial", "1      ; serial")).unwrap();
         server.reload(cfg.clone()).unwrap();
         let m = ask_udp(query("mail.csuvnetwork.com.", RecordType::A)).await;
         assert_eq!(a_of_mail(m), RData::A("192.168.3.11".parse().unwrap()));

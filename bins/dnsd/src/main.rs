@@ -37,6 +37,9 @@ fn parse_zone(s: &str) -> Result<DnsZone, String> {
         Some((origin, file)) if !origin.is_empty() && !file.is_empty() => Ok(DnsZone {
             origin: origin.to_string(),
             file: file.into(),
+            notify: Vec::new(),
+            key: None,
+            primaries: Vec::new(),
         }),
         _ => Err(format!("{s:?}: expected ORIGIN=FILE")),
     }

@@ -10,6 +10,14 @@
 //! * [`Responder`] is Sans-I/O: query bytes in, response bytes out
 //!   (RFC 1034 4.3.2, RFC 4592 wildcards, RFC 2308 negative answers,
 //!   RFC 6891 EDNS, RFC 8482 minimal ANY, AXFR over TCP with an ACL).
+//!   Zones signed beforehand are served as RFC 4035 3.1 and RFC 5155 7.2
+//!   ask when the query has DO: RRSIGs per RRset, NSEC/NSEC3 denials, DS
+//!   at delegations (see [`Zone::is_signed`]). IXFR (RFC 1995) answers
+//!   from the differences between versions the host attaches
+//!   ([`Zone::set_history`], [`Diff`]); [`ixfr::notify_message`] builds
+//!   the NOTIFY (RFC 1996) a primary sends.
+//! * [`tsig`]: TSIG (RFC 8945) keys; [`Responder::handle_at`] checks
+//!   signed queries and signs their answers and transfers.
 //! * [`RateLimiter`] ([`rrl`]) is response rate limiting with BIND 9's
 //!   semantics: the host passes each UDP response and the time, and it
 //!   says send, drop or slip (truncate, [`rrl::truncate`]).
@@ -53,24 +61,32 @@
     )
 )]
 
+mod dnssec;
 mod error;
+pub mod ixfr;
 mod lexer;
 mod name;
 mod parser;
 mod rdata;
 mod responder;
 pub mod rrl;
+pub mod secondary;
+pub mod tsig;
 pub mod types;
 mod zone;
 
 pub use error::{ErrorKind, ZoneError};
+pub use ixfr::Diff;
 pub use name::{Name, NameError};
 pub use parser::{
     parse, parse_into, IncludeLoader, NoIncludes, ParseOptions, Parsed, Pos, Record, RecordRef,
     RecordSink,
 };
 pub use rdata::parse_ttl;
-pub use responder::{rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, Transport};
+pub use responder::{
+    rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKey, TransferKind,
+    Transport,
+};
 pub use rrl::{RateLimiter, RrlConfig};
 pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};
 

@@ -9,7 +9,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::dnssec::{label_offsets, wildcard_of};
 use crate::name::MAX_NAME_LEN;
+use crate::tsig::{Checked, Key, RequestTsig, Signer};
 use crate::types::{class, rtype};
 use crate::zone::{Catalog, Node, RRset, Zone};
 
@@ -79,6 +81,9 @@ impl Prefix {
     }
 }
 
+/// A zone needing TSIG for transfers: (apex, key name), lowercased wire.
+pub type TransferKey = (Box<[u8]>, Box<[u8]>);
+
 /// Responder settings.
 #[derive(Debug, Clone)]
 pub struct ResponderConfig {
@@ -87,6 +92,14 @@ pub struct ResponderConfig {
     pub udp_payload_max: u16,
     /// Clients allowed to AXFR (over TCP).
     pub axfr_allow: Vec<Prefix>,
+    /// TSIG keys (RFC 8945) signed requests are checked against.
+    pub tsig_keys: Vec<Key>,
+    /// Zones (lowercased wire apex) whose transfers need a TSIG with the
+    /// named key (lowercased wire), besides `axfr_allow`.
+    pub transfer_keys: Vec<TransferKey>,
+    /// Secondary zones (lowercased wire apex) and the primaries whose
+    /// NOTIFY they accept (RFC 1996 3.10).
+    pub notify_allow: Vec<(Box<[u8]>, Vec<Prefix>)>,
 }
 
 impl Default for ResponderConfig {
@@ -94,6 +107,9 @@ impl Default for ResponderConfig {
         ResponderConfig {
             udp_payload_max: 1232,
             axfr_allow: vec![],
+            tsig_keys: vec![],
+            transfer_keys: vec![],
+            notify_allow: vec![],
         }
     }
 }
@@ -107,10 +123,15 @@ pub enum Outcome {
     /// Send the bytes written to `out`.
     Reply,
     /// Zone transfer: send each message of [`Transfer::messages`].
-    Transfer(Transfer),
+    Transfer(Box<Transfer>),
+    /// A listed primary's NOTIFY for this secondary zone (lowercased wire
+    /// apex): send the reply in `out`, then check the primary's SOA.
+    Notify(Box<[u8]>),
 }
 
-/// A pending AXFR (RFC 5936): SOA, every other record, SOA.
+/// A pending zone transfer: AXFR (RFC 5936: SOA, every other record,
+/// SOA) or IXFR (RFC 1995: the differences since the client's serial, or
+/// the whole zone AXFR-style when the history does not reach back).
 #[derive(Debug)]
 pub struct Transfer {
     zone: Arc<Zone>,
@@ -118,6 +139,21 @@ pub struct Transfer {
     flags_rd: u8,
     question: Vec<u8>,
     opt: Option<[u8; 11]>,
+    /// IXFR: the client's serial.
+    ixfr_from: Option<u32>,
+    /// Signs every message when the request was signed (RFC 8945 5.3.1).
+    signer: Option<Signer>,
+}
+
+/// How a transfer is answered (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// The whole zone (AXFR, or IXFR answered AXFR-style).
+    Full,
+    /// IXFR from the history (RFC 1995 4).
+    Incremental,
+    /// IXFR from a client as new as we are: one SOA (RFC 1995 2).
+    UpToDate,
 }
 
 impl Transfer {
@@ -126,10 +162,68 @@ impl Transfer {
         &self.zone
     }
 
+    /// IXFR: the serial the client has.
+    pub fn ixfr_from(&self) -> Option<u32> {
+        self.ixfr_from
+    }
+
+    /// How [`messages`](Self::messages) will answer.
+    pub fn kind(&self) -> TransferKind {
+        let Some(from) = self.ixfr_from else {
+            return TransferKind::Full;
+        };
+        let current = self.zone.serial().unwrap_or(0);
+        if !crate::ixfr::serial_gt(current, from) {
+            TransferKind::UpToDate
+        } else if self.zone.diffs_since(from).is_some() {
+            TransferKind::Incremental
+        } else {
+            TransferKind::Full
+        }
+    }
+
     /// Encodes the transfer as messages of about 16 KiB each (RFC 5936
-    /// 2.2: many records per message).
+    /// 2.2: many records per message), each signed when the request was.
     pub fn messages(&self) -> Vec<Vec<u8>> {
-        const SOFT_MAX: usize = 16 * 1024;
+        let mut msgs = self.unsigned_messages();
+        if let Some(signer) = &self.signer {
+            let mut signer = signer.clone();
+            for m in &mut msgs {
+                signer.sign(m, 0, &[]);
+            }
+        }
+        msgs
+    }
+
+    fn unsigned_messages(&self) -> Vec<Vec<u8>> {
+        let zone = &*self.zone;
+        match (self.kind(), self.ixfr_from) {
+            (TransferKind::UpToDate, _) => {
+                let Some(apex) = zone.node(zone.apex_key()) else {
+                    return Vec::new();
+                };
+                let Some(soa) = apex.rrset(rtype::SOA) else {
+                    return Vec::new();
+                };
+                let items: Vec<_> = soa
+                    .wire_records()
+                    .map(|r| (zone.apex_key(), apex.name_wire(), r))
+                    .collect();
+                self.pack(&items)
+            }
+            (TransferKind::Incremental, Some(from)) => {
+                let chain = zone.diffs_since(from).unwrap_or_default();
+                let items: Vec<_> = crate::ixfr::ixfr_records(chain)
+                    .into_iter()
+                    .map(|(o, r)| (o, o, r))
+                    .collect();
+                self.pack(&items)
+            }
+            _ => self.full(),
+        }
+    }
+
+    fn full(&self) -> Vec<Vec<u8>> {
         let zone = &*self.zone;
         let apex = zone.apex_key();
         let Some(apex_node) = zone.node(apex) else {
@@ -164,9 +258,15 @@ impl Transfer {
         for rec in soa.wire_records() {
             items.push((apex, apex_name, rec));
         }
+        self.pack(&items)
+    }
+
+    /// (lowercased owner, owner as written, fragment) into messages.
+    fn pack(&self, items: &[(&[u8], &[u8], &[u8])]) -> Vec<Vec<u8>> {
+        const SOFT_MAX: usize = 16 * 1024;
         let mut msgs = Vec::new();
         let mut first = true;
-        let mut rest = items.as_slice();
+        let mut rest = items;
         while !rest.is_empty() || first {
             let mut w = Writer::new(Vec::with_capacity(SOFT_MAX + 1024));
             w.header(self.id, 0x84 | self.flags_rd, 0);
@@ -175,7 +275,7 @@ impl Transfer {
                 w.qd = 1;
                 first = false;
             }
-            while let Some(((key, written, rec), tail)) = rest.split_first() {
+            while let Some((&(key, written, rec), tail)) = rest.split_first() {
                 if w.buf.len() > SOFT_MAX {
                     break;
                 }
@@ -295,11 +395,15 @@ pub struct Responder {
     config: Arc<ResponderConfig>,
 }
 
+#[derive(Debug)]
 struct Edns {
     payload: u16,
     version: u8,
+    /// DO (RFC 3225): the client wants DNSSEC records.
+    dnssec_ok: bool,
 }
 
+#[derive(Debug)]
 struct Query<'a> {
     id: u16,
     opcode: u8,
@@ -310,6 +414,10 @@ struct Query<'a> {
     qtype: u16,
     qclass: u16,
     edns: Option<Edns>,
+    /// The TSIG record, last in the message (RFC 8945 4.2).
+    tsig: Option<RequestTsig<'a>>,
+    /// IXFR: the serial of the SOA in the authority section (RFC 1995 3).
+    ixfr_serial: Option<u32>,
 }
 
 enum ParseFail {
@@ -342,12 +450,28 @@ impl Responder {
     }
 
     /// Answers one query from `client`. `out` is cleared and holds the
-    /// response when the outcome is [`Outcome::Reply`].
+    /// response when the outcome is [`Outcome::Reply`]. Without the time,
+    /// a TSIG-signed query gets BADTIME: hosts that take signed queries
+    /// call [`handle_at`](Self::handle_at).
     pub fn handle(
         &self,
         query: &[u8],
         transport: Transport,
         client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.handle_at(query, transport, client, 0, out)
+    }
+
+    /// [`handle`](Self::handle) at `now` (seconds since 1970), for TSIG
+    /// (RFC 8945): a signed query is checked (NOTAUTH with BADKEY, BADSIG
+    /// or BADTIME when it fails) and its answer signed.
+    pub fn handle_at(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        now: u64,
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
@@ -376,7 +500,61 @@ impl Responder {
                 None => 512,
             },
         };
-        self.answer(&q, transport, client, out, limit)
+        let Some(t) = &q.tsig else {
+            return self.answer(&q, transport, client, out, limit, None);
+        };
+        match crate::tsig::check(query, t, &self.config.tsig_keys, now) {
+            Checked::Valid { key, mac } => {
+                let mut signer = Signer::new(key, mac, now);
+                // Room for our TSIG record (key name, algorithm, MAC).
+                let limit = limit.saturating_sub(160);
+                match self.answer(&q, transport, client, out, limit, Some(&signer)) {
+                    Outcome::Reply => {
+                        signer.sign(out, 0, &[]);
+                        Outcome::Reply
+                    }
+                    Outcome::Transfer(mut x) => {
+                        x.signer = Some(signer);
+                        Outcome::Transfer(x)
+                    }
+                    other => other,
+                }
+            }
+            Checked::Unsigned => self.answer(&q, transport, client, out, limit, None),
+            Checked::Invalid {
+                error,
+                key_name,
+                algorithm,
+                signer,
+            } => {
+                // RFC 8945 5.2: NOTAUTH, the TSIG error in our TSIG record;
+                // BADTIME signed, with our time as other data.
+                let mut w = Writer::new(std::mem::take(out));
+                w.header(
+                    q.id,
+                    0x80 | (q.opcode << 3) | q.rd,
+                    crate::tsig::error::NOTAUTH as u8,
+                );
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                w.patch_counts();
+                *out = w.buf;
+                match signer {
+                    Some((key, mac)) => {
+                        let now48 = now.to_be_bytes();
+                        Signer::new(key, mac, now).sign(
+                            out,
+                            error,
+                            now48.get(2..).unwrap_or_default(),
+                        );
+                    }
+                    None => {
+                        crate::tsig::append_unsigned_error(out, &key_name, &algorithm, now, error)
+                    }
+                }
+                Outcome::Reply
+            }
+        }
     }
 
     fn answer(
@@ -386,8 +564,10 @@ impl Responder {
         client: IpAddr,
         out: &mut Vec<u8>,
         limit: usize,
+        signed: Option<&Signer>,
     ) -> Outcome {
-        let opt = q.edns.as_ref().map(|_| self.opt_rr(0));
+        let signed_by = signed.map(|s| s.key_name().to_vec());
+        let opt = q.edns.as_ref().map(|e| self.opt_rr(0, e.dnssec_ok));
         // Lowercased question name (RFC 4343).
         let qname = q
             .question
@@ -403,7 +583,16 @@ impl Responder {
             None => &[],
         };
         let mut w = Writer::new(std::mem::take(out));
-        let outcome = self.answer_with(q, transport, client, &mut w, limit, opt, lc);
+        let outcome = self.answer_with(
+            q,
+            transport,
+            client,
+            &mut w,
+            limit,
+            opt,
+            lc,
+            signed_by.as_deref(),
+        );
         *out = w.buf;
         outcome
     }
@@ -418,13 +607,15 @@ impl Responder {
         limit: usize,
         opt: Option<[u8; 11]>,
         lc: &'a [u8],
+        signed_by: Option<&[u8]>,
     ) -> Outcome {
+        let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
         let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
             w.header(q.id, 0x80 | (q.opcode << 3) | q.rd, (rc & 0xf) as u8 | q.cd);
             w.buf.extend_from_slice(q.question);
             w.qd = 1;
             if opt.is_some() {
-                w.buf.extend_from_slice(&self.opt_rr(ext));
+                w.buf.extend_from_slice(&self.opt_rr(ext, do_bit));
                 w.ar = 1;
             }
             w.patch_counts();
@@ -436,12 +627,39 @@ impl Responder {
                 return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8);
             }
         }
+        if q.opcode == 4 {
+            // RFC 1996 3.7: a NOTIFY for one of our secondary zones, from
+            // one of its primaries, is acknowledged; the host refreshes.
+            if let Some((apex, from)) = self.config.notify_allow.iter().find(|(a, _)| **a == *lc) {
+                // With a zone key, the NOTIFY must be signed with it.
+                let key_ok = self
+                    .config
+                    .transfer_keys
+                    .iter()
+                    .find(|(a, _)| **a == **apex)
+                    .is_none_or(|(_, key)| signed_by == Some(&**key));
+                if q.qtype != rtype::SOA || !key_ok || !from.iter().any(|p| p.contains(client)) {
+                    return simple(w, rcode::REFUSED, 0);
+                }
+                w.header(q.id, 0x80 | (4 << 3) | 0x04 | q.rd, 0);
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                if opt.is_some() {
+                    w.buf.extend_from_slice(&self.opt_rr(0, do_bit));
+                    w.ar = 1;
+                }
+                w.patch_counts();
+                return Outcome::Notify(apex.clone());
+            }
+        }
         if q.opcode != 0 {
-            // NOTIFY, UPDATE, IQUERY...: not implemented here.
+            // NOTIFY for other zones, UPDATE, IQUERY...: not implemented.
             return simple(w, rcode::NOTIMP, 0);
         }
         match q.qtype {
-            rtype::IXFR | rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            // RFC 1995 3: an IXFR query carries the client's SOA.
+            rtype::IXFR if q.ixfr_serial.is_none() => return simple(w, rcode::FORMERR, 0),
             rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0),
             _ => {}
         }
@@ -452,40 +670,115 @@ impl Responder {
             {
                 z
             }
+            // A secondary zone not transferred yet: ours, but nothing to
+            // serve (BIND answers SERVFAIL too).
+            None if self
+                .config
+                .notify_allow
+                .iter()
+                .any(|(apex, _)| crate::name::is_subdomain(lc, apex)) =>
+            {
+                return simple(w, rcode::SERVFAIL, 0)
+            }
             // Not ours: no recursion, RA clear.
             _ => return simple(w, rcode::REFUSED, 0),
         };
-        if q.qtype == rtype::AXFR {
-            if transport == Transport::Udp {
+        if zone.is_expired() {
+            // A secondary zone past its SOA expire (RFC 1035 4.3.5).
+            return simple(w, rcode::SERVFAIL, 0);
+        }
+        if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+            if q.qtype == rtype::AXFR && transport == Transport::Udp {
                 // RFC 5936 4.2: AXFR is a TCP-only exchange.
                 return simple(w, rcode::NOTIMP, 0);
             }
-            if lc != zone.apex_key() || !self.config.axfr_allow.iter().any(|p| p.contains(client)) {
+            // IXFR has AXFR's access list (BIND's allow-transfer), and
+            // the zone's TSIG key when it has one.
+            let key_ok = self
+                .config
+                .transfer_keys
+                .iter()
+                .find(|(apex, _)| **apex == *zone.apex_key())
+                .is_none_or(|(_, key)| signed_by == Some(&**key));
+            if lc != zone.apex_key()
+                || !key_ok
+                || !self.config.axfr_allow.iter().any(|p| p.contains(client))
+            {
                 return simple(w, rcode::REFUSED, 0);
             }
-            return Outcome::Transfer(Transfer {
+            if transport == Transport::Udp {
+                // RFC 1995 2: over UDP, the current SOA tells the client
+                // to come back over TCP (or that it is up to date).
+                w.header(q.id, 0x84 | q.rd, q.cd);
+                w.buf.extend_from_slice(q.question);
+                w.qd = 1;
+                w.names.push((lc, 12));
+                let mut s = Sections::default();
+                if let Some((k, node)) = zone.node_entry(zone.apex_key()) {
+                    if let Some(soa) = node.rrset(rtype::SOA) {
+                        s.answer.push(((k, node.name_wire()), soa));
+                    }
+                }
+                render(w, zone, &s, rcode::NOERROR, true, limit, opt, false);
+                return Outcome::Reply;
+            }
+            return Outcome::Transfer(Box::new(Transfer {
                 zone: zone.clone(),
                 id: q.id,
                 flags_rd: q.rd,
                 question: q.question.to_vec(),
                 opt,
-            });
+                ixfr_from: if q.qtype == rtype::IXFR {
+                    q.ixfr_serial
+                } else {
+                    None
+                },
+                signer: None,
+            }));
         }
         w.header(q.id, 0x80 | q.rd, q.cd);
         w.buf.extend_from_slice(q.question);
         w.qd = 1;
         w.names.push((lc, 12));
-        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp);
-        render(w, zone, &sections, rc, aa, limit, opt);
+        // RFC 4035 3.1: DNSSEC records only when the query has DO.
+        let sec = do_bit && zone.is_signed();
+        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp, sec);
+        render(w, zone, &sections, rc, aa, limit, opt, sec);
         Outcome::Reply
     }
 
-    fn opt_rr(&self, ext_rcode: u8) -> [u8; 11] {
+    /// Our OPT record; DO echoed (RFC 3225 3).
+    fn opt_rr(&self, ext_rcode: u8, dnssec_ok: bool) -> [u8; 11] {
         let size = self.config.udp_payload_max.max(512).to_be_bytes();
-        [0, 0, 41, size[0], size[1], ext_rcode, 0, 0, 0, 0, 0]
+        let flags = if dnssec_ok { 0x80 } else { 0 };
+        [0, 0, 41, size[0], size[1], ext_rcode, 0, flags, 0, 0, 0]
     }
 }
 
+/// Writes an RRset and, with DNSSEC, its RRSIGs right after it (RFC 4035
+/// 3.1.1); returns the number of records written.
+fn write_set<'a>(
+    w: &mut Writer<'a>,
+    owner: Owner<'a>,
+    set: &RRset<'a>,
+    ttl: Option<u32>,
+    sec: bool,
+) -> u16 {
+    let mut n = 0u16;
+    for rec in set.wire_records() {
+        w.rr(owner.0, owner.1, rec, ttl);
+        n += 1;
+    }
+    if sec {
+        for rec in set.signatures() {
+            w.rr(owner.0, owner.1, rec, ttl);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
 fn render<'a>(
     w: &mut Writer<'a>,
     zone: &'a Zone,
@@ -494,29 +787,23 @@ fn render<'a>(
     aa: bool,
     limit: usize,
     opt: Option<[u8; 11]>,
+    sec: bool,
 ) {
     let opt_len = if opt.is_some() { 11 } else { 0 };
     let neg_ttl = zone.negative_ttl();
     for (owner, set) in &s.answer {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, None);
-            w.an += 1;
-        }
+        w.an += write_set(w, *owner, set, None, sec);
     }
     for (owner, set, negative) in &s.authority {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, negative.then_some(neg_ttl));
-            w.ns += 1;
-        }
+        w.ns += write_set(w, *owner, set, negative.then_some(neg_ttl), sec);
     }
     let main_end = w.buf.len();
+    // Additional data is dropped RRset by RRset, never separating an
+    // RRset from its signatures.
     let mut ends_ar: Vec<(usize, u16)> = Vec::new();
     for (owner, set) in &s.additional {
-        for rec in set.wire_records() {
-            w.rr(owner.0, owner.1, rec, None);
-            w.ar += 1;
-            ends_ar.push((w.buf.len(), w.ar));
-        }
+        w.ar += write_set(w, *owner, set, None, sec);
+        ends_ar.push((w.buf.len(), w.ar));
     }
     let mut tc = false;
     if w.buf.len() + opt_len > limit {
@@ -602,6 +889,8 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         return Err(ParseFail::FormErr);
     }
     let mut edns = None;
+    let mut tsig = None;
+    let mut ixfr_serial = None;
     let total = u32::from(ancount) + u32::from(nscount) + u32::from(arcount);
     for i in 0..total {
         let in_additional = i >= u32::from(ancount) + u32::from(nscount);
@@ -637,6 +926,28 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         p += 10;
         let rdata = msg.get(p..p + rdlen).ok_or(ParseFail::FormErr)?;
         p += rdlen;
+        let in_authority = !in_additional && i >= u32::from(ancount);
+        if rt == rtype::SOA && in_authority && ixfr_serial.is_none() {
+            // The serial sits 20 octets from the end whatever the names'
+            // compression.
+            ixfr_serial = rdata
+                .len()
+                .checked_sub(20)
+                .and_then(|at| rdata.get(at..at + 4))
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes);
+        }
+        if tsig.is_some() {
+            // RFC 8945 5.1: the TSIG must be the last record.
+            return Err(ParseFail::FormErr);
+        }
+        if rt == rtype::TSIG {
+            if !in_additional {
+                return Err(ParseFail::FormErr);
+            }
+            tsig =
+                Some(crate::tsig::parse_request(msg, name_start, rdata).ok_or(ParseFail::FormErr)?);
+        }
         if rt == rtype::OPT {
             // RFC 6891 6.1.1: one OPT, owner is the root, additional section only.
             if !in_additional
@@ -661,6 +972,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
             edns = Some(Edns {
                 payload: rclass,
                 version: ttl[1],
+                dnssec_ok: ttl[2] & 0x80 != 0,
             });
         }
     }
@@ -676,6 +988,8 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
         qtype,
         qclass,
         edns,
+        tsig,
+        ixfr_serial,
     })
 }
 
@@ -694,29 +1008,13 @@ struct Sections<'a> {
     additional: Vec<(Owner<'a>, RRset<'a>)>,
 }
 
-/// Label start offsets of a valid wire name, up to 128 labels.
-fn label_offsets(name: &[u8], offs: &mut [u8; 128]) -> usize {
-    let mut n = 0usize;
-    let mut p = 0usize;
-    while let Some(&len) = name.get(p) {
-        if len == 0 {
-            break;
-        }
-        if let Some(slot) = offs.get_mut(n) {
-            *slot = p as u8;
-        }
-        n += 1;
-        p += 1 + usize::from(len);
-    }
-    n.min(128)
-}
-
 /// RFC 1034 4.3.2 steps 3 and 4 inside one zone, with RFC 4592 wildcards.
 fn resolve<'a>(
     zone: &'a Zone,
     qlc: &'a [u8],
     qtype: u16,
     any_minimal: bool,
+    sec: bool,
 ) -> (u16, bool, Sections<'a>) {
     let mut s = Sections::default();
     let apex_labels = zone.apex_labels();
@@ -771,12 +1069,17 @@ fn resolve<'a>(
                 // Referral: AA clear, NS in authority, glue in additional.
                 if let Some(ns) = node.rrset(rtype::NS) {
                     s.authority.push(((k, node.name_wire()), ns, false));
+                    if sec {
+                        referral_ds(zone, &mut s, k, node);
+                    }
                     add_targets(zone, ns, 0, &mut s.additional);
                 }
                 return (rcode::NOERROR, false, s);
             }
             return (rcode::NOERROR, true, s);
         }
+        // The closest encloser when a wildcard answers (RFC 4592 3.3.1).
+        let mut wild_ce: Option<usize> = None;
         let (owner, node): (Owner<'a>, Node<'a>) = match found {
             Some((k, node)) => (
                 if chain == 0 {
@@ -789,31 +1092,58 @@ fn resolve<'a>(
             None => {
                 // RFC 4592 3.3.1: the source of synthesis is *.<closest encloser>.
                 match zone.wildcard(cur.get(closest..).unwrap_or_default()) {
-                    Some(node) => (cur_owner, node),
+                    Some(node) => {
+                        wild_ce = Some(closest);
+                        (cur_owner, node)
+                    }
                     None => {
                         soa_auth(&mut s);
+                        if sec {
+                            deny_name(zone, &mut s, cur, closest);
+                        }
                         return (rcode::NXDOMAIN, true, s);
                     }
                 }
             }
         };
         if qtype == rtype::ANY {
-            if node.is_empty() {
+            // RRSIGs travel with their RRsets (with DO); NSEC and NSEC3
+            // only with DO (RFC 4035 3.1).
+            let shown = |set: &RRset<'_>| {
+                set.rtype != rtype::RRSIG
+                    && (sec || !matches!(set.rtype, rtype::NSEC | rtype::NSEC3))
+            };
+            let mut sets = node.rrsets().filter(shown).peekable();
+            if sets.peek().is_none() {
                 soa_auth(&mut s);
+                if sec {
+                    deny_nodata(zone, &mut s, cur, node, wild_ce);
+                }
+                return (rcode::NOERROR, true, s);
             } else if any_minimal {
                 // RFC 8482 4.2: one RRset is enough over UDP.
-                if let Some(set) = node.rrsets().next() {
+                if let Some(set) = sets.next() {
                     s.answer.push((owner, set));
                 }
             } else {
-                for set in node.rrsets() {
+                for set in sets {
                     s.answer.push((owner, set));
+                }
+            }
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
                 }
             }
             return (rcode::NOERROR, true, s);
         }
         if let Some(set) = node.rrset(qtype) {
             s.answer.push((owner, set));
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
+                }
+            }
             match qtype {
                 rtype::MX => add_targets(zone, set, 2, &mut s.additional),
                 rtype::NS => add_targets(zone, set, 0, &mut s.additional),
@@ -824,6 +1154,11 @@ fn resolve<'a>(
         }
         if let Some(cname) = node.rrset(rtype::CNAME) {
             s.answer.push((owner, cname));
+            if sec {
+                if let Some(ce) = wild_ce {
+                    deny_wild_answer(zone, &mut s, cur, ce);
+                }
+            }
             chain += 1;
             let Some(target) = cname.rdatas().next() else {
                 return (rcode::NOERROR, true, s);
@@ -851,7 +1186,168 @@ fn resolve<'a>(
         }
         // NODATA (a wildcard's too): NOERROR, SOA in authority.
         soa_auth(&mut s);
+        if sec {
+            deny_nodata(zone, &mut s, cur, node, wild_ce);
+        }
         return (rcode::NOERROR, true, s);
+    }
+}
+
+/// Adds a node's RRset of type `rt` to the authority section once.
+fn push_auth<'a>(s: &mut Sections<'a>, node: Node<'a>, rt: u16) {
+    if let Some(set) = node.rrset(rt) {
+        if !s.authority.iter().any(|(_, x, _)| x.same_as(&set)) {
+            s.authority
+                .push(((node.key(), node.name_wire()), set, false));
+        }
+    }
+}
+
+/// The NSEC owner covering (or matching) `name`.
+fn nsec_cover<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8]) {
+    if let Some(node) = zone.nsec_covering(name) {
+        push_auth(s, node, rtype::NSEC);
+    }
+}
+
+/// The NSEC3 matching or covering `name`'s hash; whether it matched.
+fn nsec3_at<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], matching: bool) -> bool {
+    let found = zone.nsec3_hash_of(name).and_then(|h| zone.nsec3_find(&h));
+    match found {
+        Some(Ok(node)) => {
+            push_auth(s, node, rtype::NSEC3);
+            true
+        }
+        Some(Err(node)) if !matching => {
+            push_auth(s, node, rtype::NSEC3);
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Offset in `name` of the next label up from `off`.
+fn parent_off(name: &[u8], off: usize) -> usize {
+    off + 1 + usize::from(name.get(off).copied().unwrap_or(0))
+}
+
+/// RFC 5155 7.2.1 closest (provable) encloser proof: from `start` up, the
+/// first ancestor with a matching NSEC3, then the NSEC3 covering the next
+/// closer name. Returns the encloser's offset in `name`.
+fn nsec3_ce_proof<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], start: usize) -> usize {
+    let apex_len = zone.apex_key().len();
+    let mut prev: Option<usize> = None;
+    let mut off = start;
+    // An encloser at `start` itself needs a next closer below it.
+    if start > 0 {
+        let mut p = 0usize;
+        while p < start {
+            prev = Some(p);
+            p = parent_off(name, p);
+        }
+    }
+    while let Some(suffix) = name.get(off..) {
+        if suffix.len() < apex_len {
+            break;
+        }
+        if nsec3_at(zone, s, suffix, true) {
+            if let Some(nc) = prev.and_then(|p| name.get(p..)) {
+                nsec3_at(zone, s, nc, false);
+            }
+            return off;
+        }
+        if suffix.len() == apex_len {
+            break;
+        }
+        prev = Some(off);
+        off = parent_off(name, off);
+    }
+    start
+}
+
+/// NXDOMAIN proof: no `name`, no wildcard at its closest encloser
+/// `ce` (RFC 4035 3.1.3.2, RFC 5155 7.2.2).
+fn deny_name<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], ce: usize) {
+    let mut wbuf = [0u8; MAX_NAME_LEN + 2];
+    if zone.uses_nsec3() {
+        let ce = nsec3_ce_proof(zone, s, name, ce);
+        if let Some(w) = wildcard_of(name.get(ce..).unwrap_or_default(), &mut wbuf) {
+            nsec3_at(zone, s, w, false);
+        }
+    } else {
+        nsec_cover(zone, s, name);
+        if let Some(w) = wildcard_of(name.get(ce..).unwrap_or_default(), &mut wbuf) {
+            nsec_cover(zone, s, w);
+        }
+    }
+}
+
+/// A wildcard answered: prove `name` itself absent (RFC 4035 3.1.3.3,
+/// RFC 5155 7.2.6: the NSEC3 covering the next closer name).
+fn deny_wild_answer<'a>(zone: &'a Zone, s: &mut Sections<'a>, name: &[u8], ce: usize) {
+    if zone.uses_nsec3() {
+        let mut p = 0usize;
+        let mut next_closer = 0usize;
+        while p < ce {
+            next_closer = p;
+            p = parent_off(name, p);
+        }
+        if let Some(nc) = name.get(next_closer..) {
+            nsec3_at(zone, s, nc, false);
+        }
+    } else {
+        nsec_cover(zone, s, name);
+    }
+}
+
+/// NODATA proof at `node` (RFC 4035 3.1.3.1 and 3.1.3.4, RFC 5155 7.2.3
+/// to 7.2.5); `wild_ce` when `node` is the wildcard that matched.
+fn deny_nodata<'a>(
+    zone: &'a Zone,
+    s: &mut Sections<'a>,
+    name: &[u8],
+    node: Node<'a>,
+    wild_ce: Option<usize>,
+) {
+    let nsec3 = zone.uses_nsec3();
+    match (wild_ce, nsec3) {
+        (Some(ce), true) => {
+            nsec3_ce_proof(zone, s, name, ce);
+            nsec3_at(zone, s, node.key(), true);
+        }
+        (Some(_), false) => {
+            nsec_cover(zone, s, name);
+            push_auth(s, node, rtype::NSEC);
+        }
+        (None, true) => {
+            // No matching NSEC3 (an opt-out span): the closest provable
+            // encloser proof instead (RFC 5155 7.2.4).
+            if !nsec3_at(zone, s, name, true) && name.len() > zone.apex_key().len() {
+                nsec3_ce_proof(zone, s, name, parent_off(name, 0));
+            }
+        }
+        (None, false) => {
+            if node.rrset(rtype::NSEC).is_some() {
+                push_auth(s, node, rtype::NSEC);
+            } else {
+                // An empty non-terminal: the NSEC before it shows it exists.
+                nsec_cover(zone, s, name);
+            }
+        }
+    }
+}
+
+/// A referral's DS with its RRSIG, or the proof that there is none
+/// (RFC 4035 3.1.4, RFC 5155 7.2.7).
+fn referral_ds<'a>(zone: &'a Zone, s: &mut Sections<'a>, cut: &'a [u8], node: Node<'a>) {
+    if node.rrset(rtype::DS).is_some() {
+        push_auth(s, node, rtype::DS);
+    } else if zone.uses_nsec3() {
+        if !nsec3_at(zone, s, cut, true) {
+            nsec3_ce_proof(zone, s, cut, parent_off(cut, 0));
+        }
+    } else {
+        push_auth(s, node, rtype::NSEC);
     }
 }
 

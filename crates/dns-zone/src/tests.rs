@@ -613,6 +613,7 @@ fn ask_raw(r: &Responder, q: &[u8], t: Transport) -> Option<Vec<u8>> {
         Outcome::Reply => Some(out),
         Outcome::Drop => None,
         Outcome::Transfer(_) => panic!("unexpected transfer"),
+        Outcome::Notify(_) => Some(out),
     }
 }
 
@@ -989,8 +990,9 @@ fn notimp_badvers_and_class() {
     let m = Message::from_vec(&ask_raw(&r, &notify, Transport::Udp).unwrap()).unwrap();
     assert_eq!(m.response_code(), ResponseCode::NotImp);
     assert_eq!(m.op_code(), OpCode::Notify);
+    // IXFR without the client's SOA (RFC 1995 3): FORMERR.
     let m = ask(&r, "example.com.", RecordType::IXFR);
-    assert_eq!(m.response_code(), ResponseCode::NotImp);
+    assert_eq!(m.response_code(), ResponseCode::FormErr);
     // EDNS version 1: BADVERS (extended RCODE 16).
     let mut q = Message::new();
     q.set_id(7);

@@ -56,7 +56,7 @@ pub(crate) fn fmix64(mut h: u64) -> u64 {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-fn hash_name(key: &[u8]) -> u32 {
+pub(crate) fn hash_name(key: &[u8]) -> u32 {
     let mut h = FxHasher(key.len() as u64);
     h.write(key);
     h.finish() as u32
@@ -65,25 +65,25 @@ fn hash_name(key: &[u8]) -> u32 {
 const NO_NAME: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy)]
-struct NodeRec {
-    key_off: u32,
-    key_len: u16,
-    sets_len: u16,
+pub(crate) struct NodeRec {
+    pub(crate) key_off: u32,
+    pub(crate) key_len: u16,
+    pub(crate) sets_len: u16,
     /// Offset of the as-written name in `names`, or NO_NAME when it is the key.
-    name_off: u32,
-    sets_off: u32,
-    hash: u32,
+    pub(crate) name_off: u32,
+    pub(crate) sets_off: u32,
+    pub(crate) hash: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct SetRec {
-    rtype: u16,
-    count: u16,
-    ttl: u32,
-    data_off: u32,
-    data_len: u32,
+pub(crate) struct SetRec {
+    pub(crate) rtype: u16,
+    pub(crate) count: u16,
+    pub(crate) ttl: u32,
+    pub(crate) data_off: u32,
+    pub(crate) data_len: u32,
     /// Index into the builder's positions (diagnostics only).
-    pos: u32,
+    pub(crate) pos: u32,
 }
 
 /// An RRset: every record of one type at one name.
@@ -99,6 +99,8 @@ pub struct RRset<'a> {
     /// Number of records.
     pub count: u16,
     data: &'a [u8],
+    /// The RRSIG fragments covering this RRset (empty when unsigned).
+    sigs: &'a [u8],
 }
 
 impl<'a> RRset<'a> {
@@ -111,9 +113,25 @@ impl<'a> RRset<'a> {
     pub fn rdatas(&self) -> impl Iterator<Item = &'a [u8]> {
         wire_records(self.data).map(|r| r.get(10..).unwrap_or_default())
     }
+
+    /// The wire fragments of the RRSIG records covering this RRset
+    /// (grouped at load, RFC 4035 3.1.1), each with its own TTL.
+    pub fn signatures(&self) -> impl Iterator<Item = &'a [u8]> {
+        wire_records(self.sigs)
+    }
+
+    /// Whether the RRset has signatures.
+    pub fn is_signed(&self) -> bool {
+        !self.sigs.is_empty()
+    }
+
+    /// The same records (for identity checks).
+    pub(crate) fn same_as(&self, other: &RRset<'_>) -> bool {
+        std::ptr::eq(self.data.as_ptr(), other.data.as_ptr()) && self.data.len() == other.data.len()
+    }
 }
 
-fn wire_records(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn wire_records(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
         let len = data.get(pos + 8..pos + 10)?;
@@ -135,7 +153,11 @@ impl<'a> Node<'a> {
     /// The RRsets at this name.
     pub fn rrsets(&self) -> impl Iterator<Item = RRset<'a>> + 'a {
         let arenas = self.arenas;
-        self.set_recs().iter().map(move |s| arenas.rrset(s))
+        let base = self.rec.sets_off as usize;
+        self.set_recs()
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| arenas.rrset_at(s, base + i))
     }
 
     fn set_recs(&self) -> &'a [SetRec] {
@@ -153,10 +175,12 @@ impl<'a> Node<'a> {
 
     /// The RRset of a type, if present.
     pub fn rrset(&self, rt: u16) -> Option<RRset<'a>> {
+        let base = self.rec.sets_off as usize;
         self.set_recs()
             .iter()
-            .find(|s| s.rtype == rt)
-            .map(|s| self.arenas.rrset(s))
+            .enumerate()
+            .find(|(_, s)| s.rtype == rt)
+            .map(|(i, s)| self.arenas.rrset_at(s, base + i))
     }
 
     /// The owner name as written (uncompressed wire format).
@@ -179,28 +203,31 @@ impl<'a> Node<'a> {
 }
 
 #[derive(Debug, Default)]
-struct Arenas {
-    keys: Vec<u8>,
-    names: Vec<u8>,
-    nodes: Vec<NodeRec>,
-    sets: Vec<SetRec>,
-    data: Vec<u8>,
+pub(crate) struct Arenas {
+    pub(crate) keys: Vec<u8>,
+    pub(crate) names: Vec<u8>,
+    pub(crate) nodes: Vec<NodeRec>,
+    pub(crate) sets: Vec<SetRec>,
+    pub(crate) data: Vec<u8>,
     /// Open addressing, linear probing: (hash << 32) | (node index + 1),
     /// 0 = empty. The hash in the slot spares a visit to the node (a cache
     /// miss) for every non-matching probe.
-    slots: Vec<u64>,
+    pub(crate) slots: Vec<u64>,
     /// Nodes from this index on are not in `slots` yet: while loading, new
     /// nodes are slotted in batches, whose independent probes overlap their
     /// cache misses instead of stalling on one per record.
-    unslotted: usize,
+    pub(crate) unslotted: usize,
     /// Load-time bit set over node hashes (emptied by `finish`): a clear
     /// bit proves a name new without probing `slots`, which is far larger
     /// than the caches.
-    seen: Vec<u64>,
+    pub(crate) seen: Vec<u64>,
+    /// Per set index: the (offset, length) in `data` of the RRSIGs that
+    /// cover it. Empty for unsigned zones, so they pay nothing.
+    pub(crate) sig_ranges: Vec<(u32, u32)>,
 }
 
 impl Arenas {
-    fn key(&self, n: &NodeRec) -> &[u8] {
+    pub(crate) fn key(&self, n: &NodeRec) -> &[u8] {
         let start = n.key_off as usize;
         self.keys
             .get(start..start + usize::from(n.key_len))
@@ -217,10 +244,43 @@ impl Arenas {
                 .data
                 .get(start..start + s.data_len as usize)
                 .unwrap_or_default(),
+            sigs: &[],
         }
     }
 
-    fn find(&self, key: &[u8], hash: u32) -> Option<usize> {
+    /// The RRset of set record `s` at index `idx`, with its signatures.
+    fn rrset_at(&self, s: &SetRec, idx: usize) -> RRset<'_> {
+        let mut set = self.rrset(s);
+        if let Some(&(off, len)) = self.sig_ranges.get(idx) {
+            let off = off as usize;
+            set.sigs = self.data.get(off..off + len as usize).unwrap_or_default();
+        }
+        set
+    }
+
+    /// Rebuilds `slots` without the nodes marked in `hidden` (NSEC3
+    /// owners, RFC 5155 7.2.8: they answer as if absent).
+    pub(crate) fn reslot_without(&mut self, hidden: &[bool]) {
+        let want = self.slots.len().max(16);
+        let mut slots = vec![0u64; want];
+        let mask = want - 1;
+        for (idx, n) in self.nodes.iter().enumerate() {
+            if hidden.get(idx).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut i = n.hash as usize & mask;
+            while slots.get(i).is_some_and(|&s| s != 0) {
+                i = (i + 1) & mask;
+            }
+            if let Some(s) = slots.get_mut(i) {
+                *s = u64::from(n.hash) << 32 | (idx as u64 + 1);
+            }
+        }
+        self.slots = slots;
+        self.unslotted = self.nodes.len();
+    }
+
+    pub(crate) fn find(&self, key: &[u8], hash: u32) -> Option<usize> {
         let mask = self.slots.len().checked_sub(1)?;
         let mut i = hash as usize & mask;
         loop {
@@ -351,7 +411,7 @@ impl Arenas {
         idx
     }
 
-    fn node(&self, idx: usize) -> Option<Node<'_>> {
+    pub(crate) fn node(&self, idx: usize) -> Option<Node<'_>> {
         Some(Node {
             arenas: self,
             rec: self.nodes.get(idx)?,
@@ -368,6 +428,12 @@ pub struct Zone {
     class: u16,
     arenas: Arenas,
     record_count: usize,
+    /// Denial-of-existence tables of a signed zone.
+    pub(crate) dnssec: Option<Box<crate::dnssec::Dnssec>>,
+    /// Differences from earlier versions, oldest first (IXFR).
+    pub(crate) history: Vec<Arc<crate::ixfr::Diff>>,
+    /// A secondary's copy past its SOA expire: answered SERVFAIL.
+    expired: std::sync::atomic::AtomicBool,
 }
 
 /// The result of building a zone: the zone plus warnings, or all errors.
@@ -389,6 +455,8 @@ pub struct ZoneBuilder {
     soa_count: usize,
     record_count: usize,
     has_delegation: bool,
+    /// RRSIG, NSEC or NSEC3 records seen: `finish` prepares DNSSEC serving.
+    has_dnssec: bool,
     /// The apex node exists (ancestor walks stop there).
     apex_seen: bool,
     /// In-zone MX/NS targets to check at the end: (target key, rtype, owner node, pos).
@@ -414,6 +482,7 @@ impl ZoneBuilder {
             soa_count: 0,
             record_count: 0,
             has_delegation: false,
+            has_dnssec: false,
             apex_seen: false,
             targets: Vec::new(),
             key: Vec::with_capacity(255),
@@ -592,13 +661,22 @@ impl ZoneBuilder {
             return Err(errors);
         }
         warnings.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        let mut arenas = self.arenas;
+        let dnssec = if self.has_dnssec {
+            crate::dnssec::prepare(&mut arenas, &apex_lc).map(Box::new)
+        } else {
+            None
+        };
         let zone = Zone {
             apex: origin,
             apex_labels: labels(&apex_lc).count(),
             apex_lc,
             class: self.class.unwrap_or(types::class::IN),
-            arenas: self.arenas,
+            arenas,
             record_count: self.record_count,
+            dnssec,
+            history: Vec::new(),
+            expired: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((zone, warnings))
     }
@@ -673,7 +751,10 @@ impl RecordSink for ZoneBuilder {
                 let Some(set) = a.sets.get(sets_start + k).copied() else {
                     return;
                 };
-                if set.ttl != rec.ttl {
+                // RRSIGs at one name cover RRsets of different TTLs: each
+                // keeps its own (RFC 4034 3, RFC 4035 2.2).
+                let own_ttl = rec.rtype == rtype::RRSIG;
+                if set.ttl != rec.ttl && !own_ttl {
                     self.warnings.push(at(format!(
                         "TTL {} differs from the RRset's TTL {}; using {} (RFC 2181 5.2)",
                         rec.ttl, set.ttl, set.ttl
@@ -708,7 +789,8 @@ impl RecordSink for ZoneBuilder {
                     set.data_off = a.data.len() as u32;
                     a.data.extend_from_within(old);
                 }
-                frag[4..8].copy_from_slice(&set.ttl.to_be_bytes());
+                let ttl = if own_ttl { rec.ttl } else { set.ttl };
+                frag[4..8].copy_from_slice(&ttl.to_be_bytes());
                 a.data.extend_from_slice(&frag);
                 a.data.extend_from_slice(rec.rdata);
                 set.data_len += 10 + u32::from(rdlen);
@@ -765,6 +847,7 @@ impl RecordSink for ZoneBuilder {
         if rec.rtype == rtype::NS && !is_apex {
             self.has_delegation = true;
         }
+        self.has_dnssec |= matches!(rec.rtype, rtype::RRSIG | rtype::NSEC | rtype::NSEC3);
         let target_off = match rec.rtype {
             rtype::MX => Some(2),
             rtype::NS => Some(0),
@@ -821,6 +904,17 @@ impl Zone {
         b.finish()
     }
 
+    /// Marks a secondary's zone expired (answered SERVFAIL) or not.
+    pub fn set_expired(&self, expired: bool) {
+        self.expired
+            .store(expired, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the zone is expired.
+    pub fn is_expired(&self) -> bool {
+        self.expired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The apex name.
     pub fn origin(&self) -> &Name {
         &self.apex
@@ -861,6 +955,15 @@ impl Zone {
             + a.slots.capacity() * 8
     }
 
+    /// The node at an index of the node table.
+    pub(crate) fn node_at(&self, idx: u32) -> Option<Node<'_>> {
+        self.arenas.node(idx as usize)
+    }
+
+    pub(crate) fn arenas(&self) -> &Arenas {
+        &self.arenas
+    }
+
     /// The node at a lowercased wire name.
     pub fn node(&self, key: &[u8]) -> Option<Node<'_>> {
         self.arenas
@@ -890,6 +993,33 @@ impl Zone {
         Some(u32::from_be_bytes(
             <[u8; 4]>::try_from(tail.get(..4)?).ok()?,
         ))
+    }
+
+    /// Rewrites the serial inside the apex SOA's stored RDATA.
+    pub(crate) fn set_soa_serial(&mut self, serial: u32) {
+        let Some(idx) = self.arenas.find(&self.apex_lc, hash_name(&self.apex_lc)) else {
+            return;
+        };
+        let Some(rec) = self.arenas.nodes.get(idx).copied() else {
+            return;
+        };
+        let start = rec.sets_off as usize;
+        let soa = self
+            .arenas
+            .sets
+            .get(start..start + usize::from(rec.sets_len))
+            .and_then(|sets| sets.iter().find(|s| s.rtype == rtype::SOA))
+            .copied();
+        if let Some(set) = soa {
+            // One SOA record: its serial is 20 octets before the end.
+            let end = set.data_off as usize + set.data_len as usize;
+            if let Some(dst) = end
+                .checked_sub(20)
+                .and_then(|at| self.arenas.data.get_mut(at..at + 4))
+            {
+                dst.copy_from_slice(&serial.to_be_bytes());
+            }
+        }
     }
 
     /// Negative-answer TTL, RFC 2308 section 5: min(SOA TTL, SOA MINIMUM).
@@ -926,6 +1056,24 @@ impl Catalog {
     /// Adds (or replaces) a zone.
     pub fn insert(&mut self, zone: Zone) {
         self.zones.insert(zone.apex_lc.clone(), Arc::new(zone));
+    }
+
+    /// Adds (or replaces) a zone already shared (a reload keeping an
+    /// unchanged version).
+    pub fn insert_shared(&mut self, zone: Arc<Zone>) {
+        self.zones.insert(zone.apex_lc.clone(), zone);
+    }
+
+    /// A copy of the catalog with `zone` added or replacing its version.
+    pub fn with_zone(&self, zone: Arc<Zone>) -> Catalog {
+        let mut zones = self.zones.clone();
+        zones.insert(zone.apex_lc.clone(), zone);
+        Catalog { zones }
+    }
+
+    /// The zone whose apex is `apex_lc` (lowercased wire), exactly.
+    pub fn get(&self, apex_lc: &[u8]) -> Option<&Arc<Zone>> {
+        self.zones.get(apex_lc)
     }
 
     /// Number of zones.

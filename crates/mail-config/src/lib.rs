@@ -464,9 +464,21 @@ pub struct Dnsd {
     pub tcp_idle_timeout_secs: u64,
     /// Simultaneous TCP connections; further ones are closed at once.
     pub tcp_max_connections: usize,
-    /// Clients allowed to transfer zones (AXFR); CIDR or single addresses
-    /// (BIND's `allow-transfer`).
+    /// Clients allowed to transfer zones (AXFR and IXFR); CIDR or single
+    /// addresses (BIND's `allow-transfer`).
     pub axfr_allow: Vec<IpNet>,
+    /// What a reload does with a zone whose records changed but whose SOA
+    /// serial did not: refuse it (`keep`, BIND's behaviour), or serve it
+    /// with the serial raised by one (`increment`) or to the current Unix
+    /// time (`unixtime`, at least one more), as Knot's `serial-policy`.
+    pub serial_policy: SerialPolicy,
+    /// TSIG keys (RFC 8945) for transfers and NOTIFY, named by zones'
+    /// `key` (BIND's `key` statements).
+    pub tsig_keys: Vec<TsigKey>,
+    /// Differences between loaded versions kept per zone for IXFR (RFC
+    /// 1995); a secondary further behind gets the whole zone. 0 keeps none
+    /// (Knot's `journal-max-depth`).
+    pub ixfr_history: usize,
     /// Log one line per query.
     pub query_log: bool,
     /// UDP sockets per address (`SO_REUSEPORT`), each with its own thread;
@@ -509,6 +521,9 @@ impl Default for Dnsd {
                 IpNet::from_str("127.0.0.0/8").unwrap_or(IpNet::LOOPBACK_V4),
                 IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
             ],
+            serial_policy: SerialPolicy::Keep,
+            tsig_keys: Vec::new(),
+            ixfr_history: 20,
             query_log: false,
             workers: 0,
             // Knot's default rate; BIND has none (0) but then the server
@@ -540,6 +555,46 @@ pub struct DnsZone {
     /// The zone file; a relative path is relative to the configuration
     /// file's directory.
     pub file: PathBuf,
+    /// Secondaries sent a NOTIFY (RFC 1996) at start and whenever a reload
+    /// changes the zone's serial, `"address:port"` (BIND's `also-notify`).
+    #[serde(default)]
+    pub notify: Vec<SocketAddr>,
+    /// A TSIG key of `tsig_keys`: transfers of the zone need a request
+    /// signed with it, and NOTIFYs are signed with it (BIND's
+    /// `allow-transfer { key ...; }`, `also-notify { ... key ...; }`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Makes the zone a secondary of these primaries, `"address:port"`
+    /// (BIND's `type secondary; primaries { ...; };`): transferred at
+    /// start, on their NOTIFY and on the SOA timers; `file` is then the
+    /// on-disk copy, written after each transfer and served at start.
+    #[serde(default)]
+    pub primaries: Vec<SocketAddr>,
+}
+
+/// `[dnsd] serial_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialPolicy {
+    /// Refuse the reload.
+    Keep,
+    /// The old serial plus one.
+    Increment,
+    /// The current Unix time, or the old serial plus one if that is newer.
+    Unixtime,
+}
+
+/// A TSIG key (RFC 8945), as BIND's `key "name" { algorithm
+/// hmac-sha256; secret "..."; };` (what `tsig-keygen` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKey {
+    /// The key's name, a domain name (`xfr-key`).
+    pub name: String,
+    /// `hmac-sha256` or `hmac-sha512`.
+    pub algorithm: String,
+    /// The shared secret, base64.
+    pub secret: String,
 }
 
 impl Config {
@@ -740,6 +795,13 @@ impl Config {
                 format!("{} is below the DNS minimum of 512", d.udp_payload_max),
             );
         }
+        if d.ixfr_history > 10_000 {
+            return bad(
+                "dnsd",
+                "ixfr_history",
+                format!("{} is not in 0..=10000", d.ixfr_history),
+            );
+        }
         for (key, v) in [
             ("tcp_idle_timeout_secs", d.tcp_idle_timeout_secs),
             ("tcp_max_connections", d.tcp_max_connections as u64),
@@ -760,8 +822,54 @@ impl Config {
                 return bad("dnsd", key, format!("{v} is not in {lo}..={hi}"));
             }
         }
+        for k in &d.tsig_keys {
+            use base64::Engine as _;
+            if !matches!(
+                k.algorithm.to_ascii_lowercase().as_str(),
+                "hmac-sha256" | "hmac-sha512"
+            ) {
+                return bad(
+                    "dnsd",
+                    "tsig_keys",
+                    format!(
+                        "key {:?}: algorithm {:?} is not hmac-sha256 or hmac-sha512",
+                        k.name, k.algorithm
+                    ),
+                );
+            }
+            match base64::engine::general_purpose::STANDARD.decode(k.secret.trim()) {
+                Ok(s) if !s.is_empty() => {}
+                _ => {
+                    return bad(
+                        "dnsd",
+                        "tsig_keys",
+                        format!("key {:?}: the secret is not base64", k.name),
+                    )
+                }
+            }
+            if k.name.trim_end_matches('.').is_empty() || k.name.contains(char::is_whitespace) {
+                return bad(
+                    "dnsd",
+                    "tsig_keys",
+                    format!("{:?} is not a key name", k.name),
+                );
+            }
+        }
         let mut origins = std::collections::HashSet::new();
         for z in &d.zones {
+            if let Some(key) = &z.key {
+                let same = |a: &str, b: &str| {
+                    a.trim_end_matches('.')
+                        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+                };
+                if !d.tsig_keys.iter().any(|k| same(&k.name, key)) {
+                    return bad(
+                        "dnsd",
+                        "zones",
+                        format!("zone {:?}: key {key:?} is not in tsig_keys", z.origin),
+                    );
+                }
+            }
             let o = z.origin.trim_end_matches('.').to_ascii_lowercase();
             if (o.is_empty() && z.origin != ".") || z.origin.contains(char::is_whitespace) {
                 return bad(
@@ -1123,7 +1231,7 @@ hostname = "mail"
 [dnsd]
 listen = ["127.0.0.1:5300", "[::1]:5300"]
 zones = [{ origin = "csuvnetwork.com", file = "zones/csuvnetwork.com.zone" },
-         { origin = "example.org.", file = "/etc/example.org.zone" }]
+         { origin = "example.org.", file = "/etc/example.org.zone", notify = ["127.0.0.1:5301"] }]
 udp_payload_max = 1400
 axfr_allow = ["192.0.2.0/24"]
 query_log = true
@@ -1131,10 +1239,13 @@ rrl_responses_per_second = 5
 rrl_slip = 0
 rrl_exempt_clients = ["10.0.0.0/8"]
 rrl_log_only = true
+serial_policy = "unixtime"
 "#,
         )
         .unwrap();
         let d = &c.dnsd;
+        assert_eq!(d.serial_policy, SerialPolicy::Unixtime);
+        assert!(parse("[dnsd]\nserial_policy = \"date\"\n").is_err());
         assert_eq!(d.listen.len(), 2);
         assert_eq!(d.udp_payload_max, 1400);
         assert_eq!(d.tcp_max_connections, 256);
@@ -1154,9 +1265,14 @@ rrl_log_only = true
             DnsZone {
                 origin: "csuvnetwork.com".into(),
                 file: "/base/zones/csuvnetwork.com.zone".into(),
+                notify: vec![],
+                key: None,
+                primaries: vec![],
             }
         );
         assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
+        assert_eq!(d.zones[1].notify, vec!["127.0.0.1:5301".parse().unwrap()]);
+        assert_eq!(d.ixfr_history, 20);
     }
 
     #[test]
@@ -1192,6 +1308,7 @@ rrl_log_only = true
             ("rrl_ipv4_prefix = 33", "dnsd.rrl_ipv4_prefix"),
             ("rrl_ipv6_prefix = 129", "dnsd.rrl_ipv6_prefix"),
             ("rrl_table_size = 0", "dnsd.rrl_table_size"),
+            ("ixfr_history = 10001", "dnsd.ixfr_history"),
         ] {
             let e = parse(&format!("[dnsd]\n{text}\n")).unwrap_err().to_string();
             assert!(e.contains(&format!("line 2: {key}")), "{e}");
