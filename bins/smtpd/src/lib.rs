@@ -187,7 +187,7 @@ pub(crate) struct Shared {
     /// accepted.
     relay: Option<RelayHandle>,
     /// Wakes the pickup scan (SIGUSR1 from `sendmail`).
-    pickup_wake: tokio::sync::Notify,
+    pickup_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The outbound queue and its manager.
@@ -222,6 +222,8 @@ fn retry_schedule(cfg: &Config) -> RetrySchedule {
 pub struct Running {
     shared: Arc<Shared>,
     serving: netkit::Serving,
+    /// The pickup scan, ended by stop.
+    pickup: Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>,
     inbound: Vec<SocketAddr>,
     submission: Vec<SocketAddr>,
     submissions: Vec<SocketAddr>,
@@ -283,6 +285,11 @@ impl netkit::Service for Running {
         let grace = self.shared.settings().cfg.smtpd.shutdown_grace.duration();
         let deadline = Instant::now() + grace;
         self.serving.stop(grace).await;
+        if let Some((task, stop)) = self.pickup {
+            stop.notify_one();
+            // A scan in progress finishes the message it is on.
+            let _ = task.await;
+        }
         if let Some(r) = &self.shared.relay {
             // Deliveries in flight may finish; the rest stays queued.
             r.engine
@@ -327,10 +334,13 @@ fn load_transport(path: &std::path::Path) -> Result<mailstore::nexthop::Transpor
 
 /// The pickup directory (`sendmail`), scanned at start, every second and
 /// on SIGUSR1 (Postfix's pickup daemon, woken by postdrop).
-fn spawn_pickup(shared: &Arc<Shared>, dir: std::path::PathBuf) {
+fn spawn_pickup(
+    shared: &Arc<Shared>,
+    dir: std::path::PathBuf,
+) -> Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)> {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         warn!(error = %e, dir = %dir.display(), "no pickup directory: sendmail will fail");
-        return;
+        return None;
     }
     // Anyone on the host may run sendmail: writable by all, sticky so
     // no one removes another's file (Postfix's maildrop is 1730 with a
@@ -340,17 +350,23 @@ fn spawn_pickup(shared: &Arc<Shared>, dir: std::path::PathBuf) {
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1733));
     }
     let weak = Arc::downgrade(shared);
-    tokio::spawn(async move {
+    let wake = Arc::clone(&shared.pickup_wake);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
         loop {
+            // Only a weak reference between scans: stop releases the queue
+            // (and its lock) at once.
             let Some(shared) = weak.upgrade() else { return };
             let d = dir.clone();
-            let s = Arc::clone(&shared);
-            let _ = tokio::task::spawn_blocking(move || relay::pickup_scan(&s, &d)).await;
-            // Holds the server for at most a second: stop is not delayed.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), shared.pickup_wake.notified()).await;
+            let _ = tokio::task::spawn_blocking(move || relay::pickup_scan(&shared, &d)).await;
+            tokio::select! {
+                () = stopped.notified() => return,
+                _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()) => {}
+            }
         }
     });
+    Some((task, stop))
 }
 
 /// `mailctl queue flush` sends SIGUSR1: retry every deferred delivery now
@@ -473,7 +489,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             ),
             queue: out_queue,
         }),
-        pickup_wake: tokio::sync::Notify::new(),
+        pickup_wake: Arc::new(tokio::sync::Notify::new()),
         ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
@@ -515,7 +531,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         }
     }
     spawn_flush_on_sigusr1(&shared);
-    spawn_pickup(&shared, queue_dir.join(mailstore::pickup::DIR_NAME));
+    let pickup = spawn_pickup(&shared, queue_dir.join(mailstore::pickup::DIR_NAME));
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, kind, watch| {
         connection(Arc::clone(&handler_shared), stream, peer, kind, watch)
@@ -526,6 +542,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         inbound: in_addrs,
         submission: sub_addrs,
         submissions: subs_addrs,
+        pickup,
     })
 }
 
