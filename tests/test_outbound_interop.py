@@ -496,3 +496,21 @@ def test_sigkill_while_delivering_loses_nothing(tmp_path, daemons, slow_remote):
         f"seed {seed}: delivered again although the queue had recorded the 250 "
         f"(or the remote had not said it): {unexplained}")
 
+
+
+def test_a_delivery_is_recorded_before_quit(tmp_path, daemons, slow_remote):
+    """The remote's 250 is recorded before anything else happens: a remote
+    that never answers QUIT does not hold up the record (nor, with it, the
+    crash window in which the message would be sent again)."""
+    remote = slow_remote(delay=0.0, answer_quit=False)
+    ours = Instance(tmp_path, daemons, "csuvnetwork.com",
+                    transport=f"example.org smtp:[127.0.0.1]:{remote.port}\n")
+    assert ours.submit(["a@example.org"],
+                       b"Subject: q\r\nMessage-ID: <quit@csuvnetwork.com>\r\n\r\nx\r\n") == {}
+    deadline = time.monotonic() + 10
+    while "<quit@csuvnetwork.com>" not in remote.ids():
+        assert time.monotonic() < deadline, ours.smtpd.output()[-3000:]
+        time.sleep(0.05)
+    # The QUIT is left unanswered (the client would wait 5 minutes).
+    wait_queue_empty(ours, 5)
+    assert "status=sent" in ours.smtpd.output()
