@@ -33,6 +33,9 @@ command -v openssl   >/dev/null 2>&1 || need_apt+=(openssl)
 command -v fetchmail >/dev/null 2>&1 || need_apt+=(fetchmail)
 command -v msmtp     >/dev/null 2>&1 || need_apt+=(msmtp)
 command -v testssl   >/dev/null 2>&1 || need_apt+=(testssl.sh)
+# Postfix is the remote MTA and the relay of tests/test_outbound_interop.py
+# (private instances on loopback; the system one is left unconfigured).
+command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need_apt+=(postfix)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -45,6 +48,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     $SUDO chmod +x /usr/sbin/policy-rc.d
     made_policy=1
   fi
+  # Postfix's package would otherwise ask what kind of mail system this is.
+  echo "postfix postfix/main_mailer_type select No configuration" \
+    | $SUDO debconf-set-selections 2>/dev/null || true
   $SUDO apt-get update -qq >/dev/null 2>&1 || true
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   if [ -n "$made_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi

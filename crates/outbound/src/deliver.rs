@@ -119,12 +119,55 @@ struct HostFailure {
     text: String,
 }
 
+/// The rest of a session whose transaction has ended: `QUIT`, its reply
+/// and the close. [`deliver_then_close`] hands it back so that the caller
+/// records the remote's replies first (RFC 5321 section 6.1: the `250`
+/// made the remote responsible; a crash before the record would send the
+/// message again, so nothing, not even `QUIT` to a slow or silent server,
+/// may come between the two).
+pub struct Closing {
+    driver: Driver<Stream>,
+    session: ClientSession,
+}
+
+impl std::fmt::Debug for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Closing").finish_non_exhaustive()
+    }
+}
+
+impl Closing {
+    /// Sends `QUIT` and waits for its reply (the session's own timeout,
+    /// RFC 5321 section 4.5.3.2) and the close; errors do not matter any
+    /// more.
+    pub async fn finish(mut self) {
+        while self.driver.next(&mut self.session, false).await.is_ok() {}
+    }
+}
+
 /// Delivers `msg` to the first of `hops` that takes part in a
 /// transaction; every recipient gets a result. When no host could be
 /// reached, or every one failed before the transaction, all recipients
 /// get [`Verdict::Temporary`] with the last host's error (Postfix defers
 /// too, also after `5xx` greetings, as with `smtp_skip_5xx_greeting`).
+/// The session is ended (`QUIT`) before this returns; see
+/// [`deliver_then_close`] to record the results first.
 pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) -> Vec<RcptResult> {
+    let (results, closing) = deliver_then_close(hops, msg, settings).await;
+    if let Some(c) = closing {
+        c.finish().await;
+    }
+    results
+}
+
+/// As [`deliver`], but returns as soon as the transaction has ended, with
+/// the rest of the session (`QUIT`) for the caller to finish once the
+/// results are recorded.
+pub async fn deliver_then_close(
+    hops: &[Hop],
+    msg: Message<'_>,
+    settings: &ClientSettings,
+) -> (Vec<RcptResult>, Option<Closing>) {
     let mut last = HostFailure {
         status: "4.4.4",
         text: "no mail host to try".to_owned(),
@@ -134,7 +177,7 @@ pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) 
             let addr = SocketAddr::new(ip, hop.port);
             let remote = format!("{}[{}]:{}", hop.host, addr.ip(), addr.port());
             match attempt(hop, addr, msg, settings).await {
-                Ok(report) => {
+                Ok((report, closing)) => {
                     let results = verdicts(&report, msg.recipients, &hop.host, addr, &remote);
                     for r in &results {
                         info!(
@@ -146,7 +189,7 @@ pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) 
                             r.text
                         );
                     }
-                    return results;
+                    return (results, Some(closing));
                 }
                 Err(failure) => {
                     debug!(relay = remote, error = failure.text, "host failed");
@@ -155,7 +198,8 @@ pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) 
             }
         }
     }
-    msg.recipients
+    let results = msg
+        .recipients
         .iter()
         .map(|(i, _)| RcptResult {
             rcpt: *i,
@@ -164,16 +208,18 @@ pub async fn deliver(hops: &[Hop], msg: Message<'_>, settings: &ClientSettings) 
             remote: None,
             text: last.text.clone(),
         })
-        .collect()
+        .collect();
+    (results, None)
 }
 
-/// One connection: the session up to the end of the transaction.
+/// One connection: the session up to the end of the transaction (the
+/// report), and what is left of it (`QUIT`).
 async fn attempt(
     hop: &Hop,
     addr: SocketAddr,
     msg: Message<'_>,
     settings: &ClientSettings,
-) -> Result<MessageReport, HostFailure> {
+) -> Result<(MessageReport, Closing), HostFailure> {
     let host = format!("{}[{}]", hop.host, addr.ip());
     let tcp = match tokio::time::timeout(
         settings.connect_timeout,
@@ -210,7 +256,6 @@ async fn attempt(
         body: msg.content.to_vec(),
     };
     let mut session = ClientSession::new(cfg, vec![outgoing], driver.now());
-    let mut report = None;
     let lost = |stage: &str| HostFailure {
         status: "4.4.2",
         text: format!("lost connection with {host} while {stage}"),
@@ -242,23 +287,20 @@ async fn attempt(
                 }
             }
             Ok(ClientEvent::Ready { .. } | ClientEvent::Authenticated) => {}
-            Ok(ClientEvent::Message(r)) => report = Some(r),
-            Ok(ClientEvent::Failed(e)) => {
-                if report.is_none() {
-                    return Err(session_failure(&host, e));
-                }
+            // One message per session: its report ends the transaction.
+            Ok(ClientEvent::Message(r)) => {
+                return Ok((r, Closing { driver, session }));
             }
-            Err(Stop::Closed) => break,
-            Err(Stop::Io(e)) if report.is_none() => {
+            Ok(ClientEvent::Failed(e)) => return Err(session_failure(&host, e)),
+            Err(Stop::Io(e)) => {
                 return Err(HostFailure {
                     status: "4.4.2",
                     text: format!("lost connection with {host}: {e}"),
                 })
             }
-            Err(_) => break,
+            Err(_) => return Err(lost("sending the message")),
         }
     }
-    report.ok_or_else(|| lost("sending the message"))
 }
 
 fn os_error_text(e: &std::io::Error) -> String {

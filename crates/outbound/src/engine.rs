@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use mailstore::outbound::{Attempt, OutboundQueue, Outcome, QueuedMessage, RcptState};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
 
-use crate::deliver::{deliver, ClientSettings, Hop, Message, Verdict};
+use crate::deliver::{
+    deliver_then_close, ClientSettings, Closing, Hop, Message, RcptResult, Verdict,
+};
 use crate::schedule::{AfterFailure, Schedule};
 
 /// Why a destination has no host to try.
@@ -422,17 +424,88 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             let sender = m.envelope.sender.clone();
             tasks.spawn(async move { me.to_destination(&domain, &sender, &rcpts, &content).await });
         }
-        let mut results = Vec::new();
+        // Each destination's outcomes are recorded as soon as its
+        // transaction ends, before its QUIT and without waiting for the
+        // other destinations: a crash sends again only what the remote
+        // took and the record did not yet say (the window Postfix has).
+        let mut record_failed = false;
         while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(r) => results.extend(r),
-                Err(e) => error!(queue_id = id, error = %e, "delivery task failed"),
+            let (results, closing) = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(queue_id = id, error = %e, "delivery task failed");
+                    continue;
+                }
+            };
+            let attempts = self.attempts(id, &m, results);
+            if !attempts.is_empty() {
+                let q = self.queue.clone();
+                let key = id.to_owned();
+                match tokio::task::spawn_blocking(move || q.record(&key, &attempts)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        error!(queue_id = id, error = %e, "recording delivery outcomes failed");
+                        record_failed = true;
+                    }
+                    Err(e) => {
+                        error!(queue_id = id, error = %e, "recording task failed");
+                        record_failed = true;
+                    }
+                }
+            }
+            if let Some((closing, permit)) = closing {
+                // The destination's connection slot is given back once
+                // the session is over.
+                tokio::spawn(async move {
+                    closing.finish().await;
+                    drop(permit);
+                });
             }
         }
+        if record_failed {
+            return After::Failed;
+        }
+        let q = self.queue.clone();
+        let key = id.to_owned();
+        let me = Arc::clone(self);
+        let r = tokio::task::spawn_blocking(move || {
+            let m = q.load(&key)?;
+            if !m.is_finished() {
+                return Ok(After::Queued(m));
+            }
+            if let Err(e) = me.finisher.finished(&m) {
+                warn!(
+                    queue_id = key,
+                    error = e,
+                    "finishing message failed; kept queued"
+                );
+                return Ok(After::Failed);
+            }
+            q.remove(&key)?;
+            info!("{key}: removed");
+            Ok::<_, mailstore::Error>(After::Gone)
+        })
+        .await;
+        match r {
+            Ok(Ok(after)) => after,
+            Ok(Err(e)) => {
+                error!(queue_id = id, error = %e, "reading back or removing the message failed");
+                After::Failed
+            }
+            Err(e) => {
+                error!(queue_id = id, error = %e, "finishing task failed");
+                After::Failed
+            }
+        }
+    }
+
+    /// The records of one destination's results, each logged as Postfix
+    /// logs a delivery attempt.
+    fn attempts(&self, id: &str, m: &QueuedMessage, results: Vec<RcptResult>) -> Vec<Attempt> {
         let arrival = m.envelope.arrival;
         let bounce = m.envelope.sender.is_empty();
         let now = SystemTime::now();
-        let attempts: Vec<Attempt> = results
+        results
             .into_iter()
             .map(|r| {
                 let outcome = match r.verdict {
@@ -474,42 +547,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                     text: r.text,
                 }
             })
-            .collect();
-        let q = self.queue.clone();
-        let key = id.to_owned();
-        let me = Arc::clone(self);
-        let r = tokio::task::spawn_blocking(move || {
-            if !attempts.is_empty() {
-                q.record(&key, &attempts)?;
-            }
-            let m = q.load(&key)?;
-            if !m.is_finished() {
-                return Ok(After::Queued(m));
-            }
-            if let Err(e) = me.finisher.finished(&m) {
-                warn!(
-                    queue_id = key,
-                    error = e,
-                    "finishing message failed; kept queued"
-                );
-                return Ok(After::Failed);
-            }
-            q.remove(&key)?;
-            info!("{key}: removed");
-            Ok::<_, mailstore::Error>(After::Gone)
-        })
-        .await;
-        match r {
-            Ok(Ok(after)) => after,
-            Ok(Err(e)) => {
-                error!(queue_id = id, error = %e, "recording delivery outcomes failed");
-                After::Failed
-            }
-            Err(e) => {
-                error!(queue_id = id, error = %e, "recording task failed");
-                After::Failed
-            }
-        }
+            .collect()
     }
 
     async fn to_destination(
@@ -518,13 +556,13 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         sender: &str,
         rcpts: &[(usize, String)],
         content: &[u8],
-    ) -> Vec<crate::deliver::RcptResult> {
+    ) -> (Vec<RcptResult>, Option<(Closing, OwnedSemaphorePermit)>) {
         let hops = match self.route.route(domain).await {
             Ok(h) => h,
             Err(f) => {
-                return rcpts
+                let results = rcpts
                     .iter()
-                    .map(|(i, _)| crate::deliver::RcptResult {
+                    .map(|(i, _)| RcptResult {
                         rcpt: *i,
                         verdict: if f.permanent {
                             Verdict::Permanent
@@ -535,18 +573,20 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                         remote: None,
                         text: f.text.clone(),
                     })
-                    .collect()
+                    .collect();
+                return (results, None);
             }
         };
         let sem = self.destination(domain);
-        let Ok(_permit) = sem.acquire_owned().await else {
-            return Vec::new();
+        let Ok(permit) = sem.acquire_owned().await else {
+            return (Vec::new(), None);
         };
         let msg = Message {
             sender,
             recipients: rcpts,
             content,
         };
-        deliver(&hops, msg, &self.cfg.client).await
+        let (results, closing) = deliver_then_close(&hops, msg, &self.cfg.client).await;
+        (results, closing.map(|c| (c, permit)))
     }
 }

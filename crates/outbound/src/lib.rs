@@ -5,7 +5,9 @@
 //!
 //! - [`schedule`]: when to retry and when to give up (pure).
 //! - [`deliver`]: one attempt of one message to one destination's hosts,
-//!   with a verdict per recipient in Postfix's words.
+//!   with a verdict per recipient in Postfix's words
+//!   ([`deliver::deliver_then_close`] returns them before `QUIT`, so that
+//!   they are recorded first).
 //! - [`engine`]: the queue manager over [`mailstore::outbound`]: due
 //!   messages delivered per destination within concurrency limits, every
 //!   outcome recorded before going on, deferrals rescheduled, finished

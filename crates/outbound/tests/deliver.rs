@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use netkit::Service;
 use outbound::deliver::{
-    deliver, unauthenticated_connector, ClientSettings, Message, RcptResult, Verdict,
+    deliver, deliver_then_close, unauthenticated_connector, ClientSettings, Message, RcptResult,
+    Verdict,
 };
 use smtp_proto::ClientTls;
 
@@ -149,4 +150,69 @@ async fn required_tls_without_starttls_defers() {
     let r = deliver(&hops, msg, &settings()).await;
     assert_eq!(r[0].verdict, Verdict::Sent, "{r:?}");
     running.stop().await;
+}
+
+/// A remote that takes the message and then never answers QUIT: the
+/// results come back at its `250`, not after QUIT's 5-minute timeout, so
+/// the queue records the delivery at once (a crash meanwhile would send
+/// the message again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_before_quit() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (rd, mut wr) = sock.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        wr.write_all(b"220 silent.example.org\r\n").await.unwrap();
+        let mut in_data = false;
+        let mut quit_tx = Some(quit_tx);
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 2.0.0 Ok: queued\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line.starts_with("QUIT") {
+                // Never answered; the connection stays open.
+                if let Some(tx) = quit_tx.take() {
+                    let _ = tx.send(());
+                }
+                continue;
+            } else {
+                b"250 silent.example.org\r\n"
+            };
+            wr.write_all(reply).await.unwrap();
+        }
+    });
+    let hops = [hop("silent.example.org", addr)];
+    let to = rcpts(&["a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+    };
+    let (r, closing) = tokio::time::timeout(
+        Duration::from_secs(10),
+        deliver_then_close(&hops, msg, &settings()),
+    )
+    .await
+    .expect("results before QUIT is answered");
+    assert_eq!(r[0].verdict, Verdict::Sent, "{r:?}");
+    // QUIT goes out only when the caller finishes the session.
+    let closing = closing.expect("the session is still open");
+    let finishing = tokio::spawn(closing.finish());
+    tokio::time::timeout(Duration::from_secs(10), quit_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    finishing.abort();
+    server.abort();
 }
