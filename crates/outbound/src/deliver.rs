@@ -273,7 +273,7 @@ async fn attempt(
                     .await
                 {
                     Ok(info) => {
-                        info!(relay = host, tls = %info, "Trusted TLS connection established");
+                        info!(relay = host, tls = %info, "Untrusted TLS connection established");
                         if session.tls_established().is_err() {
                             return Err(lost("starting TLS"));
                         }
