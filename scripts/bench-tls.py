@@ -4,8 +4,8 @@ pop3d (pop3s, port-995 style) against Postfix smtpd with
 `smtpd_tls_wrappermode = yes` and Dovecot pop3s, all four serving THE SAME
 certificate, once ECDSA P-256 and once RSA-2048.
 
-  scripts/bench-tls.py [--seconds 5] [--rounds 2] [--clients 4]
-                       [--idle 2000] [--messages 300]
+  scripts/bench-tls.py [--seconds 5] [--rounds 2] [--concurrency 32]
+                       [--idle 2000] [--ref-idle 500] [--messages 300]
 
 Figures (see docs/benchmarks.md, section "TLS"):
   1. full TLS handshakes per second and server CPU per handshake;
@@ -14,9 +14,12 @@ Figures (see docs/benchmarks.md, section "TLS"):
   3. POP3 RETR throughput inside TLS (pipelined, 100 KiB messages);
   4. PSS per idle TLS connection (handshake done, greeting read).
 
-Each handshake point runs `--seconds` with `--clients` client processes
-(Python's ssl module, i.e. OpenSSL); ours and the reference alternate
-(A B A B over `--rounds`) and the medians are reported. Every server
+Each handshake point runs `--seconds` with `--concurrency` connections at
+a time from crates/netkit/examples/tls_load.rs (one thread, rustls, no
+verification: Python's ssl and openssl s_time spend more CPU per
+handshake than our server, `--client python` keeps that client for
+comparison); ours and the reference alternate (A B A B over `--rounds`)
+and the medians are reported. Every server
 listens on 127.0.0.1 only, every load is bounded in time and count, and
 everything started is stopped by PID at the end (helpers and the
 Postfix/Dovecot setup are bench-mail.py's). Needs root (Postfix and Dovecot
@@ -467,9 +470,12 @@ def log(msg):
     print(msg, flush=True)
 
 
-def run_kind(kind, chain, key, ca_pem, work, a, passwd_lines, pool, results):
-    ours = Ours(work / f"ours-{kind}", chain, key, a)
-    ref = Reference(work / f"ref-{kind}", chain, key, a, passwd_lines)
+def with_systems(kind, tag, chain, key, ca_pem, work, a, passwd_lines, body):
+    """Start ours and the reference with the certificate (fresh
+    directories), check what they serve and where they listen, run
+    `body(systems)`, stop them all."""
+    ours = Ours(work / f"ours-{kind}-{tag}", chain, key, a)
+    ref = Reference(work / f"ref-{kind}-{tag}", chain, key, a, passwd_lines)
     try:
         ours.start()
         ref.start()
@@ -485,58 +491,73 @@ def run_kind(kind, chain, key, ca_pem, work, a, passwd_lines, pool, results):
                 proto, greeting = check_served(f"{side} {svc}", port, ca_pem, chain)
                 log(f"[{kind}] {side} {svc} on 127.0.0.1:{port} ({len(addrs)} listening "
                     f"sockets, all loopback): {proto}, same certificate; {greeting!r}")
-        r = results.setdefault(kind, {})
-
-        def record(fig, side, value):
-            r.setdefault(fig, {}).setdefault(side, []).append(value)
-
-        # Memory first, on fresh processes (see bench-mail.py).
-        if kind == a.kinds[0] and a.idle:
-            for svc in ("smtps", "pop3s"):
-                for side in ("ours", "ref"):
-                    port, roots = systems[side][svc]
-                    m = bench_idle(port, roots, a.idle if side == "ours" else a.ref_idle)
-                    record(f"idle_{svc}", side, m)
-                    log(f"[{kind}] {side} {svc}: {a.idle if side == 'ours' else a.ref_idle} "
-                        f"idle TLS connections (opened in "
-                        f"{m['open_s']:.1f}s): PSS {m['pss_before_kib']} -> "
-                        f"{m['pss_after_kib']} KiB, processes {m['processes']}: "
-                        f"{m['kib_per_conn']:.1f} KiB per connection")
-            time.sleep(2)  # let the reference's login processes exit
-        for rnd in range(a.rounds):
-            for mode in ("full", "resumed"):
-                for svc in ("smtps", "pop3s"):
-                    for side in ("ours", "ref"):  # A B A B
-                        port, roots = systems[side][svc]
-                        if a.client == "rust":
-                            h = bench_handshakes_rust(port, roots, a.seconds, a.concurrency,
-                                                      mode == "resumed", a.max_handshakes)
-                        else:
-                            h = bench_handshakes(pool, port, roots, a.seconds, a.clients,
-                                                 mode == "resumed", a.max_handshakes)
-                        record(f"{mode}_{svc}", side, h)
-                        log(f"[{kind} r{rnd + 1}] {side} {svc} {mode}: {h['per_s']:.0f}/s "
-                            f"({h['handshakes']} in {a.seconds}s, {h['reused_pct']:.0f}% "
-                            f"resumed, {h['errors']} errors), server CPU "
-                            f"{h['server_cpu_us']:.0f} us, client CPU "
-                            f"{h['client_cpu_us']:.0f} us per handshake, "
-                            f"{h['cores_busy']:.2f} cores busy (client {h['client_util']:.2f})")
-        if kind == a.kinds[0] and a.messages:
-            for side in ("ours", "ref"):  # warm-up: page cache, Dovecot's index
-                bench_retr(systems[side]["pop3s"][0], systems[side]["pop3s"][1], 0, 1)
-            for rnd in range(a.rounds):
-                for side in ("ours", "ref"):
-                    port, roots = systems[side]["pop3s"]
-                    t = bench_retr(port, roots, a.seconds, a.max_passes)
-                    record("retr_pop3s", side, t)
-                    log(f"[{kind} r{rnd + 1}] {side} pop3s RETR: {t['mib_per_s']:.0f} MiB/s "
-                        f"({t['passes']} x {t['messages']} x 100 KiB), server CPU "
-                        f"{t['server_cpu_ms_per_mib']:.2f} ms per MiB")
+        body(systems)
     finally:
         try:
             ref.stop()
         finally:
             ours.stop()
+
+
+def run_kind(kind, chain, key, ca_pem, work, a, passwd_lines, pool, results):
+    r = results.setdefault(kind, {})
+
+    def record(fig, side, value):
+        r.setdefault(fig, {}).setdefault(side, []).append(value)
+
+    def idle(systems):
+        for svc in ("smtps", "pop3s"):
+            for side in ("ours", "ref"):
+                port, roots = systems[side][svc]
+                count = a.idle if side == "ours" else a.ref_idle
+                m = bench_idle(port, roots, count)
+                record(f"idle_{svc}", side, m)
+                log(f"[{kind}] {side} {svc}: {count} idle TLS connections (opened in "
+                    f"{m['open_s']:.1f}s): PSS {m['pss_before_kib']} -> "
+                    f"{m['pss_after_kib']} KiB, processes {m['processes']}: "
+                    f"{m['kib_per_conn']:.1f} KiB per connection")
+
+    # Memory on fresh processes (see bench-mail.py), in instances of its
+    # own: Postfix keeps the idle connections' smtpd processes for
+    # max_idle (100 s), and their exit would be counted as CPU of the
+    # handshakes that follow.
+    if kind == a.kinds[0] and a.idle:
+        with_systems(kind, "idle", chain, key, ca_pem, work, a, passwd_lines, idle)
+    with_systems(kind, "load", chain, key, ca_pem, work, a, passwd_lines,
+                 lambda systems: load(kind, systems, a, pool, record))
+
+
+def load(kind, systems, a, pool, record):
+    """The handshake points (A B A B over the rounds), then RETR."""
+    for rnd in range(a.rounds):
+        for mode in ("full", "resumed"):
+            for svc in ("smtps", "pop3s"):
+                for side in ("ours", "ref"):  # A B A B
+                    port, roots = systems[side][svc]
+                    if a.client == "rust":
+                        h = bench_handshakes_rust(port, roots, a.seconds, a.concurrency,
+                                                  mode == "resumed", a.max_handshakes)
+                    else:
+                        h = bench_handshakes(pool, port, roots, a.seconds, a.clients,
+                                             mode == "resumed", a.max_handshakes)
+                    record(f"{mode}_{svc}", side, h)
+                    log(f"[{kind} r{rnd + 1}] {side} {svc} {mode}: {h['per_s']:.0f}/s "
+                        f"({h['handshakes']} in {a.seconds}s, {h['reused_pct']:.0f}% "
+                        f"resumed, {h['errors']} errors), server CPU "
+                        f"{h['server_cpu_us']:.0f} us, client CPU "
+                        f"{h['client_cpu_us']:.0f} us per handshake, "
+                        f"{h['cores_busy']:.2f} cores busy (client {h['client_util']:.2f})")
+    if kind == a.kinds[0] and a.messages:
+        for side in ("ours", "ref"):  # warm-up: page cache, Dovecot's index
+            bench_retr(systems[side]["pop3s"][0], systems[side]["pop3s"][1], 0, 1)
+        for rnd in range(a.rounds):
+            for side in ("ours", "ref"):
+                port, roots = systems[side]["pop3s"]
+                t = bench_retr(port, roots, a.seconds, a.max_passes)
+                record("retr_pop3s", side, t)
+                log(f"[{kind} r{rnd + 1}] {side} pop3s RETR: {t['mib_per_s']:.0f} MiB/s "
+                    f"({t['passes']} x {t['messages']} x 100 KiB), server CPU "
+                    f"{t['server_cpu_ms_per_mib']:.2f} ms per MiB")
 
 
 def med(values, key):
@@ -623,7 +644,8 @@ def main():
     work.chmod(0o755)
     results = {}
     t_start = time.monotonic()
-    pool = multiprocessing.get_context("fork").Pool(a.clients)
+    pool = (multiprocessing.get_context("fork").Pool(a.clients) if a.client == "python"
+            else None)
     try:
         certs, ca_pem = make_certs(work, bm.REL / "mailctl")
         # Dovecot gets the same SHA512-CRYPT hash as ours.
@@ -639,8 +661,9 @@ def main():
                     if line and not line.startswith("#"))
             run_kind(kind, chain, key, ca_pem, work, a, passwd_lines, pool, results)
     finally:
-        pool.terminate()
-        pool.join()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         shutil.rmtree(work, ignore_errors=True)
     log(f"\nPostfix {bm.reference_version(['postconf', '-d', '-h', 'mail_version'])}, "
         f"Dovecot {bm.reference_version(['dovecot', '--version'])} "
