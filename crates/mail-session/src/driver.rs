@@ -341,7 +341,12 @@ impl<T: Transport> Driver<T> {
             self.io.write_all(&self.out).await?;
             self.out.clear();
         }
-        Ok(())
+        // A TLS stream accepts the plaintext and keeps the records it could
+        // not send while the socket was full; they leave only with the next
+        // write or a flush. Without this, a pipelined client waiting for
+        // the end of a large RETR and this driver waiting for its next
+        // command wait for each other. (A no-op for plain TCP.)
+        self.io.flush().await
     }
 
     /// Writes what is queued and then `bytes`, at once (a goodbye line).
@@ -564,6 +569,79 @@ mod tests {
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "+one\r\n+two\r\n+bye\r\n");
+    }
+
+    /// A transport that, like a TLS stream whose socket is full, holds
+    /// everything written until it is flushed.
+    struct HoldsUntilFlush {
+        tcp: TcpStream,
+        held: Vec<u8>,
+    }
+
+    impl AsyncWrite for HoldsUntilFlush {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.get_mut().held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let me = self.get_mut();
+            while !me.held.is_empty() {
+                match std::pin::Pin::new(&mut me.tcp).poll_write(cx, &me.held) {
+                    std::task::Poll::Ready(Ok(n)) => {
+                        me.held.drain(..n);
+                    }
+                    other => return other.map(|r| r.map(|_| ())),
+                }
+            }
+            std::pin::Pin::new(&mut me.tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        }
+    }
+
+    impl Transport for HoldsUntilFlush {
+        async fn read_with(&mut self, consume: impl FnMut(&[u8]) + Send) -> io::Result<bool> {
+            self.tcp.read_with(consume).await
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_flushed_before_waiting_for_input() {
+        let (mut client, server) = pair().await;
+        let task = tokio::spawn(async move {
+            let mut s = Echo::default();
+            let mut d = Driver::new(HoldsUntilFlush {
+                tcp: server,
+                held: Vec::new(),
+            });
+            while d.next(&mut s, true).await.is_ok() {}
+        });
+        // Lock-step: the answer must arrive before the next command goes.
+        client.write_all(b"a\r\n").await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the answer stayed in the transport")
+            .unwrap();
+        assert_eq!(&got, b"+a\r\n");
+        client.write_all(b"quit\r\n").await.unwrap();
+        let mut rest = String::new();
+        client.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "+bye\r\n");
+        task.await.unwrap();
     }
 
     #[test]
