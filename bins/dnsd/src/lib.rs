@@ -435,25 +435,37 @@ async fn primary_serial(
     dns_zone::secondary::soa_serial(&a, id).map_err(|e| e.to_string())
 }
 
-/// A whole zone by AXFR; only a complete, valid transfer gives a zone.
-async fn axfr(origin: &Name, primary: SocketAddr, key: Option<&tsig::Key>) -> Result<Zone, String> {
-    let id = random_id();
-    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::AXFR, id);
+/// Sends a transfer query `q` to `primary` and feeds every message of the
+/// answer, its TSIG checked, to `feed` until it says the transfer is
+/// complete.
+async fn transfer(
+    primary: SocketAddr,
+    q: Vec<u8>,
+    key: Option<&tsig::Key>,
+    mut feed: impl FnMut(&[u8]) -> Result<bool, dns_zone::secondary::XfrError>,
+) -> Result<(), String> {
     let mut s = TcpStream::connect(primary)
         .await
         .map_err(|e| e.to_string())?;
     let mut v = send_query(&mut s, q, key).await?;
-    let mut reader = dns_zone::secondary::AxfrReader::new(origin, id);
     loop {
         let m = read_frame(&mut s)
             .await
             .map_err(|e| format!("transfer cut: {e}"))?;
         check_tsig(&mut v, &m)?;
-        if reader.feed(&m).map_err(|e| e.to_string())? {
+        if feed(&m).map_err(|e| e.to_string())? {
             break;
         }
     }
-    tsig_complete(&v)?;
+    tsig_complete(&v)
+}
+
+/// A whole zone by AXFR; only a complete, valid transfer gives a zone.
+async fn axfr(origin: &Name, primary: SocketAddr, key: Option<&tsig::Key>) -> Result<Zone, String> {
+    let id = random_id();
+    let q = dns_zone::secondary::query(origin, dns_zone::types::rtype::AXFR, id);
+    let mut reader = dns_zone::secondary::AxfrReader::new(origin, id);
+    transfer(primary, q, key, |m| reader.feed(m)).await?;
     reader.finish().map(|(z, _)| z).map_err(|e| join_errors(&e))
 }
 
@@ -467,21 +479,8 @@ async fn ixfr(
 ) -> Result<(Zone, &'static str), String> {
     let id = random_id();
     let q = dns_zone::secondary::ixfr_query(ours, id);
-    let mut s = TcpStream::connect(primary)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut v = send_query(&mut s, q, key).await?;
     let mut reader = dns_zone::secondary::IxfrReader::new(ours, id);
-    loop {
-        let m = read_frame(&mut s)
-            .await
-            .map_err(|e| format!("transfer cut: {e}"))?;
-        check_tsig(&mut v, &m)?;
-        if reader.feed(&m).map_err(|e| e.to_string())? {
-            break;
-        }
-    }
-    tsig_complete(&v)?;
+    transfer(primary, q, key, |m| reader.feed(m)).await?;
     let how = if reader.incremental() {
         "IXFR"
     } else {
