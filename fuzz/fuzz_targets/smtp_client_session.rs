@@ -34,11 +34,13 @@ fuzz_target!(|data: &[u8]| {
             from: "a@b.c".into(),
             to: vec!["d@e.f".into(), "g@h.i".into()],
             body: b".x\r\ny".to_vec(),
+            ..Default::default()
         },
         OutgoingMessage {
             from: String::new(),
             to: vec!["postmaster".into()],
             body: Vec::new(),
+            ..Default::default()
         },
     ];
     let mut c = ClientSession::new(cfg, msgs, Duration::ZERO);

@@ -73,6 +73,7 @@ async fn send(
         from: "user2@csuvnetwork.com".into(),
         to: vec!["user1@csuvnetwork.com".into()],
         body: b"Subject: over TLS\r\n\r\nhello\r\n".to_vec(),
+        ..Default::default()
     };
     let mut session = ClientSession::new(cfg, vec![msg], driver.now());
     let mut events = Vec::new();

@@ -4,6 +4,16 @@
 //! greeting, EHLO (HELO when EHLO is refused), optional AUTH (PLAIN, else
 //! LOGIN), then per message MAIL, RCPT..., DATA with the body dot-stuffed,
 //! using PIPELINING (RFC 2920) when the server offers it, and finally QUIT.
+//!
+//! Per message, from the server's EHLO reply: `SIZE=` (RFC 1870) and no
+//! `MAIL` at all when the message exceeds the server's limit
+//! ([`NotSent::TooBig`]); `BODY=8BITMIME` for an 8-bit body when offered
+//! (RFC 6152), else the body converted to quoted-printable
+//! ([`crate::downgrade`], [`ClientConfig::mime_downgrade`]); `SMTPUTF8`
+//! (RFC 6531) for non-ASCII addresses or header fields when offered, and
+//! no `MAIL` when the addresses need it and it is not
+//! ([`NotSent::NeedsSmtputf8`]); the RFC 3461 parameters (`RET`, `ENVID`,
+//! `NOTIFY`, `ORCPT`) when the server offers `DSN`.
 //! It is driven like the server: call [`ClientSession::next`], write what
 //! [`Interrupt::Output`] gives, read on [`Interrupt::NeedInput`], stop at
 //! [`Interrupt::Close`].
@@ -62,6 +72,11 @@ pub struct ClientConfig {
     /// The connection is TLS already (implicit TLS, RFC 8314): STARTTLS
     /// is never sent, whatever `tls` says.
     pub tls_active: bool,
+    /// Convert an 8-bit message to quoted-printable for a server without
+    /// 8BITMIME ([`crate::downgrade`]; Postfix's
+    /// `disable_mime_output_conversion = no`, the default). Off: send it
+    /// as it is.
+    pub mime_downgrade: bool,
 }
 
 impl ClientConfig {
@@ -73,13 +88,14 @@ impl ClientConfig {
             pipelining: true,
             tls: ClientTls::None,
             tls_active: false,
+            mime_downgrade: true,
         }
     }
 }
 
 /// A message to send: envelope and body (lines ending in CRLF, not
 /// dot-stuffed; the session stuffs it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutgoingMessage {
     /// Sender address without brackets; empty for the null reverse-path.
     pub from: String,
@@ -87,6 +103,43 @@ pub struct OutgoingMessage {
     pub to: Vec<String>,
     /// Message content.
     pub body: Vec<u8>,
+    /// RFC 3461 `RET=` value (`FULL`, `HDRS`), sent when the server
+    /// offers DSN.
+    pub ret: Option<String>,
+    /// RFC 3461 `ENVID=` value (xtext), sent when the server offers DSN.
+    pub envid: Option<String>,
+    /// RFC 3461 parameters per recipient, in the order of `to` (missing
+    /// entries: none).
+    pub rcpt_dsn: Vec<RcptDsn>,
+}
+
+/// A recipient's RFC 3461 parameters, as they are to be written (the
+/// caller validates them; values that are not printable US-ASCII without
+/// spaces are left out so that nothing can be injected into the command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptDsn {
+    /// `NOTIFY=` value (`NEVER`, `SUCCESS,FAILURE`, ...).
+    pub notify: Option<String>,
+    /// `ORCPT=` value (`rfc822;user+40example.org`).
+    pub orcpt: Option<String>,
+}
+
+/// Why the session did not offer a message to the server at all: the
+/// server lacks what the message needs (decided from its EHLO reply,
+/// before `MAIL`, as Postfix does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// The message is larger than the server's `SIZE` limit (RFC 1870
+    /// section 6.1).
+    TooBig {
+        /// The message's size as it would be sent.
+        size: u64,
+        /// The server's limit.
+        limit: u64,
+    },
+    /// An envelope address is not ASCII and the server does not offer
+    /// SMTPUTF8 (RFC 6531 section 3.2).
+    NeedsSmtputf8,
 }
 
 /// What became of one message.
@@ -101,6 +154,15 @@ pub struct MessageReport {
     /// Reply to the end of data (or to DATA when it was refused); `None`
     /// when DATA was not reached.
     pub data: Option<Reply>,
+    /// Set when the message was not offered (no `MAIL` sent); `mail`
+    /// then holds no reply (code 0).
+    pub not_sent: Option<NotSent>,
+    /// The server offered DSN (RFC 3461), so the parameters were passed
+    /// on; without it a recipient that asked for `NOTIFY=SUCCESS` is owed
+    /// a "relayed" notice (section 4.2).
+    pub dsn_offered: bool,
+    /// The body was converted to 7 bits for a server without 8BITMIME.
+    pub downgraded: bool,
 }
 
 impl MessageReport {
@@ -211,6 +273,9 @@ pub struct ClientSession {
     closing: bool,
     closed: bool,
     eof: bool,
+    /// The current message's body converted to 7 bits, when it is sent
+    /// that way.
+    body_7bit: Option<Vec<u8>>,
 }
 
 impl ClientSession {
@@ -236,6 +301,7 @@ impl ClientSession {
             closing: false,
             closed: false,
             eof: false,
+            body_7bit: None,
         }
     }
 
@@ -548,11 +614,11 @@ impl ClientSession {
             Expect::Data => {
                 if reply.code() == 354 {
                     if self.any_recipient_accepted() {
-                        let body = self
-                            .messages
-                            .get(self.current)
-                            .map(|m| stuff_data(&m.body))
-                            .unwrap_or_else(|| b".\r\n".to_vec());
+                        let body = match (&self.body_7bit, self.messages.get(self.current)) {
+                            (Some(b), _) => stuff_data(b),
+                            (None, Some(m)) => stuff_data(&m.body),
+                            (None, None) => b".\r\n".to_vec(),
+                        };
                         self.out.extend_from_slice(&body);
                     } else {
                         // RFC 2920 section 3.1: all recipients refused but
@@ -633,11 +699,13 @@ impl ClientSession {
     }
 
     fn next_message(&mut self) {
+        self.body_7bit = None;
         let Some(m) = self.messages.get(self.current) else {
             self.quit();
             return;
         };
-        self.report = Some(MessageReport {
+        let dsn_offered = self.has_capability("DSN");
+        let mut report = MessageReport {
             index: self.current,
             mail: Reply::plain(0, ""),
             recipients: m
@@ -646,19 +714,63 @@ impl ClientSession {
                 .map(|t| (t.clone(), Reply::plain(0, "not sent")))
                 .collect(),
             data: None,
-        });
+            not_sent: None,
+            dsn_offered,
+            downgraded: false,
+        };
+        // RFC 6531 section 3.2: a non-ASCII address cannot go to a server
+        // without SMTPUTF8 (Postfix bounces with 5.6.7).
+        let utf8_addresses = !m.from.is_ascii() || m.to.iter().any(|t| !t.is_ascii());
+        let smtputf8 = self.has_capability("SMTPUTF8");
+        if utf8_addresses && !smtputf8 {
+            report.not_sent = Some(NotSent::NeedsSmtputf8);
+            self.report = Some(report);
+            self.finish_message();
+            return;
+        }
+        // RFC 6152 section 3: an 8-bit body goes as it is with
+        // BODY=8BITMIME when offered, else converted to 7 bits.
+        let eight_bit = crate::downgrade::is_8bit(&m.body);
+        let offers_8bit = self.has_capability("8BITMIME");
+        if eight_bit && !offers_8bit && self.cfg.mime_downgrade {
+            let d = crate::downgrade::downgrade(&m.body);
+            report.downgraded = d != m.body;
+            self.body_7bit = Some(d);
+        }
+        let size = self.body_7bit.as_ref().map_or(m.body.len(), Vec::len) as u64;
+        // RFC 1870 section 6.1: no point sending what the server said it
+        // will refuse (Postfix: "message size exceeds size limit").
+        if let Some(limit) = self.size_limit().filter(|l| size > *l) {
+            report.not_sent = Some(NotSent::TooBig { size, limit });
+            self.report = Some(report);
+            self.finish_message();
+            return;
+        }
+        self.report = Some(report);
         let mut line = format!("MAIL FROM:<{}>", m.from);
         if self.has_capability("SIZE") {
-            line.push_str(&format!(" SIZE={}", m.body.len()));
+            line.push_str(&format!(" SIZE={size}"));
         }
-        // RFC 6152 / RFC 6531: declare what the server offers and the
-        // message needs.
-        if !m.body.is_ascii() && self.has_capability("8BITMIME") {
+        let still_8bit = self.body_7bit.as_ref().map_or(eight_bit, |b| !b.is_ascii());
+        if still_8bit && offers_8bit {
             line.push_str(" BODY=8BITMIME");
         }
-        let utf8_addresses = !m.from.is_ascii() || m.to.iter().any(|t| !t.is_ascii());
-        if utf8_addresses && self.has_capability("SMTPUTF8") {
+        // RFC 6531 section 3.4: also for UTF-8 header fields when the
+        // server can take them (not needed otherwise: Postfix sends such
+        // a message as it is).
+        let header_end = memchr::memmem::find(&m.body, b"\r\n\r\n").unwrap_or(m.body.len());
+        let utf8_header = !m.body.get(..header_end).unwrap_or_default().is_ascii();
+        if utf8_addresses || (utf8_header && smtputf8) {
             line.push_str(" SMTPUTF8");
+        }
+        if dsn_offered {
+            // RFC 3461 section 4.3/4.4: passed on as received.
+            if let Some(r) = m.ret.as_deref().filter(|v| param_safe(v)) {
+                line.push_str(&format!(" RET={r}"));
+            }
+            if let Some(e) = m.envid.as_deref().filter(|v| param_safe(v)) {
+                line.push_str(&format!(" ENVID={e}"));
+            }
         }
         let n = m.to.len();
         self.send_line(&line);
@@ -673,6 +785,19 @@ impl ClientSession {
         }
     }
 
+    /// The server's `SIZE` limit, if it gave one (`SIZE 0` or a bare
+    /// `SIZE`: no fixed limit, RFC 1870 section 4).
+    fn size_limit(&self) -> Option<u64> {
+        self.capabilities.iter().find_map(|c| {
+            let mut w = c.split(' ');
+            let k = w.next()?;
+            if !k.eq_ignore_ascii_case("SIZE") {
+                return None;
+            }
+            w.next()?.parse::<u64>().ok().filter(|&n| n > 0)
+        })
+    }
+
     fn send_rcpt(&mut self, i: usize) {
         let Some(to) = self
             .messages
@@ -682,7 +807,23 @@ impl ClientSession {
         else {
             return;
         };
-        self.send_line(&format!("RCPT TO:<{to}>"));
+        let mut line = format!("RCPT TO:<{to}>");
+        if self.has_capability("DSN") {
+            // RFC 3461 sections 4.1 and 4.2.
+            if let Some(d) = self
+                .messages
+                .get(self.current)
+                .and_then(|m| m.rcpt_dsn.get(i))
+            {
+                if let Some(n) = d.notify.as_deref().filter(|v| param_safe(v)) {
+                    line.push_str(&format!(" NOTIFY={n}"));
+                }
+                if let Some(o) = d.orcpt.as_deref().filter(|v| param_safe(v)) {
+                    line.push_str(&format!(" ORCPT={o}"));
+                }
+            }
+        }
+        self.send_line(&line);
         self.expect.push_back(Expect::Rcpt(i));
     }
 
@@ -699,6 +840,13 @@ impl ClientSession {
         self.current += 1;
         self.next_message();
     }
+}
+
+/// A parameter value that can be written as it is: printable US-ASCII
+/// without spaces (RFC 5321 section 4.1.2 `esmtp-value`; xtext is a
+/// subset).
+fn param_safe(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| (b'!'..=b'~').contains(&b) && b != b'=')
 }
 
 // The client has TLS but no transcript.
@@ -736,6 +884,7 @@ mod tests {
             from: "user2@mail.csuvnetwork.com".into(),
             to: vec!["user1@csuvnetwork.com".into(), "x@nowhere.invalid".into()],
             body: b"Subject: t\r\n\r\n.hi\r\n".to_vec(),
+            ..Default::default()
         }
     }
 
@@ -841,6 +990,7 @@ mod tests {
             from: "用户@例子.广告".into(),
             to: vec!["a@b.c".into()],
             body: "Subject: ü\r\n\r\nü\r\n".as_bytes().to_vec(),
+            ..Default::default()
         };
         let (sent, _) = script(
             ClientConfig::new("c"),
@@ -859,6 +1009,177 @@ mod tests {
             sent.contains("MAIL FROM:<用户@例子.广告> BODY=8BITMIME SMTPUTF8\r\n"),
             "{sent}"
         );
+    }
+
+    fn dsn_msg() -> OutgoingMessage {
+        OutgoingMessage {
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into(), "g@h.i".into()],
+            body: b"Subject: t\r\n\r\nhi\r\n".to_vec(),
+            ret: Some("HDRS".into()),
+            envid: Some("QQ314159".into()),
+            rcpt_dsn: vec![
+                RcptDsn {
+                    notify: Some("SUCCESS,FAILURE".into()),
+                    orcpt: Some("rfc822;D@e.f".into()),
+                },
+                RcptDsn {
+                    notify: Some("NEVER bad".into()),
+                    orcpt: None,
+                },
+            ],
+        }
+    }
+
+    const OK_REST: [&str; 5] = [
+        "250 Ok\r\n",
+        "250 Ok\r\n",
+        "250 Ok\r\n",
+        "354 go\r\n",
+        "250 Ok\r\n",
+    ];
+
+    fn with_ok(ehlo: &'static str) -> Vec<&'static str> {
+        let mut v = vec!["220 mx\r\n", ehlo];
+        v.extend(OK_REST);
+        v.push("221 Bye\r\n");
+        v
+    }
+
+    #[test]
+    fn dsn_parameters_only_when_offered() {
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![dsn_msg()],
+            &with_ok("250-mx\r\n250 DSN\r\n"),
+        );
+        assert!(
+            sent.contains(
+                "MAIL FROM:<a@b.c> RET=HDRS ENVID=QQ314159\r\n\
+                 RCPT TO:<d@e.f> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;D@e.f\r\n\
+                 RCPT TO:<g@h.i>\r\nDATA\r\n"
+            ),
+            "{sent}"
+        );
+        assert!(matches!(&events[1], ClientEvent::Message(r) if r.dsn_offered && r.accepted()));
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![dsn_msg()],
+            &with_ok("250 mx\r\n"),
+        );
+        assert!(
+            sent.contains("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@h.i>\r\n"),
+            "{sent}"
+        );
+        assert!(matches!(&events[1], ClientEvent::Message(r) if !r.dsn_offered));
+    }
+
+    #[test]
+    fn size_limit_refuses_before_mail() {
+        let mut big = msg();
+        big.body = vec![b'x'; 200];
+        big.body.extend_from_slice(b"\r\n");
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![big, msg()],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250-PIPELINING\r\n250 SIZE 100\r\n",
+                "250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n",
+                "250 Ok\r\n",
+                "221 Bye\r\n",
+            ],
+        );
+        // The big one is never offered; the next one is, with SIZE=.
+        assert!(
+            sent.starts_with("EHLO c\r\nMAIL FROM:<user2@mail.csuvnetwork.com> SIZE=19\r\n"),
+            "{sent}"
+        );
+        let ClientEvent::Message(r) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            r.not_sent,
+            Some(NotSent::TooBig {
+                size: 202,
+                limit: 100
+            })
+        );
+        assert_eq!(r.mail.code(), 0);
+        assert!(matches!(&events[2], ClientEvent::Message(r) if r.accepted()));
+        // SIZE 0, or without a number: no limit.
+        for ehlo in ["250-mx\r\n250 SIZE 0\r\n", "250-mx\r\n250 SIZE\r\n"] {
+            let mut m = dsn_msg();
+            m.body = vec![b'y'; 500];
+            let (sent, events) = script(ClientConfig::new("c"), vec![m], &with_ok(ehlo));
+            assert!(sent.contains("MAIL FROM:<a@b.c> SIZE=500\r\n"), "{sent}");
+            assert!(matches!(&events[1], ClientEvent::Message(r) if r.not_sent.is_none()));
+        }
+    }
+
+    #[test]
+    fn smtputf8_needed_but_not_offered() {
+        let mut m = dsn_msg();
+        m.to[1] = "用户@例子.广告".into();
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![m.clone()],
+            &["220 mx\r\n", "250-mx\r\n250 8BITMIME\r\n", "221 Bye\r\n"],
+        );
+        assert_eq!(sent, "EHLO c\r\nQUIT\r\n");
+        assert!(
+            matches!(&events[1], ClientEvent::Message(r) if r.not_sent == Some(NotSent::NeedsSmtputf8))
+        );
+        // A UTF-8 header with an ASCII envelope: SMTPUTF8 when offered,
+        // nothing otherwise.
+        let mut m = dsn_msg();
+        m.body = "Subject: ü\r\n\r\nhi\r\n".as_bytes().to_vec();
+        let (sent, _) = script(
+            ClientConfig::new("c"),
+            vec![m.clone()],
+            &with_ok("250-mx\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"),
+        );
+        assert!(
+            sent.contains("MAIL FROM:<a@b.c> BODY=8BITMIME SMTPUTF8\r\n"),
+            "{sent}"
+        );
+        let (sent, _) = script(
+            ClientConfig::new("c"),
+            vec![m],
+            &with_ok("250-mx\r\n250 8BITMIME\r\n"),
+        );
+        assert!(
+            sent.contains("MAIL FROM:<a@b.c> BODY=8BITMIME\r\n"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn eight_bit_body_downgraded_without_8bitmime() {
+        let mut m = dsn_msg();
+        m.body = "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n"
+            .as_bytes()
+            .to_vec();
+        let (sent, events) = script(
+            ClientConfig::new("c"),
+            vec![m.clone()],
+            &with_ok("250-mx\r\n250 SIZE 1000\r\n"),
+        );
+        let want = "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                    MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+                    Gr=C3=BC=C3=9Fe\r\n.\r\n";
+        assert!(sent.contains(want), "{sent}");
+        assert!(
+            sent.contains(&format!("MAIL FROM:<a@b.c> SIZE={}\r\n", want.len() - 3)),
+            "{sent}"
+        );
+        assert!(matches!(&events[1], ClientEvent::Message(r) if r.downgraded));
+        // Conversion off: sent as it is, without BODY=.
+        let mut cfg = ClientConfig::new("c");
+        cfg.mime_downgrade = false;
+        let (sent, _) = script(cfg, vec![m], &with_ok("250 mx\r\n"));
+        assert!(sent.contains("MAIL FROM:<a@b.c>\r\n"), "{sent}");
+        assert!(sent.contains("Grüße\r\n.\r\n"), "{sent}");
     }
 
     #[test]
@@ -944,6 +1265,7 @@ mod tests {
             from: "a@b.c".into(),
             to: vec!["d@e.f".into()],
             body: b"hi\r\n".to_vec(),
+            ..Default::default()
         }
     }
 

@@ -126,6 +126,7 @@
 
 pub mod client;
 pub mod command;
+pub mod downgrade;
 pub mod reply;
 pub mod server;
 
@@ -137,8 +138,8 @@ pub use mail_session::sasl;
 pub use mail_session::transcript;
 
 pub use client::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport,
-    OutgoingMessage,
+    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport, NotSent,
+    OutgoingMessage, RcptDsn,
 };
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,

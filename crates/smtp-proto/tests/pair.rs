@@ -128,11 +128,13 @@ fn pair_delivers_dot_stuffed_message_byte_exact() {
                 from: "user2@mail.csuvnetwork.com".into(),
                 to: vec!["user1@csuvnetwork.com".into()],
                 body: tricky_body(),
+                ..Default::default()
             },
             OutgoingMessage {
                 from: String::new(),
                 to: vec!["postmaster".into()],
                 body: b"second\r\n".to_vec(),
+                ..Default::default()
             },
         ];
         let mut scfg = ServerConfig::new("mail.csuvnetwork.com");
@@ -163,6 +165,7 @@ fn pair_without_pipelining_and_auth_failure() {
         from: "a@b.c".into(),
         to: vec!["d@e.f".into(), "g@e.f".into()],
         body: b".x\r\n".to_vec(),
+        ..Default::default()
     }];
     let (events, bodies) = pair(ServerConfig::new("mx"), ccfg, msgs.clone(), 3);
     assert_eq!(bodies, vec![b".x\r\n".to_vec()]);
@@ -190,6 +193,7 @@ fn pair_utf8_and_8bit() {
         from: "用户@例子.广告".into(),
         to: vec!["δοκιμή@παράδειγμα.δοκιμή".into()],
         body: body.clone(),
+        ..Default::default()
     }];
     let (events, bodies) = pair(ServerConfig::new("mx"), ClientConfig::new("c"), msgs, 5);
     assert_eq!(bodies, vec![body]);
@@ -220,6 +224,7 @@ fn pair_starttls_then_auth_under_the_strict_policy() {
             from: "a@b.c".into(),
             to: vec!["d@e.f".into()],
             body: tricky_body(),
+            ..Default::default()
         }];
         let (events, bodies, envs) = pair_envelopes(scfg.clone(), ccfg, msgs, mtu);
         assert_eq!(bodies, vec![tricky_body()], "{tls:?} {mtu}");
@@ -236,6 +241,7 @@ fn pair_starttls_then_auth_under_the_strict_policy() {
         from: "a@b.c".into(),
         to: vec!["d@e.f".into()],
         body: b"x\r\n".to_vec(),
+        ..Default::default()
     }];
     let (events, bodies) = pair(scfg, ccfg, msgs, 1500);
     assert!(bodies.is_empty());
