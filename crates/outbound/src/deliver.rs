@@ -12,9 +12,11 @@ use mail_session::driver::{Driver, Stop};
 use mail_session::tls::rustls::pki_types::ServerName;
 use mail_session::tls::{Stream, TlsConnector};
 use mail_session::Secret;
+use mailstore::dsn::{Envid, Notify, Orcpt};
+use mailstore::outbound::OutEnvelope;
 use smtp_proto::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport,
-    OutgoingMessage, Reply,
+    ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport, NotSent,
+    OutgoingMessage, RcptDsn, Reply,
 };
 use tracing::{debug, info};
 
@@ -111,6 +113,55 @@ pub struct Message<'a> {
     pub recipients: &'a [(usize, String)],
     /// The content.
     pub content: &'a [u8],
+    /// The queued envelope, whose RFC 3461 parameters (`RET`, `ENVID`,
+    /// and per recipient index `NOTIFY`, `ORCPT`) are passed on to a next
+    /// hop that offers DSN; `None`: no parameters.
+    pub envelope: Option<&'a OutEnvelope>,
+}
+
+/// The RFC 3461 parameters to pass on (section 4: an MTA relaying to a
+/// DSN-capable server keeps them), re-encoded from their parsed form so
+/// that only valid values leave; a stored value that does not parse is
+/// left out. Without a stored `ORCPT`, the recipient as queued is given
+/// (section 4.2 allows adding it; Postfix does), so the final DSN can
+/// name the address the sender wrote.
+fn dsn_params(msg: &Message<'_>) -> (Option<String>, Option<String>, Vec<RcptDsn>) {
+    let Some(env) = msg.envelope else {
+        return (None, None, Vec::new());
+    };
+    let ret = env.ret.map(|r| r.as_str().to_owned());
+    let envid = env
+        .envid
+        .as_deref()
+        .and_then(|e| Envid::parse(e).ok())
+        .map(|e| e.to_xtext());
+    let rcpts = msg
+        .recipients
+        .iter()
+        .map(|(i, address)| {
+            let stored = env.recipients.get(*i);
+            let notify = stored
+                .and_then(|r| r.notify.as_deref())
+                .and_then(|n| Notify::parse(n).ok())
+                .map(|n| n.to_string());
+            let orcpt = stored
+                .and_then(|r| r.orcpt.as_deref())
+                .and_then(|o| Orcpt::parse(o).ok())
+                .unwrap_or_else(|| {
+                    if address.is_ascii() {
+                        Orcpt::Rfc822(address.clone())
+                    } else {
+                        Orcpt::Utf8(address.clone())
+                    }
+                })
+                .to_param();
+            RcptDsn {
+                notify,
+                orcpt: Some(orcpt),
+            }
+        })
+        .collect();
+    (ret, envid, rcpts)
 }
 
 /// Why a host could not take the message at all; the next one is tried.
@@ -250,10 +301,14 @@ async fn attempt(
         ClientTls::None
     };
     cfg.credentials = settings.credentials.clone();
+    let (ret, envid, rcpt_dsn) = dsn_params(&msg);
     let outgoing = OutgoingMessage {
         from: msg.sender.to_owned(),
         to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
         body: msg.content.to_vec(),
+        ret,
+        envid,
+        rcpt_dsn,
     };
     let mut session = ClientSession::new(cfg, vec![outgoing], driver.now());
     let lost = |stage: &str| HostFailure {
@@ -389,10 +444,36 @@ fn verdicts(
         remote: Some(remote.to_owned()),
         text: said(r, command),
     };
+    // Decided before MAIL from the EHLO reply, in Postfix's words.
+    let not_sent = report.not_sent.map(|n| match n {
+        NotSent::TooBig { size, limit } => (
+            "5.3.4",
+            format!(
+                "message size {size} exceeds size limit {limit} of server {name}[{}]",
+                addr.ip()
+            ),
+        ),
+        NotSent::NeedsSmtputf8 => (
+            "5.6.7",
+            format!(
+                "SMTPUTF8 is required, but was not offered by host {name}[{}]",
+                addr.ip()
+            ),
+        ),
+    });
     rcpts
         .iter()
         .enumerate()
         .map(|(k, (i, _))| {
+            if let Some((status, text)) = &not_sent {
+                return RcptResult {
+                    rcpt: *i,
+                    verdict: Verdict::Permanent,
+                    status: (*status).to_owned(),
+                    remote: Some(remote.to_owned()),
+                    text: text.clone(),
+                };
+            }
             if !report.mail.is_positive() {
                 return result(*i, &report.mail, "MAIL FROM");
             }

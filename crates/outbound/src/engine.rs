@@ -421,8 +421,8 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         for (domain, rcpts) in groups {
             let me = Arc::clone(self);
             let content = Arc::clone(&content);
-            let sender = m.envelope.sender.clone();
-            tasks.spawn(async move { me.to_destination(&domain, &sender, &rcpts, &content).await });
+            let env = m.envelope.clone();
+            tasks.spawn(async move { me.to_destination(&domain, &env, &rcpts, &content).await });
         }
         // Each destination's outcomes are recorded as soon as its
         // transaction ends, before its QUIT and without waiting for the
@@ -553,7 +553,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
     async fn to_destination(
         &self,
         domain: &str,
-        sender: &str,
+        env: &mailstore::outbound::OutEnvelope,
         rcpts: &[(usize, String)],
         content: &[u8],
     ) -> (Vec<RcptResult>, Option<(Closing, OwnedSemaphorePermit)>) {
@@ -582,9 +582,10 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             return (Vec::new(), None);
         };
         let msg = Message {
-            sender,
+            sender: &env.sender,
             recipients: rcpts,
             content,
+            envelope: Some(env),
         };
         let (results, closing) = deliver_then_close(&hops, msg, &self.cfg.client).await;
         (results, closing.map(|c| (c, permit)))

@@ -45,6 +45,7 @@ async fn per_recipient_verdicts_over_opportunistic_tls() {
         sender: "me@example.net",
         recipients: &to,
         content: BODY,
+        envelope: None,
     };
     let r: Vec<RcptResult> = deliver(&hops, msg, &settings()).await;
     let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
@@ -85,6 +86,7 @@ async fn nothing_reachable_defers_everyone() {
         sender: "",
         recipients: &to,
         content: BODY,
+        envelope: None,
     };
     let r = deliver(&hops, msg, &settings()).await;
     assert_eq!(r.len(), 2);
@@ -113,6 +115,7 @@ async fn a_temporary_refusal_touches_only_its_recipient() {
         sender: "me@example.net",
         recipients: &to,
         content: BODY,
+        envelope: None,
     };
     let r = deliver(&hops, msg, &settings()).await;
     let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
@@ -135,6 +138,7 @@ async fn required_tls_without_starttls_defers() {
         sender: "me@example.net",
         recipients: &to,
         content: BODY,
+        envelope: None,
     };
     let mut s = settings();
     s.tls = ClientTls::Required;
@@ -198,6 +202,7 @@ async fn results_come_before_quit() {
         sender: "me@example.net",
         recipients: &to,
         content: BODY,
+        envelope: None,
     };
     let (r, closing) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -215,4 +220,204 @@ async fn results_come_before_quit() {
         .unwrap();
     finishing.abort();
     server.abort();
+}
+
+/// A scripted next hop on loopback: greets, answers EHLO with `caps`,
+/// `250` to everything else (`354` to DATA) and records what it got.
+async fn sink(
+    caps: &'static [&'static str],
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        let mut got = String::new();
+        w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+        let mut in_data = false;
+        loop {
+            let mut line = Vec::new();
+            if r.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            got.push_str(&line);
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    w.write_all(b"250 2.0.0 Ok: queued\r\n").await.unwrap();
+                }
+                continue;
+            }
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply = match verb.as_str() {
+                "EHLO" => {
+                    let mut r = String::from("250-sink\r\n");
+                    for (k, c) in caps.iter().enumerate() {
+                        let sep = if k + 1 == caps.len() { ' ' } else { '-' };
+                        r.push_str(&format!("250{sep}{c}\r\n"));
+                    }
+                    if caps.is_empty() {
+                        r = "250 sink\r\n".into();
+                    }
+                    r
+                }
+                "DATA" => {
+                    in_data = true;
+                    "354 go\r\n".into()
+                }
+                "QUIT" => {
+                    w.write_all(b"221 Bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => "250 Ok\r\n".into(),
+            };
+            w.write_all(reply.as_bytes()).await.unwrap();
+        }
+        got
+    });
+    (addr, task)
+}
+
+fn envelope() -> mailstore::outbound::OutEnvelope {
+    use mailstore::outbound::{OutEnvelope, OutRcpt, Ret};
+    OutEnvelope {
+        id: "Q1".into(),
+        sender: "me@example.net".into(),
+        arrival: std::time::SystemTime::now(),
+        envid: Some("QQ314159".into()),
+        ret: Some(Ret::Hdrs),
+        recipients: vec![
+            OutRcpt {
+                address: "a@example.org".into(),
+                notify: Some("failure,success".into()),
+                orcpt: Some("rfc822;A+2Bx@example.org".into()),
+            },
+            OutRcpt::new("b@example.org"),
+            OutRcpt {
+                address: "c@example.org".into(),
+                notify: Some("bogus".into()),
+                orcpt: None,
+            },
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_parameters_go_to_a_dsn_next_hop_only() {
+    let env = envelope();
+    let to = rcpts(&["a@example.org", "b@example.org", "c@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+        envelope: Some(&env),
+    };
+    let (addr, got) = sink(&["PIPELINING", "DSN"]).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    assert!(r.iter().all(|x| x.verdict == Verdict::Sent), "{r:#?}");
+    let got = got.await.unwrap();
+    assert!(
+        got.contains(
+            "MAIL FROM:<me@example.net> RET=HDRS ENVID=QQ314159\r\n\
+             RCPT TO:<a@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;A+2Bx@example.org\r\n\
+             RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org\r\n\
+             RCPT TO:<c@example.org> ORCPT=rfc822;c@example.org\r\n"
+        ),
+        "{got}"
+    );
+    let (addr, got) = sink(&["PIPELINING"]).await;
+    deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    let got = got.await.unwrap();
+    assert!(
+        got.contains("MAIL FROM:<me@example.net>\r\nRCPT TO:<a@example.org>\r\n"),
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_big_or_needing_smtputf8_bounces_without_mail() {
+    let to = rcpts(&["a@example.org", "b@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+        envelope: None,
+    };
+    let (addr, got) = sink(&["SIZE 10"]).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    assert_eq!(r.len(), 2);
+    for x in &r {
+        assert_eq!(
+            (x.verdict, x.status.as_str()),
+            (Verdict::Permanent, "5.3.4")
+        );
+        assert_eq!(
+            x.text,
+            format!(
+                "message size {} exceeds size limit 10 of server mx.example.org[127.0.0.1]",
+                BODY.len()
+            )
+        );
+    }
+    let got = got.await.unwrap();
+    assert!(!got.contains("MAIL"), "{got}");
+
+    let to = rcpts(&["a@example.org", "用户@example.org"]);
+    let msg = Message {
+        recipients: &to,
+        ..msg
+    };
+    let (addr, got) = sink(&["8BITMIME"]).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    for x in &r {
+        assert_eq!(
+            (x.verdict, x.status.as_str()),
+            (Verdict::Permanent, "5.6.7")
+        );
+        assert_eq!(
+            x.text,
+            "SMTPUTF8 is required, but was not offered by host mx.example.org[127.0.0.1]"
+        );
+    }
+    assert!(!got.await.unwrap().contains("MAIL"));
+    // Offered: sent with SMTPUTF8.
+    let (addr, got) = sink(&["8BITMIME", "SMTPUTF8"]).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    assert!(r.iter().all(|x| x.verdict == Verdict::Sent), "{r:#?}");
+    assert!(got
+        .await
+        .unwrap()
+        .contains("MAIL FROM:<me@example.net> SMTPUTF8\r\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_bit_goes_as_8bitmime_or_quoted_printable() {
+    let body = "Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n";
+    let to = rcpts(&["a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: body.as_bytes(),
+        envelope: None,
+    };
+    let (addr, got) = sink(&["8BITMIME"]).await;
+    deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    let got = got.await.unwrap();
+    assert!(
+        got.contains("MAIL FROM:<me@example.net> BODY=8BITMIME\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("\r\n\r\nGrüße\r\n.\r\n"), "{got}");
+    let (addr, got) = sink(&[]).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    assert_eq!(r[0].verdict, Verdict::Sent);
+    let got = got.await.unwrap();
+    assert!(got.contains("MAIL FROM:<me@example.net>\r\n"), "{got}");
+    assert!(
+        got.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n.\r\n"),
+        "{got}"
+    );
 }
