@@ -191,3 +191,166 @@ def test_sendmail_hands_mail_to_both_domains(tmp_path, daemons):
     r = subprocess.run([bin_path("sendmail"), "-C", local.config, "-t"],
                        input=b"Subject: none\n\nx\n", capture_output=True)
     assert r.returncode == 65 and b"no recipient" in r.stderr
+
+
+class Sink:
+    """A tiny SMTP server on loopback that advertises exactly `caps`,
+    accepts everything and records each transaction's MAIL/RCPT lines and
+    raw DATA bytes (dot-unstuffed)."""
+
+    def __init__(self, caps):
+        import socketserver
+        import threading
+        self.caps = list(caps)
+        self.transactions = []
+        self.lines = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, text):
+                self.wfile.write(text.encode() + b"\r\n")
+                self.wfile.flush()
+
+            def handle(self):
+                self.reply("220 sink ESMTP")
+                cur = None
+                while True:
+                    raw = self.rfile.readline(100000)
+                    if not raw:
+                        return
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    sink.lines.append(line)
+                    verb = line[:4].upper()
+                    if verb == "EHLO":
+                        lines = ["sink", *sink.caps]
+                        for i, c in enumerate(lines):
+                            sep = " " if i == len(lines) - 1 else "-"
+                            self.wfile.write(f"250{sep}{c}\r\n".encode())
+                        self.wfile.flush()
+                    elif verb == "MAIL":
+                        cur = {"mail": line, "rcpt": [], "data": b""}
+                        self.reply("250 2.1.0 Ok")
+                    elif verb == "RCPT":
+                        cur["rcpt"].append(line)
+                        self.reply("250 2.1.5 Ok")
+                    elif verb == "DATA":
+                        self.reply("354 go")
+                        data = b""
+                        while (chunk := self.rfile.readline(100000)) not in (b".\r\n", b""):
+                            data += chunk[1:] if chunk.startswith(b".") else chunk
+                        cur["data"] = data
+                        sink.transactions.append(cur)
+                        self.reply("250 2.0.0 Ok: queued as SINK")
+                    elif verb == "QUIT":
+                        self.reply("221 2.0.0 Bye")
+                        return
+                    else:
+                        self.reply("250 2.0.0 Ok")
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n=1, timeout=20):
+        deadline = time.monotonic() + timeout
+        while len(self.transactions) < n:
+            assert time.monotonic() < deadline, self.lines
+            time.sleep(0.1)
+        return self.transactions
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sink_pair(tmp_path, daemons, caps):
+    sink = Sink(caps)
+    local = Instance(tmp_path, daemons, "csuvnetwork.com",
+                     transport=f"example.org smtp:[127.0.0.1]:{sink.port}\n")
+    return local, sink
+
+
+def test_dsn_parameters_are_passed_on_and_8bit_is_downgraded(tmp_path, daemons):
+    local, sink = sink_pair(tmp_path, daemons, ["PIPELINING", "DSN", "SIZE 10240000"])
+    try:
+        body = "Subject: 8bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+               "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n".encode()
+        s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+        s.login("user2", PW)
+        s.ehlo()
+        s.mail("user2@csuvnetwork.com", ["RET=HDRS", "ENVID=QQ314159", "BODY=8BITMIME"])
+        assert s.rcpt("a@example.org", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;A@example.org"])[0] == 250
+        assert s.rcpt("b@example.org")[0] == 250
+        assert s.data(body)[0] == 250
+        s.quit()
+        [t] = sink.wait(1)
+        assert t["mail"].startswith("MAIL FROM:<user2@csuvnetwork.com> SIZE="), t
+        assert t["mail"].endswith(" RET=HDRS ENVID=QQ314159"), t
+        assert "BODY=8BITMIME" not in t["mail"]
+        assert t["rcpt"] == ["RCPT TO:<a@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;A@example.org",
+                             "RCPT TO:<b@example.org> ORCPT=rfc822;b@example.org"], t
+        # No 8BITMIME at the sink: the body went as quoted-printable and
+        # decodes back to the original text.
+        assert t["data"].isascii(), t["data"]
+        m = email.message_from_bytes(t["data"], policy=email.policy.default)
+        assert m["Content-Transfer-Encoding"] == "quoted-printable"
+        assert m.get_content().replace("\r\n", "\n") == "Grüße aus Köln\n"
+    finally:
+        sink.close()
+
+
+def test_without_dsn_no_parameters_and_8bitmime_passes_8bit(tmp_path, daemons):
+    local, sink = sink_pair(tmp_path, daemons, ["8BITMIME"])
+    try:
+        s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+        s.login("user2", PW)
+        s.sendmail("user2@csuvnetwork.com", ["a@example.org"],
+                   "Subject: x\r\n\r\nÄ\r\n".encode(), mail_options=["BODY=8BITMIME", "RET=FULL"],
+                   rcpt_options=["NOTIFY=FAILURE"])
+        s.quit()
+        [t] = sink.wait(1)
+        assert t["mail"] == "MAIL FROM:<user2@csuvnetwork.com> BODY=8BITMIME", t
+        assert t["rcpt"] == ["RCPT TO:<a@example.org>"]
+        assert t["data"].endswith("\r\n\r\nÄ\r\n".encode())
+    finally:
+        sink.close()
+
+
+def failure_notice(local):
+    [notice] = local.wait_inbox("user2", 1)
+    m = email.message_from_bytes(notice.read_bytes(), policy=email.policy.default)
+    assert m.get_content_type() == "multipart/report"
+    return list(m.iter_parts())[1].get_payload()[1]
+
+
+def test_over_the_size_limit_bounces_without_data(tmp_path, daemons):
+    local, sink = sink_pair(tmp_path, daemons, ["PIPELINING", "SIZE 1000"])
+    try:
+        assert local.submit(["a@example.org"], b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n") == {}
+        rcpt = failure_notice(local)
+        assert rcpt["Status"] == "5.3.4" and rcpt["Action"] == "failed"
+        assert "exceeds size limit 1000 of server" in str(rcpt["Diagnostic-Code"])
+        assert not any(l.upper().startswith(("MAIL", "DATA")) for l in sink.lines), sink.lines
+    finally:
+        sink.close()
+
+
+def test_smtputf8_address_to_a_peer_without_it_bounces(tmp_path, daemons):
+    local, sink = sink_pair(tmp_path, daemons, ["PIPELINING", "8BITMIME"])
+    try:
+        s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+        s.login("user2", PW)
+        assert "smtputf8" in s.esmtp_features
+        s.sendmail("user2@csuvnetwork.com", ["用户@example.org"], b"Subject: u\r\n\r\nhi\r\n",
+                   mail_options=["SMTPUTF8"])
+        s.quit()
+        rcpt = failure_notice(local)
+        assert rcpt["Status"] == "5.6.7"
+        assert "SMTPUTF8 is required, but was not offered by host" in str(rcpt["Diagnostic-Code"])
+        assert not any(l.upper().startswith("MAIL") for l in sink.lines), sink.lines
+    finally:
+        sink.close()
