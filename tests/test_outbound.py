@@ -19,7 +19,7 @@ PW = "relay-pass-1"
 class Instance:
     """smtpd for one domain, with users a and b (and user2 on the sender)."""
 
-    def __init__(self, tmp, daemons, domain, transport="", tls=False):
+    def __init__(self, tmp, daemons, domain, transport="", tls=False, smtpd_extra=""):
         self.dir = tmp / domain
         self.dir.mkdir()
         tls_keys = ""
@@ -50,6 +50,7 @@ submission_listen = ["127.0.0.1:{self.submission}"]
 queue_directory = "queue"
 transport_file = "transport"
 auth_failure_delay = 0
+{smtpd_extra}
 
 [resolver]
 # Nothing answers here: routes come from the transport table only, and no
@@ -354,3 +355,41 @@ def test_smtputf8_address_to_a_peer_without_it_bounces(tmp_path, daemons):
         assert not any(l.upper().startswith("MAIL") for l in sink.lines), sink.lines
     finally:
         sink.close()
+
+
+def test_relayhost_with_auth(tmp_path, daemons):
+    """Instance A relays everything through instance B's submission port
+    (a smarthost), authenticating with the credentials of its password
+    file; a wrong password defers with 4.7.0 and the mail goes once the
+    file is fixed."""
+    import os
+    remote = Instance(tmp_path, daemons, "example.org", tls=True)
+    passwords = tmp_path / "sasl_passwd"
+    passwords.write_text(f"[127.0.0.1]:{remote.submission} user2:wrong-password\n")
+    os.chmod(passwords, 0o644)
+    local = Instance(tmp_path, daemons, "csuvnetwork.com", smtpd_extra=(
+        f'relayhost = "[127.0.0.1]:{remote.submission}"\n'
+        f'relay_password_file = "{passwords}"\n'))
+    assert "relay password file is readable by other users" in local.smtpd.output()
+    assert local.submit(["a@example.org"]) == {}
+    deadline = time.monotonic() + 15
+    while "SASL authentication failed" not in (listing := local.mailctl("queue", "list")):
+        assert time.monotonic() < deadline, listing + local.smtpd.output()[-2000:]
+        time.sleep(0.2)
+    import json
+    [item] = json.loads(local.mailctl("queue", "list", "--json"))
+    [r] = item["recipients"]
+    assert r["state"] == "deferred" and r["status"] == "4.7.0", r
+    assert r["last_error"].startswith("SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535"), r
+    assert remote.inbox("a") == []
+    local.stop()
+    passwords.write_text(f"# fixed\n[127.0.0.1]:{remote.submission} user2:{PW}\n")
+    os.chmod(passwords, 0o600)
+    local.start()
+    assert "readable by other users" not in local.smtpd.output()
+    local.mailctl("queue", "flush")
+    [msg] = remote.wait_inbox("a", 1)
+    text = msg.read_text()
+    # B took it on its submission port, over STARTTLS, authenticated.
+    assert "by mail.example.org with ESMTPSA" in text, text
+    assert text.endswith("hello over there\n")

@@ -332,6 +332,30 @@ fn load_transport(path: &std::path::Path) -> Result<mailstore::nexthop::Transpor
     })
 }
 
+/// The relay password file (`smtp_sasl_password_maps`), with a warning
+/// when others may read it, as it holds passwords in the clear.
+fn load_passwords(path: &std::path::Path) -> Result<mailstore::saslpass::PasswordMap, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mailstore::saslpass::world_readable(mode) {
+            warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o7777),
+                "relay password file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+    text.parse().map_err(|e| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        ))
+    })
+}
+
 /// The pickup directory (`sendmail`), scanned at start, every second and
 /// on SIGUSR1 (Postfix's pickup daemon, woken by postdrop).
 fn spawn_pickup(
@@ -463,10 +487,13 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 .collect(),
         },
     };
-    let client = outbound::deliver::ClientSettings::new(
+    let mut client = outbound::deliver::ClientSettings::new(
         cfg.global.hostname.clone(),
         Some(outbound::deliver::unauthenticated_connector().map_err(std::io::Error::other)?),
     );
+    if let Some(p) = &cfg.smtpd.relay_password_file {
+        client.passwords = Some(Arc::new(load_passwords(p)?));
+    }
     let engine_cfg = outbound::engine::EngineConfig::new(client);
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;

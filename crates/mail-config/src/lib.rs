@@ -231,6 +231,11 @@ pub struct Smtpd {
     /// `transport_maps`); `""`: none. Used by outbound delivery.
     #[serde(deserialize_with = "destination::optional_path")]
     pub transport_file: Option<PathBuf>,
+    /// Credentials for AUTH at next hops, one `[host]:port user:password`
+    /// per line (Postfix's `smtp_sasl_password_maps`); `""`: none. Used by
+    /// outbound delivery.
+    #[serde(deserialize_with = "destination::optional_path")]
+    pub relay_password_file: Option<PathBuf>,
     /// Address family tried first (Postfix's `smtp_address_preference`).
     /// Used by outbound delivery.
     pub address_preference: AddressPreference,
@@ -291,6 +296,7 @@ impl Default for Smtpd {
             queue_retry_delay: Secs(60),
             relayhost: None,
             transport_file: None,
+            relay_password_file: None,
             address_preference: AddressPreference::Any,
         }
     }
@@ -651,7 +657,10 @@ impl Config {
                 .chain(&mut cfg.pop3d.tls_certificates)
                 .flat_map(|c| [&mut c.cert, &mut c.key]),
         );
-        for p in paths.chain(cfg.smtpd.transport_file.as_mut()) {
+        for p in paths
+            .chain(cfg.smtpd.transport_file.as_mut())
+            .chain(cfg.smtpd.relay_password_file.as_mut())
+        {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
             }
@@ -1374,10 +1383,12 @@ serial_policy = "unixtime"
         let cfg = parse("").unwrap();
         assert_eq!(cfg.smtpd.relayhost, None);
         assert_eq!(cfg.smtpd.transport_file, None);
+        assert_eq!(cfg.smtpd.relay_password_file, None);
         assert!(cfg.resolver.name_servers.is_empty());
         assert_eq!(cfg.resolver.timeout, Secs(5));
         let cfg = parse(
             "[smtpd]\nrelayhost = \"[smtp.example.net]:587\"\ntransport_file = \"transport\"\n\
+             relay_password_file = \"sasl_passwd\"\n\
              address_preference = \"ipv4\"\n[resolver]\nname_servers = [\"127.0.0.1:5300\"]\ntimeout = \"2s\"\n",
         )
         .unwrap();
@@ -1386,6 +1397,10 @@ serial_policy = "unixtime"
         assert_eq!(
             cfg.smtpd.transport_file,
             Some(PathBuf::from("/base/transport"))
+        );
+        assert_eq!(
+            cfg.smtpd.relay_password_file,
+            Some(PathBuf::from("/base/sasl_passwd"))
         );
         assert_eq!(cfg.smtpd.address_preference, AddressPreference::Ipv4);
         assert_eq!(

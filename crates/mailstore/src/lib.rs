@@ -93,6 +93,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod queue;
 pub mod routing;
+pub mod saslpass;
 pub mod store;
 mod util;
 

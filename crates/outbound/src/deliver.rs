@@ -14,6 +14,7 @@ use mail_session::tls::{Stream, TlsConnector};
 use mail_session::Secret;
 use mailstore::dsn::{Envid, Notify, Orcpt};
 use mailstore::outbound::OutEnvelope;
+use mailstore::saslpass::PasswordMap;
 use smtp_proto::{
     ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport, NotSent,
     OutgoingMessage, RcptDsn, Reply,
@@ -39,9 +40,18 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Longest TLS handshake (`smtp_starttls_timeout`, 300 s in Postfix).
     pub handshake_timeout: Duration,
-    /// User name and password for AUTH at a relay host
-    /// (`smtp_sasl_password_maps`).
+    /// User name and password for AUTH at every host (tests and
+    /// embedders; the daemon uses `passwords`).
     pub credentials: Option<(String, Secret<String>)>,
+    /// Credentials per next hop (`smtp_sasl_password_maps`), looked up by
+    /// each host's name and port; they take precedence over
+    /// `credentials`. AUTH is sent only inside TLS or to a loopback
+    /// address (Postfix's `smtp_sasl_tls_security_options`), and a
+    /// refused AUTH defers (`smtp_sasl_auth_soft_bounce = yes`).
+    pub passwords: Option<Arc<PasswordMap>>,
+    /// Convert 8-bit messages to quoted-printable for servers without
+    /// 8BITMIME (`disable_mime_output_conversion = no`).
+    pub mime_downgrade: bool,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -52,6 +62,8 @@ impl std::fmt::Debug for ClientSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("credentials", &self.credentials.as_ref().map(|c| &c.0))
+            .field("passwords", &self.passwords)
+            .field("mime_downgrade", &self.mime_downgrade)
             .finish()
     }
 }
@@ -71,6 +83,8 @@ impl ClientSettings {
             connect_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(300),
             credentials: None,
+            passwords: None,
+            mime_downgrade: true,
         }
     }
 }
@@ -300,7 +314,17 @@ async fn attempt(
     } else {
         ClientTls::None
     };
-    cfg.credentials = settings.credentials.clone();
+    let hop_credentials = settings
+        .passwords
+        .as_ref()
+        .and_then(|p| p.lookup(&hop.host, hop.port));
+    if hop_credentials.is_some() {
+        // Postfix's smtp_sasl_tls_security_options: a password crosses
+        // the network only inside TLS; loopback never leaves the host.
+        cfg.auth_requires_tls = !addr.ip().is_loopback();
+    }
+    cfg.credentials = hop_credentials.or_else(|| settings.credentials.clone());
+    cfg.mime_downgrade = settings.mime_downgrade;
     let (ret, envid, rcpt_dsn) = dsn_params(&msg);
     let outgoing = OutgoingMessage {
         from: msg.sender.to_owned(),
@@ -368,6 +392,25 @@ fn os_error_text(e: &std::io::Error) -> String {
 
 fn session_failure(host: &str, e: ClientError) -> HostFailure {
     match e {
+        // smtp_sasl_auth_soft_bounce = yes: a refused AUTH (a wrong
+        // password, a server-side problem) is retried, never bounced.
+        ClientError::Refused {
+            stage: "AUTH",
+            reply,
+        } => HostFailure {
+            status: "4.7.0",
+            text: format!(
+                "SASL authentication failed; server {host} said: {}",
+                one_line(&reply)
+            ),
+        },
+        ClientError::AuthNeedsTls => HostFailure {
+            status: "4.7.0",
+            text: format!(
+                "SASL authentication failed; cannot authenticate to server {host}: \
+                 TLS is required for AUTH, but was not offered"
+            ),
+        },
         ClientError::Refused { stage, reply } => HostFailure {
             status: "4.4.2",
             text: format!(

@@ -272,6 +272,11 @@ async fn sink(
                     w.write_all(b"221 Bye\r\n").await.unwrap();
                     break;
                 }
+                // A pseudo-capability makes the sink refuse AUTH.
+                "AUTH" if caps.contains(&"X-REFUSE-AUTH") => {
+                    "535 5.7.8 Error: authentication failed\r\n".into()
+                }
+                "AUTH" => "235 2.7.0 Authentication successful\r\n".into(),
                 _ => "250 Ok\r\n".into(),
             };
             w.write_all(reply.as_bytes()).await.unwrap();
@@ -420,4 +425,51 @@ async fn eight_bit_goes_as_8bitmime_or_quoted_printable() {
         got.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n.\r\n"),
         "{got}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_passwords_per_hop_and_a_refusal_defers() {
+    let to = rcpts(&["a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+        envelope: None,
+    };
+    let (addr, got) = sink(&["AUTH PLAIN LOGIN"]).await;
+    let mut s = settings();
+    let map: mailstore::saslpass::PasswordMap =
+        format!("[mx.example.org]:{} relay:s3cret\n", addr.port())
+            .parse()
+            .unwrap();
+    s.passwords = Some(std::sync::Arc::new(map));
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &s).await;
+    assert_eq!(r[0].verdict, Verdict::Sent, "{r:?}");
+    let got = got.await.unwrap();
+    let plain = smtp_proto::sasl::client::plain("", "relay", "s3cret");
+    assert!(
+        got.contains(&format!("AUTH PLAIN {plain}\r\nMAIL FROM:")),
+        "{got}"
+    );
+    // Another hop has no entry: no AUTH.
+    let (addr2, got) = sink(&["AUTH PLAIN"]).await;
+    deliver(&[hop("other.example.org", addr2)], msg, &s).await;
+    assert!(!got.await.unwrap().contains("AUTH"));
+    // 535: deferred with 4.7.0, as Postfix's smtp_sasl_auth_soft_bounce.
+    let (addr3, got) = sink(&["AUTH PLAIN", "X-REFUSE-AUTH"]).await;
+    let map: mailstore::saslpass::PasswordMap =
+        format!("mx.example.org:{} relay:bad\n", addr3.port())
+            .parse()
+            .unwrap();
+    s.passwords = Some(std::sync::Arc::new(map));
+    let r = deliver(&[hop("mx.example.org", addr3)], msg, &s).await;
+    assert_eq!(
+        (r[0].verdict, r[0].status.as_str()),
+        (Verdict::Temporary, "4.7.0")
+    );
+    assert_eq!(
+        r[0].text,
+        "SASL authentication failed; server mx.example.org[127.0.0.1] said: 535 5.7.8 Error: authentication failed"
+    );
+    assert!(!got.await.unwrap().contains("MAIL"));
 }

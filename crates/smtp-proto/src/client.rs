@@ -72,6 +72,10 @@ pub struct ClientConfig {
     /// The connection is TLS already (implicit TLS, RFC 8314): STARTTLS
     /// is never sent, whatever `tls` says.
     pub tls_active: bool,
+    /// Send the credentials only inside TLS: without it the session
+    /// gives up with [`ClientError::AuthNeedsTls`] before AUTH (Postfix's
+    /// `smtp_sasl_security_options = noplaintext` outside TLS).
+    pub auth_requires_tls: bool,
     /// Convert an 8-bit message to quoted-printable for a server without
     /// 8BITMIME ([`crate::downgrade`]; Postfix's
     /// `disable_mime_output_conversion = no`, the default). Off: send it
@@ -88,6 +92,7 @@ impl ClientConfig {
             pipelining: true,
             tls: ClientTls::None,
             tls_active: false,
+            auth_requires_tls: false,
             mime_downgrade: true,
         }
     }
@@ -188,6 +193,10 @@ pub enum ClientError {
     /// Credentials configured but the server offers neither PLAIN nor LOGIN.
     #[error("server offers no usable AUTH mechanism")]
     NoAuthMechanism,
+    /// Credentials configured with [`ClientConfig::auth_requires_tls`],
+    /// and the connection is not TLS (STARTTLS not offered or refused).
+    #[error("AUTH needs TLS, which the server did not give")]
+    AuthNeedsTls,
     /// The server sent something that is not an SMTP reply.
     #[error("malformed reply: {0}")]
     Protocol(ReplyError),
@@ -685,6 +694,11 @@ impl ClientSession {
             self.next_message();
             return;
         };
+        if self.cfg.auth_requires_tls && !self.tls {
+            // The password must not cross the network in the clear.
+            self.fail(ClientError::AuthNeedsTls);
+            return;
+        }
         let mechs = self.auth_mechanisms();
         if mechs.iter().any(|m| m == "PLAIN") {
             let l = format!("AUTH PLAIN {}", sasl::plain("", &user, pass.expose()));
@@ -1460,6 +1474,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn auth_only_inside_tls_when_required() {
+        let mut cfg = tls_cfg(ClientTls::Opportunistic);
+        cfg.auth_requires_tls = true;
+        let (sent, events, _) = tls_script(
+            cfg.clone(),
+            vec![one_rcpt()],
+            &["220 mx\r\n", "250-mx\r\n250 AUTH PLAIN\r\n", "221 Bye\r\n"],
+            false,
+        );
+        assert_eq!(sent, "EHLO c\r\nQUIT\r\n");
+        assert_eq!(events, vec![ClientEvent::Failed(ClientError::AuthNeedsTls)]);
+        let (sent, events, _) = tls_script(
+            cfg,
+            vec![],
+            &[
+                "220 mx\r\n",
+                "250-mx\r\n250 STARTTLS\r\n",
+                "220 go\r\n",
+                AFTER_TLS_EHLO,
+                "235 ok\r\n",
+                "221 Bye\r\n",
+            ],
+            false,
+        );
+        assert!(sent.contains("<TLS>EHLO c\r\nAUTH PLAIN "), "{sent}");
+        assert!(events.contains(&ClientEvent::Authenticated));
     }
 
     #[test]
