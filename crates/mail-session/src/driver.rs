@@ -161,6 +161,7 @@ pub struct Driver<T> {
     shutdown: Option<CancellationToken>,
     evict: Option<CancellationToken>,
     transcript: Option<TranscriptLog>,
+    write_timeout: Option<Duration>,
 }
 
 impl<T: Transport> Driver<T> {
@@ -175,7 +176,18 @@ impl<T: Transport> Driver<T> {
             shutdown: None,
             evict: None,
             transcript: None,
+            write_timeout: None,
         }
+    }
+
+    /// Gives up a write the peer does not take within `limit` (an
+    /// [`io::ErrorKind::TimedOut`] error): a sender's guard against a
+    /// receiver that stops reading, RFC 5321 section 4.5.3.2.5's 3-minute
+    /// "data block" timeout. Each flush (at most [`FLUSH_AT`] octets
+    /// plus one output) has its own `limit`.
+    pub fn with_write_timeout(mut self, limit: Duration) -> Self {
+        self.write_timeout = Some(limit);
+        self
     }
 
     /// Lets `token` interrupt waits for input (see [`Driver::next`]).
@@ -337,15 +349,24 @@ impl<T: Transport> Driver<T> {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
             self.io.write_all(&self.out).await?;
-            self.out.clear();
             // A TLS stream may accept the last bytes while its records
             // still wait for the socket (tokio-rustls returns once the
             // plaintext is taken); without this the peer would wait for a
             // reply that sits in the TLS buffer while we wait for input.
-            self.io.flush().await?;
+            self.io.flush().await
+        };
+        match self.write_timeout {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??,
+            None => write.await?,
         }
+        self.out.clear();
         Ok(())
     }
 
@@ -504,6 +525,15 @@ mod tests {
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "-timeout\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_times_the_write_out() {
+        let (_client, server) = pair().await;
+        let mut d = Driver::new(server).with_write_timeout(Duration::from_secs(180));
+        // Far more than the socket buffers hold; the client never reads.
+        let e = d.write_now(&vec![b'x'; 64 << 20]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

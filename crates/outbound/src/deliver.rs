@@ -17,7 +17,7 @@ use mailstore::outbound::OutEnvelope;
 use mailstore::saslpass::PasswordMap;
 use smtp_proto::{
     ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport, NotSent,
-    OutgoingMessage, RcptDsn, Reply,
+    OutgoingMessage, RcptDsn, Reply, DATA_BLOCK_TIMEOUT,
 };
 use tracing::{debug, info};
 
@@ -307,7 +307,7 @@ async fn attempt(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let mut driver = Driver::new(Stream::Plain(tcp));
+    let mut driver = Driver::new(Stream::Plain(tcp)).with_write_timeout(DATA_BLOCK_TIMEOUT);
     let mut cfg = ClientConfig::new(settings.helo.clone());
     cfg.tls = if settings.connector.is_some() {
         settings.tls
@@ -371,6 +371,12 @@ async fn attempt(
                 return Ok((r, Closing { driver, session }));
             }
             Ok(ClientEvent::Failed(e)) => return Err(session_failure(&host, e)),
+            Err(Stop::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(HostFailure {
+                    status: "4.4.2",
+                    text: format!("conversation with {host} timed out while sending"),
+                })
+            }
             Err(Stop::Io(e)) => {
                 return Err(HostFailure {
                     status: "4.4.2",

@@ -43,6 +43,13 @@ use mail_session::{stuff_data, Interrupt, Secret};
 use crate::reply::{Reply, ReplyError};
 use crate::server::UsageError;
 
+/// How long one write of the message may take before the sender gives up
+/// (RFC 5321 section 4.5.3.2.5, "data block": 3 minutes). The session
+/// does not see writes; the host applies this to each (the driver's
+/// `with_write_timeout`). The reply deadlines the session keeps itself:
+/// [`ClientSession::poll_timeout`].
+pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// When the client upgrades to TLS with STARTTLS (RFC 3207): Postfix's
 /// `smtp_tls_security_level` `none`, `may` and `encrypt`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -331,7 +338,9 @@ impl ClientSession {
     }
 
     /// The server's deadline for its next reply (RFC 5321 section
-    /// 4.5.3.2: 5 minutes, 2 for the 354, 10 after the body).
+    /// 4.5.3.2: 5 minutes for the greeting, MAIL and RCPT (and EHLO,
+    /// AUTH, STARTTLS, QUIT), 2 for the 354 to DATA, 10 after the body),
+    /// counted from the last input.
     pub fn poll_timeout(&self) -> Option<Duration> {
         if self.closed || self.closing {
             return None;

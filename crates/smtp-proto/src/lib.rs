@@ -139,7 +139,7 @@ pub use mail_session::transcript;
 
 pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, ClientTls, MessageReport, NotSent,
-    OutgoingMessage, RcptDsn,
+    OutgoingMessage, RcptDsn, DATA_BLOCK_TIMEOUT,
 };
 pub use command::{
     BodyType, Command, ForwardPath, MailParameters, Mailbox, ParseError, RcptParameters,
