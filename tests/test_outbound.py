@@ -300,6 +300,9 @@ def test_dsn_parameters_are_passed_on_and_8bit_is_downgraded(tmp_path, daemons):
         m = email.message_from_bytes(t["data"], policy=email.policy.default)
         assert m["Content-Transfer-Encoding"] == "quoted-printable"
         assert m.get_content().replace("\r\n", "\n") == "Grüße aus Köln\n"
+        # The sink offered DSN: the success notice is its business, not ours.
+        wait_queue_empty(local)
+        assert local.inbox("user2") == []
     finally:
         sink.close()
 
@@ -393,3 +396,43 @@ def test_relayhost_with_auth(tmp_path, daemons):
     # B took it on its submission port, over STARTTLS, authenticated.
     assert "by mail.example.org with ESMTPSA" in text, text
     assert text.endswith("hello over there\n")
+
+
+def wait_queue_empty(instance, timeout=15):
+    deadline = time.monotonic() + timeout
+    while "queue is empty" not in (listing := instance.mailctl("queue", "list")):
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.1)
+
+
+def test_notify_success_relayed_to_a_peer_without_dsn(tmp_path, daemons):
+    """RFC 3461 section 4.2: the next hop does not offer DSN, so we tell
+    the sender that asked for NOTIFY=SUCCESS that the mail was relayed."""
+    local, sink = sink_pair(tmp_path, daemons, ["PIPELINING"])
+    try:
+        s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+        s.login("user2", PW)
+        s.ehlo()
+        s.mail("user2@csuvnetwork.com", ["ENVID=QQ27"])
+        assert s.rcpt("a@example.org", ["NOTIFY=SUCCESS", "ORCPT=rfc822;A@example.org"])[0] == 250
+        assert s.rcpt("b@example.org", ["NOTIFY=FAILURE"])[0] == 250
+        assert s.data(b"Subject: tell me\r\n\r\nhi\r\n")[0] == 250
+        s.quit()
+        sink.wait(1)
+        [notice] = local.wait_inbox("user2", 1)
+        m = email.message_from_bytes(notice.read_bytes(), policy=email.policy.default)
+        assert m["Subject"] == "Successful Mail Delivery Report"
+        parts = list(m.iter_parts())
+        status = parts[1].get_payload()
+        assert status[0]["Original-Envelope-Id"] == "QQ27"
+        assert len(status) == 2, status
+        rcpt = status[1]
+        assert rcpt["Final-Recipient"] == "rfc822; a@example.org"
+        assert rcpt["Original-Recipient"] == "rfc822; A@example.org"
+        assert rcpt["Action"] == "relayed" and rcpt["Status"] == "2.0.0"
+        assert "b@example.org" not in str(parts[1])
+        # The header of the original comes back, not the body.
+        assert parts[2].get_content_type() == "text/rfc822-headers"
+        wait_queue_empty(local)
+    finally:
+        sink.close()

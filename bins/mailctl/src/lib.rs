@@ -955,6 +955,7 @@ mod tests {
             &[
                 Attempt {
                     rcpt: 0,
+                    relayed: false,
                     outcome: Outcome::Deferred {
                         next: UNIX_EPOCH + Duration::from_secs(1_796_545_611),
                     },
@@ -965,6 +966,7 @@ mod tests {
                 },
                 Attempt {
                     rcpt: 1,
+                    relayed: false,
                     outcome: Outcome::Sent,
                     time: UNIX_EPOCH + Duration::from_secs(1_796_545_311),
                     status: "2.0.0".into(),

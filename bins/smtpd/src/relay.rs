@@ -209,6 +209,19 @@ pub(crate) fn bounce(
     of: Bounced<'_>,
     failed: Vec<Failed>,
 ) -> Result<Option<Injected>, String> {
+    notice(shared, of, mailstore::dsn::DsnEvent::Failure, failed)
+}
+
+/// The notice of `event` for recipients of a message: a failure notice
+/// (`Action: failed`), or a success notice for recipients relayed to a
+/// next hop without DSN (`Action: relayed`, RFC 3461 section 4.2; never
+/// to the null sender nor to postmaster).
+pub(crate) fn notice(
+    shared: &crate::Shared,
+    of: Bounced<'_>,
+    event: mailstore::dsn::DsnEvent,
+    failed: Vec<Failed>,
+) -> Result<Option<Injected>, String> {
     let Bounced {
         queue_id,
         sender,
@@ -219,6 +232,9 @@ pub(crate) fn bounce(
     } = of;
     use mailstore::dsn::{self, Action, DsnBuilder, DsnEvent, RecipientStatus, Status};
     let host = shared.settings().cfg.global.hostname.clone();
+    if event == DsnEvent::Success && sender.is_empty() {
+        return Ok(None);
+    }
     let Some(notice) = dsn::notice_for(
         sender,
         &format!("postmaster@{host}"),
@@ -235,22 +251,18 @@ pub(crate) fn bounce(
             .unwrap_or_default()
             .as_secs()
     );
-    let mut b = DsnBuilder::new(
-        DsnEvent::Failure,
-        &host,
-        queue_id,
-        &notice,
-        &unique,
-        arrival,
-        now,
-    )
-    .envid(envid.as_ref())
-    .ret(ret);
+    let mut b = DsnBuilder::new(event, &host, queue_id, &notice, &unique, arrival, now)
+        .envid(envid.as_ref())
+        .ret(ret);
     for f in failed {
+        let (action, class) = match event {
+            DsnEvent::Success => (Action::Relayed, 2),
+            _ => (Action::Failed, 5),
+        };
         let status = Status::parse(&f.status)
-            .filter(|s| s.class == 5)
-            .unwrap_or(Status::new(5, 0, 0));
-        let mut r = RecipientStatus::new(f.address, Action::Failed, status);
+            .filter(|s| s.class == class)
+            .unwrap_or(Status::new(class, 0, 0));
+        let mut r = RecipientStatus::new(f.address, action, status);
         r.original = f.orcpt.as_deref().and_then(|o| dsn::Orcpt::parse(o).ok());
         r.remote_mta = f
             .remote
@@ -278,7 +290,12 @@ pub(crate) fn bounce(
         queue_id,
         notice = injected.queue_id,
         to = built.rcpt_to,
-        "sender non-delivery notification"
+        "{}",
+        if event == DsnEvent::Success {
+            "sender delivery status notification"
+        } else {
+            "sender non-delivery notification"
+        }
     );
     Ok(Some(injected))
 }
@@ -344,25 +361,38 @@ pub(crate) struct Bouncer {
 impl outbound::engine::Finisher for Bouncer {
     fn finished(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
         use mailstore::dsn::{should_notify, DsnEvent, Notify};
-        use mailstore::outbound::RcptState;
+        use mailstore::outbound::{RcptState, RcptStatus};
+        let wants = |r: &RcptStatus, event| {
+            let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+            should_notify(notify.as_ref(), event)
+        };
+        let entry = |r: &RcptStatus, default: &str| Failed {
+            address: r.rcpt.address.clone(),
+            orcpt: r.rcpt.orcpt.clone(),
+            status: r.last.as_ref().map_or(default.into(), |l| l.status.clone()),
+            remote: r.last.as_ref().and_then(|l| l.remote.clone()),
+            text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
+            when: r.last.as_ref().map(|l| l.time),
+        };
         let failed: Vec<Failed> = m
             .recipients
             .iter()
-            .filter(|r| r.state == RcptState::Bounced)
-            .filter(|r| {
-                let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
-                should_notify(notify.as_ref(), DsnEvent::Failure)
-            })
-            .map(|r| Failed {
-                address: r.rcpt.address.clone(),
-                orcpt: r.rcpt.orcpt.clone(),
-                status: r.last.as_ref().map_or("5.0.0".into(), |l| l.status.clone()),
-                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
-                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
-                when: r.last.as_ref().map(|l| l.time),
-            })
+            .filter(|r| r.state == RcptState::Bounced && wants(r, DsnEvent::Failure))
+            .map(|r| entry(r, "5.0.0"))
             .collect();
-        if failed.is_empty() {
+        // RFC 3461 section 4.2: delivered to a next hop without DSN, and
+        // the sender asked to hear of success: we say "relayed".
+        let relayed: Vec<Failed> = m
+            .recipients
+            .iter()
+            .filter(|r| {
+                r.state == RcptState::Sent
+                    && r.last.as_ref().is_some_and(|l| l.relayed)
+                    && wants(r, DsnEvent::Success)
+            })
+            .map(|r| entry(r, "2.0.0"))
+            .collect();
+        if failed.is_empty() && relayed.is_empty() {
             return Ok(());
         }
         let Some(shared) = self.shared.upgrade() else {
@@ -378,9 +408,14 @@ impl outbound::engine::Finisher for Bouncer {
             arrival: e.arrival,
             original: &original,
         };
-        let notice = bounce(&shared, of, failed)?;
-        if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
-            r.engine.submit(&id);
+        for (event, rcpts) in [(DsnEvent::Failure, failed), (DsnEvent::Success, relayed)] {
+            if rcpts.is_empty() {
+                continue;
+            }
+            let sent = notice(&shared, of, event, rcpts)?;
+            if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
+                r.engine.submit(&id);
+            }
         }
         Ok(())
     }

@@ -112,6 +112,11 @@ pub enum Outcome {
 pub struct Attempt {
     /// Index of the recipient in the envelope.
     pub rcpt: usize,
+    /// With [`Outcome::Sent`]: the next hop did not offer DSN, so the
+    /// delivery was "relayed" (RFC 3461 section 4.2) and a recipient that
+    /// asked for `NOTIFY=SUCCESS` gets a notice from us. Logged as
+    /// `relayed` instead of `sent`.
+    pub relayed: bool,
     /// What happened.
     pub outcome: Outcome,
     /// When.
@@ -390,6 +395,7 @@ impl OutboundQueue {
         let mut lines = String::new();
         for a in attempts {
             let (state, next) = match a.outcome {
+                Outcome::Sent if a.relayed => ("relayed", 0),
                 Outcome::Sent => ("sent", 0),
                 Outcome::Deferred { next } => ("deferred", unix(next)),
                 Outcome::Bounced => ("bounced", 0),
@@ -694,7 +700,7 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
             };
             let Some(r) = rcpts.get_mut(i) else { return };
             let outcome = match (what, next.parse::<u64>()) {
-                ("sent", _) => Outcome::Sent,
+                ("sent" | "relayed", _) => Outcome::Sent,
                 ("bounced", _) => Outcome::Bounced,
                 ("deferred", Ok(n)) => Outcome::Deferred { next: from_unix(n) },
                 _ => return,
@@ -711,6 +717,7 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
             r.attempts += 1;
             r.last = Some(Attempt {
                 rcpt: i,
+                relayed: what == "relayed",
                 outcome,
                 time: from_unix(time),
                 status: status.to_owned(),
@@ -745,6 +752,7 @@ mod tests {
 
     fn attempt(rcpt: usize, outcome: Outcome, text: &str) -> Attempt {
         Attempt {
+            relayed: false,
             rcpt,
             outcome,
             time: from_unix(1_796_515_260),
@@ -935,6 +943,25 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["W1.msg"]);
+    }
+
+    #[test]
+    fn relayed_is_sent_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("R1", &["a@example.org", "b@example.org"]), b"x")
+            .unwrap();
+        let mut a = attempt(0, Outcome::Sent, "250 ok");
+        a.relayed = true;
+        q.record("R1", &[a.clone(), attempt(1, Outcome::Sent, "250 ok")])
+            .unwrap();
+        let log = fs::read_to_string(dir.path().join("R1.log")).unwrap();
+        assert!(log.starts_with("0\trelayed\t"), "{log}");
+        let m = q.load("R1").unwrap();
+        assert_eq!(m.recipients[0].state, RcptState::Sent);
+        assert_eq!(m.recipients[0].last.as_ref(), Some(&a));
+        assert!(!m.recipients[1].last.as_ref().unwrap().relayed);
+        assert!(m.is_finished());
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub struct RcptResult {
     /// ... (in reply to RCPT TO command)`, `connect to ...: Connection
     /// refused`.
     pub text: String,
+    /// [`Verdict::Sent`] to a next hop that does not offer DSN: "relayed"
+    /// in RFC 3461 section 4.2's sense (no success notice will come from
+    /// further on, so one with `NOTIFY=SUCCESS` gets ours).
+    pub relayed: bool,
 }
 
 /// The message of one attempt: sender, the recipients with their index,
@@ -272,6 +276,7 @@ pub async fn deliver_then_close(
             status: last.status.to_owned(),
             remote: None,
             text: last.text.clone(),
+            relayed: false,
         })
         .collect();
     (results, None)
@@ -492,6 +497,7 @@ fn verdicts(
         status: status_of(r),
         remote: Some(remote.to_owned()),
         text: said(r, command),
+        relayed: verdict_of(r) == Verdict::Sent && !report.dsn_offered,
     };
     // Decided before MAIL from the EHLO reply, in Postfix's words.
     let not_sent = report.not_sent.map(|n| match n {
@@ -521,6 +527,7 @@ fn verdicts(
                     status: (*status).to_owned(),
                     remote: Some(remote.to_owned()),
                     text: text.clone(),
+                    relayed: false,
                 };
             }
             if !report.mail.is_positive() {
@@ -540,6 +547,7 @@ fn verdicts(
                             "lost connection with {name}[{}] while sending message body",
                             addr.ip()
                         ),
+                        relayed: false,
                     },
                 },
                 None => RcptResult {
@@ -551,6 +559,7 @@ fn verdicts(
                         "lost connection with {name}[{}] while sending RCPT TO",
                         addr.ip()
                     ),
+                    relayed: false,
                 },
             }
         })

@@ -540,6 +540,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 );
                 Attempt {
                     rcpt: r.rcpt,
+                    relayed: r.relayed,
                     outcome,
                     time: now,
                     status: r.status,
@@ -572,6 +573,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                         status: f.status.clone(),
                         remote: None,
                         text: f.text.clone(),
+                        relayed: false,
                     })
                     .collect();
                 return (results, None);

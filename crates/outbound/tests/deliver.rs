@@ -323,6 +323,7 @@ async fn dsn_parameters_go_to_a_dsn_next_hop_only() {
     let (addr, got) = sink(&["PIPELINING", "DSN"]).await;
     let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
     assert!(r.iter().all(|x| x.verdict == Verdict::Sent), "{r:#?}");
+    assert!(r.iter().all(|x| !x.relayed), "{r:#?}");
     let got = got.await.unwrap();
     assert!(
         got.contains(
@@ -334,7 +335,12 @@ async fn dsn_parameters_go_to_a_dsn_next_hop_only() {
         "{got}"
     );
     let (addr, got) = sink(&["PIPELINING"]).await;
-    deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
+    // Without DSN at the next hop the deliveries are "relayed".
+    assert!(
+        r.iter().all(|x| x.verdict == Verdict::Sent && x.relayed),
+        "{r:#?}"
+    );
     let got = got.await.unwrap();
     assert!(
         got.contains("MAIL FROM:<me@example.net>\r\nRCPT TO:<a@example.org>\r\n"),
