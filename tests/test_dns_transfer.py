@@ -323,3 +323,37 @@ zone "{ORIGIN}" {{
     assert "notify from 127.0.0.1" in blog and "transferred serial 2" in blog, blog
     log = primary.output()
     assert "from=Some(1) kind=Incremental" in log, log
+
+
+def test_streamed_axfr_survives_a_client_that_leaves(daemons, tmp_path):
+    """A large AXFR is sent while it is encoded: a client that reads one
+    message and closes stops it without harm, and the next client gets
+    the whole zone (RFC 5936 2.2: SOA first and last)."""
+    import socket
+    import struct
+    import dns.zone
+    port = free_port()
+    zf = tmp_path / "example.test.zone"
+    many = "".join("h%d A 10.%d.%d.%d\n" % (i, i >> 16, (i >> 8) & 255, i & 255)
+                   for i in range(40000))
+    zf.write_text(zone_text(1, many))
+    # (40,000 records: about 50 messages of 16 KiB, more than the 8
+    # the encoder may run ahead.)
+    cfg = tmp_path / "dnsd.toml"
+    cfg.write_text(f"""[dnsd]
+listen = ["127.0.0.1:{port}"]
+zones = [{{ origin = "{ORIGIN}", file = "{zf}" }}]
+""")
+    d = daemons([bin_path("dnsd"), "-c", cfg])
+    wait_tcp(port)
+    for _ in range(3):
+        wire = dns.message.make_query(ORIGIN + ".", "AXFR").to_wire()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(struct.pack("!H", len(wire)) + wire)
+            first = s.recv(2)
+            assert len(first) == 2 and struct.unpack("!H", first)[0] > 1000
+        # closed after the first bytes of the first message
+    z = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", ORIGIN + ".", port=port, timeout=20))
+    assert len(z.nodes) == 40000 + 4  # the h*, apex, ns, mail, www
+    assert d.proc.poll() is None
+    assert serial_at(port) == 1

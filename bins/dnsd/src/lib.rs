@@ -1325,17 +1325,23 @@ async fn tcp_conn(
                         "AXFR"
                     };
                     info!(%peer, zone = %t.zone().origin(), serial = t.zone().serial().unwrap_or(0), from = ?t.ixfr_from(), kind = ?t.kind(), "{what}");
-                    // Encoding a large zone is CPU work: off the async threads.
-                    let msgs = tokio::task::spawn_blocking(move || t.messages())
-                        .await
-                        .map_err(io::Error::other)?;
-                    for m in msgs {
+                    // Encoding a large zone is CPU work: off the async
+                    // threads, and streamed, so that sending (and the
+                    // client's reading) overlaps the encoding; the small
+                    // channel bounds what waits in memory. A write error
+                    // drops the receiver, which stops the encoder.
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+                    let encoder = tokio::task::spawn_blocking(move || {
+                        t.each_message(|m| tx.blocking_send(m).is_ok());
+                    });
+                    while let Some(m) = rx.recv().await {
                         codec.encode(Bytes::from(m), &mut output)?;
                         if output.len() >= 64 * 1024 {
                             stream.write_all(&output).await?;
                             output.clear();
                         }
                     }
+                    encoder.await.map_err(io::Error::other)?;
                 }
             }
         }

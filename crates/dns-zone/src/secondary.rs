@@ -342,6 +342,23 @@ impl std::fmt::Debug for IxfrReader {
     }
 }
 
+/// A stored record's class, TTL and RDATA. The fragment is what
+/// [`crate::RRset::wire_records`] yields: an RR's wire form from TYPE
+/// on (RFC 1035 4.1.3: TYPE, CLASS, TTL, RDLENGTH, RDATA), whose bounds
+/// the zone already checked; a short one reads as class IN, TTL 0 and
+/// empty RDATA rather than panicking.
+fn wire_parts(rec: &[u8]) -> (u16, u32, &[u8]) {
+    let class = rec
+        .get(2..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(1, u16::from_be_bytes);
+    let ttl = rec
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes);
+    (class, ttl, rec.get(10..).unwrap_or_default())
+}
+
 fn key_of(rr: &Rr) -> RrKey {
     (
         rr.owner.to_ascii_lowercase(),
@@ -361,18 +378,10 @@ impl IxfrReader {
                     continue;
                 }
                 for rec in set.wire_records() {
-                    let cl = rec
-                        .get(2..4)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(1, u16::from_be_bytes);
-                    let ttl = rec
-                        .get(4..8)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u32::from_be_bytes);
-                    let rd = rec.get(10..).unwrap_or_default().to_vec();
+                    let (cl, ttl, rd) = wire_parts(rec);
                     let owner = node.name_wire().to_vec();
                     records.insert(
-                        (owner.to_ascii_lowercase(), set.rtype, cl, rd),
+                        (owner.to_ascii_lowercase(), set.rtype, cl, rd.to_vec()),
                         (owner, ttl),
                     );
                 }
@@ -565,15 +574,7 @@ pub fn to_zone_file(zone: &Zone) -> String {
                 continue;
             }
             for rec in set.wire_records() {
-                let cl = rec
-                    .get(2..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(1, u16::from_be_bytes);
-                let ttl = rec
-                    .get(4..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u32::from_be_bytes);
-                let rd = rec.get(10..).unwrap_or_default();
+                let (cl, ttl, rd) = wire_parts(rec);
                 let _ = write!(
                     out,
                     "{owner} {ttl} CLASS{cl} TYPE{} \\# {}",
@@ -613,6 +614,19 @@ mod tests {
         load_zone(TEXT.as_bytes(), "t", &origin, &mut NoIncludes)
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn wire_parts_reads_class_ttl_rdata_and_tolerates_short_fragments() {
+        let z = zone();
+        let node = z.node(z.apex_key()).unwrap();
+        let ns = node.rrsets().find(|s| s.rtype == rtype::NS).unwrap();
+        let rec = ns.wire_records().next().unwrap();
+        let (class, ttl, rd) = wire_parts(rec);
+        assert_eq!((class, ttl), (1, 300));
+        assert_eq!(rd, ns.rdatas().next().unwrap());
+        assert_eq!(wire_parts(&[0, 1, 0]), (1, 0, &[][..]));
+        assert_eq!(wire_parts(&[0, 1, 0, 3, 0, 0, 0, 9, 0, 0]), (3, 9, &[][..]));
     }
 
     #[test]

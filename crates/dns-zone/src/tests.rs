@@ -1058,6 +1058,53 @@ fn axfr_tcp_only_with_acl() {
 }
 
 #[test]
+fn axfr_compresses_repeated_and_mixed_case_owners() {
+    // Several records per owner, owners in mixed case: each repeat is a
+    // 2-byte pointer, and the records read back as the zone has them.
+    let mut text = String::from("$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "Host{i} A 10.0.{}.{}\nhost{i} TXT \"t{i}\"\nHOST{i} MX 10 mx\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let mut cat = Catalog::new();
+    let (z, _) = load_zone(text.as_bytes(), "t", &name("ex.test."), &mut NoIncludes).unwrap();
+    cat.insert(z);
+    let cfg = ResponderConfig {
+        axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+        ..ResponderConfig::default()
+    };
+    let r = Responder::new(Arc::new(cat), cfg);
+    let q = query_bytes("ex.test.", RecordType::AXFR, None);
+    let mut out = Vec::new();
+    let Outcome::Transfer(t) = r.handle(&q, Transport::Tcp, "127.0.0.1".parse().unwrap(), &mut out)
+    else {
+        panic!("transfer expected")
+    };
+    let msgs = t.messages();
+    let recs: Vec<hickory_proto::rr::Record> = msgs
+        .iter()
+        .flat_map(|m| Message::from_vec(m).unwrap().answers().to_vec())
+        .collect();
+    assert_eq!(recs.len(), 3 + 900 + 1);
+    let host7: Vec<_> = recs
+        .iter()
+        .filter(|r| r.name().to_ascii().eq_ignore_ascii_case("host7.ex.test."))
+        .map(|r| r.record_type())
+        .collect();
+    assert_eq!(host7.len(), 3, "{host7:?}");
+    // Per host, at most: the first record's owner as a label and a
+    // pointer (10), the others a pointer (2); fixed parts 10 each; RDATA
+    // 4 (A) + 5 (TXT) + 14 (MX, its name not compressed). Past the 64
+    // suffixes the writer remembers, repeats were written in full before.
+    let total: usize = msgs.iter().map(Vec::len).sum();
+    let per_host = (10 + 2 + 2) + 3 * 10 + (4 + 5 + 14);
+    assert!(total <= 300 * per_host + 500, "{total}");
+}
+
+#[test]
 fn prefixes() {
     let p = Prefix::parse("10.0.0.0/8").unwrap();
     assert!(p.contains("10.1.2.3".parse().unwrap()));
