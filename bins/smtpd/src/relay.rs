@@ -410,13 +410,20 @@ impl outbound::engine::Finisher for Bouncer {
             original: &original,
         };
         for (action, rcpts) in [(Action::Failed, failed), (Action::Relayed, relayed)] {
-            if rcpts.is_empty() {
+            // A notice already queued on an earlier try of this finish
+            // (the other one failed, so the message was retried) is not
+            // sent again. A crash between queueing a notice and recording
+            // it sends that one twice: at least once, never lost.
+            if rcpts.is_empty() || m.notices.iter().any(|n| n == action.as_str()) {
                 continue;
             }
             let sent = notice(&shared, of, action, rcpts)?;
             if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
                 r.engine.submit(&id);
             }
+            self.queue
+                .record_notice(&e.id, action.as_str(), std::time::SystemTime::now())
+                .map_err(|x| x.to_string())?;
         }
         Ok(())
     }
