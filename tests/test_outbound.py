@@ -30,7 +30,8 @@ class Instance:
             tls_keys = f'[tls]\ncertificates = [{{ cert = "mail.{domain}.pem", key = "mail.{domain}.key" }}]\n'
 
         self.domain = domain
-        self.smtp, self.submission = free_port(), free_port()
+        self.smtp, self.submission, self.pop3 = free_port(), free_port(), free_port()
+        self.pop3d = None
         self.dead_dns = free_port()
         (self.dir / "aliases").write_text("postmaster: a\n")
         (self.dir / "transport").write_text(transport)
@@ -58,6 +59,10 @@ auth_failure_delay = 0
 name_servers = ["127.0.0.1:{self.dead_dns}"]
 timeout = "1s"
 attempts = 1
+
+[pop3d]
+listen = ["127.0.0.1:{self.pop3}"]
+auth_failure_delay = 0
 {tls_keys}""")
         for user in ("a", "b", "user2"):
             subprocess.run(
@@ -72,6 +77,32 @@ attempts = 1
 
     def stop(self):
         self.smtpd.stop()
+
+    def count(self, user):
+        """Messages in the Maildir, read (cur/) or not (new/)."""
+        box = self.dir / "mail" / user / "Maildir"
+        return sum(len(list((box / d).iterdir())) for d in ("new", "cur") if (box / d).exists())
+
+    def pop3_messages(self, user, n, timeout=20):
+        """The first `n` messages of `user`, read by POP3 (pop3d started on
+        first use), once there are that many."""
+        import poplib
+        if self.pop3d is None:
+            self.pop3d = self.daemons([bin_path("pop3d"), "--config", self.config])
+            wait_tcp(self.pop3)
+        deadline = time.monotonic() + timeout
+        while True:
+            p = poplib.POP3("127.0.0.1", self.pop3, timeout=10)
+            p.user(user)
+            p.pass_(PW)
+            count = p.stat()[0]
+            if count >= n or time.monotonic() > deadline:
+                msgs = [b"\r\n".join(p.retr(i + 1)[1]) for i in range(min(count, n))]
+                p.quit()
+                assert count >= n, f"{user}@{self.domain} has {count} messages by POP3, not {n}"
+                return msgs
+            p.quit()
+            time.sleep(0.2)
 
     def inbox(self, user):
         d = self.dir / "mail" / user / "Maildir" / "new"
@@ -436,3 +467,97 @@ def test_notify_success_relayed_to_a_peer_without_dsn(tmp_path, daemons):
         wait_queue_empty(local)
     finally:
         sink.close()
+
+
+def delivery_status(raw):
+    """The per-message and per-recipient groups of an RFC 3464 report."""
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    assert m.get_content_type() == "multipart/report", raw[:500]
+    assert m.get_param("report-type") == "delivery-status"
+    parts = list(m.iter_parts())
+    assert parts[1].get_content_type() == "message/delivery-status"
+    return m, parts, parts[1].get_payload()
+
+
+def test_notify_success_for_a_local_mailbox_gets_a_delivered_notice(tmp_path, daemons):
+    """RFC 3461 section 4.1 and RFC 3464: our smtpd offers DSN; a local
+    recipient that asked for NOTIFY=SUCCESS gets the sender a "delivered"
+    report, read here by POP3; NOTIFY=NEVER and the null sender get none."""
+    inst = Instance(tmp_path, daemons, "csuvnetwork.com")
+    s = smtplib.SMTP("127.0.0.1", inst.submission, timeout=10)
+    s.login("user2", PW)
+    s.ehlo()
+    assert s.has_extn("dsn")
+    s.mail("user2@csuvnetwork.com", ["ENVID=LOCAL42", "RET=FULL"])
+    assert s.rcpt("a@csuvnetwork.com", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;A@csuvnetwork.com"])[0] == 250
+    assert s.rcpt("b@csuvnetwork.com", ["NOTIFY=NEVER"])[0] == 250
+    assert s.data(b"Subject: did it arrive\r\n\r\nbody text\r\n")[0] == 250
+    # The null sender is never told (and smtplib's sendmail passes the
+    # parameters as given).
+    assert s.sendmail("<>", ["b@csuvnetwork.com"], b"Subject: from null\r\n\r\nx\r\n",
+                      rcpt_options=["NOTIFY=SUCCESS"]) == {}
+    s.quit()
+    inst.wait_inbox("a", 1)
+    inst.wait_inbox("b", 2)
+    [raw] = inst.pop3_messages("user2", 1)
+    m, parts, status = delivery_status(raw)
+    assert m["Subject"] == "Successful Mail Delivery Report"
+    assert status[0]["Original-Envelope-Id"] == "LOCAL42"
+    assert status[0]["Reporting-MTA"] == "dns; mail.csuvnetwork.com"
+    assert len(status) == 2, status
+    rcpt = status[1]
+    assert rcpt["Final-Recipient"] == "rfc822; a@csuvnetwork.com"
+    assert rcpt["Original-Recipient"] == "rfc822; A@csuvnetwork.com"
+    assert rcpt["Action"] == "delivered" and rcpt["Status"] == "2.0.0"
+    assert "b@csuvnetwork.com" not in str(parts[1])
+    # RET=FULL: the whole message comes back.
+    assert parts[2].get_content_type() == "message/rfc822"
+    assert "body text" in str(parts[2])
+    time.sleep(1)
+    assert inst.count("user2") == 1
+    assert inst.smtpd.output().count("sender delivery status notification") == 1
+
+
+def test_between_two_instances_the_remote_reports_delivered(tmp_path, daemons):
+    """The next hop is ours and offers DSN: the parameters are passed on,
+    so the sending side says nothing and the receiving side reports
+    "delivered" (RFC 3461 section 4.2), which travels back."""
+    local, remote = pair(tmp_path, daemons)
+    # The remote routes the notice back to the sender's instance.
+    (remote.dir / "transport").write_text(f"csuvnetwork.com smtp:[127.0.0.1]:{local.smtp}\n")
+    remote.stop()
+    remote.start()
+    s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+    s.login("user2", PW)
+    s.ehlo()
+    s.mail("user2@csuvnetwork.com", ["ENVID=ACROSS7"])
+    assert s.rcpt("a@example.org", ["NOTIFY=SUCCESS"])[0] == 250
+    assert s.data(b"Subject: over there\r\n\r\nhi\r\n")[0] == 250
+    s.quit()
+    remote.wait_inbox("a", 1)
+    [raw] = local.pop3_messages("user2", 1)
+    m, parts, status = delivery_status(raw)
+    assert status[0]["Reporting-MTA"] == "dns; mail.example.org"
+    assert status[0]["Original-Envelope-Id"] == "ACROSS7"
+    assert status[1]["Action"] == "delivered" and status[1]["Status"] == "2.0.0"
+    assert status[1]["Final-Recipient"] == "rfc822; a@example.org"
+    # No "relayed" notice from the sending side.
+    wait_queue_empty(local)
+    wait_queue_empty(remote)
+    time.sleep(1)
+    assert local.count("user2") == 1
+    assert "sender delivery status notification" not in local.smtpd.output()
+
+
+def test_notify_never_suppresses_the_failure_notice(tmp_path, daemons):
+    local, remote = pair(tmp_path, daemons)
+    s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+    s.login("user2", PW)
+    assert s.sendmail("user2@csuvnetwork.com", ["nobody@example.org", "b@example.org"],
+                      b"Subject: quiet\r\n\r\nx\r\n", rcpt_options=["NOTIFY=NEVER"]) == {}
+    s.quit()
+    remote.wait_inbox("b", 1)
+    wait_queue_empty(local)
+    time.sleep(1)
+    assert local.inbox("user2") == []
+    assert "non-delivery notification" not in local.smtpd.output()

@@ -587,9 +587,65 @@ struct Txn {
     delivery: Option<Incoming>,
     /// The part for other domains, on its way into the outbound queue.
     outgoing: Option<relay::Outgoing>,
+    /// Local recipients that asked for `NOTIFY=SUCCESS` (RFC 3461
+    /// section 4.1): address and `ORCPT=`.
+    notify_success: Vec<(String, Option<String>)>,
+    /// What the delivered notice needs, set when the message starts and
+    /// someone asked for it.
+    success: Option<SuccessNotice>,
     /// A write failed: the message ends in `451`.
     broken: bool,
     active: bool,
+}
+
+/// The "delivered" notice of a message being received: its envelope and
+/// the start of its content (the notice returns the header, or the whole
+/// message up to Postfix's `bounce_size_limit` for `RET=FULL`).
+struct SuccessNotice {
+    queue_id: String,
+    sender: String,
+    envid: Option<String>,
+    ret: Option<mailstore::dsn::Ret>,
+    arrival: SystemTime,
+    recipients: Vec<(String, Option<String>)>,
+    copy: Vec<u8>,
+}
+
+impl SuccessNotice {
+    /// Keeps content up to one octet past the size limit: enough for the
+    /// header, and to tell that the whole message is too large to return.
+    fn push(&mut self, bytes: &[u8]) {
+        let room = (mailstore::dsn::BOUNCE_SIZE_LIMIT + 1).saturating_sub(self.copy.len());
+        self.copy
+            .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+    }
+
+    /// Injects the notice (durable when it returns). Blocks.
+    fn send(self, shared: &Shared) -> Result<Option<String>, String> {
+        let of = relay::Bounced {
+            queue_id: &self.queue_id,
+            sender: &self.sender,
+            envid: self.envid.as_deref(),
+            ret: self.ret,
+            arrival: self.arrival,
+            original: &self.copy,
+        };
+        let now = SystemTime::now();
+        let rcpts = self
+            .recipients
+            .into_iter()
+            .map(|(address, orcpt)| relay::Failed {
+                address,
+                orcpt,
+                status: "2.0.0".into(),
+                remote: None,
+                text: "delivered to maildir".into(),
+                when: Some(now),
+            })
+            .collect();
+        let sent = relay::notice(shared, of, mailstore::dsn::Action::Delivered, rcpts)?;
+        Ok(sent.and_then(|n| n.relayed))
+    }
 }
 
 struct Conn {
@@ -823,6 +879,7 @@ impl Conn {
             Event::MessageStart => {
                 self.txn.active = true;
                 let env = self.envelope(session);
+                self.txn.success = self.success_notice(&env);
                 self.txn.outgoing = self.outgoing(&env);
                 if !env.mailboxes.is_empty() {
                     self.txn.delivery = Some(self.shared.pipeline.incoming(env));
@@ -830,6 +887,9 @@ impl Conn {
                 Ok(())
             }
             Event::BodyChunk(bytes) => {
+                if let Some(n) = self.txn.success.as_mut() {
+                    n.push(&bytes);
+                }
                 if self.txn.delivery.as_mut().is_some_and(|m| m.push(&bytes)) {
                     self.write_out().await;
                 }
@@ -914,6 +974,15 @@ impl Conn {
         };
         match self.settings.policy.recipient(&addr, client) {
             Recipient::Local(mailboxes) => {
+                let notify = params
+                    .notify
+                    .as_deref()
+                    .and_then(|n| mailstore::dsn::Notify::parse(n).ok());
+                if mailstore::dsn::should_notify(notify.as_ref(), mailstore::dsn::DsnEvent::Success)
+                {
+                    let orcpt = params.orcpt.as_deref().map(str::to_owned);
+                    self.txn.notify_success.push((addr.clone(), orcpt));
+                }
                 self.txn.rcpts.add(addr, mailboxes);
                 Verdict::Accept
             }
@@ -981,7 +1050,7 @@ impl Conn {
             id: env.queue_id.clone(),
             sender: env.mail_from.clone(),
             arrival: env.time,
-            envid: self.txn.envid.take(),
+            envid: self.txn.envid.clone(),
             ret: self
                 .txn
                 .ret
@@ -991,6 +1060,29 @@ impl Conn {
         };
         let received = mailstore::store::received_header(env);
         Some(relay::Outgoing::new(queue, out, &received))
+    }
+
+    /// The delivered notice for the local recipients that asked for it;
+    /// none for the null sender (RFC 3461 section 4.1: never a notice about
+    /// a notice).
+    fn success_notice(&mut self, env: &mailstore::Envelope) -> Option<SuccessNotice> {
+        let recipients = std::mem::take(&mut self.txn.notify_success);
+        if recipients.is_empty() || env.mail_from.is_empty() || env.mailboxes.is_empty() {
+            return None;
+        }
+        Some(SuccessNotice {
+            queue_id: env.queue_id.clone(),
+            sender: env.mail_from.clone(),
+            envid: self.txn.envid.clone(),
+            ret: self
+                .txn
+                .ret
+                .as_deref()
+                .and_then(|r| mailstore::dsn::Ret::parse(r).ok()),
+            arrival: env.time,
+            recipients,
+            copy: Vec::new(),
+        })
     }
 
     /// Writes what the message holds to its Maildir file; after an error
@@ -1040,6 +1132,7 @@ impl Conn {
         let failed = Delivery::Failed(Reply::new(451, (4, 3, 0), "Error: queue file write error"));
         let local = self.txn.delivery.take();
         let outgoing = self.txn.outgoing.take();
+        let success = self.txn.success.take();
         if self.txn.broken || (local.is_none() && outgoing.is_none()) {
             self.txn.broken = false;
             return failed;
@@ -1072,13 +1165,30 @@ impl Conn {
                     (None, Some(id)) => id.clone(),
                     (None, None) => return Err(mailstore::Error::NoRecipients),
                 };
-                Ok::<_, mailstore::Error>((id, relayed))
+                // The local part is committed (journal or Maildir) and its
+                // delivery is retried until it succeeds, never bounced: the
+                // delivered notice goes now, durable before our `250`. A
+                // crash between the two makes the client send again, and
+                // the notice comes once more with the copy (at least
+                // once); a notice that cannot be queued is logged, not
+                // worth refusing a message already committed.
+                let notice = success.and_then(|n| match n.send(&shared) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        error!(queue_id = id, error = e, "delivered notice failed");
+                        None
+                    }
+                });
+                Ok::<_, mailstore::Error>((id, relayed, notice))
             })
         });
         match r.await {
-            Ok(Ok((queue_id, relayed))) => {
+            Ok(Ok((queue_id, relayed, notice))) => {
                 if let (Some(id), Some(r)) = (relayed, &self.shared.relay) {
                     info!(sid = self.sid, queue_id = id, "queued for other domains");
+                    r.engine.submit(&id);
+                }
+                if let (Some(id), Some(r)) = (notice, &self.shared.relay) {
                     r.engine.submit(&id);
                 }
                 Delivery::Accepted { queue_id }
@@ -1097,6 +1207,7 @@ impl Conn {
     async fn abort_delivery(&mut self) {
         self.txn.active = false;
         self.txn.broken = false;
+        self.txn.success = None;
         let local = self.txn.delivery.take().filter(Incoming::on_disk);
         let outgoing = self.txn.outgoing.take();
         if local.is_some() || outgoing.is_some() {

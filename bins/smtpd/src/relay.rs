@@ -209,19 +209,21 @@ pub(crate) fn bounce(
     of: Bounced<'_>,
     failed: Vec<Failed>,
 ) -> Result<Option<Injected>, String> {
-    notice(shared, of, mailstore::dsn::DsnEvent::Failure, failed)
+    notice(shared, of, mailstore::dsn::Action::Failed, failed)
 }
 
-/// The notice of `event` for recipients of a message: a failure notice
-/// (`Action: failed`), or a success notice for recipients relayed to a
-/// next hop without DSN (`Action: relayed`, RFC 3461 section 4.2; never
-/// to the null sender nor to postmaster).
+/// The notice of `action` for recipients of a message: a failure notice
+/// (`Action: failed`), or a success notice (never to the null sender nor
+/// to postmaster) for recipients delivered into a local Maildir (`Action:
+/// delivered`) or relayed to a next hop without DSN (`Action: relayed`,
+/// RFC 3461 section 4.2).
 pub(crate) fn notice(
     shared: &crate::Shared,
     of: Bounced<'_>,
-    event: mailstore::dsn::DsnEvent,
+    action: mailstore::dsn::Action,
     failed: Vec<Failed>,
 ) -> Result<Option<Injected>, String> {
+    let event = action.event();
     let Bounced {
         queue_id,
         sender,
@@ -230,7 +232,7 @@ pub(crate) fn notice(
         arrival,
         original,
     } = of;
-    use mailstore::dsn::{self, Action, DsnBuilder, DsnEvent, RecipientStatus, Status};
+    use mailstore::dsn::{self, DsnBuilder, DsnEvent, RecipientStatus, Status};
     let host = shared.settings().cfg.global.hostname.clone();
     if event == DsnEvent::Success && sender.is_empty() {
         return Ok(None);
@@ -255,10 +257,7 @@ pub(crate) fn notice(
         .envid(envid.as_ref())
         .ret(ret);
     for f in failed {
-        let (action, class) = match event {
-            DsnEvent::Success => (Action::Relayed, 2),
-            _ => (Action::Failed, 5),
-        };
+        let class = action.status_class();
         let status = Status::parse(&f.status)
             .filter(|s| s.class == class)
             .unwrap_or(Status::new(class, 0, 0));
@@ -267,7 +266,9 @@ pub(crate) fn notice(
         r.remote_mta = f
             .remote
             .map(|m| m.split('[').next().unwrap_or_default().to_owned());
-        r.diagnostic = Some(f.text.clone());
+        // A local delivery has no SMTP reply for `Diagnostic-Code: smtp;`,
+        // only the sentence.
+        r.diagnostic = (action != dsn::Action::Delivered).then(|| f.text.clone());
         r.reason = f.text;
         r.last_attempt = f.when;
         b = b.recipient(r);
@@ -360,7 +361,7 @@ pub(crate) struct Bouncer {
 
 impl outbound::engine::Finisher for Bouncer {
     fn finished(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
-        use mailstore::dsn::{should_notify, DsnEvent, Notify};
+        use mailstore::dsn::{should_notify, Action, DsnEvent, Notify};
         use mailstore::outbound::{RcptState, RcptStatus};
         let wants = |r: &RcptStatus, event| {
             let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
@@ -408,14 +409,21 @@ impl outbound::engine::Finisher for Bouncer {
             arrival: e.arrival,
             original: &original,
         };
-        for (event, rcpts) in [(DsnEvent::Failure, failed), (DsnEvent::Success, relayed)] {
-            if rcpts.is_empty() {
+        for (action, rcpts) in [(Action::Failed, failed), (Action::Relayed, relayed)] {
+            // A notice already queued on an earlier try of this finish
+            // (the other one failed, so the message was retried) is not
+            // sent again. A crash between queueing a notice and recording
+            // it sends that one twice: at least once, never lost.
+            if rcpts.is_empty() || m.notices.iter().any(|n| n == action.as_str()) {
                 continue;
             }
-            let sent = notice(&shared, of, event, rcpts)?;
+            let sent = notice(&shared, of, action, rcpts)?;
             if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
                 r.engine.submit(&id);
             }
+            self.queue
+                .record_notice(&e.id, action.as_str(), std::time::SystemTime::now())
+                .map_err(|x| x.to_string())?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 //!   `250` may be sent.
 //! - `<id>.log`, appended to: one line per event of one recipient
 //!   (delivered, deferred with the time of the next attempt, bounced) or of
-//!   the message (held, released), ending in a CRC-32 of the line so that
+//!   the message (held, released, a notice to the sender sent), ending in a CRC-32 of the line so that
 //!   a torn write is never read as a record, each flushed before
 //!   [`OutboundQueue::record`] returns. The delivery client records a
 //!   remote `250` before it goes on, so a crash repeats a delivery only
@@ -174,6 +174,10 @@ pub struct QueuedMessage {
     pub recipients: Vec<RcptStatus>,
     /// Held by the administrator: not tried until released.
     pub held: bool,
+    /// Notices to the sender already queued for this message, by the name
+    /// given to [`OutboundQueue::record_notice`] (so that a message whose
+    /// finishing is retried does not send one twice).
+    pub notices: Vec<String>,
     /// Size of the content in bytes.
     pub size: u64,
 }
@@ -423,6 +427,18 @@ impl OutboundQueue {
         self.append(id, &checked(&format!("-\t{what}\t{}", unix(time))))
     }
 
+    /// Records durably that the notice named `what` (one word, e.g. the
+    /// RFC 3464 action `failed`) was queued for the sender.
+    pub fn record_notice(&self, id: &str, what: &str, time: SystemTime) -> Result<()> {
+        if !field_ok(what) || what.is_empty() {
+            return Err(Error::InvalidName {
+                name: what.to_owned(),
+                why: "a notice name is one field",
+            });
+        }
+        self.append(id, &checked(&format!("-\tnotice\t{}\t{what}", unix(time))))
+    }
+
     fn append(&self, id: &str, lines: &str) -> Result<()> {
         let path = self.log_path(id);
         if !valid_id(id) || !self.msg_path(id).exists() {
@@ -533,17 +549,19 @@ pub fn decode(
         })
         .collect();
     let mut held = false;
+    let mut notices = Vec::new();
     let log = String::from_utf8_lossy(log);
     // Only whole lines: the last one may be torn.
     let whole = log.rfind('\n').map_or("", |i| &log[..i]);
     for line in whole.lines() {
-        apply(line, &mut recipients, &mut held);
+        apply(line, &mut recipients, &mut held, &mut notices);
     }
     Ok(QueuedMessage {
         size: file_len.saturating_sub(end as u64),
         envelope: env,
         recipients,
         held,
+        notices,
     })
 }
 
@@ -675,7 +693,7 @@ fn checked(fields: &str) -> String {
 
 /// Applies one log line; a line whose CRC does not check (a torn write)
 /// is skipped.
-fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
+fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool, notices: &mut Vec<String>) {
     let Some((fields, crc)) = line.rsplit_once('\t') else {
         return;
     };
@@ -692,6 +710,11 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
     match (who, what) {
         ("-", "hold") => *held = true,
         ("-", "release") => *held = false,
+        ("-", "notice") => {
+            if let Some(what) = f.get(3).filter(|w| !notices.iter().any(|n| n == *w)) {
+                notices.push((*what).to_owned());
+            }
+        }
         _ => {
             let (Ok(i), Some(&next), Some(&status), Some(&remote)) =
                 (who.parse::<usize>(), f.get(3), f.get(4), f.get(5))
@@ -973,6 +996,28 @@ mod tests {
         assert!(q.load("H1").unwrap().held);
         q.set_held("H1", false, from_unix(10)).unwrap();
         assert!(!q.load("H1").unwrap().held);
+    }
+
+    #[test]
+    fn notices_sent_are_recorded_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("N1", &["a@example.org"]), b"x").unwrap();
+        assert!(q.load("N1").unwrap().notices.is_empty());
+        q.record_notice("N1", "failed", from_unix(9)).unwrap();
+        q.record_notice("N1", "failed", from_unix(10)).unwrap();
+        q.record_notice("N1", "relayed", from_unix(11)).unwrap();
+        let m = q.load("N1").unwrap();
+        assert_eq!(m.notices, ["failed", "relayed"]);
+        // Recipient states are untouched by message-level lines.
+        assert_eq!(m.recipients[0].state, RcptState::Pending);
+        assert!(q.record_notice("N1", "two\tfields", from_unix(12)).is_err());
+        assert!(q.record_notice("N1", "", from_unix(12)).is_err());
+        // A torn notice line is not a record.
+        let mut log = fs::read_to_string(dir.path().join("N1.log")).unwrap();
+        log.push_str("-\tnotice\t13\tdelayed\t00000000\n");
+        fs::write(dir.path().join("N1.log"), log).unwrap();
+        assert_eq!(q.load("N1").unwrap().notices, ["failed", "relayed"]);
     }
 
     #[test]

@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub smtputf8: bool,
     /// Advertise and accept CHUNKING / BDAT (RFC 3030).
     pub chunking: bool,
+    /// Advertise `DSN` (RFC 3461 section 4), as Postfix does: the host
+    /// stores `RET=`, `ENVID=`, `NOTIFY=` and `ORCPT=` and honours them.
+    /// Off, those parameters get `555` like any unknown one (section 4:
+    /// they are only for a server that offers the extension).
+    pub dsn: bool,
     /// Waiting for a command (RFC 5321 section 4.5.3.2.7: 5 minutes).
     pub command_timeout: Duration,
     /// Waiting for more DATA or BDAT octets (section 4.5.3.2.5: 3 minutes).
@@ -84,7 +89,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
     /// 3 failed AUTHs, 512-octet lines, bare LF normalised, no AUTH, no
-    /// TLS (and so no TLS policy), HELO required, SMTPUTF8 and CHUNKING on, 300 s / 180 s
+    /// TLS (and so no TLS policy), HELO required, SMTPUTF8, CHUNKING and DSN on, 300 s / 180 s
     /// timeouts; 300 s budgets for a command line and for the first command
     /// (section 4.5.3.2.7's five minutes per command, as a total).
     pub fn new(hostname: impl Into<String>) -> Self {
@@ -106,6 +111,7 @@ impl ServerConfig {
             require_helo: true,
             smtputf8: true,
             chunking: true,
+            dsn: true,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             command_line_timeout: Duration::from_secs(300),
@@ -932,6 +938,9 @@ impl Core {
             }
             lines.push("ENHANCEDSTATUSCODES".into());
             lines.push("8BITMIME".into());
+            if self.cfg.dsn {
+                lines.push("DSN".into());
+            }
             if self.cfg.smtputf8 {
                 lines.push("SMTPUTF8".into());
             }
@@ -1008,6 +1017,14 @@ impl Core {
         if p.smtputf8 && !self.cfg.smtputf8 {
             return Some("SMTPUTF8".into());
         }
+        if !self.cfg.dsn {
+            if let Some(r) = &p.ret {
+                return Some(format!("RET={r}"));
+            }
+            if let Some(e) = &p.envid {
+                return Some(format!("ENVID={e}"));
+            }
+        }
         None
     }
 
@@ -1026,6 +1043,17 @@ impl Core {
                 Some(v) => format!("{k}={v}"),
                 None => k.to_string(),
             };
+            self.error(555, (5, 5, 4), &format!("Unsupported option: {opt}"));
+        } else if let Some(opt) = (!self.cfg.dsn)
+            .then(|| {
+                params
+                    .notify
+                    .as_ref()
+                    .map(|n| format!("NOTIFY={n}"))
+                    .or_else(|| params.orcpt.as_ref().map(|o| format!("ORCPT={o}")))
+            })
+            .flatten()
+        {
             self.error(555, (5, 5, 4), &format!("Unsupported option: {opt}"));
         } else if !to.is_ascii() && !smtputf8 {
             self.error(

@@ -134,7 +134,7 @@ fn exchange(h: &mut Host, input: &str) -> String {
     h.take()
 }
 
-const EHLO_REPLY: &str = "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+const EHLO_REPLY: &str = "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
 
 #[test]
 fn lab_transcript_byte_for_byte() {
@@ -148,7 +148,7 @@ fn lab_transcript_byte_for_byte() {
     let ehlo = exchange(&mut h, "EHLO user2-PC\r\n");
     assert_eq!(
         ehlo,
-        "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+        "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
     );
     assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
     assert_eq!(exchange(&mut h, "dXNlcjI=\r\n"), "334 UGFzc3dvcmQ6\r\n");
@@ -269,7 +269,7 @@ fn ehlo_capabilities() {
     h.take();
     assert_eq!(
         exchange(&mut h, "EHLO c\r\n"),
-        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
     );
     assert_eq!(
         exchange(&mut h, "AUTH PLAIN\r\n"),
@@ -289,7 +289,7 @@ fn ehlo_capabilities() {
     );
     assert_eq!(
         exchange(&mut h, "EHLO c\r\n"),
-        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-AUTH PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-AUTH PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
     );
     assert_eq!(
         exchange(&mut h, "STARTTLS\r\n"),
@@ -394,6 +394,46 @@ fn mail_rcpt_sequencing() {
         ),
         "250 2.1.0 Ok\r\n"
     );
+}
+
+#[test]
+fn dsn_parameters_only_when_offered() {
+    // RFC 3461 section 4: the parameters belong to a server that offers
+    // DSN; with it off they are unknown options.
+    let mut c = cfg();
+    c.dsn = false;
+    c.chunking = false;
+    let mut h = ready(c);
+    let ehlo = exchange(&mut h, "EHLO c\r\n");
+    assert!(!ehlo.contains("DSN"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> RET=FULL\r\n"),
+        "555 5.5.4 Unsupported option: RET=FULL\r\n"
+    );
+    assert_eq!(
+        exchange(&mut h, "MAIL FROM:<a@b.c> ENVID=x1\r\n"),
+        "555 5.5.4 Unsupported option: ENVID=x1\r\n"
+    );
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c>\r\nRCPT TO:<1@b.c> NOTIFY=NEVER\r\nRCPT TO:<2@b.c> ORCPT=rfc822;2@b.c\r\nRCPT TO:<3@b.c>\r\n"
+        ),
+        "250 2.1.0 Ok\r\n555 5.5.4 Unsupported option: NOTIFY=NEVER\r\n555 5.5.4 Unsupported option: ORCPT=rfc822;2@b.c\r\n250 2.1.5 Ok\r\n"
+    );
+    // Offered (the default): given to the host as written.
+    let mut h = ready(cfg());
+    assert!(exchange(&mut h, "EHLO c\r\n").contains("250-DSN\r\n"));
+    assert_eq!(
+        exchange(
+            &mut h,
+            "MAIL FROM:<a@b.c> RET=HDRS ENVID=x1\r\nRCPT TO:<1@b.c> NOTIFY=SUCCESS ORCPT=rfc822;1@b.c\r\n"
+        ),
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+    );
+    assert!(h.events.iter().any(|e| matches!(e,
+        Event::Rcpt { params, .. } if params.notify.as_deref() == Some("SUCCESS")
+            && params.orcpt.as_deref() == Some("rfc822;1@b.c"))));
 }
 
 #[test]
