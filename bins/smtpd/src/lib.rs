@@ -69,6 +69,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use mail_auth_glue::{Action, Checker, Signer};
 use mail_config::{BareNewline, Config, TlsLevel};
 use mail_session::driver::{Driver, Stop};
 use mail_session::tls::{Stream, TlsInfo};
@@ -102,6 +103,9 @@ pub enum Error {
     /// A certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A DKIM key could not be loaded, or the checks' resolver set up.
+    #[error(transparent)]
+    MailAuth(#[from] mail_auth_glue::Error),
 }
 
 /// Which listener a connection came in on.
@@ -133,6 +137,8 @@ pub(crate) struct Settings {
     /// Certificates and the TLS configuration; `None` without
     /// certificates.
     tls: Option<ServerTls>,
+    /// `[dkim]`'s keys.
+    signer: Arc<Signer>,
 }
 
 impl Settings {
@@ -161,7 +167,9 @@ impl Settings {
             LocalDomains::new(domains),
             cfg.smtpd.auth_failure_delay.duration(),
         );
+        let signer = Arc::new(Signer::from_config(&cfg.dkim)?);
         Ok(Settings {
+            signer,
             // Other domains go to the outbound queue (Postfix relays for
             // permitted clients).
             policy: RecipientPolicy::new(router).with_outbound(true),
@@ -188,6 +196,9 @@ pub(crate) struct Shared {
     relay: Option<RelayHandle>,
     /// Wakes the pickup scan (SIGUSR1 from `sendmail`).
     pickup_wake: Arc<tokio::sync::Notify>,
+    /// The SPF/DKIM/DMARC checker (its resolver and DNS cache), when
+    /// `[auth_checks] enabled` at start.
+    checker: Option<Checker>,
 }
 
 /// The outbound queue and its manager.
@@ -468,6 +479,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         Some(outbound::deliver::unauthenticated_connector().map_err(std::io::Error::other)?),
     );
     let engine_cfg = outbound::engine::EngineConfig::new(client);
+    let checker = if cfg.auth_checks.enabled {
+        Some(Checker::from_config(
+            &cfg.resolver,
+            &cfg.auth_checks,
+            &cfg.global.hostname,
+        )?)
+    } else {
+        None
+    };
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {
@@ -490,6 +510,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             queue: out_queue,
         }),
         pickup_wake: Arc::new(tokio::sync::Notify::new()),
+        checker,
         ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
@@ -563,6 +584,15 @@ struct Txn {
     /// A write failed: the message ends in `451`.
     broken: bool,
     active: bool,
+    /// The message is held whole until its end, to be DKIM-signed or
+    /// checked before any of it is written.
+    held: Option<Vec<u8>>,
+    /// Sign it (an authenticated or relay-network client).
+    sign: bool,
+    /// Check it (an unauthenticated client on the inbound listener).
+    check: bool,
+    /// MAIL FROM, kept for the checks after the envelope took it.
+    sender: String,
 }
 
 struct Conn {
@@ -573,6 +603,7 @@ struct Conn {
     permit: ConnPermit,
     settings: Arc<Settings>,
     peer: SocketAddr,
+    listener: Listener,
     sid: String,
     helo: String,
     esmtp: bool,
@@ -632,6 +663,7 @@ async fn connection(
         permit,
         settings,
         peer,
+        listener: kind,
         sid,
         helo: String::new(),
         esmtp: false,
@@ -795,6 +827,7 @@ impl Conn {
             }
             Event::MessageStart => {
                 self.txn.active = true;
+                self.plan_auth(session);
                 let env = self.envelope(session);
                 self.txn.outgoing = self.outgoing(&env);
                 if !env.mailboxes.is_empty() {
@@ -803,6 +836,10 @@ impl Conn {
                 Ok(())
             }
             Event::BodyChunk(bytes) => {
+                if let Some(held) = self.txn.held.as_mut() {
+                    held.extend_from_slice(&bytes);
+                    return;
+                }
                 if self.txn.delivery.as_mut().is_some_and(|m| m.push(&bytes)) {
                     self.write_out().await;
                 }
@@ -812,7 +849,10 @@ impl Conn {
                 Ok(())
             }
             Event::MessageEnd(_) => {
-                let result = self.finish_message().await;
+                let result = match self.release_held().await {
+                    Some(refused) => refused,
+                    None => self.finish_message().await,
+                };
                 session.message_result(result)
             }
             Event::MessageAborted(reason) => {
@@ -964,6 +1004,85 @@ impl Conn {
         };
         let received = mailstore::store::received_header(env);
         Some(relay::Outgoing::new(queue, out, &received))
+    }
+
+    /// Decides, as the message starts, whether it is DKIM-signed (mail
+    /// from authenticated users and relay networks, OpenDKIM's signing
+    /// mode for `InternalHosts` and authenticated clients) or checked
+    /// (everything else arriving on the inbound listener, OpenDKIM's
+    /// verifying mode); either holds it whole until its end.
+    fn plan_auth(&mut self, session: &ServerSession) {
+        let authed = session.authenticated_user().is_some();
+        let ours = authed || self.settings.cfg.global.is_relay_client(self.peer.ip());
+        self.txn.sign = ours && !self.settings.signer.is_empty();
+        self.txn.check = !ours
+            && self.listener == Listener::Inbound
+            && self.settings.cfg.auth_checks.enabled
+            && self.shared.checker.is_some();
+        self.txn.held = (self.txn.sign || self.txn.check).then(Vec::new);
+        self.txn.sender = self.txn.from.clone();
+    }
+
+    /// The end of a held message: the checks (which may refuse it) or the
+    /// signature, then the header fields they give and the message go to
+    /// the delivery as streamed ones do. `Some` is the refusal.
+    async fn release_held(&mut self) -> Option<Delivery> {
+        let held = self.txn.held.take()?;
+        let mut top = String::new();
+        let mut stripped = None;
+        if self.txn.check {
+            if let Some(checker) = &self.shared.checker {
+                let cfg = &self.settings.cfg;
+                let policy =
+                    mail_auth_glue::Policy::from_config(&cfg.auth_checks, &cfg.global.hostname);
+                let env = mail_auth_glue::Envelope {
+                    ip: canonical_ip(self.peer.ip()),
+                    helo: &self.helo,
+                    mail_from: &self.txn.sender,
+                };
+                let out = checker.with_policy(policy).check(&env, &held).await;
+                let s = &out.summary;
+                info!(
+                    sid = self.sid,
+                    spf_helo = %s.spf_helo,
+                    spf = %s.spf,
+                    dkim = ?s.dkim,
+                    dmarc = s.dmarc,
+                    policy = s.dmarc_policy,
+                    "authentication results"
+                );
+                if let Action::Reject { code, status, text } = out.action {
+                    info!(sid = self.sid, code, %text, "refused by the authentication policy");
+                    self.abort_delivery().await;
+                    let (c, s, d) = status;
+                    return Some(Delivery::Failed(Reply::new(
+                        code,
+                        (c, u16::from(s), u16::from(d)),
+                        text,
+                    )));
+                }
+                top = out.header;
+                stripped = out.stripped;
+            }
+        }
+        let body = stripped.unwrap_or(held);
+        if self.txn.sign {
+            match self.settings.signer.sign(&body) {
+                Ok(sig) => top.push_str(&sig),
+                // Unsigned mail still goes: a signature is not a promise
+                // made to the client.
+                Err(e) => error!(sid = self.sid, error = %e, "DKIM signing failed"),
+            }
+        }
+        for part in [top.as_bytes(), &body] {
+            if self.txn.delivery.as_mut().is_some_and(|m| m.push(part)) {
+                self.write_out().await;
+            }
+            if self.txn.outgoing.as_mut().is_some_and(|m| m.push(part)) {
+                self.write_out_remote().await;
+            }
+        }
+        None
     }
 
     /// Writes what the message holds to its Maildir file; after an error
