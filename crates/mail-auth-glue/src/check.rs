@@ -280,23 +280,16 @@ fn dkim_word(d: &DkimOutput<'_>) -> String {
     .to_string()
 }
 
-/// DMARC's overall result (RFC 7489 section 6.6.2): pass when either
-/// mechanism passes aligned, else what failed, as the header writes it.
+/// DMARC's overall result (RFC 7489 section 6.6.2): mail-auth's ranking of
+/// the two mechanisms, `fail` when a record applies and neither passed
+/// aligned; the word the header writes.
 fn dmarc_word(d: &DmarcOutput) -> &'static str {
-    let word = |r: &DmarcResult| match r {
+    match d.result() {
         DmarcResult::Pass => "pass",
         DmarcResult::Fail(_) => "fail",
         DmarcResult::TempError(_) => "temperror",
         DmarcResult::PermError(_) => "permerror",
         DmarcResult::None => "none",
-    };
-    let (spf, dkim) = (d.spf_result(), d.dkim_result());
-    if *spf == DmarcResult::Pass || *dkim == DmarcResult::Pass {
-        "pass"
-    } else if *spf != DmarcResult::None {
-        word(spf)
-    } else {
-        word(dkim)
     }
 }
 
@@ -863,6 +856,35 @@ mod tests {
         .await;
         assert_eq!(o.action, Action::Accept);
         assert!(o.header.contains("policy.dmarc=quarantine"), "{}", o.header);
+    }
+
+    #[tokio::test]
+    async fn spf_fail_without_dkim_fails_dmarc() {
+        let mut p = policy();
+        p.dmarc_reject = true;
+        let c = checker(p);
+        let cache = c.cache.clone();
+        spf(&cache, "forged.org", "v=spf1 ip4:192.0.2.99 -all");
+        nx(&cache, "helo.example.net");
+        nx(&cache, "_dmarc.org");
+        cache.preload_txt(
+            "_dmarc.forged.org",
+            Txt::from(Dmarc::parse(b"v=DMARC1; p=reject")),
+        );
+        let m = b"From: ceo@forged.org\r\nSubject: pay\r\n\r\nnow\r\n";
+        let env = Envelope {
+            ip: IpAddr::from([192, 0, 2, 1]),
+            helo: "helo.example.net",
+            mail_from: "ceo@forged.org",
+        };
+        let o = c.check(&env, m).await;
+        assert!(o.header.contains("dmarc=fail"), "{}", o.header);
+        assert_eq!(o.summary.dmarc, "fail", "{:?}", o.summary);
+        assert!(
+            matches!(o.action, Action::Reject { code: 550, .. }),
+            "{:?}",
+            o.action
+        );
     }
 
     #[tokio::test]
