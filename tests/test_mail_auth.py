@@ -291,3 +291,31 @@ def test_dmarc_failure_is_tagged_or_refused_and_forged_results_go(lab):
     assert "forged.org" in refused[1]
     # Mail that passes is not affected.
     assert lab.inbound("user2@example.org", MSG) is None
+
+
+def test_dnsd_serves_the_lab_zone_records_long_txt_as_strings(daemons):
+    """docs/mail-auth.md's lab zone: the RSA key record (over 255 octets)
+    comes back as one TXT record of two strings joining into the key."""
+    zone = bin_path("dnsd").parents[2] / "bins/dnsd/zones/csuvnetwork.com.mail-auth.zone"
+    text = zone.read_text()
+    m = re.search(r's2026\._domainkey\S* IN TXT \((.*?)\)', text, re.S)
+    want = "".join(re.findall(r'"([^"]*)"', m.group(1))).encode()
+    port = free_port()
+    daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}", "--zone", f"csuvnetwork.com={zone}"])
+    wait_tcp(port)
+
+    def txt(name, tcp=False):
+        q = dns.message.make_query(name, "TXT")
+        r = (dns.query.tcp if tcp else dns.query.udp)(q, "127.0.0.1", port=port, timeout=5)
+        return [rd.strings for rrset in r.answer for rd in rrset]
+
+    for tcp in (False, True):
+        [strings] = txt("s2026._domainkey.csuvnetwork.com.", tcp)
+        assert len(strings) == 2 and all(len(s) <= 255 for s in strings), strings
+        assert b"".join(strings) == want
+        assert b"".join(strings).startswith(b"v=DKIM1; k=rsa; p=MIIB")
+    assert txt("csuvnetwork.com.") == [(b"v=spf1 mx -all",)]
+    [dmarc] = txt("_dmarc.csuvnetwork.com.")
+    assert b"".join(dmarc).startswith(b"v=DMARC1; p=quarantine")
+    [ed] = txt("e2026._domainkey.csuvnetwork.com.")
+    assert b"".join(ed).startswith(b"v=DKIM1; k=ed25519; p=")
