@@ -126,6 +126,33 @@ impl Caches {
         self.txt.preload(fqdn(name), record);
     }
 
+    /// Puts a TXT record given as text into the cache for good, parsed as
+    /// what its version tag says: `v=spf1` (SPF), `v=DMARC1` (DMARC),
+    /// otherwise a DKIM key record.
+    pub fn preload_record(&self, name: &str, text: &str) {
+        use mail_auth::common::parse::TxtRecordParser;
+        let b = text.as_bytes();
+        let record = if text.starts_with("v=spf1") {
+            Txt::from(mail_auth::spf::Spf::parse(b))
+        } else if text.starts_with("v=DMARC1") {
+            Txt::from(mail_auth::dmarc::Dmarc::parse(b))
+        } else {
+            Txt::from(mail_auth::common::verify::DomainKey::parse(b))
+        };
+        self.preload_txt(name, record);
+    }
+
+    /// Caches "no such name" (NXDOMAIN) for a TXT lookup of `name`.
+    pub fn preload_nxdomain(&self, name: &str) {
+        use mail_auth::hickory_resolver::proto::op::ResponseCode;
+        self.preload_txt(
+            name,
+            Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(
+                ResponseCode::NXDomain,
+            ))),
+        );
+    }
+
     /// Puts A records into the cache for good.
     pub fn preload_a(&self, name: &str, addrs: &[Ipv4Addr]) {
         self.ipv4.preload(
