@@ -9,7 +9,9 @@ checked by independent verifiers, dkimpy (Debian python3-dkim) and
 OpenDKIM's `opendkim-testmsg`, both asking dnsd. Mail arriving on the
 inbound listener is checked, and the `Authentication-Results:` field says
 what the checks found; `dmarc_reject` refuses a `p=reject` failure with
-`550 5.7.1`.
+`550 5.7.1`. Two instances (example.org sending through its outbound
+queue to other.org's smtpd) carry `dkim=pass spf=pass dmarc=pass` end to
+end.
 
 opendkim-testmsg asks the system resolver, which cannot be given a port:
 dnsd listens on port 53 of a loopback address of its own, and the verifier
@@ -67,7 +69,7 @@ def loopback_53():
 
 
 class Lab:
-    def __init__(self, tmp, daemons):
+    def __init__(self, tmp, daemons, transport=""):
         if os.geteuid() != 0:
             pytest.skip("dnsd on port 53 and unshare need root")
         self.dir = tmp
@@ -94,6 +96,7 @@ _dmarc.forged IN TXT "v=DMARC1; p=reject"
 """)
         self.smtp, self.submission = free_port(), free_port()
         self.config = tmp / "mail.toml"
+        (tmp / "transport").write_text(transport)
         self.write_config(dmarc_reject=False)
         for user in ("a", "user2"):
             subprocess.run(
@@ -123,6 +126,7 @@ aliases_file = "aliases"
 listen = ["127.0.0.1:{self.smtp}"]
 submission_listen = ["127.0.0.1:{self.submission}"]
 queue_directory = "queue"
+transport_file = "transport"
 auth_failure_delay = 0
 
 [resolver]
@@ -151,10 +155,10 @@ dmarc_reject = {str(dmarc_reject).lower()}
             time.sleep(0.1)
         raise AssertionError(f"{n} messages expected\n" + self.smtpd.output()[-3000:])
 
-    def submit(self, msg: bytes):
+    def submit(self, msg: bytes, to="a@example.org"):
         s = smtplib.SMTP("127.0.0.1", self.submission, timeout=10)
         s.login("user2", PW)
-        s.sendmail("user2@example.org", ["a@example.org"], msg)
+        s.sendmail("user2@example.org", [to], msg)
         s.quit()
 
     def inbound(self, mail_from, msg: bytes):
@@ -183,6 +187,39 @@ dmarc_reject = {str(dmarc_reject).lower()}
              f"mount --bind {self.dir / 'resolv.conf'} /etc/resolv.conf && exec opendkim-testmsg"],
             input=msg, capture_output=True, timeout=30)
         return p.returncode == 0, (p.stdout + p.stderr).decode(errors="replace")
+
+
+def receiver_on(tmp, daemons, dns_addr, smtp):
+    """A second instance, for other.org, checking what arrives on `smtp`."""
+    tmp.mkdir()
+    cfg = tmp / "mail.toml"
+    cfg.write_text(f"""
+[global]
+hostname = "mx.other.org"
+local_domains = ["other.org"]
+relay_networks = []
+maildir_root = "mail"
+passwd_file = "passwd"
+aliases_file = "aliases"
+
+[smtpd]
+listen = ["127.0.0.1:{smtp}"]
+submission_listen = []
+queue_directory = "queue"
+
+[resolver]
+name_servers = ["{dns_addr}:53"]
+timeout = "2s"
+
+[auth_checks]
+enabled = true
+dmarc_reject = true
+""")
+    subprocess.run([bin_path("mailctl"), "-c", cfg, "user", "add", "b", "--password-stdin"],
+                   input=(PW + "\n").encode(), check=True, capture_output=True)
+    d = daemons([bin_path("smtpd"), "--config", cfg])
+    wait_tcp(smtp)
+    return smtp, tmp / "mail" / "b" / "Maildir" / "new", d
 
 
 @pytest.fixture
@@ -319,3 +356,24 @@ def test_dnsd_serves_the_lab_zone_records_long_txt_as_strings(daemons):
     assert b"".join(dmarc).startswith(b"v=DMARC1; p=quarantine")
     [ed] = txt("e2026._domainkey.csuvnetwork.com.")
     assert b"".join(ed).startswith(b"v=DKIM1; k=ed25519; p=")
+
+
+def test_two_instances_dkim_spf_dmarc_pass_end_to_end(tmp_path, daemons):
+    """example.org's smtpd signs and sends through its outbound queue to
+    other.org's smtpd, which checks it against the records dnsd serves."""
+    port = free_port()
+    (tmp_path / "example.org").mkdir()
+    lab = Lab(tmp_path / "example.org", daemons, transport=f"other.org smtp:[127.0.0.1]:{port}\n")
+    # The receiver takes the port the sender's transport table names.
+    smtp, inbox, rx = receiver_on(tmp_path / "other.org", daemons, lab.dns_addr, port)
+    lab.submit(MSG.replace(b"To: a@example.org", b"To: b@other.org"), to="b@other.org")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (inbox.exists() and any(inbox.iterdir())):
+        time.sleep(0.2)
+    got = [p.read_bytes() for p in inbox.iterdir()] if inbox.exists() else []
+    assert got, lab.smtpd.output()[-2000:] + rx.output()[-2000:]
+    ar = auth_results(got[0])
+    assert ar.startswith("Authentication-Results: mx.other.org;"), ar
+    assert ar.count("dkim=pass") == 2, ar
+    assert "spf=pass" in ar and "smtp.mailfrom=user2@example.org" in ar, ar
+    assert "dmarc=pass header.from=example.org" in ar, ar

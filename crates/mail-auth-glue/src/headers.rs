@@ -9,7 +9,7 @@ use std::ops::Range;
 pub fn body_offset(message: &[u8]) -> usize {
     let mut at = 0;
     while at < message.len() {
-        let rest = &message[at..];
+        let rest = message.get(at..).unwrap_or_default();
         if rest.starts_with(b"\r\n") {
             return at + 2;
         }
@@ -58,8 +58,9 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
     let mut out: Vec<Field<'_>> = Vec::new();
     let mut at = 0;
     while at < head.len() {
-        let line_end = memchr_nl(&head[at..]).map_or(head.len(), |i| at + i + 1);
-        let line = &head[at..line_end];
+        let rest = head.get(at..).unwrap_or_default();
+        let line_end = memchr_nl(rest).map_or(head.len(), |i| at + i + 1);
+        let line = head.get(at..line_end).unwrap_or_default();
         let folded = matches!(line.first(), Some(b' ' | b'\t'));
         if folded {
             // RFC 5322 section 2.2.3: a continuation of the field above.
@@ -67,7 +68,7 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
                 last.range.end = line_end;
             }
         } else if let Some(colon) = line.iter().position(|&c| c == b':') {
-            let name = &line[..colon];
+            let name = line.get(..colon).unwrap_or_default();
             if !name.is_empty() && name.iter().all(|c| c.is_ascii_graphic()) {
                 if let Ok(name) = std::str::from_utf8(name) {
                     out.push(Field {
