@@ -9,8 +9,9 @@
 //! configuration and a shared cache ([`cache`]), which tests fill by hand
 //! instead of running a name server.
 //!
-//! Dependencies: mail-auth 0.15 with its pure-Rust crypto (`rsa`,
-//! `ed25519-dalek`; it offers aws-lc-rs or these, not ring) and
+//! Dependencies: mail-auth 0.13.3 (0.14 and later need rustc 1.98 through
+//! mail-parser 1.0) with its pure-Rust crypto (`rsa`, `ed25519-dalek`; its
+//! ring feature would also turn on hickory's TLS and DNSSEC) and
 //! hickory-resolver 0.26, which it requires for its DNS side while the
 //! workspace's outbound resolver is on 0.25: two resolver versions are
 //! built. Moving the workspace to 0.26 touches `dns-zone`, `dnsd` and
