@@ -278,6 +278,9 @@ impl netkit::Service for Running {
                 "listeners, maildir_root, passwd_file and queue_directory change only on restart"
             );
         }
+        if cfg.auth_checks.enabled && self.shared.checker.is_none() {
+            warn!("[auth_checks] enabled takes effect on restart (its resolver is made at start)");
+        }
         let new = Settings::new(cfg, &self.shared.accounts, &self.shared.ticketer)?;
         self.shared.pipeline.set_retry(retry_schedule(&new.cfg));
         self.shared.penalty.set_policy(penalty_policy(&new.cfg));

@@ -191,6 +191,16 @@ mod tests {
     }
 
     #[test]
+    fn pkcs1_rsa_keys_load() {
+        // What opendkim-genkey writes: `BEGIN RSA PRIVATE KEY`.
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let pem = key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        assert!(matches!(load_pem(pem.as_bytes()), Ok(DkimKey::Rsa(_))));
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(load_pem(b"not a key").is_err());
         assert!("dsa".parse::<Algorithm>().is_err());
