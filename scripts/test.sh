@@ -36,6 +36,10 @@ command -v testssl   >/dev/null 2>&1 || need_apt+=(testssl.sh)
 # Postfix is the remote MTA and the relay of tests/test_outbound_interop.py
 # (private instances on loopback; the system one is left unconfigured).
 command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need_apt+=(postfix)
+# Independent DKIM signers and verifiers of tests/test_mail_auth.py:
+# dkimpy's dkimsign (python3-dkim) and OpenDKIM's opendkim-testmsg.
+command -v dkimsign         >/dev/null 2>&1 || need_apt+=(python3-dkim)
+command -v opendkim-testmsg >/dev/null 2>&1 || need_apt+=(opendkim-tools)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -59,6 +63,11 @@ fi
 if ! python3 -c 'import pytest, dns.resolver' >/dev/null 2>&1; then
   log "installing pytest dnspython"
   python3 -m pip install --quiet --disable-pip-version-check pytest dnspython
+fi
+# dkimpy (with PyNaCl for ed25519-sha256) for the interpreter pytest runs.
+if ! python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+  log "installing dkimpy pynacl"
+  python3 -m pip install --quiet --disable-pip-version-check dkimpy pynacl
 fi
 # dnspython's DNSSEC validation needs its own cryptography release.
 if ! python3 -c 'import sys, dns._features as f; sys.exit(not f.have("dnssec"))' >/dev/null 2>&1; then

@@ -81,6 +81,9 @@ pub enum Cmd {
     /// server uses a public CA's, e.g. certbot's files).
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// DKIM keys (OpenDKIM's `opendkim-genkey`).
+    #[command(subcommand)]
+    Dkim(DkimCmd),
     /// Deliver a message from standard input to local recipients (like
     /// Dovecot's `dovecot-lda` or Postfix's `sendmail` for local mail).
     Deliver {
@@ -98,6 +101,30 @@ pub enum Cmd {
         /// Recipients: `user`, `alias` or `user@local.domain`.
         #[arg(required = true)]
         recipients: Vec<String>,
+    },
+}
+
+/// `mailctl dkim ...`.
+#[derive(Debug, Subcommand)]
+pub enum DkimCmd {
+    /// Make a signing key for `--domain` and `--selector`: writes the
+    /// private key (mode 0600) and prints the TXT record for the zone file
+    /// and the `[dkim]` line that uses the key.
+    Keygen {
+        /// The signing domain (`d=`).
+        #[arg(long)]
+        domain: String,
+        /// The selector (`s=`): the record goes to
+        /// `<selector>._domainkey.<domain>`.
+        #[arg(long)]
+        selector: String,
+        /// `ed25519` (RFC 8463) or `rsa` (2048 bits; what every verifier
+        /// knows, so publish one beside an Ed25519 key).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// Where to write `<selector>._domainkey.<domain>.key`.
+        #[arg(long, default_value = "lab-data/dkim")]
+        out_dir: PathBuf,
     },
 }
 
@@ -241,6 +268,9 @@ pub enum CtlError {
     /// Other I/O (the terminal, standard input).
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Making a DKIM key.
+    #[error(transparent)]
+    Dkim(#[from] mail_auth_glue::Error),
     /// Making a certificate.
     #[error(transparent)]
     CertGen(#[from] netkit::certgen::CertGenError),
@@ -735,6 +765,57 @@ pub fn tls_cert(names: &[String], ca_dir: &Path, out_dir: Option<&Path>) -> Resu
     ])
 }
 
+/// `mailctl dkim keygen`: a new key in `out_dir`, never overwriting one.
+pub fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    out_dir: &Path,
+) -> Result<Vec<String>> {
+    use mail_auth_glue::keys;
+    use std::os::unix::fs::OpenOptionsExt;
+    let alg: keys::Algorithm = algorithm.parse()?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let ok = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+    };
+    if !ok(&domain) || !ok(selector) {
+        return Err(mail_auth_glue::Error::Key(format!(
+            "{domain:?} / {selector:?} is not a domain and selector"
+        ))
+        .into());
+    }
+    let generated = keys::generate(alg)?;
+    std::fs::create_dir_all(out_dir)?;
+    let path = out_dir.join(format!("{selector}._domainkey.{domain}.key"));
+    // 0600 from creation: the key is never readable by others, even for
+    // a moment; an existing key is kept (its record may be published).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    f.write_all(generated.private_pem.as_bytes())?;
+    f.sync_all()?;
+    let owner = keys::record_owner(selector, &domain);
+    let mut out = vec![format!("; private key {}", path.display())];
+    out.extend(
+        keys::zone_record(&owner, &generated.record)
+            .lines()
+            .map(str::to_string),
+    );
+    out.push(String::new());
+    out.push("[dkim]".into());
+    out.push(format!(
+        "keys = [{{ domain = {domain:?}, selector = {selector:?}, key_file = {:?} }}]",
+        path.display().to_string()
+    ));
+    Ok(out)
+}
+
 /// Runs a parsed command line; returns the lines to print on stdout.
 pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String>> {
     let mut site = Site::from_cli(&cli)?;
@@ -809,6 +890,12 @@ pub fn run(cli: Cli, stdin_source: &mut dyn PasswordSource) -> Result<Vec<String
             ca_dir,
             out_dir,
         }) => tls_cert(&names, &ca_dir, out_dir.as_deref()),
+        Cmd::Dkim(DkimCmd::Keygen {
+            domain,
+            selector,
+            algorithm,
+            out_dir,
+        }) => dkim_keygen(&domain, &selector, &algorithm, &out_dir),
         Cmd::Deliver {
             from,
             domains,

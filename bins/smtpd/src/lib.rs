@@ -69,6 +69,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use mail_auth_glue::{Action, Checker, Signer};
 use mail_config::{BareNewline, Config, TlsLevel};
 use mail_session::driver::{Driver, Stop};
 use mail_session::tls::{Stream, TlsInfo};
@@ -102,6 +103,9 @@ pub enum Error {
     /// A certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A DKIM key could not be loaded, or the checks' resolver set up.
+    #[error(transparent)]
+    MailAuth(#[from] mail_auth_glue::Error),
 }
 
 /// Which listener a connection came in on.
@@ -133,6 +137,8 @@ pub(crate) struct Settings {
     /// Certificates and the TLS configuration; `None` without
     /// certificates.
     tls: Option<ServerTls>,
+    /// `[dkim]`'s keys.
+    signer: Arc<Signer>,
 }
 
 impl Settings {
@@ -161,7 +167,9 @@ impl Settings {
             LocalDomains::new(domains),
             cfg.smtpd.auth_failure_delay.duration(),
         );
+        let signer = Arc::new(Signer::from_config(&cfg.dkim)?);
         Ok(Settings {
+            signer,
             // Other domains go to the outbound queue (Postfix relays for
             // permitted clients).
             policy: RecipientPolicy::new(router).with_outbound(true),
@@ -188,6 +196,9 @@ pub(crate) struct Shared {
     relay: Option<RelayHandle>,
     /// Wakes the pickup scan (SIGUSR1 from `sendmail`).
     pickup_wake: Arc<tokio::sync::Notify>,
+    /// The SPF/DKIM/DMARC checker (its resolver and DNS cache), when
+    /// `[auth_checks] enabled` at start.
+    checker: Option<Checker>,
 }
 
 /// The outbound queue and its manager.
@@ -266,6 +277,9 @@ impl netkit::Service for Running {
             warn!(
                 "listeners, maildir_root, passwd_file and queue_directory change only on restart"
             );
+        }
+        if cfg.auth_checks.enabled && self.shared.checker.is_none() {
+            warn!("[auth_checks] enabled takes effect on restart (its resolver is made at start)");
         }
         let new = Settings::new(cfg, &self.shared.accounts, &self.shared.ticketer)?;
         self.shared.pipeline.set_retry(retry_schedule(&new.cfg));
@@ -495,6 +509,15 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         client.passwords = Some(Arc::new(load_passwords(p)?));
     }
     let engine_cfg = outbound::engine::EngineConfig::new(client);
+    let checker = if cfg.auth_checks.enabled {
+        Some(Checker::from_config(
+            &cfg.resolver,
+            &cfg.auth_checks,
+            &cfg.global.hostname,
+        )?)
+    } else {
+        None
+    };
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {
@@ -517,6 +540,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             queue: out_queue,
         }),
         pickup_wake: Arc::new(tokio::sync::Notify::new()),
+        checker,
         ticketer,
         penalty,
         settings: RwLock::new(Arc::new(settings)),
@@ -596,6 +620,15 @@ struct Txn {
     /// A write failed: the message ends in `451`.
     broken: bool,
     active: bool,
+    /// The message is held whole until its end, to be DKIM-signed or
+    /// checked before any of it is written.
+    held: Option<Vec<u8>>,
+    /// Sign it (an authenticated or relay-network client).
+    sign: bool,
+    /// Check it (an unauthenticated client on the inbound listener).
+    check: bool,
+    /// MAIL FROM, kept for the checks after the envelope took it.
+    sender: String,
 }
 
 /// The "delivered" notice of a message being received: its envelope and
@@ -656,6 +689,7 @@ struct Conn {
     permit: ConnPermit,
     settings: Arc<Settings>,
     peer: SocketAddr,
+    listener: Listener,
     sid: String,
     helo: String,
     esmtp: bool,
@@ -715,6 +749,7 @@ async fn connection(
         permit,
         settings,
         peer,
+        listener: kind,
         sid,
         helo: String::new(),
         esmtp: false,
@@ -878,6 +913,7 @@ impl Conn {
             }
             Event::MessageStart => {
                 self.txn.active = true;
+                self.plan_auth(session);
                 let env = self.envelope(session);
                 self.txn.success = self.success_notice(&env);
                 self.txn.outgoing = self.outgoing(&env);
@@ -890,6 +926,10 @@ impl Conn {
                 if let Some(n) = self.txn.success.as_mut() {
                     n.push(&bytes);
                 }
+                if let Some(held) = self.txn.held.as_mut() {
+                    held.extend_from_slice(&bytes);
+                    return;
+                }
                 if self.txn.delivery.as_mut().is_some_and(|m| m.push(&bytes)) {
                     self.write_out().await;
                 }
@@ -899,7 +939,10 @@ impl Conn {
                 Ok(())
             }
             Event::MessageEnd(_) => {
-                let result = self.finish_message().await;
+                let result = match self.release_held().await {
+                    Some(refused) => refused,
+                    None => self.finish_message().await,
+                };
                 session.message_result(result)
             }
             Event::MessageAborted(reason) => {
@@ -1083,6 +1126,108 @@ impl Conn {
             recipients,
             copy: Vec::new(),
         })
+    }
+
+    /// Decides, as the message starts, whether it is DKIM-signed (mail
+    /// from authenticated users and relay networks, OpenDKIM's signing
+    /// mode for `InternalHosts` and authenticated clients) or checked
+    /// (everything else arriving on the inbound listener, OpenDKIM's
+    /// verifying mode); either holds it whole until its end.
+    fn plan_auth(&mut self, session: &ServerSession) {
+        let authed = session.authenticated_user().is_some();
+        let ours = authed || self.settings.cfg.global.is_relay_client(self.peer.ip());
+        self.txn.sign = ours && !self.settings.signer.is_empty();
+        self.txn.check = !ours
+            && self.listener == Listener::Inbound
+            && self.settings.cfg.auth_checks.enabled
+            && self.shared.checker.is_some();
+        self.txn.held = (self.txn.sign || self.txn.check).then(Vec::new);
+        self.txn.sender = self.txn.from.clone();
+    }
+
+    /// The end of a held message: the checks (which may refuse it) or the
+    /// signature, then the header fields they give and the message go to
+    /// the delivery as streamed ones do. `Some` is the refusal.
+    async fn release_held(&mut self) -> Option<Delivery> {
+        let held = self.txn.held.take()?;
+        let mut top = String::new();
+        let mut stripped = None;
+        if self.txn.check {
+            if let Some(checker) = &self.shared.checker {
+                let cfg = &self.settings.cfg;
+                let policy =
+                    mail_auth_glue::Policy::from_config(&cfg.auth_checks, &cfg.global.hostname);
+                let env = mail_auth_glue::Envelope {
+                    ip: canonical_ip(self.peer.ip()),
+                    helo: &self.helo,
+                    mail_from: &self.txn.sender,
+                };
+                let out = checker.with_policy(policy).check(&env, &held).await;
+                let s = &out.summary;
+                info!(
+                    sid = self.sid,
+                    spf_helo = %s.spf_helo,
+                    spf = %s.spf,
+                    dkim = ?s.dkim,
+                    dmarc = s.dmarc,
+                    policy = s.dmarc_policy,
+                    "authentication results"
+                );
+                if let Action::Reject { code, status, text } = out.action {
+                    info!(sid = self.sid, code, %text, "refused by the authentication policy");
+                    self.abort_delivery().await;
+                    let (c, s, d) = status;
+                    return Some(Delivery::Failed(Reply::new(
+                        code,
+                        (c, u16::from(s), u16::from(d)),
+                        text,
+                    )));
+                }
+                top = out.header;
+                stripped = out.stripped;
+            }
+        }
+        let mut body = stripped.unwrap_or(held);
+        if self.txn.sign {
+            // An RSA signature costs milliseconds (docs/benchmarks.md): off
+            // the connection threads, as the disk writes are.
+            let signer = Arc::clone(&self.settings.signer);
+            let signed = tokio::task::spawn_blocking(move || {
+                let sig = signer.sign(&body);
+                (body, sig)
+            })
+            .await;
+            match signed {
+                Ok((b, Ok(sig))) => {
+                    body = b;
+                    top.push_str(&sig);
+                }
+                // Unsigned mail still goes: a signature is not a promise
+                // made to the client.
+                Ok((b, Err(e))) => {
+                    body = b;
+                    error!(sid = self.sid, error = %e, "DKIM signing failed");
+                }
+                Err(e) => {
+                    error!(sid = self.sid, error = %e, "DKIM signing task failed");
+                    self.abort_delivery().await;
+                    return Some(Delivery::Failed(Reply::new(
+                        451,
+                        (4, 3, 0),
+                        "Error: queue file write error",
+                    )));
+                }
+            }
+        }
+        for part in [top.as_bytes(), &body] {
+            if self.txn.delivery.as_mut().is_some_and(|m| m.push(part)) {
+                self.write_out().await;
+            }
+            if self.txn.outgoing.as_mut().is_some_and(|m| m.push(part)) {
+                self.write_out_remote().await;
+            }
+        }
+        None
     }
 
     /// Writes what the message holds to its Maildir file; after an error

@@ -108,6 +108,29 @@ fn dkim_quoted_strings_inside_parentheses() {
 }
 
 #[test]
+fn long_dkim_record_split_into_255_octet_strings() {
+    // A 2048-bit RSA key record is about 410 octets: one TXT record of
+    // several strings (RFC 6376 section 3.6.2.2), as `mailctl dkim keygen`
+    // writes it. A single string over 255 octets is an error (RFC 1035
+    // section 3.3), as BIND's named-checkzone says.
+    let p = format!("p={}", "A".repeat(392));
+    let text = format!("v=DKIM1; k=rsa; {p}");
+    let (a, b) = text.split_at(255);
+    let recs = ok(
+        &format!("$TTL 60\ns._domainkey IN TXT (\n\t\"{a}\"\n\t\"{b}\" )\n"),
+        "example.com.",
+    );
+    let RData::TXT(t) = hick(&recs[0]) else {
+        panic!()
+    };
+    let parts: Vec<&[u8]> = t.txt_data().iter().map(|b| &b[..]).collect();
+    assert_eq!(parts, vec![a.as_bytes(), b.as_bytes()]);
+    assert_eq!(parts.concat(), text.as_bytes());
+    let e = errs(&format!("$TTL 60\ns IN TXT \"{text}\"\n"), "example.com.");
+    assert!(format!("{e:?}").contains("longer than 255"), "{e:?}");
+}
+
+#[test]
 fn decimal_escapes_are_decimal() {
     let recs = ok("$TTL 60\n\\065b IN TXT \"\\065\\;\\\"x\"\n", "example.com.");
     assert_eq!(recs[0].owner, name("Ab.example.com."));

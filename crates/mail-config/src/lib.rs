@@ -9,6 +9,8 @@
 //! * `[pop3d]`: POP3 listeners and limits;
 //! * `[dnsd]`: DNS listeners, zones and limits;
 //! * `[resolver]`: the name servers outbound delivery asks.
+//! * `[dkim]`: DKIM keys smtpd signs our users' mail with;
+//! * `[auth_checks]`: SPF, DKIM and DMARC checks of inbound mail.
 //!
 //! Every key has a default, so an empty file is a valid configuration: the
 //! built-in lab setup on loopback ports. Unknown sections and keys are
@@ -95,6 +97,10 @@ pub struct Config {
     pub tls: Tls,
     /// The DNS resolver of outbound delivery.
     pub resolver: Resolver,
+    /// DKIM signing of mail our users send.
+    pub dkim: Dkim,
+    /// SPF, DKIM and DMARC checks of inbound mail.
+    pub auth_checks: AuthChecks,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -252,6 +258,92 @@ pub struct Resolver {
     pub timeout: Secs,
     /// How many times a query is sent before it counts as failed.
     pub attempts: usize,
+}
+
+/// `[dkim]`: the keys smtpd signs mail with (OpenDKIM's `KeyTable` and
+/// `SigningTable` in one list).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dkim {
+    /// One entry per signature: mail from authenticated users or
+    /// `relay_networks` whose `From:` domain is `domain` gets a signature
+    /// by each of the domain's keys.
+    pub keys: Vec<DkimKeyFile>,
+    /// Header fields signed when present (OpenDKIM's `SignHeaders`).
+    pub sign_headers: Vec<String>,
+}
+
+impl Default for Dkim {
+    fn default() -> Self {
+        Dkim {
+            keys: Vec::new(),
+            // RFC 6376 section 5.4.1's list, as OpenDKIM signs by default.
+            sign_headers: [
+                "From",
+                "Reply-To",
+                "Subject",
+                "Date",
+                "To",
+                "Cc",
+                "Resent-Date",
+                "Resent-From",
+                "Resent-To",
+                "Resent-Cc",
+                "In-Reply-To",
+                "References",
+                "List-Id",
+                "List-Help",
+                "List-Unsubscribe",
+                "List-Subscribe",
+                "List-Post",
+                "List-Owner",
+                "List-Archive",
+                "Message-ID",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+/// One DKIM key: the domain it signs for (`d=`), its selector (`s=`) and
+/// its private key file (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyFile {
+    /// The signing domain.
+    pub domain: String,
+    /// The selector: the key is published at
+    /// `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// The private key, PEM (RSA PKCS#1 or PKCS#8, Ed25519 PKCS#8).
+    pub key_file: PathBuf,
+}
+
+/// `[auth_checks]`: SPF, DKIM and DMARC checks on the inbound listeners
+/// (what OpenDKIM, OpenDMARC and policyd-spf do for Postfix). All off
+/// by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthChecks {
+    /// Check mail arriving on `[smtpd] listen` from clients that neither
+    /// authenticated nor are in `relay_networks`, and add
+    /// `Authentication-Results:`.
+    pub enabled: bool,
+    /// The name in `Authentication-Results:`; `""`: `[global] hostname`
+    /// (OpenDMARC's `AuthservID`).
+    pub authserv_id: String,
+    /// Refuse a message that fails DMARC when its domain's policy is
+    /// `p=reject` (`550 5.7.1`) instead of tagging it (OpenDMARC's
+    /// `RejectFailures`).
+    pub dmarc_reject: bool,
+    /// Refuse a message whose MAIL FROM or HELO gets SPF `fail` (a `-all`
+    /// match) with `550 5.7.23` (policyd-spf's `Mail_From_reject = Fail`).
+    pub spf_reject: bool,
 }
 
 impl Default for Resolver {
@@ -657,6 +749,7 @@ impl Config {
                 .chain(&mut cfg.pop3d.tls_certificates)
                 .flat_map(|c| [&mut c.cert, &mut c.key]),
         );
+        let paths = paths.chain(cfg.dkim.keys.iter_mut().map(|k| &mut k.key_file));
         for p in paths
             .chain(cfg.smtpd.transport_file.as_mut())
             .chain(cfg.smtpd.relay_password_file.as_mut())
@@ -780,6 +873,23 @@ impl Config {
                     "pop3d",
                     "tls_security_level",
                     "needs a certificate: set [tls] certificates".into(),
+                );
+            }
+        }
+        for k in &self.dkim.keys {
+            let name_ok = |n: &str| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+            };
+            if !name_ok(&k.domain) || !name_ok(&k.selector) {
+                return bad(
+                    "dkim",
+                    "keys",
+                    format!(
+                        "{:?} / {:?} is not a domain and selector",
+                        k.domain, k.selector
+                    ),
                 );
             }
         }

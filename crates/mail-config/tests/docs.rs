@@ -105,9 +105,12 @@ fn accepted_keys(section: Option<&str>) -> BTreeSet<String> {
         None => "[no_such_section_for_the_test]\n".to_string(),
     };
     let e = load(&text).unwrap_err();
+    // serde writes "expected one of `a`, `b`, `c`", or "expected `a` or
+    // `b`" for a section of two keys.
     let list = e
         .split("expected one of")
         .nth(1)
+        .or_else(|| e.split("expected").nth(1))
         .unwrap_or_else(|| panic!("unexpected error form: {e}"));
     list.split('`')
         .skip(1)

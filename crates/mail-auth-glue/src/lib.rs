@@ -1,0 +1,42 @@
+//! Mail authentication for smtpd, over the `mail-auth` crate (which does
+//! the parsing and the cryptography): DKIM signing of our users' mail
+//! ([`sign`]), SPF/DKIM/DMARC checks of inbound mail with an
+//! `Authentication-Results:` field and the policy keys ([`check`]), key
+//! generation and the TXT records that publish keys ([`keys`]).
+//!
+//! Signing and the header helpers are pure functions of the message; the
+//! checks are `async` because DNS is, and take the daemon's resolver
+//! configuration and a shared cache ([`cache`]), which tests fill by hand
+//! instead of running a name server.
+//!
+//! Dependencies: mail-auth 0.13.3 (0.14 and later need rustc 1.98 through
+//! mail-parser 1.0) with its pure-Rust crypto (`rsa`, `ed25519-dalek`; its
+//! ring feature would also turn on hickory's TLS and DNSSEC) and
+//! hickory-resolver 0.26, which it requires for its DNS side while the
+//! workspace's outbound resolver is on 0.25: two resolver versions are
+//! built. Moving the workspace to 0.26 touches `dns-zone`, `dnsd` and
+//! outbound delivery and is left to its own change.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod check;
+pub mod headers;
+pub mod keys;
+pub mod sign;
+
+pub use check::{Action, Checker, Envelope, Outcome, Policy};
+pub use sign::Signer;
+
+/// Why a key, a signature or the resolver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key file could not be read, parsed or generated.
+    #[error("DKIM key: {0}")]
+    Key(String),
+    /// Signing failed.
+    #[error("DKIM signing failed: {0}")]
+    Sign(String),
+    /// The resolver could not be set up.
+    #[error("resolver: {0}")]
+    Resolver(String),
+}
