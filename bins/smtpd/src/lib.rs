@@ -218,6 +218,26 @@ fn retry_schedule(cfg: &Config) -> RetrySchedule {
     )
 }
 
+/// The queue manager's settings from `[outbound]` (Postfix's names).
+fn engine_config(
+    o: &mail_config::Outbound,
+    mut client: outbound::deliver::ClientSettings,
+) -> outbound::engine::EngineConfig {
+    client.connect_timeout = o.smtp_connect_timeout.duration();
+    client.handshake_timeout = o.smtp_starttls_timeout.duration();
+    let mut e = outbound::engine::EngineConfig::new(client);
+    e.schedule = outbound::schedule::Schedule {
+        minimal_backoff: o.minimal_backoff_time.duration(),
+        maximal_backoff: o.maximal_backoff_time.duration(),
+        lifetime: o.maximal_queue_lifetime.duration(),
+        bounce_lifetime: o.bounce_queue_lifetime.duration(),
+        delay_warning: (o.delay_warning_time.0 > 0).then(|| o.delay_warning_time.duration()),
+    };
+    e.max_in_flight = o.default_process_limit;
+    e.per_destination = o.default_destination_concurrency_limit;
+    e
+}
+
 /// A started server: its listeners are bound and accepting.
 pub struct Running {
     shared: Arc<Shared>,
@@ -450,6 +470,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             None => None,
         },
         relayhost: cfg.smtpd.relayhost.clone(),
+        port: cfg.outbound.smtp_port,
         select: mailstore::nexthop::SelectOptions {
             preference: cfg.smtpd.address_preference,
             local_names: vec![cfg.global.hostname.clone()],
@@ -467,7 +488,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         cfg.global.hostname.clone(),
         Some(outbound::deliver::unauthenticated_connector().map_err(std::io::Error::other)?),
     );
-    let engine_cfg = outbound::engine::EngineConfig::new(client);
+    let engine_cfg = engine_config(&cfg.outbound, client);
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {

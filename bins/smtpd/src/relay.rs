@@ -292,6 +292,8 @@ pub(crate) struct DaemonRoute {
     pub(crate) table: Option<mailstore::nexthop::TransportTable>,
     pub(crate) relayhost: Option<mail_config::SmtpDestination>,
     pub(crate) select: mailstore::nexthop::SelectOptions,
+    /// The port of next hops that give none (`[outbound] smtp_port`).
+    pub(crate) port: u16,
 }
 
 impl outbound::engine::Route for DaemonRoute {
@@ -308,11 +310,17 @@ impl outbound::engine::Route for DaemonRoute {
             self.table.as_ref(),
             self.relayhost.as_ref(),
         ) {
-            Decision::Smtp(target) => self
-                .resolver
-                .route(&target, &self.select, netkit::resolve::random_seed())
-                .await
-                .map_err(|e| fail(e.is_permanent(), e.status().to_string(), e.to_string())),
+            Decision::Smtp(mut target) => {
+                // The target has 25 unless an entry gave a port: a lab
+                // that cannot bind 25 moves every default port at once.
+                if target.port == 25 {
+                    target.port = self.port;
+                }
+                self.resolver
+                    .route(&target, &self.select, netkit::resolve::random_seed())
+                    .await
+                    .map_err(|e| fail(e.is_permanent(), e.status().to_string(), e.to_string()))
+            }
             Decision::Error { status, text } => {
                 Err(fail(status.is_permanent(), status.to_string(), text))
             }
