@@ -489,6 +489,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
         Some(outbound::deliver::unauthenticated_connector().map_err(std::io::Error::other)?),
     );
     let engine_cfg = engine_config(&cfg.outbound, client);
+    let lifetime = cfg.outbound.maximal_queue_lifetime.duration();
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {
@@ -506,6 +507,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 relay::Bouncer {
                     shared: weak.clone(),
                     queue: out_queue.clone(),
+                    lifetime,
                 },
             ),
             queue: out_queue,

@@ -188,6 +188,8 @@ pub(crate) struct Failed {
     pub(crate) remote: Option<String>,
     pub(crate) text: String,
     pub(crate) when: Option<std::time::SystemTime>,
+    /// For a delay notice: when the queue gives up.
+    pub(crate) until: Option<std::time::SystemTime>,
 }
 
 /// The message a notice is about.
@@ -209,6 +211,18 @@ pub(crate) fn bounce(
     of: Bounced<'_>,
     failed: Vec<Failed>,
 ) -> Result<Option<Injected>, String> {
+    notify(shared, of, mailstore::dsn::DsnEvent::Failure, failed)
+}
+
+/// A notice (RFC 3464) of `event` about `rcpts` of a message: a failure
+/// (to the sender, or a double bounce to postmaster) or a delay warning
+/// (to the sender only: never one about a notice, RFC 5321 section 4.5.5).
+pub(crate) fn notify(
+    shared: &crate::Shared,
+    of: Bounced<'_>,
+    event: mailstore::dsn::DsnEvent,
+    failed: Vec<Failed>,
+) -> Result<Option<Injected>, String> {
     let Bounced {
         queue_id,
         sender,
@@ -217,8 +231,16 @@ pub(crate) fn bounce(
         arrival,
         original,
     } = of;
-    use mailstore::dsn::{self, Action, DsnBuilder, DsnEvent, RecipientStatus, Status};
+    use mailstore::dsn::{self, Action, DsnBuilder, RecipientStatus, Status};
     let host = shared.settings().cfg.global.hostname.clone();
+    let (class, action) = if event == dsn::DsnEvent::Delay {
+        if dsn::dsn_recipient(sender).is_none() {
+            return Ok(None);
+        }
+        (4, Action::Delayed)
+    } else {
+        (5, Action::Failed)
+    };
     let Some(notice) = dsn::notice_for(
         sender,
         &format!("postmaster@{host}"),
@@ -235,22 +257,14 @@ pub(crate) fn bounce(
             .unwrap_or_default()
             .as_secs()
     );
-    let mut b = DsnBuilder::new(
-        DsnEvent::Failure,
-        &host,
-        queue_id,
-        &notice,
-        &unique,
-        arrival,
-        now,
-    )
-    .envid(envid.as_ref())
-    .ret(ret);
+    let mut b = DsnBuilder::new(event, &host, queue_id, &notice, &unique, arrival, now)
+        .envid(envid.as_ref())
+        .ret(ret);
     for f in failed {
         let status = Status::parse(&f.status)
-            .filter(|s| s.class == 5)
-            .unwrap_or(Status::new(5, 0, 0));
-        let mut r = RecipientStatus::new(f.address, Action::Failed, status);
+            .filter(|s| s.class == class)
+            .unwrap_or(Status::new(class, 0, 0));
+        let mut r = RecipientStatus::new(f.address, action, status);
         r.original = f.orcpt.as_deref().and_then(|o| dsn::Orcpt::parse(o).ok());
         r.remote_mta = f
             .remote
@@ -258,6 +272,7 @@ pub(crate) fn bounce(
         r.diagnostic = Some(f.text.clone());
         r.reason = f.text;
         r.last_attempt = f.when;
+        r.will_retry_until = f.until;
         b = b.recipient(r);
     }
     let built = b.build(original).map_err(|e| e.to_string())?;
@@ -274,11 +289,17 @@ pub(crate) fn bounce(
     for (r, why) in &injected.refused {
         tracing::warn!(queue_id, to = r, reason = %why, "failure notice undeliverable; discarded");
     }
+    // Postfix's words for the two notices.
+    let what = if event == dsn::DsnEvent::Delay {
+        "sender delay notification"
+    } else {
+        "sender non-delivery notification"
+    };
     tracing::info!(
         queue_id,
         notice = injected.queue_id,
         to = built.rcpt_to,
-        "sender non-delivery notification"
+        "{what}"
     );
     Ok(Some(injected))
 }
@@ -347,6 +368,8 @@ use outbound::engine::RouteFailure;
 pub(crate) struct Bouncer {
     pub(crate) shared: std::sync::Weak<crate::Shared>,
     pub(crate) queue: OutboundQueue,
+    /// `maximal_queue_lifetime`, for a delay notice's `Will-Retry-Until:`.
+    pub(crate) lifetime: std::time::Duration,
 }
 
 impl outbound::engine::Finisher for Bouncer {
@@ -368,6 +391,7 @@ impl outbound::engine::Finisher for Bouncer {
                 remote: r.last.as_ref().and_then(|l| l.remote.clone()),
                 text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
                 when: r.last.as_ref().map(|l| l.time),
+                until: None,
             })
             .collect();
         if failed.is_empty() {
@@ -387,6 +411,52 @@ impl outbound::engine::Finisher for Bouncer {
             original: &original,
         };
         let notice = bounce(&shared, of, failed)?;
+        if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
+            r.engine.submit(&id);
+        }
+        Ok(())
+    }
+
+    fn delay_warning(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
+        use mailstore::dsn::{should_notify, DsnEvent, Notify};
+        use mailstore::outbound::RcptState;
+        let e = &m.envelope;
+        let until = e.arrival + self.lifetime;
+        let late: Vec<Failed> = m
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.state, RcptState::Deferred { .. }))
+            .filter(|r| {
+                // RFC 3461 section 4.1: no NOTIFY counts as FAILURE,DELAY.
+                let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+                should_notify(notify.as_ref(), DsnEvent::Delay)
+            })
+            .map(|r| Failed {
+                address: r.rcpt.address.clone(),
+                orcpt: r.rcpt.orcpt.clone(),
+                status: r.last.as_ref().map_or("4.0.0".into(), |l| l.status.clone()),
+                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
+                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
+                when: r.last.as_ref().map(|l| l.time),
+                until: Some(until),
+            })
+            .collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return Err("stopping".into());
+        };
+        let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
+        let of = Bounced {
+            queue_id: &e.id,
+            sender: &e.sender,
+            envid: e.envid.as_deref(),
+            ret: e.ret,
+            arrival: e.arrival,
+            original: &original,
+        };
+        let notice = notify(&shared, of, DsnEvent::Delay, late)?;
         if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
             r.engine.submit(&id);
         }
@@ -451,6 +521,7 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
                     remote: None,
                     text: why.to_string(),
                     when: Some(std::time::SystemTime::now()),
+                    until: None,
                 })
                 .collect();
             let of = Bounced {

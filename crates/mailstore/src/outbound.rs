@@ -169,6 +169,9 @@ pub struct QueuedMessage {
     pub recipients: Vec<RcptStatus>,
     /// Held by the administrator: not tried until released.
     pub held: bool,
+    /// The sender was told that the message is late (`delay_warning_time`):
+    /// one warning per message, across restarts.
+    pub delay_warned: bool,
     /// Size of the content in bytes.
     pub size: u64,
 }
@@ -417,6 +420,12 @@ impl OutboundQueue {
         self.append(id, &checked(&format!("-\t{what}\t{}", unix(time))))
     }
 
+    /// Records that the sender was warned of the delay, so that a restart
+    /// does not warn again.
+    pub fn set_delay_warned(&self, id: &str, time: SystemTime) -> Result<()> {
+        self.append(id, &checked(&format!("-\tdelay-warned\t{}", unix(time))))
+    }
+
     fn append(&self, id: &str, lines: &str) -> Result<()> {
         let path = self.log_path(id);
         if !valid_id(id) || !self.msg_path(id).exists() {
@@ -526,18 +535,19 @@ pub fn decode(
             last: None,
         })
         .collect();
-    let mut held = false;
+    let mut flags = Flags::default();
     let log = String::from_utf8_lossy(log);
     // Only whole lines: the last one may be torn.
     let whole = log.rfind('\n').map_or("", |i| &log[..i]);
     for line in whole.lines() {
-        apply(line, &mut recipients, &mut held);
+        apply(line, &mut recipients, &mut flags);
     }
     Ok(QueuedMessage {
         size: file_len.saturating_sub(end as u64),
         envelope: env,
         recipients,
-        held,
+        held: flags.held,
+        delay_warned: flags.delay_warned,
     })
 }
 
@@ -667,9 +677,16 @@ fn checked(fields: &str) -> String {
     format!("{fields}\t{:08x}\n", crc32fast::hash(fields.as_bytes()))
 }
 
+/// What the message-wide log lines say.
+#[derive(Default)]
+struct Flags {
+    held: bool,
+    delay_warned: bool,
+}
+
 /// Applies one log line; a line whose CRC does not check (a torn write)
 /// is skipped.
-fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
+fn apply(line: &str, rcpts: &mut [RcptStatus], flags: &mut Flags) {
     let Some((fields, crc)) = line.rsplit_once('\t') else {
         return;
     };
@@ -684,8 +701,9 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool) {
         return;
     };
     match (who, what) {
-        ("-", "hold") => *held = true,
-        ("-", "release") => *held = false,
+        ("-", "hold") => flags.held = true,
+        ("-", "release") => flags.held = false,
+        ("-", "delay-warned") => flags.delay_warned = true,
         _ => {
             let (Ok(i), Some(&next), Some(&status), Some(&remote)) =
                 (who.parse::<usize>(), f.get(3), f.get(4), f.get(5))
@@ -946,6 +964,31 @@ mod tests {
         assert!(q.load("H1").unwrap().held);
         q.set_held("H1", false, from_unix(10)).unwrap();
         assert!(!q.load("H1").unwrap().held);
+    }
+
+    #[test]
+    fn delay_warning_is_remembered_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("D1", &["a@example.org"]), b"x").unwrap();
+        assert!(!q.load("D1").unwrap().delay_warned);
+        q.record(
+            "D1",
+            &[attempt(
+                0,
+                Outcome::Deferred {
+                    next: from_unix(1_796_515_560),
+                },
+                "busy",
+            )],
+        )
+        .unwrap();
+        q.set_delay_warned("D1", from_unix(1_796_515_261)).unwrap();
+        let (_, all) = OutboundQueue::open(dir.path()).unwrap();
+        let m = all.iter().find(|m| m.envelope.id == "D1").unwrap();
+        assert!(m.delay_warned);
+        assert!(!m.held);
+        assert_eq!(m.recipients[0].attempts, 1, "the flag is no attempt");
     }
 
     #[test]

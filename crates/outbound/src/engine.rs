@@ -71,6 +71,16 @@ impl Route for StaticRoutes {
 pub trait Finisher: Send + Sync + 'static {
     /// Called once per finished message, from a blocking thread.
     fn finished(&self, message: &QueuedMessage) -> Result<(), String>;
+
+    /// Called once per message (the queue remembers it across restarts)
+    /// when, after an attempt, a recipient is still deferred and the
+    /// message is older than `delay_warning_time`: send the delay notice
+    /// to those whose `NOTIFY` asks for it. From a blocking thread; on
+    /// `Err` it is tried again after the next attempt.
+    fn delay_warning(&self, message: &QueuedMessage) -> Result<(), String> {
+        let _ = message;
+        Ok(())
+    }
 }
 
 impl<F: Fn(&QueuedMessage) -> Result<(), String> + Send + Sync + 'static> Finisher for F {
@@ -471,7 +481,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         let r = tokio::task::spawn_blocking(move || {
             let m = q.load(&key)?;
             if !m.is_finished() {
-                return Ok(After::Queued(m));
+                return Ok(After::Queued(me.warn_if_late(&q, m)));
             }
             if let Err(e) = me.finisher.finished(&m) {
                 warn!(
@@ -497,6 +507,38 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 After::Failed
             }
         }
+    }
+
+    /// Sends the one delay warning of a message still queued once it is
+    /// due (Postfix's `delay_warning_time`), and records it. Blocks.
+    fn warn_if_late(&self, q: &OutboundQueue, mut m: QueuedMessage) -> QueuedMessage {
+        let now = SystemTime::now();
+        let deferred = m
+            .recipients
+            .iter()
+            .any(|r| matches!(r.state, RcptState::Deferred { .. }));
+        if m.delay_warned
+            || !deferred
+            || !self.cfg.schedule.delay_warning_due(m.envelope.arrival, now)
+        {
+            return m;
+        }
+        let id = m.envelope.id.clone();
+        if let Err(e) = self.finisher.delay_warning(&m) {
+            warn!(
+                queue_id = id,
+                error = e,
+                "delay warning failed; tried again later"
+            );
+            return m;
+        }
+        // Sent, then recorded: a crash in between warns twice, which is
+        // better than never.
+        match q.set_delay_warned(&id, now) {
+            Ok(()) => m.delay_warned = true,
+            Err(e) => error!(queue_id = id, error = %e, "recording the delay warning failed"),
+        }
+        m
     }
 
     /// The records of one destination's results, each logged as Postfix
