@@ -235,6 +235,14 @@ fn engine_config(
     };
     e.max_in_flight = o.default_process_limit;
     e.per_destination = o.default_destination_concurrency_limit;
+    e.rate_delay = o.default_destination_rate_delay.duration();
+    e.reuse = o
+        .smtp_connection_cache_on_demand
+        .then(|| outbound::engine::Reuse {
+            idle: o.smtp_connection_cache_time_limit.duration(),
+            lifetime: o.smtp_connection_reuse_time_limit.duration(),
+            count: o.smtp_connection_reuse_count_limit,
+        });
     e
 }
 

@@ -40,6 +40,10 @@ pub struct ClientSettings {
     /// User name and password for AUTH at a relay host
     /// (`smtp_sasl_password_maps`).
     pub credentials: Option<(String, Secret<String>)>,
+    /// Keep the connection open after the transaction, for the next
+    /// message to the same destination (`smtp_connection_cache_on_demand`):
+    /// see [`Closing::reuse`].
+    pub keep_open: bool,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -69,6 +73,7 @@ impl ClientSettings {
             connect_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(300),
             credentials: None,
+            keep_open: false,
         }
     }
 }
@@ -128,6 +133,12 @@ struct HostFailure {
 pub struct Closing {
     driver: Driver<Stream>,
     session: ClientSession,
+    /// The host, for the results of a reuse.
+    name: String,
+    addr: SocketAddr,
+    /// When the connection was made, and the messages it carried.
+    opened: std::time::Instant,
+    uses: u32,
 }
 
 impl std::fmt::Debug for Closing {
@@ -141,7 +152,51 @@ impl Closing {
     /// RFC 5321 section 4.5.3.2) and the close; errors do not matter any
     /// more.
     pub async fn finish(mut self) {
+        self.session.end();
         while self.driver.next(&mut self.session, false).await.is_ok() {}
+    }
+
+    /// The connection is open and idle (kept with
+    /// [`ClientSettings::keep_open`]), so it can carry another message.
+    pub fn is_idle(&self) -> bool {
+        self.session.is_idle()
+    }
+
+    /// When the connection was made.
+    pub fn opened(&self) -> std::time::Instant {
+        self.opened
+    }
+
+    /// Messages it has carried.
+    pub fn uses(&self) -> u32 {
+        self.uses
+    }
+
+    /// Sends `msg` over this idle connection (`RSET`, then the
+    /// transaction). `Err` gives the connection back when it failed
+    /// before the transaction began (the server had gone, or refused
+    /// `RSET`): nothing was sent, so the caller connects anew.
+    pub async fn reuse(mut self, msg: Message<'_>) -> Result<(Vec<RcptResult>, Closing), Closing> {
+        let outgoing = OutgoingMessage {
+            from: msg.sender.to_owned(),
+            to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
+            body: msg.content.to_vec(),
+        };
+        if self.session.reuse(outgoing, self.driver.now()).is_err() {
+            return Err(self);
+        }
+        let remote = format!("{}[{}]:{}", self.name, self.addr.ip(), self.addr.port());
+        loop {
+            match self.driver.next(&mut self.session, false).await {
+                Ok(ClientEvent::Message(report)) => {
+                    self.uses += 1;
+                    let results = verdicts(&report, msg.recipients, &self.name, self.addr, &remote);
+                    return Ok((results, self));
+                }
+                Ok(ClientEvent::Failed(_)) | Err(_) => return Err(self),
+                Ok(_) => {}
+            }
+        }
     }
 }
 
@@ -250,6 +305,7 @@ async fn attempt(
         ClientTls::None
     };
     cfg.credentials = settings.credentials.clone();
+    cfg.keep_open = settings.keep_open;
     let outgoing = OutgoingMessage {
         from: msg.sender.to_owned(),
         to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
@@ -289,7 +345,17 @@ async fn attempt(
             Ok(ClientEvent::Ready { .. } | ClientEvent::Authenticated) => {}
             // One message per session: its report ends the transaction.
             Ok(ClientEvent::Message(r)) => {
-                return Ok((r, Closing { driver, session }));
+                return Ok((
+                    r,
+                    Closing {
+                        driver,
+                        session,
+                        name: hop.host.clone(),
+                        addr,
+                        opened: std::time::Instant::now(),
+                        uses: 1,
+                    },
+                ));
             }
             Ok(ClientEvent::Failed(e)) => return Err(session_failure(&host, e)),
             Err(Stop::Io(e)) => {

@@ -101,6 +101,54 @@ pub struct EngineConfig {
     /// Connections to one destination at once
     /// (`default_destination_concurrency_limit`, 20).
     pub per_destination: usize,
+    /// Pause between the starts of two deliveries to one destination
+    /// (`default_destination_rate_delay`, 0: none); while set, one
+    /// delivery to a destination at a time, as Postfix does.
+    pub rate_delay: Duration,
+    /// Keeping connections for the next message to the same destination
+    /// (`smtp_connection_cache_on_demand`); `None`: one per delivery.
+    pub reuse: Option<Reuse>,
+}
+
+/// Limits of connection reuse, with Postfix's names and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// How long an idle connection is kept
+    /// (`smtp_connection_cache_time_limit`, 2 s).
+    pub idle: Duration,
+    /// How long after it was made a connection may still be reused
+    /// (`smtp_connection_reuse_time_limit`, 300 s).
+    pub lifetime: Duration,
+    /// Messages per connection at most (`smtp_connection_reuse_count_limit`,
+    /// 0: no limit).
+    pub count: u32,
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse {
+            idle: Duration::from_secs(2),
+            lifetime: Duration::from_secs(300),
+            count: 0,
+        }
+    }
+}
+
+impl Reuse {
+    /// Whether `c` may carry another message.
+    fn allows(&self, c: &Closing) -> bool {
+        c.is_idle()
+            && c.opened().elapsed() < self.lifetime
+            && (self.count == 0 || c.uses() < self.count)
+    }
+}
+
+/// One destination: its connection slots, when its last delivery started
+/// (for the rate delay) and its idle connections, newest last.
+struct Destination {
+    slots: Arc<Semaphore>,
+    last_start: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    idle: Mutex<Vec<(u64, Closing)>>,
 }
 
 impl EngineConfig {
@@ -111,6 +159,8 @@ impl EngineConfig {
             client,
             max_in_flight: 100,
             per_destination: 20,
+            rate_delay: Duration::ZERO,
+            reuse: Some(Reuse::default()),
         }
     }
 }
@@ -152,7 +202,10 @@ struct Inner<R, F> {
     state: Mutex<State>,
     wake: Notify,
     slots: Arc<Semaphore>,
-    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    destinations: Mutex<HashMap<String, Arc<Destination>>>,
+    /// Names idle connections, so that the one that expires is the one
+    /// put away.
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 /// The running queue manager. Cloning shares it.
@@ -210,6 +263,7 @@ impl<R: Route, F: Finisher> Engine<R, F> {
             }),
             wake: Notify::new(),
             destinations: Mutex::new(HashMap::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
         });
         for m in &recovered {
             inner.schedule(m);
@@ -273,6 +327,13 @@ impl<R: Route, F: Finisher> Engine<R, F> {
         if let Some(t) = task {
             t.abort();
         }
+        // Idle connections say QUIT, within what is left of the grace.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(
+            left.max(Duration::from_millis(100)),
+            self.inner.close_idle(),
+        )
+        .await;
     }
 }
 
@@ -372,12 +433,75 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         self.wake.notify_one();
     }
 
-    fn destination(&self, domain: &str) -> Arc<Semaphore> {
+    fn destination(&self, domain: &str) -> Arc<Destination> {
         let mut d = lock(&self.destinations);
-        Arc::clone(
-            d.entry(domain.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.per_destination.max(1)))),
-        )
+        let limit = if self.cfg.rate_delay.is_zero() {
+            self.cfg.per_destination.max(1)
+        } else {
+            1
+        };
+        Arc::clone(d.entry(domain.to_owned()).or_insert_with(|| {
+            Arc::new(Destination {
+                slots: Arc::new(Semaphore::new(limit)),
+                last_start: tokio::sync::Mutex::new(None),
+                idle: Mutex::new(Vec::new()),
+            })
+        }))
+    }
+
+    /// After a transaction: keeps the connection for the next message to
+    /// `domain` when reuse is on and allows it (closed after the idle
+    /// time unless taken), else ends it (`QUIT`). The slot is given back
+    /// either way: an idle connection delivers nothing.
+    fn put_away(self: &Arc<Self>, domain: &str, closing: Closing, permit: OwnedSemaphorePermit) {
+        drop(permit);
+        let keep = self.cfg.reuse.filter(|r| r.allows(&closing));
+        let stopping = lock(&self.state).stopping;
+        let Some(reuse) = keep.filter(|_| !stopping) else {
+            tokio::spawn(closing.finish());
+            return;
+        };
+        let dest = self.destination(domain);
+        let n = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&dest.idle).push((n, closing));
+        tokio::spawn(async move {
+            tokio::time::sleep(reuse.idle).await;
+            let expired = {
+                let mut idle = lock(&dest.idle);
+                let at = idle.iter().position(|(k, _)| *k == n);
+                at.map(|i| idle.remove(i).1)
+            };
+            if let Some(c) = expired {
+                c.finish().await;
+            }
+        });
+    }
+
+    /// An idle connection to `domain` that may carry another message.
+    fn take_idle(&self, dest: &Destination) -> Option<Closing> {
+        let reuse = self.cfg.reuse?;
+        let mut idle = lock(&dest.idle);
+        while let Some((_, c)) = idle.pop() {
+            if reuse.allows(&c) {
+                return Some(c);
+            }
+            tokio::spawn(c.finish());
+        }
+        None
+    }
+
+    /// Ends every idle connection (at stop).
+    async fn close_idle(&self) {
+        let all: Vec<Arc<Destination>> = lock(&self.destinations).values().cloned().collect();
+        let mut closing = tokio::task::JoinSet::new();
+        for d in all {
+            for (_, c) in lock(&d.idle).drain(..) {
+                closing.spawn(c.finish());
+            }
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     /// One pass over a message: every recipient that is due, grouped by
@@ -432,7 +556,10 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             let me = Arc::clone(self);
             let content = Arc::clone(&content);
             let sender = m.envelope.sender.clone();
-            tasks.spawn(async move { me.to_destination(&domain, &sender, &rcpts, &content).await });
+            tasks.spawn(async move {
+                let r = me.to_destination(&domain, &sender, &rcpts, &content).await;
+                (domain, r)
+            });
         }
         // Each destination's outcomes are recorded as soon as its
         // transaction ends, before its QUIT and without waiting for the
@@ -440,7 +567,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         // took and the record did not yet say (the window Postfix has).
         let mut record_failed = false;
         while let Some(r) = tasks.join_next().await {
-            let (results, closing) = match r {
+            let (domain, (results, closing)) = match r {
                 Ok(r) => r,
                 Err(e) => {
                     error!(queue_id = id, error = %e, "delivery task failed");
@@ -464,12 +591,9 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 }
             }
             if let Some((closing, permit)) = closing {
-                // The destination's connection slot is given back once
-                // the session is over.
-                tokio::spawn(async move {
-                    closing.finish().await;
-                    drop(permit);
-                });
+                // Only now, with the replies recorded: QUIT, or kept for
+                // the next message.
+                self.put_away(&domain, closing, permit);
             }
         }
         if record_failed {
@@ -619,16 +743,36 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 return (results, None);
             }
         };
-        let sem = self.destination(domain);
-        let Ok(permit) = sem.acquire_owned().await else {
+        let dest = self.destination(domain);
+        let Ok(permit) = Arc::clone(&dest.slots).acquire_owned().await else {
             return (Vec::new(), None);
         };
+        if !self.cfg.rate_delay.is_zero() {
+            // One delivery at a time here (the slot), started at least
+            // rate_delay after the one before.
+            let mut last = dest.last_start.lock().await;
+            if let Some(t) = *last {
+                tokio::time::sleep_until(t + self.cfg.rate_delay).await;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
         let msg = Message {
             sender,
             recipients: rcpts,
             content,
         };
-        let (results, closing) = deliver_then_close(&hops, msg, &self.cfg.client).await;
+        while let Some(conn) = self.take_idle(&dest) {
+            match conn.reuse(msg).await {
+                Ok((results, closing)) => return (results, Some((closing, permit))),
+                // Gone or refused before MAIL: try the next, or connect.
+                Err(c) => {
+                    tokio::spawn(c.finish());
+                }
+            }
+        }
+        let mut client = self.cfg.client.clone();
+        client.keep_open = self.cfg.reuse.is_some();
+        let (results, closing) = deliver_then_close(&hops, msg, &client).await;
         (results, closing.map(|c| (c, permit)))
     }
 }
