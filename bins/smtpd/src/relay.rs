@@ -269,7 +269,9 @@ pub(crate) fn notify(
         r.remote_mta = f
             .remote
             .map(|m| m.split('[').next().unwrap_or_default().to_owned());
-        r.diagnostic = Some(f.text.clone());
+        // RFC 3464 section 2.3.6: the remote's reply itself, as Postfix
+        // writes it; our own reasons have none.
+        r.diagnostic = remote_reply(&f.text).map(str::to_owned);
         r.reason = f.text;
         r.last_attempt = f.when;
         r.will_retry_until = f.until;
@@ -302,6 +304,17 @@ pub(crate) fn notify(
         "{what}"
     );
     Ok(Some(injected))
+}
+
+/// The remote reply in a Postfix sentence `host mx[ip] said: 550 5.1.1
+/// text (in reply to RCPT TO command)`; `None` for other reasons.
+fn remote_reply(text: &str) -> Option<&str> {
+    let (_, said) = text.strip_prefix("host ")?.split_once(" said: ")?;
+    Some(
+        said.rsplit_once(" (in reply to ")
+            .map_or(said, |(reply, _)| reply)
+            .trim(),
+    )
 }
 
 /// Routes for the queue manager, as Postfix's trivial-rewrite: the
@@ -550,4 +563,21 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
         taken += 1;
     }
     taken
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_diagnostic_code_is_the_remote_reply() {
+        assert_eq!(
+            super::remote_reply(
+                "host mx.example.org[192.0.2.1] said: 550 5.1.1 <x@example.org>: unknown (in reply to RCPT TO command)"
+            ),
+            Some("550 5.1.1 <x@example.org>: unknown")
+        );
+        assert_eq!(
+            super::remote_reply("connect to mx[192.0.2.1]:25: Connection refused"),
+            None
+        );
+    }
 }
