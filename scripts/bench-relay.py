@@ -216,6 +216,7 @@ smtp_tls_security_level = none
 biff = no
 readme_directory = no
 maillog_file = {base}/postfix.log
+maillog_file_prefixes = {base}
 """)
         (self.conf / "master.cf").write_text(f"""\
 127.0.0.1:{port} inet n - n - - smtpd

@@ -434,20 +434,30 @@ impl OutboundQueue {
                 name: id.to_owned(),
             });
         }
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        // The log is made at enqueue, its directory entry flushed then; a
+        // message queued without one (an older version) gets it here, and
+        // the directory is flushed for it.
+        let mut created = false;
+        let mut f = match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                created = true;
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io_err(&path))?
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         // A crash during an earlier append may have left a torn line: end
         // it first, so this record starts on a line of its own (the torn
         // one is then ignored as malformed).
         let len = f.metadata().map_err(io_err(&path))?.len();
         let mut last = [0u8; 1];
         let torn = len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
-        let created = len == 0;
         if torn {
             f.write_all(b"\n").map_err(io_err(&path))?;
         }
@@ -477,6 +487,29 @@ impl OutboundQueue {
             }
         }
         fsync_dir(&self.dir)
+    }
+
+    /// Removes a message every recipient of which is final (its log says
+    /// so durably), without flushing the directory: should a system crash
+    /// undo the removal, the next open finds the message finished and
+    /// removes it again, sending nothing (Postfix does not flush its queue
+    /// directory after a delivery either). A failure notice sent for it
+    /// may then be sent a second time.
+    pub fn remove_finished(&self, id: &str) -> Result<()> {
+        if !valid_id(id) {
+            return Err(Error::NotFound {
+                kind: "queued message",
+                name: id.to_owned(),
+            });
+        }
+        for p in [self.msg_path(id), self.log_path(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The message's content, as it is to be sent.
@@ -571,7 +604,9 @@ impl OutWriter {
     }
 
     /// Makes the message durable and visible to [`OutboundQueue::open`]:
-    /// flush, rename, flush the directory.
+    /// flush, create its (empty) log, rename, flush the directory. The
+    /// log is created here so that the one directory flush covers it too,
+    /// and the first [`OutboundQueue::record`] flushes only the log.
     pub fn commit(mut self) -> Result<()> {
         let Some(f) = self.file.take() else {
             return Err(Error::DeliveryClosed);
@@ -581,6 +616,13 @@ impl OutWriter {
             if self.path.exists() {
                 return Err(invalid(&self.path, "queue id already in use"));
             }
+            let log = self.path.with_extension("log");
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&log)
+                .map_err(io_err(&log))?;
             fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
             fsync_dir(&self.dir)
         })();
@@ -948,11 +990,15 @@ mod tests {
         let mut w = q.begin(&env("W2", &["a@example.org"])).unwrap();
         w.write(b"half").unwrap();
         drop(w);
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, ["W1.msg"]);
+        names.sort();
+        // The log is made with the message (one directory flush for both).
+        assert_eq!(names, ["W1.log", "W1.msg"]);
+        q.remove_finished("W1").unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

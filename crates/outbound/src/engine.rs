@@ -615,7 +615,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 );
                 return Ok(After::Failed);
             }
-            q.remove(&key)?;
+            q.remove_finished(&key)?;
             info!("{key}: removed");
             Ok::<_, mailstore::Error>(After::Gone)
         })
