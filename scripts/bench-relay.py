@@ -15,7 +15,8 @@ client's 250 to the message at the sink), then the ratios ours / Postfix.
 Every server listens on 127.0.0.1 only; every process started is stopped by
 PID.
 
-  scripts/bench-relay.py [--messages 3000] [--clients 10] [--skip-reference]
+  scripts/bench-relay.py [--messages 3000] [--clients 20] [--skip-reference]
+                         [--outbound 'smtp_connection_cache_on_demand = false']
 """
 import argparse
 import importlib.util
@@ -110,9 +111,11 @@ def client(args):
     return done
 
 
-def run_load(port, sink, label, messages, clients, stall=60.0):
-    """Sends `messages` through the system on `port`, waits until all are
-    at the sink; returns the figures."""
+def run_load(port, sink, label, messages, clients, roots=(), stall=60.0):
+    """Sends `messages` through the system on `port` (whose processes are
+    the trees under `roots`), waits until all are at the sink; returns the
+    figures."""
+    cpu0 = bm.tree_cpu_s(roots)
     shares = [(port, label, list(range(i, messages, clients))) for i in range(clients)]
     t0 = time.time()
     with multiprocessing.Pool(clients) as pool:
@@ -131,7 +134,9 @@ def run_load(port, sink, label, messages, clients, stall=60.0):
     arrived = sink.arrivals(label)
     lat = sorted(arrived[n] - sent[n] for n in sent if n in arrived)
     end = max(arrived.values())
+    cpu = bm.tree_cpu_s(roots) - cpu0
     return {
+        "cpu_ms_per_msg": cpu * 1000 / messages,
         "messages": messages,
         "rate": messages / (end - t0),
         "accept_rate": messages / (submitted - t0),
@@ -142,7 +147,8 @@ def run_load(port, sink, label, messages, clients, stall=60.0):
 
 def report(label, r):
     print(f"{label:8} {r['rate']:8.0f} msg/s relayed  ({r['accept_rate']:.0f}/s accepted)  "
-          f"latency median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms", flush=True)
+          f"latency median {r['median_ms']:7.1f} ms  p90 {r['p90_ms']:7.1f} ms  "
+          f"CPU {r['cpu_ms_per_msg']:.2f} ms/msg", flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -166,6 +172,8 @@ max_connections = 4000
 max_connections_per_client = 4000
 [resolver]
 name_servers = ["127.0.0.1:9"]
+[outbound]
+{chr(10).join(a.outbound)}
 """)
     (work / "passwd").write_text("")
     (work / "aliases").write_text("")
@@ -175,7 +183,7 @@ name_servers = ["127.0.0.1:9"]
         bm.wait_tcp(port)
         bm.assert_loopback_only("our smtpd", [proc.pid])
         run_load(port, sink, "ours-warm", 200, a.clients)
-        return run_load(port, sink, "ours", a.messages, a.clients)
+        return run_load(port, sink, "ours", a.messages, a.clients, [proc.pid])
     finally:
         bm.stop_popen([proc])
 
@@ -246,7 +254,10 @@ def run_reference(work, sink, a):
         pf.start()
         bm.assert_loopback_only("postfix", pf.pids())
         run_load(pf.port, sink, "postfix-warm", 200, a.clients)
-        return run_load(pf.port, sink, "postfix", a.messages, a.clients)
+        pf.remember()
+        r = run_load(pf.port, sink, "postfix", a.messages, a.clients, pf.pids())
+        pf.remember()
+        return r
     finally:
         pf.stop()
 
@@ -255,8 +266,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=3000)
-    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--outbound", action="append", default=[], metavar="'KEY = VALUE'",
+                    help="a line for our [outbound] section (repeatable)")
     a = ap.parse_args()
     if not (bm.REL / "smtpd").exists():
         sys.exit(f"{bm.REL / 'smtpd'} missing: run scripts/bench-relay.sh")
@@ -281,7 +294,7 @@ def main():
             sink.stop()
     print(f"ratio ours/postfix: rate {ours['rate'] / ref['rate']:.2f}x, "
           f"median latency {ours['median_ms'] / ref['median_ms']:.2f}x "
-          f"(Postfix {bm.reference_version(['postconf', '-h', 'mail_version'])})")
+          f"(Postfix {bm.reference_version(['postconf', '-d', '-h', 'mail_version'])})")
 
 
 if __name__ == "__main__":
