@@ -18,7 +18,10 @@
 //!   (delivered, deferred with the time of the next attempt, bounced) or of
 //!   the message (held, released), ending in a CRC-32 of the line so that
 //!   a torn write is never read as a record, each flushed before
-//!   [`OutboundQueue::record`] returns. The delivery client records a
+//!   [`OutboundQueue::record`] returns. It is created by the first record:
+//!   a message delivered to every recipient at its first attempt is
+//!   removed instead (the removal, flushed, is its record) and never has
+//!   one. The delivery client records a
 //!   remote `250` before it goes on, so a crash repeats a delivery only
 //!   when the remote had answered and the record was not yet written (the
 //!   window Postfix has too).
@@ -434,9 +437,9 @@ impl OutboundQueue {
                 name: id.to_owned(),
             });
         }
-        // The log is made at enqueue, its directory entry flushed then; a
-        // message queued without one (an older version) gets it here, and
-        // the directory is flushed for it.
+        // The first record creates the log: its directory entry is
+        // flushed too. (A message delivered at the first attempt never
+        // gets one: its removal is its record.)
         let mut created = false;
         let mut f = match OpenOptions::new().read(true).append(true).open(&path) {
             Ok(f) => f,
@@ -604,9 +607,7 @@ impl OutWriter {
     }
 
     /// Makes the message durable and visible to [`OutboundQueue::open`]:
-    /// flush, create its (empty) log, rename, flush the directory. The
-    /// log is created here so that the one directory flush covers it too,
-    /// and the first [`OutboundQueue::record`] flushes only the log.
+    /// flush, rename, flush the directory.
     pub fn commit(mut self) -> Result<()> {
         let Some(f) = self.file.take() else {
             return Err(Error::DeliveryClosed);
@@ -616,13 +617,6 @@ impl OutWriter {
             if self.path.exists() {
                 return Err(invalid(&self.path, "queue id already in use"));
             }
-            let log = self.path.with_extension("log");
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&log)
-                .map_err(io_err(&log))?;
             fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
             fsync_dir(&self.dir)
         })();
@@ -995,8 +989,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        // The log is made with the message (one directory flush for both).
-        assert_eq!(names, ["W1.log", "W1.msg"]);
+        assert_eq!(names, ["W1.msg"]);
         q.remove_finished("W1").unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -227,6 +227,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Applies recorded attempts to a message in memory, as reading its log
+/// back would (a final state stays final).
+fn apply(m: &mut QueuedMessage, attempts: &[Attempt]) {
+    for a in attempts {
+        let Some(r) = m.recipients.get_mut(a.rcpt) else {
+            continue;
+        };
+        if r.state.is_final() {
+            continue;
+        }
+        r.state = match a.outcome {
+            Outcome::Sent => RcptState::Sent,
+            Outcome::Bounced => RcptState::Bounced,
+            Outcome::Deferred { next } => RcptState::Deferred { next },
+        };
+        r.attempts += 1;
+        r.last = Some(a.clone());
+    }
+}
+
 /// The domain of an address (after the last `@`), lowercase.
 pub fn domain_of(address: &str) -> String {
     address
@@ -453,11 +473,15 @@ impl<R: Route, F: Finisher> Inner<R, F> {
     /// `domain` when reuse is on and allows it (closed after the idle
     /// time unless taken), else ends it (`QUIT`). The slot is given back
     /// either way: an idle connection delivers nothing.
+    /// Whether [`Inner::put_away`] keeps `c` open.
+    fn keeps(&self, c: &Closing) -> bool {
+        self.cfg.reuse.is_some_and(|r| r.allows(c)) && !lock(&self.state).stopping
+    }
+
     fn put_away(self: &Arc<Self>, domain: &str, closing: Closing, permit: OwnedSemaphorePermit) {
         drop(permit);
-        let keep = self.cfg.reuse.filter(|r| r.allows(&closing));
-        let stopping = lock(&self.state).stopping;
-        let Some(reuse) = keep.filter(|_| !stopping) else {
+        let keep = self.cfg.reuse.filter(|_| self.keeps(&closing));
+        let Some(reuse) = keep else {
             tokio::spawn(closing.finish());
             return;
         };
@@ -566,6 +590,8 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         // other destinations: a crash sends again only what the remote
         // took and the record did not yet say (the window Postfix has).
         let mut record_failed = false;
+        // The message as the records say, kept up to date in memory.
+        let mut now_is = m.clone();
         while let Some(r) = tasks.join_next().await {
             let (domain, (results, closing)) = match r {
                 Ok(r) => r,
@@ -575,6 +601,43 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 }
             };
             let attempts = self.attempts(id, &m, results);
+            apply(&mut now_is, &attempts);
+            if tasks.is_empty() && !record_failed && now_is.is_finished() {
+                // The last destination made every recipient final: the
+                // removal itself is the record (nothing is left to send,
+                // so a crash before it is the window the log would have
+                // had), and the message never needs a log of its own.
+                // A connection that is kept goes back at once, silent
+                // (so the next message finds it); one that is to be
+                // closed says QUIT only after the record, as below.
+                let closing = match closing {
+                    Some((c, p)) if self.keeps(&c) => {
+                        self.put_away(&domain, c, p);
+                        None
+                    }
+                    other => other,
+                };
+                if let Some(after) = self.finish_at_once(id, &now_is).await {
+                    if let Some((c, p)) = closing {
+                        self.put_away(&domain, c, p);
+                    }
+                    return after;
+                }
+                // Not finished by the host: recorded as usual, below.
+                let q = self.queue.clone();
+                let key = id.to_owned();
+                if !matches!(
+                    tokio::task::spawn_blocking(move || q.record(&key, &attempts)).await,
+                    Ok(Ok(()))
+                ) {
+                    error!(queue_id = id, "recording delivery outcomes failed");
+                    record_failed = true;
+                }
+                if let Some((c, p)) = closing {
+                    self.put_away(&domain, c, p);
+                }
+                continue;
+            }
             if !attempts.is_empty() {
                 let q = self.queue.clone();
                 let key = id.to_owned();
@@ -629,6 +692,40 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             Err(e) => {
                 error!(queue_id = id, error = %e, "finishing task failed");
                 After::Failed
+            }
+        }
+    }
+
+    /// A message every recipient of which is now final, before anything
+    /// of this attempt is recorded: the host finishes it (its notices),
+    /// then it is removed, durably. `None` when the host could not finish
+    /// it: the caller records the outcomes as usual and keeps it.
+    async fn finish_at_once(self: &Arc<Self>, id: &str, m: &QueuedMessage) -> Option<After> {
+        let me = Arc::clone(self);
+        let m = m.clone();
+        let key = id.to_owned();
+        let r = tokio::task::spawn_blocking(move || {
+            me.finisher.finished(&m)?;
+            // Durable (the directory flushed): this is the only record.
+            me.queue.remove(&key).map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                info!("{id}: removed");
+                Some(After::Gone)
+            }
+            Ok(Err(e)) => {
+                warn!(
+                    queue_id = id,
+                    error = e,
+                    "finishing message failed; recorded and kept"
+                );
+                None
+            }
+            Err(e) => {
+                error!(queue_id = id, error = %e, "finishing task failed");
+                None
             }
         }
     }

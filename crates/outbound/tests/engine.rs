@@ -261,7 +261,7 @@ async fn counting_sink() -> (SocketAddr, Arc<SinkCounts>) {
 
 /// Five messages one after the other to one destination: how many
 /// connections the sink saw, and how long it took.
-async fn five_in_a_row(cfg: EngineConfig) -> (usize, usize, usize, Duration) {
+async fn five_in_a_row(cfg: EngineConfig, gap: Duration) -> (usize, usize, usize, Duration) {
     use std::sync::atomic::Ordering::SeqCst;
     let (addr, counts) = counting_sink().await;
     let dir = tempfile::tempdir().unwrap();
@@ -287,13 +287,26 @@ async fn five_in_a_row(cfg: EngineConfig) -> (usize, usize, usize, Duration) {
             finished.lock().unwrap().len() > i
         })
         .await;
+        tokio::time::sleep(gap).await;
     }
     let took = t0.elapsed();
     assert!(finished
         .lock()
         .unwrap()
         .iter()
-        .all(|m| m.recipients[0].state == RcptState::Sent));
+        .all(|m| m.recipients[0].state == RcptState::Sent
+            && m.recipients[0].attempts == 1
+            && m.recipients[0]
+                .last
+                .as_ref()
+                .is_some_and(|l| l.status == "2.0.0")));
+    // Delivered at the first attempt: removed, and no log was ever needed.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("outgoing"))
+            .unwrap()
+            .count(),
+        0
+    );
     engine.stop(Duration::from_secs(2)).await;
     (
         counts.connections.load(SeqCst),
@@ -305,7 +318,7 @@ async fn five_in_a_row(cfg: EngineConfig) -> (usize, usize, usize, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_to_one_destination_share_a_connection() {
-    let (connections, messages, rsets, _) = five_in_a_row(config()).await;
+    let (connections, messages, rsets, _) = five_in_a_row(config(), Duration::ZERO).await;
     assert_eq!((connections, messages), (1, 5));
     assert_eq!(rsets, 4, "RSET before each reuse");
 }
@@ -317,10 +330,14 @@ async fn reuse_is_capped_by_count_and_can_be_off() {
         count: 2,
         ..Default::default()
     });
-    assert_eq!(five_in_a_row(cfg).await.0, 3, "2 + 2 + 1 messages");
+    assert_eq!(
+        five_in_a_row(cfg, Duration::ZERO).await.0,
+        3,
+        "2 + 2 + 1 messages"
+    );
     let mut cfg = config();
     cfg.reuse = None;
-    let (connections, messages, rsets, _) = five_in_a_row(cfg).await;
+    let (connections, messages, rsets, _) = five_in_a_row(cfg, Duration::ZERO).await;
     assert_eq!((connections, messages, rsets), (5, 5, 0));
 }
 
@@ -332,7 +349,7 @@ async fn an_idle_connection_is_closed_after_the_idle_time() {
         ..Default::default()
     });
     // Each message finds the last connection already closed.
-    let (connections, _, rsets, _) = five_in_a_row(cfg).await;
+    let (connections, _, rsets, _) = five_in_a_row(cfg, Duration::from_millis(100)).await;
     assert_eq!((connections, rsets), (5, 0));
 }
 
@@ -340,7 +357,7 @@ async fn an_idle_connection_is_closed_after_the_idle_time() {
 async fn the_rate_delay_spaces_deliveries_to_a_destination() {
     let mut cfg = config();
     cfg.rate_delay = Duration::from_millis(300);
-    let (_, messages, _, took) = five_in_a_row(cfg).await;
+    let (_, messages, _, took) = five_in_a_row(cfg, Duration::ZERO).await;
     assert_eq!(messages, 5);
     assert!(took >= Duration::from_millis(1200), "{took:?}");
 }
