@@ -1,8 +1,8 @@
 """End-to-end: mail to other domains. Two instances of the system on
 loopback, each its own smtpd with its own Maildirs: `csuvnetwork.com`
 sends to `example.org` through its outbound queue (the transport table
-names the other instance's port, as a test network does; MX routing is
-tested against dnsd in the Rust suite). Failure notices come back as RFC
+names the other instance's port, as a test network does; MX routing
+through dnsd is tests/test_outbound_mx.py). Failure notices come back as RFC
 3464 reports; a remote that is down is retried after `mailctl queue
 flush`; `sendmail -t` hands mail over for both domains."""
 import email
