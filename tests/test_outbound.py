@@ -1,8 +1,8 @@
 """End-to-end: mail to other domains. Two instances of the system on
 loopback, each its own smtpd with its own Maildirs: `csuvnetwork.com`
 sends to `example.org` through its outbound queue (the transport table
-names the other instance's port, as a test network does; MX routing is
-tested against dnsd in the Rust suite). Failure notices come back as RFC
+names the other instance's port, as a test network does; MX routing
+through dnsd is tests/test_outbound_mx.py). Failure notices come back as RFC
 3464 reports; a remote that is down is retried after `mailctl queue
 flush`; `sendmail -t` hands mail over for both domains."""
 import email
@@ -19,7 +19,7 @@ PW = "relay-pass-1"
 class Instance:
     """smtpd for one domain, with users a and b (and user2 on the sender)."""
 
-    def __init__(self, tmp, daemons, domain, transport="", tls=False, smtpd_extra=""):
+    def __init__(self, tmp, daemons, domain, transport="", tls=False, smtpd_extra="", extra=""):
         self.dir = tmp / domain
         self.dir.mkdir()
         tls_keys = ""
@@ -63,7 +63,7 @@ attempts = 1
 [pop3d]
 listen = ["127.0.0.1:{self.pop3}"]
 auth_failure_delay = 0
-{tls_keys}""")
+{tls_keys}{extra}""")
         for user in ("a", "b", "user2"):
             subprocess.run(
                 [bin_path("mailctl"), "-c", self.config, "user", "add", user, "--password-stdin"],
@@ -122,19 +122,19 @@ auth_failure_delay = 0
         return subprocess.run([bin_path("mailctl"), "-c", self.config, *args],
                               capture_output=True, text=True, check=True).stdout
 
-    def submit(self, to, body=b"Subject: across\r\n\r\nhello over there\r\n"):
+    def submit(self, to, body=b"Subject: across\r\n\r\nhello over there\r\n", rcpt_options=()):
         s = smtplib.SMTP("127.0.0.1", self.submission, timeout=10)
         s.login("user2", PW)
-        refused = s.sendmail(f"user2@{self.domain}", to, body)
+        refused = s.sendmail(f"user2@{self.domain}", to, body, rcpt_options=list(rcpt_options))
         s.quit()
         return refused
 
 
-def pair(tmp_path, daemons):
+def pair(tmp_path, daemons, extra=""):
     # The remote offers STARTTLS: our client takes it (opportunistic TLS).
     remote = Instance(tmp_path, daemons, "example.org", tls=True)
     local = Instance(tmp_path, daemons, "csuvnetwork.com",
-                     transport=f"example.org smtp:[127.0.0.1]:{remote.smtp}\n")
+                     transport=f"example.org smtp:[127.0.0.1]:{remote.smtp}\n", extra=extra)
     return local, remote
 
 
@@ -201,6 +201,51 @@ def test_a_remote_that_is_down_is_retried_after_flush(tmp_path, daemons):
     remote.start()
     assert "retry" in local.mailctl("queue", "flush")
     remote.wait_inbox("a", 1)
+
+
+def wait_queue_empty(inst, timeout=10):
+    deadline = time.monotonic() + timeout
+    while "queue is empty" not in (listing := inst.mailctl("queue", "list")):
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.1)
+
+
+def test_one_delay_warning_per_message_even_across_restarts(tmp_path, daemons):
+    # Retries every second; the warning is due once the message is 1 s old.
+    local, remote = pair(tmp_path, daemons, extra="""
+[outbound]
+delay_warning_time = "1s"
+minimal_backoff_time = 1
+maximal_backoff_time = 1
+""")
+    remote.stop()
+    assert local.submit(["a@example.org"]) == {}
+    # NOTIFY=FAILURE leaves out DELAY: no warning for this one.
+    assert local.submit(["b@example.org"], rcpt_options=["NOTIFY=FAILURE"]) == {}
+    [notice] = local.wait_inbox("user2", 1)
+    m = email.message_from_bytes(notice.read_bytes(), policy=email.policy.default)
+    assert m.get_content_type() == "multipart/report"
+    assert m["Subject"] == "Delayed Mail (still being retried)"
+    groups = list(m.iter_parts())[1].get_payload()
+    assert len(groups) == 2, "one recipient: a@example.org only"
+    rcpt = groups[1]
+    assert rcpt["Final-Recipient"].endswith("a@example.org")
+    assert rcpt["Action"] == "delayed"
+    assert rcpt["Status"] == "4.4.1"
+    assert rcpt["Will-Retry-Until"]
+    # More retries, and a restart (the log remembers the warning): no more.
+    time.sleep(3)
+    local.stop()
+    local.start()
+    time.sleep(3)
+    assert len(local.inbox("user2")) == 1, local.smtpd.output()[-3000:]
+    out = local.smtpd.output()
+    assert out.count("sender delay notification") == 0  # the restarted process sent none
+    remote.start()
+    local.mailctl("queue", "flush")
+    remote.wait_inbox("a", 1)
+    remote.wait_inbox("b", 1)
+    wait_queue_empty(local)
 
 
 def test_sendmail_hands_mail_to_both_domains(tmp_path, daemons):

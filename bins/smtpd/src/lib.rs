@@ -229,6 +229,34 @@ fn retry_schedule(cfg: &Config) -> RetrySchedule {
     )
 }
 
+/// The queue manager's settings from `[outbound]` (Postfix's names).
+fn engine_config(
+    o: &mail_config::Outbound,
+    mut client: outbound::deliver::ClientSettings,
+) -> outbound::engine::EngineConfig {
+    client.connect_timeout = o.smtp_connect_timeout.duration();
+    client.handshake_timeout = o.smtp_starttls_timeout.duration();
+    let mut e = outbound::engine::EngineConfig::new(client);
+    e.schedule = outbound::schedule::Schedule {
+        minimal_backoff: o.minimal_backoff_time.duration(),
+        maximal_backoff: o.maximal_backoff_time.duration(),
+        lifetime: o.maximal_queue_lifetime.duration(),
+        bounce_lifetime: o.bounce_queue_lifetime.duration(),
+        delay_warning: (o.delay_warning_time.0 > 0).then(|| o.delay_warning_time.duration()),
+    };
+    e.max_in_flight = o.default_process_limit;
+    e.per_destination = o.default_destination_concurrency_limit;
+    e.rate_delay = o.default_destination_rate_delay.duration();
+    e.reuse = o
+        .smtp_connection_cache_on_demand
+        .then(|| outbound::engine::Reuse {
+            idle: o.smtp_connection_cache_time_limit.duration(),
+            lifetime: o.smtp_connection_reuse_time_limit.duration(),
+            count: o.smtp_connection_reuse_count_limit,
+        });
+    e
+}
+
 /// A started server: its listeners are bound and accepting.
 pub struct Running {
     shared: Arc<Shared>,
@@ -488,6 +516,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             None => None,
         },
         relayhost: cfg.smtpd.relayhost.clone(),
+        port: cfg.outbound.smtp_port,
         select: mailstore::nexthop::SelectOptions {
             preference: cfg.smtpd.address_preference,
             local_names: vec![cfg.global.hostname.clone()],
@@ -508,7 +537,8 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     if let Some(p) = &cfg.smtpd.relay_password_file {
         client.passwords = Some(Arc::new(load_passwords(p)?));
     }
-    let engine_cfg = outbound::engine::EngineConfig::new(client);
+    let engine_cfg = engine_config(&cfg.outbound, client);
+    let lifetime = cfg.outbound.maximal_queue_lifetime.duration();
     let checker = if cfg.auth_checks.enabled {
         Some(Checker::from_config(
             &cfg.resolver,
@@ -535,6 +565,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
                 relay::Bouncer {
                     shared: weak.clone(),
                     queue: out_queue.clone(),
+                    lifetime,
                 },
             ),
             queue: out_queue,
@@ -674,6 +705,7 @@ impl SuccessNotice {
                 remote: None,
                 text: "delivered to maildir".into(),
                 when: Some(now),
+                until: None,
             })
             .collect();
         let sent = relay::notice(shared, of, mailstore::dsn::Action::Delivered, rcpts)?;

@@ -188,6 +188,8 @@ pub(crate) struct Failed {
     pub(crate) remote: Option<String>,
     pub(crate) text: String,
     pub(crate) when: Option<std::time::SystemTime>,
+    /// For a delay notice: when the queue gives up.
+    pub(crate) until: Option<std::time::SystemTime>,
 }
 
 /// The message a notice is about.
@@ -234,7 +236,10 @@ pub(crate) fn notice(
     } = of;
     use mailstore::dsn::{self, DsnBuilder, DsnEvent, RecipientStatus, Status};
     let host = shared.settings().cfg.global.hostname.clone();
-    if event == DsnEvent::Success && sender.is_empty() {
+    // Success and delay notices go to the sender only: never one about a
+    // notice (RFC 3461 section 4.1, RFC 5321 section 4.5.5). A failure of
+    // a notice goes to postmaster (below).
+    if event != DsnEvent::Failure && dsn::dsn_recipient(sender).is_none() {
         return Ok(None);
     }
     let Some(notice) = dsn::notice_for(
@@ -266,11 +271,12 @@ pub(crate) fn notice(
         r.remote_mta = f
             .remote
             .map(|m| m.split('[').next().unwrap_or_default().to_owned());
-        // A local delivery has no SMTP reply for `Diagnostic-Code: smtp;`,
-        // only the sentence.
-        r.diagnostic = (action != dsn::Action::Delivered).then(|| f.text.clone());
+        // RFC 3464 section 2.3.6: the remote's reply itself, as Postfix
+        // writes it; our own reasons have none.
+        r.diagnostic = remote_reply(&f.text).map(str::to_owned);
         r.reason = f.text;
         r.last_attempt = f.when;
+        r.will_retry_until = f.until;
         b = b.recipient(r);
     }
     let built = b.build(original).map_err(|e| e.to_string())?;
@@ -287,18 +293,30 @@ pub(crate) fn notice(
     for (r, why) in &injected.refused {
         tracing::warn!(queue_id, to = r, reason = %why, "failure notice undeliverable; discarded");
     }
+    // Postfix's words for the notices.
+    let what = match event {
+        DsnEvent::Delay => "sender delay notification",
+        DsnEvent::Success => "sender delivery status notification",
+        DsnEvent::Failure => "sender non-delivery notification",
+    };
     tracing::info!(
         queue_id,
         notice = injected.queue_id,
         to = built.rcpt_to,
-        "{}",
-        if event == DsnEvent::Success {
-            "sender delivery status notification"
-        } else {
-            "sender non-delivery notification"
-        }
+        "{what}"
     );
     Ok(Some(injected))
+}
+
+/// The remote reply in a Postfix sentence `host mx[ip] said: 550 5.1.1
+/// text (in reply to RCPT TO command)`; `None` for other reasons.
+fn remote_reply(text: &str) -> Option<&str> {
+    let (_, said) = text.strip_prefix("host ")?.split_once(" said: ")?;
+    Some(
+        said.rsplit_once(" (in reply to ")
+            .map_or(said, |(reply, _)| reply)
+            .trim(),
+    )
 }
 
 /// Routes for the queue manager, as Postfix's trivial-rewrite: the
@@ -310,6 +328,8 @@ pub(crate) struct DaemonRoute {
     pub(crate) table: Option<mailstore::nexthop::TransportTable>,
     pub(crate) relayhost: Option<mail_config::SmtpDestination>,
     pub(crate) select: mailstore::nexthop::SelectOptions,
+    /// The port of next hops that give none (`[outbound] smtp_port`).
+    pub(crate) port: u16,
 }
 
 impl outbound::engine::Route for DaemonRoute {
@@ -326,11 +346,17 @@ impl outbound::engine::Route for DaemonRoute {
             self.table.as_ref(),
             self.relayhost.as_ref(),
         ) {
-            Decision::Smtp(target) => self
-                .resolver
-                .route(&target, &self.select, netkit::resolve::random_seed())
-                .await
-                .map_err(|e| fail(e.is_permanent(), e.status().to_string(), e.to_string())),
+            Decision::Smtp(mut target) => {
+                // The target has 25 unless an entry gave a port: a lab
+                // that cannot bind 25 moves every default port at once.
+                if target.port == 25 {
+                    target.port = self.port;
+                }
+                self.resolver
+                    .route(&target, &self.select, netkit::resolve::random_seed())
+                    .await
+                    .map_err(|e| fail(e.is_permanent(), e.status().to_string(), e.to_string()))
+            }
             Decision::Error { status, text } => {
                 Err(fail(status.is_permanent(), status.to_string(), text))
             }
@@ -357,6 +383,8 @@ use outbound::engine::RouteFailure;
 pub(crate) struct Bouncer {
     pub(crate) shared: std::sync::Weak<crate::Shared>,
     pub(crate) queue: OutboundQueue,
+    /// `maximal_queue_lifetime`, for a delay notice's `Will-Retry-Until:`.
+    pub(crate) lifetime: std::time::Duration,
 }
 
 impl outbound::engine::Finisher for Bouncer {
@@ -374,6 +402,7 @@ impl outbound::engine::Finisher for Bouncer {
             remote: r.last.as_ref().and_then(|l| l.remote.clone()),
             text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
             when: r.last.as_ref().map(|l| l.time),
+            until: None,
         };
         let failed: Vec<Failed> = m
             .recipients
@@ -424,6 +453,52 @@ impl outbound::engine::Finisher for Bouncer {
             self.queue
                 .record_notice(&e.id, action.as_str(), std::time::SystemTime::now())
                 .map_err(|x| x.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn delay_warning(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
+        use mailstore::dsn::{should_notify, DsnEvent, Notify};
+        use mailstore::outbound::RcptState;
+        let e = &m.envelope;
+        let until = e.arrival + self.lifetime;
+        let late: Vec<Failed> = m
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.state, RcptState::Deferred { .. }))
+            .filter(|r| {
+                // RFC 3461 section 4.1: no NOTIFY counts as FAILURE,DELAY.
+                let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+                should_notify(notify.as_ref(), DsnEvent::Delay)
+            })
+            .map(|r| Failed {
+                address: r.rcpt.address.clone(),
+                orcpt: r.rcpt.orcpt.clone(),
+                status: r.last.as_ref().map_or("4.0.0".into(), |l| l.status.clone()),
+                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
+                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
+                when: r.last.as_ref().map(|l| l.time),
+                until: Some(until),
+            })
+            .collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return Err("stopping".into());
+        };
+        let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
+        let of = Bounced {
+            queue_id: &e.id,
+            sender: &e.sender,
+            envid: e.envid.as_deref(),
+            ret: e.ret,
+            arrival: e.arrival,
+            original: &original,
+        };
+        let notice = notice(&shared, of, mailstore::dsn::Action::Delayed, late)?;
+        if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
+            r.engine.submit(&id);
         }
         Ok(())
     }
@@ -486,6 +561,7 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
                     remote: None,
                     text: why.to_string(),
                     when: Some(std::time::SystemTime::now()),
+                    until: None,
                 })
                 .collect();
             let of = Bounced {
@@ -514,4 +590,21 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
         taken += 1;
     }
     taken
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_diagnostic_code_is_the_remote_reply() {
+        assert_eq!(
+            super::remote_reply(
+                "host mx.example.org[192.0.2.1] said: 550 5.1.1 <x@example.org>: unknown (in reply to RCPT TO command)"
+            ),
+            Some("550 5.1.1 <x@example.org>: unknown")
+        );
+        assert_eq!(
+            super::remote_reply("connect to mx[192.0.2.1]:25: Connection refused"),
+            None
+        );
+    }
 }

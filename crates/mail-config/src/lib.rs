@@ -101,6 +101,8 @@ pub struct Config {
     pub dkim: Dkim,
     /// SPF, DKIM and DMARC checks of inbound mail.
     pub auth_checks: AuthChecks,
+    /// The outbound queue manager and its SMTP client.
+    pub outbound: Outbound,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -306,6 +308,71 @@ impl Default for Dkim {
             .into_iter()
             .map(String::from)
             .collect(),
+        }
+    }
+}
+
+/// `[outbound]`: the queue manager and SMTP client of outbound delivery,
+/// keys named and defaulted as Postfix's `qmgr(8)` and `smtp(8)`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// Shortest wait after a deferral (`minimal_backoff_time`).
+    pub minimal_backoff_time: Secs,
+    /// Longest wait after a deferral (`maximal_backoff_time`).
+    pub maximal_backoff_time: Secs,
+    /// Age at which a deferred message bounces (`maximal_queue_lifetime`).
+    pub maximal_queue_lifetime: Secs,
+    /// The same for a message from the null sender (`bounce_queue_lifetime`).
+    pub bounce_queue_lifetime: Secs,
+    /// Age after which the sender of a still deferred message is told once
+    /// (`delay_warning_time`); 0: never.
+    pub delay_warning_time: Secs,
+    /// Messages delivered at once (`default_process_limit` of `smtp`).
+    pub default_process_limit: usize,
+    /// Connections to one destination at once
+    /// (`default_destination_concurrency_limit`).
+    pub default_destination_concurrency_limit: usize,
+    /// Pause between deliveries to one destination
+    /// (`default_destination_rate_delay`); 0: none.
+    pub default_destination_rate_delay: Secs,
+    /// Longest wait for a TCP connection (`smtp_connect_timeout`).
+    pub smtp_connect_timeout: Secs,
+    /// Longest TLS handshake (`smtp_starttls_timeout`).
+    pub smtp_starttls_timeout: Secs,
+    /// Keep a connection open after a delivery for the next message to the
+    /// same destination (`smtp_connection_cache_on_demand`).
+    pub smtp_connection_cache_on_demand: bool,
+    /// How long an idle connection is kept (`smtp_connection_cache_time_limit`).
+    pub smtp_connection_cache_time_limit: Secs,
+    /// How long one connection may be reused (`smtp_connection_reuse_time_limit`).
+    pub smtp_connection_reuse_time_limit: Secs,
+    /// Messages per connection at most (`smtp_connection_reuse_count_limit`);
+    /// 0: no limit.
+    pub smtp_connection_reuse_count_limit: u32,
+    /// The port of MX hosts and of next hops without one (the `smtp`
+    /// service, 25); a lab that cannot bind port 25 sets another.
+    pub smtp_port: u16,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            minimal_backoff_time: Secs(300),
+            maximal_backoff_time: Secs(4000),
+            maximal_queue_lifetime: Secs(5 * 86_400),
+            bounce_queue_lifetime: Secs(5 * 86_400),
+            delay_warning_time: Secs(0),
+            default_process_limit: 100,
+            default_destination_concurrency_limit: 20,
+            default_destination_rate_delay: Secs(0),
+            smtp_connect_timeout: Secs(30),
+            smtp_starttls_timeout: Secs(300),
+            smtp_connection_cache_on_demand: true,
+            smtp_connection_cache_time_limit: Secs(2),
+            smtp_connection_reuse_time_limit: Secs(300),
+            smtp_connection_reuse_count_limit: 0,
+            smtp_port: 25,
         }
     }
 }
@@ -899,6 +966,32 @@ impl Config {
         if !(1..=10).contains(&self.resolver.attempts) {
             return bad("resolver", "attempts", "must be 1 to 10".into());
         }
+        let o = &self.outbound;
+        for (key, v) in [
+            ("minimal_backoff_time", o.minimal_backoff_time.0),
+            ("maximal_backoff_time", o.maximal_backoff_time.0),
+            ("maximal_queue_lifetime", o.maximal_queue_lifetime.0),
+            ("bounce_queue_lifetime", o.bounce_queue_lifetime.0),
+            ("default_process_limit", o.default_process_limit as u64),
+            (
+                "default_destination_concurrency_limit",
+                o.default_destination_concurrency_limit as u64,
+            ),
+            ("smtp_connect_timeout", o.smtp_connect_timeout.0),
+            ("smtp_starttls_timeout", o.smtp_starttls_timeout.0),
+            ("smtp_port", u64::from(o.smtp_port)),
+        ] {
+            if v == 0 {
+                return bad("outbound", key, "must be greater than 0".into());
+            }
+        }
+        if o.maximal_backoff_time < o.minimal_backoff_time {
+            return bad(
+                "outbound",
+                "maximal_backoff_time",
+                "must not be less than minimal_backoff_time".into(),
+            );
+        }
         if self.tls.handshake_timeout.0 == 0 {
             return bad("tls", "handshake_timeout", "must be greater than 0".into());
         }
@@ -1486,6 +1579,37 @@ serial_policy = "unixtime"
         );
         assert!(Config::load(&dir.join("missing.toml")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outbound_section_has_postfix_names_and_defaults() {
+        let o = parse("").unwrap().outbound;
+        assert_eq!(o.minimal_backoff_time, Secs(300));
+        assert_eq!(o.maximal_backoff_time, Secs(4000));
+        assert_eq!(o.maximal_queue_lifetime, Secs(432_000));
+        assert_eq!(o.delay_warning_time, Secs(0));
+        assert_eq!(o.smtp_port, 25);
+        let o = parse(
+            "[outbound]\nmaximal_queue_lifetime = \"5d\"\nbounce_queue_lifetime = \"1d\"\n\
+             delay_warning_time = \"4h\"\nsmtp_port = 2525\n",
+        )
+        .unwrap()
+        .outbound;
+        assert_eq!(o.maximal_queue_lifetime, Secs(5 * 86_400));
+        assert_eq!(o.bounce_queue_lifetime, Secs(86_400));
+        assert_eq!(o.delay_warning_time, Secs(4 * 3600));
+        assert_eq!(o.smtp_port, 2525);
+        for bad in [
+            "default_destination_concurrency_limit = 0",
+            "smtp_port = 0",
+            "minimal_backoff_time = 0",
+            "minimal_backoff_time = 600\nmaximal_backoff_time = 300",
+        ] {
+            let e = parse(&format!("[outbound]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("outbound."), "{bad}: {e}");
+        }
     }
 
     #[test]

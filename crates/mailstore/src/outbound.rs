@@ -18,7 +18,10 @@
 //!   (delivered, deferred with the time of the next attempt, bounced) or of
 //!   the message (held, released, a notice to the sender sent), ending in a CRC-32 of the line so that
 //!   a torn write is never read as a record, each flushed before
-//!   [`OutboundQueue::record`] returns. The delivery client records a
+//!   [`OutboundQueue::record`] returns. It is created by the first record:
+//!   a message delivered to every recipient at its first attempt is
+//!   removed instead (the removal, flushed, is its record) and never has
+//!   one. The delivery client records a
 //!   remote `250` before it goes on, so a crash repeats a delivery only
 //!   when the remote had answered and the record was not yet written (the
 //!   window Postfix has too).
@@ -178,6 +181,9 @@ pub struct QueuedMessage {
     /// given to [`OutboundQueue::record_notice`] (so that a message whose
     /// finishing is retried does not send one twice).
     pub notices: Vec<String>,
+    /// The sender was told that the message is late (`delay_warning_time`):
+    /// one warning per message, across restarts.
+    pub delay_warned: bool,
     /// Size of the content in bytes.
     pub size: u64,
 }
@@ -439,6 +445,12 @@ impl OutboundQueue {
         self.append(id, &checked(&format!("-\tnotice\t{}\t{what}", unix(time))))
     }
 
+    /// Records that the sender was warned of the delay, so that a restart
+    /// does not warn again: the notice `delayed` (the RFC 3464 action).
+    pub fn set_delay_warned(&self, id: &str, time: SystemTime) -> Result<()> {
+        self.record_notice(id, "delayed", time)
+    }
+
     fn append(&self, id: &str, lines: &str) -> Result<()> {
         let path = self.log_path(id);
         if !valid_id(id) || !self.msg_path(id).exists() {
@@ -447,20 +459,30 @@ impl OutboundQueue {
                 name: id.to_owned(),
             });
         }
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        // The first record creates the log: its directory entry is
+        // flushed too. (A message delivered at the first attempt never
+        // gets one: its removal is its record.)
+        let mut created = false;
+        let mut f = match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                created = true;
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io_err(&path))?
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         // A crash during an earlier append may have left a torn line: end
         // it first, so this record starts on a line of its own (the torn
         // one is then ignored as malformed).
         let len = f.metadata().map_err(io_err(&path))?.len();
         let mut last = [0u8; 1];
         let torn = len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
-        let created = len == 0;
         if torn {
             f.write_all(b"\n").map_err(io_err(&path))?;
         }
@@ -490,6 +512,29 @@ impl OutboundQueue {
             }
         }
         fsync_dir(&self.dir)
+    }
+
+    /// Removes a message every recipient of which is final (its log says
+    /// so durably), without flushing the directory: should a system crash
+    /// undo the removal, the next open finds the message finished and
+    /// removes it again, sending nothing (Postfix does not flush its queue
+    /// directory after a delivery either). A failure notice sent for it
+    /// may then be sent a second time.
+    pub fn remove_finished(&self, id: &str) -> Result<()> {
+        if !valid_id(id) {
+            return Err(Error::NotFound {
+                kind: "queued message",
+                name: id.to_owned(),
+            });
+        }
+        for p in [self.msg_path(id), self.log_path(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The message's content, as it is to be sent.
@@ -548,20 +593,20 @@ pub fn decode(
             last: None,
         })
         .collect();
-    let mut held = false;
-    let mut notices = Vec::new();
+    let mut flags = Flags::default();
     let log = String::from_utf8_lossy(log);
     // Only whole lines: the last one may be torn.
     let whole = log.rfind('\n').map_or("", |i| &log[..i]);
     for line in whole.lines() {
-        apply(line, &mut recipients, &mut held, &mut notices);
+        apply(line, &mut recipients, &mut flags);
     }
     Ok(QueuedMessage {
         size: file_len.saturating_sub(end as u64),
         envelope: env,
         recipients,
-        held,
-        notices,
+        held: flags.held,
+        delay_warned: flags.notices.iter().any(|n| n == "delayed"),
+        notices: flags.notices,
     })
 }
 
@@ -691,9 +736,16 @@ fn checked(fields: &str) -> String {
     format!("{fields}\t{:08x}\n", crc32fast::hash(fields.as_bytes()))
 }
 
+/// What the message-wide log lines say.
+#[derive(Default)]
+struct Flags {
+    held: bool,
+    notices: Vec<String>,
+}
+
 /// Applies one log line; a line whose CRC does not check (a torn write)
 /// is skipped.
-fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool, notices: &mut Vec<String>) {
+fn apply(line: &str, rcpts: &mut [RcptStatus], flags: &mut Flags) {
     let Some((fields, crc)) = line.rsplit_once('\t') else {
         return;
     };
@@ -708,11 +760,11 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], held: &mut bool, notices: &mut Ve
         return;
     };
     match (who, what) {
-        ("-", "hold") => *held = true,
-        ("-", "release") => *held = false,
+        ("-", "hold") => flags.held = true,
+        ("-", "release") => flags.held = false,
         ("-", "notice") => {
-            if let Some(what) = f.get(3).filter(|w| !notices.iter().any(|n| n == *w)) {
-                notices.push((*what).to_owned());
+            if let Some(what) = f.get(3).filter(|w| !flags.notices.iter().any(|n| n == *w)) {
+                flags.notices.push((*what).to_owned());
             }
         }
         _ => {
@@ -961,11 +1013,14 @@ mod tests {
         let mut w = q.begin(&env("W2", &["a@example.org"])).unwrap();
         w.write(b"half").unwrap();
         drop(w);
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
+        names.sort();
         assert_eq!(names, ["W1.msg"]);
+        q.remove_finished("W1").unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -1018,6 +1073,31 @@ mod tests {
         log.push_str("-\tnotice\t13\tdelayed\t00000000\n");
         fs::write(dir.path().join("N1.log"), log).unwrap();
         assert_eq!(q.load("N1").unwrap().notices, ["failed", "relayed"]);
+    }
+
+    #[test]
+    fn delay_warning_is_remembered_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        q.enqueue(&env("D1", &["a@example.org"]), b"x").unwrap();
+        assert!(!q.load("D1").unwrap().delay_warned);
+        q.record(
+            "D1",
+            &[attempt(
+                0,
+                Outcome::Deferred {
+                    next: from_unix(1_796_515_560),
+                },
+                "busy",
+            )],
+        )
+        .unwrap();
+        q.set_delay_warned("D1", from_unix(1_796_515_261)).unwrap();
+        let (_, all) = OutboundQueue::open(dir.path()).unwrap();
+        let m = all.iter().find(|m| m.envelope.id == "D1").unwrap();
+        assert!(m.delay_warned);
+        assert!(!m.held);
+        assert_eq!(m.recipients[0].attempts, 1, "the flag is no attempt");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ClientSettings {
     /// Convert 8-bit messages to quoted-printable for servers without
     /// 8BITMIME (`disable_mime_output_conversion = no`).
     pub mime_downgrade: bool,
+    /// Keep the connection open after the transaction, for the next
+    /// message to the same destination (`smtp_connection_cache_on_demand`):
+    /// see [`Closing::reuse`].
+    pub keep_open: bool,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -85,6 +89,7 @@ impl ClientSettings {
             credentials: None,
             passwords: None,
             mime_downgrade: true,
+            keep_open: false,
         }
     }
 }
@@ -143,6 +148,20 @@ pub struct Message<'a> {
 /// left out. Without a stored `ORCPT`, the recipient as queued is given
 /// (section 4.2 allows adding it; Postfix does), so the final DSN can
 /// name the address the sender wrote.
+/// The message as the client session sends it, with its RFC 3461
+/// parameters (sent only to a server that offers DSN).
+fn outgoing(msg: &Message<'_>) -> OutgoingMessage {
+    let (ret, envid, rcpt_dsn) = dsn_params(msg);
+    OutgoingMessage {
+        from: msg.sender.to_owned(),
+        to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
+        body: msg.content.to_vec(),
+        ret,
+        envid,
+        rcpt_dsn,
+    }
+}
+
 fn dsn_params(msg: &Message<'_>) -> (Option<String>, Option<String>, Vec<RcptDsn>) {
     let Some(env) = msg.envelope else {
         return (None, None, Vec::new());
@@ -197,6 +216,12 @@ struct HostFailure {
 pub struct Closing {
     driver: Driver<Stream>,
     session: ClientSession,
+    /// The host, for the results of a reuse.
+    name: String,
+    addr: SocketAddr,
+    /// When the connection was made, and the messages it carried.
+    opened: std::time::Instant,
+    uses: u32,
 }
 
 impl std::fmt::Debug for Closing {
@@ -210,7 +235,46 @@ impl Closing {
     /// RFC 5321 section 4.5.3.2) and the close; errors do not matter any
     /// more.
     pub async fn finish(mut self) {
+        self.session.end();
         while self.driver.next(&mut self.session, false).await.is_ok() {}
+    }
+
+    /// The connection is open and idle (kept with
+    /// [`ClientSettings::keep_open`]), so it can carry another message.
+    pub fn is_idle(&self) -> bool {
+        self.session.is_idle()
+    }
+
+    /// When the connection was made.
+    pub fn opened(&self) -> std::time::Instant {
+        self.opened
+    }
+
+    /// Messages it has carried.
+    pub fn uses(&self) -> u32 {
+        self.uses
+    }
+
+    /// Sends `msg` over this idle connection (`RSET`, then the
+    /// transaction). `Err` gives the connection back when it failed
+    /// before the transaction began (the server had gone, or refused
+    /// `RSET`): nothing was sent, so the caller connects anew.
+    pub async fn reuse(mut self, msg: Message<'_>) -> Result<(Vec<RcptResult>, Closing), Closing> {
+        if self.session.reuse(outgoing(&msg), self.driver.now()).is_err() {
+            return Err(self);
+        }
+        let remote = format!("{}[{}]:{}", self.name, self.addr.ip(), self.addr.port());
+        loop {
+            match self.driver.next(&mut self.session, false).await {
+                Ok(ClientEvent::Message(report)) => {
+                    self.uses += 1;
+                    let results = verdicts(&report, msg.recipients, &self.name, self.addr, &remote);
+                    return Ok((results, self));
+                }
+                Ok(ClientEvent::Failed(_)) | Err(_) => return Err(self),
+                Ok(_) => {}
+            }
+        }
     }
 }
 
@@ -330,16 +394,8 @@ async fn attempt(
     }
     cfg.credentials = hop_credentials.or_else(|| settings.credentials.clone());
     cfg.mime_downgrade = settings.mime_downgrade;
-    let (ret, envid, rcpt_dsn) = dsn_params(&msg);
-    let outgoing = OutgoingMessage {
-        from: msg.sender.to_owned(),
-        to: msg.recipients.iter().map(|(_, a)| a.clone()).collect(),
-        body: msg.content.to_vec(),
-        ret,
-        envid,
-        rcpt_dsn,
-    };
-    let mut session = ClientSession::new(cfg, vec![outgoing], driver.now());
+    cfg.keep_open = settings.keep_open;
+    let mut session = ClientSession::new(cfg, vec![outgoing(&msg)], driver.now());
     let lost = |stage: &str| HostFailure {
         status: "4.4.2",
         text: format!("lost connection with {host} while {stage}"),
@@ -373,7 +429,17 @@ async fn attempt(
             Ok(ClientEvent::Ready { .. } | ClientEvent::Authenticated) => {}
             // One message per session: its report ends the transaction.
             Ok(ClientEvent::Message(r)) => {
-                return Ok((r, Closing { driver, session }));
+                return Ok((
+                    r,
+                    Closing {
+                        driver,
+                        session,
+                        name: hop.host.clone(),
+                        addr,
+                        opened: std::time::Instant::now(),
+                        uses: 1,
+                    },
+                ));
             }
             Ok(ClientEvent::Failed(e)) => return Err(session_failure(&host, e)),
             Err(Stop::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {

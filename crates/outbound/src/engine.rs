@@ -71,6 +71,16 @@ impl Route for StaticRoutes {
 pub trait Finisher: Send + Sync + 'static {
     /// Called once per finished message, from a blocking thread.
     fn finished(&self, message: &QueuedMessage) -> Result<(), String>;
+
+    /// Called once per message (the queue remembers it across restarts)
+    /// when, after an attempt, a recipient is still deferred and the
+    /// message is older than `delay_warning_time`: send the delay notice
+    /// to those whose `NOTIFY` asks for it. From a blocking thread; on
+    /// `Err` it is tried again after the next attempt.
+    fn delay_warning(&self, message: &QueuedMessage) -> Result<(), String> {
+        let _ = message;
+        Ok(())
+    }
 }
 
 impl<F: Fn(&QueuedMessage) -> Result<(), String> + Send + Sync + 'static> Finisher for F {
@@ -91,6 +101,54 @@ pub struct EngineConfig {
     /// Connections to one destination at once
     /// (`default_destination_concurrency_limit`, 20).
     pub per_destination: usize,
+    /// Pause between the starts of two deliveries to one destination
+    /// (`default_destination_rate_delay`, 0: none); while set, one
+    /// delivery to a destination at a time, as Postfix does.
+    pub rate_delay: Duration,
+    /// Keeping connections for the next message to the same destination
+    /// (`smtp_connection_cache_on_demand`); `None`: one per delivery.
+    pub reuse: Option<Reuse>,
+}
+
+/// Limits of connection reuse, with Postfix's names and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// How long an idle connection is kept
+    /// (`smtp_connection_cache_time_limit`, 2 s).
+    pub idle: Duration,
+    /// How long after it was made a connection may still be reused
+    /// (`smtp_connection_reuse_time_limit`, 300 s).
+    pub lifetime: Duration,
+    /// Messages per connection at most (`smtp_connection_reuse_count_limit`,
+    /// 0: no limit).
+    pub count: u32,
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse {
+            idle: Duration::from_secs(2),
+            lifetime: Duration::from_secs(300),
+            count: 0,
+        }
+    }
+}
+
+impl Reuse {
+    /// Whether `c` may carry another message.
+    fn allows(&self, c: &Closing) -> bool {
+        c.is_idle()
+            && c.opened().elapsed() < self.lifetime
+            && (self.count == 0 || c.uses() < self.count)
+    }
+}
+
+/// One destination: its connection slots, when its last delivery started
+/// (for the rate delay) and its idle connections, newest last.
+struct Destination {
+    slots: Arc<Semaphore>,
+    last_start: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    idle: Mutex<Vec<(u64, Closing)>>,
 }
 
 impl EngineConfig {
@@ -101,6 +159,8 @@ impl EngineConfig {
             client,
             max_in_flight: 100,
             per_destination: 20,
+            rate_delay: Duration::ZERO,
+            reuse: Some(Reuse::default()),
         }
     }
 }
@@ -142,7 +202,10 @@ struct Inner<R, F> {
     state: Mutex<State>,
     wake: Notify,
     slots: Arc<Semaphore>,
-    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    destinations: Mutex<HashMap<String, Arc<Destination>>>,
+    /// Names idle connections, so that the one that expires is the one
+    /// put away.
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 /// The running queue manager. Cloning shares it.
@@ -162,6 +225,26 @@ impl<R, F> Clone for Engine<R, F> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Applies recorded attempts to a message in memory, as reading its log
+/// back would (a final state stays final).
+fn apply(m: &mut QueuedMessage, attempts: &[Attempt]) {
+    for a in attempts {
+        let Some(r) = m.recipients.get_mut(a.rcpt) else {
+            continue;
+        };
+        if r.state.is_final() {
+            continue;
+        }
+        r.state = match a.outcome {
+            Outcome::Sent => RcptState::Sent,
+            Outcome::Bounced => RcptState::Bounced,
+            Outcome::Deferred { next } => RcptState::Deferred { next },
+        };
+        r.attempts += 1;
+        r.last = Some(a.clone());
+    }
 }
 
 /// The domain of an address (after the last `@`), lowercase.
@@ -200,6 +283,7 @@ impl<R: Route, F: Finisher> Engine<R, F> {
             }),
             wake: Notify::new(),
             destinations: Mutex::new(HashMap::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
         });
         for m in &recovered {
             inner.schedule(m);
@@ -263,6 +347,13 @@ impl<R: Route, F: Finisher> Engine<R, F> {
         if let Some(t) = task {
             t.abort();
         }
+        // Idle connections say QUIT, within what is left of the grace.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(
+            left.max(Duration::from_millis(100)),
+            self.inner.close_idle(),
+        )
+        .await;
     }
 }
 
@@ -362,12 +453,79 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         self.wake.notify_one();
     }
 
-    fn destination(&self, domain: &str) -> Arc<Semaphore> {
+    fn destination(&self, domain: &str) -> Arc<Destination> {
         let mut d = lock(&self.destinations);
-        Arc::clone(
-            d.entry(domain.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.per_destination.max(1)))),
-        )
+        let limit = if self.cfg.rate_delay.is_zero() {
+            self.cfg.per_destination.max(1)
+        } else {
+            1
+        };
+        Arc::clone(d.entry(domain.to_owned()).or_insert_with(|| {
+            Arc::new(Destination {
+                slots: Arc::new(Semaphore::new(limit)),
+                last_start: tokio::sync::Mutex::new(None),
+                idle: Mutex::new(Vec::new()),
+            })
+        }))
+    }
+
+    /// After a transaction: keeps the connection for the next message to
+    /// `domain` when reuse is on and allows it (closed after the idle
+    /// time unless taken), else ends it (`QUIT`). The slot is given back
+    /// either way: an idle connection delivers nothing.
+    /// Whether [`Inner::put_away`] keeps `c` open.
+    fn keeps(&self, c: &Closing) -> bool {
+        self.cfg.reuse.is_some_and(|r| r.allows(c)) && !lock(&self.state).stopping
+    }
+
+    fn put_away(self: &Arc<Self>, domain: &str, closing: Closing, permit: OwnedSemaphorePermit) {
+        drop(permit);
+        let keep = self.cfg.reuse.filter(|_| self.keeps(&closing));
+        let Some(reuse) = keep else {
+            tokio::spawn(closing.finish());
+            return;
+        };
+        let dest = self.destination(domain);
+        let n = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&dest.idle).push((n, closing));
+        tokio::spawn(async move {
+            tokio::time::sleep(reuse.idle).await;
+            let expired = {
+                let mut idle = lock(&dest.idle);
+                let at = idle.iter().position(|(k, _)| *k == n);
+                at.map(|i| idle.remove(i).1)
+            };
+            if let Some(c) = expired {
+                c.finish().await;
+            }
+        });
+    }
+
+    /// An idle connection to `domain` that may carry another message.
+    fn take_idle(&self, dest: &Destination) -> Option<Closing> {
+        let reuse = self.cfg.reuse?;
+        let mut idle = lock(&dest.idle);
+        while let Some((_, c)) = idle.pop() {
+            if reuse.allows(&c) {
+                return Some(c);
+            }
+            tokio::spawn(c.finish());
+        }
+        None
+    }
+
+    /// Ends every idle connection (at stop).
+    async fn close_idle(&self) {
+        let all: Vec<Arc<Destination>> = lock(&self.destinations).values().cloned().collect();
+        let mut closing = tokio::task::JoinSet::new();
+        for d in all {
+            for (_, c) in lock(&d.idle).drain(..) {
+                closing.spawn(c.finish());
+            }
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     /// One pass over a message: every recipient that is due, grouped by
@@ -422,15 +580,20 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             let me = Arc::clone(self);
             let content = Arc::clone(&content);
             let env = m.envelope.clone();
-            tasks.spawn(async move { me.to_destination(&domain, &env, &rcpts, &content).await });
+            tasks.spawn(async move {
+                let r = me.to_destination(&domain, &env, &rcpts, &content).await;
+                (domain, r)
+            });
         }
         // Each destination's outcomes are recorded as soon as its
         // transaction ends, before its QUIT and without waiting for the
         // other destinations: a crash sends again only what the remote
         // took and the record did not yet say (the window Postfix has).
         let mut record_failed = false;
+        // The message as the records say, kept up to date in memory.
+        let mut now_is = m.clone();
         while let Some(r) = tasks.join_next().await {
-            let (results, closing) = match r {
+            let (domain, (results, closing)) = match r {
                 Ok(r) => r,
                 Err(e) => {
                     error!(queue_id = id, error = %e, "delivery task failed");
@@ -438,6 +601,43 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 }
             };
             let attempts = self.attempts(id, &m, results);
+            apply(&mut now_is, &attempts);
+            if tasks.is_empty() && !record_failed && now_is.is_finished() {
+                // The last destination made every recipient final: the
+                // removal itself is the record (nothing is left to send,
+                // so a crash before it is the window the log would have
+                // had), and the message never needs a log of its own.
+                // A connection that is kept goes back at once, silent
+                // (so the next message finds it); one that is to be
+                // closed says QUIT only after the record, as below.
+                let closing = match closing {
+                    Some((c, p)) if self.keeps(&c) => {
+                        self.put_away(&domain, c, p);
+                        None
+                    }
+                    other => other,
+                };
+                if let Some(after) = self.finish_at_once(id, &now_is).await {
+                    if let Some((c, p)) = closing {
+                        self.put_away(&domain, c, p);
+                    }
+                    return after;
+                }
+                // Not finished by the host: recorded as usual, below.
+                let q = self.queue.clone();
+                let key = id.to_owned();
+                if !matches!(
+                    tokio::task::spawn_blocking(move || q.record(&key, &attempts)).await,
+                    Ok(Ok(()))
+                ) {
+                    error!(queue_id = id, "recording delivery outcomes failed");
+                    record_failed = true;
+                }
+                if let Some((c, p)) = closing {
+                    self.put_away(&domain, c, p);
+                }
+                continue;
+            }
             if !attempts.is_empty() {
                 let q = self.queue.clone();
                 let key = id.to_owned();
@@ -454,12 +654,9 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 }
             }
             if let Some((closing, permit)) = closing {
-                // The destination's connection slot is given back once
-                // the session is over.
-                tokio::spawn(async move {
-                    closing.finish().await;
-                    drop(permit);
-                });
+                // Only now, with the replies recorded: QUIT, or kept for
+                // the next message.
+                self.put_away(&domain, closing, permit);
             }
         }
         if record_failed {
@@ -471,7 +668,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         let r = tokio::task::spawn_blocking(move || {
             let m = q.load(&key)?;
             if !m.is_finished() {
-                return Ok(After::Queued(m));
+                return Ok(After::Queued(me.warn_if_late(&q, m)));
             }
             if let Err(e) = me.finisher.finished(&m) {
                 warn!(
@@ -481,7 +678,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 );
                 return Ok(After::Failed);
             }
-            q.remove(&key)?;
+            q.remove_finished(&key)?;
             info!("{key}: removed");
             Ok::<_, mailstore::Error>(After::Gone)
         })
@@ -497,6 +694,72 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 After::Failed
             }
         }
+    }
+
+    /// A message every recipient of which is now final, before anything
+    /// of this attempt is recorded: the host finishes it (its notices),
+    /// then it is removed, durably. `None` when the host could not finish
+    /// it: the caller records the outcomes as usual and keeps it.
+    async fn finish_at_once(self: &Arc<Self>, id: &str, m: &QueuedMessage) -> Option<After> {
+        let me = Arc::clone(self);
+        let m = m.clone();
+        let key = id.to_owned();
+        let r = tokio::task::spawn_blocking(move || {
+            me.finisher.finished(&m)?;
+            // Durable (the directory flushed): this is the only record.
+            me.queue.remove(&key).map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                info!("{id}: removed");
+                Some(After::Gone)
+            }
+            Ok(Err(e)) => {
+                warn!(
+                    queue_id = id,
+                    error = e,
+                    "finishing message failed; recorded and kept"
+                );
+                None
+            }
+            Err(e) => {
+                error!(queue_id = id, error = %e, "finishing task failed");
+                None
+            }
+        }
+    }
+
+    /// Sends the one delay warning of a message still queued once it is
+    /// due (Postfix's `delay_warning_time`), and records it. Blocks.
+    fn warn_if_late(&self, q: &OutboundQueue, mut m: QueuedMessage) -> QueuedMessage {
+        let now = SystemTime::now();
+        let deferred = m
+            .recipients
+            .iter()
+            .any(|r| matches!(r.state, RcptState::Deferred { .. }));
+        if m.delay_warned
+            || !deferred
+            || !self.cfg.schedule.delay_warning_due(m.envelope.arrival, now)
+        {
+            return m;
+        }
+        let id = m.envelope.id.clone();
+        if let Err(e) = self.finisher.delay_warning(&m) {
+            warn!(
+                queue_id = id,
+                error = e,
+                "delay warning failed; tried again later"
+            );
+            return m;
+        }
+        // Sent, then recorded: a crash in between warns twice, which is
+        // better than never.
+        match q.set_delay_warned(&id, now) {
+            Ok(()) => m.delay_warned = true,
+            Err(e) => error!(queue_id = id, error = %e, "recording the delay warning failed"),
+        }
+        m
     }
 
     /// The records of one destination's results, each logged as Postfix
@@ -579,17 +842,37 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                 return (results, None);
             }
         };
-        let sem = self.destination(domain);
-        let Ok(permit) = sem.acquire_owned().await else {
+        let dest = self.destination(domain);
+        let Ok(permit) = Arc::clone(&dest.slots).acquire_owned().await else {
             return (Vec::new(), None);
         };
+        if !self.cfg.rate_delay.is_zero() {
+            // One delivery at a time here (the slot), started at least
+            // rate_delay after the one before.
+            let mut last = dest.last_start.lock().await;
+            if let Some(t) = *last {
+                tokio::time::sleep_until(t + self.cfg.rate_delay).await;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
         let msg = Message {
             sender: &env.sender,
             recipients: rcpts,
             content,
             envelope: Some(env),
         };
-        let (results, closing) = deliver_then_close(&hops, msg, &self.cfg.client).await;
+        while let Some(conn) = self.take_idle(&dest) {
+            match conn.reuse(msg).await {
+                Ok((results, closing)) => return (results, Some((closing, permit))),
+                // Gone or refused before MAIL: try the next, or connect.
+                Err(c) => {
+                    tokio::spawn(c.finish());
+                }
+            }
+        }
+        let mut client = self.cfg.client.clone();
+        client.keep_open = self.cfg.reuse.is_some();
+        let (results, closing) = deliver_then_close(&hops, msg, &client).await;
         (results, closing.map(|c| (c, permit)))
     }
 }

@@ -190,3 +190,174 @@ async fn what_was_queued_before_a_start_is_delivered() {
     engine.stop(Duration::from_secs(1)).await;
     running.stop().await;
 }
+
+/// A minimal SMTP sink that counts connections and messages (and RSETs),
+/// with PIPELINING, for the connection reuse tests.
+#[derive(Default)]
+struct SinkCounts {
+    connections: std::sync::atomic::AtomicUsize,
+    messages: std::sync::atomic::AtomicUsize,
+    rsets: std::sync::atomic::AtomicUsize,
+}
+
+async fn counting_sink() -> (SocketAddr, Arc<SinkCounts>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counts = Arc::new(SinkCounts::default());
+    let c = Arc::clone(&counts);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c.connections.fetch_add(1, SeqCst);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                let mut data = false;
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let reply: &[u8] = if data {
+                        if line == ".\r\n" {
+                            data = false;
+                            c.messages.fetch_add(1, SeqCst);
+                            b"250 2.0.0 queued\r\n"
+                        } else {
+                            continue;
+                        }
+                    } else {
+                        let cmd = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        match cmd.as_str() {
+                            "EHLO" => b"250-sink\r\n250 PIPELINING\r\n",
+                            "DATA" => {
+                                data = true;
+                                b"354 go\r\n"
+                            }
+                            "RSET" => {
+                                c.rsets.fetch_add(1, SeqCst);
+                                b"250 2.0.0 ok\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 2.0.0 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 2.0.0 ok\r\n",
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Five messages one after the other to one destination: how many
+/// connections the sink saw, and how long it took.
+async fn five_in_a_row(cfg: EngineConfig, gap: Duration) -> (usize, usize, usize, Duration) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (addr, counts) = counting_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (q, recovered) = OutboundQueue::open(dir.path().join("outgoing")).unwrap();
+    let finished: Finished = Arc::default();
+    let f = Arc::clone(&finished);
+    let engine = Engine::start(
+        q.clone(),
+        recovered,
+        cfg,
+        routes(addr),
+        move |m: &QueuedMessage| {
+            f.lock().unwrap().push(m.clone());
+            Ok(())
+        },
+    );
+    let t0 = std::time::Instant::now();
+    for i in 0..5 {
+        let id = format!("R{i}");
+        enqueue(&q, &id, &["a@example.org"]);
+        engine.submit(&id);
+        wait_for("the message to finish", || {
+            finished.lock().unwrap().len() > i
+        })
+        .await;
+        tokio::time::sleep(gap).await;
+    }
+    let took = t0.elapsed();
+    assert!(finished
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|m| m.recipients[0].state == RcptState::Sent
+            && m.recipients[0].attempts == 1
+            && m.recipients[0]
+                .last
+                .as_ref()
+                .is_some_and(|l| l.status == "2.0.0")));
+    // Delivered at the first attempt: removed, and no log was ever needed.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("outgoing"))
+            .unwrap()
+            .count(),
+        0
+    );
+    engine.stop(Duration::from_secs(2)).await;
+    (
+        counts.connections.load(SeqCst),
+        counts.messages.load(SeqCst),
+        counts.rsets.load(SeqCst),
+        took,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_one_destination_share_a_connection() {
+    let (connections, messages, rsets, _) = five_in_a_row(config(), Duration::ZERO).await;
+    assert_eq!((connections, messages), (1, 5));
+    assert_eq!(rsets, 4, "RSET before each reuse");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_is_capped_by_count_and_can_be_off() {
+    let mut cfg = config();
+    cfg.reuse = Some(outbound::engine::Reuse {
+        count: 2,
+        ..Default::default()
+    });
+    assert_eq!(
+        five_in_a_row(cfg, Duration::ZERO).await.0,
+        3,
+        "2 + 2 + 1 messages"
+    );
+    let mut cfg = config();
+    cfg.reuse = None;
+    let (connections, messages, rsets, _) = five_in_a_row(cfg, Duration::ZERO).await;
+    assert_eq!((connections, messages, rsets), (5, 5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_time() {
+    let mut cfg = config();
+    cfg.reuse = Some(outbound::engine::Reuse {
+        idle: Duration::from_millis(1),
+        ..Default::default()
+    });
+    // Each message finds the last connection already closed.
+    let (connections, _, rsets, _) = five_in_a_row(cfg, Duration::from_millis(100)).await;
+    assert_eq!((connections, rsets), (5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_delay_spaces_deliveries_to_a_destination() {
+    let mut cfg = config();
+    cfg.rate_delay = Duration::from_millis(300);
+    let (_, messages, _, took) = five_in_a_row(cfg, Duration::ZERO).await;
+    assert_eq!(messages, 5);
+    assert!(took >= Duration::from_millis(1200), "{took:?}");
+}

@@ -88,6 +88,11 @@ pub struct ClientConfig {
     /// `disable_mime_output_conversion = no`, the default). Off: send it
     /// as it is.
     pub mime_downgrade: bool,
+    /// After the last message, stay connected and idle instead of sending
+    /// QUIT, so that the host can hand over another message with
+    /// [`ClientSession::reuse`] or end with [`ClientSession::end`]
+    /// (Postfix's connection cache). Default false.
+    pub keep_open: bool,
 }
 
 impl ClientConfig {
@@ -101,6 +106,7 @@ impl ClientConfig {
             tls_active: false,
             auth_requires_tls: false,
             mime_downgrade: true,
+            keep_open: false,
         }
     }
 }
@@ -262,6 +268,8 @@ enum Expect {
     Rcpt(usize),
     Data,
     Rset,
+    /// The RSET that checks a kept connection before its next message.
+    ReuseRset,
     EndOfData,
     Quit,
 }
@@ -382,6 +390,46 @@ impl ClientSession {
     /// True over implicit TLS and after [`tls_established`](Self::tls_established).
     pub fn tls_active(&self) -> bool {
         self.tls
+    }
+
+    /// With [`ClientConfig::keep_open`]: every message is done and the
+    /// connection is still up, waiting for [`reuse`](Self::reuse) or
+    /// [`end`](Self::end). Do not drive the session while idle.
+    pub fn is_idle(&self) -> bool {
+        self.cfg.keep_open
+            && !self.closed
+            && !self.closing
+            && !self.eof
+            && !self.tls_pending
+            && self.expect.is_empty()
+            && self.events.is_empty()
+            && self.current >= self.messages.len()
+    }
+
+    /// Sends one more message on an idle kept connection: `RSET` first,
+    /// which tells whether the server is still there (RFC 5321 section
+    /// 4.1.1.5; Postfix does the same before it reuses a cached
+    /// connection), then the transaction. A refused or unanswered `RSET`
+    /// fails the session before `MAIL`, so the message can go over a new
+    /// connection. Its report's `index` counts from the first message.
+    pub fn reuse(&mut self, message: OutgoingMessage, now: Duration) -> Result<(), UsageError> {
+        if !self.is_idle() {
+            return Err(UsageError::NotAwaiting);
+        }
+        self.messages.push(message);
+        self.last_activity = now;
+        self.checked = 0;
+        self.send_line("RSET");
+        self.expect.push_back(Expect::ReuseRset);
+        Ok(())
+    }
+
+    /// Ends an idle kept connection: `QUIT` is sent when the session is
+    /// driven next. No effect on a session that is not idle.
+    pub fn end(&mut self) {
+        if self.is_idle() {
+            self.quit();
+        }
     }
 
     /// Answer [`ClientEvent::StartTls`] once the TLS handshake is
@@ -658,6 +706,16 @@ impl ClientSession {
                 self.finish_message();
             }
             Expect::Rset => self.finish_message(),
+            Expect::ReuseRset => {
+                if reply.is_positive() {
+                    self.next_message();
+                } else {
+                    self.fail(ClientError::Refused {
+                        stage: "RSET",
+                        reply,
+                    });
+                }
+            }
             Expect::Quit => {
                 self.closing = true;
             }
@@ -724,7 +782,9 @@ impl ClientSession {
     fn next_message(&mut self) {
         self.body_7bit = None;
         let Some(m) = self.messages.get(self.current) else {
-            self.quit();
+            if !self.cfg.keep_open {
+                self.quit();
+            }
             return;
         };
         let dsn_offered = self.has_capability("DSN");
@@ -900,6 +960,102 @@ mod tests {
             }
         }
         (sent, events)
+    }
+
+    /// Drives `c` until it needs input that `server` does not have, or
+    /// goes idle, or closes.
+    fn drive(
+        c: &mut ClientSession,
+        server: &mut std::slice::Iter<'_, &str>,
+    ) -> (String, Vec<ClientEvent>) {
+        let (mut sent, mut events) = (String::new(), Vec::new());
+        loop {
+            if c.is_idle() {
+                break;
+            }
+            match c.next() {
+                Ok(e) => events.push(e),
+                Err(Interrupt::Output(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
+                Err(Interrupt::NeedInput) => match server.next() {
+                    Some(s) => c.enqueue_input(Duration::ZERO, s.as_bytes()),
+                    None => break,
+                },
+                Err(Interrupt::Close) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        (sent, events)
+    }
+
+    #[test]
+    fn a_kept_connection_takes_another_message_after_rset() {
+        let mut cfg = ClientConfig::new("client.example");
+        cfg.keep_open = true;
+        let mut c = ClientSession::new(cfg, vec![msg()], Duration::ZERO);
+        let server = [
+            "220 hi\r\n",
+            "250-mx\r\n250 PIPELINING\r\n",
+            "250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n",
+            "250 queued\r\n",
+            "250 reset\r\n",
+            "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 queued 2\r\n",
+            "221 bye\r\n",
+        ];
+        let mut it = server.iter();
+        let (sent, events) = drive(&mut c, &mut it);
+        assert!(c.is_idle(), "no QUIT after the last message: {sent}");
+        assert!(!sent.contains("QUIT"));
+        assert!(matches!(events.last(), Some(ClientEvent::Message(r)) if r.index == 0));
+        assert!(c.reuse(msg(), Duration::from_secs(1)).is_ok());
+        assert!(!c.is_idle());
+        assert!(
+            c.reuse(msg(), Duration::from_secs(1)).is_err(),
+            "one at a time"
+        );
+        let (sent, events) = drive(&mut c, &mut it);
+        assert!(sent.starts_with("RSET\r\nMAIL FROM:"), "{sent}");
+        match events.as_slice() {
+            [ClientEvent::Message(r)] => {
+                assert_eq!(r.index, 1);
+                assert_eq!(r.data.as_ref().map(Reply::code), Some(250));
+            }
+            other => panic!("{other:?}"),
+        }
+        c.end();
+        let (sent, _) = drive(&mut c, &mut it);
+        assert_eq!(sent, "QUIT\r\n");
+        assert!(!c.is_idle());
+    }
+
+    #[test]
+    fn a_kept_connection_refusing_rset_fails_before_mail() {
+        let mut cfg = ClientConfig::new("client.example");
+        cfg.keep_open = true;
+        let mut c = ClientSession::new(cfg, vec![msg()], Duration::ZERO);
+        let server = [
+            "220 hi\r\n",
+            "250 mx\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 queued\r\n",
+            "421 4.4.2 idle too long\r\n",
+        ];
+        let mut it = server.iter();
+        drive(&mut c, &mut it);
+        assert!(c.is_idle());
+        c.reuse(msg(), Duration::ZERO).unwrap();
+        let (sent, events) = drive(&mut c, &mut it);
+        assert!(!sent.contains("MAIL"), "{sent}");
+        assert!(matches!(
+            events.as_slice(),
+            [ClientEvent::Failed(ClientError::Refused {
+                stage: "RSET",
+                ..
+            })]
+        ));
     }
 
     fn msg() -> OutgoingMessage {
