@@ -260,7 +260,11 @@ impl Closing {
     /// before the transaction began (the server had gone, or refused
     /// `RSET`): nothing was sent, so the caller connects anew.
     pub async fn reuse(mut self, msg: Message<'_>) -> Result<(Vec<RcptResult>, Closing), Closing> {
-        if self.session.reuse(outgoing(&msg), self.driver.now()).is_err() {
+        if self
+            .session
+            .reuse(outgoing(&msg), self.driver.now())
+            .is_err()
+        {
             return Err(self);
         }
         let remote = format!("{}[{}]:{}", self.name, self.addr.ip(), self.addr.port());
