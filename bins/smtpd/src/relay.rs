@@ -272,8 +272,16 @@ pub(crate) fn notice(
             .remote
             .map(|m| m.split('[').next().unwrap_or_default().to_owned());
         // RFC 3464 section 2.3.6: the remote's reply itself, as Postfix
-        // writes it; our own reasons have none.
-        r.diagnostic = remote_reply(&f.text).map(str::to_owned);
+        // writes it; our own reason for a failure or a delay (a SIZE or
+        // SMTPUTF8 refusal, a routing error) as Postfix's `X-Postfix;`.
+        match remote_reply(&f.text) {
+            Some(reply) => r.diagnostic = Some(reply.to_owned()),
+            None if action != dsn::Action::Delivered && !f.text.is_empty() => {
+                r.diagnostic = Some(f.text.clone());
+                r.diagnostic_type = "X-Postfix";
+            }
+            None => {}
+        }
         r.reason = f.text;
         r.last_attempt = f.when;
         r.will_retry_until = f.until;

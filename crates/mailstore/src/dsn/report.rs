@@ -85,8 +85,12 @@ pub struct RecipientStatus {
     /// The remote host that answered (`Remote-MTA: dns; host`).
     pub remote_mta: Option<String>,
     /// The remote reply, lines joined with spaces (`Diagnostic-Code:
-    /// smtp; ...`).
+    /// smtp; ...`), or our own reason (see `diagnostic_type`).
     pub diagnostic: Option<String>,
+    /// The diagnostic's type (RFC 3464 section 2.3.6): `smtp` for a remote
+    /// reply (the default); Postfix writes its own reasons as `X-Postfix`,
+    /// which bounce processors know, and so do we.
+    pub diagnostic_type: &'static str,
     /// The sentence for the text part after `<address>: `, as Postfix
     /// writes it: `host mx.example[192.0.2.1] said: 550 ... (in reply to
     /// RCPT TO command)`. Empty: built from `remote_mta` and `diagnostic`.
@@ -107,6 +111,7 @@ impl RecipientStatus {
             status,
             remote_mta: None,
             diagnostic: None,
+            diagnostic_type: "smtp",
             reason: String::new(),
             last_attempt: None,
             will_retry_until: None,
@@ -482,7 +487,7 @@ impl<'a> DsnBuilder<'a> {
                 // RFC 3464 section 2.3.6: the reply as received, folded
                 // as a header field may be.
                 s.push_str(&wrap(
-                    "Diagnostic-Code: smtp;",
+                    &format!("Diagnostic-Code: {};", r.diagnostic_type),
                     &text_value(d, false),
                     INDENT,
                 ));
@@ -746,6 +751,30 @@ fn unique_boundary(unique: &str, host: &str, parts: &[&[u8]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_own_reason_is_an_x_postfix_diagnostic() {
+        let mut r = RecipientStatus::new("a@example.org", Action::Failed, Status::new(5, 3, 4));
+        r.diagnostic = Some("message size 2000 exceeds size limit 1000".into());
+        r.diagnostic_type = "X-Postfix";
+        let b = DsnBuilder::new(
+            DsnEvent::Failure,
+            "mail.example.com",
+            "Q1",
+            &Notice::Sender("s@example.com".into()),
+            "Q1.1",
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+        )
+        .recipient(r)
+        .build(b"Subject: x\r\n\r\nbody\r\n")
+        .unwrap();
+        let text = String::from_utf8_lossy(&b.message);
+        assert!(
+            text.contains("Diagnostic-Code: X-Postfix; message size 2000 exceeds size limit 1000"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn wrap_folds_and_cuts() {
