@@ -296,6 +296,8 @@ def test_inbound_checks_pass_our_mail_and_dkimsign_mail(lab):
     assert "spf=fail" in ar and "dmarc=pass" in ar, ar
     ar = auth_results(changed)
     assert "dkim=pass" not in ar and "dmarc=fail" in ar, ar
+    # RFC 6376 section 6.1.3 PERMFAIL, worded as OpenDKIM does (RFC 8601).
+    assert "dkim=fail (body hash did not verify) header.i=@other.org" in ar, ar
     assert "authentication results" in lab.smtpd.output()
 
 

@@ -10,8 +10,10 @@
 //! instead of running a name server.
 //!
 //! Dependencies: mail-auth 0.13.3 (0.14 and later need rustc 1.98 through
-//! mail-parser 1.0) with its pure-Rust crypto (`rsa`, `ed25519-dalek`; its
-//! ring feature would also turn on hickory's TLS and DNSSEC) and
+//! mail-parser 1.0) with its pure-Rust crypto for verifying (`rsa`,
+//! `ed25519-dalek`; its ring feature would also turn on hickory's TLS and
+//! DNSSEC), ring for signing ([`keys::PrivateKey`]: the `rsa` crate's
+//! private-key operation leaks timing, RUSTSEC-2023-0071) and
 //! hickory-resolver 0.26, which it requires for its DNS side while the
 //! workspace's outbound resolver is on 0.25: two resolver versions are
 //! built. Moving the workspace to 0.26 touches `dns-zone`, `dnsd` and

@@ -2,7 +2,7 @@
 //! signature per key of the `From:` domain, relaxed/relaxed, the header
 //! fields of the configured list that the message has.
 
-use mail_auth::common::crypto::{Algorithm as SigAlgorithm, DkimKey, HashOutput, SigningKey};
+use mail_auth::common::crypto::{Algorithm as SigAlgorithm, HashOutput, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 
@@ -15,7 +15,7 @@ pub struct Entry {
     /// `s=`.
     pub selector: String,
     /// The private key.
-    pub key: DkimKey,
+    pub key: keys::PrivateKey,
 }
 
 impl std::fmt::Debug for Entry {
@@ -36,7 +36,7 @@ impl std::fmt::Debug for KeyRef<'_> {
 
 /// A borrowed key, so that one loaded key signs many messages (mail-auth's
 /// signer takes its key by value).
-struct KeyRef<'a>(&'a DkimKey);
+struct KeyRef<'a>(&'a keys::PrivateKey);
 
 impl SigningKey for KeyRef<'_> {
     type Hasher = mail_auth::common::crypto::Sha256;
