@@ -497,20 +497,7 @@ impl OutboundQueue {
     /// Removes a message (every recipient is final, or the administrator
     /// deletes it).
     pub fn remove(&self, id: &str) -> Result<()> {
-        if !valid_id(id) {
-            return Err(Error::NotFound {
-                kind: "queued message",
-                name: id.to_owned(),
-            });
-        }
-        // The content first: see the module docs.
-        for p in [self.msg_path(id), self.log_path(id)] {
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&p)(e)),
-            }
-        }
+        self.unlink(id)?;
         fsync_dir(&self.dir)
     }
 
@@ -521,6 +508,12 @@ impl OutboundQueue {
     /// directory after a delivery either). A failure notice sent for it
     /// may then be sent a second time.
     pub fn remove_finished(&self, id: &str) -> Result<()> {
+        self.unlink(id)
+    }
+
+    /// Unlinks the message's files, the content first (see the module
+    /// docs); files already gone are fine.
+    fn unlink(&self, id: &str) -> Result<()> {
         if !valid_id(id) {
             return Err(Error::NotFound {
                 kind: "queued message",

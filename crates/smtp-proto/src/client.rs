@@ -946,20 +946,7 @@ mod tests {
     ) -> (String, Vec<ClientEvent>) {
         let mut c = ClientSession::new(cfg, msgs, Duration::ZERO);
         let mut server = server.iter();
-        let (mut sent, mut events) = (String::new(), Vec::new());
-        loop {
-            match c.next() {
-                Ok(e) => events.push(e),
-                Err(Interrupt::Output(b)) => sent.push_str(&String::from_utf8(b).unwrap()),
-                Err(Interrupt::NeedInput) => match server.next() {
-                    Some(s) => c.enqueue_input(Duration::ZERO, s.as_bytes()),
-                    None => break,
-                },
-                Err(Interrupt::Close) => break,
-                Err(e) => panic!("{e:?}"),
-            }
-        }
-        (sent, events)
+        run(&mut c, &mut server, false)
     }
 
     /// Drives `c` until it needs input that `server` does not have, or
@@ -968,9 +955,19 @@ mod tests {
         c: &mut ClientSession,
         server: &mut std::slice::Iter<'_, &str>,
     ) -> (String, Vec<ClientEvent>) {
+        run(c, server, true)
+    }
+
+    /// Drives `c` against the scripted `server` replies until they run out
+    /// or the session closes (or, with `stop_idle`, goes idle).
+    fn run(
+        c: &mut ClientSession,
+        server: &mut std::slice::Iter<'_, &str>,
+        stop_idle: bool,
+    ) -> (String, Vec<ClientEvent>) {
         let (mut sent, mut events) = (String::new(), Vec::new());
         loop {
-            if c.is_idle() {
+            if stop_idle && c.is_idle() {
                 break;
             }
             match c.next() {
