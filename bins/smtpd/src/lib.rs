@@ -1385,6 +1385,7 @@ impl Conn {
         self.txn.active = false;
         self.txn.broken = false;
         self.txn.success = None;
+        self.txn.held = None;
         let local = self.txn.delivery.take().filter(Incoming::on_disk);
         let outgoing = self.txn.outgoing.take();
         if local.is_some() || outgoing.is_some() {

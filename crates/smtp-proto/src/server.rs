@@ -1146,8 +1146,15 @@ impl Core {
         }
         if limit > 0 && body.size > limit {
             // RFC 1870 section 6: the reply comes at the end of the data;
-            // the host can discard what it stored now.
+            // the host can discard what it stored now. The octets up to
+            // the limit go first, so that the events are the same however
+            // the input was split into reads.
             body.too_big = true;
+            let before = body.size.saturating_sub(bytes.len() as u64);
+            let room = usize::try_from(limit.saturating_sub(before)).unwrap_or(usize::MAX);
+            if let Some(head) = bytes.get(..room).filter(|h| !h.is_empty()) {
+                self.events.push_back(Event::BodyChunk(head.to_vec()));
+            }
             self.events
                 .push_back(Event::MessageAborted(AbortReason::TooBig));
             return;
