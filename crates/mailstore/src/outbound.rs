@@ -226,8 +226,14 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// A time read back from a queue file. A damaged file can hold any number:
+/// past about 34,000 years it is clamped (`SystemTime + Duration` panics on
+/// overflow; found by the `mailstore_outbound` fuzz target).
 fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    const MAX: u64 = 1 << 40;
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(s.min(MAX)))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A value that goes in one tab-separated field of one line.
@@ -799,6 +805,18 @@ fn apply(line: &str, rcpts: &mut [RcptStatus], flags: &mut Flags) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_times_in_damaged_files_do_not_panic() {
+        // The input the mailstore_outbound fuzz target found, fed as it
+        // feeds it: the first byte says where the .msg part ends.
+        let data = include_bytes!("../tests/fuzz-found/outbound-arrival-overflow");
+        let (&cut, rest) = data.split_first().unwrap();
+        let cut = (usize::from(cut) * rest.len() / 255).min(rest.len());
+        let (head, log) = rest.split_at(cut);
+        let _ = decode("F1", head, head.len() as u64, log);
+        assert!(from_unix(u64::MAX) > from_unix(1_796_000_000));
+    }
 
     fn env(id: &str, rcpts: &[&str]) -> OutEnvelope {
         OutEnvelope {
