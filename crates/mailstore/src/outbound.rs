@@ -26,6 +26,10 @@
 //!   when the remote had answered and the record was not yet written (the
 //!   window Postfix has too).
 //!
+//! - `<id>.spare`: the file of a removed message, kept to be written over
+//!   by a message queued later instead of unlinking one file and creating
+//!   another (see below). Never read as a message.
+//!
 //! A message whose recipients all have a final state is removed: its
 //! content first, then its log (a crash in between leaves a log without
 //! its message, which the next open removes; the other order would leave a
@@ -33,14 +37,30 @@
 //! [`OutboundQueue::open`] reads every message back, drops temporary files
 //! of enqueues that never finished (never acknowledged), and ignores a
 //! torn last line of a log (a crash during its append).
+//!
+//! # Recycled files
+//!
+//! Creating and unlinking a file per message is most of what queueing
+//! costs the kernel: ext4 allocates an inode (scanning past recently
+//! freed ones), frees it, its blocks and discards them, each under the
+//! directory's lock. So the queue opened by the daemon keeps up to
+//! [`SPARES`] files of removed messages (their content renamed to
+//! `<id>.spare`, no larger than [`SPARE_MAX_SIZE`]) and writes a new
+//! message over one of them: write from the start, cut to length, flush,
+//! rename to `<id>.msg`, flush the directory. A spare is never a message,
+//! so a crash while one is being written over leaves only a spare. Spares
+//! hold old content as the queue directory held it (mode 0600); they are
+//! taken up again at the next start ([`OutboundQueue::open`]).
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::util::{fsync_dir, io_err};
+use crate::util::{io_err, DirFlusher};
 use crate::{Error, Result};
 
 /// The outbound queue's directory inside smtpd's `queue_directory`.
@@ -208,12 +228,35 @@ impl QueuedMessage {
     }
 }
 
+/// How many files of removed messages the daemon's queue keeps to write
+/// new messages over (see "Recycled files" above): enough for the
+/// messages in flight at a high rate.
+pub const SPARES: usize = 128;
+
+/// The largest file kept as a spare: a bigger one is unlinked, so spares
+/// never hold much disk.
+pub const SPARE_MAX_SIZE: u64 = 256 * 1024;
+
 /// The outbound queue's directory. Cheap to clone; all methods block on
 /// file I/O.
 #[derive(Debug, Clone)]
 pub struct OutboundQueue {
     dir: PathBuf,
+    /// Files of removed messages to write new ones over, when this is the
+    /// daemon's queue ([`OutboundQueue::open`]); `None` for a queue used
+    /// from outside ([`OutboundQueue::from_dir`]), which unlinks.
+    spares: Option<SparePool>,
+    /// Directory flushes shared by the sessions and deliveries that
+    /// commit or remove at the same time (group commit).
+    flusher: Arc<DirFlusher>,
 }
+
+/// Spare files, oldest first, each with the directory-flush round after
+/// which its name is durable ([`DirFlusher::next_round`] when it was
+/// renamed). Only a spare whose rename is durable is written over: after a
+/// system crash, a removal whose rename was lost must not find its file
+/// holding another message's bytes under the old `ID.msg` name.
+type SparePool = Arc<Mutex<VecDeque<(u64, PathBuf)>>>;
 
 fn invalid(path: &Path, why: impl Into<String>) -> Error {
     Error::Io {
@@ -263,12 +306,20 @@ impl OutboundQueue {
     pub fn open(dir: impl Into<PathBuf>) -> Result<(OutboundQueue, Vec<QueuedMessage>)> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let q = OutboundQueue { dir };
+        let mut q = OutboundQueue::from_dir(dir);
+        let mut spares = VecDeque::new();
+        let round = q.flusher.next_round();
         let mut messages = Vec::new();
         for entry in fs::read_dir(&q.dir).map_err(io_err(&q.dir))? {
             let entry = entry.map_err(io_err(&q.dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".msg.tmp") {
+            if name.ends_with(".spare") {
+                if spares.len() < SPARES {
+                    spares.push_back((round, entry.path()));
+                } else {
+                    let _ = fs::remove_file(entry.path());
+                }
+            } else if name.ends_with(".msg.tmp") {
                 // Never acknowledged: the rename did not happen.
                 let _ = fs::remove_file(entry.path());
             } else if let Some(id) = name.strip_suffix(".msg") {
@@ -283,6 +334,7 @@ impl OutboundQueue {
             }
         }
         oldest_first(&mut messages);
+        q.spares = Some(Arc::new(Mutex::new(spares)));
         Ok((q, messages))
     }
 
@@ -290,7 +342,7 @@ impl OutboundQueue {
     /// `mailctl` while the daemon runs: a message being queued is not
     /// listed, and its temporary file is left alone).
     pub fn list(dir: impl Into<PathBuf>) -> Result<Vec<QueuedMessage>> {
-        let q = OutboundQueue { dir: dir.into() };
+        let q = OutboundQueue::from_dir(dir);
         let entries = match fs::read_dir(&q.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -316,7 +368,12 @@ impl OutboundQueue {
     /// The queue in `dir` as it is, without reading or cleaning it (for
     /// `mailctl`'s hold, release and delete while the daemon runs).
     pub fn from_dir(dir: impl Into<PathBuf>) -> OutboundQueue {
-        OutboundQueue { dir: dir.into() }
+        let dir = dir.into();
+        OutboundQueue {
+            flusher: Arc::new(DirFlusher::new(dir.clone())),
+            spares: None,
+            dir,
+        }
     }
 
     /// The queue's directory.
@@ -388,22 +445,55 @@ impl OutboundQueue {
             ));
         }
         head.push('\n');
-        let tmp = self.dir.join(format!("{}.msg.tmp", env.id));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let (tmp, file, spare) = match self.take_spare() {
+            Some((spare, file)) => (spare, file, true),
+            None => {
+                let tmp = self.dir.join(format!("{}.msg.tmp", env.id));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(io_err(&tmp))?;
+                (tmp, file, false)
+            }
+        };
         let mut w = OutWriter {
-            dir: self.dir.clone(),
+            flusher: Arc::clone(&self.flusher),
+            spares: spare.then(|| self.spares.clone()).flatten(),
             path,
             tmp,
             file: None,
+            written: 0,
         };
-        file.write_all(head.as_bytes()).map_err(io_err(&w.tmp))?;
         w.file = Some(file);
+        w.write(head.as_bytes())?;
         Ok(w)
+    }
+
+    fn spare_pool(&self) -> Option<MutexGuard<'_, VecDeque<(u64, PathBuf)>>> {
+        // A poisoned pool is still a list of file names.
+        let pool = self.spares.as_ref()?;
+        Some(pool.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A spare file opened for writing over, if there is one.
+    fn take_spare(&self) -> Option<(PathBuf, File)> {
+        loop {
+            let durable = self.flusher.flushed_through()?;
+            let path = {
+                let mut pool = self.spare_pool()?;
+                match pool.front() {
+                    Some((round, _)) if *round <= durable => pool.pop_front()?.1,
+                    _ => return None,
+                }
+            };
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => return Some((path, f)),
+                // Gone (an administrator cleaning up): try the next.
+                Err(_) => continue,
+            }
+        }
     }
 
     /// Records attempts durably (one flush for all of them).
@@ -495,7 +585,7 @@ impl OutboundQueue {
         f.write_all(lines.as_bytes()).map_err(io_err(&path))?;
         f.sync_data().map_err(io_err(&path))?;
         if created {
-            fsync_dir(&self.dir)?;
+            self.flusher.flush()?;
         }
         Ok(())
     }
@@ -504,7 +594,7 @@ impl OutboundQueue {
     /// deletes it).
     pub fn remove(&self, id: &str) -> Result<()> {
         self.unlink(id)?;
-        fsync_dir(&self.dir)
+        self.flusher.flush()
     }
 
     /// Removes a message every recipient of which is final (its log says
@@ -526,7 +616,15 @@ impl OutboundQueue {
                 name: id.to_owned(),
             });
         }
-        for p in [self.msg_path(id), self.log_path(id)] {
+        let msg = self.msg_path(id);
+        if self.recycle(id, &msg) {
+            let log = self.log_path(id);
+            return match fs::remove_file(&log) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&log)(e)),
+                _ => Ok(()),
+            };
+        }
+        for p in [msg, self.log_path(id)] {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -534,6 +632,28 @@ impl OutboundQueue {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the content file `msg` of message `id` as a spare, if there is
+    /// room and it is not too big: true when it was renamed.
+    fn recycle(&self, id: &str, msg: &Path) -> bool {
+        let Some(mut pool) = self.spare_pool() else {
+            return false;
+        };
+        if pool.len() >= SPARES {
+            return false;
+        }
+        match fs::symlink_metadata(msg) {
+            Ok(m) if m.is_file() && m.len() <= SPARE_MAX_SIZE => {}
+            _ => return false,
+        }
+        let spare = self.dir.join(format!("{id}.spare"));
+        let round = self.flusher.next_round();
+        if fs::rename(msg, &spare).is_err() {
+            return false;
+        }
+        pool.push_back((round, spare));
+        true
     }
 
     /// The message's content, as it is to be sent.
@@ -612,18 +732,27 @@ pub fn decode(
 /// A message being queued; see [`OutboundQueue::begin`].
 #[derive(Debug)]
 pub struct OutWriter {
-    dir: PathBuf,
+    flusher: Arc<DirFlusher>,
+    /// The pool to give the spare back to if this is written over one
+    /// (`tmp`) and dropped without a commit.
+    spares: Option<SparePool>,
     path: PathBuf,
     tmp: PathBuf,
     /// `None` once committed.
     file: Option<File>,
+    /// Bytes written: a spare is cut to this length at commit.
+    written: u64,
 }
 
 impl OutWriter {
     /// Appends content.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.file {
-            Some(f) => f.write_all(bytes).map_err(io_err(&self.tmp)),
+            Some(f) => {
+                f.write_all(bytes).map_err(io_err(&self.tmp))?;
+                self.written += bytes.len() as u64;
+                Ok(())
+            }
             None => Err(Error::DeliveryClosed),
         }
     }
@@ -635,12 +764,16 @@ impl OutWriter {
             return Err(Error::DeliveryClosed);
         };
         let done = (|| {
+            if self.spares.is_some() {
+                // The rest of the old message goes.
+                f.set_len(self.written).map_err(io_err(&self.tmp))?;
+            }
             f.sync_all().map_err(io_err(&self.tmp))?;
             if self.path.exists() {
                 return Err(invalid(&self.path, "queue id already in use"));
             }
             fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
-            fsync_dir(&self.dir)
+            self.flusher.flush()
         })();
         if done.is_err() {
             let _ = fs::remove_file(&self.tmp);
@@ -652,8 +785,15 @@ impl OutWriter {
 impl Drop for OutWriter {
     fn drop(&mut self) {
         if self.file.take().is_some() {
-            // Never committed: nothing was acknowledged.
-            let _ = fs::remove_file(&self.tmp);
+            // Never committed: nothing was acknowledged. A spare written
+            // over is still a spare.
+            if let Some(pool) = &self.spares {
+                // Its name did not change: still durable (round 0).
+                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                pool.push_front((0, std::mem::take(&mut self.tmp)));
+            } else {
+                let _ = fs::remove_file(&self.tmp);
+            }
         }
     }
 }
@@ -1031,7 +1171,84 @@ mod tests {
         names.sort();
         assert_eq!(names, ["W1.msg"]);
         q.remove_finished("W1").unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(names_in(dir.path()), ["W1.spare"]);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn removed_files_are_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = OutboundQueue::open(dir.path()).unwrap();
+        let long = vec![b'x'; 5000];
+        q.enqueue(&env("R1", &["a@example.org"]), &long).unwrap();
+        q.remove("R1").unwrap();
+        assert_eq!(names_in(dir.path()), ["R1.spare"]);
+        // A shorter message over the longer one: nothing of it is left.
+        q.enqueue(&env("R2", &["b@example.org"]), b"short\r\n")
+            .unwrap();
+        assert_eq!(names_in(dir.path()), ["R2.msg"]);
+        assert_eq!(q.content("R2").unwrap(), b"short\r\n");
+        let m = q.load("R2").unwrap();
+        assert_eq!(m.recipients[0].rcpt.address, "b@example.org");
+        // A writer dropped over a spare leaves the spare, never a message.
+        q.remove("R2").unwrap();
+        let mut w = q.begin(&env("R3", &["c@example.org"])).unwrap();
+        w.write(b"half").unwrap();
+        drop(w);
+        assert_eq!(names_in(dir.path()), ["R2.spare"]);
+        // A removal not flushed yet leaves a spare that is not written
+        // over until a flush has made its new name durable.
+        q.enqueue(&env("R8", &["f@example.org"]), b"x\r\n").unwrap();
+        q.remove_finished("R8").unwrap();
+        q.enqueue(&env("R9", &["f@example.org"]), b"y\r\n").unwrap();
+        assert_eq!(names_in(dir.path()), ["R8.spare", "R9.msg"]);
+        q.remove("R9").unwrap();
+        assert_eq!(names_in(dir.path()), ["R8.spare", "R9.spare"]);
+        // The next start takes spares up again and lists no message; they
+        // are written over after its first flush (R4's commit).
+        drop(q);
+        let (q, messages) = OutboundQueue::open(dir.path()).unwrap();
+        assert!(messages.is_empty());
+        q.enqueue(&env("R4", &["d@example.org"]), b"again\r\n")
+            .unwrap();
+        assert_eq!(names_in(dir.path()), ["R4.msg", "R8.spare", "R9.spare"]);
+        assert_eq!(q.load("R4").unwrap().size, 7);
+        q.remove("R4").unwrap();
+        // Too big to keep, or removed from outside the daemon: unlinked.
+        let big = vec![b'y'; SPARE_MAX_SIZE as usize + 1];
+        q.enqueue(&env("R5", &["e@example.org"]), &big).unwrap();
+        q.remove("R5").unwrap();
+        // R5 was written over R8's or R9's spare (in directory order),
+        // then was too big to keep.
+        let names = names_in(dir.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[0], "R4.spare");
+        q.enqueue(&env("R6", &["e@example.org"]), &big).unwrap();
+        q.enqueue(&env("R7", &["e@example.org"]), b"x\r\n").unwrap();
+        q.remove("R6").unwrap();
+        assert_eq!(names_in(dir.path()), ["R7.msg"]);
+        OutboundQueue::from_dir(dir.path()).remove("R7").unwrap();
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn spares_beyond_the_limit_are_unlinked_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..SPARES + 3 {
+            fs::write(dir.path().join(format!("S{i}.spare")), b"old").unwrap();
+        }
+        let (q, messages) = OutboundQueue::open(dir.path()).unwrap();
+        assert!(messages.is_empty());
+        assert_eq!(names_in(dir.path()).len(), SPARES);
+        assert_eq!(q.spare_pool().unwrap().len(), SPARES);
     }
 
     #[test]

@@ -240,6 +240,93 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flushes_asked_for_during_a_flush_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::sync::Arc::new(DirFlusher::new(dir.path().to_path_buf()));
+        // Pretend round 0 is under way, so that every caller joins round 1.
+        {
+            let mut s = f.state.lock().unwrap();
+            s.running = true;
+            s.open = 1;
+        }
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                let f = std::sync::Arc::clone(&f);
+                std::thread::spawn(move || f.flush())
+            })
+            .collect();
+        while f.state.lock().unwrap().members < 5 {
+            std::thread::yield_now();
+        }
+        // "Round 0" ends; one of the five runs round 1 for all of them.
+        f.state.lock().unwrap().running = false;
+        f.ended.notify_all();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(f.rounds(), 1);
+        assert_eq!(f.flushed_through(), Some(1));
+        assert_eq!(f.next_round(), 2);
+        assert!(f.state.lock().unwrap().ended.is_empty());
+        // Later calls each get a round of their own when alone.
+        f.flush().unwrap();
+        f.flush().unwrap();
+        assert_eq!(f.rounds(), 3);
+    }
+
+    #[test]
+    fn a_failed_round_fails_each_member_and_a_later_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let f = std::sync::Arc::new(DirFlusher::new(gone.clone()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let f = std::sync::Arc::clone(&f);
+                std::thread::spawn(move || f.flush())
+            })
+            .collect();
+        for t in threads {
+            match t.join().unwrap() {
+                Err(Error::Io { path, source }) => {
+                    assert_eq!(path, gone);
+                    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(f.flushed_through(), None);
+        fs::create_dir(&gone).unwrap();
+        let round = f.next_round();
+        f.flush().unwrap();
+        assert_eq!(f.flushed_through(), Some(round));
+        assert!(f.state.lock().unwrap().ended.is_empty());
+    }
+
+    #[test]
+    fn many_threads_flushing_at_once_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::sync::Arc::new(DirFlusher::new(dir.path().to_path_buf()));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let f = std::sync::Arc::clone(&f);
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        fs::write(d.join(format!("{t}-{i}")), b"x").unwrap();
+                        f.flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = f.state.lock().unwrap();
+        assert!(s.rounds >= 1 && s.rounds <= 400, "{}", s.rounds);
+        assert!(s.ended.is_empty() && s.members == 0 && !s.running);
+    }
+
+    #[test]
     fn civil_dates_round_trip() {
         for day in (-800_000..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(day);
@@ -283,5 +370,126 @@ mod tests {
     fn atomic_write_error_names_path() {
         let e = atomic_write(Path::new("/nonexistent-dir/x"), b"", 0o600).unwrap_err();
         assert!(e.to_string().contains("nonexistent-dir"), "{e}");
+    }
+}
+
+/// Directory flushes shared by the threads that need one at the same time
+/// (group commit). A thread that asks while a flush is under way joins the
+/// next round, which one of the waiting threads runs as soon as the current
+/// one ends: with many sessions committing at once, one `fsync` of the
+/// directory (one device flush) covers all of them instead of one each.
+/// A round that fails fails for every thread in it, and nobody's entry is
+/// then called durable by a later round (after a failed fsync the kernel may
+/// have dropped what it could not write).
+#[derive(Debug)]
+pub(crate) struct DirFlusher {
+    dir: PathBuf,
+    state: std::sync::Mutex<FlushState>,
+    ended: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// The round that new arrivals join (not started yet).
+    open: u64,
+    /// Threads in round `open`.
+    members: usize,
+    /// A round is running.
+    running: bool,
+    /// Rounds run so far.
+    rounds: u64,
+    /// The last round that succeeded.
+    last_ok: Option<u64>,
+    /// Ended rounds not yet collected by all their members: round →
+    /// (members still to collect, the error's OS code or kind).
+    ended: std::collections::HashMap<u64, (usize, Option<FlushError>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FlushError {
+    Os(i32),
+    Kind(io::ErrorKind),
+}
+
+/// A panicking member cannot leave the counters half-changed (nothing
+/// between their updates can panic): a poisoned lock is used as it is.
+fn lock(m: &std::sync::Mutex<FlushState>) -> std::sync::MutexGuard<'_, FlushState> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl DirFlusher {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        DirFlusher {
+            dir,
+            state: Default::default(),
+            ended: Default::default(),
+        }
+    }
+
+    #[cfg(test)]
+    fn rounds(&self) -> u64 {
+        self.state.lock().map(|s| s.rounds).unwrap_or(0)
+    }
+
+    /// The round that a flush asked for now would join: an entry changed
+    /// before this call is durable once [`DirFlusher::flushed_through`]
+    /// reaches it.
+    pub(crate) fn next_round(&self) -> u64 {
+        lock(&self.state).open
+    }
+
+    /// The last round that succeeded (rounds run in order, each flushing
+    /// everything changed before it began).
+    pub(crate) fn flushed_through(&self) -> Option<u64> {
+        lock(&self.state).last_ok
+    }
+
+    /// Returns once a flush of the directory that began after this call
+    /// has ended: every entry change made before the call is durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mut s = lock(&self.state);
+        let mine = s.open;
+        s.members += 1;
+        loop {
+            if let Some((left, err)) = s.ended.get_mut(&mine) {
+                *left -= 1;
+                let err = *err;
+                if *left == 0 {
+                    s.ended.remove(&mine);
+                }
+                return match err {
+                    None => Ok(()),
+                    Some(FlushError::Os(code)) => {
+                        Err(io_err(&self.dir)(io::Error::from_raw_os_error(code)))
+                    }
+                    Some(FlushError::Kind(kind)) => Err(io_err(&self.dir)(kind.into())),
+                };
+            }
+            if !s.running && s.open == mine {
+                s.running = true;
+                let members = s.members;
+                s.members = 0;
+                s.open += 1;
+                drop(s);
+                let r = File::open(&self.dir).and_then(|d| d.sync_all());
+                s = lock(&self.state);
+                s.running = false;
+                s.rounds += 1;
+                let err = r.err().map(|e| match e.raw_os_error() {
+                    Some(code) => FlushError::Os(code),
+                    None => FlushError::Kind(e.kind()),
+                });
+                if err.is_none() {
+                    s.last_ok = Some(mine);
+                }
+                s.ended.insert(mine, (members, err));
+                self.ended.notify_all();
+                continue;
+            }
+            s = self
+                .ended
+                .wait(s)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
     }
 }
