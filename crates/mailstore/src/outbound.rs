@@ -637,22 +637,26 @@ impl OutboundQueue {
     /// Keeps the content file `msg` of message `id` as a spare, if there is
     /// room and it is not too big: true when it was renamed.
     fn recycle(&self, id: &str, msg: &Path) -> bool {
-        let Some(mut pool) = self.spare_pool() else {
-            return false;
-        };
-        if pool.len() >= SPARES {
-            return false;
+        // The pool is not locked across the system calls: removals on other
+        // threads go on meanwhile (the pool may pass SPARES by a few).
+        match self.spare_pool() {
+            Some(pool) if pool.len() < SPARES => {}
+            _ => return false,
         }
         match fs::symlink_metadata(msg) {
             Ok(m) if m.is_file() && m.len() <= SPARE_MAX_SIZE => {}
             _ => return false,
         }
         let spare = self.dir.join(format!("{id}.spare"));
-        let round = self.flusher.next_round();
         if fs::rename(msg, &spare).is_err() {
             return false;
         }
-        pool.push_back((round, spare));
+        // Read after the rename: this round has not begun yet, so its
+        // flush covers the new name.
+        let round = self.flusher.next_round();
+        if let Some(mut pool) = self.spare_pool() {
+            pool.push_back((round, spare));
+        }
         true
     }
 
