@@ -512,6 +512,33 @@ impl outbound::engine::Finisher for Bouncer {
     }
 }
 
+/// `content` (CRLF line ends) with the `DKIM-Signature:` fields of its
+/// From: domain's keys on top (RFC 6376 section 5); as it is when no key
+/// is for that domain, or when signing fails (logged: a signature is not
+/// a promise made to whoever ran `sendmail`).
+pub(crate) fn sign_local<'a>(
+    signer: &mail_auth_glue::Signer,
+    content: &'a [u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    use std::borrow::Cow;
+    if signer.is_empty() {
+        return Cow::Borrowed(content);
+    }
+    match signer.sign(content) {
+        Ok(sig) if sig.is_empty() => Cow::Borrowed(content),
+        Ok(sig) => {
+            let mut out = Vec::with_capacity(sig.len() + content.len());
+            out.extend_from_slice(sig.as_bytes());
+            out.extend_from_slice(content);
+            Cow::Owned(out)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "DKIM signing of a pickup message failed");
+            Cow::Borrowed(content)
+        }
+    }
+}
+
 /// Takes what `sendmail` left in the pickup directory: each message is
 /// injected (durable) and its file removed; recipients refused get a
 /// failure notice. A message that cannot be injected now stays for the
@@ -534,12 +561,16 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
                 continue;
             }
         };
+        // Local submission, as a submission by one of our users: signed
+        // when the From: domain has a key (OpenDKIM signs what Postfix's
+        // pickup hands it, which comes from no client at all).
+        let content = sign_local(&shared.settings().signer, &msg.content);
         let injected = match inject(
             shared,
             &Injection {
                 sender: &msg.sender,
                 recipients: &msg.recipients,
-                content: &msg.content,
+                content: &content,
             },
         ) {
             Ok(i) => i,
@@ -602,6 +633,48 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
 
 #[cfg(test)]
 mod tests {
+    use mail_auth_glue::keys::{generate, load_pem, Algorithm};
+    use mail_auth_glue::sign::{Entry, Signer};
+
+    fn signer_for(domain: &str) -> Signer {
+        let generated = generate(Algorithm::Ed25519).expect("generate");
+        let key = load_pem(generated.private_pem.as_bytes()).expect("load");
+        let entry = Entry {
+            domain: domain.into(),
+            selector: "s1".into(),
+            key,
+        };
+        Signer::new(vec![entry], vec!["from".into(), "subject".into()])
+    }
+
+    #[test]
+    fn pickup_mail_from_a_domain_with_a_key_is_signed() {
+        let signer = signer_for("example.org");
+        let msg = b"From: Cron <root@example.org>\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = super::sign_local(&signer, msg);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("DKIM-Signature: "), "{text}");
+        assert!(
+            text.contains("d=example.org") && text.contains("s=s1"),
+            "{text}"
+        );
+        assert!(out.ends_with(msg));
+        // Another From: domain, or no From: at all: untouched.
+        for other in [
+            &b"From: x@other.org\r\nSubject: s\r\n\r\nbody\r\n"[..],
+            &b"Subject: s\r\n\r\nbody\r\n"[..],
+        ] {
+            assert!(matches!(
+                super::sign_local(&signer, other),
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
+        assert!(matches!(
+            super::sign_local(&Signer::default(), msg),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
     #[test]
     fn the_diagnostic_code_is_the_remote_reply() {
         assert_eq!(
