@@ -192,6 +192,27 @@ pub(crate) struct Failed {
     pub(crate) until: Option<std::time::SystemTime>,
 }
 
+impl Failed {
+    /// The entry of a queued recipient, from its last attempt (`status`
+    /// when there was none); `until` for a delay notice.
+    fn of(
+        r: &mailstore::outbound::RcptStatus,
+        status: &str,
+        until: Option<std::time::SystemTime>,
+    ) -> Self {
+        let last = r.last.as_ref();
+        Failed {
+            address: r.rcpt.address.clone(),
+            orcpt: r.rcpt.orcpt.clone(),
+            status: last.map_or(status.into(), |l| l.status.clone()),
+            remote: last.and_then(|l| l.remote.clone()),
+            text: last.map_or(String::new(), |l| l.text.clone()),
+            when: last.map(|l| l.time),
+            until,
+        }
+    }
+}
+
 /// The message a notice is about.
 #[derive(Clone, Copy)]
 pub(crate) struct Bounced<'a> {
@@ -403,15 +424,7 @@ impl outbound::engine::Finisher for Bouncer {
             let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
             should_notify(notify.as_ref(), event)
         };
-        let entry = |r: &RcptStatus, default: &str| Failed {
-            address: r.rcpt.address.clone(),
-            orcpt: r.rcpt.orcpt.clone(),
-            status: r.last.as_ref().map_or(default.into(), |l| l.status.clone()),
-            remote: r.last.as_ref().and_then(|l| l.remote.clone()),
-            text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
-            when: r.last.as_ref().map(|l| l.time),
-            until: None,
-        };
+        let entry = |r: &RcptStatus, default: &str| Failed::of(r, default, None);
         let failed: Vec<Failed> = m
             .recipients
             .iter()
@@ -479,15 +492,7 @@ impl outbound::engine::Finisher for Bouncer {
                 let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
                 should_notify(notify.as_ref(), DsnEvent::Delay)
             })
-            .map(|r| Failed {
-                address: r.rcpt.address.clone(),
-                orcpt: r.rcpt.orcpt.clone(),
-                status: r.last.as_ref().map_or("4.0.0".into(), |l| l.status.clone()),
-                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
-                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
-                when: r.last.as_ref().map(|l| l.time),
-                until: Some(until),
-            })
+            .map(|r| Failed::of(r, "4.0.0", Some(until)))
             .collect();
         if late.is_empty() {
             return Ok(());
@@ -673,6 +678,37 @@ mod tests {
             super::sign_local(&Signer::default(), msg),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_notice_entry_is_the_last_attempt_or_the_default() {
+        use mailstore::outbound::{Attempt, OutRcpt, Outcome, RcptState, RcptStatus};
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let mut r = RcptStatus {
+            rcpt: OutRcpt::new("a@example.org"),
+            state: RcptState::Pending,
+            attempts: 0,
+            last: None,
+        };
+        let fresh = super::Failed::of(&r, "4.0.0", Some(when));
+        assert_eq!(fresh.status, "4.0.0");
+        assert!(fresh.remote.is_none() && fresh.when.is_none() && fresh.text.is_empty());
+        assert_eq!(fresh.until, Some(when));
+        r.last = Some(Attempt {
+            rcpt: 0,
+            relayed: false,
+            outcome: Outcome::Bounced,
+            time: when,
+            status: "5.1.1".into(),
+            remote: Some("mx.example.org[192.0.2.1]".into()),
+            text: "host mx.example.org[192.0.2.1] said: 550 5.1.1 unknown".into(),
+        });
+        let tried = super::Failed::of(&r, "5.0.0", None);
+        assert_eq!(tried.address, "a@example.org");
+        assert_eq!(tried.status, "5.1.1");
+        assert_eq!(tried.remote.as_deref(), Some("mx.example.org[192.0.2.1]"));
+        assert_eq!(tried.when, Some(when));
+        assert!(tried.until.is_none() && tried.text.contains("550 5.1.1"));
     }
 
     #[test]
