@@ -407,6 +407,47 @@ impl outbound::engine::Route for DaemonRoute {
 
 use outbound::engine::RouteFailure;
 
+/// The notices a finished message owes its sender, in the order to send
+/// them: the failure notice for bounced recipients, and the "relayed" one
+/// (RFC 3461 section 4.2: delivered to a next hop without DSN, and the
+/// sender asked to hear of success), each for the recipients whose
+/// `NOTIFY` asks for it (section 4.1). A notice already queued on an
+/// earlier try of this finish (the other one failed, so the finish was
+/// retried) is not owed again; a crash between queueing a notice and
+/// recording it sends that one twice: at least once, never lost.
+fn due_notices(
+    m: &mailstore::outbound::QueuedMessage,
+) -> Vec<(mailstore::dsn::Action, Vec<Failed>)> {
+    use mailstore::dsn::{should_notify, Action, DsnEvent, Notify};
+    use mailstore::outbound::{RcptState, RcptStatus};
+    let wants = |r: &RcptStatus, event| {
+        let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+        should_notify(notify.as_ref(), event)
+    };
+    let failed = m
+        .recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Bounced && wants(r, DsnEvent::Failure))
+        .map(|r| Failed::of(r, "5.0.0", None))
+        .collect();
+    let relayed = m
+        .recipients
+        .iter()
+        .filter(|r| {
+            r.state == RcptState::Sent
+                && r.last.as_ref().is_some_and(|l| l.relayed)
+                && wants(r, DsnEvent::Success)
+        })
+        .map(|r| Failed::of(r, "2.0.0", None))
+        .collect();
+    [(Action::Failed, failed), (Action::Relayed, relayed)]
+        .into_iter()
+        .filter(|(action, rcpts): &(Action, Vec<Failed>)| {
+            !rcpts.is_empty() && !m.notices.iter().any(|n| n == action.as_str())
+        })
+        .collect()
+}
+
 /// Sends the failure notice of a finished message whose recipients
 /// bounced (those whose `NOTIFY` asks for it, RFC 3461 section 4.1).
 pub(crate) struct Bouncer {
@@ -418,32 +459,8 @@ pub(crate) struct Bouncer {
 
 impl outbound::engine::Finisher for Bouncer {
     fn finished(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
-        use mailstore::dsn::{should_notify, Action, DsnEvent, Notify};
-        use mailstore::outbound::{RcptState, RcptStatus};
-        let wants = |r: &RcptStatus, event| {
-            let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
-            should_notify(notify.as_ref(), event)
-        };
-        let entry = |r: &RcptStatus, default: &str| Failed::of(r, default, None);
-        let failed: Vec<Failed> = m
-            .recipients
-            .iter()
-            .filter(|r| r.state == RcptState::Bounced && wants(r, DsnEvent::Failure))
-            .map(|r| entry(r, "5.0.0"))
-            .collect();
-        // RFC 3461 section 4.2: delivered to a next hop without DSN, and
-        // the sender asked to hear of success: we say "relayed".
-        let relayed: Vec<Failed> = m
-            .recipients
-            .iter()
-            .filter(|r| {
-                r.state == RcptState::Sent
-                    && r.last.as_ref().is_some_and(|l| l.relayed)
-                    && wants(r, DsnEvent::Success)
-            })
-            .map(|r| entry(r, "2.0.0"))
-            .collect();
-        if failed.is_empty() && relayed.is_empty() {
+        let due = due_notices(m);
+        if due.is_empty() {
             return Ok(());
         }
         let Some(shared) = self.shared.upgrade() else {
@@ -459,14 +476,7 @@ impl outbound::engine::Finisher for Bouncer {
             arrival: e.arrival,
             original: &original,
         };
-        for (action, rcpts) in [(Action::Failed, failed), (Action::Relayed, relayed)] {
-            // A notice already queued on an earlier try of this finish
-            // (the other one failed, so the message was retried) is not
-            // sent again. A crash between queueing a notice and recording
-            // it sends that one twice: at least once, never lost.
-            if rcpts.is_empty() || m.notices.iter().any(|n| n == action.as_str()) {
-                continue;
-            }
+        for (action, rcpts) in due {
             let sent = notice(&shared, of, action, rcpts)?;
             if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
                 r.engine.submit(&id);
@@ -709,6 +719,88 @@ mod tests {
         assert_eq!(tried.remote.as_deref(), Some("mx.example.org[192.0.2.1]"));
         assert_eq!(tried.when, Some(when));
         assert!(tried.until.is_none() && tried.text.contains("550 5.1.1"));
+    }
+
+    #[test]
+    fn a_notice_queued_on_an_earlier_try_is_not_owed_again() {
+        use mailstore::dsn::Action;
+        use mailstore::outbound::{
+            Attempt, OutEnvelope, OutRcpt, Outcome, QueuedMessage, RcptState, RcptStatus,
+        };
+        let now = std::time::SystemTime::now();
+        let rcpt = |address: &str, notify: Option<&str>, state, relayed| RcptStatus {
+            rcpt: OutRcpt {
+                address: address.into(),
+                notify: notify.map(str::to_owned),
+                orcpt: None,
+            },
+            attempts: 1,
+            last: Some(Attempt {
+                rcpt: 0,
+                relayed,
+                outcome: if state == RcptState::Sent {
+                    Outcome::Sent
+                } else {
+                    Outcome::Bounced
+                },
+                time: now,
+                status: if state == RcptState::Sent {
+                    "2.0.0"
+                } else {
+                    "5.1.1"
+                }
+                .into(),
+                remote: None,
+                text: String::new(),
+            }),
+            state,
+        };
+        let mut m = QueuedMessage {
+            envelope: OutEnvelope {
+                id: "Q1".into(),
+                sender: "user2@example.net".into(),
+                arrival: now,
+                envid: None,
+                ret: None,
+                recipients: vec![],
+            },
+            recipients: vec![
+                rcpt("gone@example.org", None, RcptState::Bounced, false),
+                rcpt(
+                    "quiet@example.org",
+                    Some("NEVER"),
+                    RcptState::Bounced,
+                    false,
+                ),
+                rcpt("far@example.org", Some("SUCCESS"), RcptState::Sent, true),
+                rcpt("dsn@example.org", Some("SUCCESS"), RcptState::Sent, false),
+            ],
+            held: false,
+            notices: vec![],
+            size: 1,
+        };
+        let owed = |m: &QueuedMessage| -> Vec<(Action, Vec<String>)> {
+            super::due_notices(m)
+                .into_iter()
+                .map(|(a, rs)| (a, rs.into_iter().map(|r| r.address).collect()))
+                .collect()
+        };
+        assert_eq!(
+            owed(&m),
+            [
+                (Action::Failed, vec!["gone@example.org".to_owned()]),
+                (Action::Relayed, vec!["far@example.org".to_owned()]),
+            ]
+        );
+        // The failure notice went out and was recorded; the relayed one
+        // failed, so the finish is tried again: only that one is owed.
+        m.notices.push(Action::Failed.as_str().into());
+        assert_eq!(
+            owed(&m),
+            [(Action::Relayed, vec!["far@example.org".to_owned()])]
+        );
+        m.notices.push(Action::Relayed.as_str().into());
+        assert!(owed(&m).is_empty());
     }
 
     #[test]
