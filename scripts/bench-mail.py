@@ -47,6 +47,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import postfix_lab  # noqa: E402  (scripts/, beside this file)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 REL = TARGET / "release"
@@ -651,106 +654,17 @@ def ensure_bench_account():
     return pw.pw_uid, pw.pw_gid
 
 
-class Postfix:
-    """A Postfix instance with its own config, queue and data directories."""
+class TrackedPostfix(postfix_lab.Instance):
+    """A Postfix instance (scripts/postfix_lab.py) whose processes are
+    remembered, so that a stop can end any left behind."""
 
-    def __init__(self, base, port, vmail, uid, gid, procs_limit):
-        self.base = base
-        self.conf = base / "etc"
-        self.queue = base / "queue"
-        self.data = base / "data"
-        self.port = port
-        self.master_pid = None
-        self.started = False
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.pids_seen = {}
-        for d in (self.conf, self.queue, self.data):
-            d.mkdir(parents=True)
-        pf = pwd.getpwnam("postfix")
-        os.chown(self.data, pf.pw_uid, pf.pw_gid)  # master.lock, caches
-        (self.conf / "vmailbox").write_text(
-            "".join(f"{u}@{DOMAIN} {u}/Maildir/\n" for u in USERS))
-        (self.conf / "main.cf").write_text(f"""\
-# Benchmark reference instance: loopback only, private directories.
-compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {self.data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = mail.{DOMAIN}
-mydomain = {DOMAIN}
-myorigin = $mydomain
-# The lab's mydestination without {DOMAIN} itself, which is delivered by
-# virtual(8) to Maildirs under virtual_mailbox_base instead.
-mydestination = mail.{DOMAIN}, localhost.{DOMAIN}, localhost
-mynetworks = 127.0.0.0/8
-virtual_mailbox_domains = {DOMAIN}
-virtual_mailbox_base = {vmail}
-virtual_mailbox_maps = hash:{self.conf}/vmailbox
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-alias_maps =
-alias_database =
-# Never relay anywhere from a benchmark.
-default_transport = error:no relaying from the benchmark instance
-relay_transport = error:no relaying from the benchmark instance
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-biff = no
-append_dot_mydomain = no
-readme_directory = no
-# 20 sessions plus the idle connections, each an smtpd process.
-default_process_limit = {procs_limit}
-maillog_file = {base}/postfix.log
-maillog_file_prefixes = {base}
-""")
-        (self.conf / "master.cf").write_text(f"""\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:{port} inet n - n - - smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""")
-        subprocess.run(["postmap", "-c", str(self.conf), f"hash:{self.conf}/vmailbox"],
-                       check=True)
-
-    def _cmd(self, *args, check=True):
-        return subprocess.run(["postfix", "-c", str(self.conf), *args], check=check,
-                              capture_output=True, text=True)
-
-    def read_pid(self):
-        try:
-            self.master_pid = int((self.queue / "pid/master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-        return self.master_pid
 
     def start(self):
-        self.started = True
-        r = self._cmd("start", check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}")
-        end = time.monotonic() + 20
-        while time.monotonic() < end and self.read_pid() is None:
-            time.sleep(0.05)
-        if self.master_pid is None:
-            raise RuntimeError("postfix master did not write its pid file")
+        super().start()
         self.remember()
-        wait_tcp(self.port)
 
     def pids(self):
         return [self.master_pid] if self.master_pid else []
@@ -764,8 +678,39 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         if self.master_pid is None:
             self.read_pid()  # a start that failed half-way
         self.remember()
-        self._cmd("stop", check=False)
+        super().stop()
         kill_and_wait("postfix", self.pids_seen)
+
+
+class Postfix(TrackedPostfix):
+    """The reference Postfix: virtual(8) delivery into the benchmark's
+    Maildirs, never relaying."""
+
+    def __init__(self, base, port, vmail, uid, gid, procs_limit, params=None):
+        super().__init__(base, port, services=postfix_lab.LOCAL_SERVICES, params={
+            "myhostname": f"mail.{DOMAIN}",
+            "mydomain": DOMAIN,
+            "myorigin": "$mydomain",
+            # The lab's mydestination without DOMAIN itself, which is
+            # delivered by virtual(8) to Maildirs under virtual_mailbox_base.
+            "mydestination": f"mail.{DOMAIN}, localhost.{DOMAIN}, localhost",
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_base": str(vmail),
+            "virtual_mailbox_maps": f"hash:{base}/etc/vmailbox",
+            "virtual_uid_maps": f"static:{uid}",
+            "virtual_gid_maps": f"static:{gid}",
+            # Never relay anywhere from a benchmark.
+            "default_transport": "error:no relaying from the benchmark instance",
+            "relay_transport": "error:no relaying from the benchmark instance",
+            "smtpd_tls_security_level": "none",
+            "smtp_tls_security_level": "none",
+            # 20 sessions plus the idle connections, each an smtpd process.
+            "default_process_limit": str(procs_limit),
+            **(params or {}),
+        })
+        (self.conf / "vmailbox").write_text(
+            "".join(f"{u}@{DOMAIN} {u}/Maildir/\n" for u in USERS))
+        self.postmap(f"hash:{self.conf}/vmailbox")
 
 
 class Dovecot:
