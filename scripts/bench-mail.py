@@ -12,6 +12,13 @@ bounded in count.
 
   scripts/bench-mail.py [--messages 20000] [--sessions 20] [--reference]
                         [--rounds 3] [--dovecot-login security|performance]
+                        [--auth-checks]
+
+--auth-checks measures SMTP delivery only, with one DKIM-signed message
+(signed once, before the clock starts) that ours checks with SPF, DKIM and
+DMARC against a dnsd on loopback; Postfix checks nothing (no milters).
+BENCH_PROFILE=debug uses the debug binaries (a check of the script, not a
+measurement).
 
 Measures (see docs/benchmarks.md):
   1. SMTP delivery with Postfix's smtp-source (4 KiB messages, 20 sessions),
@@ -52,7 +59,9 @@ import postfix_lab  # noqa: E402  (scripts/, beside this file)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-REL = TARGET / "release"
+# BENCH_PROFILE=debug runs the debug binaries, to check a script end to
+# end without a release build (its figures mean nothing then).
+REL = TARGET / os.environ.get("BENCH_PROFILE", "release")
 DOMAIN = "csuvnetwork.com"
 USERS = {"user1": "pw1", "user2": "pw2"}
 # System account owning the reference Maildirs (virtual(8) refuses root).
@@ -244,12 +253,18 @@ def raise_fd_limit():
 # The workloads: identical code for both systems
 # --------------------------------------------------------------------------
 
-def bench_smtp_source(label, smtp_port, inbox, messages, sessions):
-    """smtp-source throughput, counted on disk."""
+def bench_smtp_source(label, smtp_port, inbox, messages, sessions, signed=None):
+    """smtp-source throughput, counted on disk. With `signed` (a
+    SignedMessage) every message is that file, DKIM-signed, sent as its
+    sending domain's MTA would (HELO and MAIL FROM in that domain)."""
     cmd, extra_env = smtp_source()
     before = count_files(inbox)
+    if signed is None:
+        what = ["-l", "4096"]
+    else:
+        what = ["-F", str(signed.path), "-f", signed.mail_from, "-M", signed.helo]
     t0 = time.monotonic()
-    subprocess.run(cmd + ["-c", "-l", "4096", "-m", str(messages), "-s", str(sessions),
+    subprocess.run(cmd + ["-c", *what, "-m", str(messages), "-s", str(sessions),
                           "-t", f"user1@{DOMAIN}", f"127.0.0.1:{smtp_port}"],
                    env={**os.environ, **extra_env}, check=True, stdout=subprocess.DEVNULL)
     t_client = time.monotonic()
@@ -511,6 +526,10 @@ def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
     maildirs: user -> Maildir path; pids: {"smtp": [...], "pop3": [...]}
     root pids whose process trees make up each service; passwords: user ->
     clear password."""
+    if a.auth_checks:
+        # The delivered-messages figure only, with the signed message.
+        return bench_smtp_source(label, smtp_port, maildirs["user1"], a.messages, a.sessions,
+                                 signed=a.signed)
     r = {}
     # Idle memory first, on fresh processes: after the other workloads the
     # allocator holds freed memory that new connections would reuse, which
@@ -550,15 +569,119 @@ def stop_popen(procs):
             p.wait()
 
 
+SENDER_DOMAIN = "example.net"
+
+
+class SignedMessage:
+    """For --auth-checks: a 4 KiB message from SENDER_DOMAIN, DKIM-signed
+    once here with dkimpy (rsa-sha256, relaxed/relaxed; RSA-2048 is the
+    costlier check and what most senders use) by a key from `mailctl dkim
+    keygen`, and the zone that publishes the domain's SPF, DKIM and DMARC
+    records. Signing before the clock starts keeps its cost off it."""
+
+    selector = "bench"
+
+    def __init__(self, work):
+        import dkim  # dkimpy (Debian python3-dkim)
+        work.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            [REL / "mailctl", "dkim", "keygen", "--domain", SENDER_DOMAIN, "--selector",
+             self.selector, "--algorithm", "rsa", "--out-dir", work],
+            capture_output=True, text=True, check=True).stdout
+        lines = out.splitlines()
+        key = pathlib.Path(lines[0].removeprefix("; private key ").strip())
+        end = next(i for i, ln in enumerate(lines) if ln.rstrip().endswith(")"))
+        record = "\n".join(lines[1:end + 1])
+        self.mail_from = f"bench@{SENDER_DOMAIN}"
+        self.helo = f"mx.{SENDER_DOMAIN}"
+        head = (f"From: Bench Sender <{self.mail_from}>\r\nTo: user1@{DOMAIN}\r\n"
+                "Subject: signed benchmark message\r\n"
+                "Date: Sun, 06 Dec 2026 12:00:00 +0000\r\n"
+                f"Message-ID: <bench-signed@{SENDER_DOMAIN}>\r\n\r\n").encode()
+        pad = b"x" * 76 + b"\r\n"
+        msg = head + pad * ((4096 - len(head)) // len(pad))
+        sig = dkim.sign(msg, self.selector.encode(), SENDER_DOMAIN.encode(), key.read_bytes(),
+                        canonicalize=(b"relaxed", b"relaxed"),
+                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+        # smtp-source -F ends every line with CRLF itself.
+        self.path = work / "signed.eml"
+        self.path.write_bytes((sig + msg).replace(b"\r\n", b"\n"))
+        # The whole parent zone, so that every name the checks ask for
+        # (DMARC also asks at the organizational domain's parent) gets an
+        # authoritative answer instead of a refusal.
+        self.origin = SENDER_DOMAIN.partition(".")[2]
+        self.zone = work / f"{self.origin}.zone"
+        # The client is 127.0.0.1; the HELO name has a record of its own
+        # (RFC 7208 section 2.3), so both SPF checks pass.
+        d = f"{SENDER_DOMAIN}."
+        self.zone.write_text(f"""$TTL 3600
+@ IN SOA ns.{d} hostmaster.{d} 1 3600 600 86400 3600
+@ IN NS ns.{d}
+ns.{d} IN A 127.0.0.1
+{d} IN TXT "v=spf1 ip4:127.0.0.1 -all"
+mx.{d} IN A 127.0.0.1
+mx.{d} IN TXT "v=spf1 ip4:127.0.0.1 -all"
+_dmarc.{d} IN TXT "v=DMARC1; p=reject"
+{record}
+""")
+
+
+def start_dnsd(work, signed):
+    """dnsd on 127.0.0.1 serving the signed message's zone; (process, port)."""
+    port = free_port()
+    cfg = work / "dns.toml"
+    cfg.write_text(f'[dnsd]\nlisten = ["127.0.0.1:{port}"]\n'
+                   f'zones = [{{ origin = "{signed.origin}", file = "{signed.zone}" }}]\n'
+                   "workers = 1\n")
+    proc = subprocess.Popen([REL / "dnsd", "--config", cfg],
+                            env={**os.environ, "RUST_LOG": "warn"})
+    wait_tcp(port)
+    return proc, port
+
+
+def check_auth_results(maildir):
+    """After an --auth-checks run: one delivered message says that every
+    check ran and passed, else the figure would not be of real checks."""
+    new = maildir / "new"
+    sample = next(iter(sorted(new.iterdir())), None) if new.exists() else None
+    if sample is None:
+        raise RuntimeError("--auth-checks: no message delivered")
+    head = sample.read_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[0].decode()
+    # The field with its folded lines, unfolded.
+    lines = head[head.find("Authentication-Results:"):].split("\n")
+    text = lines[0]
+    for ln in lines[1:]:
+        if ln[:1] not in (" ", "\t"):
+            break
+        text += " " + ln.strip()
+    for want in ("dkim=pass", "spf=pass", "dmarc=pass"):
+        if want not in text:
+            raise RuntimeError(f"--auth-checks: {want} not in {text!r}")
+    print(f"[ours] {text[:200]}", flush=True)
+
+
 def run_ours(work, a):
     """Start smtpd + pop3d, run the workloads, stop them. Returns results."""
     smtp, pop3 = free_port(), free_port()
     cfg = work / "mail.toml"
+    dnsd, checks = None, ""
+    if a.auth_checks:
+        dnsd, dns_port = start_dnsd(work, a.signed)
+        # Loopback is a stranger here (no relay_networks): mail on the
+        # inbound listener is checked, as mail from the Internet is.
+        checks = f"""
+[resolver]
+name_servers = ["127.0.0.1:{dns_port}"]
+[auth_checks]
+enabled = true
+"""
     cfg.write_text(f"""
 [global]
 maildir_root = "mail"
 passwd_file = "passwd"
 aliases_file = "aliases"
+{"relay_networks = []" if a.auth_checks else ""}
+{checks}
 [smtpd]
 listen = ["127.0.0.1:{smtp}"]
 submission_listen = []
@@ -585,9 +708,12 @@ max_connections_per_client = 4000
         for name, roots in pids.items():
             assert_loopback_only(f"our {name}", roots)
         maildirs = {u: work / "mail" / u / "Maildir" for u in USERS}
-        return run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
+        r = run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
+        if a.auth_checks:
+            check_auth_results(maildirs["user1"])
+        return r
     finally:
-        stop_popen(procs)
+        stop_popen(procs + ([dnsd] if dnsd else []))
 
 
 # --------------------------------------------------------------------------
@@ -978,7 +1104,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat everything and report the median of each figure")
     ap.add_argument("--json", type=pathlib.Path, help="write the results here as JSON")
+    ap.add_argument("--auth-checks", action="store_true",
+                    help="only the SMTP delivery figure, with a DKIM-signed message from "
+                         f"{SENDER_DOMAIN}; ours checks SPF, DKIM and DMARC on every message "
+                         "(dnsd serves the records), Postfix checks nothing (no milters)")
     a = ap.parse_args()
+    a.signed = None
     # A plain `kill` of the script still stops every daemon (finally blocks).
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
@@ -988,12 +1119,19 @@ def main():
             raise SystemExit("--reference needs root (package install, postfix, dovecot)")
         ensure_reference_packages()
     if not a.no_build:
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtpd", "-p", "pop3d",
-                        "-p", "mailctl"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtp-proto",
+        profile = ["--release"] if REL.name == "release" else []
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "smtpd", "-p", "pop3d",
+                        "-p", "mailctl", "-p", "dnsd"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "smtp-proto",
                         "--example", "latency_client"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "pop3-proto",
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "pop3-proto",
                         "--example", "pipelined_client"], cwd=ROOT, check=True)
+    if a.auth_checks:
+        print(f"auth checks: ours runs SPF (HELO and MAIL FROM), DKIM (rsa-sha256) and DMARC "
+              f"on every message from {SENDER_DOMAIN}, whose records dnsd serves on loopback "
+              "(cached after the first message); "
+              + ("Postfix runs as in the plain benchmark, without checks (no milters)"
+                 if a.reference else "no reference run"), flush=True)
     raise_fd_limit()
     rounds = []
     for i in range(a.rounds):
@@ -1025,6 +1163,9 @@ def run_round(a):
     out = {}
     try:
         (tmp / "ours").mkdir()
+        if a.auth_checks:
+            a.signed = SignedMessage(tmp / "signed")
+            (tmp / "signed").chmod(0o755)  # smtp-source reads it, for Postfix too
         out["ours"] = run_ours(tmp / "ours", a)
         if a.reference:
             # The same SHA512-CRYPT hashes (same salt and rounds) for both.
