@@ -12,11 +12,12 @@ bounded in count.
 
   scripts/bench-mail.py [--messages 20000] [--sessions 20] [--reference]
                         [--rounds 3] [--dovecot-login security|performance]
-                        [--auth-checks]
+                        [--auth-checks [--postfix-milters]]
 
 --auth-checks measures SMTP delivery only, with one DKIM-signed message
 (signed once, before the clock starts) that ours checks with SPF, DKIM and
-DMARC against a dnsd on loopback; Postfix checks nothing (no milters).
+DMARC against a dnsd on loopback; Postfix checks nothing (no milters), or
+with --postfix-milters runs OpenDKIM, OpenDMARC and policyd-spf.
 BENCH_PROFILE=debug uses the debug binaries (a check of the script, not a
 measurement).
 
@@ -639,6 +640,152 @@ def start_dnsd(work, signed):
     return proc, port
 
 
+def loopback_53():
+    """A loopback address whose port 53 is free (UDP and TCP), for a dnsd
+    that resolvers without a port setting can be pointed at."""
+    import random
+    for _ in range(50):
+        addr = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind((addr, 53))
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind((addr, 53))
+            return addr
+        except OSError:
+            continue
+    raise RuntimeError("no free port 53 on loopback")
+
+
+class Milters:
+    """For --postfix-milters: OpenDKIM (verify mode), OpenDMARC and
+    policyd-spf in front of the reference Postfix, the stock Debian
+    programs with private config files, each milter on a 127.0.0.1 port.
+    None of them takes a name server's port, so dnsd answers on port 53 of
+    a loopback address of its own, and Postfix and the milters run in a
+    private mount namespace (`unshare -m`) where /etc/resolv.conf names it;
+    the host's file is untouched. Loopback is a stranger to all three
+    (their defaults skip it: InternalHosts, IgnoreHosts, skip_addresses)."""
+
+    def __init__(self, work, signed):
+        self.procs = []
+        try:
+            self._start(work, signed)
+        except BaseException:
+            self.stop()  # what did start
+            raise
+
+    def _start(self, work, signed):
+        self.dir = work
+        work.mkdir(mode=0o755)
+        self.dns_addr = loopback_53()
+        cfg = work / "dns.toml"
+        cfg.write_text(f'[dnsd]\nlisten = ["{self.dns_addr}:53"]\n'
+                       f'zones = [{{ origin = "{signed.origin}", file = "{signed.zone}" }}]\n'
+                       "workers = 1\n")
+        self.procs.append(subprocess.Popen([REL / "dnsd", "--config", cfg],
+                                           env={**os.environ, "RUST_LOG": "warn"}))
+        wait_tcp_on(self.dns_addr, 53)
+        resolv = work / "resolv.conf"
+        resolv.write_text(f"nameserver {self.dns_addr}\noptions timeout:2 attempts:1\n")
+        self.wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                     f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh"]
+        (work / "strangers").write_text("192.0.2.1\n")  # nobody we know
+        self.dkim_port, self.dmarc_port = free_port(), free_port()
+        authserv = f"mail.{DOMAIN}"
+        # Debian's OpenDKIM resolves with libunbound, which ignores
+        # resolv.conf and refuses loopback name servers unless told.
+        (work / "unbound.conf").write_text("server:\n  do-not-query-localhost: no\n")
+        (work / "opendkim.conf").write_text(f"""\
+Nameservers {self.dns_addr}
+ResolverConfiguration {work}/unbound.conf
+Mode v
+Socket inet:{self.dkim_port}@127.0.0.1
+PidFile {work}/opendkim.pid
+UserID opendkim
+Syslog no
+InternalHosts {work}/strangers
+AuthservID {authserv}
+AlwaysAddARHeader yes
+""")
+        (work / "opendmarc.conf").write_text(f"""\
+Socket inet:{self.dmarc_port}@127.0.0.1
+PidFile {work}/opendmarc.pid
+UserID opendmarc
+Syslog false
+AuthservID {authserv}
+TrustedAuthservIDs {authserv}
+IgnoreHosts {work}/strangers
+RejectFailures false
+""")
+        (work / "policyd-spf.conf").write_text("""\
+debugLevel = 0
+TestOnly = 1
+HELO_reject = Fail
+Mail_From_reject = Fail
+PermError_reject = False
+TempError_Defer = False
+skip_addresses = 192.0.2.1/32
+""")
+        # The configuration file is opendkim's -x and opendmarc's -c.
+        for exe, flag in (("opendkim", "-x"), ("opendmarc", "-c")):
+            self.procs.append(subprocess.Popen(
+                [*self.wrap, f"/usr/sbin/{exe}", "-f", flag, str(work / f"{exe}.conf")]))
+        wait_tcp(self.dkim_port)
+        wait_tcp(self.dmarc_port)
+
+    def main_cf(self):
+        """The reference Postfix's parameters for the milters and SPF."""
+        return {
+            "smtpd_milters": f"inet:127.0.0.1:{self.dkim_port}, inet:127.0.0.1:{self.dmarc_port}",
+            "milter_default_action": "tempfail",
+            # SPF before mynetworks, so that loopback clients are checked.
+            "smtpd_recipient_restrictions": "check_policy_service unix:private/policyd-spf, "
+                                            "permit_mynetworks, reject_unauth_destination",
+            "policyd-spf_time_limit": "3600",
+        }
+
+    def master_cf(self):
+        return ("policyd-spf unix - n n - 0 spawn\n"
+                f"  user=nobody argv=/usr/bin/policyd-spf {self.dir}/policyd-spf.conf\n")
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        stop_popen(self.procs)
+
+
+def wait_tcp_on(host, port, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port}")
+
+
+def check_postfix_results(maildir):
+    """After a --postfix-milters run: a message Postfix delivered carries the
+    three verdicts (OpenDKIM's and OpenDMARC's Authentication-Results,
+    policyd-spf's Received-SPF)."""
+    new = maildir / "new"
+    sample = next(iter(sorted(new.iterdir())), None) if new.exists() else None
+    if sample is None:
+        raise RuntimeError("--postfix-milters: no message delivered")
+    head = sample.read_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[0].decode()
+    unfolded = head.replace("\n ", " ").replace("\n\t", " ")
+    for want in ("dkim=pass", "Received-SPF: Pass", "dmarc=pass"):
+        if want not in unfolded:
+            raise RuntimeError(f"--postfix-milters: {want} not in\n{head}")
+    for ln in unfolded.splitlines():
+        if ln.startswith(("Authentication-Results:", "Received-SPF:")):
+            print(f"[reference] {ln[:160]}", flush=True)
+
+
 def check_auth_results(maildir):
     """After an --auth-checks run: one delivered message says that every
     check ran and passed, else the figure would not be of real checks."""
@@ -726,10 +873,14 @@ def pkg_installed(name):
     return r.returncode == 0 and r.stdout.strip() == "install ok installed"
 
 
-def ensure_reference_packages():
-    """apt-get install postfix dovecot-pop3d when missing, with every service
-    start forbidden (policy-rc.d exits 101) and Postfix left unconfigured."""
-    missing = [p for p in ("postfix", "dovecot-pop3d") if not pkg_installed(p)]
+MILTER_PACKAGES = ("opendkim", "opendmarc", "postfix-policyd-spf-python")
+
+
+def ensure_reference_packages(extra=()):
+    """apt-get install postfix dovecot-pop3d (and `extra`) when missing, with
+    every service start forbidden (policy-rc.d exits 101) and Postfix left
+    unconfigured."""
+    missing = [p for p in ("postfix", "dovecot-pop3d", *extra) if not pkg_installed(p)]
     if not missing:
         return
     print(f"installing {' '.join(missing)} (services will not be started)", flush=True)
@@ -1002,7 +1153,18 @@ def run_reference(work, a, passwd_lines):
     vmail.mkdir()
     os.chown(vmail, uid, gid)
     limit = max(100, a.idle + a.sessions + 100)
-    postfix = Postfix(work / "postfix", free_port(), vmail, uid, gid, limit)
+    milters = Milters(work / "milters", a.signed) if a.postfix_milters else None
+    try:
+        params = milters.main_cf() if milters else None
+        postfix = Postfix(work / "postfix", free_port(), vmail, uid, gid, limit, params)
+        if milters:
+            with open(postfix.conf / "master.cf", "a") as f:
+                f.write(milters.master_cf())
+            postfix.wrap = milters.wrap
+    except BaseException:
+        if milters:
+            milters.stop()
+        raise
     dovecot = Dovecot(work / "dovecot", free_port(), vmail, uid, gid, passwd_lines, limit,
                       a.dovecot_login)
     try:
@@ -1017,16 +1179,23 @@ def run_reference(work, a, passwd_lines):
                   + ", ".join(f"{h}:{p}" for h, p in addrs), flush=True)
         maildirs = {u: vmail / u / "Maildir" for u in USERS}
         r = run_workloads("postfix+dovecot", postfix.port, dovecot.port, maildirs,
-                          {"smtp": postfix.pids(), "pop3": dovecot.pids()}, USERS, a)
+                          {"smtp": postfix.pids() + (milters.pids() if milters else []),
+                           "pop3": dovecot.pids()}, USERS, a)
         postfix.remember()
         dovecot.remember()
+        if milters:
+            check_postfix_results(maildirs["user1"])
         return r
     finally:
         try:
             dovecot.stop()
         finally:
-            postfix.stop()
-            report_log_problems(work)
+            try:
+                postfix.stop()
+            finally:
+                if milters:
+                    milters.stop()
+                report_log_problems(work)
 
 
 def report_log_problems(work):
@@ -1108,8 +1277,13 @@ def main():
                     help="only the SMTP delivery figure, with a DKIM-signed message from "
                          f"{SENDER_DOMAIN}; ours checks SPF, DKIM and DMARC on every message "
                          "(dnsd serves the records), Postfix checks nothing (no milters)")
+    ap.add_argument("--postfix-milters", action="store_true",
+                    help="with --auth-checks --reference: Postfix checks too, with OpenDKIM "
+                         "(verify), OpenDMARC and policyd-spf (installed when missing)")
     a = ap.parse_args()
     a.signed = None
+    if a.postfix_milters and not (a.auth_checks and a.reference):
+        raise SystemExit("--postfix-milters needs --auth-checks and --reference")
     # A plain `kill` of the script still stops every daemon (finally blocks).
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
@@ -1117,7 +1291,7 @@ def main():
     if a.reference:
         if os.geteuid() != 0:
             raise SystemExit("--reference needs root (package install, postfix, dovecot)")
-        ensure_reference_packages()
+        ensure_reference_packages(MILTER_PACKAGES if a.postfix_milters else ())
     if not a.no_build:
         profile = ["--release"] if REL.name == "release" else []
         subprocess.run(["cargo", "build", *profile, "-j2", "-p", "smtpd", "-p", "pop3d",
@@ -1130,7 +1304,9 @@ def main():
         print(f"auth checks: ours runs SPF (HELO and MAIL FROM), DKIM (rsa-sha256) and DMARC "
               f"on every message from {SENDER_DOMAIN}, whose records dnsd serves on loopback "
               "(cached after the first message); "
-              + ("Postfix runs as in the plain benchmark, without checks (no milters)"
+              + ("Postfix checks with OpenDKIM (verify), OpenDMARC and policyd-spf, asking "
+                 "another dnsd with the same zone" if a.postfix_milters else
+                 "Postfix runs as in the plain benchmark, without checks (no milters)"
                  if a.reference else "no reference run"), flush=True)
     raise_fd_limit()
     rounds = []

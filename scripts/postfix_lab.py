@@ -96,6 +96,10 @@ class Instance:
         self.log = base / "postfix.log"
         self.master_pid = None
         self.started = False
+        # A command prefix for `postfix start` (e.g. a private mount
+        # namespace with its own /etc/resolv.conf): the master and every
+        # process it spawns run under it.
+        self.wrap = []
         for d in (self.conf, self.queue, self.data):
             d.mkdir(parents=True)
         pf = pwd.getpwnam("postfix")
@@ -104,7 +108,7 @@ class Instance:
         (self.conf / "master.cf").write_text(master_cf(port, services))
 
     def postfix(self, *args, check=True):
-        return subprocess.run([POSTFIX, "-c", str(self.conf), *args], check=check,
+        return subprocess.run([*self.wrap, POSTFIX, "-c", str(self.conf), *args], check=check,
                               capture_output=True, text=True)
 
     def postmap(self, table):
