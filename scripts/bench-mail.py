@@ -583,7 +583,11 @@ class SignedMessage:
     selector = "bench"
 
     def __init__(self, work):
-        import dkim  # dkimpy (Debian python3-dkim)
+        try:
+            import dkim  # dkimpy
+        except ImportError:
+            raise SystemExit("--auth-checks signs with dkimpy: apt-get install python3-dkim "
+                             "(or pip install dkimpy)")
         work.mkdir(parents=True, exist_ok=True)
         out = subprocess.run(
             [REL / "mailctl", "dkim", "keygen", "--domain", SENDER_DOMAIN, "--selector",
