@@ -12,6 +12,14 @@ bounded in count.
 
   scripts/bench-mail.py [--messages 20000] [--sessions 20] [--reference]
                         [--rounds 3] [--dovecot-login security|performance]
+                        [--auth-checks [--postfix-milters]]
+
+--auth-checks measures SMTP delivery only, with one DKIM-signed message
+(signed once, before the clock starts) that ours checks with SPF, DKIM and
+DMARC against a dnsd on loopback; Postfix checks nothing (no milters), or
+with --postfix-milters runs OpenDKIM, OpenDMARC and policyd-spf.
+BENCH_PROFILE=debug uses the debug binaries (a check of the script, not a
+measurement).
 
 Measures (see docs/benchmarks.md):
   1. SMTP delivery with Postfix's smtp-source (4 KiB messages, 20 sessions),
@@ -47,9 +55,14 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import postfix_lab  # noqa: E402  (scripts/, beside this file)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-REL = TARGET / "release"
+# BENCH_PROFILE=debug runs the debug binaries, to check a script end to
+# end without a release build (its figures mean nothing then).
+REL = TARGET / os.environ.get("BENCH_PROFILE", "release")
 DOMAIN = "csuvnetwork.com"
 USERS = {"user1": "pw1", "user2": "pw2"}
 # System account owning the reference Maildirs (virtual(8) refuses root).
@@ -241,12 +254,18 @@ def raise_fd_limit():
 # The workloads: identical code for both systems
 # --------------------------------------------------------------------------
 
-def bench_smtp_source(label, smtp_port, inbox, messages, sessions):
-    """smtp-source throughput, counted on disk."""
+def bench_smtp_source(label, smtp_port, inbox, messages, sessions, signed=None):
+    """smtp-source throughput, counted on disk. With `signed` (a
+    SignedMessage) every message is that file, DKIM-signed, sent as its
+    sending domain's MTA would (HELO and MAIL FROM in that domain)."""
     cmd, extra_env = smtp_source()
     before = count_files(inbox)
+    if signed is None:
+        what = ["-l", "4096"]
+    else:
+        what = ["-F", str(signed.path), "-f", signed.mail_from, "-M", signed.helo]
     t0 = time.monotonic()
-    subprocess.run(cmd + ["-c", "-l", "4096", "-m", str(messages), "-s", str(sessions),
+    subprocess.run(cmd + ["-c", *what, "-m", str(messages), "-s", str(sessions),
                           "-t", f"user1@{DOMAIN}", f"127.0.0.1:{smtp_port}"],
                    env={**os.environ, **extra_env}, check=True, stdout=subprocess.DEVNULL)
     t_client = time.monotonic()
@@ -508,6 +527,10 @@ def run_workloads(label, smtp_port, pop3_port, maildirs, pids, passwords, a):
     maildirs: user -> Maildir path; pids: {"smtp": [...], "pop3": [...]}
     root pids whose process trees make up each service; passwords: user ->
     clear password."""
+    if a.auth_checks:
+        # The delivered-messages figure only, with the signed message.
+        return bench_smtp_source(label, smtp_port, maildirs["user1"], a.messages, a.sessions,
+                                 signed=a.signed)
     r = {}
     # Idle memory first, on fresh processes: after the other workloads the
     # allocator holds freed memory that new connections would reuse, which
@@ -547,15 +570,269 @@ def stop_popen(procs):
             p.wait()
 
 
+SENDER_DOMAIN = "example.net"
+
+
+class SignedMessage:
+    """For --auth-checks: a 4 KiB message from SENDER_DOMAIN, DKIM-signed
+    once here with dkimpy (rsa-sha256, relaxed/relaxed; RSA-2048 is the
+    costlier check and what most senders use) by a key from `mailctl dkim
+    keygen`, and the zone that publishes the domain's SPF, DKIM and DMARC
+    records. Signing before the clock starts keeps its cost off it."""
+
+    selector = "bench"
+
+    def __init__(self, work):
+        try:
+            import dkim  # dkimpy
+        except ImportError:
+            raise SystemExit("--auth-checks signs with dkimpy: apt-get install python3-dkim "
+                             "(or pip install dkimpy)")
+        work.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            [REL / "mailctl", "dkim", "keygen", "--domain", SENDER_DOMAIN, "--selector",
+             self.selector, "--algorithm", "rsa", "--out-dir", work],
+            capture_output=True, text=True, check=True).stdout
+        lines = out.splitlines()
+        key = pathlib.Path(lines[0].removeprefix("; private key ").strip())
+        end = next(i for i, ln in enumerate(lines) if ln.rstrip().endswith(")"))
+        record = "\n".join(lines[1:end + 1])
+        self.mail_from = f"bench@{SENDER_DOMAIN}"
+        self.helo = f"mx.{SENDER_DOMAIN}"
+        head = (f"From: Bench Sender <{self.mail_from}>\r\nTo: user1@{DOMAIN}\r\n"
+                "Subject: signed benchmark message\r\n"
+                "Date: Sun, 06 Dec 2026 12:00:00 +0000\r\n"
+                f"Message-ID: <bench-signed@{SENDER_DOMAIN}>\r\n\r\n").encode()
+        pad = b"x" * 76 + b"\r\n"
+        msg = head + pad * ((4096 - len(head)) // len(pad))
+        sig = dkim.sign(msg, self.selector.encode(), SENDER_DOMAIN.encode(), key.read_bytes(),
+                        canonicalize=(b"relaxed", b"relaxed"),
+                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+        # smtp-source -F ends every line with CRLF itself.
+        self.path = work / "signed.eml"
+        self.path.write_bytes((sig + msg).replace(b"\r\n", b"\n"))
+        # The whole parent zone, so that every name the checks ask for
+        # (DMARC also asks at the organizational domain's parent) gets an
+        # authoritative answer instead of a refusal.
+        self.origin = SENDER_DOMAIN.partition(".")[2]
+        self.zone = work / f"{self.origin}.zone"
+        # The client is 127.0.0.1; the HELO name has a record of its own
+        # (RFC 7208 section 2.3), so both SPF checks pass.
+        d = f"{SENDER_DOMAIN}."
+        self.zone.write_text(f"""$TTL 3600
+@ IN SOA ns.{d} hostmaster.{d} 1 3600 600 86400 3600
+@ IN NS ns.{d}
+ns.{d} IN A 127.0.0.1
+{d} IN TXT "v=spf1 ip4:127.0.0.1 -all"
+mx.{d} IN A 127.0.0.1
+mx.{d} IN TXT "v=spf1 ip4:127.0.0.1 -all"
+_dmarc.{d} IN TXT "v=DMARC1; p=reject"
+{record}
+""")
+
+
+def start_dnsd(work, signed):
+    """dnsd on 127.0.0.1 serving the signed message's zone; (process, port)."""
+    port = free_port()
+    cfg = work / "dns.toml"
+    cfg.write_text(f'[dnsd]\nlisten = ["127.0.0.1:{port}"]\n'
+                   f'zones = [{{ origin = "{signed.origin}", file = "{signed.zone}" }}]\n'
+                   "workers = 1\n")
+    proc = subprocess.Popen([REL / "dnsd", "--config", cfg],
+                            env={**os.environ, "RUST_LOG": "warn"})
+    wait_tcp(port)
+    return proc, port
+
+
+def loopback_53():
+    """A loopback address whose port 53 is free (UDP and TCP), for a dnsd
+    that resolvers without a port setting can be pointed at."""
+    import random
+    for _ in range(50):
+        addr = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind((addr, 53))
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind((addr, 53))
+            return addr
+        except OSError:
+            continue
+    raise RuntimeError("no free port 53 on loopback")
+
+
+class Milters:
+    """For --postfix-milters: OpenDKIM (verify mode), OpenDMARC and
+    policyd-spf in front of the reference Postfix, the stock Debian
+    programs with private config files, each milter on a 127.0.0.1 port.
+    None of them takes a name server's port, so dnsd answers on port 53 of
+    a loopback address of its own, and Postfix and the milters run in a
+    private mount namespace (`unshare -m`) where /etc/resolv.conf names it;
+    the host's file is untouched. Loopback is a stranger to all three
+    (their defaults skip it: InternalHosts, IgnoreHosts, skip_addresses)."""
+
+    def __init__(self, work, signed):
+        self.procs = []
+        try:
+            self._start(work, signed)
+        except BaseException:
+            self.stop()  # what did start
+            raise
+
+    def _start(self, work, signed):
+        self.dir = work
+        work.mkdir(mode=0o755)
+        self.dns_addr = loopback_53()
+        cfg = work / "dns.toml"
+        cfg.write_text(f'[dnsd]\nlisten = ["{self.dns_addr}:53"]\n'
+                       f'zones = [{{ origin = "{signed.origin}", file = "{signed.zone}" }}]\n'
+                       "workers = 1\n")
+        self.procs.append(subprocess.Popen([REL / "dnsd", "--config", cfg],
+                                           env={**os.environ, "RUST_LOG": "warn"}))
+        wait_tcp_on(self.dns_addr, 53)
+        resolv = work / "resolv.conf"
+        resolv.write_text(f"nameserver {self.dns_addr}\noptions timeout:2 attempts:1\n")
+        self.wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                     f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh"]
+        (work / "strangers").write_text("192.0.2.1\n")  # nobody we know
+        self.dkim_port, self.dmarc_port = free_port(), free_port()
+        authserv = f"mail.{DOMAIN}"
+        # Debian's OpenDKIM resolves with libunbound, which ignores
+        # resolv.conf and refuses loopback name servers unless told.
+        (work / "unbound.conf").write_text("server:\n  do-not-query-localhost: no\n")
+        (work / "opendkim.conf").write_text(f"""\
+Nameservers {self.dns_addr}
+ResolverConfiguration {work}/unbound.conf
+Mode v
+Socket inet:{self.dkim_port}@127.0.0.1
+PidFile {work}/opendkim.pid
+UserID opendkim
+Syslog no
+InternalHosts {work}/strangers
+AuthservID {authserv}
+AlwaysAddARHeader yes
+""")
+        (work / "opendmarc.conf").write_text(f"""\
+Socket inet:{self.dmarc_port}@127.0.0.1
+PidFile {work}/opendmarc.pid
+UserID opendmarc
+Syslog false
+AuthservID {authserv}
+TrustedAuthservIDs {authserv}
+IgnoreHosts {work}/strangers
+RejectFailures false
+""")
+        (work / "policyd-spf.conf").write_text("""\
+debugLevel = 0
+TestOnly = 1
+HELO_reject = Fail
+Mail_From_reject = Fail
+PermError_reject = False
+TempError_Defer = False
+skip_addresses = 192.0.2.1/32
+""")
+        # The configuration file is opendkim's -x and opendmarc's -c.
+        for exe, flag in (("opendkim", "-x"), ("opendmarc", "-c")):
+            self.procs.append(subprocess.Popen(
+                [*self.wrap, f"/usr/sbin/{exe}", "-f", flag, str(work / f"{exe}.conf")]))
+        wait_tcp(self.dkim_port)
+        wait_tcp(self.dmarc_port)
+
+    def main_cf(self):
+        """The reference Postfix's parameters for the milters and SPF."""
+        return {
+            "smtpd_milters": f"inet:127.0.0.1:{self.dkim_port}, inet:127.0.0.1:{self.dmarc_port}",
+            "milter_default_action": "tempfail",
+            # SPF before mynetworks, so that loopback clients are checked.
+            "smtpd_recipient_restrictions": "check_policy_service unix:private/policyd-spf, "
+                                            "permit_mynetworks, reject_unauth_destination",
+            "policyd-spf_time_limit": "3600",
+        }
+
+    def master_cf(self):
+        return ("policyd-spf unix - n n - 0 spawn\n"
+                f"  user=nobody argv=/usr/bin/policyd-spf {self.dir}/policyd-spf.conf\n")
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        stop_popen(self.procs)
+
+
+def wait_tcp_on(host, port, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {host}:{port}")
+
+
+def check_postfix_results(maildir):
+    """After a --postfix-milters run: a message Postfix delivered carries the
+    three verdicts (OpenDKIM's and OpenDMARC's Authentication-Results,
+    policyd-spf's Received-SPF)."""
+    new = maildir / "new"
+    sample = next(iter(sorted(new.iterdir())), None) if new.exists() else None
+    if sample is None:
+        raise RuntimeError("--postfix-milters: no message delivered")
+    head = sample.read_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[0].decode()
+    unfolded = head.replace("\n ", " ").replace("\n\t", " ")
+    for want in ("dkim=pass", "Received-SPF: Pass", "dmarc=pass"):
+        if want not in unfolded:
+            raise RuntimeError(f"--postfix-milters: {want} not in\n{head}")
+    for ln in unfolded.splitlines():
+        if ln.startswith(("Authentication-Results:", "Received-SPF:")):
+            print(f"[reference] {ln[:160]}", flush=True)
+
+
+def check_auth_results(maildir):
+    """After an --auth-checks run: one delivered message says that every
+    check ran and passed, else the figure would not be of real checks."""
+    new = maildir / "new"
+    sample = next(iter(sorted(new.iterdir())), None) if new.exists() else None
+    if sample is None:
+        raise RuntimeError("--auth-checks: no message delivered")
+    head = sample.read_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[0].decode()
+    # The field with its folded lines, unfolded.
+    lines = head[head.find("Authentication-Results:"):].split("\n")
+    text = lines[0]
+    for ln in lines[1:]:
+        if ln[:1] not in (" ", "\t"):
+            break
+        text += " " + ln.strip()
+    for want in ("dkim=pass", "spf=pass", "dmarc=pass"):
+        if want not in text:
+            raise RuntimeError(f"--auth-checks: {want} not in {text!r}")
+    print(f"[ours] {text[:200]}", flush=True)
+
+
 def run_ours(work, a):
     """Start smtpd + pop3d, run the workloads, stop them. Returns results."""
     smtp, pop3 = free_port(), free_port()
     cfg = work / "mail.toml"
+    dnsd, checks = None, ""
+    if a.auth_checks:
+        dnsd, dns_port = start_dnsd(work, a.signed)
+        # Loopback is a stranger here (no relay_networks): mail on the
+        # inbound listener is checked, as mail from the Internet is.
+        checks = f"""
+[resolver]
+name_servers = ["127.0.0.1:{dns_port}"]
+[auth_checks]
+enabled = true
+"""
     cfg.write_text(f"""
 [global]
 maildir_root = "mail"
 passwd_file = "passwd"
 aliases_file = "aliases"
+{"relay_networks = []" if a.auth_checks else ""}
+{checks}
 [smtpd]
 listen = ["127.0.0.1:{smtp}"]
 submission_listen = []
@@ -582,9 +859,12 @@ max_connections_per_client = 4000
         for name, roots in pids.items():
             assert_loopback_only(f"our {name}", roots)
         maildirs = {u: work / "mail" / u / "Maildir" for u in USERS}
-        return run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
+        r = run_workloads("ours", smtp, pop3, maildirs, pids, USERS, a)
+        if a.auth_checks:
+            check_auth_results(maildirs["user1"])
+        return r
     finally:
-        stop_popen(procs)
+        stop_popen(procs + ([dnsd] if dnsd else []))
 
 
 # --------------------------------------------------------------------------
@@ -597,10 +877,14 @@ def pkg_installed(name):
     return r.returncode == 0 and r.stdout.strip() == "install ok installed"
 
 
-def ensure_reference_packages():
-    """apt-get install postfix dovecot-pop3d when missing, with every service
-    start forbidden (policy-rc.d exits 101) and Postfix left unconfigured."""
-    missing = [p for p in ("postfix", "dovecot-pop3d") if not pkg_installed(p)]
+MILTER_PACKAGES = ("opendkim", "opendmarc", "postfix-policyd-spf-python")
+
+
+def ensure_reference_packages(extra=()):
+    """apt-get install postfix dovecot-pop3d (and `extra`) when missing, with
+    every service start forbidden (policy-rc.d exits 101) and Postfix left
+    unconfigured."""
+    missing = [p for p in ("postfix", "dovecot-pop3d", *extra) if not pkg_installed(p)]
     if not missing:
         return
     print(f"installing {' '.join(missing)} (services will not be started)", flush=True)
@@ -651,106 +935,17 @@ def ensure_bench_account():
     return pw.pw_uid, pw.pw_gid
 
 
-class Postfix:
-    """A Postfix instance with its own config, queue and data directories."""
+class TrackedPostfix(postfix_lab.Instance):
+    """A Postfix instance (scripts/postfix_lab.py) whose processes are
+    remembered, so that a stop can end any left behind."""
 
-    def __init__(self, base, port, vmail, uid, gid, procs_limit):
-        self.base = base
-        self.conf = base / "etc"
-        self.queue = base / "queue"
-        self.data = base / "data"
-        self.port = port
-        self.master_pid = None
-        self.started = False
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.pids_seen = {}
-        for d in (self.conf, self.queue, self.data):
-            d.mkdir(parents=True)
-        pf = pwd.getpwnam("postfix")
-        os.chown(self.data, pf.pw_uid, pf.pw_gid)  # master.lock, caches
-        (self.conf / "vmailbox").write_text(
-            "".join(f"{u}@{DOMAIN} {u}/Maildir/\n" for u in USERS))
-        (self.conf / "main.cf").write_text(f"""\
-# Benchmark reference instance: loopback only, private directories.
-compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {self.data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = mail.{DOMAIN}
-mydomain = {DOMAIN}
-myorigin = $mydomain
-# The lab's mydestination without {DOMAIN} itself, which is delivered by
-# virtual(8) to Maildirs under virtual_mailbox_base instead.
-mydestination = mail.{DOMAIN}, localhost.{DOMAIN}, localhost
-mynetworks = 127.0.0.0/8
-virtual_mailbox_domains = {DOMAIN}
-virtual_mailbox_base = {vmail}
-virtual_mailbox_maps = hash:{self.conf}/vmailbox
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-alias_maps =
-alias_database =
-# Never relay anywhere from a benchmark.
-default_transport = error:no relaying from the benchmark instance
-relay_transport = error:no relaying from the benchmark instance
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-biff = no
-append_dot_mydomain = no
-readme_directory = no
-# 20 sessions plus the idle connections, each an smtpd process.
-default_process_limit = {procs_limit}
-maillog_file = {base}/postfix.log
-maillog_file_prefixes = {base}
-""")
-        (self.conf / "master.cf").write_text(f"""\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:{port} inet n - n - - smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""")
-        subprocess.run(["postmap", "-c", str(self.conf), f"hash:{self.conf}/vmailbox"],
-                       check=True)
-
-    def _cmd(self, *args, check=True):
-        return subprocess.run(["postfix", "-c", str(self.conf), *args], check=check,
-                              capture_output=True, text=True)
-
-    def read_pid(self):
-        try:
-            self.master_pid = int((self.queue / "pid/master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-        return self.master_pid
 
     def start(self):
-        self.started = True
-        r = self._cmd("start", check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}")
-        end = time.monotonic() + 20
-        while time.monotonic() < end and self.read_pid() is None:
-            time.sleep(0.05)
-        if self.master_pid is None:
-            raise RuntimeError("postfix master did not write its pid file")
+        super().start()
         self.remember()
-        wait_tcp(self.port)
 
     def pids(self):
         return [self.master_pid] if self.master_pid else []
@@ -764,8 +959,39 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         if self.master_pid is None:
             self.read_pid()  # a start that failed half-way
         self.remember()
-        self._cmd("stop", check=False)
+        super().stop()
         kill_and_wait("postfix", self.pids_seen)
+
+
+class Postfix(TrackedPostfix):
+    """The reference Postfix: virtual(8) delivery into the benchmark's
+    Maildirs, never relaying."""
+
+    def __init__(self, base, port, vmail, uid, gid, procs_limit, params=None):
+        super().__init__(base, port, services=postfix_lab.LOCAL_SERVICES, params={
+            "myhostname": f"mail.{DOMAIN}",
+            "mydomain": DOMAIN,
+            "myorigin": "$mydomain",
+            # The lab's mydestination without DOMAIN itself, which is
+            # delivered by virtual(8) to Maildirs under virtual_mailbox_base.
+            "mydestination": f"mail.{DOMAIN}, localhost.{DOMAIN}, localhost",
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_base": str(vmail),
+            "virtual_mailbox_maps": f"hash:{base}/etc/vmailbox",
+            "virtual_uid_maps": f"static:{uid}",
+            "virtual_gid_maps": f"static:{gid}",
+            # Never relay anywhere from a benchmark.
+            "default_transport": "error:no relaying from the benchmark instance",
+            "relay_transport": "error:no relaying from the benchmark instance",
+            "smtpd_tls_security_level": "none",
+            "smtp_tls_security_level": "none",
+            # 20 sessions plus the idle connections, each an smtpd process.
+            "default_process_limit": str(procs_limit),
+            **(params or {}),
+        })
+        (self.conf / "vmailbox").write_text(
+            "".join(f"{u}@{DOMAIN} {u}/Maildir/\n" for u in USERS))
+        self.postmap(f"hash:{self.conf}/vmailbox")
 
 
 class Dovecot:
@@ -931,7 +1157,18 @@ def run_reference(work, a, passwd_lines):
     vmail.mkdir()
     os.chown(vmail, uid, gid)
     limit = max(100, a.idle + a.sessions + 100)
-    postfix = Postfix(work / "postfix", free_port(), vmail, uid, gid, limit)
+    milters = Milters(work / "milters", a.signed) if a.postfix_milters else None
+    try:
+        params = milters.main_cf() if milters else None
+        postfix = Postfix(work / "postfix", free_port(), vmail, uid, gid, limit, params)
+        if milters:
+            with open(postfix.conf / "master.cf", "a") as f:
+                f.write(milters.master_cf())
+            postfix.wrap = milters.wrap
+    except BaseException:
+        if milters:
+            milters.stop()
+        raise
     dovecot = Dovecot(work / "dovecot", free_port(), vmail, uid, gid, passwd_lines, limit,
                       a.dovecot_login)
     try:
@@ -946,16 +1183,23 @@ def run_reference(work, a, passwd_lines):
                   + ", ".join(f"{h}:{p}" for h, p in addrs), flush=True)
         maildirs = {u: vmail / u / "Maildir" for u in USERS}
         r = run_workloads("postfix+dovecot", postfix.port, dovecot.port, maildirs,
-                          {"smtp": postfix.pids(), "pop3": dovecot.pids()}, USERS, a)
+                          {"smtp": postfix.pids() + (milters.pids() if milters else []),
+                           "pop3": dovecot.pids()}, USERS, a)
         postfix.remember()
         dovecot.remember()
+        if milters:
+            check_postfix_results(maildirs["user1"])
         return r
     finally:
         try:
             dovecot.stop()
         finally:
-            postfix.stop()
-            report_log_problems(work)
+            try:
+                postfix.stop()
+            finally:
+                if milters:
+                    milters.stop()
+                report_log_problems(work)
 
 
 def report_log_problems(work):
@@ -1033,7 +1277,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat everything and report the median of each figure")
     ap.add_argument("--json", type=pathlib.Path, help="write the results here as JSON")
+    ap.add_argument("--auth-checks", action="store_true",
+                    help="only the SMTP delivery figure, with a DKIM-signed message from "
+                         f"{SENDER_DOMAIN}; ours checks SPF, DKIM and DMARC on every message "
+                         "(dnsd serves the records), Postfix checks nothing (no milters)")
+    ap.add_argument("--postfix-milters", action="store_true",
+                    help="with --auth-checks --reference: Postfix checks too, with OpenDKIM "
+                         "(verify), OpenDMARC and policyd-spf (installed when missing)")
     a = ap.parse_args()
+    a.signed = None
+    if a.postfix_milters and not (a.auth_checks and a.reference):
+        raise SystemExit("--postfix-milters needs --auth-checks and --reference")
     # A plain `kill` of the script still stops every daemon (finally blocks).
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
@@ -1041,14 +1295,23 @@ def main():
     if a.reference:
         if os.geteuid() != 0:
             raise SystemExit("--reference needs root (package install, postfix, dovecot)")
-        ensure_reference_packages()
+        ensure_reference_packages(MILTER_PACKAGES if a.postfix_milters else ())
     if not a.no_build:
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtpd", "-p", "pop3d",
-                        "-p", "mailctl"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "smtp-proto",
+        profile = ["--release"] if REL.name == "release" else []
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "smtpd", "-p", "pop3d",
+                        "-p", "mailctl", "-p", "dnsd"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "smtp-proto",
                         "--example", "latency_client"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-j2", "-p", "pop3-proto",
+        subprocess.run(["cargo", "build", *profile, "-j2", "-p", "pop3-proto",
                         "--example", "pipelined_client"], cwd=ROOT, check=True)
+    if a.auth_checks:
+        print(f"auth checks: ours runs SPF (HELO and MAIL FROM), DKIM (rsa-sha256) and DMARC "
+              f"on every message from {SENDER_DOMAIN}, whose records dnsd serves on loopback "
+              "(cached after the first message); "
+              + ("Postfix checks with OpenDKIM (verify), OpenDMARC and policyd-spf, asking "
+                 "another dnsd with the same zone" if a.postfix_milters else
+                 "Postfix runs as in the plain benchmark, without checks (no milters)"
+                 if a.reference else "no reference run"), flush=True)
     raise_fd_limit()
     rounds = []
     for i in range(a.rounds):
@@ -1080,6 +1343,9 @@ def run_round(a):
     out = {}
     try:
         (tmp / "ours").mkdir()
+        if a.auth_checks:
+            a.signed = SignedMessage(tmp / "signed")
+            (tmp / "signed").chmod(0o755)  # smtp-source reads it, for Postfix too
         out["ours"] = run_ours(tmp / "ours", a)
         if a.reference:
             # The same SHA512-CRYPT hashes (same salt and rounds) for both.

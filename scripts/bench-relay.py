@@ -250,64 +250,18 @@ name_servers = ["127.0.0.1:9"]
         bm.stop_popen([proc])
 
 
-class RelayPostfix(bm.Postfix):
+class RelayPostfix(bm.TrackedPostfix):
     """Postfix relaying everything to the sink (relayhost), loopback only,
     its own directories; queue files are fsynced before 250, as always."""
 
     def __init__(self, base, port, sink_port):
-        self.base = base
-        self.conf = base / "etc"
-        self.queue = base / "queue"
-        self.data = base / "data"
-        self.port = port
-        self.master_pid = None
-        self.started = False
-        self.pids_seen = {}
-        for d in (self.conf, self.queue, self.data):
-            d.mkdir(parents=True)
-        pf = pwd.getpwnam("postfix")
-        os.chown(self.data, pf.pw_uid, pf.pw_gid)
-        (self.conf / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {self.data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = mail.csuvnetwork.com
-mydestination =
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:{sink_port}
-alias_maps =
-alias_database =
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-biff = no
-readme_directory = no
-maillog_file = {base}/postfix.log
-maillog_file_prefixes = {base}
-""")
-        (self.conf / "master.cf").write_text(f"""\
-127.0.0.1:{port} inet n - n - - smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""")
+        super().__init__(base, port, services=bm.postfix_lab.RELAY_SERVICES, params={
+            "myhostname": "mail.csuvnetwork.com",
+            "mydestination": "",
+            "relayhost": f"[127.0.0.1]:{sink_port}",
+            "smtpd_tls_security_level": "none",
+            "smtp_tls_security_level": "none",
+        })
 
 
 def run_reference(work, sink, a):

@@ -260,6 +260,31 @@ def test_our_signatures_verify_with_dkimpy_and_opendkim(lab):
         assert not ok, f"opendkim-testmsg accepted a changed body ({sel})"
 
 
+def test_sendmail_pickup_mail_is_signed_and_verifies_with_dkimpy(lab):
+    """`sendmail -t` is local submission: signed like a submission when the
+    From: domain has keys, and only then."""
+    msg = (b"From: Cron Daemon <user2@example.org>\nTo: a@example.org\n"
+           b"Subject: from sendmail\nDate: Sun, 06 Dec 2026 10:00:00 +0000\n\n"
+           b"picked up\nand signed\n")
+    r = subprocess.run([bin_path("sendmail"), "-C", lab.config, "-t", "-oi"],
+                       input=msg, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    [got] = lab.inbox(1)
+    assert got.count(b"DKIM-Signature:") == 2, got
+    assert b"Authentication-Results:" not in got, got
+    for sel in ("rsa1", "ed1"):
+        one = only_signature(got, sel)
+        assert dkim.verify(one, dnsfunc=lab.dnsfunc), sel
+        assert not dkim.verify(one.replace(b"picked up", b"picked Up"), dnsfunc=lab.dnsfunc), sel
+    # A From: domain without a key goes unsigned.
+    r = subprocess.run([bin_path("sendmail"), "-C", lab.config, "-t", "-oi"],
+                       input=msg.replace(b"user2@example.org", b"cron@other.org"),
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    unsigned = [m for m in lab.inbox(2) if m != got]
+    assert len(unsigned) == 1 and b"DKIM-Signature:" not in unsigned[0], unsigned
+
+
 def auth_results(msg: bytes) -> str:
     head = msg.replace(b"\r\n", b"\n").partition(b"\n\n")[0].decode()
     m = re.search(r"^Authentication-Results: .*?(?=\n\S)", head, re.S | re.M)

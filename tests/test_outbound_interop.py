@@ -22,6 +22,7 @@ import shutil
 import smtplib
 import socketserver
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,9 @@ import uuid
 import pytest
 
 from conftest import bin_path, free_port, wait_tcp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
+import postfix_lab  # noqa: E402  (scripts/postfix_lab.py, shared with the benchmarks)
 from test_outbound import PW, Instance
 
 POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
@@ -37,100 +41,31 @@ needs_postfix = pytest.mark.skipif(
     POSTFIX is None or os.geteuid() != 0,
     reason="needs Postfix installed (apt-get install postfix) and root to run it")
 
-MASTER_CF = """\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:{port} inet n - n - - smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
-
-class Postfix:
+class Postfix(postfix_lab.Instance):
     """A Postfix instance in a private directory (config, queue, data,
-    Maildirs), its smtpd on 127.0.0.1:port only."""
+    Maildirs), its smtpd on 127.0.0.1:port only (scripts/postfix_lab.py)."""
 
     def __init__(self, name, extra_main_cf):
         # Outside pytest's 0700 tmp_path: Postfix's unprivileged daemons
         # (user postfix) must traverse it.
-        self.base = pathlib.Path(tempfile.mkdtemp(prefix=f"pf-{name}-"))
-        self.base.chmod(0o755)
-        self.conf, self.queue, self.data = (self.base / d for d in ("etc", "queue", "data"))
+        base = pathlib.Path(tempfile.mkdtemp(prefix=f"pf-{name}-"))
+        base.chmod(0o755)
+        super().__init__(base, free_port(), extra_main_cf=extra_main_cf, params={
+            "mydestination": "localhost",
+            "smtp_tls_loglevel": "1",
+            "smtpd_tls_loglevel": "1",
+        })
         self.vmail = self.base / "vmail"
-        for d in (self.conf, self.queue, self.data, self.vmail):
-            d.mkdir()
-        pf = pwd_entry("postfix")
-        os.chown(self.data, pf.pw_uid, pf.pw_gid)
+        self.vmail.mkdir()
         # virtual(8) does not deliver as root: nobody owns the Maildirs.
         nobody = pwd_entry("nobody")
         self.uid, self.gid = nobody.pw_uid, nobody.pw_gid
         os.chown(self.vmail, self.uid, self.gid)
-        self.port = free_port()
-        self.log = self.base / "postfix.log"
-        (self.conf / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {self.data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-mydestination = localhost
-alias_maps =
-alias_database =
-biff = no
-append_dot_mydomain = no
-readme_directory = no
-maillog_file = {self.log}
-maillog_file_prefixes = {self.base}
-smtp_tls_loglevel = 1
-smtpd_tls_loglevel = 1
-{extra_main_cf}""")
-        (self.conf / "master.cf").write_text(MASTER_CF.format(port=self.port))
-        self.started = False
-
-    def postfix(self, *args, check=True):
-        return subprocess.run([POSTFIX, "-c", str(self.conf), *args], check=check,
-                              capture_output=True, text=True)
-
-    def start(self):
-        self.started = True
-        r = self.postfix("start", check=False)
-        assert r.returncode == 0, f"postfix start failed: {r.stdout}{r.stderr}"
-        wait_tcp(self.port, timeout=20)
-
-    def stop(self):
-        if self.started:
-            self.postfix("stop", check=False)
-            self.started = False
 
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
-
-    def log_text(self):
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def maildir_new(self, user):
         d = self.vmail / user / "Maildir" / "new"
@@ -145,12 +80,6 @@ smtpd_tls_loglevel = 1
             time.sleep(0.1)
         raise AssertionError(f"Postfix's {user} has {len(self.maildir_new(user))} messages, "
                              f"not {n}\n--- postfix log:\n{self.log_text()[-3000:]}\n{why}")
-
-    def wait_log(self, needle, timeout=15):
-        deadline = time.monotonic() + timeout
-        while needle not in self.log_text():
-            assert time.monotonic() < deadline, f"{needle!r} not in\n{self.log_text()[-3000:]}"
-            time.sleep(0.1)
 
 
 def pwd_entry(name):

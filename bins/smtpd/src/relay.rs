@@ -192,6 +192,27 @@ pub(crate) struct Failed {
     pub(crate) until: Option<std::time::SystemTime>,
 }
 
+impl Failed {
+    /// The entry of a queued recipient, from its last attempt (`status`
+    /// when there was none); `until` for a delay notice.
+    fn of(
+        r: &mailstore::outbound::RcptStatus,
+        status: &str,
+        until: Option<std::time::SystemTime>,
+    ) -> Self {
+        let last = r.last.as_ref();
+        Failed {
+            address: r.rcpt.address.clone(),
+            orcpt: r.rcpt.orcpt.clone(),
+            status: last.map_or(status.into(), |l| l.status.clone()),
+            remote: last.and_then(|l| l.remote.clone()),
+            text: last.map_or(String::new(), |l| l.text.clone()),
+            when: last.map(|l| l.time),
+            until,
+        }
+    }
+}
+
 /// The message a notice is about.
 #[derive(Clone, Copy)]
 pub(crate) struct Bounced<'a> {
@@ -386,6 +407,47 @@ impl outbound::engine::Route for DaemonRoute {
 
 use outbound::engine::RouteFailure;
 
+/// The notices a finished message owes its sender, in the order to send
+/// them: the failure notice for bounced recipients, and the "relayed" one
+/// (RFC 3461 section 4.2: delivered to a next hop without DSN, and the
+/// sender asked to hear of success), each for the recipients whose
+/// `NOTIFY` asks for it (section 4.1). A notice already queued on an
+/// earlier try of this finish (the other one failed, so the finish was
+/// retried) is not owed again; a crash between queueing a notice and
+/// recording it sends that one twice: at least once, never lost.
+fn due_notices(
+    m: &mailstore::outbound::QueuedMessage,
+) -> Vec<(mailstore::dsn::Action, Vec<Failed>)> {
+    use mailstore::dsn::{should_notify, Action, DsnEvent, Notify};
+    use mailstore::outbound::{RcptState, RcptStatus};
+    let wants = |r: &RcptStatus, event| {
+        let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
+        should_notify(notify.as_ref(), event)
+    };
+    let failed = m
+        .recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Bounced && wants(r, DsnEvent::Failure))
+        .map(|r| Failed::of(r, "5.0.0", None))
+        .collect();
+    let relayed = m
+        .recipients
+        .iter()
+        .filter(|r| {
+            r.state == RcptState::Sent
+                && r.last.as_ref().is_some_and(|l| l.relayed)
+                && wants(r, DsnEvent::Success)
+        })
+        .map(|r| Failed::of(r, "2.0.0", None))
+        .collect();
+    [(Action::Failed, failed), (Action::Relayed, relayed)]
+        .into_iter()
+        .filter(|(action, rcpts): &(Action, Vec<Failed>)| {
+            !rcpts.is_empty() && !m.notices.iter().any(|n| n == action.as_str())
+        })
+        .collect()
+}
+
 /// Sends the failure notice of a finished message whose recipients
 /// bounced (those whose `NOTIFY` asks for it, RFC 3461 section 4.1).
 pub(crate) struct Bouncer {
@@ -397,40 +459,8 @@ pub(crate) struct Bouncer {
 
 impl outbound::engine::Finisher for Bouncer {
     fn finished(&self, m: &mailstore::outbound::QueuedMessage) -> Result<(), String> {
-        use mailstore::dsn::{should_notify, Action, DsnEvent, Notify};
-        use mailstore::outbound::{RcptState, RcptStatus};
-        let wants = |r: &RcptStatus, event| {
-            let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
-            should_notify(notify.as_ref(), event)
-        };
-        let entry = |r: &RcptStatus, default: &str| Failed {
-            address: r.rcpt.address.clone(),
-            orcpt: r.rcpt.orcpt.clone(),
-            status: r.last.as_ref().map_or(default.into(), |l| l.status.clone()),
-            remote: r.last.as_ref().and_then(|l| l.remote.clone()),
-            text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
-            when: r.last.as_ref().map(|l| l.time),
-            until: None,
-        };
-        let failed: Vec<Failed> = m
-            .recipients
-            .iter()
-            .filter(|r| r.state == RcptState::Bounced && wants(r, DsnEvent::Failure))
-            .map(|r| entry(r, "5.0.0"))
-            .collect();
-        // RFC 3461 section 4.2: delivered to a next hop without DSN, and
-        // the sender asked to hear of success: we say "relayed".
-        let relayed: Vec<Failed> = m
-            .recipients
-            .iter()
-            .filter(|r| {
-                r.state == RcptState::Sent
-                    && r.last.as_ref().is_some_and(|l| l.relayed)
-                    && wants(r, DsnEvent::Success)
-            })
-            .map(|r| entry(r, "2.0.0"))
-            .collect();
-        if failed.is_empty() && relayed.is_empty() {
+        let due = due_notices(m);
+        if due.is_empty() {
             return Ok(());
         }
         let Some(shared) = self.shared.upgrade() else {
@@ -446,14 +476,7 @@ impl outbound::engine::Finisher for Bouncer {
             arrival: e.arrival,
             original: &original,
         };
-        for (action, rcpts) in [(Action::Failed, failed), (Action::Relayed, relayed)] {
-            // A notice already queued on an earlier try of this finish
-            // (the other one failed, so the message was retried) is not
-            // sent again. A crash between queueing a notice and recording
-            // it sends that one twice: at least once, never lost.
-            if rcpts.is_empty() || m.notices.iter().any(|n| n == action.as_str()) {
-                continue;
-            }
+        for (action, rcpts) in due {
             let sent = notice(&shared, of, action, rcpts)?;
             if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
                 r.engine.submit(&id);
@@ -479,15 +502,7 @@ impl outbound::engine::Finisher for Bouncer {
                 let notify = r.rcpt.notify.as_deref().and_then(|n| Notify::parse(n).ok());
                 should_notify(notify.as_ref(), DsnEvent::Delay)
             })
-            .map(|r| Failed {
-                address: r.rcpt.address.clone(),
-                orcpt: r.rcpt.orcpt.clone(),
-                status: r.last.as_ref().map_or("4.0.0".into(), |l| l.status.clone()),
-                remote: r.last.as_ref().and_then(|l| l.remote.clone()),
-                text: r.last.as_ref().map_or(String::new(), |l| l.text.clone()),
-                when: r.last.as_ref().map(|l| l.time),
-                until: Some(until),
-            })
+            .map(|r| Failed::of(r, "4.0.0", Some(until)))
             .collect();
         if late.is_empty() {
             return Ok(());
@@ -509,6 +524,33 @@ impl outbound::engine::Finisher for Bouncer {
             r.engine.submit(&id);
         }
         Ok(())
+    }
+}
+
+/// `content` (CRLF line ends) with the `DKIM-Signature:` fields of its
+/// From: domain's keys on top (RFC 6376 section 5); as it is when no key
+/// is for that domain, or when signing fails (logged: a signature is not
+/// a promise made to whoever ran `sendmail`).
+pub(crate) fn sign_local<'a>(
+    signer: &mail_auth_glue::Signer,
+    content: &'a [u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    use std::borrow::Cow;
+    if signer.is_empty() {
+        return Cow::Borrowed(content);
+    }
+    match signer.sign(content) {
+        Ok(sig) if sig.is_empty() => Cow::Borrowed(content),
+        Ok(sig) => {
+            let mut out = Vec::with_capacity(sig.len() + content.len());
+            out.extend_from_slice(sig.as_bytes());
+            out.extend_from_slice(content);
+            Cow::Owned(out)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "DKIM signing of a pickup message failed");
+            Cow::Borrowed(content)
+        }
     }
 }
 
@@ -534,12 +576,16 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
                 continue;
             }
         };
+        // Local submission, as a submission by one of our users: signed
+        // when the From: domain has a key (OpenDKIM signs what Postfix's
+        // pickup hands it, which comes from no client at all).
+        let content = sign_local(&shared.settings().signer, &msg.content);
         let injected = match inject(
             shared,
             &Injection {
                 sender: &msg.sender,
                 recipients: &msg.recipients,
-                content: &msg.content,
+                content: &content,
             },
         ) {
             Ok(i) => i,
@@ -602,6 +648,161 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
 
 #[cfg(test)]
 mod tests {
+    use mail_auth_glue::keys::{generate, load_pem, Algorithm};
+    use mail_auth_glue::sign::{Entry, Signer};
+
+    fn signer_for(domain: &str) -> Signer {
+        let generated = generate(Algorithm::Ed25519).expect("generate");
+        let key = load_pem(generated.private_pem.as_bytes()).expect("load");
+        let entry = Entry {
+            domain: domain.into(),
+            selector: "s1".into(),
+            key,
+        };
+        Signer::new(vec![entry], vec!["from".into(), "subject".into()])
+    }
+
+    #[test]
+    fn pickup_mail_from_a_domain_with_a_key_is_signed() {
+        let signer = signer_for("example.org");
+        let msg = b"From: Cron <root@example.org>\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = super::sign_local(&signer, msg);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("DKIM-Signature: "), "{text}");
+        assert!(
+            text.contains("d=example.org") && text.contains("s=s1"),
+            "{text}"
+        );
+        assert!(out.ends_with(msg));
+        // Another From: domain, or no From: at all: untouched.
+        for other in [
+            &b"From: x@other.org\r\nSubject: s\r\n\r\nbody\r\n"[..],
+            &b"Subject: s\r\n\r\nbody\r\n"[..],
+        ] {
+            assert!(matches!(
+                super::sign_local(&signer, other),
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
+        assert!(matches!(
+            super::sign_local(&Signer::default(), msg),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_notice_entry_is_the_last_attempt_or_the_default() {
+        use mailstore::outbound::{Attempt, OutRcpt, Outcome, RcptState, RcptStatus};
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let mut r = RcptStatus {
+            rcpt: OutRcpt::new("a@example.org"),
+            state: RcptState::Pending,
+            attempts: 0,
+            last: None,
+        };
+        let fresh = super::Failed::of(&r, "4.0.0", Some(when));
+        assert_eq!(fresh.status, "4.0.0");
+        assert!(fresh.remote.is_none() && fresh.when.is_none() && fresh.text.is_empty());
+        assert_eq!(fresh.until, Some(when));
+        r.last = Some(Attempt {
+            rcpt: 0,
+            relayed: false,
+            outcome: Outcome::Bounced,
+            time: when,
+            status: "5.1.1".into(),
+            remote: Some("mx.example.org[192.0.2.1]".into()),
+            text: "host mx.example.org[192.0.2.1] said: 550 5.1.1 unknown".into(),
+        });
+        let tried = super::Failed::of(&r, "5.0.0", None);
+        assert_eq!(tried.address, "a@example.org");
+        assert_eq!(tried.status, "5.1.1");
+        assert_eq!(tried.remote.as_deref(), Some("mx.example.org[192.0.2.1]"));
+        assert_eq!(tried.when, Some(when));
+        assert!(tried.until.is_none() && tried.text.contains("550 5.1.1"));
+    }
+
+    #[test]
+    fn a_notice_queued_on_an_earlier_try_is_not_owed_again() {
+        use mailstore::dsn::Action;
+        use mailstore::outbound::{
+            Attempt, OutEnvelope, OutRcpt, Outcome, QueuedMessage, RcptState, RcptStatus,
+        };
+        let now = std::time::SystemTime::now();
+        let rcpt = |address: &str, notify: Option<&str>, state, relayed| RcptStatus {
+            rcpt: OutRcpt {
+                address: address.into(),
+                notify: notify.map(str::to_owned),
+                orcpt: None,
+            },
+            attempts: 1,
+            last: Some(Attempt {
+                rcpt: 0,
+                relayed,
+                outcome: if state == RcptState::Sent {
+                    Outcome::Sent
+                } else {
+                    Outcome::Bounced
+                },
+                time: now,
+                status: if state == RcptState::Sent {
+                    "2.0.0"
+                } else {
+                    "5.1.1"
+                }
+                .into(),
+                remote: None,
+                text: String::new(),
+            }),
+            state,
+        };
+        let mut m = QueuedMessage {
+            envelope: OutEnvelope {
+                id: "Q1".into(),
+                sender: "user2@example.net".into(),
+                arrival: now,
+                envid: None,
+                ret: None,
+                recipients: vec![],
+            },
+            recipients: vec![
+                rcpt("gone@example.org", None, RcptState::Bounced, false),
+                rcpt(
+                    "quiet@example.org",
+                    Some("NEVER"),
+                    RcptState::Bounced,
+                    false,
+                ),
+                rcpt("far@example.org", Some("SUCCESS"), RcptState::Sent, true),
+                rcpt("dsn@example.org", Some("SUCCESS"), RcptState::Sent, false),
+            ],
+            held: false,
+            notices: vec![],
+            size: 1,
+        };
+        let owed = |m: &QueuedMessage| -> Vec<(Action, Vec<String>)> {
+            super::due_notices(m)
+                .into_iter()
+                .map(|(a, rs)| (a, rs.into_iter().map(|r| r.address).collect()))
+                .collect()
+        };
+        assert_eq!(
+            owed(&m),
+            [
+                (Action::Failed, vec!["gone@example.org".to_owned()]),
+                (Action::Relayed, vec!["far@example.org".to_owned()]),
+            ]
+        );
+        // The failure notice went out and was recorded; the relayed one
+        // failed, so the finish is tried again: only that one is owed.
+        m.notices.push(Action::Failed.as_str().into());
+        assert_eq!(
+            owed(&m),
+            [(Action::Relayed, vec!["far@example.org".to_owned()])]
+        );
+        m.notices.push(Action::Relayed.as_str().into());
+        assert!(owed(&m).is_empty());
+    }
+
     #[test]
     fn the_diagnostic_code_is_the_remote_reply() {
         assert_eq!(

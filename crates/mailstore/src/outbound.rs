@@ -188,6 +188,10 @@ pub struct RcptStatus {
     pub last: Option<Attempt>,
 }
 
+/// The notice name of a delay warning (the RFC 3464 action), recorded by
+/// [`OutboundQueue::set_delay_warned`].
+pub const DELAY_NOTICE: &str = "delayed";
+
 /// A queued message as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
@@ -201,14 +205,18 @@ pub struct QueuedMessage {
     /// given to [`OutboundQueue::record_notice`] (so that a message whose
     /// finishing is retried does not send one twice).
     pub notices: Vec<String>,
-    /// The sender was told that the message is late (`delay_warning_time`):
-    /// one warning per message, across restarts.
-    pub delay_warned: bool,
     /// Size of the content in bytes.
     pub size: u64,
 }
 
 impl QueuedMessage {
+    /// Whether the sender was told that the message is late
+    /// (`delay_warning_time`): one warning per message, across restarts,
+    /// recorded as the notice [`DELAY_NOTICE`].
+    pub fn delay_warned(&self) -> bool {
+        self.notices.iter().any(|n| n == DELAY_NOTICE)
+    }
+
     /// Whether every recipient has a final state.
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| r.state.is_final())
@@ -544,7 +552,7 @@ impl OutboundQueue {
     /// Records that the sender was warned of the delay, so that a restart
     /// does not warn again: the notice `delayed` (the RFC 3464 action).
     pub fn set_delay_warned(&self, id: &str, time: SystemTime) -> Result<()> {
-        self.record_notice(id, "delayed", time)
+        self.record_notice(id, DELAY_NOTICE, time)
     }
 
     fn append(&self, id: &str, lines: &str) -> Result<()> {
@@ -728,7 +736,6 @@ pub fn decode(
         envelope: env,
         recipients,
         held: flags.held,
-        delay_warned: flags.notices.iter().any(|n| n == "delayed"),
         notices: flags.notices,
     })
 }
@@ -1312,7 +1319,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (q, _) = OutboundQueue::open(dir.path()).unwrap();
         q.enqueue(&env("D1", &["a@example.org"]), b"x").unwrap();
-        assert!(!q.load("D1").unwrap().delay_warned);
+        assert!(!q.load("D1").unwrap().delay_warned());
         q.record(
             "D1",
             &[attempt(
@@ -1327,7 +1334,7 @@ mod tests {
         q.set_delay_warned("D1", from_unix(1_796_515_261)).unwrap();
         let (_, all) = OutboundQueue::open(dir.path()).unwrap();
         let m = all.iter().find(|m| m.envelope.id == "D1").unwrap();
-        assert!(m.delay_warned);
+        assert!(m.delay_warned());
         assert!(!m.held);
         assert_eq!(m.recipients[0].attempts, 1, "the flag is no attempt");
     }

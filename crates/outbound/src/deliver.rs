@@ -350,6 +350,32 @@ pub async fn deliver_then_close(
     (results, None)
 }
 
+/// The client session's configuration for one connection to `hop` at
+/// `addr`: the hop's credentials, if any, only inside TLS unless `addr`
+/// is a loopback address.
+fn client_config(settings: &ClientSettings, hop: &Hop, addr: SocketAddr) -> ClientConfig {
+    let mut cfg = ClientConfig::new(settings.helo.clone());
+    cfg.tls = if settings.connector.is_some() {
+        settings.tls
+    } else {
+        ClientTls::None
+    };
+    let hop_credentials = settings
+        .passwords
+        .as_ref()
+        .and_then(|p| p.lookup(&hop.host, hop.port));
+    if hop_credentials.is_some() {
+        // Postfix's smtp_sasl_tls_security_options: a password crosses
+        // the network only inside TLS; loopback never leaves the host
+        // (an IPv4-mapped ::ffff:127.0.0.1 is loopback too).
+        cfg.auth_requires_tls = !addr.ip().to_canonical().is_loopback();
+    }
+    cfg.credentials = hop_credentials.or_else(|| settings.credentials.clone());
+    cfg.mime_downgrade = settings.mime_downgrade;
+    cfg.keep_open = settings.keep_open;
+    cfg
+}
+
 /// One connection: the session up to the end of the transaction (the
 /// report), and what is left of it (`QUIT`).
 async fn attempt(
@@ -381,24 +407,7 @@ async fn attempt(
     };
     let _ = tcp.set_nodelay(true);
     let mut driver = Driver::new(Stream::Plain(tcp)).with_write_timeout(DATA_BLOCK_TIMEOUT);
-    let mut cfg = ClientConfig::new(settings.helo.clone());
-    cfg.tls = if settings.connector.is_some() {
-        settings.tls
-    } else {
-        ClientTls::None
-    };
-    let hop_credentials = settings
-        .passwords
-        .as_ref()
-        .and_then(|p| p.lookup(&hop.host, hop.port));
-    if hop_credentials.is_some() {
-        // Postfix's smtp_sasl_tls_security_options: a password crosses
-        // the network only inside TLS; loopback never leaves the host.
-        cfg.auth_requires_tls = !addr.ip().is_loopback();
-    }
-    cfg.credentials = hop_credentials.or_else(|| settings.credentials.clone());
-    cfg.mime_downgrade = settings.mime_downgrade;
-    cfg.keep_open = settings.keep_open;
+    let cfg = client_config(settings, hop, addr);
     let mut session = ClientSession::new(cfg, vec![outgoing(&msg)], driver.now());
     let lost = |stage: &str| HostFailure {
         status: "4.4.2",
@@ -711,5 +720,95 @@ mod verifier {
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smtp_proto::Interrupt;
+
+    fn relayhost_settings() -> ClientSettings {
+        let mut s = ClientSettings::new("mail.example.net", None);
+        let map: PasswordMap = "[relay.example.net]:587 user:secret-pw\n".parse().unwrap();
+        s.passwords = Some(Arc::new(map));
+        s
+    }
+
+    fn relayhost() -> Hop {
+        Hop {
+            host: "relay.example.net".into(),
+            preference: None,
+            addresses: vec![],
+            port: 587,
+        }
+    }
+
+    /// What the client sends to a relayhost that offers AUTH and no
+    /// STARTTLS, and how the session ends.
+    fn talk(cfg: ClientConfig) -> (String, Vec<ClientEvent>) {
+        let msg = OutgoingMessage {
+            from: "a@example.net".into(),
+            to: vec!["b@example.org".into()],
+            body: b"hi\r\n".to_vec(),
+            ..Default::default()
+        };
+        let mut c = ClientSession::new(cfg, vec![msg], Duration::ZERO);
+        let mut input = std::collections::VecDeque::from([
+            &b"220 relay\r\n"[..],
+            b"250-relay\r\n250 AUTH PLAIN LOGIN\r\n",
+            b"235 ok\r\n",
+            b"250 ok\r\n",
+            b"221 bye\r\n",
+        ]);
+        let (mut sent, mut events) = (String::new(), Vec::new());
+        loop {
+            match c.next() {
+                Ok(e) => events.push(e),
+                Err(Interrupt::Output(b)) => sent.push_str(&String::from_utf8_lossy(&b)),
+                Err(Interrupt::NeedInput) => match input.pop_front() {
+                    Some(b) => c.enqueue_input(Duration::ZERO, b),
+                    None => break,
+                },
+                Err(_) => break,
+            }
+        }
+        (sent, events)
+    }
+
+    #[test]
+    fn relayhost_auth_needs_tls_off_loopback() {
+        let settings = relayhost_settings();
+        let hop = relayhost();
+        for far in ["192.0.2.25:587", "[2001:db8::25]:587"] {
+            let cfg = client_config(&settings, &hop, far.parse().unwrap());
+            assert!(cfg.auth_requires_tls, "{far}");
+            assert!(cfg.credentials.is_some());
+            let (sent, events) = talk(cfg);
+            // Refused before a password is sent: no AUTH, no MAIL.
+            assert!(!sent.contains("AUTH") && !sent.contains("MAIL"), "{sent}");
+            assert!(
+                events.contains(&ClientEvent::Failed(ClientError::AuthNeedsTls)),
+                "{events:?}"
+            );
+        }
+        for near in [
+            "127.0.0.1:587",
+            "127.3.4.5:587",
+            "[::1]:587",
+            "[::ffff:127.0.0.1]:587",
+        ] {
+            let cfg = client_config(&settings, &hop, near.parse().unwrap());
+            assert!(!cfg.auth_requires_tls, "{near}");
+            let (sent, _) = talk(cfg);
+            assert!(sent.contains("AUTH PLAIN "), "{near}: {sent}");
+        }
+        // A hop without an entry: no credentials, nothing required.
+        let other = Hop {
+            host: "mx.example.org".into(),
+            ..relayhost()
+        };
+        let cfg = client_config(&settings, &other, "192.0.2.25:587".parse().unwrap());
+        assert!(cfg.credentials.is_none() && !cfg.auth_requires_tls);
     }
 }

@@ -738,7 +738,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             .recipients
             .iter()
             .any(|r| matches!(r.state, RcptState::Deferred { .. }));
-        if m.delay_warned
+        if m.delay_warned()
             || !deferred
             || !self.cfg.schedule.delay_warning_due(m.envelope.arrival, now)
         {
@@ -756,7 +756,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
         // Sent, then recorded: a crash in between warns twice, which is
         // better than never.
         match q.set_delay_warned(&id, now) {
-            Ok(()) => m.delay_warned = true,
+            Ok(()) => m.notices.push(mailstore::outbound::DELAY_NOTICE.to_owned()),
             Err(e) => error!(queue_id = id, error = %e, "recording the delay warning failed"),
         }
         m

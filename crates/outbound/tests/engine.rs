@@ -362,3 +362,60 @@ async fn the_rate_delay_spaces_deliveries_to_a_destination() {
     assert_eq!(messages, 5);
     assert!(took >= Duration::from_millis(1200), "{took:?}");
 }
+
+/// The host's finishing (its notices) fails after recording one notice,
+/// and again when tried once the outcomes are recorded: the message stays
+/// queued with its final states, comes back after a flush with that
+/// notice in `notices` (so the host does not send it twice), and goes
+/// once finishing succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_finish_keeps_the_message_and_is_retried_with_its_notices() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let (running, addr) = remote(remote_dir.path(), "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (q, recovered) = OutboundQueue::open(dir.path().join("outgoing")).unwrap();
+    let calls: Finished = Arc::default();
+    let (c, fq) = (Arc::clone(&calls), q.clone());
+    let engine = Engine::start(
+        q.clone(),
+        recovered,
+        config(),
+        routes(addr),
+        move |m: &QueuedMessage| {
+            let mut calls = c.lock().unwrap();
+            calls.push(m.clone());
+            match calls.len() {
+                // One notice queued and recorded, the next one failed.
+                1 => fq
+                    .record_notice(&m.envelope.id, "failed", SystemTime::now())
+                    .unwrap(),
+                // The same pass tries again once the outcomes are on
+                // record, and fails again.
+                2 => {}
+                _ => return Ok(()),
+            }
+            Err("injecting the relayed notice failed".into())
+        },
+    );
+    enqueue(&q, "F1", &["a@example.org", "nobody@example.org"]);
+    engine.submit("F1");
+    wait_for("two finishes", || calls.lock().unwrap().len() == 2).await;
+    wait_for("the engine to go idle", || engine.waiting() == 1).await;
+    assert_eq!(calls.lock().unwrap()[1].notices, ["failed"]);
+    // Still queued, every recipient final, the notice on record.
+    let m = q.load("F1").unwrap();
+    assert!(m.is_finished());
+    assert_eq!(m.notices, ["failed"]);
+    assert_eq!(m.recipients[0].state, RcptState::Sent);
+    assert_eq!(m.recipients[1].state, RcptState::Bounced);
+    // Retried (here at once): the finisher sees what the failed try
+    // recorded, no new delivery is made, and the message goes.
+    assert_eq!(engine.flush(), 1);
+    wait_for("the third finish", || calls.lock().unwrap().len() == 3).await;
+    let again = calls.lock().unwrap()[2].clone();
+    assert_eq!(again.notices, ["failed"]);
+    assert_eq!(again.recipients[0].attempts, 1, "not delivered twice");
+    wait_for("removal", || q.load("F1").is_err()).await;
+    engine.stop(Duration::from_secs(1)).await;
+    running.stop().await;
+}
