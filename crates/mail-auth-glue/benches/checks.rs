@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::SpfResult;
 use mail_auth_glue::cache::Caches;
 use mail_auth_glue::check::{authenticator, Checker, Envelope, Policy};
 use mail_auth_glue::keys::{self, Algorithm};
@@ -71,6 +73,30 @@ fn bench(c: &mut Criterion) {
         helo: "mail.example.com",
         mail_from: "joe@example.com",
     };
+    // SPF alone (HELO and MAIL FROM), every answer cached.
+    let auth = authenticator(&cfg).expect("resolver");
+    c.bench_function("spf_cached", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let h = auth
+                    .verify_spf(cache.params(SpfParameters::verify_ehlo(
+                        env.ip,
+                        env.helo,
+                        "mx.example.net",
+                    )))
+                    .await;
+                let m = auth
+                    .verify_spf(cache.params(SpfParameters::verify_mail_from(
+                        env.ip,
+                        env.helo,
+                        "mx.example.net",
+                        env.mail_from,
+                    )))
+                    .await;
+                assert_eq!((h.result(), m.result()), (SpfResult::Pass, SpfResult::Pass));
+            })
+        })
+    });
     let plain = message();
     for (alg, sel) in [(Algorithm::Ed25519, "ed"), (Algorithm::Rsa, "rsa")] {
         let s = signer(&cache, alg, sel);

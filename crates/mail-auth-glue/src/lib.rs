@@ -25,6 +25,7 @@ pub mod check;
 pub mod headers;
 pub mod keys;
 pub mod sign;
+pub mod spf;
 
 pub use check::{Action, Checker, Envelope, Outcome, Policy};
 pub use sign::Signer;
