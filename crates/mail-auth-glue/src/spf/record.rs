@@ -343,10 +343,7 @@ type DualCidr = (Option<MacroString>, Option<u8>, Option<u8>);
 /// `[ ":" domain-spec ] [ ip4-cidr-length ] [ "/" ip6-cidr-length ]` after
 /// `a` or `mx`. A domain-spec may itself contain `/`, so the lengths are
 /// taken off the end.
-fn dual_cidr(
-    rest: &str,
-    word: &str,
-) -> Result<DualCidr, SyntaxError> {
+fn dual_cidr(rest: &str, word: &str) -> Result<DualCidr, SyntaxError> {
     let mut rest = rest;
     let mut v6 = None;
     let mut v4 = None;
