@@ -16,6 +16,7 @@
 pub mod macros;
 pub mod record;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -144,6 +145,18 @@ struct Frame {
     pos: usize,
     /// Its result goes to the include in the frame below it.
     included: bool,
+}
+
+/// What a frame's next term leads to.
+enum Step {
+    /// Evaluate an included record.
+    Push(Frame),
+    /// `redirect=`: this record's place goes to that domain's.
+    Replace(String, Record),
+    /// No match: the next term.
+    Next,
+    /// The frame's result.
+    Done(SpfResult),
 }
 
 /// Stops the evaluation with this result.
@@ -365,22 +378,19 @@ impl<D: Dns> Eval<'_, D> {
             let Some(frame) = stack.last() else {
                 return Ok((SpfResult::None, None));
             };
-            let domain = frame.domain.clone();
-            let term = frame.record.terms.get(frame.pos).cloned();
-            let finished = match term {
+            // What the frame's next term says, worked out while the frame
+            // is borrowed; the stack changes after.
+            let step = match frame.record.terms.get(frame.pos) {
                 Some(Term::Directive(_, Mechanism::Include(target))) => {
                     self.count()?;
-                    let target = self.expand(&target, &domain).await;
+                    let target = self.expand(target, &frame.domain).await;
                     match self.load(&target).await {
-                        Loaded::Record(record) => {
-                            stack.push(Frame {
-                                domain: target,
-                                record,
-                                pos: 0,
-                                included: true,
-                            });
-                            continue;
-                        }
+                        Loaded::Record(record) => Step::Push(Frame {
+                            domain: target,
+                            record,
+                            pos: 0,
+                            included: true,
+                        }),
                         // Section 5.2: an include without a record is
                         // permerror; errors go up as they are.
                         Loaded::None => {
@@ -396,42 +406,48 @@ impl<D: Dns> Eval<'_, D> {
                     if m.queries_dns() {
                         self.count()?;
                     }
-                    if self.matches(&m, &domain).await? {
-                        Some(qualifier_result(q))
+                    if self.matches(m, &frame.domain).await? {
+                        Step::Done(qualifier_result(*q))
                     } else {
-                        None
+                        Step::Next
                     }
                 }
-                Some(_) => None,
-                None => {
-                    // Section 6.1: redirect only when nothing matched and
-                    // the record has no `all`.
-                    let redirect = frame.record.redirect().cloned();
-                    match redirect {
-                        Some(target) if !frame.record.has_all() => {
-                            self.count()?;
-                            let target = self.expand(&target, &domain).await;
-                            match self.load(&target).await {
-                                Loaded::Record(record) => {
-                                    if let Some(f) = stack.last_mut() {
-                                        f.domain = target;
-                                        f.record = record;
-                                        f.pos = 0;
-                                    }
-                                    continue;
-                                }
-                                Loaded::None => {
-                                    return Err(Stop(
-                                        SpfResult::PermError,
-                                        format!("redirect={target} has no SPF record"),
-                                    ))
-                                }
-                                Loaded::Err(r, why) => return Err(Stop(r, why)),
+                Some(_) => Step::Next,
+                // Section 6.1: redirect only when nothing matched and the
+                // record has no `all`.
+                None => match frame.record.redirect() {
+                    Some(target) if !frame.record.has_all() => {
+                        self.count()?;
+                        let target = self.expand(target, &frame.domain).await;
+                        match self.load(&target).await {
+                            Loaded::Record(record) => Step::Replace(target, record),
+                            Loaded::None => {
+                                return Err(Stop(
+                                    SpfResult::PermError,
+                                    format!("redirect={target} has no SPF record"),
+                                ))
                             }
+                            Loaded::Err(r, why) => return Err(Stop(r, why)),
                         }
-                        _ => Some(SpfResult::Neutral),
                     }
+                    _ => Step::Done(SpfResult::Neutral),
+                },
+            };
+            let finished = match step {
+                Step::Push(f) => {
+                    stack.push(f);
+                    continue;
                 }
+                Step::Replace(domain, record) => {
+                    if let Some(f) = stack.last_mut() {
+                        f.domain = domain;
+                        f.record = record;
+                        f.pos = 0;
+                    }
+                    continue;
+                }
+                Step::Next => None,
+                Step::Done(r) => Some(r),
             };
             let Some(mut result) = finished else {
                 if let Some(f) = stack.last_mut() {
@@ -489,9 +505,9 @@ impl<D: Dns> Eval<'_, D> {
                 IpAddr::V4(_) => false,
             },
             Mechanism::A { domain: d, v4, v6 } => {
-                let target = match d {
-                    Some(d) => self.expand(d, domain).await,
-                    None => domain.to_string(),
+                let target: Cow<'_, str> = match d {
+                    Some(d) => self.expand(d, domain).await.into(),
+                    None => domain.into(),
                 };
                 if !valid_domain(&target) {
                     return Ok(false);
@@ -506,9 +522,9 @@ impl<D: Dns> Eval<'_, D> {
                 }
             }
             Mechanism::Mx { domain: d, v4, v6 } => {
-                let target = match d {
-                    Some(d) => self.expand(d, domain).await,
-                    None => domain.to_string(),
+                let target: Cow<'_, str> = match d {
+                    Some(d) => self.expand(d, domain).await.into(),
+                    None => domain.into(),
                 };
                 if !valid_domain(&target) {
                     return Ok(false);

@@ -262,13 +262,15 @@ fn parse_term(word: &str) -> Result<Term, SyntaxError> {
     };
     let mech = mech.unwrap_or_default();
     let name_end = mech.find([':', '/']).unwrap_or(mech.len());
-    let name = mech
-        .get(..name_end)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let name = mech.get(..name_end).unwrap_or_default();
     let rest = mech.get(name_end..).unwrap_or_default();
     let arg = rest.strip_prefix(':');
-    let m = match name.as_str() {
+    // Names are case-insensitive (section 12); no allocation per term.
+    let known = ["all", "include", "exists", "ptr", "a", "mx", "ip4", "ip6"]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .unwrap_or("");
+    let m = match known {
         "all" if rest.is_empty() => Mechanism::All,
         "include" => Mechanism::Include(domain_spec(required(arg, word)?, false)?),
         "exists" => Mechanism::Exists(domain_spec(required(arg, word)?, false)?),
@@ -276,7 +278,7 @@ fn parse_term(word: &str) -> Result<Term, SyntaxError> {
         "ptr" => Mechanism::Ptr(Some(domain_spec(required(arg, word)?, false)?)),
         "a" | "mx" => {
             let (domain, v4, v6) = dual_cidr(rest, word)?;
-            if name == "a" {
+            if known == "a" {
                 Mechanism::A { domain, v4, v6 }
             } else {
                 Mechanism::Mx { domain, v4, v6 }
@@ -308,7 +310,7 @@ fn parse_term(word: &str) -> Result<Term, SyntaxError> {
         _ if name.is_empty() || !name.chars().all(is_name_char) => {
             return Err(SyntaxError::BadTerm(word.to_string()))
         }
-        _ => return Err(SyntaxError::UnknownMechanism(name)),
+        _ => return Err(SyntaxError::UnknownMechanism(name.to_ascii_lowercase())),
     };
     Ok(Term::Directive(q, m))
 }
