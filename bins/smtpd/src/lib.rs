@@ -1200,6 +1200,7 @@ impl Conn {
                     sid = self.sid,
                     spf_helo = %s.spf_helo,
                     spf = %s.spf,
+                    spf_problem = s.spf_problem.as_deref().unwrap_or(""),
                     dkim = ?s.dkim,
                     dmarc = s.dmarc,
                     policy = s.dmarc_policy,

@@ -13,6 +13,7 @@ use mail_auth_glue::cache::Caches;
 use mail_auth_glue::check::{authenticator, Checker, Envelope, Policy};
 use mail_auth_glue::keys::{self, Algorithm};
 use mail_auth_glue::sign::{Entry, Signer};
+use mail_auth_glue::spf::{Request, SpfResult};
 
 fn signer(c: &Caches, alg: Algorithm, selector: &str) -> Signer {
     let g = keys::generate(alg).expect("keygen");
@@ -71,6 +72,25 @@ fn bench(c: &mut Criterion) {
         helo: "mail.example.com",
         mail_from: "joe@example.com",
     };
+    // SPF alone (HELO and MAIL FROM), every answer cached.
+    c.bench_function("spf_cached", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let h = checker
+                    .check_spf(&Request::helo(env.ip, env.helo, "mx.example.net"))
+                    .await;
+                let m = checker
+                    .check_spf(&Request::mail_from(
+                        env.ip,
+                        env.helo,
+                        env.mail_from,
+                        "mx.example.net",
+                    ))
+                    .await;
+                assert_eq!((h.result, m.result), (SpfResult::Pass, SpfResult::Pass));
+            })
+        })
+    });
     let plain = message();
     for (alg, sel) in [(Algorithm::Ed25519, "ed"), (Algorithm::Rsa, "rsa")] {
         let s = signer(&cache, alg, sel);
@@ -79,6 +99,13 @@ fn bench(c: &mut Criterion) {
         let out = rt.block_on(checker.check(&env, &signed));
         assert_eq!(out.summary.dmarc, "pass", "{}", out.header);
         assert_eq!(out.summary.dkim, ["pass"], "{}", out.header);
+        // Every SPF answer came from the cache.
+        assert_eq!(
+            (out.summary.spf_helo, out.summary.spf),
+            (SpfResult::Pass, SpfResult::Pass),
+            "{}",
+            out.header
+        );
         c.bench_function(&format!("check_all_cached_{sel}"), |b| {
             b.iter(|| rt.block_on(checker.check(&env, &signed)))
         });

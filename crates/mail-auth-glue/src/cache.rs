@@ -1,6 +1,8 @@
-//! A DNS cache for mail-auth's lookups, shared by all connections: parsed
-//! TXT records (SPF, DKIM keys, DMARC) and addresses, kept until their TTL
-//! runs out, bounded in size. Tests fill it by hand to stand in for DNS.
+//! A DNS cache for mail-auth's lookups and our SPF evaluator's, shared by
+//! all connections: parsed TXT records (DKIM keys, DMARC), SPF's TXT
+//! records as text (negative answers too), addresses, MX and PTR, kept
+//! until their TTL runs out, bounded in size. Tests fill it by hand to
+//! stand in for DNS.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -90,6 +92,10 @@ pub struct Caches {
     pub ipv6: Map<Box<str>, RecordSet<Ipv6Addr>>,
     /// PTR records.
     pub ptr: Map<IpAddr, RecordSet<Box<str>>>,
+    /// TXT records as text, for our SPF evaluator ([`crate::spf`]), which
+    /// needs every record of a name (section 4.5: two SPF records are
+    /// `permerror`) and the negative answers (void lookups, section 4.6.4).
+    pub spf_txt: Map<Box<str>, crate::spf::Answer<String>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -132,8 +138,9 @@ impl Caches {
     pub fn preload_record(&self, name: &str, text: &str) {
         use mail_auth::common::parse::TxtRecordParser;
         let b = text.as_bytes();
-        let record = if text.starts_with("v=spf1") {
-            Txt::from(mail_auth::spf::Spf::parse(b))
+        let record = if crate::spf::record::is_spf(text) {
+            self.preload_spf(name, &[text]);
+            return;
         } else if text.starts_with("v=DMARC1") {
             Txt::from(mail_auth::dmarc::Dmarc::parse(b))
         } else {
@@ -142,9 +149,21 @@ impl Caches {
         self.preload_txt(name, record);
     }
 
-    /// Caches "no such name" (NXDOMAIN) for a TXT lookup of `name`.
+    /// Puts the TXT records of `name` into the SPF evaluator's cache for
+    /// good (one string per record).
+    pub fn preload_spf(&self, name: &str, records: &[&str]) {
+        self.spf_txt.preload(
+            fqdn(name),
+            crate::spf::Answer::Records(records.iter().map(|r| r.to_string()).collect()),
+        );
+    }
+
+    /// Caches "no such name" (NXDOMAIN) for a TXT lookup of `name`, by
+    /// mail-auth (DKIM, DMARC) and by the SPF evaluator.
     pub fn preload_nxdomain(&self, name: &str) {
         use mail_auth::hickory_resolver::proto::op::ResponseCode;
+        self.spf_txt
+            .preload(fqdn(name), crate::spf::Answer::NxDomain);
         self.preload_txt(
             name,
             Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(

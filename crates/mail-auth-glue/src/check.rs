@@ -4,8 +4,9 @@
 //! the results. The lookups go through the daemon's resolver and a cache
 //! shared by all connections.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimError;
@@ -14,13 +15,13 @@ use mail_auth::dmarc::Policy as DmarcPolicy;
 use mail_auth::hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
 };
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
     MessageAuthenticator, SpfOutput, SpfResult,
 };
 
-use crate::cache::Caches;
+use crate::cache::{fqdn, Caches};
+use crate::spf::{self, Answer};
 use crate::{headers, Error};
 
 /// What the policy keys say (`[auth_checks]`).
@@ -83,6 +84,8 @@ pub struct Summary {
     pub spf_helo: SpfResult,
     /// SPF of MAIL FROM (of HELO for `<>`).
     pub spf: SpfResult,
+    /// Why SPF of MAIL FROM (else of HELO) is `permerror` or `temperror`.
+    pub spf_problem: Option<String>,
     /// Each DKIM signature's result: `pass`, `fail`, ….
     pub dkim: Vec<String>,
     /// `pass`, `fail`, `none`, `temperror`, `permerror`.
@@ -192,28 +195,38 @@ impl Checker {
         }
     }
 
+    /// SPF `check_host()` of `req` (RFC 7208) through the checker's
+    /// resolver and cache.
+    pub async fn check_spf(&self, req: &spf::Request<'_>) -> spf::Verdict {
+        let dns = AuthDns {
+            auth: &self.auth,
+            cache: &self.cache,
+        };
+        spf::check_host(&dns, req).await
+    }
+
     /// Runs every check on `message` (CRLF line ends, as received).
     pub async fn check(&self, env: &Envelope<'_>, message: &[u8]) -> Outcome {
         let stripped = headers::strip_forged_results(message, &self.policy.authserv_id);
         let raw = stripped.as_deref().unwrap_or(message);
         let host = self.policy.authserv_id.as_str();
         let cache = &*self.cache;
-        let spf_helo = self
-            .auth
-            .verify_spf(cache.params(SpfParameters::verify_ehlo(env.ip, env.helo, host)))
-            .await;
+        // SPF is ours (crate::spf), not mail-auth's: see that module for why.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut helo_req = spf::Request::helo(env.ip, env.helo, host);
+        helo_req.now = now;
+        let helo_verdict = self.check_spf(&helo_req).await;
+        let spf_helo = spf_output(env.helo, &helo_verdict);
         // RFC 7208 section 2.4: MAIL FROM's domain, or HELO's for `<>`.
-        let spf_from = if env.mail_from.is_empty() {
-            spf_helo.clone()
+        let (spf_from, from_verdict) = if env.mail_from.is_empty() {
+            (spf_helo.clone(), helo_verdict.clone())
         } else {
-            self.auth
-                .verify_spf(cache.params(SpfParameters::verify_mail_from(
-                    env.ip,
-                    env.helo,
-                    host,
-                    env.mail_from,
-                )))
-                .await
+            let mut req = spf::Request::mail_from(env.ip, env.helo, env.mail_from, host);
+            req.now = now;
+            let v = self.check_spf(&req).await;
+            (spf_output(req.domain, &v), v)
         };
         let mail_from_domain = env
             .mail_from
@@ -252,6 +265,7 @@ impl Checker {
         let summary = Summary {
             spf_helo: spf_helo.result(),
             spf: spf_from.result(),
+            spf_problem: from_verdict.problem.or(helo_verdict.problem),
             dkim: dkim_summary,
             dmarc: dmarc
                 .as_ref()
@@ -267,6 +281,119 @@ impl Checker {
             summary,
             stripped,
         }
+    }
+}
+
+/// mail-auth's report of our SPF verdict, for the header and DMARC.
+fn spf_output(domain: &str, v: &spf::Verdict) -> SpfOutput {
+    let out = SpfOutput::new(domain.to_ascii_lowercase()).with_result(v.result);
+    match &v.explanation {
+        Some(e) => out.with_explanation(e.clone()),
+        None => out,
+    }
+}
+
+/// The SPF evaluator's DNS: the checker's resolver (hickory, through
+/// mail-auth) and the shared cache. Addresses, MX and PTR go through
+/// mail-auth's lookups and caches; TXT records are fetched as text into a
+/// cache of their own, negative answers included (for their negative TTL),
+/// because SPF needs all of a name's records and tells NXDOMAIN and empty
+/// answers (void lookups) apart.
+struct AuthDns<'a> {
+    auth: &'a MessageAuthenticator,
+    cache: &'a Caches,
+}
+
+/// How long a negative TXT answer is kept without an SOA to say.
+const NEGATIVE_TTL: Duration = Duration::from_secs(300);
+
+fn answer<T, U>(r: Result<T, mail_auth::Error>, f: impl FnOnce(T) -> Vec<U>) -> Answer<U> {
+    use mail_auth::hickory_resolver::proto::op::ResponseCode;
+    match r {
+        Ok(v) => Answer::Records(f(v)),
+        Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(code))) => {
+            if code == ResponseCode::NXDomain {
+                Answer::NxDomain
+            } else {
+                Answer::Records(Vec::new())
+            }
+        }
+        Err(_) => Answer::TempError,
+    }
+}
+
+impl spf::Dns for AuthDns<'_> {
+    async fn txt(&self, name: &str) -> Answer<String> {
+        use mail_auth::hickory_resolver::net::{DnsError, NetError};
+        use mail_auth::hickory_resolver::proto::op::ResponseCode;
+        use mail_auth::hickory_resolver::proto::rr::{Name, RData};
+        use mail_auth::ResolverCache;
+        let key = fqdn(name);
+        if let Some(a) = self.cache.spf_txt.get(&*key) {
+            return a;
+        }
+        // A name DNS cannot carry names nothing.
+        let Ok(qname) = Name::from_str_relaxed(&*key) else {
+            return Answer::NxDomain;
+        };
+        let (answer, until) = match self.auth.resolver().txt_lookup(qname).await {
+            Ok(lookup) => {
+                let records = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(t) => Some(
+                            t.txt_data
+                                .iter()
+                                .map(|s| String::from_utf8_lossy(s))
+                                .collect::<String>(),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                (Answer::Records(records), lookup.valid_until())
+            }
+            Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
+                let ttl = nr.negative_ttl.map_or(NEGATIVE_TTL, |t| {
+                    Duration::from_secs(u64::from(t)).min(NEGATIVE_TTL)
+                });
+                let a = if nr.response_code == ResponseCode::NXDomain {
+                    Answer::NxDomain
+                } else {
+                    Answer::Records(Vec::new())
+                };
+                (a, Instant::now() + ttl)
+            }
+            // Not cached: the next message asks again.
+            Err(_) => return Answer::TempError,
+        };
+        self.cache.spf_txt.insert(key, answer.clone(), until);
+        answer
+    }
+
+    async fn a(&self, name: &str) -> Answer<Ipv4Addr> {
+        let r = self.auth.ipv4_lookup(name, Some(&self.cache.ipv4)).await;
+        answer(r, |s| s.rrset.to_vec())
+    }
+
+    async fn aaaa(&self, name: &str) -> Answer<Ipv6Addr> {
+        let r = self.auth.ipv6_lookup(name, Some(&self.cache.ipv6)).await;
+        answer(r, |s| s.rrset.to_vec())
+    }
+
+    async fn mx(&self, name: &str) -> Answer<String> {
+        let r = self.auth.mx_lookup(name, Some(&self.cache.mx)).await;
+        answer(r, |s| {
+            s.rrset
+                .iter()
+                .flat_map(|mx| mx.exchanges.iter().map(|e| e.to_string()))
+                .collect()
+        })
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Answer<String> {
+        let r = self.auth.ptr_lookup(ip, Some(&self.cache.ptr)).await;
+        answer(r, |s| s.rrset.iter().map(|n| n.to_string()).collect())
     }
 }
 
@@ -375,10 +502,7 @@ mod tests {
     use mail_auth::common::parse::TxtRecordParser;
     use mail_auth::common::verify::DomainKey;
     use mail_auth::dmarc::Dmarc;
-    use mail_auth::hickory_resolver::proto::op::ResponseCode;
-    use mail_auth::spf::Spf;
-    use mail_auth::{DnsError, Txt};
-    use std::net::Ipv4Addr;
+    use mail_auth::Txt;
 
     /// A checker whose DNS is its cache: anything not preloaded goes to a
     /// port nobody answers on (a temporary error, as a dead server).
@@ -404,16 +528,11 @@ mod tests {
     }
 
     fn spf(c: &Caches, name: &str, record: &str) {
-        c.preload_txt(name, Txt::from(Spf::parse(record.as_bytes())));
+        c.preload_spf(name, &[record]);
     }
 
     fn nx(c: &Caches, name: &str) {
-        c.preload_txt(
-            name,
-            Txt::Error(mail_auth::Error::Dns(DnsError::RecordNotFound(
-                ResponseCode::NXDomain,
-            ))),
-        );
+        c.preload_nxdomain(name);
     }
 
     fn a(c: &Caches, name: &str, addrs: &[[u8; 4]]) {
@@ -422,16 +541,18 @@ mod tests {
     }
 
     async fn spf_result(c: &Checker, ip: [u8; 4], domain: &str) -> SpfResult {
+        spf_verdict(c, ip, domain).await.result
+    }
+
+    async fn spf_verdict(c: &Checker, ip: [u8; 4], domain: &str) -> spf::Verdict {
         let sender = format!("user@{domain}");
-        c.auth
-            .verify_spf(c.cache.params(SpfParameters::verify_mail_from(
-                IpAddr::from(ip),
-                "helo.example.net",
-                "mx.example.net",
-                &sender,
-            )))
-            .await
-            .result()
+        c.check_spf(&spf::Request::mail_from(
+            IpAddr::from(ip),
+            "helo.example.net",
+            &sender,
+            "mx.example.net",
+        ))
+        .await
     }
 
     /// RFC 7208 appendix A's zone: example.com's hosts and MX.
@@ -638,28 +759,96 @@ mod tests {
         );
     }
 
-    /// Known limit of mail-auth 0.13 (docs/mail-auth.md): an unknown
-    /// mechanism should be permerror (RFC 7208 section 4.6), but its parser
-    /// takes a bare unknown word for a modifier and the next term for its
-    /// value, so `foo -all` loses the `-all` and the record matches
-    /// nothing: neutral. The parsed record that reaches our cache is the
-    /// same as `v=spf1`'s, so the glue cannot tell them apart without a
-    /// second, raw lookup of every record (includes and redirects too).
-    /// This test fails when an upgrade fixes it: then drop the limit.
+    /// An unknown mechanism is permerror (RFC 7208 sections 4.6.1, 5),
+    /// wherever it is in the record (section 4.6: the whole record is
+    /// parsed first); mail-auth 0.13 said neutral (it took `foo` for a
+    /// modifier and `-all` for its value).
     #[tokio::test]
-    async fn spf_unknown_mechanism_is_neutral_in_mail_auth_0_13() {
+    async fn spf_unknown_mechanism_is_permerror() {
         let c = checker(policy());
         let cache = c.cache.clone();
         spf(&cache, "unk.example.com", "v=spf1 foo -all");
-        assert_eq!(
-            spf_result(&c, [192, 0, 2, 2], "unk.example.com").await,
-            SpfResult::Neutral
+        spf(&cache, "unk2.example.com", "v=spf1 ip4:192.0.2.2 foo");
+        spf(
+            &cache,
+            "unk3.example.com",
+            "v=spf1 include:unk.example.com -all",
         );
+        for d in ["unk.example.com", "unk2.example.com", "unk3.example.com"] {
+            let v = spf_verdict(&c, [192, 0, 2, 2], d).await;
+            assert_eq!(v.result, SpfResult::PermError, "{d}: {v:?}");
+        }
+        let v = spf_verdict(&c, [192, 0, 2, 2], "unk.example.com").await;
+        assert!(v.problem.unwrap().contains("unknown mechanism"));
         // An unknown modifier (name=value) is ignored, as section 6 says.
         spf(&cache, "mod.example.com", "v=spf1 foo=bar -all");
         assert_eq!(
             spf_result(&c, [192, 0, 2, 2], "mod.example.com").await,
             SpfResult::Fail
+        );
+    }
+
+    /// Section 4.6.4: more than two lookups that find nothing (NXDOMAIN or
+    /// an empty answer) is permerror; two are fine.
+    #[tokio::test]
+    async fn spf_void_lookup_limit() {
+        let c = checker(policy());
+        let cache = c.cache.clone();
+        let v1 = "v1.example.com.";
+        let v2 = "v2.example.com.";
+        let v3 = "v3.example.com.";
+        for n in [v1, v2, v3] {
+            cache.ipv4.preload(
+                n.into(),
+                RecordSet {
+                    rrset: Vec::new().into(),
+                    dnssec_status: Default::default(),
+                },
+            );
+        }
+        spf(
+            &cache,
+            "two.example.com",
+            "v=spf1 a:v1.example.com a:v2.example.com ip4:192.0.2.2 -all",
+        );
+        spf(
+            &cache,
+            "three.example.com",
+            "v=spf1 a:v1.example.com a:v2.example.com a:v3.example.com ip4:192.0.2.2 -all",
+        );
+        let v = spf_verdict(&c, [192, 0, 2, 2], "two.example.com").await;
+        assert_eq!((v.result, v.void_lookups), (SpfResult::Pass, 2), "{v:?}");
+        let v = spf_verdict(&c, [192, 0, 2, 2], "three.example.com").await;
+        assert_eq!(v.result, SpfResult::PermError, "{v:?}");
+        assert!(v.problem.unwrap().contains("void"));
+    }
+
+    /// Section 4.6.4: an `mx` with more than 10 names is permerror.
+    #[tokio::test]
+    async fn spf_mx_name_limit() {
+        let c = checker(policy());
+        let cache = c.cache.clone();
+        let names: Vec<Box<str>> = (0..11)
+            .map(|i| format!("mx{i}.example.com.").into())
+            .collect();
+        for n in &names {
+            a(&cache, n, &[[192, 0, 2, 99]]);
+        }
+        cache.mx.preload(
+            "many.example.com.".into(),
+            RecordSet {
+                rrset: vec![MX {
+                    exchanges: names.clone().into_boxed_slice(),
+                    preference: 10,
+                }]
+                .into(),
+                dnssec_status: Default::default(),
+            },
+        );
+        spf(&cache, "many.example.com", "v=spf1 mx -all");
+        assert_eq!(
+            spf_result(&c, [192, 0, 2, 99], "many.example.com").await,
+            SpfResult::PermError
         );
     }
 
