@@ -644,24 +644,6 @@ def start_dnsd(work, signed):
     return proc, port
 
 
-def loopback_53():
-    """A loopback address whose port 53 is free (UDP and TCP), for a dnsd
-    that resolvers without a port setting can be pointed at."""
-    import random
-    for _ in range(50):
-        addr = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                u.bind((addr, 53))
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                t.bind((addr, 53))
-            return addr
-        except OSError:
-            continue
-    raise RuntimeError("no free port 53 on loopback")
-
-
 class Milters:
     """For --postfix-milters: OpenDKIM (verify mode), OpenDMARC and
     policyd-spf in front of the reference Postfix, the stock Debian
@@ -683,7 +665,7 @@ class Milters:
     def _start(self, work, signed):
         self.dir = work
         work.mkdir(mode=0o755)
-        self.dns_addr = loopback_53()
+        self.dns_addr = postfix_lab.loopback_53()
         cfg = work / "dns.toml"
         cfg.write_text(f'[dnsd]\nlisten = ["{self.dns_addr}:53"]\n'
                        f'zones = [{{ origin = "{signed.origin}", file = "{signed.zone}" }}]\n'

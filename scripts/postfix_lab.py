@@ -165,3 +165,23 @@ def wait_tcp(port, timeout=20, host="127.0.0.1"):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def loopback_53():
+    """A loopback address whose port 53 is free (UDP and TCP), for a dnsd
+    that resolvers without a port setting (Postfix, its milters) can be
+    pointed at. Raises RuntimeError when none is found."""
+    import random
+    import socket
+    for _ in range(50):
+        addr = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind((addr, 53))
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind((addr, 53))
+            return addr
+        except OSError:
+            continue
+    raise RuntimeError("no free port 53 on loopback")

@@ -18,13 +18,14 @@ dnsd listens on port 53 of a loopback address of its own, and the verifier
 runs in a private mount namespace (`unshare -m`) where /etc/resolv.conf
 names it; the host's file is untouched."""
 import os
-import random
+import pathlib
 import re
 import shutil
 import signal
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 
 import dkim
@@ -34,6 +35,9 @@ import dns.rdatatype
 import pytest
 
 from conftest import bin_path, free_port, wait_tcp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
+import postfix_lab  # noqa: E402  (scripts/postfix_lab.py, shared with the benchmarks)
 
 PW = "auth-pass-1"
 HOST = "mail.example.net"
@@ -54,18 +58,10 @@ def keygen(out_dir, domain, selector, algorithm):
 
 def loopback_53():
     """A loopback address whose port 53 is free, UDP and TCP."""
-    for _ in range(50):
-        addr = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                u.bind((addr, 53))
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                t.bind((addr, 53))
-            return addr
-        except OSError:
-            continue
-    pytest.skip("no free port 53 on loopback")
+    try:
+        return postfix_lab.loopback_53()
+    except RuntimeError:
+        pytest.skip("no free port 53 on loopback")
 
 
 class Lab:
