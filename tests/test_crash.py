@@ -271,3 +271,28 @@ def test_mailctl_queue_lists_deferred_mail_and_flush_retries_it_now(tmp_path, da
     assert time.monotonic() - t0 < 1.5
     assert "queue flush requested" in lab.smtpd.output()
     assert wait_until(lambda: "queue is empty" in mailctl_queue(lab, "list"), 5)
+
+
+def test_sigusr1_while_smtpd_starts_does_not_end_it(tmp_path, daemons):
+    """`sendmail` signals (SIGUSR1) whichever process the queue's lock file
+    names, and may do so the moment a starting smtpd has written it: the
+    signal's default action would end the daemon, so its handler must be
+    in place first. Several starts, each signalled as soon as the lock
+    file names the new process."""
+    lab = Lab(tmp_path, daemons, extra='queue_directory = "queue"', start=False)
+    lock = tmp_path / "queue" / "lock"
+    for _ in range(6):
+        d = daemons([bin_path("smtpd"), "--config", lab.config])
+        pid = d.proc.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and d.proc.poll() is None:
+            try:
+                if lock.read_text().strip() == str(pid):
+                    break
+            except OSError:
+                pass
+        os.kill(pid, signal.SIGUSR1)
+        wait_tcp(lab.smtp)
+        time.sleep(0.2)
+        assert d.proc.poll() is None, f"smtpd ended by SIGUSR1 at start\n{d.output()}"
+        d.stop()

@@ -437,15 +437,11 @@ fn spawn_pickup(
 
 /// `mailctl queue flush` sends SIGUSR1: retry every deferred delivery now
 /// (Postfix's `postqueue -f`).
-fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr1 = match signal(SignalKind::user_defined1()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "no SIGUSR1 handler: `mailctl queue flush` will not work");
-            return;
-        }
-    };
+/// The handler is installed by [`sigusr1`] before the queue's lock file
+/// names this process: `sendmail` signals whoever that file names, and
+/// SIGUSR1's default action would end a daemon still starting.
+fn spawn_flush_on_sigusr1(shared: &Arc<Shared>, usr1: Option<tokio::signal::unix::Signal>) {
+    let Some(mut usr1) = usr1 else { return };
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         while usr1.recv().await.is_some() {
@@ -458,8 +454,22 @@ fn spawn_flush_on_sigusr1(shared: &Arc<Shared>) {
     });
 }
 
+/// SIGUSR1's handler, installed at once (see [`spawn_flush_on_sigusr1`]).
+fn sigusr1() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::user_defined1()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "no SIGUSR1 handler: `mailctl queue flush` will not work");
+            None
+        }
+    }
+}
+
 /// Open the store and accounts, bind every listener and start serving.
 pub async fn start(cfg: Config) -> Result<Running, Error> {
+    // Before anything names this process in the queue's lock file.
+    let usr1 = sigusr1();
     let store = Store::with_hostname(&cfg.global.maildir_root, &cfg.global.hostname)?;
     match store.clean_stale_tmp(SystemTime::now(), mailstore::STALE_TMP_AGE) {
         Ok(0) => {}
@@ -612,7 +622,7 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             r.engine.add(m);
         }
     }
-    spawn_flush_on_sigusr1(&shared);
+    spawn_flush_on_sigusr1(&shared, usr1);
     let pickup = spawn_pickup(&shared, queue_dir.join(mailstore::pickup::DIR_NAME));
     let handler_shared = Arc::clone(&shared);
     let serving = netkit::Serving::spawn(listeners, move |stream, peer, kind, watch| {
