@@ -468,19 +468,8 @@ impl outbound::engine::Finisher for Bouncer {
         };
         let e = &m.envelope;
         let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
-        let of = Bounced {
-            queue_id: &e.id,
-            sender: &e.sender,
-            envid: e.envid.as_deref(),
-            ret: e.ret,
-            arrival: e.arrival,
-            original: &original,
-        };
         for (action, rcpts) in due {
-            let sent = notice(&shared, of, action, rcpts)?;
-            if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
-                r.engine.submit(&id);
-            }
+            send_notice(&shared, m, &original, action, rcpts)?;
             self.queue
                 .record_notice(&e.id, action.as_str(), std::time::SystemTime::now())
                 .map_err(|x| x.to_string())?;
@@ -511,20 +500,34 @@ impl outbound::engine::Finisher for Bouncer {
             return Err("stopping".into());
         };
         let original = self.queue.content(&e.id).map_err(|x| x.to_string())?;
-        let of = Bounced {
-            queue_id: &e.id,
-            sender: &e.sender,
-            envid: e.envid.as_deref(),
-            ret: e.ret,
-            arrival: e.arrival,
-            original: &original,
-        };
-        let notice = notice(&shared, of, mailstore::dsn::Action::Delayed, late)?;
-        if let (Some(id), Some(r)) = (notice.and_then(|n| n.relayed), &shared.relay) {
-            r.engine.submit(&id);
-        }
+        send_notice(&shared, m, &original, mailstore::dsn::Action::Delayed, late)?;
         Ok(())
     }
+}
+
+/// Sends one notice about queued message `m` (whose content is
+/// `original`) and hands its part for other domains to the queue manager.
+fn send_notice(
+    shared: &crate::Shared,
+    m: &mailstore::outbound::QueuedMessage,
+    original: &[u8],
+    action: mailstore::dsn::Action,
+    rcpts: Vec<Failed>,
+) -> Result<(), String> {
+    let e = &m.envelope;
+    let of = Bounced {
+        queue_id: &e.id,
+        sender: &e.sender,
+        envid: e.envid.as_deref(),
+        ret: e.ret,
+        arrival: e.arrival,
+        original,
+    };
+    let sent = notice(shared, of, action, rcpts)?;
+    if let (Some(id), Some(r)) = (sent.and_then(|n| n.relayed), &shared.relay) {
+        r.engine.submit(&id);
+    }
+    Ok(())
 }
 
 /// `content` (CRLF line ends) with the `DKIM-Signature:` fields of its
