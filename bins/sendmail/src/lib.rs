@@ -86,7 +86,10 @@ where
                 Ok(rest.to_owned())
             }
         };
-        let (flag, rest) = opt.split_at(1);
+        // The option letter is one character, which need not be one byte
+        // (an argument is any text the caller gave).
+        let cut = opt.chars().next().map_or(0, char::len_utf8);
+        let (flag, rest) = opt.split_at(cut);
         match flag {
             "t" if rest.is_empty() => inv.extract_recipients = true,
             "i" if rest.is_empty() => inv.ignore_dots = true,
@@ -368,6 +371,20 @@ mod tests {
             Err(UsageError::MissingValue("-f".into()))
         );
         assert!(parse_args(["-q"]).is_err());
+    }
+
+    #[test]
+    fn an_option_letter_outside_ascii_is_a_usage_error() {
+        // Found by the sendmail_headers fuzz target: `-Ғ` was cut inside
+        // its letter and panicked.
+        assert_eq!(
+            parse_args(["-\u{492}"]),
+            Err(UsageError::Unknown("-\u{492}".into()))
+        );
+        assert_eq!(
+            parse_args(["-\u{e9}x", "a@b"]),
+            Err(UsageError::Unknown("-\u{e9}x".into()))
+        );
     }
 
     #[test]
