@@ -44,6 +44,7 @@ import os
 import pathlib
 import poplib
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -597,6 +598,9 @@ class SignedMessage:
         key = pathlib.Path(lines[0].removeprefix("; private key ").strip())
         end = next(i for i, ln in enumerate(lines) if ln.rstrip().endswith(")"))
         record = "\n".join(lines[1:end + 1])
+        # The key record's text, for OpenDKIM's TestPublicKeys.
+        self.key_name = f"{self.selector}._domainkey.{SENDER_DOMAIN}"
+        self.key_text = "".join(re.findall(r'"([^"]*)"', record))
         self.mail_from = f"bench@{SENDER_DOMAIN}"
         self.helo = f"mx.{SENDER_DOMAIN}"
         head = (f"From: Bench Sender <{self.mail_from}>\r\nTo: user1@{DOMAIN}\r\n"
@@ -681,11 +685,15 @@ class Milters:
         self.dkim_port, self.dmarc_port = free_port(), free_port()
         authserv = f"mail.{DOMAIN}"
         # Debian's OpenDKIM resolves with libunbound, which ignores
-        # resolv.conf and refuses loopback name servers unless told.
-        (work / "unbound.conf").write_text("server:\n  do-not-query-localhost: no\n")
+        # resolv.conf and refuses loopback name servers unless a
+        # configuration file says otherwise; but it reads that file once
+        # per verification, and concurrent readers misparse it ("unknown
+        # keyword 's'", then 451 to every sender). So OpenDKIM reads the
+        # key from a file instead: no DNS at all for it, which can only
+        # flatter the reference.
+        (work / "keys").write_text(f"{signed.key_name} {signed.key_text}\n")
         (work / "opendkim.conf").write_text(f"""\
-Nameservers {self.dns_addr}
-ResolverConfiguration {work}/unbound.conf
+TestPublicKeys {work}/keys
 Mode v
 Socket inet:{self.dkim_port}@127.0.0.1
 PidFile {work}/opendkim.pid
@@ -715,9 +723,13 @@ TempError_Defer = False
 skip_addresses = 192.0.2.1/32
 """)
         # The configuration file is opendkim's -x and opendmarc's -c.
+        # In the foreground with Syslog off they report on stderr: keep it
+        # for report_log_problems.
         for exe, flag in (("opendkim", "-x"), ("opendmarc", "-c")):
-            self.procs.append(subprocess.Popen(
-                [*self.wrap, f"/usr/sbin/{exe}", "-f", flag, str(work / f"{exe}.conf")]))
+            with open(work / f"{exe}.log", "wb") as log:
+                self.procs.append(subprocess.Popen(
+                    [*self.wrap, f"/usr/sbin/{exe}", "-f", flag, str(work / f"{exe}.conf")],
+                    stdout=log, stderr=subprocess.STDOUT))
         wait_tcp(self.dkim_port)
         wait_tcp(self.dmarc_port)
 
@@ -1189,7 +1201,8 @@ def report_log_problems(work):
     warnings and errors first (expected noise left out)."""
     noise = ("lost connection after CONNECT", "Killed with signal 15",
              "not owned by postfix")
-    for log in (work / "postfix/postfix.log", work / "dovecot/dovecot.log"):
+    for log in (work / "postfix/postfix.log", work / "dovecot/dovecot.log",
+                work / "milters/opendkim.log", work / "milters/opendmarc.log"):
         try:
             lines = log.read_text(errors="replace").splitlines()
         except OSError:
