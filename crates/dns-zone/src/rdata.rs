@@ -393,19 +393,7 @@ fn generic(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), RdError> {
             ErrorKind::MetaType(types::type_to_string(c.rtype)),
         ));
     }
-    // Known types must still be well-formed (RFC 3597 section 5).
-    let valid = match c.rtype {
-        rtype::DNAME | rtype::NS | rtype::CNAME | rtype::PTR => {
-            crate::name::wire_name_len(data) == Some(data.len())
-        }
-        code => match RecordType::from(code) {
-            RecordType::Unknown(_) | RecordType::NULL => true,
-            rt => {
-                let mut d = BinDecoder::new(data);
-                RData::read(&mut d, rt, Restrict::new(len)).is_ok() && d.is_empty()
-            }
-        },
-    };
+    let valid = wire_rdata_valid(c.rtype, data);
     if !valid {
         return Err(c.err(
             c.toks.first().copied(),
@@ -413,6 +401,32 @@ fn generic(c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), RdError> {
         ));
     }
     Ok(())
+}
+
+/// Whether `data` is well-formed uncompressed RDATA of type `rtype`.
+/// Known types must be even in the generic `\#` form (RFC 3597 section
+/// 5), and records from a zone transfer are held to the same rule, so that
+/// whatever a zone holds can be written out and read back; meta types
+/// (RFC 6895 section 3.1) are never record data.
+pub(crate) fn wire_rdata_valid(code: u16, data: &[u8]) -> bool {
+    if types::is_meta(code) {
+        return false;
+    }
+    match code {
+        rtype::DNAME | rtype::NS | rtype::CNAME | rtype::PTR => {
+            crate::name::wire_name_len(data) == Some(data.len())
+        }
+        code => match RecordType::from(code) {
+            RecordType::Unknown(_) | RecordType::NULL => true,
+            rt => {
+                let Ok(len) = u16::try_from(data.len()) else {
+                    return false;
+                };
+                let mut d = BinDecoder::new(data);
+                RData::read(&mut d, rt, Restrict::new(len)).is_ok() && d.is_empty()
+            }
+        },
+    }
 }
 
 /// Types whose presentation format is parsed by hickory-proto.

@@ -98,6 +98,9 @@ fn read_rr(msg: &[u8], p: usize) -> Option<(Rr, usize)> {
     let rt = u16::from_be_bytes([*f.first()?, *f.get(1)?]);
     let cl = u16::from_be_bytes([*f.get(2)?, *f.get(3)?]);
     let ttl = u32::from_be_bytes([*f.get(4)?, *f.get(5)?, *f.get(6)?, *f.get(7)?]);
+    // RFC 2181 section 8: a TTL with the top bit set counts as zero (and a
+    // zone file could not hold it).
+    let ttl = if ttl > 0x7fff_ffff { 0 } else { ttl };
     let rdlen = usize::from(u16::from_be_bytes([*f.get(8)?, *f.get(9)?]));
     let start = p + 10;
     let end = start + rdlen;
@@ -117,6 +120,11 @@ fn read_rr(msg: &[u8], p: usize) -> Option<(Rr, usize)> {
             out
         }
     };
+    // Held to the zone file's rule, so that the copy written after the
+    // transfer loads again (a primary's bad record fails the transfer).
+    if !crate::rdata::wire_rdata_valid(rt, &rdata) {
+        return None;
+    }
     Some((
         Rr {
             owner,
@@ -627,6 +635,71 @@ mod tests {
         assert_eq!(rd, ns.rdatas().next().unwrap());
         assert_eq!(wire_parts(&[0, 1, 0]), (1, 0, &[][..]));
         assert_eq!(wire_parts(&[0, 1, 0, 3, 0, 0, 0, 9, 0, 0]), (3, 9, &[][..]));
+    }
+
+    /// Our responder's AXFR of `zone()`, asked with ID `id`.
+    fn axfr_messages(id: u16) -> Vec<Vec<u8>> {
+        let mut c = crate::Catalog::new();
+        c.insert(zone());
+        let cfg = ResponderConfig {
+            axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+            ..ResponderConfig::default()
+        };
+        let r = Responder::new(Arc::new(c), cfg);
+        let q = query(&Name::parse("ex.", None).unwrap(), rtype::AXFR, id);
+        let mut out = Vec::new();
+        let Outcome::Transfer(t) =
+            r.handle(&q, Transport::Tcp, "127.0.0.1".parse().unwrap(), &mut out)
+        else {
+            panic!("no transfer");
+        };
+        t.messages()
+    }
+
+    #[test]
+    fn a_ttl_with_the_top_bit_set_counts_as_zero() {
+        // RFC 2181 section 8; found by the dns_transfer fuzz target (the
+        // copy written after the transfer had a TTL no zone file takes).
+        let mut msgs = axfr_messages(10);
+        let a = b"\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01";
+        let (m, at) = msgs
+            .iter_mut()
+            .find_map(|m| {
+                let at = m.windows(a.len()).position(|w| w == a)?;
+                Some((m, at))
+            })
+            .unwrap();
+        m[at + 4..at + 8].copy_from_slice(&[0xf0, 0, 0, 0]);
+        let apex = Name::parse("ex.", None).unwrap();
+        let mut rd = AxfrReader::new(&apex, 10);
+        for m in &msgs {
+            rd.feed(m).unwrap();
+        }
+        let (z, _) = rd.finish().unwrap();
+        let text = to_zone_file(&z);
+        assert!(text.contains("\nns.ex. 0 CLASS1 TYPE1 "), "{text}");
+        load_zone(text.as_bytes(), "copy", &apex, &mut NoIncludes).unwrap();
+    }
+
+    #[test]
+    fn a_record_the_zone_file_would_refuse_fails_the_transfer() {
+        // Found by the dns_transfer fuzz target: an SRV target with a
+        // reserved label type (0x80, RFC 6891 section 5) was taken, and the
+        // copy written after the transfer then did not load.
+        let mut msgs = axfr_messages(9);
+        let srv = b"\x00\x00\x00\x00\x00\x19\x04mail";
+        let (m, at) = msgs
+            .iter_mut()
+            .find_map(|m| {
+                let at = m.windows(srv.len()).position(|w| w == srv)?;
+                Some((m, at))
+            })
+            .unwrap();
+        m[at + 6] = 0x84;
+        let apex = Name::parse("ex.", None).unwrap();
+        let mut rd = AxfrReader::new(&apex, 9);
+        let results: Vec<_> = msgs.iter().map(|m| rd.feed(m)).collect();
+        assert!(results.contains(&Err(XfrError::Malformed)), "{results:?}");
     }
 
     #[test]
