@@ -95,10 +95,11 @@ smtp_port = {smtp_port}
                 input=(PW + "\n").encode(), check=True, capture_output=True)
         self.pop3d = daemons([bin_path("pop3d"), "--config", self.config])
         wait_tcp(self.pop3, host=ip)
+        self.env = None
         self.start()
 
     def start(self):
-        self.smtpd = self.daemons([bin_path("smtpd"), "--config", self.config])
+        self.smtpd = self.daemons([bin_path("smtpd"), "--config", self.config], env=self.env)
         wait_tcp(self.smtp, host=self.ip)
 
     def stop(self):
@@ -233,3 +234,19 @@ def test_452_for_one_of_three_recipients_retries_only_that_one(pair):
     assert len(b.pop3_messages("a", 1)) == 1 and len(b.pop3_messages("b", 1)) == 1
     log = a.smtpd.output()
     assert log.count("to=<a@example.org>") == 1 and log.count("to=<c@example.org>") == 2, log[-3000:]
+
+
+def test_mx_routing_needs_no_ca_certificates(pair, tmp_path):
+    # The relay's resolver asks over UDP and TCP only. hickory-resolver,
+    # built with TLS in smtpd (mail-auth's features), would otherwise read
+    # the system's CA certificates to set up, and refuse to start on a
+    # host with none (rustls-native-certs reads these variables instead).
+    a, b = pair()
+    a.stop()
+    (tmp_path / "no-certs").mkdir()
+    a.env = {"SSL_CERT_FILE": str(tmp_path / "no-certs" / "none.pem"),
+             "SSL_CERT_DIR": str(tmp_path / "no-certs")}
+    a.start()
+    assert a.submit(["a@example.org"], BODY) == {}
+    [msg] = b.pop3_messages("a", 1)
+    assert b"routed by dnsd" in msg

@@ -126,9 +126,9 @@ impl std::fmt::Debug for Checker {
 
 /// A resolver asking what `[resolver]` says: its name servers (UDP, TCP
 /// for truncated answers) or `/etc/resolv.conf`'s, its timeout and
-/// attempts, as outbound delivery's `netkit::resolve` does. mail-auth
-/// 0.15 brings its own hickory-resolver (0.26); it cannot take the 0.25
-/// one, so it is a second resolver built from the same configuration.
+/// attempts, as outbound delivery's `netkit::resolve` does. Same
+/// hickory-resolver version (0.26), but `MessageAuthenticator` builds its
+/// own from a configuration: a second resolver from the same settings.
 pub fn authenticator(cfg: &mail_config::Resolver) -> Result<MessageAuthenticator, Error> {
     let (config, mut opts) = if cfg.name_servers.is_empty() {
         mail_auth::hickory_resolver::system_conf::read_system_conf()

@@ -16,10 +16,9 @@
 //! faster on RSA-2048 than its rust-crypto one; the feature also turns on
 //! hickory's TLS and DNSSEC, unused), ring for signing ([`keys::PrivateKey`]: the `rsa` crate's
 //! private-key operation leaks timing, RUSTSEC-2023-0071) and
-//! hickory-resolver 0.26, which it requires for its DNS side while the
-//! workspace's outbound resolver is on 0.25: two resolver versions are
-//! built. Moving the workspace to 0.26 touches `dns-zone`, `dnsd` and
-//! outbound delivery and is left to its own change.
+//! hickory-resolver 0.26, which it requires for its DNS side, the version
+//! of the workspace's outbound resolver (`netkit::resolve`) too; only
+//! hickory-proto is built twice (0.25 for `dns-zone` and `dnsd`).
 #![forbid(unsafe_code)]
 
 pub mod cache;

@@ -23,16 +23,19 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{
-    NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts,
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::{Name, ResolveError, TokioResolver};
+use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
+
+use crate::tls::rustls;
 use mailstore::nexthop::{
     self, AddrLookup, Hop, MxLookup, MxRecord, RouteError, SelectOptions, Target,
 };
@@ -42,7 +45,13 @@ use mailstore::nexthop::{
 pub enum SetupError {
     /// `/etc/resolv.conf` could not be read or parsed.
     #[error("cannot read the system resolver configuration: {0}")]
-    System(#[source] ResolveError),
+    System(#[source] NetError),
+    /// The resolver could not be built from its configuration.
+    #[error("cannot set up the resolver: {0}")]
+    Build(#[source] NetError),
+    /// rustls refused the (unused) TLS client configuration.
+    #[error("cannot set up the resolver's TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
 }
 
 /// The outcome class of one query.
@@ -56,9 +65,9 @@ enum Outcome<T> {
 /// Sorts a resolver error into what routing distinguishes: NXDOMAIN
 /// (permanent), NODATA (the name exists), anything else (SERVFAIL,
 /// REFUSED, timeouts, I/O) temporary.
-fn classify<T>(e: &ResolveError) -> Outcome<T> {
-    match e.proto().map(|p| p.kind()) {
-        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+fn classify<T>(e: &NetError) -> Outcome<T> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => match nr.response_code {
             ResponseCode::NXDomain => Outcome::NxDomain,
             ResponseCode::NoError => Outcome::NoData,
             other => Outcome::TempFail(format!("server answered {other}")),
@@ -86,12 +95,47 @@ impl std::fmt::Debug for DnsResolver {
     }
 }
 
+/// A TLS client configuration trusting no one, for hickory's resolver
+/// builder, which wants one when TLS is compiled in; nothing uses it.
+fn unused_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    // ring, as for our TLS (see crate::tls).
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
+}
+
+/// [`ResolverConfig`] for these name servers: UDP, then TCP for
+/// truncated answers; no search domains.
+fn servers_config(servers: &[SocketAddr]) -> ResolverConfig {
+    let name_servers = servers
+        .iter()
+        .map(|a| {
+            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                .into_iter()
+                .map(|mut c| {
+                    c.port = a.port();
+                    c
+                })
+                .collect();
+            // Trust NXDOMAIN (no asking the next server), as 0.25's
+            // NameServerConfig::new did.
+            NameServerConfig::new(a.ip(), true, connections)
+        })
+        .collect();
+    ResolverConfig::from_name_servers(name_servers)
+}
+
 fn options(mut opts: ResolverOpts, timeout: Duration, attempts: usize) -> ResolverOpts {
     opts.timeout = timeout;
     opts.attempts = attempts;
     // Postfix's smtp_host_lookup = dns: /etc/hosts is not a mail route.
     opts.use_hosts_file = ResolveHosts::Never;
-    // hickory's default of 32 entries is small for a queue of many domains.
+    // Answers kept, whatever hickory's default (32 in 0.25, 8192 in 0.26).
     opts.cache_size = 4096;
     opts.ndots = 0;
     opts
@@ -105,7 +149,7 @@ impl DnsResolver {
         if cfg.name_servers.is_empty() {
             Self::system_with(timeout, attempts)
         } else {
-            Ok(Self::servers_with(&cfg.name_servers, timeout, attempts))
+            Self::servers_with(&cfg.name_servers, timeout, attempts)
         }
     }
 
@@ -119,26 +163,44 @@ impl DnsResolver {
         let mut b = TokioResolver::builder_tokio().map_err(SetupError::System)?;
         let opts = options(b.options_mut().clone(), timeout, attempts);
         *b.options_mut() = opts;
-        Ok(DnsResolver { inner: b.build() })
+        Self::build(b)
+    }
+
+    fn build(b: ResolverBuilder<TokioRuntimeProvider>) -> Result<Self, SetupError> {
+        // Name servers are asked over UDP and TCP only, but with TLS
+        // compiled in (mail-auth's features turn it on in the daemons)
+        // hickory otherwise builds a client configuration from the
+        // system's CA certificates, reading them at every setup and
+        // failing where there are none. An empty one is never used.
+        let b = b.with_tls_config(unused_tls_config().map_err(SetupError::Tls)?);
+        b.build()
+            .map(|inner| DnsResolver { inner })
+            .map_err(SetupError::Build)
     }
 
     /// These name servers, asked over UDP and over TCP when an answer is
     /// truncated, with `timeout` per query and two attempts.
+    ///
+    /// # Panics
+    ///
+    /// If the resolver cannot be built, which does not happen: nothing is
+    /// read and the TLS configuration is given (see `build`). The daemons
+    /// use [`DnsResolver::from_config`], which returns the error instead.
     pub fn with_name_servers(servers: &[SocketAddr], timeout: Duration) -> Self {
-        Self::servers_with(servers, timeout, 2)
+        Self::servers_with(servers, timeout, 2).expect("a resolver for fixed name servers")
     }
 
-    fn servers_with(servers: &[SocketAddr], timeout: Duration, attempts: usize) -> Self {
-        let mut group = NameServerConfigGroup::new();
-        for &addr in servers {
-            for protocol in [Protocol::Udp, Protocol::Tcp] {
-                group.push(NameServerConfig::new(addr, protocol));
-            }
-        }
-        let config = ResolverConfig::from_parts(None, Vec::new(), group);
-        let mut b = TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+    fn servers_with(
+        servers: &[SocketAddr],
+        timeout: Duration,
+        attempts: usize,
+    ) -> Result<Self, SetupError> {
+        let mut b = TokioResolver::builder_with_config(
+            servers_config(servers),
+            TokioRuntimeProvider::default(),
+        );
         *b.options_mut() = options(ResolverOpts::default(), timeout, attempts);
-        DnsResolver { inner: b.build() }
+        Self::build(b)
     }
 
     fn fqdn(name: &str) -> Result<Name, String> {
@@ -160,11 +222,16 @@ impl DnsResolver {
         };
         match self.inner.mx_lookup(name).await {
             Ok(l) => {
+                // The answer section also holds the CNAMEs followed.
                 let records: Vec<MxRecord> = l
+                    .answers()
                     .iter()
-                    .map(|mx| MxRecord {
-                        preference: mx.preference(),
-                        exchange: mx.exchange().to_ascii(),
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some(MxRecord {
+                            preference: mx.preference,
+                            exchange: mx.exchange.to_ascii(),
+                        }),
+                        _ => None,
                     })
                     .collect();
                 if records.is_empty() {
@@ -183,14 +250,30 @@ impl DnsResolver {
 
     async fn v4(&self, name: Name) -> Outcome<Vec<IpAddr>> {
         match self.inner.ipv4_lookup(name).await {
-            Ok(l) => Outcome::Found(l.iter().map(|a| IpAddr::V4(a.0)).collect()),
+            Ok(l) => Outcome::Found(
+                l.answers()
+                    .iter()
+                    .filter_map(|r| match r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
             Err(e) => classify(&e),
         }
     }
 
     async fn v6(&self, name: Name) -> Outcome<Vec<IpAddr>> {
         match self.inner.ipv6_lookup(name).await {
-            Ok(l) => Outcome::Found(l.iter().map(|a| IpAddr::V6(a.0)).collect()),
+            Ok(l) => Outcome::Found(
+                l.answers()
+                    .iter()
+                    .filter_map(|r| match r.data {
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
             Err(e) => classify(&e),
         }
     }
@@ -287,6 +370,7 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::net::xfer::Protocol;
 
     #[tokio::test]
     async fn configured_servers_over_udp_and_tcp() {
@@ -296,12 +380,23 @@ mod tests {
             attempts: 1,
         };
         let r = DnsResolver::from_config(&cfg).unwrap();
-        let servers = r.inner.config().name_servers();
-        assert_eq!(servers.len(), 2);
-        assert!(servers.iter().all(|s| s.socket_addr == cfg.name_servers[0]));
+        let config = servers_config(&cfg.name_servers);
+        let servers = config.name_servers();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].ip, cfg.name_servers[0].ip());
+        assert!(servers[0].trust_negative_responses);
+        let conns: Vec<_> = servers[0]
+            .connections
+            .iter()
+            .map(|c| (c.port, c.protocol.to_protocol()))
+            .collect();
+        assert_eq!(conns, [(5300, Protocol::Udp), (5300, Protocol::Tcp)]);
+        assert!(config.search().is_empty() && config.domain().is_none());
         assert_eq!(r.inner.options().timeout, Duration::from_secs(3));
         assert_eq!(r.inner.options().attempts, 1);
         assert_eq!(r.inner.options().use_hosts_file, ResolveHosts::Never);
+        assert_eq!(r.inner.options().cache_size, 4096);
+        assert_eq!(r.inner.options().ndots, 0);
     }
 
     #[tokio::test]
@@ -311,6 +406,36 @@ mod tests {
         }
         let r = DnsResolver::from_config(&mail_config::Resolver::default()).unwrap();
         assert_eq!(r.inner.options().timeout, Duration::from_secs(5));
+    }
+
+    /// What mailstore::nexthop tells apart: NXDOMAIN bounces, NODATA
+    /// falls back to the address records, the rest is retried.
+    #[test]
+    fn errors_sort_into_nxdomain_nodata_and_temporary() {
+        use hickory_resolver::net::NoRecords;
+        use hickory_resolver::proto::op::Query;
+        let none = |code| {
+            NetError::Dns(DnsError::NoRecordsFound(NoRecords::new(
+                Query::default(),
+                code,
+            )))
+        };
+        assert!(matches!(
+            classify::<()>(&none(ResponseCode::NXDomain)),
+            Outcome::NxDomain
+        ));
+        assert!(matches!(
+            classify::<()>(&none(ResponseCode::NoError)),
+            Outcome::NoData
+        ));
+        for e in [
+            none(ResponseCode::ServFail),
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)),
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)),
+            NetError::Timeout,
+        ] {
+            assert!(matches!(classify::<()>(&e), Outcome::TempFail(_)), "{e}");
+        }
     }
 
     #[test]
