@@ -250,3 +250,18 @@ def test_mx_routing_needs_no_ca_certificates(pair, tmp_path):
     assert a.submit(["a@example.org"], BODY) == {}
     [msg] = b.pop3_messages("a", 1)
     assert b"routed by dnsd" in msg
+
+
+def test_inbound_checks_need_no_ca_certificates(pair, tmp_path):
+    # The checks ask through the relay's resolver (one cache, one set-up
+    # from [resolver]); mail-auth's own would read the CA certificates
+    # and refuse to start without them.
+    a, b = pair("\n[auth_checks]\nenabled = true\n")
+    b.stop()
+    (tmp_path / "no-certs").mkdir()
+    b.env = {"SSL_CERT_FILE": str(tmp_path / "no-certs" / "none.pem"),
+             "SSL_CERT_DIR": str(tmp_path / "no-certs")}
+    b.start()
+    assert a.submit(["a@example.org"], BODY) == {}
+    [msg] = b.pop3_messages("a", 1)
+    assert b"Authentication-Results: mail.example.org;" in msg, msg[:2000]

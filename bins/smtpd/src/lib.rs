@@ -518,9 +518,18 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
             .await
             .map_err(std::io::Error::other)??
     };
+    let resolver =
+        netkit::resolve::DnsResolver::from_config(&cfg.resolver).map_err(std::io::Error::other)?;
+    // The inbound checks ask through the same resolver and cache.
+    let checker = cfg.auth_checks.enabled.then(|| {
+        Checker::from_config(
+            resolver.hickory().clone(),
+            &cfg.auth_checks,
+            &cfg.global.hostname,
+        )
+    });
     let route = relay::DaemonRoute {
-        resolver: netkit::resolve::DnsResolver::from_config(&cfg.resolver)
-            .map_err(std::io::Error::other)?,
+        resolver,
         table: match &cfg.smtpd.transport_file {
             Some(p) => Some(load_transport(p)?),
             None => None,
@@ -549,15 +558,6 @@ pub async fn start(cfg: Config) -> Result<Running, Error> {
     }
     let engine_cfg = engine_config(&cfg.outbound, client);
     let lifetime = cfg.outbound.maximal_queue_lifetime.duration();
-    let checker = if cfg.auth_checks.enabled {
-        Some(Checker::from_config(
-            &cfg.resolver,
-            &cfg.auth_checks,
-            &cfg.global.hostname,
-        )?)
-    } else {
-        None
-    };
     let ticketer = netkit::tls::ticketer()?;
     let settings = Settings::new(cfg, &accounts, &ticketer)?;
     if let Some(tls) = &settings.tls {

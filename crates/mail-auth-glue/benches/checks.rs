@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use mail_auth::MessageAuthenticator;
 use mail_auth_glue::cache::Caches;
-use mail_auth_glue::check::{authenticator, Checker, Envelope, Policy};
+use mail_auth_glue::check::{Checker, Envelope, Policy};
 use mail_auth_glue::keys::{self, Algorithm};
 use mail_auth_glue::sign::{Entry, Signer};
 use mail_auth_glue::spf::{Request, SpfResult};
@@ -59,7 +60,12 @@ fn bench(c: &mut Criterion) {
     cache.preload_record("_dmarc.example.com", "v=DMARC1; p=reject");
     cache.preload_nxdomain("_dmarc.com");
     let checker = Checker::new(
-        authenticator(&cfg).expect("resolver"),
+        MessageAuthenticator(
+            netkit::resolve::DnsResolver::from_config(&cfg)
+                .expect("resolver")
+                .hickory()
+                .clone(),
+        ),
         Arc::clone(&cache),
         Policy {
             authserv_id: "mx.example.net".into(),

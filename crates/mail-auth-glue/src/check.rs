@@ -12,17 +12,14 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy as DmarcPolicy;
-use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-};
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
     MessageAuthenticator, SpfOutput, SpfResult,
 };
 
 use crate::cache::{fqdn, Caches};
+use crate::headers;
 use crate::spf::{self, Answer};
-use crate::{headers, Error};
 
 /// What the policy keys say (`[auth_checks]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,41 +121,6 @@ impl std::fmt::Debug for Checker {
     }
 }
 
-/// A resolver asking what `[resolver]` says: its name servers (UDP, TCP
-/// for truncated answers) or `/etc/resolv.conf`'s, its timeout and
-/// attempts, as outbound delivery's `netkit::resolve` does. Same
-/// hickory-resolver version (0.26), but `MessageAuthenticator` builds its
-/// own from a configuration: a second resolver from the same settings.
-pub fn authenticator(cfg: &mail_config::Resolver) -> Result<MessageAuthenticator, Error> {
-    let (config, mut opts) = if cfg.name_servers.is_empty() {
-        mail_auth::hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| Error::Resolver(e.to_string()))?
-    } else {
-        let servers = cfg
-            .name_servers
-            .iter()
-            .map(|a| {
-                let conns = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                    .into_iter()
-                    .map(|mut c| {
-                        c.port = a.port();
-                        c
-                    })
-                    .collect();
-                NameServerConfig::new(a.ip(), true, conns)
-            })
-            .collect();
-        (
-            ResolverConfig::from_name_servers(servers),
-            ResolverOpts::default(),
-        )
-    };
-    opts.timeout = cfg.timeout.duration();
-    opts.attempts = cfg.attempts;
-    opts.ndots = 0;
-    MessageAuthenticator::new(config, opts).map_err(|e| Error::Resolver(e.to_string()))
-}
-
 impl Checker {
     /// A checker over `auth` and `cache`.
     pub fn new(auth: MessageAuthenticator, cache: Arc<Caches>, policy: Policy) -> Self {
@@ -169,17 +131,20 @@ impl Checker {
         }
     }
 
-    /// From `[resolver]` and `[auth_checks]`.
+    /// From `[auth_checks]`, asking through `resolver`: the daemon's own
+    /// (`netkit::resolve::DnsResolver::hickory`), so that outbound routing
+    /// and the checks share one resolver, one cache and one place that
+    /// sets them up from `[resolver]`.
     pub fn from_config(
-        resolver: &mail_config::Resolver,
+        resolver: mail_auth::hickory_resolver::TokioResolver,
         checks: &mail_config::AuthChecks,
         hostname: &str,
-    ) -> Result<Self, Error> {
-        Ok(Checker::new(
-            authenticator(resolver)?,
+    ) -> Self {
+        Checker::new(
+            MessageAuthenticator(resolver),
             Arc::new(Caches::default()),
             Policy::from_config(checks, hostname),
-        ))
+        )
     }
 
     /// The cache (tests fill it; a reload keeps it).
@@ -512,8 +477,9 @@ mod tests {
             timeout: mail_config::Secs(1),
             attempts: 1,
         };
+        let resolver = netkit::resolve::DnsResolver::from_config(&cfg).unwrap();
         Checker::new(
-            authenticator(&cfg).unwrap(),
+            MessageAuthenticator(resolver.hickory().clone()),
             Arc::new(Caches::default()),
             policy,
         )

@@ -40,7 +40,4 @@ pub enum Error {
     /// Signing failed.
     #[error("DKIM signing failed: {0}")]
     Sign(String),
-    /// The resolver could not be set up.
-    #[error("resolver: {0}")]
-    Resolver(String),
 }

@@ -178,6 +178,13 @@ impl DnsResolver {
             .map_err(SetupError::Build)
     }
 
+    /// The hickory resolver underneath, for other lookups on the same
+    /// settings (smtpd's inbound checks): clones share its cache and
+    /// connections.
+    pub fn hickory(&self) -> &TokioResolver {
+        &self.inner
+    }
+
     /// These name servers, asked over UDP and over TCP when an answer is
     /// truncated, with `timeout` per query and two attempts.
     ///
