@@ -531,6 +531,19 @@ def test_pop3_apop(lab):
     q.close()
 
 
+def test_pop3_top_with_a_line_count_beyond_32_bits_sends_everything(lab):
+    # RFC 1939 section 7 bounds TOP's line count nowhere; clients ask for
+    # the whole message with huge counts, and Dovecot answers them.
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("top"))
+    s.quit()
+    p = lab.pop()
+    _, whole, _ = p.retr(1)
+    _, top, _ = p.top(1, 99999999999)
+    p.quit()
+    assert top == whole
+
+
 def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     acked = []
     stop = threading.Event()
