@@ -544,6 +544,31 @@ def test_pop3_top_with_a_line_count_beyond_32_bits_sends_everything(lab):
     assert top == whole
 
 
+def test_pop3_closes_on_a_run_of_bad_commands_like_an_http_request(lab):
+    # A browser made to post to the POP3 port (the ALPACA cross-protocol
+    # attack) gets three replies, then the connection ends, as with
+    # Dovecot; before, every header line got its own -ERR.
+    with socket.create_connection(("127.0.0.1", lab.pop3), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: mail.csuvnetwork.com\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 20\r\n\r\n"
+                  b"<script>x()</script>\r\n")
+        replies = f.read()
+    assert replies == (b"-ERR Unknown command: POST\r\n"
+                       b"-ERR Unknown command: Host:\r\n"
+                       b"-ERR Unknown command: Content-Type:\r\n"
+                       b"-ERR Too many bad commands.\r\n")
+    # A valid command in between starts the count again; logged in, the
+    # limit is 20.
+    p = lab.pop()
+    for _ in range(19):
+        with pytest.raises(poplib.error_proto):
+            p._shortcmd("XYZZY")
+    assert p.noop().startswith(b"+OK")
+    p.quit()
+
+
 def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     acked = []
     stop = threading.Event()

@@ -73,6 +73,15 @@ pub struct ServerConfig {
     pub tls_active: bool,
     /// Failed logins after which the session closes (at least 1).
     pub max_failed_logins: u32,
+    /// Invalid commands in a row (unknown, malformed, too long, not valid
+    /// in the state) after which a session not yet logged in is closed with
+    /// `-ERR Too many bad commands.` (at least 1). Dovecot closes its login
+    /// processes after 3: a client that is not speaking POP3, e.g. a web
+    /// browser made to post to port 110 (the ALPACA cross-protocol
+    /// attack), gets no long run of replies to its lines.
+    pub max_bad_commands_before_login: u32,
+    /// The same limit once logged in (Dovecot: 20).
+    pub max_bad_commands: u32,
     /// Idle timeout; values below [`MIN_IDLE_TIMEOUT`] are raised to it.
     pub idle_timeout: Duration,
     /// Total time to log in, from the greeting: the AUTHORIZATION state
@@ -104,6 +113,8 @@ impl Default for ServerConfig {
             tls_available: false,
             tls_active: false,
             max_failed_logins: 3,
+            max_bad_commands_before_login: 3,
+            max_bad_commands: 20,
             idle_timeout: MIN_IDLE_TIMEOUT,
             login_timeout: None,
             command_line_timeout: None,
@@ -308,6 +319,10 @@ pub struct ServerSession {
     pending_user: Option<String>,
     maildrop: Option<Maildrop>,
     failed_logins: u32,
+    /// Invalid commands in a row, and whether the command being handled
+    /// was one.
+    bad_commands: u32,
+    bad_command: bool,
     tls_active: bool,
     last_activity: Duration,
     /// When the session started (greeting), for `login_timeout`.
@@ -323,6 +338,8 @@ impl ServerSession {
     pub fn new(mut config: ServerConfig, now: Duration) -> ServerSession {
         config.idle_timeout = config.idle_timeout.max(MIN_IDLE_TIMEOUT);
         config.max_failed_logins = config.max_failed_logins.max(1);
+        config.max_bad_commands_before_login = config.max_bad_commands_before_login.max(1);
+        config.max_bad_commands = config.max_bad_commands.max(1);
         let tls_active = config.tls_active;
         let transcript = config.transcript;
         let mut s = ServerSession {
@@ -339,6 +356,8 @@ impl ServerSession {
             pending_user: None,
             maildrop: None,
             failed_logins: 0,
+            bad_commands: 0,
+            bad_command: false,
             tls_active,
             last_activity: now,
             started: now,
@@ -496,7 +515,8 @@ impl ServerSession {
                 Frame::LineTooLong => {
                     self.log(Direction::Client, "<line too long, skipped>".into());
                     self.sasl = None;
-                    self.reply(Response::err("Input line too long."));
+                    self.bad(Response::err("Input line too long."));
+                    self.count_bad_command();
                 }
                 // Line mode only: the framer is never switched to DATA or
                 // BDAT here.
@@ -821,18 +841,40 @@ impl ServerSession {
             return;
         }
         self.log_command(line);
-        let cmd = match Command::parse(line) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reply(Response::err(e.to_string()));
-                return;
-            }
+        match Command::parse(line) {
+            Ok(cmd) => match self.state {
+                SessionState::Authorization => self.authorization(cmd),
+                SessionState::Transaction => self.transaction(cmd),
+                // No input is read in UPDATE or after closing.
+                SessionState::Update | SessionState::Closed => {}
+            },
+            Err(e) => self.bad(Response::err(e.to_string())),
+        }
+        self.count_bad_command();
+    }
+
+    /// Replies to a command that is not valid here; see
+    /// [`ServerConfig::max_bad_commands`].
+    fn bad(&mut self, r: Response) {
+        self.reply(r);
+        self.bad_command = true;
+    }
+
+    /// Counts the command just handled towards the bad-command limit, or
+    /// resets the count after a valid one; at the limit the session closes.
+    fn count_bad_command(&mut self) {
+        if !std::mem::take(&mut self.bad_command) {
+            self.bad_commands = 0;
+            return;
+        }
+        self.bad_commands += 1;
+        let limit = match self.state {
+            SessionState::Authorization => self.config.max_bad_commands_before_login,
+            _ => self.config.max_bad_commands,
         };
-        match self.state {
-            SessionState::Authorization => self.authorization(cmd),
-            SessionState::Transaction => self.transaction(cmd),
-            // No input is read in UPDATE or after closing.
-            SessionState::Update | SessionState::Closed => {}
+        if self.bad_commands >= limit && self.state != SessionState::Closed {
+            self.reply(Response::err("Too many bad commands."));
+            self.state = SessionState::Closed;
         }
     }
 
@@ -951,7 +993,7 @@ impl ServerSession {
             | Command::Rset
             | Command::Top { .. }
             | Command::Uidl(_) => {
-                self.reply(Response::err("Command not valid in AUTHORIZATION state."))
+                self.bad(Response::err("Command not valid in AUTHORIZATION state."))
             }
         }
     }
@@ -1136,7 +1178,7 @@ impl ServerSession {
             | Command::Pass(_)
             | Command::Apop { .. }
             | Command::Auth { .. }
-            | Command::Stls => self.reply(Response::err("Command not valid in TRANSACTION state.")),
+            | Command::Stls => self.bad(Response::err("Command not valid in TRANSACTION state.")),
         }
     }
 }

@@ -496,6 +496,69 @@ fn unknown_and_malformed_commands() {
 }
 
 #[test]
+fn bad_commands_in_a_row_close_the_session() {
+    const UNKNOWN: &str = "-ERR Unknown command: FOO\r\n";
+    const TOO_MANY: &str = "-ERR Too many bad commands.\r\n";
+    // Before login: three in a row (unknown, wrong state, too long), as
+    // Dovecot's login process; what follows is not read.
+    let mut host = Host::new();
+    let long = "x".repeat(300);
+    assert_eq!(
+        run_with(
+            cfg(),
+            &mut host,
+            &format!("FOO\r\nSTAT\r\n{long}\r\nCAPA\r\n")
+        ),
+        format!(
+            "{UNKNOWN}-ERR Command not valid in AUTHORIZATION state.\r\n\
+             -ERR Input line too long.\r\n{TOO_MANY}"
+        )
+    );
+    assert!(host.closed);
+    // A valid command (even one answered -ERR) starts the count again.
+    let mut host = Host::new();
+    let out = run_with(
+        cfg(),
+        &mut host,
+        "FOO\r\nFOO\r\nUSER user1\r\nFOO\r\nFOO\r\nPASS bad\r\nFOO\r\nFOO\r\nQUIT\r\n",
+    );
+    assert!(out.ends_with("+OK Logging out\r\n"), "{out}");
+    assert!(!out.contains(TOO_MANY));
+    // Logged in: 20 in a row; the session closes without UPDATE, so a
+    // pipelined QUIT deletes nothing.
+    let mut host = Host::new();
+    let out = run_with(
+        cfg(),
+        &mut host,
+        &format!("{LOGIN}DELE 1\r\n{}QUIT\r\n", "FOO\r\n".repeat(20)),
+    );
+    assert_eq!(
+        out,
+        format!(
+            "{LOGGED_IN}+OK Marked to be deleted.\r\n{}{TOO_MANY}",
+            UNKNOWN.repeat(20)
+        )
+    );
+    assert!(host.closed);
+    assert!(host.updates.is_empty());
+    let out = after_login(&format!(
+        "{}NOOP\r\n{}QUIT\r\n",
+        "FOO\r\n".repeat(19),
+        "FOO\r\n".repeat(19)
+    ));
+    assert!(out.ends_with("+OK Logging out.\r\n"), "{out}");
+    // The limits are settings.
+    let config = ServerConfig {
+        max_bad_commands_before_login: 1,
+        ..cfg()
+    };
+    assert_eq!(
+        run_with(config, &mut Host::new(), "FOO\r\nQUIT\r\n"),
+        format!("{UNKNOWN}{TOO_MANY}")
+    );
+}
+
+#[test]
 fn stat_list_uidl() {
     let sizes = {
         let h = Host::new();
@@ -1016,7 +1079,11 @@ fn pipelined_commands_answered_in_order() {
 
 #[test]
 fn large_pipeline_is_handed_out_in_pieces() {
-    let mut s = session(cfg());
+    // 10 000 NOOPs before login are bad commands; lift their limit here.
+    let mut s = session(ServerConfig {
+        max_bad_commands_before_login: u32::MAX,
+        ..cfg()
+    });
     let _ = s.next();
     s.enqueue_input(Duration::ZERO, "NOOP\r\n".repeat(10_000).as_bytes());
     let mut pieces = 0;
