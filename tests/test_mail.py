@@ -569,6 +569,20 @@ def test_pop3_closes_on_a_run_of_bad_commands_like_an_http_request(lab):
     p.quit()
 
 
+def test_pop3_capa_lists_the_login_capabilities_in_both_states(lab):
+    # RFC 2449 section 5: "Capabilities available in the AUTHORIZATION
+    # state MUST be announced in both states" (USER and SASL are "both /
+    # no" in section 6).
+    p = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    before = p.capa()
+    p.user("user1")
+    p.pass_(PASSWORDS["user1"])
+    after = p.capa()
+    p.quit()
+    assert "USER" in before and "SASL" in before
+    assert after == before
+
+
 def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     acked = []
     stop = threading.Event()

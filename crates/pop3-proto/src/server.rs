@@ -887,18 +887,21 @@ impl ServerSession {
             "PIPELINING".into(),
             "AUTH-RESP-CODE".into(),
         ];
-        if self.state == SessionState::Authorization {
-            if self.config.user_pass && self.plaintext_allowed() {
-                caps.push("USER".into());
-            }
-            let mechs = self.mechanisms();
-            if !mechs.is_empty() {
-                let names: Vec<&str> = mechs.iter().map(|m| m.as_str()).collect();
-                caps.push(format!("SASL {}", names.join(" ")));
-            }
-            if self.config.tls_available && !self.tls_active {
-                caps.push("STLS".into());
-            }
+        // The login capabilities are listed after login too, though their
+        // commands are then refused: RFC 2449 section 5 ("Capabilities
+        // available in the AUTHORIZATION state MUST be announced in both
+        // states"; USER and SASL are "both / no" in section 6, STLS in RFC
+        // 2595 section 4). Dovecot drops them after login.
+        if self.config.user_pass && self.plaintext_allowed() {
+            caps.push("USER".into());
+        }
+        let mechs = self.mechanisms();
+        if !mechs.is_empty() {
+            let names: Vec<&str> = mechs.iter().map(|m| m.as_str()).collect();
+            caps.push(format!("SASL {}", names.join(" ")));
+        }
+        if self.config.tls_available && !self.tls_active {
+            caps.push("STLS".into());
         }
         if let Some(i) = &self.config.implementation {
             caps.push(format!("IMPLEMENTATION {i}"));
