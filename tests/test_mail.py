@@ -583,6 +583,30 @@ def test_pop3_capa_lists_the_login_capabilities_in_both_states(lab):
     assert after == before
 
 
+def test_pop3_retr_of_a_message_removed_meanwhile_is_expunged_not_sys_temp(lab):
+    # Another program removes a listed message: "-ERR Message N expunged."
+    # as from Dovecot; [SYS/TEMP] would tell the client to try again.
+    s = lab.smtp_client()
+    for subject in ("kept", "gone"):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(subject))
+    s.quit()
+    p = lab.pop()
+    for f in lab.inbox():
+        if b"Subject: gone" in f.read_bytes():
+            f.unlink()
+    replies = []
+    for i in (1, 2):
+        try:
+            replies.append(p.retr(i)[0])
+        except poplib.error_proto as e:
+            replies.append(e.args[0])
+    assert sum(r.startswith(b"+OK") for r in replies) == 1, replies
+    gone = [r for r in replies if r.startswith(b"-ERR")]
+    assert gone in ([b"-ERR Message 1 expunged."], [b"-ERR Message 2 expunged."]), replies
+    assert p.noop().startswith(b"+OK")
+    p.quit()
+
+
 def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     acked = []
     stop = threading.Event()

@@ -278,6 +278,8 @@ impl Maildrop {
 
 #[derive(Debug)]
 struct Stream {
+    /// The message number, for [`ServerSession::message_gone`].
+    number: u32,
     status: Option<Response>,
     stuffer: DotStuffer,
     top: Option<TopFilter>,
@@ -707,6 +709,27 @@ impl ServerSession {
         Ok(())
     }
 
+    /// The message of [`Event::Retrieve`] is no longer in the maildrop
+    /// (another program removed it after the snapshot). Before any data the
+    /// client gets `-ERR Message N expunged.`, as from Dovecot, without the
+    /// `[SYS/TEMP]` of [`message_failed`](Self::message_failed): asking
+    /// again will not help (RFC 3206 section 4). After some data the
+    /// session closes.
+    pub fn message_gone(&mut self) -> Result<(), UsageError> {
+        let Awaiting::Message(stream) = self.expect("Retrieve")? else {
+            return Err(UsageError::NotAwaiting("Retrieve"));
+        };
+        if stream.status.is_some() {
+            self.reply(Response::err(format!(
+                "Message {} expunged.",
+                stream.number
+            )));
+        } else {
+            self.state = SessionState::Closed;
+        }
+        Ok(())
+    }
+
     /// Answers [`Event::Update`]: `true` if every marked message was
     /// removed. The session then says goodbye and closes.
     pub fn update_result(&mut self, ok: bool) -> Result<(), UsageError> {
@@ -1124,6 +1147,7 @@ impl ServerSession {
                             top,
                         };
                         self.awaiting = Some(Awaiting::Message(Box::new(Stream {
+                            number: i,
                             status: Some(status),
                             stuffer: DotStuffer::new(),
                             top: top.map(TopFilter::new),

@@ -820,6 +820,31 @@ fn message_failures() {
 }
 
 #[test]
+fn message_removed_by_another_program() {
+    let mut s = session(cfg());
+    let mut host = Host::new();
+    host.drive(&mut s);
+    s.enqueue_input(Duration::ZERO, LOGIN.as_bytes());
+    host.drive(&mut s);
+    s.enqueue_input(Duration::ZERO, b"TOP 2 0\r\nNOOP\r\n");
+    let mut out = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Retrieve { message, .. }) => {
+                assert_eq!(message.number, 2);
+                s.message_gone().unwrap();
+            }
+            Err(Interrupt::Output(b)) => out.extend(b),
+            Err(Interrupt::NeedInput) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // No [SYS/TEMP]: trying again will not bring the message back.
+    assert_eq!(out, b"-ERR Message 2 expunged.\r\n+OK\r\n");
+    assert_eq!(s.message_gone(), Err(UsageError::NotAwaiting("Retrieve")));
+}
+
+#[test]
 fn capa() {
     let config = ServerConfig {
         tls_available: true,
