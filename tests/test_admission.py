@@ -313,13 +313,14 @@ def test_trickling_client_is_cut_at_its_budget(tmp_path, daemons):
             assert re.search(cut, got), got
             assert 1.5 < elapsed < 4.0, elapsed
     # A POP3 client that completes lines but never logs in: cut after 3 s.
+    # (Valid commands: a run of invalid ones is cut sooner, at the third.)
     with socket.create_connection(("127.0.0.1", lab.pop3)) as s:
         s.settimeout(0.5)
         t0 = time.monotonic()
         got = s.recv(512)
         while b"Disconnected" not in got and time.monotonic() - t0 < 6:
             try:
-                s.sendall(b"NOOP\r\n")
+                s.sendall(b"USER user1\r\n")
                 chunk = s.recv(512)
                 if not chunk:
                     break

@@ -531,6 +531,82 @@ def test_pop3_apop(lab):
     q.close()
 
 
+def test_pop3_top_with_a_line_count_beyond_32_bits_sends_everything(lab):
+    # RFC 1939 section 7 bounds TOP's line count nowhere; clients ask for
+    # the whole message with huge counts, and Dovecot answers them.
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("top"))
+    s.quit()
+    p = lab.pop()
+    _, whole, _ = p.retr(1)
+    _, top, _ = p.top(1, 99999999999)
+    p.quit()
+    assert top == whole
+
+
+def test_pop3_closes_on_a_run_of_bad_commands_like_an_http_request(lab):
+    # A browser made to post to the POP3 port (the ALPACA cross-protocol
+    # attack) gets three replies, then the connection ends, as with
+    # Dovecot; before, every header line got its own -ERR.
+    with socket.create_connection(("127.0.0.1", lab.pop3), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: mail.csuvnetwork.com\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 20\r\n\r\n"
+                  b"<script>x()</script>\r\n")
+        replies = f.read()
+    assert replies == (b"-ERR Unknown command: POST\r\n"
+                       b"-ERR Unknown command: Host:\r\n"
+                       b"-ERR Unknown command: Content-Type:\r\n"
+                       b"-ERR Too many bad commands.\r\n")
+    # A valid command in between starts the count again; logged in, the
+    # limit is 20.
+    p = lab.pop()
+    for _ in range(19):
+        with pytest.raises(poplib.error_proto):
+            p._shortcmd("XYZZY")
+    assert p.noop().startswith(b"+OK")
+    p.quit()
+
+
+def test_pop3_capa_lists_the_login_capabilities_in_both_states(lab):
+    # RFC 2449 section 5: "Capabilities available in the AUTHORIZATION
+    # state MUST be announced in both states" (USER and SASL are "both /
+    # no" in section 6).
+    p = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    before = p.capa()
+    p.user("user1")
+    p.pass_(PASSWORDS["user1"])
+    after = p.capa()
+    p.quit()
+    assert "USER" in before and "SASL" in before
+    assert after == before
+
+
+def test_pop3_retr_of_a_message_removed_meanwhile_is_expunged_not_sys_temp(lab):
+    # Another program removes a listed message: "-ERR Message N expunged."
+    # as from Dovecot; [SYS/TEMP] would tell the client to try again.
+    s = lab.smtp_client()
+    for subject in ("kept", "gone"):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(subject))
+    s.quit()
+    p = lab.pop()
+    for f in lab.inbox():
+        if b"Subject: gone" in f.read_bytes():
+            f.unlink()
+    replies = []
+    for i in (1, 2):
+        try:
+            replies.append(p.retr(i)[0])
+        except poplib.error_proto as e:
+            replies.append(e.args[0])
+    assert sum(r.startswith(b"+OK") for r in replies) == 1, replies
+    gone = [r for r in replies if r.startswith(b"-ERR")]
+    assert gone in ([b"-ERR Message 1 expunged."], [b"-ERR Message 2 expunged."]), replies
+    assert p.noop().startswith(b"+OK")
+    p.quit()
+
+
 def test_sigterm_during_transaction_loses_nothing_acknowledged(lab):
     acked = []
     stop = threading.Event()

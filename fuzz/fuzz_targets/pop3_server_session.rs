@@ -92,6 +92,10 @@ fn config(flags: u8) -> ServerConfig {
         tls_active: flags & 4 != 0,
         sasl: vec![Mechanism::Plain, Mechanism::Login, Mechanism::CramMd5],
         max_failed_logins: 5,
+        // The default bad-command limits end most random inputs at the
+        // third line; keep them for some runs only.
+        max_bad_commands_before_login: if flags & 8 != 0 { 3 } else { u32::MAX },
+        max_bad_commands: if flags & 8 != 0 { 20 } else { u32::MAX },
         ..ServerConfig::default()
     }
 }

@@ -623,8 +623,11 @@ impl Conn {
             let (reader, buf, n) = match step {
                 Ok(v) => v,
                 Err(e) => {
-                    warn!(sid = self.sid, error = %e, "reading message failed");
-                    let _ = session.message_failed();
+                    let gone = e
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<mailstore::Error>())
+                        .is_some_and(|e| matches!(e, mailstore::Error::MessageGone(_)));
+                    message_unreadable(session, &self.sid, &e, gone);
                     return Ok(());
                 }
             };
@@ -696,8 +699,8 @@ impl Conn {
             r
         });
         if let Err(e) = read {
-            warn!(sid = self.sid, error = %e, "reading message failed");
-            let _ = session.message_failed();
+            let gone = matches!(e, mailstore::Error::MessageGone(_));
+            message_unreadable(session, &self.sid, &e, gone);
             return Ok(());
         }
         let _ = session.message_end();
@@ -710,6 +713,24 @@ impl Conn {
             driver.flush().await?;
         }
         Ok(())
+    }
+}
+
+/// Answers a RETR or TOP whose message could not be read: `gone` when
+/// another program removed the file after the listing (`-ERR Message N
+/// expunged.`, nothing to retry), else `-ERR [SYS/TEMP]`.
+fn message_unreadable(
+    session: &mut ServerSession,
+    sid: &str,
+    e: &dyn std::fmt::Display,
+    gone: bool,
+) {
+    if gone {
+        info!(sid, error = %e, "message removed by another program");
+        let _ = session.message_gone();
+    } else {
+        warn!(sid, error = %e, "reading message failed");
+        let _ = session.message_failed();
     }
 }
 

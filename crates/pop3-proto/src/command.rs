@@ -168,7 +168,7 @@ impl Command {
                 let (m, n) = two(&args)?;
                 Command::Top {
                     msg: msg_number(m)?,
-                    lines: decimal(n)?,
+                    lines: line_count(n)?,
                 }
             }
             b"AUTH" => match args.as_slice() {
@@ -316,6 +316,17 @@ pub(crate) fn decimal(s: &str) -> Result<u32, CommandError> {
         .map_err(|_| CommandError::NumberTooLarge(printable_keyword(s.as_bytes())))
 }
 
+/// The line count of `TOP`: any non-negative decimal number (RFC 1939
+/// section 7 sets no bound). Clients ask for "the whole message" with
+/// huge counts, so one beyond `u32` is taken as `u32::MAX` (no message
+/// has that many lines) rather than refused, as Dovecot does.
+pub(crate) fn line_count(s: &str) -> Result<u32, CommandError> {
+    match decimal(s) {
+        Err(CommandError::NumberTooLarge(_)) => Ok(u32::MAX),
+        r => r,
+    }
+}
+
 /// A message number: decimal and at least 1 (RFC 1939 section 5).
 pub(crate) fn msg_number(s: &str) -> Result<u32, CommandError> {
     match decimal(s)? {
@@ -400,6 +411,25 @@ mod tests {
             Err(CommandError::NumberTooLarge("9999999999999999".into()))
         );
         assert_eq!(p("TOP 1 -1"), Err(CommandError::InvalidNumber("-1".into())));
+        // A line count beyond u32 means "all of it", not an error.
+        assert_eq!(
+            p("TOP 1 99999999999"),
+            Ok(Command::Top {
+                msg: 1,
+                lines: u32::MAX
+            })
+        );
+        assert_eq!(
+            p("TOP 1 99999999999999999999999999"),
+            Ok(Command::Top {
+                msg: 1,
+                lines: u32::MAX
+            })
+        );
+        assert_eq!(
+            p("TOP 4294967296 1"),
+            Err(CommandError::NumberTooLarge("4294967296".into()))
+        );
         assert_eq!(p("TOP 0 1"), Err(CommandError::InvalidNumber("0".into())));
     }
 

@@ -67,7 +67,8 @@
 //!    ends): for each chunk call [`ServerSession::message_data`] and write
 //!    out what `next` returns as `Output` until it returns `AwaitingHost`;
 //!    stop early when `message_data` returns `false`; finally call
-//!    [`ServerSession::message_end`] (or [`ServerSession::message_failed`]).
+//!    [`ServerSession::message_end`] (or [`ServerSession::message_failed`], or
+//!    [`ServerSession::message_gone`] when the message was removed since).
 //!
 //! The session is also fine to feed one byte at a time: the output is the
 //! same as for one big input.

@@ -73,6 +73,15 @@ pub struct ServerConfig {
     pub tls_active: bool,
     /// Failed logins after which the session closes (at least 1).
     pub max_failed_logins: u32,
+    /// Invalid commands in a row (unknown, malformed, too long, not valid
+    /// in the state) after which a session not yet logged in is closed with
+    /// `-ERR Too many bad commands.` (at least 1). Dovecot closes its login
+    /// processes after 3: a client that is not speaking POP3, e.g. a web
+    /// browser made to post to port 110 (the ALPACA cross-protocol
+    /// attack), gets no long run of replies to its lines.
+    pub max_bad_commands_before_login: u32,
+    /// The same limit once logged in (Dovecot: 20).
+    pub max_bad_commands: u32,
     /// Idle timeout; values below [`MIN_IDLE_TIMEOUT`] are raised to it.
     pub idle_timeout: Duration,
     /// Total time to log in, from the greeting: the AUTHORIZATION state
@@ -104,6 +113,8 @@ impl Default for ServerConfig {
             tls_available: false,
             tls_active: false,
             max_failed_logins: 3,
+            max_bad_commands_before_login: 3,
+            max_bad_commands: 20,
             idle_timeout: MIN_IDLE_TIMEOUT,
             login_timeout: None,
             command_line_timeout: None,
@@ -267,6 +278,8 @@ impl Maildrop {
 
 #[derive(Debug)]
 struct Stream {
+    /// The message number, for [`ServerSession::message_gone`].
+    number: u32,
     status: Option<Response>,
     stuffer: DotStuffer,
     top: Option<TopFilter>,
@@ -308,6 +321,10 @@ pub struct ServerSession {
     pending_user: Option<String>,
     maildrop: Option<Maildrop>,
     failed_logins: u32,
+    /// Invalid commands in a row, and whether the command being handled
+    /// was one.
+    bad_commands: u32,
+    bad_command: bool,
     tls_active: bool,
     last_activity: Duration,
     /// When the session started (greeting), for `login_timeout`.
@@ -323,6 +340,8 @@ impl ServerSession {
     pub fn new(mut config: ServerConfig, now: Duration) -> ServerSession {
         config.idle_timeout = config.idle_timeout.max(MIN_IDLE_TIMEOUT);
         config.max_failed_logins = config.max_failed_logins.max(1);
+        config.max_bad_commands_before_login = config.max_bad_commands_before_login.max(1);
+        config.max_bad_commands = config.max_bad_commands.max(1);
         let tls_active = config.tls_active;
         let transcript = config.transcript;
         let mut s = ServerSession {
@@ -339,6 +358,8 @@ impl ServerSession {
             pending_user: None,
             maildrop: None,
             failed_logins: 0,
+            bad_commands: 0,
+            bad_command: false,
             tls_active,
             last_activity: now,
             started: now,
@@ -496,7 +517,8 @@ impl ServerSession {
                 Frame::LineTooLong => {
                     self.log(Direction::Client, "<line too long, skipped>".into());
                     self.sasl = None;
-                    self.reply(Response::err("Input line too long."));
+                    self.bad(Response::err("Input line too long."));
+                    self.count_bad_command();
                 }
                 // Line mode only: the framer is never switched to DATA or
                 // BDAT here.
@@ -687,6 +709,27 @@ impl ServerSession {
         Ok(())
     }
 
+    /// The message of [`Event::Retrieve`] is no longer in the maildrop
+    /// (another program removed it after the snapshot). Before any data the
+    /// client gets `-ERR Message N expunged.`, as from Dovecot, without the
+    /// `[SYS/TEMP]` of [`message_failed`](Self::message_failed): asking
+    /// again will not help (RFC 3206 section 4). After some data the
+    /// session closes.
+    pub fn message_gone(&mut self) -> Result<(), UsageError> {
+        let Awaiting::Message(stream) = self.expect("Retrieve")? else {
+            return Err(UsageError::NotAwaiting("Retrieve"));
+        };
+        if stream.status.is_some() {
+            self.reply(Response::err(format!(
+                "Message {} expunged.",
+                stream.number
+            )));
+        } else {
+            self.state = SessionState::Closed;
+        }
+        Ok(())
+    }
+
     /// Answers [`Event::Update`]: `true` if every marked message was
     /// removed. The session then says goodbye and closes.
     pub fn update_result(&mut self, ok: bool) -> Result<(), UsageError> {
@@ -821,18 +864,40 @@ impl ServerSession {
             return;
         }
         self.log_command(line);
-        let cmd = match Command::parse(line) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reply(Response::err(e.to_string()));
-                return;
-            }
+        match Command::parse(line) {
+            Ok(cmd) => match self.state {
+                SessionState::Authorization => self.authorization(cmd),
+                SessionState::Transaction => self.transaction(cmd),
+                // No input is read in UPDATE or after closing.
+                SessionState::Update | SessionState::Closed => {}
+            },
+            Err(e) => self.bad(Response::err(e.to_string())),
+        }
+        self.count_bad_command();
+    }
+
+    /// Replies to a command that is not valid here; see
+    /// [`ServerConfig::max_bad_commands`].
+    fn bad(&mut self, r: Response) {
+        self.reply(r);
+        self.bad_command = true;
+    }
+
+    /// Counts the command just handled towards the bad-command limit, or
+    /// resets the count after a valid one; at the limit the session closes.
+    fn count_bad_command(&mut self) {
+        if !std::mem::take(&mut self.bad_command) {
+            self.bad_commands = 0;
+            return;
+        }
+        self.bad_commands += 1;
+        let limit = match self.state {
+            SessionState::Authorization => self.config.max_bad_commands_before_login,
+            _ => self.config.max_bad_commands,
         };
-        match self.state {
-            SessionState::Authorization => self.authorization(cmd),
-            SessionState::Transaction => self.transaction(cmd),
-            // No input is read in UPDATE or after closing.
-            SessionState::Update | SessionState::Closed => {}
+        if self.bad_commands >= limit && self.state != SessionState::Closed {
+            self.reply(Response::err("Too many bad commands."));
+            self.state = SessionState::Closed;
         }
     }
 
@@ -845,18 +910,21 @@ impl ServerSession {
             "PIPELINING".into(),
             "AUTH-RESP-CODE".into(),
         ];
-        if self.state == SessionState::Authorization {
-            if self.config.user_pass && self.plaintext_allowed() {
-                caps.push("USER".into());
-            }
-            let mechs = self.mechanisms();
-            if !mechs.is_empty() {
-                let names: Vec<&str> = mechs.iter().map(|m| m.as_str()).collect();
-                caps.push(format!("SASL {}", names.join(" ")));
-            }
-            if self.config.tls_available && !self.tls_active {
-                caps.push("STLS".into());
-            }
+        // The login capabilities are listed after login too, though their
+        // commands are then refused: RFC 2449 section 5 ("Capabilities
+        // available in the AUTHORIZATION state MUST be announced in both
+        // states"; USER and SASL are "both / no" in section 6, STLS in RFC
+        // 2595 section 4). Dovecot drops them after login.
+        if self.config.user_pass && self.plaintext_allowed() {
+            caps.push("USER".into());
+        }
+        let mechs = self.mechanisms();
+        if !mechs.is_empty() {
+            let names: Vec<&str> = mechs.iter().map(|m| m.as_str()).collect();
+            caps.push(format!("SASL {}", names.join(" ")));
+        }
+        if self.config.tls_available && !self.tls_active {
+            caps.push("STLS".into());
         }
         if let Some(i) = &self.config.implementation {
             caps.push(format!("IMPLEMENTATION {i}"));
@@ -951,7 +1019,7 @@ impl ServerSession {
             | Command::Rset
             | Command::Top { .. }
             | Command::Uidl(_) => {
-                self.reply(Response::err("Command not valid in AUTHORIZATION state."))
+                self.bad(Response::err("Command not valid in AUTHORIZATION state."))
             }
         }
     }
@@ -1079,6 +1147,7 @@ impl ServerSession {
                             top,
                         };
                         self.awaiting = Some(Awaiting::Message(Box::new(Stream {
+                            number: i,
                             status: Some(status),
                             stuffer: DotStuffer::new(),
                             top: top.map(TopFilter::new),
@@ -1136,7 +1205,7 @@ impl ServerSession {
             | Command::Pass(_)
             | Command::Apop { .. }
             | Command::Auth { .. }
-            | Command::Stls => self.reply(Response::err("Command not valid in TRANSACTION state.")),
+            | Command::Stls => self.bad(Response::err("Command not valid in TRANSACTION state.")),
         }
     }
 }

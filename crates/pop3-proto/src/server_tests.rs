@@ -496,6 +496,69 @@ fn unknown_and_malformed_commands() {
 }
 
 #[test]
+fn bad_commands_in_a_row_close_the_session() {
+    const UNKNOWN: &str = "-ERR Unknown command: FOO\r\n";
+    const TOO_MANY: &str = "-ERR Too many bad commands.\r\n";
+    // Before login: three in a row (unknown, wrong state, too long), as
+    // Dovecot's login process; what follows is not read.
+    let mut host = Host::new();
+    let long = "x".repeat(300);
+    assert_eq!(
+        run_with(
+            cfg(),
+            &mut host,
+            &format!("FOO\r\nSTAT\r\n{long}\r\nCAPA\r\n")
+        ),
+        format!(
+            "{UNKNOWN}-ERR Command not valid in AUTHORIZATION state.\r\n\
+             -ERR Input line too long.\r\n{TOO_MANY}"
+        )
+    );
+    assert!(host.closed);
+    // A valid command (even one answered -ERR) starts the count again.
+    let mut host = Host::new();
+    let out = run_with(
+        cfg(),
+        &mut host,
+        "FOO\r\nFOO\r\nUSER user1\r\nFOO\r\nFOO\r\nPASS bad\r\nFOO\r\nFOO\r\nQUIT\r\n",
+    );
+    assert!(out.ends_with("+OK Logging out\r\n"), "{out}");
+    assert!(!out.contains(TOO_MANY));
+    // Logged in: 20 in a row; the session closes without UPDATE, so a
+    // pipelined QUIT deletes nothing.
+    let mut host = Host::new();
+    let out = run_with(
+        cfg(),
+        &mut host,
+        &format!("{LOGIN}DELE 1\r\n{}QUIT\r\n", "FOO\r\n".repeat(20)),
+    );
+    assert_eq!(
+        out,
+        format!(
+            "{LOGGED_IN}+OK Marked to be deleted.\r\n{}{TOO_MANY}",
+            UNKNOWN.repeat(20)
+        )
+    );
+    assert!(host.closed);
+    assert!(host.updates.is_empty());
+    let out = after_login(&format!(
+        "{}NOOP\r\n{}QUIT\r\n",
+        "FOO\r\n".repeat(19),
+        "FOO\r\n".repeat(19)
+    ));
+    assert!(out.ends_with("+OK Logging out.\r\n"), "{out}");
+    // The limits are settings.
+    let config = ServerConfig {
+        max_bad_commands_before_login: 1,
+        ..cfg()
+    };
+    assert_eq!(
+        run_with(config, &mut Host::new(), "FOO\r\nQUIT\r\n"),
+        format!("{UNKNOWN}{TOO_MANY}")
+    );
+}
+
+#[test]
 fn stat_list_uidl() {
     let sizes = {
         let h = Host::new();
@@ -717,6 +780,12 @@ fn top() {
         "+OK\r\nSubject: three\r\n\r\nno final crlf\r\n.\r\n"
     );
     assert_eq!(after_login("TOP 4 1\r\n"), "-ERR There's no message 4.\r\n");
+    // A line count beyond 32 bits sends the whole message (Dovecot does
+    // too); it used to be refused as "Message number too large".
+    assert_eq!(
+        after_login("TOP 2 99999999999999\r\n"),
+        "+OK\r\nSubject: two\r\n\r\nline a\r\n..dot line\r\nline c\r\n.\r\n"
+    );
     // The host is told to stop once TOP has its lines.
     let mut host = Host::new();
     host.chunk = 1;
@@ -751,6 +820,31 @@ fn message_failures() {
 }
 
 #[test]
+fn message_removed_by_another_program() {
+    let mut s = session(cfg());
+    let mut host = Host::new();
+    host.drive(&mut s);
+    s.enqueue_input(Duration::ZERO, LOGIN.as_bytes());
+    host.drive(&mut s);
+    s.enqueue_input(Duration::ZERO, b"TOP 2 0\r\nNOOP\r\n");
+    let mut out = Vec::new();
+    loop {
+        match s.next() {
+            Ok(Event::Retrieve { message, .. }) => {
+                assert_eq!(message.number, 2);
+                s.message_gone().unwrap();
+            }
+            Err(Interrupt::Output(b)) => out.extend(b),
+            Err(Interrupt::NeedInput) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // No [SYS/TEMP]: trying again will not bring the message back.
+    assert_eq!(out, b"-ERR Message 2 expunged.\r\n+OK\r\n");
+    assert_eq!(s.message_gone(), Err(UsageError::NotAwaiting("Retrieve")));
+}
+
+#[test]
 fn capa() {
     let config = ServerConfig {
         tls_available: true,
@@ -762,13 +856,20 @@ fn capa() {
         "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
          SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n"
     );
-    // After login: no USER, SASL or STLS.
-    let out = run_with(config, &mut Host::new(), &format!("{LOGIN}CAPA\r\n"));
+    // After login the same list (RFC 2449 section 5: what AUTHORIZATION
+    // announces, TRANSACTION announces too), though USER, AUTH and STLS
+    // are then refused. It used to drop USER, SASL and STLS, as Dovecot.
+    let out = run_with(
+        config,
+        &mut Host::new(),
+        &format!("{LOGIN}CAPA\r\nSTLS\r\n"),
+    );
     assert_eq!(
         out,
         format!(
-            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
-             IMPLEMENTATION test 1\r\n.\r\n"
+            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
+             SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n\
+             -ERR Command not valid in TRANSACTION state.\r\n"
         )
     );
     // Plaintext disallowed without TLS: no USER, no PLAIN/LOGIN.
@@ -1010,7 +1111,11 @@ fn pipelined_commands_answered_in_order() {
 
 #[test]
 fn large_pipeline_is_handed_out_in_pieces() {
-    let mut s = session(cfg());
+    // 10 000 NOOPs before login are bad commands; lift their limit here.
+    let mut s = session(ServerConfig {
+        max_bad_commands_before_login: u32::MAX,
+        ..cfg()
+    });
     let _ = s.next();
     s.enqueue_input(Duration::ZERO, "NOOP\r\n".repeat(10_000).as_bytes());
     let mut pieces = 0;
