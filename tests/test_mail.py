@@ -810,3 +810,41 @@ def test_queued_messages_survive_sigkill_and_arrive_after_restart(tmp_path, daem
         time.sleep(0.05)
     got = sorted(split_trace(raw)[1] for raw in retrieve_all(lab))
     assert got == sorted(message(f"queued {i}") for i in range(20))
+
+
+# ---- Replies compared with Postfix 3.7 smtpd on the same inputs --------------
+
+
+def raw_dialogue(port, data, timeout=5.0):
+    """After the greeting, send `data` in one write; return everything the
+    server says until it closes the connection, and whether it did."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        recv_replies(sock, 1)
+        sock.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False
+
+
+def test_lone_dot_lines_that_do_not_end_data_are_kept(lab):
+    # "\n.\n" and "\n.\r\n" never end DATA (SMTP smuggling); the lone dot
+    # is content and arrives as sent, lines ending in CRLF.
+    body = b"before\n.\nmiddle\n.\r\nMAIL FROM:<evil@b.example>\r\nafter\r\n"
+    out, _ = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<user2@mail.csuvnetwork.com>\r\nRCPT TO:<user1@csuvnetwork.com>\r\n"
+        b"DATA\r\n" + message("lone dots", body) + b".\r\nQUIT\r\n",
+    )
+    assert out.count(b"250 2.0.0 Ok: queued") == 1 and out.endswith(b"221 2.0.0 Bye\r\n"), out
+    (raw,) = retrieve_all(lab)
+    _, original = split_trace(raw)
+    assert original == message("lone dots", body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))

@@ -752,12 +752,13 @@ fn size_limit_while_streaming() {
 fn bare_lf_in_data_normalize() {
     let mut h = start_data(cfg());
     // "\n.\n" and "\n.\r\n" do not end the message; lines are stored
-    // with CRLF.
+    // with CRLF, and the lone dots stay (RFC 5321 section 4.5.2 removes a
+    // dot only from a line with more on it).
     let out = exchange(&mut h, "a\n.\nb\n.\r\nMAIL FROM:<x@y.z>\r\n.\r\n");
     assert_eq!(out, "250 2.0.0 Ok: queued as Q1\r\n");
     assert_eq!(
         h.bodies,
-        vec![b"a\r\n\r\nb\r\n\r\nMAIL FROM:<x@y.z>\r\n".to_vec()]
+        vec![b"a\r\n.\r\nb\r\n.\r\nMAIL FROM:<x@y.z>\r\n".to_vec()]
     );
 }
 
