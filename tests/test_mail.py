@@ -835,6 +835,28 @@ def raw_dialogue(port, data, timeout=5.0):
         return out, False
 
 
+def test_message_pipelined_after_refused_data_is_never_executed(lab):
+    # Every recipient refused, so DATA is refused; the client sends its
+    # message anyway. Its first header field ends the session (as Postfix
+    # does), so the transaction written inside the message never runs.
+    out, closed = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<nosuch@csuvnetwork.com>\r\nDATA\r\n"
+        b"From: a@b.example\r\nSubject: refused\r\n\r\n"
+        b"MAIL FROM:<evil@b.example>\r\nRCPT TO:<user2@csuvnetwork.com>\r\nDATA\r\n"
+        b"Subject: injected\r\n\r\nhi\r\n.\r\n",
+    )
+    assert closed
+    assert out.endswith(b"554 5.5.1 Error: no valid recipients\r\n"
+                        b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"), out
+    assert lab.inbox("user2") == [] and lab.inbox("user1") == []
+
+
+def test_http_request_on_the_smtp_port_ends_the_session(lab):
+    out, closed = raw_dialogue(lab.smtp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert closed and out == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n", out
+
+
 def test_lone_dot_lines_that_do_not_end_data_are_kept(lab):
     # "\n.\n" and "\n.\r\n" never end DATA (SMTP smuggling); the lone dot
     # is content and arrives as sent, lines ending in CRLF.

@@ -1050,6 +1050,35 @@ fn parse_decimal(s: &str) -> Option<u64> {
     })
 }
 
+/// An unknown command line that is no SMTP at all: a message header field
+/// (`Subject: hi`) or an HTTP request (`GET`, `POST`, `CONNECT`). A server
+/// that sees one has lost the command stream: a client that went on
+/// pipelining its message after a refused DATA (RFC 2920 section 3.1
+/// forbids it), or a web page speaking to the port. Executing the rest
+/// would run commands written inside a message, so the session ends (as
+/// Postfix's `smtpd_forbidden_commands` and its header check do).
+pub fn is_non_smtp_line(line: &[u8]) -> bool {
+    let word_end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t' || b == b':')
+        .unwrap_or(line.len());
+    let word = line.get(..word_end).unwrap_or_default();
+    if [&b"CONNECT"[..], b"GET", b"POST"]
+        .iter()
+        .any(|v| word.eq_ignore_ascii_case(v))
+    {
+        return true;
+    }
+    // RFC 5322 section 3.6.8: field-name is 1*ftext (printable US-ASCII
+    // but ':'); obsolete syntax allows white space before the colon.
+    let rest = line.get(word_end..).unwrap_or_default();
+    let after_ws = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .and_then(|i| rest.get(i));
+    !word.is_empty() && word.iter().all(|&b| (33..=126).contains(&b)) && after_ws == Some(&b':')
+}
+
 /// Base64 text or the lone `=` of RFC 4954 (empty initial response).
 pub(crate) fn is_base64_text(s: &str) -> bool {
     s == "="
@@ -1063,6 +1092,35 @@ mod tests {
 
     fn p(s: &str) -> Result<Command<'_>, ParseError> {
         Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn non_smtp_lines() {
+        for l in [
+            "Subject: hi",
+            "From:x@y",
+            "X-Mailer : old",
+            "Received: from a by b",
+            "GET / HTTP/1.0",
+            "post /x HTTP/1.1",
+            "CONNECT mail:25 HTTP/1.0",
+        ] {
+            assert!(is_non_smtp_line(l.as_bytes()), "{l}");
+        }
+        for l in [
+            "",
+            " ",
+            "FOO",
+            "FOO bar: baz",
+            "MAIL FROM:<a@b>",
+            "RCPT TO:<a@b>",
+            ":x",
+            "GETX",
+            "hello world",
+            ".",
+        ] {
+            assert!(!is_non_smtp_line(l.as_bytes()), "{l}");
+        }
     }
 
     fn mb<'a>(l: &'a str, d: &'a str) -> Mailbox<'a> {

@@ -830,6 +830,17 @@ impl Core {
             return After::Nothing;
         }
         match Command::parse(line) {
+            Err(crate::ParseError::UnknownCommand) if crate::command::is_non_smtp_line(line) => {
+                // A header field or an HTTP request: the client is not
+                // speaking SMTP (or is sending a message whose DATA was
+                // refused). Executing what follows would run commands
+                // written inside that message; Postfix ends the session
+                // with this reply.
+                self.abort_body(AbortReason::Closed);
+                self.reply(221, (2, 7, 0), "Error: I can break rules, too. Goodbye.");
+                self.closing = true;
+                After::Nothing
+            }
             Err(e) => {
                 let r = e.reply();
                 self.send_reply(&r);

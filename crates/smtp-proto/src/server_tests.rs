@@ -902,6 +902,57 @@ fn pipelining_batches_replies() {
     );
 }
 
+/// A client that pipelines its message after a refused DATA (all
+/// recipients rejected): the first header field ends the session, so no
+/// command written inside the message is ever executed.
+#[test]
+fn message_after_refused_data_is_not_executed() {
+    let mut h = ready(cfg());
+    let out = exchange(
+        &mut h,
+        "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@nowhere.invalid>\r\nDATA\r\n\
+         From: a@b.c\r\nSubject: hi\r\n\r\n\
+         MAIL FROM:<evil@b.c>\r\nRCPT TO:<victim@e.f>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n\
+         550 5.1.1 Recipient address rejected: User unknown\r\n\
+         554 5.5.1 Error: no valid recipients\r\n\
+         221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+    );
+    assert!(h.closed);
+    assert!(h.bodies.is_empty());
+    assert!(!h.events.iter().any(
+        |e| matches!(e, Event::Rcpt { to: ForwardPath::Mailbox(m), .. } if m.local_part == "victim")
+    ));
+}
+
+/// HTTP requests and header fields as commands end the session at once;
+/// other unknown commands get 500 and the session goes on.
+#[test]
+fn non_smtp_commands_end_the_session() {
+    for line in [
+        "GET / HTTP/1.1\r\n",
+        "CONNECT a:25 HTTP/1.0\r\n",
+        "Subject: x\r\n",
+    ] {
+        let mut h = ready(cfg());
+        assert_eq!(
+            exchange(&mut h, line),
+            "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n",
+            "{line:?}"
+        );
+        assert!(h.closed);
+    }
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "FOO bar: baz\r\nNOOP\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n250 2.0.0 Ok\r\n"
+    );
+    assert!(!h.closed);
+}
+
 /// RFC 5321 appendix D.1: a typical transaction with three recipients,
 /// one unknown.
 #[test]
