@@ -870,3 +870,14 @@ def test_lone_dot_lines_that_do_not_end_data_are_kept(lab):
     (raw,) = retrieve_all(lab)
     _, original = split_trace(raw)
     assert original == message("lone dots", body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def test_bdat_without_a_readable_size_ends_the_session(lab):
+    # The chunk that follows cannot be told from commands: Postfix's 521.
+    out, closed = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user1@csuvnetwork.com>\r\n"
+        b"BDAT 1x\r\nRSET\r\n",
+    )
+    assert closed and out.endswith(b"250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"), out
+    assert lab.inbox() == []

@@ -841,6 +841,16 @@ impl Core {
                 self.closing = true;
                 After::Nothing
             }
+            Err(crate::ParseError::Syntax(crate::Verb::Bdat)) => {
+                // A BDAT line whose chunk size cannot be read: the client
+                // sends that many octets next, and without the size they
+                // would be read as commands. The dialogue cannot be kept
+                // in step, so the session ends, with Postfix's reply.
+                self.abort_body(AbortReason::Closed);
+                self.reply(521, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+                self.closing = true;
+                After::Nothing
+            }
             Err(e) => {
                 let r = e.reply();
                 self.send_reply(&r);

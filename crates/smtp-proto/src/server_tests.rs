@@ -822,6 +822,31 @@ fn bdat_chunks() {
     assert!(env.unwrap().chunked);
 }
 
+/// A BDAT line without a readable chunk size ends the session: the
+/// octets that follow it cannot be told from commands.
+#[test]
+fn bdat_syntax_error_ends_the_session() {
+    for line in [
+        "BDAT\r\n",
+        "BDAT 1x\r\n",
+        "BDAT -1\r\n",
+        "BDAT 99999999999999999999999\r\n",
+        "BDAT 5 FOO\r\n",
+    ] {
+        let mut h = ready(cfg());
+        let out = exchange(
+            &mut h,
+            &format!("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n{line}RSET\r\n"),
+        );
+        assert_eq!(
+            out, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n",
+            "{line:?}"
+        );
+        assert!(h.closed, "{line:?}");
+        assert!(h.bodies.is_empty());
+    }
+}
+
 #[test]
 fn bdat_size_limit_and_rset() {
     let mut c = cfg();
