@@ -881,3 +881,15 @@ def test_bdat_without_a_readable_size_ends_the_session(lab):
     )
     assert closed and out.endswith(b"250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"), out
     assert lab.inbox() == []
+
+
+def test_dsn_parameter_values_are_checked(lab):
+    s = lab.smtp_client()
+    s.mail("a@b.example")
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=BOGUS")[0] == 501
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=NEVER,SUCCESS")[0] == 501
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=success,delay")[0] == 250
+    s.rset()
+    assert s.docmd("MAIL FROM:<a@b.example> RET=ALL")[0] == 501
+    assert s.docmd("MAIL FROM:<a@b.example> RET=HDRS")[0] == 250
+    s.quit()

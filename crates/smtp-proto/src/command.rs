@@ -505,7 +505,13 @@ impl<'a> Command<'a> {
                         } else if k.eq_ignore_ascii_case("AUTH") {
                             params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else if k.eq_ignore_ascii_case("RET") {
-                            params.ret = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            // RFC 3461 section 4.3: "FULL" / "HDRS".
+                            let v = v
+                                .filter(|v| {
+                                    v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS")
+                                })
+                                .ok_or(bad)?;
+                            params.ret = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ENVID") {
                             params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else {
@@ -532,7 +538,8 @@ impl<'a> Command<'a> {
                     rest,
                     |k, v| {
                         if k.eq_ignore_ascii_case("NOTIFY") {
-                            params.notify = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            let v = v.filter(|v| is_notify_value(v)).ok_or(bad)?;
+                            params.notify = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ORCPT") {
                             params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else {
@@ -1050,6 +1057,18 @@ fn parse_decimal(s: &str) -> Option<u64> {
     })
 }
 
+/// RFC 3461 section 4.1: `NEVER`, or a comma-separated list of
+/// `SUCCESS`, `FAILURE` and `DELAY` (keywords are caseless, RFC 5321
+/// section 2.4).
+fn is_notify_value(v: &str) -> bool {
+    v.eq_ignore_ascii_case("NEVER")
+        || v.split(',').all(|e| {
+            ["SUCCESS", "FAILURE", "DELAY"]
+                .iter()
+                .any(|k| e.eq_ignore_ascii_case(k))
+        })
+}
+
 /// An unknown command line that is no SMTP at all: a message header field
 /// (`Subject: hi`) or an HTTP request (`GET`, `POST`, `CONNECT`). A server
 /// that sees one has lost the command stream: a client that went on
@@ -1092,6 +1111,30 @@ mod tests {
 
     fn p(s: &str) -> Result<Command<'_>, ParseError> {
         Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn dsn_parameter_values() {
+        for ok in [
+            "RCPT TO:<a@b> NOTIFY=NEVER",
+            "RCPT TO:<a@b> NOTIFY=never",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS,FAILURE,DELAY",
+            "RCPT TO:<a@b> NOTIFY=delay",
+            "MAIL FROM:<a@b> RET=FULL",
+            "MAIL FROM:<a@b> RET=hdrs",
+        ] {
+            assert!(p(ok).is_ok(), "{ok}");
+        }
+        for (bad, verb) in [
+            ("RCPT TO:<a@b> NOTIFY=BOGUS", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=SUCCESS,", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=", Verb::Rcpt),
+            ("MAIL FROM:<a@b> RET=ALL", Verb::Mail),
+            ("MAIL FROM:<a@b> RET=", Verb::Mail),
+        ] {
+            assert_eq!(p(bad), Err(ParseError::BadParameter(verb)), "{bad}");
+        }
     }
 
     #[test]
