@@ -893,3 +893,11 @@ def test_dsn_parameter_values_are_checked(lab):
     assert s.docmd("MAIL FROM:<a@b.example> RET=ALL")[0] == 501
     assert s.docmd("MAIL FROM:<a@b.example> RET=HDRS")[0] == 250
     s.quit()
+
+
+def test_auth_initial_response_not_base64_501_5_5_2(lab):
+    # RFC 4954 section 4; Postfix with Cyrus SASL words it the same.
+    s = lab.smtp_client(lab.submission)
+    assert s.docmd("AUTH PLAIN !!!") == (501, b"5.5.2 Cannot decode response")
+    assert s.docmd("NOOP")[0] == 250
+    s.quit()

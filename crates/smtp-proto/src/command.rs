@@ -600,8 +600,10 @@ impl<'a> Command<'a> {
                 {
                     return Err(ParseError::Syntax(verb));
                 }
+                // One token; whether it decodes is the SASL exchange's
+                // question, answered "501 5.5.2" (RFC 4954 section 4).
                 if let Some(ir) = ir {
-                    if ir.is_empty() || !is_base64_text(ir) {
+                    if ir.is_empty() || !ir.bytes().all(|b| b.is_ascii_graphic()) {
                         return Err(ParseError::Syntax(verb));
                     }
                 }
@@ -1098,13 +1100,6 @@ pub fn is_non_smtp_line(line: &[u8]) -> bool {
     !word.is_empty() && word.iter().all(|&b| (33..=126).contains(&b)) && after_ws == Some(&b':')
 }
 
-/// Base64 text or the lone `=` of RFC 4954 (empty initial response).
-pub(crate) fn is_base64_text(s: &str) -> bool {
-    s == "="
-        || s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1473,6 +1468,11 @@ mod tests {
         assert_eq!(p("AUTH"), Err(ParseError::Syntax(Verb::Auth)));
         assert_eq!(p("AUTH LO*GIN"), Err(ParseError::Syntax(Verb::Auth)));
         assert_eq!(p("AUTH PLAIN a b"), Err(ParseError::Syntax(Verb::Auth)));
+        // Not base64: parsed, and refused by the exchange with 5.5.2.
+        assert!(matches!(
+            p("AUTH PLAIN !!!"),
+            Ok(Command::Auth { initial_response: Some(ir), .. }) if ir == "!!!"
+        ));
         assert_eq!(
             p("AUTH ABCDEFGHIJKLMNOPQRSTU"),
             Err(ParseError::Syntax(Verb::Auth))

@@ -525,6 +525,21 @@ fn auth_mechanisms_and_errors() {
     )));
 }
 
+/// RFC 4954 section 4: a response that is not base64, the initial one
+/// included, is refused with 501 5.5.2; the session goes on.
+#[test]
+fn auth_initial_response_not_base64() {
+    let mut h = ready(cfg());
+    for ir in ["!!!", "AAA", "%%%="] {
+        assert_eq!(
+            exchange(&mut h, &format!("AUTH PLAIN {ir}\r\n")),
+            "501 5.5.2 Cannot decode response\r\n",
+            "{ir}"
+        );
+    }
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
 #[test]
 fn auth_cram_md5_and_order() {
     let mut h = Host::new(cfg());
