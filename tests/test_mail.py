@@ -895,6 +895,16 @@ def test_dsn_parameter_values_are_checked(lab):
     s.quit()
 
 
+def test_long_orcpt_and_auth_parameters_accepted(lab):
+    # RFC 3461 and RFC 4954 lengthen MAIL and RCPT lines past 512 octets.
+    s = lab.smtp_client()
+    code, _ = s.docmd(f"MAIL FROM:<a@b.example> ENVID={'e' * 100} AUTH=<{'a' * 400}@b.example>")
+    assert code == 250
+    code, _ = s.docmd(f"RCPT TO:<user1@csuvnetwork.com> NOTIFY=FAILURE ORCPT=rfc822;{'o' * 480}@b.example")
+    assert code == 250
+    s.quit()
+
+
 def test_auth_initial_response_not_base64_501_5_5_2(lab):
     # RFC 4954 section 4; Postfix with Cyrus SASL words it the same.
     s = lab.smtp_client(lab.submission)

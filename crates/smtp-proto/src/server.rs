@@ -32,7 +32,8 @@ pub struct ServerConfig {
     /// Client errors before `421 4.7.0 ... too many errors` and close.
     pub max_errors: u32,
     /// Command line limit in octets, CRLF included (RFC 5321 section
-    /// 4.5.3.1.4: at least 512).
+    /// 4.5.3.1.4: at least 512, more with the parameters of the
+    /// extensions offered).
     pub line_limit: usize,
     /// Bare LF policy for command lines and DATA.
     pub bare_lf: BareLf,
@@ -88,7 +89,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
-    /// 3 failed AUTHs, 512-octet lines, bare LF normalised, no AUTH, no
+    /// 3 failed AUTHs, 2048-octet lines, bare LF normalised, no AUTH, no
     /// TLS (and so no TLS policy), HELO required, SMTPUTF8, CHUNKING and DSN on, 300 s / 180 s
     /// timeouts; 300 s budgets for a command line and for the first command
     /// (section 4.5.3.2.7's five minutes per command, as a total).
@@ -99,7 +100,12 @@ impl ServerConfig {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_errors: 20,
-            line_limit: 512,
+            // RFC 5321 section 4.5.3.1.4's 512 octets grow with the
+            // extensions offered: AUTH= (RFC 4954 section 5) and ORCPT=
+            // (RFC 3461 section 4.2) up to 500 more each, ENVID= up to
+            // 100, plus SIZE, BODY, RET, NOTIFY, SMTPUTF8. Postfix's
+            // line_length_limit, 2048, covers them all.
+            line_limit: 2048,
             bare_lf: BareLf::Normalize,
             auth_mechanisms: Vec::new(),
             auth_required: false,

@@ -600,7 +600,9 @@ fn sasl_line_limits() {
 
 #[test]
 fn long_lines_skipped_never_executed() {
-    let mut h = ready(cfg());
+    let mut c = cfg();
+    c.line_limit = 512;
+    let mut h = ready(c);
     // 513 octets with CRLF: over the limit, answered 500, not executed.
     let line = format!("NOOP {}\r\n", "x".repeat(506));
     assert_eq!(line.len(), 513);
@@ -620,6 +622,34 @@ fn long_lines_skipped_never_executed() {
         "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
     );
     assert!(!h.closed);
+}
+
+/// MAIL and RCPT lines as long as the offered extensions allow (a
+/// 256-octet path, AUTH= and ORCPT= of 500 octets, ENVID= of 100) are
+/// accepted by default; 2049 octets are not.
+#[test]
+fn extension_parameters_lengthen_command_lines() {
+    let mut h = ready(cfg());
+    let path = format!("{}@{}.example", "l".repeat(64), "d".repeat(63));
+    let mail = format!(
+        "MAIL FROM:<{path}> SIZE=100 BODY=8BITMIME RET=HDRS ENVID={} AUTH=<{}@b.c>\r\n",
+        "e".repeat(100),
+        "a".repeat(490)
+    );
+    assert!(mail.len() > 780, "{}", mail.len());
+    assert_eq!(exchange(&mut h, &mail), "250 2.1.0 Ok\r\n");
+    let rcpt = format!(
+        "RCPT TO:<{path}> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;{}@b.c\r\n",
+        "o".repeat(490)
+    );
+    assert!(rcpt.len() > 600, "{}", rcpt.len());
+    assert_eq!(exchange(&mut h, &rcpt), "250 2.1.5 Ok\r\n");
+    let long = format!("NOOP {}\r\n", "x".repeat(2042));
+    assert_eq!(long.len(), 2049);
+    assert_eq!(
+        exchange(&mut h, &long),
+        "500 5.5.2 Error: line too long\r\n"
+    );
 }
 
 #[test]
@@ -1165,7 +1195,7 @@ fn starttls_reply_precedes_event() {
 fn config_accessor_and_defaults() {
     let s = ServerSession::new(ServerConfig::new("h"), Duration::ZERO);
     let c = s.config();
-    assert_eq!(c.line_limit, 512);
+    assert_eq!(c.line_limit, 2048);
     assert_eq!(c.bare_lf, BareLf::Normalize);
     assert_eq!(c.command_timeout, Duration::from_secs(300));
     assert_eq!(c.data_timeout, Duration::from_secs(180));
