@@ -911,3 +911,16 @@ def test_auth_initial_response_not_base64_501_5_5_2(lab):
     assert s.docmd("AUTH PLAIN !!!") == (501, b"5.5.2 Cannot decode response")
     assert s.docmd("NOOP")[0] == 250
     s.quit()
+
+
+def test_recipient_at_our_own_address_literal_is_local(lab):
+    # RFC 1123 section 5.2.17: a domain literal of one of our addresses is
+    # ours (Postfix: local); it was relayed to port 25 of that address.
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@[127.0.0.1]", '"user2"@[IPv6:::ffff:127.0.0.1]'],
+               message("literal"))
+    assert s.docmd("MAIL FROM:<a@b.example>")[0] == 250
+    assert s.docmd("RCPT TO:<nosuch@[127.0.0.1]>")[0] == 550
+    s.quit()
+    assert len(lab.inbox("user1")) == 1 and len(lab.inbox("user2")) == 1
+    assert "relay=" not in lab.smtpd.output()
