@@ -886,3 +886,117 @@ def test_queued_messages_survive_sigkill_and_arrive_after_restart(tmp_path, daem
         time.sleep(0.05)
     got = sorted(split_trace(raw)[1] for raw in retrieve_all(lab))
     assert got == sorted(message(f"queued {i}") for i in range(20))
+
+
+# ---- Replies compared with Postfix 3.7 smtpd on the same inputs --------------
+
+
+def raw_dialogue(port, data, timeout=5.0):
+    """After the greeting, send `data` in one write; return everything the
+    server says until it closes the connection, and whether it did."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        recv_replies(sock, 1)
+        sock.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False
+
+
+def test_message_pipelined_after_refused_data_is_never_executed(lab):
+    # Every recipient refused, so DATA is refused; the client sends its
+    # message anyway. Its first header field ends the session (as Postfix
+    # does), so the transaction written inside the message never runs.
+    out, closed = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<nosuch@csuvnetwork.com>\r\nDATA\r\n"
+        b"From: a@b.example\r\nSubject: refused\r\n\r\n"
+        b"MAIL FROM:<evil@b.example>\r\nRCPT TO:<user2@csuvnetwork.com>\r\nDATA\r\n"
+        b"Subject: injected\r\n\r\nhi\r\n.\r\n",
+    )
+    assert closed
+    assert out.endswith(b"554 5.5.1 Error: no valid recipients\r\n"
+                        b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"), out
+    assert lab.inbox("user2") == [] and lab.inbox("user1") == []
+
+
+def test_http_request_on_the_smtp_port_ends_the_session(lab):
+    out, closed = raw_dialogue(lab.smtp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert closed and out == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n", out
+
+
+def test_lone_dot_lines_that_do_not_end_data_are_kept(lab):
+    # "\n.\n" and "\n.\r\n" never end DATA (SMTP smuggling); the lone dot
+    # is content and arrives as sent, lines ending in CRLF.
+    body = b"before\n.\nmiddle\n.\r\nMAIL FROM:<evil@b.example>\r\nafter\r\n"
+    out, _ = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<user2@mail.csuvnetwork.com>\r\nRCPT TO:<user1@csuvnetwork.com>\r\n"
+        b"DATA\r\n" + message("lone dots", body) + b".\r\nQUIT\r\n",
+    )
+    assert out.count(b"250 2.0.0 Ok: queued") == 1 and out.endswith(b"221 2.0.0 Bye\r\n"), out
+    (raw,) = retrieve_all(lab)
+    _, original = split_trace(raw)
+    assert original == message("lone dots", body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def test_bdat_without_a_readable_size_ends_the_session(lab):
+    # The chunk that follows cannot be told from commands: Postfix's 521.
+    out, closed = raw_dialogue(
+        lab.smtp,
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<user1@csuvnetwork.com>\r\n"
+        b"BDAT 1x\r\nRSET\r\n",
+    )
+    assert closed and out.endswith(b"250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"), out
+    assert lab.inbox() == []
+
+
+def test_dsn_parameter_values_are_checked(lab):
+    s = lab.smtp_client()
+    s.mail("a@b.example")
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=BOGUS")[0] == 501
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=NEVER,SUCCESS")[0] == 501
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> NOTIFY=success,delay")[0] == 250
+    s.rset()
+    assert s.docmd("MAIL FROM:<a@b.example> RET=ALL")[0] == 501
+    assert s.docmd("MAIL FROM:<a@b.example> RET=HDRS")[0] == 250
+    s.quit()
+
+
+def test_long_orcpt_and_auth_parameters_accepted(lab):
+    # RFC 3461 and RFC 4954 lengthen MAIL and RCPT lines past 512 octets.
+    s = lab.smtp_client()
+    code, _ = s.docmd(f"MAIL FROM:<a@b.example> ENVID={'e' * 100} AUTH=<{'a' * 400}@b.example>")
+    assert code == 250
+    code, _ = s.docmd(f"RCPT TO:<user1@csuvnetwork.com> NOTIFY=FAILURE ORCPT=rfc822;{'o' * 480}@b.example")
+    assert code == 250
+    s.quit()
+
+
+def test_auth_initial_response_not_base64_501_5_5_2(lab):
+    # RFC 4954 section 4; Postfix with Cyrus SASL words it the same.
+    s = lab.smtp_client(lab.submission)
+    assert s.docmd("AUTH PLAIN !!!") == (501, b"5.5.2 Cannot decode response")
+    assert s.docmd("NOOP")[0] == 250
+    s.quit()
+
+
+def test_recipient_at_our_own_address_literal_is_local(lab):
+    # RFC 1123 section 5.2.17: a domain literal of one of our addresses is
+    # ours (Postfix: local); it was relayed to port 25 of that address.
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@[127.0.0.1]", '"user2"@[IPv6:::ffff:127.0.0.1]'],
+               message("literal"))
+    assert s.docmd("MAIL FROM:<a@b.example>")[0] == 250
+    assert s.docmd("RCPT TO:<nosuch@[127.0.0.1]>")[0] == 550
+    s.quit()
+    assert len(lab.inbox("user1")) == 1 and len(lab.inbox("user2")) == 1
+    assert "relay=" not in lab.smtpd.output()

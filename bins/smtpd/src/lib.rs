@@ -64,7 +64,7 @@
 
 mod relay;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -731,6 +731,9 @@ struct Conn {
     permit: ConnPermit,
     settings: Arc<Settings>,
     peer: SocketAddr,
+    /// The address the client reached us at: a recipient at its literal
+    /// (`user@[192.0.2.1]`) is local.
+    local_ip: Option<IpAddr>,
     listener: Listener,
     sid: String,
     helo: String,
@@ -766,6 +769,7 @@ async fn connection(
     };
     let sid = format!("{:X}", shared.next_session.fetch_add(1, Ordering::Relaxed));
     info!(sid, client = %peer, listener = kind.name(), "connect");
+    let local_ip = stream.local_addr().ok().map(|a| canonical_ip(a.ip()));
     let (stream, tls) = match (kind, &settings.tls) {
         (Listener::Submissions, Some(tls)) => {
             let Some((stream, info)) =
@@ -791,6 +795,7 @@ async fn connection(
         permit,
         settings,
         peer,
+        local_ip,
         listener: kind,
         sid,
         helo: String::new(),
@@ -1057,7 +1062,20 @@ impl Conn {
             authenticated: session.authenticated_user().is_some(),
             relay_network: self.settings.cfg.global.is_relay_client(self.peer.ip()),
         };
-        match self.settings.policy.recipient(&addr, client) {
+        // RFC 1123 section 5.2.17: "An SMTP MUST accept and recognize a
+        // domain literal for any of its own IP addresses". Such a
+        // recipient is routed by its local part (the envelope keeps the
+        // address as written); relaying it would send it back to us.
+        let routed = match to {
+            ForwardPath::Mailbox(m)
+                if literal_ip(&m.domain)
+                    .is_some_and(|ip| self.local_ip == Some(ip) || self.is_listen_ip(ip)) =>
+            {
+                m.local_part.to_string()
+            }
+            _ => addr.clone(),
+        };
+        match self.settings.policy.recipient(&routed, client) {
             Recipient::Local(mailboxes) => {
                 let notify = params
                     .notify
@@ -1082,6 +1100,16 @@ impl Conn {
                 Verdict::Reject(reply(r.reply))
             }
         }
+    }
+
+    /// Whether `ip` is one of the addresses smtpd listens on by name.
+    fn is_listen_ip(&self, ip: IpAddr) -> bool {
+        let s = &self.settings.cfg.smtpd;
+        s.listen
+            .iter()
+            .chain(&s.submission_listen)
+            .chain(&s.submissions_listen)
+            .any(|a| !a.ip().is_unspecified() && canonical_ip(a.ip()) == ip)
     }
 
     fn verify_address(&self, argument: &str) -> Verdict {
@@ -1409,4 +1437,51 @@ impl Conn {
 /// The policy's reply as SMTP sends it.
 fn reply(r: PolicyReply) -> Reply {
     Reply::new(r.code, r.status, r.text)
+}
+
+/// The address of a domain literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`,
+/// RFC 5321 section 4.1.3), canonical as `canonical_ip` makes it; `None`
+/// for a domain name or a malformed literal.
+fn literal_ip(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let ip = match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => IpAddr::V6(inner.get(5..)?.parse().ok()?),
+        _ => IpAddr::V4(inner.parse().ok()?),
+    };
+    Some(canonical_ip(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_literals() {
+        assert_eq!(
+            literal_ip("[127.0.0.1]"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            literal_ip("[ipv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        // An IPv4-mapped IPv6 literal is the IPv4 address, as a dual-stack
+        // socket reports it.
+        assert_eq!(
+            literal_ip("[IPv6:::ffff:192.0.2.1]"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        for d in [
+            "127.0.0.1",
+            "[127.0.0]",
+            "[1.2.3.4.5]",
+            "[IPv6:zz]",
+            "[]",
+            "[2001:db8::1]",
+            "csuvnetwork.com",
+        ] {
+            assert_eq!(literal_ip(d), None, "{d}");
+        }
+    }
 }

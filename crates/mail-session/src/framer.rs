@@ -31,7 +31,9 @@
 //! `\r.\r\n` and `\r\n.\r` thus never end a message (CVE-2023-51764 and
 //! relatives).
 //!
-//! Other lines that start with `.` lose that dot (RFC 5321 section 4.5.2).
+//! Other lines that start with `.` and have more on them lose that dot
+//! (RFC 5321 section 4.5.2); a lone `.` that does not end the data is kept
+//! as it is.
 //!
 //! Memory: the framer holds what the host enqueued and has not been framed,
 //! plus at most `line_cap` octets of a command line, or two octets of a
@@ -306,6 +308,13 @@ impl Framer {
                             ended = true;
                             break;
                         }
+                        // A lone "." that does not end the data (it ends
+                        // in a bare LF, or follows one): RFC 5321 section
+                        // 4.5.2 removes a leading dot only when "there are
+                        // other characters on the line", so it is kept;
+                        // dropping it would turn the smuggling attempt
+                        // into a silently altered blank line.
+                        (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => {}
                         _ => {
                             // Dot-stuffed line (RFC 5321 section 4.5.2).
                             out.extend_from_slice(avail.get(run..i).unwrap_or_default());
@@ -517,13 +526,16 @@ mod tests {
 
     #[test]
     fn smuggling_vectors_never_end_data() {
-        for v in [
-            &b"\n.\n"[..],
-            b"\r\n.\n",
-            b"\n.\r\n",
-            b"\r.\r\n",
-            b"\r\n.\r",
-            b"\r\n.\rX\r\n",
+        // Each vector with the number of its dots the body keeps: a lone
+        // "." stays, a dot not at a line start is data, and ".\r" + more
+        // loses only its stuffing dot.
+        for (v, kept) in [
+            (&b"\n.\n"[..], 1),
+            (b"\r\n.\n", 1),
+            (b"\n.\r\n", 1),
+            (b"\r.\r\n", 1),
+            (b"\r\n.\r", 0),
+            (b"\r\n.\rX\r\n", 0),
         ] {
             for policy in [BareLf::Normalize, BareLf::Reject] {
                 let mut input = b"x".to_vec();
@@ -532,6 +544,8 @@ mod tests {
                 let (body, end, _) = all_steps(&input, policy);
                 assert_eq!(end, None, "{v:?} {policy:?} ended the data");
                 assert!(body.ends_with(b"MAIL FROM:<a@b.c>\r\n"));
+                let dots = body.iter().filter(|&&c| c == b'.').count();
+                assert_eq!(dots, 1 + kept, "{v:?} {policy:?}");
                 // Only the real end ends it.
                 input.extend_from_slice(b".\r\n");
                 let (_, end, rest) = all_steps(&input, policy);
@@ -551,8 +565,10 @@ mod tests {
 
     #[test]
     fn bare_lf_normalised() {
+        // A lone "." that does not end the data keeps its dot (RFC 5321
+        // section 4.5.2 removes it only from lines with more on them).
         let (body, end, _) = all_steps(b"a\nb\r\n.\n..\n\n.\r\n", BareLf::Normalize);
-        assert_eq!(body, b"a\r\nb\r\n\r\n.\r\n\r\n\r\n");
+        assert_eq!(body, b"a\r\nb\r\n.\r\n.\r\n\r\n.\r\n");
         // "\n.\r\n" after "\n": the preceding line ended in bare LF, so the
         // terminator is not recognised until a line ending in CRLF.
         assert_eq!(end, None);

@@ -505,7 +505,13 @@ impl<'a> Command<'a> {
                         } else if k.eq_ignore_ascii_case("AUTH") {
                             params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else if k.eq_ignore_ascii_case("RET") {
-                            params.ret = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            // RFC 3461 section 4.3: "FULL" / "HDRS".
+                            let v = v
+                                .filter(|v| {
+                                    v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS")
+                                })
+                                .ok_or(bad)?;
+                            params.ret = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ENVID") {
                             params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else {
@@ -532,7 +538,8 @@ impl<'a> Command<'a> {
                     rest,
                     |k, v| {
                         if k.eq_ignore_ascii_case("NOTIFY") {
-                            params.notify = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            let v = v.filter(|v| is_notify_value(v)).ok_or(bad)?;
+                            params.notify = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ORCPT") {
                             params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else {
@@ -593,8 +600,10 @@ impl<'a> Command<'a> {
                 {
                     return Err(ParseError::Syntax(verb));
                 }
+                // One token; whether it decodes is the SASL exchange's
+                // question, answered "501 5.5.2" (RFC 4954 section 4).
                 if let Some(ir) = ir {
-                    if ir.is_empty() || !is_base64_text(ir) {
+                    if ir.is_empty() || !ir.bytes().all(|b| b.is_ascii_graphic()) {
                         return Err(ParseError::Syntax(verb));
                     }
                 }
@@ -1050,11 +1059,45 @@ fn parse_decimal(s: &str) -> Option<u64> {
     })
 }
 
-/// Base64 text or the lone `=` of RFC 4954 (empty initial response).
-pub(crate) fn is_base64_text(s: &str) -> bool {
-    s == "="
-        || s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+/// RFC 3461 section 4.1: `NEVER`, or a comma-separated list of
+/// `SUCCESS`, `FAILURE` and `DELAY` (keywords are caseless, RFC 5321
+/// section 2.4).
+fn is_notify_value(v: &str) -> bool {
+    v.eq_ignore_ascii_case("NEVER")
+        || v.split(',').all(|e| {
+            ["SUCCESS", "FAILURE", "DELAY"]
+                .iter()
+                .any(|k| e.eq_ignore_ascii_case(k))
+        })
+}
+
+/// An unknown command line that is no SMTP at all: a message header field
+/// (`Subject: hi`) or an HTTP request (`GET`, `POST`, `CONNECT`). A server
+/// that sees one has lost the command stream: a client that went on
+/// pipelining its message after a refused DATA (RFC 2920 section 3.1
+/// forbids it), or a web page speaking to the port. Executing the rest
+/// would run commands written inside a message, so the session ends (as
+/// Postfix's `smtpd_forbidden_commands` and its header check do).
+pub fn is_non_smtp_line(line: &[u8]) -> bool {
+    let word_end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t' || b == b':')
+        .unwrap_or(line.len());
+    let word = line.get(..word_end).unwrap_or_default();
+    if [&b"CONNECT"[..], b"GET", b"POST"]
+        .iter()
+        .any(|v| word.eq_ignore_ascii_case(v))
+    {
+        return true;
+    }
+    // RFC 5322 section 3.6.8: field-name is 1*ftext (printable US-ASCII
+    // but ':'); obsolete syntax allows white space before the colon.
+    let rest = line.get(word_end..).unwrap_or_default();
+    let after_ws = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .and_then(|i| rest.get(i));
+    !word.is_empty() && word.iter().all(|&b| (33..=126).contains(&b)) && after_ws == Some(&b':')
 }
 
 #[cfg(test)]
@@ -1063,6 +1106,59 @@ mod tests {
 
     fn p(s: &str) -> Result<Command<'_>, ParseError> {
         Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn dsn_parameter_values() {
+        for ok in [
+            "RCPT TO:<a@b> NOTIFY=NEVER",
+            "RCPT TO:<a@b> NOTIFY=never",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS,FAILURE,DELAY",
+            "RCPT TO:<a@b> NOTIFY=delay",
+            "MAIL FROM:<a@b> RET=FULL",
+            "MAIL FROM:<a@b> RET=hdrs",
+        ] {
+            assert!(p(ok).is_ok(), "{ok}");
+        }
+        for (bad, verb) in [
+            ("RCPT TO:<a@b> NOTIFY=BOGUS", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=SUCCESS,", Verb::Rcpt),
+            ("RCPT TO:<a@b> NOTIFY=", Verb::Rcpt),
+            ("MAIL FROM:<a@b> RET=ALL", Verb::Mail),
+            ("MAIL FROM:<a@b> RET=", Verb::Mail),
+        ] {
+            assert_eq!(p(bad), Err(ParseError::BadParameter(verb)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_smtp_lines() {
+        for l in [
+            "Subject: hi",
+            "From:x@y",
+            "X-Mailer : old",
+            "Received: from a by b",
+            "GET / HTTP/1.0",
+            "post /x HTTP/1.1",
+            "CONNECT mail:25 HTTP/1.0",
+        ] {
+            assert!(is_non_smtp_line(l.as_bytes()), "{l}");
+        }
+        for l in [
+            "",
+            " ",
+            "FOO",
+            "FOO bar: baz",
+            "MAIL FROM:<a@b>",
+            "RCPT TO:<a@b>",
+            ":x",
+            "GETX",
+            "hello world",
+            ".",
+        ] {
+            assert!(!is_non_smtp_line(l.as_bytes()), "{l}");
+        }
     }
 
     fn mb<'a>(l: &'a str, d: &'a str) -> Mailbox<'a> {
@@ -1372,6 +1468,11 @@ mod tests {
         assert_eq!(p("AUTH"), Err(ParseError::Syntax(Verb::Auth)));
         assert_eq!(p("AUTH LO*GIN"), Err(ParseError::Syntax(Verb::Auth)));
         assert_eq!(p("AUTH PLAIN a b"), Err(ParseError::Syntax(Verb::Auth)));
+        // Not base64: parsed, and refused by the exchange with 5.5.2.
+        assert!(matches!(
+            p("AUTH PLAIN !!!"),
+            Ok(Command::Auth { initial_response: Some(ir), .. }) if ir == "!!!"
+        ));
         assert_eq!(
             p("AUTH ABCDEFGHIJKLMNOPQRSTU"),
             Err(ParseError::Syntax(Verb::Auth))

@@ -32,7 +32,8 @@ pub struct ServerConfig {
     /// Client errors before `421 4.7.0 ... too many errors` and close.
     pub max_errors: u32,
     /// Command line limit in octets, CRLF included (RFC 5321 section
-    /// 4.5.3.1.4: at least 512).
+    /// 4.5.3.1.4: at least 512, more with the parameters of the
+    /// extensions offered).
     pub line_limit: usize,
     /// Bare LF policy for command lines and DATA.
     pub bare_lf: BareLf,
@@ -88,7 +89,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
-    /// 3 failed AUTHs, 512-octet lines, bare LF normalised, no AUTH, no
+    /// 3 failed AUTHs, 2048-octet lines, bare LF normalised, no AUTH, no
     /// TLS (and so no TLS policy), HELO required, SMTPUTF8, CHUNKING and DSN on, 300 s / 180 s
     /// timeouts; 300 s budgets for a command line and for the first command
     /// (section 4.5.3.2.7's five minutes per command, as a total).
@@ -99,7 +100,12 @@ impl ServerConfig {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_errors: 20,
-            line_limit: 512,
+            // RFC 5321 section 4.5.3.1.4's 512 octets grow with the
+            // extensions offered: AUTH= (RFC 4954 section 5) and ORCPT=
+            // (RFC 3461 section 4.2) up to 500 more each, ENVID= up to
+            // 100, plus SIZE, BODY, RET, NOTIFY, SMTPUTF8. Postfix's
+            // line_length_limit, 2048, covers them all.
+            line_limit: 2048,
             bare_lf: BareLf::Normalize,
             auth_mechanisms: Vec::new(),
             auth_required: false,
@@ -830,6 +836,27 @@ impl Core {
             return After::Nothing;
         }
         match Command::parse(line) {
+            Err(crate::ParseError::UnknownCommand) if crate::command::is_non_smtp_line(line) => {
+                // A header field or an HTTP request: the client is not
+                // speaking SMTP (or is sending a message whose DATA was
+                // refused). Executing what follows would run commands
+                // written inside that message; Postfix ends the session
+                // with this reply.
+                self.abort_body(AbortReason::Closed);
+                self.reply(221, (2, 7, 0), "Error: I can break rules, too. Goodbye.");
+                self.closing = true;
+                After::Nothing
+            }
+            Err(crate::ParseError::Syntax(crate::Verb::Bdat)) => {
+                // A BDAT line whose chunk size cannot be read: the client
+                // sends that many octets next, and without the size they
+                // would be read as commands. The dialogue cannot be kept
+                // in step, so the session ends, with Postfix's reply.
+                self.abort_body(AbortReason::Closed);
+                self.reply(521, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+                self.closing = true;
+                After::Nothing
+            }
             Err(e) => {
                 let r = e.reply();
                 self.send_reply(&r);

@@ -525,6 +525,21 @@ fn auth_mechanisms_and_errors() {
     )));
 }
 
+/// RFC 4954 section 4: a response that is not base64, the initial one
+/// included, is refused with 501 5.5.2; the session goes on.
+#[test]
+fn auth_initial_response_not_base64() {
+    let mut h = ready(cfg());
+    for ir in ["!!!", "AAA", "%%%="] {
+        assert_eq!(
+            exchange(&mut h, &format!("AUTH PLAIN {ir}\r\n")),
+            "501 5.5.2 Cannot decode response\r\n",
+            "{ir}"
+        );
+    }
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
 #[test]
 fn auth_cram_md5_and_order() {
     let mut h = Host::new(cfg());
@@ -585,7 +600,9 @@ fn sasl_line_limits() {
 
 #[test]
 fn long_lines_skipped_never_executed() {
-    let mut h = ready(cfg());
+    let mut c = cfg();
+    c.line_limit = 512;
+    let mut h = ready(c);
     // 513 octets with CRLF: over the limit, answered 500, not executed.
     let line = format!("NOOP {}\r\n", "x".repeat(506));
     assert_eq!(line.len(), 513);
@@ -605,6 +622,34 @@ fn long_lines_skipped_never_executed() {
         "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
     );
     assert!(!h.closed);
+}
+
+/// MAIL and RCPT lines as long as the offered extensions allow (a
+/// 256-octet path, AUTH= and ORCPT= of 500 octets, ENVID= of 100) are
+/// accepted by default; 2049 octets are not.
+#[test]
+fn extension_parameters_lengthen_command_lines() {
+    let mut h = ready(cfg());
+    let path = format!("{}@{}.example", "l".repeat(64), "d".repeat(63));
+    let mail = format!(
+        "MAIL FROM:<{path}> SIZE=100 BODY=8BITMIME RET=HDRS ENVID={} AUTH=<{}@b.c>\r\n",
+        "e".repeat(100),
+        "a".repeat(490)
+    );
+    assert!(mail.len() > 780, "{}", mail.len());
+    assert_eq!(exchange(&mut h, &mail), "250 2.1.0 Ok\r\n");
+    let rcpt = format!(
+        "RCPT TO:<{path}> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;{}@b.c\r\n",
+        "o".repeat(490)
+    );
+    assert!(rcpt.len() > 600, "{}", rcpt.len());
+    assert_eq!(exchange(&mut h, &rcpt), "250 2.1.5 Ok\r\n");
+    let long = format!("NOOP {}\r\n", "x".repeat(2042));
+    assert_eq!(long.len(), 2049);
+    assert_eq!(
+        exchange(&mut h, &long),
+        "500 5.5.2 Error: line too long\r\n"
+    );
 }
 
 #[test]
@@ -752,12 +797,13 @@ fn size_limit_while_streaming() {
 fn bare_lf_in_data_normalize() {
     let mut h = start_data(cfg());
     // "\n.\n" and "\n.\r\n" do not end the message; lines are stored
-    // with CRLF.
+    // with CRLF, and the lone dots stay (RFC 5321 section 4.5.2 removes a
+    // dot only from a line with more on it).
     let out = exchange(&mut h, "a\n.\nb\n.\r\nMAIL FROM:<x@y.z>\r\n.\r\n");
     assert_eq!(out, "250 2.0.0 Ok: queued as Q1\r\n");
     assert_eq!(
         h.bodies,
-        vec![b"a\r\n\r\nb\r\n\r\nMAIL FROM:<x@y.z>\r\n".to_vec()]
+        vec![b"a\r\n.\r\nb\r\n.\r\nMAIL FROM:<x@y.z>\r\n".to_vec()]
     );
 }
 
@@ -819,6 +865,31 @@ fn bdat_chunks() {
         _ => None,
     });
     assert!(env.unwrap().chunked);
+}
+
+/// A BDAT line without a readable chunk size ends the session: the
+/// octets that follow it cannot be told from commands.
+#[test]
+fn bdat_syntax_error_ends_the_session() {
+    for line in [
+        "BDAT\r\n",
+        "BDAT 1x\r\n",
+        "BDAT -1\r\n",
+        "BDAT 99999999999999999999999\r\n",
+        "BDAT 5 FOO\r\n",
+    ] {
+        let mut h = ready(cfg());
+        let out = exchange(
+            &mut h,
+            &format!("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n{line}RSET\r\n"),
+        );
+        assert_eq!(
+            out, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n",
+            "{line:?}"
+        );
+        assert!(h.closed, "{line:?}");
+        assert!(h.bodies.is_empty());
+    }
 }
 
 #[test]
@@ -899,6 +970,57 @@ fn pipelining_batches_replies() {
                 .to_string(),
         ]
     );
+}
+
+/// A client that pipelines its message after a refused DATA (all
+/// recipients rejected): the first header field ends the session, so no
+/// command written inside the message is ever executed.
+#[test]
+fn message_after_refused_data_is_not_executed() {
+    let mut h = ready(cfg());
+    let out = exchange(
+        &mut h,
+        "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@nowhere.invalid>\r\nDATA\r\n\
+         From: a@b.c\r\nSubject: hi\r\n\r\n\
+         MAIL FROM:<evil@b.c>\r\nRCPT TO:<victim@e.f>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert_eq!(
+        out,
+        "250 2.1.0 Ok\r\n\
+         550 5.1.1 Recipient address rejected: User unknown\r\n\
+         554 5.5.1 Error: no valid recipients\r\n\
+         221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+    );
+    assert!(h.closed);
+    assert!(h.bodies.is_empty());
+    assert!(!h.events.iter().any(
+        |e| matches!(e, Event::Rcpt { to: ForwardPath::Mailbox(m), .. } if m.local_part == "victim")
+    ));
+}
+
+/// HTTP requests and header fields as commands end the session at once;
+/// other unknown commands get 500 and the session goes on.
+#[test]
+fn non_smtp_commands_end_the_session() {
+    for line in [
+        "GET / HTTP/1.1\r\n",
+        "CONNECT a:25 HTTP/1.0\r\n",
+        "Subject: x\r\n",
+    ] {
+        let mut h = ready(cfg());
+        assert_eq!(
+            exchange(&mut h, line),
+            "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n",
+            "{line:?}"
+        );
+        assert!(h.closed);
+    }
+    let mut h = ready(cfg());
+    assert_eq!(
+        exchange(&mut h, "FOO bar: baz\r\nNOOP\r\n"),
+        "500 5.5.2 Error: command not recognized\r\n250 2.0.0 Ok\r\n"
+    );
+    assert!(!h.closed);
 }
 
 /// RFC 5321 appendix D.1: a typical transaction with three recipients,
@@ -1073,7 +1195,7 @@ fn starttls_reply_precedes_event() {
 fn config_accessor_and_defaults() {
     let s = ServerSession::new(ServerConfig::new("h"), Duration::ZERO);
     let c = s.config();
-    assert_eq!(c.line_limit, 512);
+    assert_eq!(c.line_limit, 2048);
     assert_eq!(c.bare_lf, BareLf::Normalize);
     assert_eq!(c.command_timeout, Duration::from_secs(300));
     assert_eq!(c.data_timeout, Duration::from_secs(180));

@@ -88,7 +88,13 @@ fn command() -> impl Strategy<Value = Command<'static>> {
         );
     let rcpt = (
         prop::option::of(mailbox()),
-        prop::option::of(value()),
+        // RFC 3461 section 4.1: the values a server accepts.
+        prop::option::of(prop_oneof![
+            Just("NEVER"),
+            Just("SUCCESS"),
+            Just("FAILURE,DELAY"),
+            Just("success,failure,delay")
+        ]),
         prop::option::of(value()),
         other_params(),
     )
