@@ -4,7 +4,8 @@
 //! read with a small strict reader (header, one question, EDNS OPT; the
 //! other sections are only skipped, never decompressed, so pointer loops
 //! cannot matter) and the answer is written straight from the RRsets'
-//! prepared wire fragments, compressing owner names only.
+//! prepared wire fragments, compressing owner names and the names in
+//! the RDATA of the RFC 1035 types (RFC 3597 4).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -314,9 +315,26 @@ impl Transfer {
 fn tag(name: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     for (d, s) in b.iter_mut().zip(name) {
-        *d = *s;
+        // Lowercased: names in RDATA are kept as written (RFC 4343).
+        *d = s.to_ascii_lowercase();
     }
     u64::from_le_bytes(b) ^ (name.len() as u64).rotate_right(8)
+}
+
+/// Where the names are in the RDATA of `rt`: (octets before the first
+/// name, number of names in a row, whether they may be compressed).
+/// RFC 3597 4: only the RFC 1035 types' names may be compressed; SRV's
+/// target must not be (RFC 2782) but later names may point to it.
+fn rdata_names(rt: u16) -> Option<(usize, usize, bool)> {
+    match rt {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR (RFC 1035 3.3).
+        rtype::NS | 3 | 4 | rtype::CNAME | 7 | 8 | 9 | rtype::PTR => Some((0, 1, true)),
+        // SOA: MNAME, RNAME; MINFO: RMAILBX, EMAILBX.
+        rtype::SOA | 14 => Some((0, 2, true)),
+        rtype::MX => Some((2, 1, true)),
+        rtype::SRV => Some((6, 1, false)),
+        _ => None,
+    }
 }
 
 /// Builds a message: header, sections, owner-name compression.
@@ -329,6 +347,9 @@ struct Writer<'a> {
     /// to: records of one node follow each other (RRsets, a transfer),
     /// and such a repeat then needs no search of `names`.
     last: Option<(&'a [u8], u16)>,
+    /// Compress the names inside RDATA too (answers; a transfer's
+    /// records are written as stored).
+    rdata_names: bool,
     qd: u16,
     an: u16,
     ns: u16,
@@ -341,6 +362,7 @@ impl<'a> Writer<'a> {
             buf,
             names: Vec::new(),
             last: None,
+            rdata_names: false,
             qd: 0,
             an: 0,
             ns: 0,
@@ -384,10 +406,11 @@ impl<'a> Writer<'a> {
             // h1235.x) most entries have the same length, and a byte
             // comparison for each was most of an AXFR's CPU time.
             let t = tag(suffix);
+            // Names from RDATA keep their case, hence the fallback.
             if let Some(&(_, off, _)) = self
                 .names
                 .iter()
-                .find(|(n, _, nt)| *nt == t && *n == suffix)
+                .find(|(n, _, nt)| *nt == t && (*n == suffix || n.eq_ignore_ascii_case(suffix)))
             {
                 break Some(off);
             }
@@ -426,17 +449,109 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Registers every suffix of the question's name (lowercased `key`,
+    /// written at offset 12) for later names to point to.
+    fn question_names(&mut self, key: &'a [u8]) {
+        let mut p = 0usize;
+        while let Some(&len) = key.get(p) {
+            if len == 0 || self.names.len() >= 64 {
+                break;
+            }
+            if let Some(sfx) = key.get(p..) {
+                self.names.push((sfx, (12 + p) as u16, tag(sfx)));
+            }
+            p += 1 + usize::from(len);
+        }
+    }
+
     /// Writes one record: owner then the prepared fragment; a negative
     /// answer's SOA gets `ttl` instead (RFC 2308 3).
-    fn rr(&mut self, key: &'a [u8], written: &'a [u8], rec: &[u8], ttl: Option<u32>) {
+    fn rr(&mut self, key: &'a [u8], written: &'a [u8], rec: &'a [u8], ttl: Option<u32>) {
         self.name(key, written);
         let at = self.buf.len();
-        self.buf.extend_from_slice(rec);
+        if !(self.rdata_names && self.rdata(rec)) {
+            self.buf.extend_from_slice(rec);
+        }
         if let Some(t) = ttl {
             if let Some(dst) = self.buf.get_mut(at + 4..at + 8) {
                 dst.copy_from_slice(&t.to_be_bytes());
             }
         }
+    }
+
+    /// Writes fragment `rec` with the names in its RDATA compressed
+    /// (RFC 1035 4.1.4) and RDLENGTH adjusted; false, with nothing
+    /// written, for a type without such names or RDATA that does not
+    /// hold them. NSD, Knot and BIND do the same: an SOA is 24 octets
+    /// shorter, a CNAME chain or an NS RRset with glue a third shorter.
+    fn rdata(&mut self, rec: &'a [u8]) -> bool {
+        let (Some(&t0), Some(&t1)) = (rec.first(), rec.get(1)) else {
+            return false;
+        };
+        let Some((fixed, count, compress)) = rdata_names(u16::from_be_bytes([t0, t1])) else {
+            return false;
+        };
+        let Some(rdata) = rec.get(10..) else {
+            return false;
+        };
+        // Check the layout before writing anything: a name registered
+        // for compression must stay in the message as written.
+        let mut names = [(0usize, 0usize); 2];
+        let mut pos = fixed;
+        for slot in names.iter_mut().take(count) {
+            let Some(len) = rdata.get(pos..).and_then(crate::name::wire_name_len) else {
+                return false;
+            };
+            *slot = (pos, pos + len);
+            pos += len;
+        }
+        let Some(head) = rec.get(..10 + fixed) else {
+            return false;
+        };
+        let start = self.buf.len();
+        self.buf.extend_from_slice(head);
+        // Owners of one RRset follow each other; keep their shortcut.
+        let last = self.last;
+        for &(from, to) in names.iter().take(count) {
+            let name = rdata.get(from..to).unwrap_or_default();
+            if compress {
+                self.name(name, name);
+            } else {
+                self.remember(name);
+            }
+        }
+        self.last = last;
+        self.buf
+            .extend_from_slice(rdata.get(pos..).unwrap_or_default());
+        let rdlen = self.buf.len() - start - 10;
+        match (
+            u16::try_from(rdlen),
+            self.buf.get_mut(start + 8..start + 10),
+        ) {
+            (Ok(n), Some(dst)) => dst.copy_from_slice(&n.to_be_bytes()),
+            _ => {
+                self.buf.truncate(start);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes `name` uncompressed, registering its suffixes as pointer
+    /// targets for later names.
+    fn remember(&mut self, name: &'a [u8]) {
+        let base = self.buf.len();
+        let mut p = 0usize;
+        while let Some(&len) = name.get(p) {
+            if len == 0 || self.names.len() >= 64 || base + p >= 0x3fff {
+                break;
+            }
+            if let Some(sfx) = name.get(p..) {
+                self.names.push((sfx, (base + p) as u16, tag(sfx)));
+            }
+            p += 1 + usize::from(len);
+        }
+        self.buf.extend_from_slice(name);
     }
 }
 /// The responder: a catalog of zones plus settings. Cheap to clone.
@@ -634,6 +749,7 @@ impl Responder {
             None => &[],
         };
         let mut w = Writer::new(std::mem::take(out));
+        w.rdata_names = true;
         let outcome = self.answer_with(
             q,
             transport,
@@ -763,7 +879,7 @@ impl Responder {
                 w.header(q.id, 0x84 | q.rd, q.cd);
                 w.buf.extend_from_slice(q.question);
                 w.qd = 1;
-                w.names.push((lc, 12, tag(lc)));
+                w.question_names(lc);
                 let mut s = Sections::default();
                 if let Some((k, node)) = zone.node_entry(zone.apex_key()) {
                     if let Some(soa) = node.rrset(rtype::SOA) {
@@ -790,7 +906,7 @@ impl Responder {
         w.header(q.id, 0x80 | q.rd, q.cd);
         w.buf.extend_from_slice(q.question);
         w.qd = 1;
-        w.names.push((lc, 12, tag(lc)));
+        w.question_names(lc);
         // RFC 4035 3.1: DNSSEC records only when the query has DO.
         let sec = do_bit && zone.is_signed();
         let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp, sec);

@@ -1315,3 +1315,131 @@ fn referral_with_missing_glue_sets_tc() {
     assert!(!m.truncated());
     assert_eq!(m.additionals().len(), 16);
 }
+
+fn small_responder(text: &str, origin: &str) -> Responder {
+    let mut cat = Catalog::new();
+    cat.insert(
+        load_zone(text.as_bytes(), "t", &name(origin), &mut NoIncludes)
+            .unwrap()
+            .0,
+    );
+    Responder::new(Arc::new(cat), ResponderConfig::default())
+}
+
+const COMPRESS_ZONE: &str = "$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\n MX 10 mail\n\
+ns A 192.0.2.1\nmail A 192.0.2.25\nc1 CNAME C2\nc2 CNAME c3.e.test.\nc3 A 192.0.2.3\n\
+srv SRV 0 5 25 mail\n";
+
+/// The offset a compression pointer at `at` points to, if it is one.
+fn pointer_at(raw: &[u8], at: usize) -> Option<usize> {
+    let b = raw.get(at..at + 2)?;
+    (b[0] & 0xc0 == 0xc0).then(|| usize::from(b[0] & 0x3f) << 8 | usize::from(b[1]))
+}
+
+#[test]
+fn names_in_rdata_are_compressed() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    // SOA: header 12, question 8 + 4, owner pointer 2, type..rdlength
+    // 10, MNAME "ns" + pointer 5, RNAME "root" + pointer 7, numbers 20:
+    // 68 octets, like NSD and Knot (92 with RDATA names written whole).
+    let raw = ask_raw(
+        &r,
+        &query_bytes("e.test.", RecordType::SOA, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    assert_eq!(raw.len(), 68);
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        texts(m.answers()),
+        ["e.test. 60 SOA ns.e.test. root.e.test. 1 2 3 4 5"]
+    );
+    // RDLENGTH counts the compressed RDATA.
+    assert_eq!(&raw[34..36], &[0, 32]);
+
+    // A CNAME chain: each owner points into the previous CNAME's RDATA
+    // (case-insensitively: "C2" as written, RFC 4343) and each target
+    // points to the question's "e.test.".
+    let raw = ask_raw(
+        &r,
+        &query_bytes("c1.e.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    let got: Vec<String> = texts(m.answers())
+        .iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "c1.e.test. 60 cname c2.e.test.",
+            "c2.e.test. 60 cname c3.e.test.",
+            "c3.e.test. 60 a 192.0.2.3"
+        ]
+    );
+    // 12 + 15 (question) + 3 * (2 + 10) + 2 * (3 + 2) + 4 = 77 (Knot's
+    // size; 101 without RDATA compression).
+    assert_eq!(raw.len(), 77);
+
+    // MX: the preference stays in front, the exchange is compressed and
+    // the A in ADDITIONAL points to it.
+    let raw = ask_raw(
+        &r,
+        &query_bytes("e.test.", RecordType::MX, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(texts(m.answers()), ["e.test. 60 MX 10 mail.e.test."]);
+    assert_eq!(texts(m.additionals()), ["mail.e.test. 60 A 192.0.2.25"]);
+    // MX RDATA at 36: preference, "mail", pointer to the question's name.
+    assert_eq!(&raw[34..36], &[0, 9]);
+    assert_eq!(pointer_at(&raw, 43), Some(12));
+    assert_eq!(pointer_at(&raw, 45), Some(38));
+}
+
+#[test]
+fn srv_target_is_not_compressed_but_is_pointed_to() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    let raw = ask_raw(
+        &r,
+        &query_bytes("srv.e.test.", RecordType::SRV, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        texts(m.answers()),
+        ["srv.e.test. 60 SRV 0 5 25 mail.e.test."]
+    );
+    assert_eq!(texts(m.additionals()), ["mail.e.test. 60 A 192.0.2.25"]);
+    // RFC 2782: the target is written whole (RDLENGTH 6 + 13) ...
+    let rdata_at = 12 + 16 + 2 + 10;
+    assert_eq!(&raw[rdata_at - 2..rdata_at], &[0, 19]);
+    assert_eq!(
+        &raw[rdata_at + 6..rdata_at + 19],
+        b"\x04mail\x01e\x04test\x00"
+    );
+    // ... and the additional A's owner is a pointer to it.
+    assert_eq!(pointer_at(&raw, rdata_at + 19), Some(rdata_at + 6));
+}
+
+#[test]
+fn negative_answer_soa_points_into_the_question() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    let raw = ask_raw(
+        &r,
+        &query_bytes("NoSuch.E.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    // The SOA's owner is the question's suffix "E.test." at 12 + 7 (so
+    // it comes back in the query's case, as from NSD and Knot).
+    assert_eq!(pointer_at(&raw, 12 + 15 + 4), Some(19));
+    assert_eq!(m.name_servers()[0].name().to_string(), "E.test.");
+    assert_eq!(raw.len(), 12 + 19 + 2 + 10 + 32);
+}
