@@ -591,6 +591,9 @@ enum ParseFail {
     Silent,
     /// Header readable, rest malformed.
     FormErr,
+    /// No question (QDCOUNT 0) but the rest well formed, with the EDNS
+    /// OPT if there was one: FORMERR with our OPT (RFC 6891 6.1.1).
+    NoQuestion(Option<Edns>),
 }
 
 /// Largest number of CNAMEs followed inside a zone (loops end here).
@@ -653,6 +656,29 @@ impl Responder {
                 ]);
                 let flags1 = query.get(2).copied().unwrap_or(0);
                 w.header(id, 0x80 | (flags1 & 0x79), rcode::FORMERR as u8);
+                w.patch_counts();
+                *out = w.buf;
+                return Outcome::Reply;
+            }
+            Err(ParseFail::NoQuestion(edns)) => {
+                // No question to answer; the OPT is answered with ours
+                // (RFC 6891 6.1.1), BADVERS first like any query (6.1.3).
+                // NSD answers such a query NOERROR, Knot and BIND as here.
+                let mut w = Writer::new(std::mem::take(out));
+                let id = u16::from_be_bytes([
+                    query.first().copied().unwrap_or(0),
+                    query.get(1).copied().unwrap_or(0),
+                ]);
+                let flags1 = query.get(2).copied().unwrap_or(0);
+                let (rc, ext) = match &edns {
+                    Some(e) if e.version != 0 => (rcode::BADVERS, (rcode::BADVERS >> 4) as u8),
+                    _ => (rcode::FORMERR, 0),
+                };
+                w.header(id, 0x80 | (flags1 & 0x79), (rc & 0xf) as u8);
+                if let Some(e) = &edns {
+                    w.buf.extend_from_slice(&self.opt_rr(ext, e.dnssec_ok));
+                    w.ar = 1;
+                }
                 w.patch_counts();
                 *out = w.buf;
                 return Outcome::Reply;
@@ -1025,32 +1051,37 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
     let nscount = u16::from_be_bytes([ns0, ns1]);
     let arcount = u16::from_be_bytes([ar0, ar1]);
     let opcode = (f1 >> 3) & 0xf;
-    if qdcount != 1 {
+    if qdcount > 1 {
         return Err(ParseFail::FormErr);
     }
     // The question name: plain labels only (a pointer here could only
     // point into the header).
     let mut p = 12usize;
-    loop {
-        let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
-        if len & 0xc0 != 0 {
-            return Err(ParseFail::FormErr);
+    let tc: [u8; 4] = if qdcount == 1 {
+        loop {
+            let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
+            if len & 0xc0 != 0 {
+                return Err(ParseFail::FormErr);
+            }
+            p += 1 + usize::from(len);
+            if p - 12 > MAX_NAME_LEN {
+                return Err(ParseFail::FormErr);
+            }
+            if len == 0 {
+                break;
+            }
         }
-        p += 1 + usize::from(len);
-        if p - 12 > MAX_NAME_LEN {
-            return Err(ParseFail::FormErr);
-        }
-        if len == 0 {
-            break;
-        }
-    }
-    let tc: [u8; 4] = msg
-        .get(p..p + 4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(ParseFail::FormErr)?;
+        let tc = msg
+            .get(p..p + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(ParseFail::FormErr)?;
+        p += 4;
+        tc
+    } else {
+        [0; 4]
+    };
     let qtype = u16::from_be_bytes([tc[0], tc[1]]);
     let qclass = u16::from_be_bytes([tc[2], tc[3]]);
-    p += 4;
     let question = msg.get(12..p).ok_or(ParseFail::FormErr)?;
     if opcode == 0 && ancount != 0 {
         return Err(ParseFail::FormErr);
@@ -1145,6 +1176,9 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
     }
     if p != msg.len() {
         return Err(ParseFail::FormErr);
+    }
+    if qdcount == 0 {
+        return Err(ParseFail::NoQuestion(edns));
     }
     Ok(Query {
         id: u16::from_be_bytes([id0, id1]),

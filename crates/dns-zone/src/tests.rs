@@ -1443,3 +1443,34 @@ fn negative_answer_soa_points_into_the_question() {
     assert_eq!(m.name_servers()[0].name().to_string(), "E.test.");
     assert_eq!(raw.len(), 12 + 19 + 2 + 10 + 32);
 }
+
+#[test]
+fn no_question_with_opt_gets_formerr_with_opt() {
+    let r = responder();
+    // Header (QDCOUNT 0, ARCOUNT 1) and an OPT: payload 1232, DO.
+    let mut q = vec![0xbe, 0xef, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+    // RFC 6891 6.1.1: an OPT in the request, an OPT in the response.
+    let raw = ask_raw(&r, &q, Transport::Udp).unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.id(), 0xbeef);
+    assert_eq!(m.response_code(), ResponseCode::FormErr);
+    assert!(m.queries().is_empty());
+    let e = m.extensions().as_ref().expect("OPT echoed");
+    assert!(e.flags().dnssec_ok);
+    assert_eq!(e.version(), 0);
+    // EDNS version 1: BADVERS (RFC 6891 6.1.3), as for any query.
+    q[18] = 1;
+    let raw = ask_raw(&r, &q, Transport::Udp).unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(u16::from(m.response_code()), 16);
+    // Without an OPT, or with an OPT that is malformed: FORMERR alone.
+    let mut bare = q[..12].to_vec();
+    bare[11] = 0;
+    let raw = ask_raw(&r, &bare, Transport::Udp).unwrap();
+    assert_eq!(raw.len(), 12);
+    assert_eq!(raw[3] & 0xf, 1);
+    let raw = ask_raw(&r, &q[..q.len() - 1], Transport::Udp).unwrap();
+    assert_eq!(raw.len(), 12);
+    assert_eq!(raw[3] & 0xf, 1);
+}
