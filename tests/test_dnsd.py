@@ -261,6 +261,42 @@ def test_no_question_with_opt_gets_opt_back(server):
     still_answers(port)
 
 
+def test_dname_substitution(daemons, tmp_path):
+    """Names below a DNAME are redirected (RFC 6672 3.2) as NSD, Knot and
+    BIND do: the DNAME, a CNAME synthesized from the name asked (the
+    DNAME's TTL), then the new name followed inside the zone; the DNAME's
+    owner itself is not redirected."""
+    zone = tmp_path / "dn.test.zone"
+    zone.write_text("$TTL 3600\n@ SOA ns1 hostmaster 1 3600 900 604800 300\n@ NS ns1\n"
+                    "ns1 A 192.0.2.1\nold 600 DNAME new\nx.new A 192.0.2.60\n"
+                    "ext DNAME example.org.\n")
+    port = free_port()
+    daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}",
+             "--zone", f"dn.test={zone}", "--workers", "1"])
+    wait_tcp(port)
+    r = ask(port, "x.old.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    got = [(x.name.to_text(), x.ttl, dns.rdatatype.to_text(x.rdtype), x[0].to_text())
+           for x in r.answer]
+    assert got == [("old.dn.test.", 600, "DNAME", "new.dn.test."),
+                   ("x.old.dn.test.", 600, "CNAME", "x.new.dn.test."),
+                   ("x.new.dn.test.", 3600, "A", "192.0.2.60")]
+    # The new name does not exist: NXDOMAIN after the redirect.
+    r = ask(port, "y.old.dn.test.", "A", tcp=True)
+    assert r.rcode() == dns.rcode.NXDOMAIN and len(r.answer) == 2
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+    # Out of the zone: the client follows the CNAME.
+    r = ask(port, "www.ext.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer[1][0].target.to_text() == "www.example.org."
+    # The owner: its own data (NODATA for A).
+    r = ask(port, "old.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    if HAVE_DIG:
+        out = dig(port, "+short", "A", "x.old.dn.test")
+        assert out.split() == ["new.dn.test.", "x.new.dn.test.", "192.0.2.60"]
+
+
 def test_tcp_pipelining(server):
     port, _ = server
     names = ["csuvnetwork.com.", "mail.csuvnetwork.com.", "nosuch.csuvnetwork.com.", "dnsserver.csuvnetwork.com."]

@@ -25,6 +25,7 @@ pub mod rcode {
     pub const NXDOMAIN: u16 = 3;
     pub const NOTIMP: u16 = 4;
     pub const REFUSED: u16 = 5;
+    pub const YXDOMAIN: u16 = 6;
     pub const BADVERS: u16 = 16;
 }
 
@@ -774,6 +775,8 @@ impl Responder {
             }
             None => &[],
         };
+        // Room for the CNAMEs DNAMEs synthesize; allocated only then.
+        let mut synth = Vec::new();
         let mut w = Writer::new(std::mem::take(out));
         w.rdata_names = true;
         let outcome = self.answer_with(
@@ -785,6 +788,7 @@ impl Responder {
             opt,
             lc,
             signed_by.as_deref(),
+            &mut synth,
         );
         *out = w.buf;
         outcome
@@ -801,6 +805,7 @@ impl Responder {
         opt: Option<[u8; 11]>,
         lc: &'a [u8],
         signed_by: Option<&[u8]>,
+        synth: &'a mut Vec<u8>,
     ) -> Outcome {
         let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
         let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
@@ -935,7 +940,8 @@ impl Responder {
         w.question_names(lc);
         // RFC 4035 3.1: DNSSEC records only when the query has DO.
         let sec = do_bit && zone.is_signed();
-        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp, sec);
+        let (rc, aa, sections) =
+            resolve(zone, lc, q.qtype, transport == Transport::Udp, sec, synth);
         render(w, zone, &sections, rc, aa, limit, opt, sec);
         Outcome::Reply
     }
@@ -1216,8 +1222,12 @@ fn resolve<'a>(
     qtype: u16,
     any_minimal: bool,
     sec: bool,
+    synth: &'a mut Vec<u8>,
 ) -> (u16, bool, Sections<'a>) {
     let mut s = Sections::default();
+    // Synthesized CNAMEs are cut from `synth`, sized when first needed.
+    let mut synth = Some(synth);
+    let mut free: &'a mut [u8] = &mut [];
     let apex_labels = zone.apex_labels();
     let apex_key = zone.apex_key();
     let soa_auth = |s: &mut Sections<'a>| {
@@ -1250,6 +1260,7 @@ fn resolve<'a>(
         let mut found: Option<(&'a [u8], Node<'a>)> = None;
         let mut closest = suffix(apex_labels.min(n));
         let mut referral: Option<(&'a [u8], Node<'a>)> = None;
+        let mut dname: Option<(usize, Owner<'a>, RRset<'a>)> = None;
         for j in apex_labels..=n {
             let start = suffix(j);
             let Some((k, node)) = cur.get(start..).and_then(|key| zone.node_entry(key)) else {
@@ -1260,6 +1271,14 @@ fn resolve<'a>(
             {
                 referral = Some((k, node));
                 break;
+            }
+            if j < n {
+                // RFC 6672 2.3: every name below a DNAME's owner (not the
+                // owner itself) is redirected.
+                if let Some(set) = node.rrset(rtype::DNAME) {
+                    dname = Some((start, (k, node.name_wire()), set));
+                    break;
+                }
             }
             if j == n {
                 found = Some((k, node));
@@ -1278,6 +1297,70 @@ fn resolve<'a>(
                 return (rcode::NOERROR, false, s);
             }
             return (rcode::NOERROR, true, s);
+        }
+        if let Some((start, downer, dset)) = dname {
+            // RFC 6672 3.2: the DNAME, then a CNAME from the name asked
+            // to the name with the DNAME's owner replaced by its target
+            // (the DNAME's TTL, unsigned), then that name followed.
+            s.answer.push((downer, dset));
+            chain += 1;
+            let target = dset
+                .rdatas()
+                .next()
+                .and_then(|t| t.get(..crate::name::wire_name_len(t)?));
+            let Some(target) = target else {
+                return (rcode::NOERROR, true, s);
+            };
+            let new_len = start + target.len();
+            if new_len > MAX_NAME_LEN {
+                // RFC 6672 2.2: the substitution would be too long.
+                return (rcode::YXDOMAIN, true, s);
+            }
+            let need = 10 + new_len;
+            if free.len() < need {
+                if let Some(v) = synth.take() {
+                    v.resize((MAX_CHAIN + 1) * (10 + MAX_NAME_LEN), 0);
+                    free = v.as_mut_slice();
+                }
+            }
+            if free.len() < need {
+                return (rcode::NOERROR, true, s);
+            }
+            let (rec, rest) = std::mem::take(&mut free).split_at_mut(need);
+            free = rest;
+            let ttl = dset.ttl.to_be_bytes();
+            let class = zone.class().to_be_bytes();
+            let rdlen = (new_len as u16).to_be_bytes();
+            let t = rtype::CNAME.to_be_bytes();
+            let head = [
+                t[0], t[1], class[0], class[1], ttl[0], ttl[1], ttl[2], ttl[3], rdlen[0], rdlen[1],
+            ];
+            for (d, b) in rec.iter_mut().zip(
+                head.iter()
+                    .chain(cur.get(..start).unwrap_or_default())
+                    .chain(target),
+            ) {
+                *d = *b;
+            }
+            let rec: &'a [u8] = rec;
+            s.answer
+                .push((cur_owner, RRset::synthesized(rtype::CNAME, dset.ttl, rec)));
+            let new_name = rec.get(10..).unwrap_or_default();
+            let Some(dst) = buf.get_mut(..new_len) else {
+                return (rcode::NOERROR, true, s);
+            };
+            dst.copy_from_slice(new_name);
+            dst.make_ascii_lowercase();
+            cur_len = new_len;
+            let next = buf.get(..new_len).unwrap_or_default();
+            if !crate::name::is_subdomain(next, apex_key)
+                || chain > MAX_CHAIN
+                || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
+            {
+                return (rcode::NOERROR, true, s);
+            }
+            cur_owner = (new_name, new_name);
+            continue;
         }
         // The closest encloser when a wildcard answers (RFC 4592 3.3.1).
         let mut wild_ce: Option<usize> = None;

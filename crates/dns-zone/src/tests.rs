@@ -1474,3 +1474,59 @@ fn no_question_with_opt_gets_formerr_with_opt() {
     assert_eq!(raw.len(), 12);
     assert_eq!(raw[3] & 0xf, 1);
 }
+
+#[test]
+fn dname_redirects_the_names_below_it() {
+    let long_target = format!("{}.example.", vec!["a".repeat(60); 4].join("."));
+    let text = format!(
+        "$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n\
+old 300 DNAME new\nx.new A 192.0.2.60\next DNAME example.org.\n\
+long DNAME {long_target}\nloop DNAME x.loop.e.test.\n"
+    );
+    let r = small_responder(&text, "e.test.");
+    // RFC 6672 3.2: the DNAME, the CNAME it synthesizes (owner the name
+    // asked, the DNAME's TTL), then the new name's data.
+    let m = ask(&r, "x.old.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.authoritative());
+    // (hickory-proto does not know DNAME: its RDATA shows as base64 of
+    // 3new1e4test0.)
+    let dname = "old.e.test. 300 Unknown A25ldwFlBHRlc3QA";
+    assert_eq!(
+        texts(m.answers()),
+        [
+            dname,
+            "x.old.e.test. 300 CNAME x.new.e.test.",
+            "x.new.e.test. 60 A 192.0.2.60"
+        ]
+    );
+    // The new name does not exist: NXDOMAIN, the SOA, the answers kept.
+    let m = ask(&r, "a.b.old.e.test.", RecordType::TXT);
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers()[1].data().to_string(), "a.b.new.e.test.");
+    assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
+    // The owner itself is not redirected.
+    let m = ask(&r, "old.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.answers().is_empty());
+    let m = ask(&r, "old.e.test.", RecordType::Unknown(39));
+    assert_eq!(texts(m.answers()), [dname]);
+    // Out of the zone: the resolver follows the CNAME.
+    let m = ask(&r, "WWW.ext.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.answers()[1].name().to_string(), "WWW.ext.e.test.");
+    assert_eq!(
+        m.answers()[1].data().to_string().to_ascii_lowercase(),
+        "www.example.org."
+    );
+    // RFC 6672 2.2: a substituted name over 255 octets is YXDOMAIN.
+    let q = format!("{}.long.e.test.", "b".repeat(30));
+    let m = ask(&r, &q, RecordType::A);
+    assert_eq!(u16::from(m.response_code()), 6);
+    assert_eq!(texts(m.answers()).len(), 1);
+    // A DNAME into itself ends after the chain limit.
+    let m = ask(&r, "y.loop.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.answers().len() <= 2 * 14);
+}
