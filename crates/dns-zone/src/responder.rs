@@ -531,7 +531,10 @@ impl<'a> Writer<'a> {
         ) {
             (Ok(n), Some(dst)) => dst.copy_from_slice(&n.to_be_bytes()),
             _ => {
+                // Unreachable (compressed RDATA is never longer), but
+                // nothing may point into what is taken back.
                 self.buf.truncate(start);
+                self.names.retain(|&(_, off, _)| usize::from(off) < start);
                 return false;
             }
         }
