@@ -361,7 +361,9 @@ impl<'a> Writer<'a> {
     fn new(buf: Vec<u8>) -> Self {
         Writer {
             buf,
-            names: Vec::new(),
+            // An answer registers a dozen names or so (the question's
+            // suffixes, owners, RDATA names): one allocation, not three.
+            names: Vec::with_capacity(16),
             last: None,
             rdata_names: false,
             qd: 0,
