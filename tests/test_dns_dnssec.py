@@ -44,6 +44,7 @@ ns.sub A 192.0.2.5
 secure NS ns.secure
 secure DS 12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 ns.secure A 192.0.2.6
+dn DNAME example.test.
 """ % ("x" * 200, "y" * 200)
 
 TOOLS = {"dnssec-signzone": "bind9-utils", "dnssec-keygen": "bind9-utils",
@@ -270,6 +271,30 @@ def test_dnspython_validates_and_proofs_cover(server):
             assert types & {"NSEC", "NSEC3"}, "no proof the exact name is absent: %s" % r
         elif not r.answer:
             assert {t for _, t in seen} & {"NSEC", "NSEC3"}, r
+
+
+def test_dname_answers_validate(server):
+    """Below a DNAME (RFC 6672 3.2): the signed DNAME, the CNAME it
+    synthesizes (unsigned, 5.3.1), then the new name's signed data or its
+    denial; delv validates both, as it does Knot's answers."""
+    kind, port, anchor = server
+    out = delv(port, anchor, "mail.dn.example.test.", "A")
+    assert "; fully validated" in out and "192.0.2.2" in out, (kind, out)
+    out = delv(port, anchor, "nx.dn.example.test.", "A")
+    assert "; fully validated" in out and "NXDOMAIN" in out, (kind, out)
+    keyring = keys(port)
+    r = ask(port, "mail.dn.example.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    got = [(x.name.to_text(), dns.rdatatype.to_text(x.rdtype)) for x in r.answer]
+    assert got == [("dn.example.test.", "DNAME"), ("dn.example.test.", "RRSIG"),
+                   ("mail.dn.example.test.", "CNAME"),
+                   ("mail.example.test.", "A"), ("mail.example.test.", "RRSIG")], r
+    for owner, rdtype in (("dn.example.test.", "DNAME"), ("mail.example.test.", "A")):
+        rrset = r.find_rrset(r.answer, dns.name.from_text(owner), "IN", rdtype)
+        sig = r.find_rrset(r.answer, dns.name.from_text(owner), "IN", "RRSIG", rdtype)
+        dns.dnssec.validate(rrset, sig, keyring)
+    assert r.answer[2][0].target.to_text() == "mail.example.test."
+    assert r.answer[2].ttl == r.answer[0].ttl
 
 
 def test_without_do_no_dnssec_records(server):

@@ -200,6 +200,103 @@ def test_malformed_packets(server):
     assert d.proc.poll() is None
 
 
+def test_answers_as_small_as_knots(server):
+    """Names inside NS, SOA and MX RDATA are compressed and the negative
+    answer's SOA points into the question (RFC 1035 4.1.4, RFC 3597 4):
+    each answer is the size Knot 3.2 and BIND 9.18 send for the lab zone
+    (SOA 74 octets, was 104)."""
+    port, _ = server
+    sizes = {}
+    for qname, rdtype in [
+        ("csuvnetwork.com.", "SOA"),
+        ("csuvnetwork.com.", "MX"),
+        ("csuvnetwork.com.", "NS"),
+        ("nosuch.csuvnetwork.com.", "A"),
+    ]:
+        q = dns.message.make_query(qname, rdtype)
+        wire = raw_udp(port, q.to_wire())
+        assert wire is not None
+        sizes[(qname, rdtype)] = len(wire)
+        m = dns.message.from_wire(wire)
+        assert q.is_response(m)
+        if rdtype == "SOA":
+            soa = m.answer[0][0]
+            assert soa.mname.to_text() == "csuvnetwork.com."
+            assert soa.rname.to_text() == "root.csuvnetwork.com."
+        elif rdtype == "MX":
+            assert m.answer[0][0].exchange.to_text() == "mail.csuvnetwork.com."
+            assert m.additional[0].name.to_text() == "mail.csuvnetwork.com."
+        elif rdtype == "NS":
+            assert m.answer[0][0].target.to_text() == "dnsserver.csuvnetwork.com."
+        else:
+            assert m.rcode() == dns.rcode.NXDOMAIN
+            assert m.authority[0][0].rname.to_text() == "root.csuvnetwork.com."
+    assert sizes == {
+        ("csuvnetwork.com.", "SOA"): 74,
+        ("csuvnetwork.com.", "MX"): 70,
+        ("csuvnetwork.com.", "NS"): 73,
+        ("nosuch.csuvnetwork.com.", "A"): 81,
+    }
+    if HAVE_DIG:
+        out = dig(port, "+norec", "SOA", "csuvnetwork.com")
+        assert "csuvnetwork.com. root.csuvnetwork.com. 0 3600 3600 604800 10800" in out
+        assert "MSG SIZE  rcvd: 85" in out  # 74 + dig's OPT (11)
+
+
+def test_no_question_with_opt_gets_opt_back(server):
+    """QDCOUNT 0 with an EDNS OPT: FORMERR with our OPT, DO echoed (RFC
+    6891 6.1.1), as from Knot and BIND; BADVERS for EDNS version 1."""
+    port, _ = server
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"  # 1232, DO
+    r = raw_udp(port, b"\x12\x34\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01" + opt)
+    m = dns.message.from_wire(r)
+    assert m.id == 0x1234 and m.rcode() == dns.rcode.FORMERR
+    assert m.edns == 0 and m.ednsflags & dns.flags.DO
+    v1 = opt[:6] + b"\x01" + opt[7:]
+    r = raw_udp(port, b"\x12\x35\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01" + v1)
+    assert dns.message.from_wire(r).rcode() == dns.rcode.BADVERS
+    # Without an OPT: the bare header, as before.
+    r = raw_udp(port, b"\x12\x36\x01\x00" + b"\x00" * 8)
+    assert len(r) == 12 and r[3] & 0xF == dns.rcode.FORMERR
+    still_answers(port)
+
+
+def test_dname_substitution(daemons, tmp_path):
+    """Names below a DNAME are redirected (RFC 6672 3.2) as NSD, Knot and
+    BIND do: the DNAME, a CNAME synthesized from the name asked (the
+    DNAME's TTL), then the new name followed inside the zone; the DNAME's
+    owner itself is not redirected."""
+    zone = tmp_path / "dn.test.zone"
+    zone.write_text("$TTL 3600\n@ SOA ns1 hostmaster 1 3600 900 604800 300\n@ NS ns1\n"
+                    "ns1 A 192.0.2.1\nold 600 DNAME new\nx.new A 192.0.2.60\n"
+                    "ext DNAME example.org.\n")
+    port = free_port()
+    daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}",
+             "--zone", f"dn.test={zone}", "--workers", "1"])
+    wait_tcp(port)
+    r = ask(port, "x.old.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    got = [(x.name.to_text(), x.ttl, dns.rdatatype.to_text(x.rdtype), x[0].to_text())
+           for x in r.answer]
+    assert got == [("old.dn.test.", 600, "DNAME", "new.dn.test."),
+                   ("x.old.dn.test.", 600, "CNAME", "x.new.dn.test."),
+                   ("x.new.dn.test.", 3600, "A", "192.0.2.60")]
+    # The new name does not exist: NXDOMAIN after the redirect.
+    r = ask(port, "y.old.dn.test.", "A", tcp=True)
+    assert r.rcode() == dns.rcode.NXDOMAIN and len(r.answer) == 2
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+    # Out of the zone: the client follows the CNAME.
+    r = ask(port, "www.ext.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer[1][0].target.to_text() == "www.example.org."
+    # The owner: its own data (NODATA for A).
+    r = ask(port, "old.dn.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    if HAVE_DIG:
+        out = dig(port, "+short", "A", "x.old.dn.test")
+        assert out.split() == ["new.dn.test.", "x.new.dn.test.", "192.0.2.60"]
+
+
 def test_tcp_pipelining(server):
     port, _ = server
     names = ["csuvnetwork.com.", "mail.csuvnetwork.com.", "nosuch.csuvnetwork.com.", "dnsserver.csuvnetwork.com."]

@@ -100,6 +100,18 @@ fn bench_respond(c: &mut Criterion) {
             out.len()
         })
     });
+    // NXDOMAIN: the SOA's owner and RDATA names are compressed against
+    // the question.
+    let mut nx = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    nx.extend_from_slice(b"\x06nosuch\x05bench\x04test\x00\x00\x01\x00\x01");
+    nx.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    c.bench_function("respond_nxdomain_edns", |b| {
+        b.iter(|| {
+            let o = r.handle(black_box(&nx), Transport::Udp, ip, &mut out);
+            assert!(matches!(o, Outcome::Reply));
+            out.len()
+        })
+    });
 }
 
 criterion_group!(benches, bench_parse, bench_respond);

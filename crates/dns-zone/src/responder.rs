@@ -4,7 +4,8 @@
 //! read with a small strict reader (header, one question, EDNS OPT; the
 //! other sections are only skipped, never decompressed, so pointer loops
 //! cannot matter) and the answer is written straight from the RRsets'
-//! prepared wire fragments, compressing owner names only.
+//! prepared wire fragments, compressing owner names and the names in
+//! the RDATA of the RFC 1035 types (RFC 3597 4).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub mod rcode {
     pub const NXDOMAIN: u16 = 3;
     pub const NOTIMP: u16 = 4;
     pub const REFUSED: u16 = 5;
+    pub const YXDOMAIN: u16 = 6;
     pub const BADVERS: u16 = 16;
 }
 
@@ -314,9 +316,26 @@ impl Transfer {
 fn tag(name: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     for (d, s) in b.iter_mut().zip(name) {
-        *d = *s;
+        // Lowercased: names in RDATA are kept as written (RFC 4343).
+        *d = s.to_ascii_lowercase();
     }
     u64::from_le_bytes(b) ^ (name.len() as u64).rotate_right(8)
+}
+
+/// Where the names are in the RDATA of `rt`: (octets before the first
+/// name, number of names in a row, whether they may be compressed).
+/// RFC 3597 4: only the RFC 1035 types' names may be compressed; SRV's
+/// target must not be (RFC 2782) but later names may point to it.
+fn rdata_names(rt: u16) -> Option<(usize, usize, bool)> {
+    match rt {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR (RFC 1035 3.3).
+        rtype::NS | 3 | 4 | rtype::CNAME | 7 | 8 | 9 | rtype::PTR => Some((0, 1, true)),
+        // SOA: MNAME, RNAME; MINFO: RMAILBX, EMAILBX.
+        rtype::SOA | 14 => Some((0, 2, true)),
+        rtype::MX => Some((2, 1, true)),
+        rtype::SRV => Some((6, 1, false)),
+        _ => None,
+    }
 }
 
 /// Builds a message: header, sections, owner-name compression.
@@ -329,6 +348,9 @@ struct Writer<'a> {
     /// to: records of one node follow each other (RRsets, a transfer),
     /// and such a repeat then needs no search of `names`.
     last: Option<(&'a [u8], u16)>,
+    /// Compress the names inside RDATA too (answers; a transfer's
+    /// records are written as stored).
+    rdata_names: bool,
     qd: u16,
     an: u16,
     ns: u16,
@@ -339,8 +361,11 @@ impl<'a> Writer<'a> {
     fn new(buf: Vec<u8>) -> Self {
         Writer {
             buf,
-            names: Vec::new(),
+            // An answer registers a dozen names or so (the question's
+            // suffixes, owners, RDATA names): one allocation, not three.
+            names: Vec::with_capacity(16),
             last: None,
+            rdata_names: false,
             qd: 0,
             an: 0,
             ns: 0,
@@ -384,10 +409,11 @@ impl<'a> Writer<'a> {
             // h1235.x) most entries have the same length, and a byte
             // comparison for each was most of an AXFR's CPU time.
             let t = tag(suffix);
+            // Names from RDATA keep their case, hence the fallback.
             if let Some(&(_, off, _)) = self
                 .names
                 .iter()
-                .find(|(n, _, nt)| *nt == t && *n == suffix)
+                .find(|(n, _, nt)| *nt == t && (*n == suffix || n.eq_ignore_ascii_case(suffix)))
             {
                 break Some(off);
             }
@@ -426,17 +452,112 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Registers every suffix of the question's name (lowercased `key`,
+    /// written at offset 12) for later names to point to.
+    fn question_names(&mut self, key: &'a [u8]) {
+        let mut p = 0usize;
+        while let Some(&len) = key.get(p) {
+            if len == 0 || self.names.len() >= 64 {
+                break;
+            }
+            if let Some(sfx) = key.get(p..) {
+                self.names.push((sfx, (12 + p) as u16, tag(sfx)));
+            }
+            p += 1 + usize::from(len);
+        }
+    }
+
     /// Writes one record: owner then the prepared fragment; a negative
     /// answer's SOA gets `ttl` instead (RFC 2308 3).
-    fn rr(&mut self, key: &'a [u8], written: &'a [u8], rec: &[u8], ttl: Option<u32>) {
+    fn rr(&mut self, key: &'a [u8], written: &'a [u8], rec: &'a [u8], ttl: Option<u32>) {
         self.name(key, written);
         let at = self.buf.len();
-        self.buf.extend_from_slice(rec);
+        if !(self.rdata_names && self.rdata(rec)) {
+            self.buf.extend_from_slice(rec);
+        }
         if let Some(t) = ttl {
             if let Some(dst) = self.buf.get_mut(at + 4..at + 8) {
                 dst.copy_from_slice(&t.to_be_bytes());
             }
         }
+    }
+
+    /// Writes fragment `rec` with the names in its RDATA compressed
+    /// (RFC 1035 4.1.4) and RDLENGTH adjusted; false, with nothing
+    /// written, for a type without such names or RDATA that does not
+    /// hold them. NSD, Knot and BIND do the same: an SOA is 24 octets
+    /// shorter, a CNAME chain or an NS RRset with glue a third shorter.
+    fn rdata(&mut self, rec: &'a [u8]) -> bool {
+        let (Some(&t0), Some(&t1)) = (rec.first(), rec.get(1)) else {
+            return false;
+        };
+        let Some((fixed, count, compress)) = rdata_names(u16::from_be_bytes([t0, t1])) else {
+            return false;
+        };
+        let Some(rdata) = rec.get(10..) else {
+            return false;
+        };
+        // Check the layout before writing anything: a name registered
+        // for compression must stay in the message as written.
+        let mut names = [(0usize, 0usize); 2];
+        let mut pos = fixed;
+        for slot in names.iter_mut().take(count) {
+            let Some(len) = rdata.get(pos..).and_then(crate::name::wire_name_len) else {
+                return false;
+            };
+            *slot = (pos, pos + len);
+            pos += len;
+        }
+        let Some(head) = rec.get(..10 + fixed) else {
+            return false;
+        };
+        let start = self.buf.len();
+        self.buf.extend_from_slice(head);
+        // Owners of one RRset follow each other; keep their shortcut.
+        let last = self.last;
+        for &(from, to) in names.iter().take(count) {
+            let name = rdata.get(from..to).unwrap_or_default();
+            if compress {
+                self.name(name, name);
+            } else {
+                self.remember(name);
+            }
+        }
+        self.last = last;
+        self.buf
+            .extend_from_slice(rdata.get(pos..).unwrap_or_default());
+        let rdlen = self.buf.len() - start - 10;
+        match (
+            u16::try_from(rdlen),
+            self.buf.get_mut(start + 8..start + 10),
+        ) {
+            (Ok(n), Some(dst)) => dst.copy_from_slice(&n.to_be_bytes()),
+            _ => {
+                // Unreachable (compressed RDATA is never longer), but
+                // nothing may point into what is taken back.
+                self.buf.truncate(start);
+                self.names.retain(|&(_, off, _)| usize::from(off) < start);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes `name` uncompressed, registering its suffixes as pointer
+    /// targets for later names.
+    fn remember(&mut self, name: &'a [u8]) {
+        let base = self.buf.len();
+        let mut p = 0usize;
+        while let Some(&len) = name.get(p) {
+            if len == 0 || self.names.len() >= 64 || base + p >= 0x3fff {
+                break;
+            }
+            if let Some(sfx) = name.get(p..) {
+                self.names.push((sfx, (base + p) as u16, tag(sfx)));
+            }
+            p += 1 + usize::from(len);
+        }
+        self.buf.extend_from_slice(name);
     }
 }
 /// The responder: a catalog of zones plus settings. Cheap to clone.
@@ -476,6 +597,9 @@ enum ParseFail {
     Silent,
     /// Header readable, rest malformed.
     FormErr,
+    /// No question (QDCOUNT 0) but the rest well formed, with the EDNS
+    /// OPT if there was one: FORMERR with our OPT (RFC 6891 6.1.1).
+    NoQuestion(Option<Edns>),
 }
 
 /// Largest number of CNAMEs followed inside a zone (loops end here).
@@ -538,6 +662,29 @@ impl Responder {
                 ]);
                 let flags1 = query.get(2).copied().unwrap_or(0);
                 w.header(id, 0x80 | (flags1 & 0x79), rcode::FORMERR as u8);
+                w.patch_counts();
+                *out = w.buf;
+                return Outcome::Reply;
+            }
+            Err(ParseFail::NoQuestion(edns)) => {
+                // No question to answer; the OPT is answered with ours
+                // (RFC 6891 6.1.1), BADVERS first like any query (6.1.3).
+                // NSD answers such a query NOERROR, Knot and BIND as here.
+                let mut w = Writer::new(std::mem::take(out));
+                let id = u16::from_be_bytes([
+                    query.first().copied().unwrap_or(0),
+                    query.get(1).copied().unwrap_or(0),
+                ]);
+                let flags1 = query.get(2).copied().unwrap_or(0);
+                let (rc, ext) = match &edns {
+                    Some(e) if e.version != 0 => (rcode::BADVERS, (rcode::BADVERS >> 4) as u8),
+                    _ => (rcode::FORMERR, 0),
+                };
+                w.header(id, 0x80 | (flags1 & 0x79), (rc & 0xf) as u8);
+                if let Some(e) = &edns {
+                    w.buf.extend_from_slice(&self.opt_rr(ext, e.dnssec_ok));
+                    w.ar = 1;
+                }
                 w.patch_counts();
                 *out = w.buf;
                 return Outcome::Reply;
@@ -633,7 +780,10 @@ impl Responder {
             }
             None => &[],
         };
+        // Room for the CNAMEs DNAMEs synthesize; allocated only then.
+        let mut synth = Vec::new();
         let mut w = Writer::new(std::mem::take(out));
+        w.rdata_names = true;
         let outcome = self.answer_with(
             q,
             transport,
@@ -643,6 +793,7 @@ impl Responder {
             opt,
             lc,
             signed_by.as_deref(),
+            &mut synth,
         );
         *out = w.buf;
         outcome
@@ -659,6 +810,7 @@ impl Responder {
         opt: Option<[u8; 11]>,
         lc: &'a [u8],
         signed_by: Option<&[u8]>,
+        synth: &'a mut Vec<u8>,
     ) -> Outcome {
         let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
         let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
@@ -763,7 +915,7 @@ impl Responder {
                 w.header(q.id, 0x84 | q.rd, q.cd);
                 w.buf.extend_from_slice(q.question);
                 w.qd = 1;
-                w.names.push((lc, 12, tag(lc)));
+                w.question_names(lc);
                 let mut s = Sections::default();
                 if let Some((k, node)) = zone.node_entry(zone.apex_key()) {
                     if let Some(soa) = node.rrset(rtype::SOA) {
@@ -790,10 +942,11 @@ impl Responder {
         w.header(q.id, 0x80 | q.rd, q.cd);
         w.buf.extend_from_slice(q.question);
         w.qd = 1;
-        w.names.push((lc, 12, tag(lc)));
+        w.question_names(lc);
         // RFC 4035 3.1: DNSSEC records only when the query has DO.
         let sec = do_bit && zone.is_signed();
-        let (rc, aa, sections) = resolve(zone, lc, q.qtype, transport == Transport::Udp, sec);
+        let (rc, aa, sections) =
+            resolve(zone, lc, q.qtype, transport == Transport::Udp, sec, synth);
         render(w, zone, &sections, rc, aa, limit, opt, sec);
         Outcome::Reply
     }
@@ -909,32 +1062,37 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
     let nscount = u16::from_be_bytes([ns0, ns1]);
     let arcount = u16::from_be_bytes([ar0, ar1]);
     let opcode = (f1 >> 3) & 0xf;
-    if qdcount != 1 {
+    if qdcount > 1 {
         return Err(ParseFail::FormErr);
     }
     // The question name: plain labels only (a pointer here could only
     // point into the header).
     let mut p = 12usize;
-    loop {
-        let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
-        if len & 0xc0 != 0 {
-            return Err(ParseFail::FormErr);
+    let tc: [u8; 4] = if qdcount == 1 {
+        loop {
+            let len = *msg.get(p).ok_or(ParseFail::FormErr)?;
+            if len & 0xc0 != 0 {
+                return Err(ParseFail::FormErr);
+            }
+            p += 1 + usize::from(len);
+            if p - 12 > MAX_NAME_LEN {
+                return Err(ParseFail::FormErr);
+            }
+            if len == 0 {
+                break;
+            }
         }
-        p += 1 + usize::from(len);
-        if p - 12 > MAX_NAME_LEN {
-            return Err(ParseFail::FormErr);
-        }
-        if len == 0 {
-            break;
-        }
-    }
-    let tc: [u8; 4] = msg
-        .get(p..p + 4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(ParseFail::FormErr)?;
+        let tc = msg
+            .get(p..p + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(ParseFail::FormErr)?;
+        p += 4;
+        tc
+    } else {
+        [0; 4]
+    };
     let qtype = u16::from_be_bytes([tc[0], tc[1]]);
     let qclass = u16::from_be_bytes([tc[2], tc[3]]);
-    p += 4;
     let question = msg.get(12..p).ok_or(ParseFail::FormErr)?;
     if opcode == 0 && ancount != 0 {
         return Err(ParseFail::FormErr);
@@ -1030,6 +1188,9 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
     if p != msg.len() {
         return Err(ParseFail::FormErr);
     }
+    if qdcount == 0 {
+        return Err(ParseFail::NoQuestion(edns));
+    }
     Ok(Query {
         id: u16::from_be_bytes([id0, id1]),
         opcode,
@@ -1066,8 +1227,12 @@ fn resolve<'a>(
     qtype: u16,
     any_minimal: bool,
     sec: bool,
+    synth: &'a mut Vec<u8>,
 ) -> (u16, bool, Sections<'a>) {
     let mut s = Sections::default();
+    // Synthesized CNAMEs are cut from `synth`, sized when first needed.
+    let mut synth = Some(synth);
+    let mut free: &'a mut [u8] = &mut [];
     let apex_labels = zone.apex_labels();
     let apex_key = zone.apex_key();
     let soa_auth = |s: &mut Sections<'a>| {
@@ -1100,6 +1265,7 @@ fn resolve<'a>(
         let mut found: Option<(&'a [u8], Node<'a>)> = None;
         let mut closest = suffix(apex_labels.min(n));
         let mut referral: Option<(&'a [u8], Node<'a>)> = None;
+        let mut dname: Option<(usize, Owner<'a>, RRset<'a>)> = None;
         for j in apex_labels..=n {
             let start = suffix(j);
             let Some((k, node)) = cur.get(start..).and_then(|key| zone.node_entry(key)) else {
@@ -1110,6 +1276,14 @@ fn resolve<'a>(
             {
                 referral = Some((k, node));
                 break;
+            }
+            if j < n {
+                // RFC 6672 2.3: every name below a DNAME's owner (not the
+                // owner itself) is redirected.
+                if let Some(set) = node.rrset(rtype::DNAME) {
+                    dname = Some((start, (k, node.name_wire()), set));
+                    break;
+                }
             }
             if j == n {
                 found = Some((k, node));
@@ -1128,6 +1302,70 @@ fn resolve<'a>(
                 return (rcode::NOERROR, false, s);
             }
             return (rcode::NOERROR, true, s);
+        }
+        if let Some((start, downer, dset)) = dname {
+            // RFC 6672 3.2: the DNAME, then a CNAME from the name asked
+            // to the name with the DNAME's owner replaced by its target
+            // (the DNAME's TTL, unsigned), then that name followed.
+            s.answer.push((downer, dset));
+            chain += 1;
+            let target = dset
+                .rdatas()
+                .next()
+                .and_then(|t| t.get(..crate::name::wire_name_len(t)?));
+            let Some(target) = target else {
+                return (rcode::NOERROR, true, s);
+            };
+            let new_len = start + target.len();
+            if new_len > MAX_NAME_LEN {
+                // RFC 6672 2.2: the substitution would be too long.
+                return (rcode::YXDOMAIN, true, s);
+            }
+            let need = 10 + new_len;
+            if free.len() < need {
+                if let Some(v) = synth.take() {
+                    v.resize((MAX_CHAIN + 1) * (10 + MAX_NAME_LEN), 0);
+                    free = v.as_mut_slice();
+                }
+            }
+            if free.len() < need {
+                return (rcode::NOERROR, true, s);
+            }
+            let (rec, rest) = std::mem::take(&mut free).split_at_mut(need);
+            free = rest;
+            let ttl = dset.ttl.to_be_bytes();
+            let class = zone.class().to_be_bytes();
+            let rdlen = (new_len as u16).to_be_bytes();
+            let t = rtype::CNAME.to_be_bytes();
+            let head = [
+                t[0], t[1], class[0], class[1], ttl[0], ttl[1], ttl[2], ttl[3], rdlen[0], rdlen[1],
+            ];
+            for (d, b) in rec.iter_mut().zip(
+                head.iter()
+                    .chain(cur.get(..start).unwrap_or_default())
+                    .chain(target),
+            ) {
+                *d = *b;
+            }
+            let rec: &'a [u8] = rec;
+            s.answer
+                .push((cur_owner, RRset::synthesized(rtype::CNAME, dset.ttl, rec)));
+            let new_name = rec.get(10..).unwrap_or_default();
+            let Some(dst) = buf.get_mut(..new_len) else {
+                return (rcode::NOERROR, true, s);
+            };
+            dst.copy_from_slice(new_name);
+            dst.make_ascii_lowercase();
+            cur_len = new_len;
+            let next = buf.get(..new_len).unwrap_or_default();
+            if !crate::name::is_subdomain(next, apex_key)
+                || chain > MAX_CHAIN
+                || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
+            {
+                return (rcode::NOERROR, true, s);
+            }
+            cur_owner = (new_name, new_name);
+            continue;
         }
         // The closest encloser when a wildcard answers (RFC 4592 3.3.1).
         let mut wild_ce: Option<usize> = None;

@@ -1315,3 +1315,218 @@ fn referral_with_missing_glue_sets_tc() {
     assert!(!m.truncated());
     assert_eq!(m.additionals().len(), 16);
 }
+
+fn small_responder(text: &str, origin: &str) -> Responder {
+    let mut cat = Catalog::new();
+    cat.insert(
+        load_zone(text.as_bytes(), "t", &name(origin), &mut NoIncludes)
+            .unwrap()
+            .0,
+    );
+    Responder::new(Arc::new(cat), ResponderConfig::default())
+}
+
+const COMPRESS_ZONE: &str = "$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\n MX 10 mail\n\
+ns A 192.0.2.1\nmail A 192.0.2.25\nc1 CNAME C2\nc2 CNAME c3.e.test.\nc3 A 192.0.2.3\n\
+srv SRV 0 5 25 mail\n";
+
+/// The offset a compression pointer at `at` points to, if it is one.
+fn pointer_at(raw: &[u8], at: usize) -> Option<usize> {
+    let b = raw.get(at..at + 2)?;
+    (b[0] & 0xc0 == 0xc0).then(|| usize::from(b[0] & 0x3f) << 8 | usize::from(b[1]))
+}
+
+#[test]
+fn names_in_rdata_are_compressed() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    // SOA: header 12, question 8 + 4, owner pointer 2, type..rdlength
+    // 10, MNAME "ns" + pointer 5, RNAME "root" + pointer 7, numbers 20:
+    // 68 octets, like NSD and Knot (92 with RDATA names written whole).
+    let raw = ask_raw(
+        &r,
+        &query_bytes("e.test.", RecordType::SOA, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    assert_eq!(raw.len(), 68);
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        texts(m.answers()),
+        ["e.test. 60 SOA ns.e.test. root.e.test. 1 2 3 4 5"]
+    );
+    // RDLENGTH counts the compressed RDATA.
+    assert_eq!(&raw[34..36], &[0, 32]);
+
+    // A CNAME chain: each owner points into the previous CNAME's RDATA
+    // (case-insensitively: "C2" as written, RFC 4343) and each target
+    // points to the question's "e.test.".
+    let raw = ask_raw(
+        &r,
+        &query_bytes("c1.e.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    let got: Vec<String> = texts(m.answers())
+        .iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "c1.e.test. 60 cname c2.e.test.",
+            "c2.e.test. 60 cname c3.e.test.",
+            "c3.e.test. 60 a 192.0.2.3"
+        ]
+    );
+    // 12 + 15 (question) + 3 * (2 + 10) + 2 * (3 + 2) + 4 = 77 (Knot's
+    // size; 101 without RDATA compression).
+    assert_eq!(raw.len(), 77);
+
+    // MX: the preference stays in front, the exchange is compressed and
+    // the A in ADDITIONAL points to it.
+    let raw = ask_raw(
+        &r,
+        &query_bytes("e.test.", RecordType::MX, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(texts(m.answers()), ["e.test. 60 MX 10 mail.e.test."]);
+    assert_eq!(texts(m.additionals()), ["mail.e.test. 60 A 192.0.2.25"]);
+    // MX RDATA at 36: preference, "mail", pointer to the question's name.
+    assert_eq!(&raw[34..36], &[0, 9]);
+    assert_eq!(pointer_at(&raw, 43), Some(12));
+    assert_eq!(pointer_at(&raw, 45), Some(38));
+}
+
+#[test]
+fn srv_target_is_not_compressed_but_is_pointed_to() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    let raw = ask_raw(
+        &r,
+        &query_bytes("srv.e.test.", RecordType::SRV, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        texts(m.answers()),
+        ["srv.e.test. 60 SRV 0 5 25 mail.e.test."]
+    );
+    assert_eq!(texts(m.additionals()), ["mail.e.test. 60 A 192.0.2.25"]);
+    // RFC 2782: the target is written whole (RDLENGTH 6 + 13) ...
+    let rdata_at = 12 + 16 + 2 + 10;
+    assert_eq!(&raw[rdata_at - 2..rdata_at], &[0, 19]);
+    assert_eq!(
+        &raw[rdata_at + 6..rdata_at + 19],
+        b"\x04mail\x01e\x04test\x00"
+    );
+    // ... and the additional A's owner is a pointer to it.
+    assert_eq!(pointer_at(&raw, rdata_at + 19), Some(rdata_at + 6));
+}
+
+#[test]
+fn negative_answer_soa_points_into_the_question() {
+    let r = small_responder(COMPRESS_ZONE, "e.test.");
+    let raw = ask_raw(
+        &r,
+        &query_bytes("NoSuch.E.test.", RecordType::A, None),
+        Transport::Udp,
+    )
+    .unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    // The SOA's owner is the question's suffix "E.test." at 12 + 7 (so
+    // it comes back in the query's case, as from NSD and Knot).
+    assert_eq!(pointer_at(&raw, 12 + 15 + 4), Some(19));
+    assert_eq!(m.name_servers()[0].name().to_string(), "E.test.");
+    assert_eq!(raw.len(), 12 + 19 + 2 + 10 + 32);
+}
+
+#[test]
+fn no_question_with_opt_gets_formerr_with_opt() {
+    let r = responder();
+    // Header (QDCOUNT 0, ARCOUNT 1) and an OPT: payload 1232, DO.
+    let mut q = vec![0xbe, 0xef, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+    // RFC 6891 6.1.1: an OPT in the request, an OPT in the response.
+    let raw = ask_raw(&r, &q, Transport::Udp).unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.id(), 0xbeef);
+    assert_eq!(m.response_code(), ResponseCode::FormErr);
+    assert!(m.queries().is_empty());
+    let e = m.extensions().as_ref().expect("OPT echoed");
+    assert!(e.flags().dnssec_ok);
+    assert_eq!(e.version(), 0);
+    // EDNS version 1: BADVERS (RFC 6891 6.1.3), as for any query.
+    q[18] = 1;
+    let raw = ask_raw(&r, &q, Transport::Udp).unwrap();
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(u16::from(m.response_code()), 16);
+    // Without an OPT, or with an OPT that is malformed: FORMERR alone.
+    let mut bare = q[..12].to_vec();
+    bare[11] = 0;
+    let raw = ask_raw(&r, &bare, Transport::Udp).unwrap();
+    assert_eq!(raw.len(), 12);
+    assert_eq!(raw[3] & 0xf, 1);
+    let raw = ask_raw(&r, &q[..q.len() - 1], Transport::Udp).unwrap();
+    assert_eq!(raw.len(), 12);
+    assert_eq!(raw[3] & 0xf, 1);
+}
+
+#[test]
+fn dname_redirects_the_names_below_it() {
+    let long_target = format!("{}.example.", vec!["a".repeat(60); 4].join("."));
+    let text = format!(
+        "$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n\
+old 300 DNAME new\nx.new A 192.0.2.60\next DNAME example.org.\n\
+long DNAME {long_target}\nloop DNAME x.loop.e.test.\n"
+    );
+    let r = small_responder(&text, "e.test.");
+    // RFC 6672 3.2: the DNAME, the CNAME it synthesizes (owner the name
+    // asked, the DNAME's TTL), then the new name's data.
+    let m = ask(&r, "x.old.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.authoritative());
+    // (hickory-proto does not know DNAME: its RDATA shows as base64 of
+    // 3new1e4test0.)
+    let dname = "old.e.test. 300 Unknown A25ldwFlBHRlc3QA";
+    assert_eq!(
+        texts(m.answers()),
+        [
+            dname,
+            "x.old.e.test. 300 CNAME x.new.e.test.",
+            "x.new.e.test. 60 A 192.0.2.60"
+        ]
+    );
+    // The new name does not exist: NXDOMAIN, the SOA, the answers kept.
+    let m = ask(&r, "a.b.old.e.test.", RecordType::TXT);
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert_eq!(m.answers().len(), 2);
+    assert_eq!(m.answers()[1].data().to_string(), "a.b.new.e.test.");
+    assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
+    // The owner itself is not redirected.
+    let m = ask(&r, "old.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.answers().is_empty());
+    let m = ask(&r, "old.e.test.", RecordType::Unknown(39));
+    assert_eq!(texts(m.answers()), [dname]);
+    // Out of the zone: the resolver follows the CNAME.
+    let m = ask(&r, "WWW.ext.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(m.answers()[1].name().to_string(), "WWW.ext.e.test.");
+    assert_eq!(
+        m.answers()[1].data().to_string().to_ascii_lowercase(),
+        "www.example.org."
+    );
+    // RFC 6672 2.2: a substituted name over 255 octets is YXDOMAIN.
+    let q = format!("{}.long.e.test.", "b".repeat(30));
+    let m = ask(&r, &q, RecordType::A);
+    assert_eq!(u16::from(m.response_code()), 6);
+    assert_eq!(texts(m.answers()).len(), 1);
+    // A DNAME into itself ends after the chain limit.
+    let m = ask(&r, "y.loop.e.test.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.answers().len() <= 2 * 14);
+}

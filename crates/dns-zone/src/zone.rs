@@ -125,6 +125,19 @@ impl<'a> RRset<'a> {
         !self.sigs.is_empty()
     }
 
+    /// A one-record RRset made outside the zone: `rec` is the fragment
+    /// (type, class, TTL, RDLENGTH, RDATA), unsigned. For the CNAME a
+    /// DNAME synthesizes (RFC 6672 3.2).
+    pub(crate) fn synthesized(rtype: u16, ttl: u32, rec: &'a [u8]) -> Self {
+        RRset {
+            rtype,
+            ttl,
+            count: 1,
+            data: rec,
+            sigs: &[],
+        }
+    }
+
     /// The same records (for identity checks).
     pub(crate) fn same_as(&self, other: &RRset<'_>) -> bool {
         std::ptr::eq(self.data.as_ptr(), other.data.as_ptr()) && self.data.len() == other.data.len()
