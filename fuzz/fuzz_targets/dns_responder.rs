@@ -1,5 +1,6 @@
 //! The responder on arbitrary query bytes over both transports, against a
-//! zone with wildcards, CNAME chains and loops, and a delegation, and two
+//! zone with wildcards, CNAME chains and loops, DNAMEs (out of zone, into
+//! the wildcard, onto itself), and a delegation, and two
 //! signed zones (NSEC and NSEC3, fake signatures: the responder only picks
 //! records). Each input is also sent with an EDNS OPT carrying DO appended,
 //! so the DNSSEC paths (RFC 4035 3.1) run on most inputs. Every reply must
@@ -13,7 +14,8 @@ use libfuzzer_sys::fuzz_target;
 
 const ZONE: &str = "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TXT \"hello\"\nns A 192.0.2.1\n\
 mail A 192.0.2.2\nmail AAAA 2001:db8::2\nwww CNAME web\nweb A 192.0.2.3\nl1 CNAME l2\nl2 CNAME l1\n\
-*.w A 192.0.2.4\n*.w MX 5 mail\nsub NS ns.sub\nns.sub A 192.0.2.5\n_s._tcp SRV 0 0 25 mail\n";
+*.w A 192.0.2.4\n*.w MX 5 mail\nsub NS ns.sub\nns.sub A 192.0.2.5\n_s._tcp SRV 0 0 25 mail\n\
+dn DNAME example.net.\nin DNAME w.example.com.\nloop DNAME x.loop.example.com.\n";
 
 const SIG: &str = "13 2 300 20300101000000 20200101000000 1 s.example. AAAA";
 
