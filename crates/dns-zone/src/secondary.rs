@@ -656,19 +656,23 @@ mod tests {
         t.messages()
     }
 
+    /// The message holding `needle`, and where in it.
+    fn find<'m>(msgs: &'m mut [Vec<u8>], needle: &[u8]) -> (&'m mut Vec<u8>, usize) {
+        msgs.iter_mut()
+            .find_map(|m| {
+                let at = m.windows(needle.len()).position(|w| w == needle)?;
+                Some((m, at))
+            })
+            .unwrap()
+    }
+
     #[test]
     fn a_ttl_with_the_top_bit_set_counts_as_zero() {
         // RFC 2181 section 8; found by the dns_transfer fuzz target (the
         // copy written after the transfer had a TTL no zone file takes).
         let mut msgs = axfr_messages(10);
         let a = b"\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01";
-        let (m, at) = msgs
-            .iter_mut()
-            .find_map(|m| {
-                let at = m.windows(a.len()).position(|w| w == a)?;
-                Some((m, at))
-            })
-            .unwrap();
+        let (m, at) = find(&mut msgs, a);
         m[at + 4..at + 8].copy_from_slice(&[0xf0, 0, 0, 0]);
         let apex = Name::parse("ex.", None).unwrap();
         let mut rd = AxfrReader::new(&apex, 10);
@@ -688,13 +692,7 @@ mod tests {
         // copy written after the transfer then did not load.
         let mut msgs = axfr_messages(9);
         let srv = b"\x00\x00\x00\x00\x00\x19\x04mail";
-        let (m, at) = msgs
-            .iter_mut()
-            .find_map(|m| {
-                let at = m.windows(srv.len()).position(|w| w == srv)?;
-                Some((m, at))
-            })
-            .unwrap();
+        let (m, at) = find(&mut msgs, srv);
         m[at + 6] = 0x84;
         let apex = Name::parse("ex.", None).unwrap();
         let mut rd = AxfrReader::new(&apex, 9);
