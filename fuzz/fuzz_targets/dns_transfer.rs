@@ -58,6 +58,19 @@ fn round_trip(zone: &Zone) {
     }
 }
 
+/// Feeds messages until the reader says the transfer is complete (true)
+/// or refuses one (false); what follows either is not read, as dnsd does.
+fn feed_all<E>(msgs: &[&[u8]], mut feed: impl FnMut(&[u8]) -> Result<bool, E>) -> bool {
+    for m in msgs {
+        match feed(m) {
+            Ok(false) => continue,
+            Ok(true) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -70,32 +83,18 @@ fuzz_target!(|data: &[u8]| {
     match mode % 3 {
         0 => {
             let mut r = AxfrReader::new(apex(), ID);
-            for m in &msgs {
-                match r.feed(m) {
-                    Ok(false) => continue,
-                    Ok(true) => {
-                        if let Ok((zone, _)) = r.finish() {
-                            round_trip(&zone);
-                        }
-                        return;
-                    }
-                    Err(_) => return,
+            if feed_all(&msgs, |m| r.feed(m)) {
+                if let Ok((zone, _)) = r.finish() {
+                    round_trip(&zone);
                 }
             }
         }
         1 => {
             let mut r = IxfrReader::new(old_zone(), ID);
-            for m in &msgs {
-                match r.feed(m) {
-                    Ok(false) => continue,
-                    Ok(true) => {
-                        let _ = (r.incremental(), r.changes(), r.up_to_date());
-                        if let Ok((zone, _)) = r.finish() {
-                            round_trip(&zone);
-                        }
-                        return;
-                    }
-                    Err(_) => return,
+            if feed_all(&msgs, |m| r.feed(m)) {
+                let _ = (r.incremental(), r.changes(), r.up_to_date());
+                if let Ok((zone, _)) = r.finish() {
+                    round_trip(&zone);
                 }
             }
         }

@@ -702,22 +702,8 @@ mod tests {
 
     #[test]
     fn axfr_from_our_responder_rebuilds_the_zone_and_the_copy_reloads() {
-        let mut c = crate::Catalog::new();
-        c.insert(zone());
-        let cfg = ResponderConfig {
-            axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
-            ..ResponderConfig::default()
-        };
-        let r = Responder::new(Arc::new(c), cfg);
         let apex = Name::parse("ex.", None).unwrap();
-        let q = query(&apex, rtype::AXFR, 77);
-        let mut out = Vec::new();
-        let Outcome::Transfer(t) =
-            r.handle(&q, Transport::Tcp, "127.0.0.1".parse().unwrap(), &mut out)
-        else {
-            panic!("no transfer");
-        };
-        let msgs = t.messages();
+        let msgs = axfr_messages(77);
         let mut rd = AxfrReader::new(&apex, 77);
         let mut done = false;
         for m in &msgs {
