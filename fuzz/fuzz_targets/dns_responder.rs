@@ -9,10 +9,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use dns_zone::{load_zone, tsig, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig, Transport};
+use dns_zone::{
+    load_zone, tsig, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig,
+    Transport,
+};
 use libfuzzer_sys::fuzz_target;
 
-const ZONE: &str = "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TXT \"hello\"\nns A 192.0.2.1\n\
+const ZONE: &str =
+    "$TTL 300\n@ SOA ns root 1 2 3 4 60\n NS ns\n MX 10 mail\n TXT \"hello\"\nns A 192.0.2.1\n\
 mail A 192.0.2.2\nmail AAAA 2001:db8::2\nwww CNAME web\nweb A 192.0.2.3\nl1 CNAME l2\nl2 CNAME l1\n\
 *.w A 192.0.2.4\n*.w MX 5 mail\nsub NS ns.sub\nns.sub A 192.0.2.5\n_s._tcp SRV 0 0 25 mail\n\
 dn DNAME example.net.\nin DNAME w.example.com.\nloop DNAME x.loop.example.com.\n";
@@ -28,14 +32,30 @@ a.b A 192.0.2.2\na.b RRSIG A {SIG}\nsub NS ns.sub\nns.sub A 192.0.2.3\nsec NS ns
     if nsec3 {
         z += "@ NSEC3PARAM 1 0 0 -\n";
         for (h, next) in [
-            ("0p9mhaveqvm6t7vbl5lop2u3t2rp3tom", "35mthgpgcu1qg68fab165klnsnk3dpvl"),
-            ("35mthgpgcu1qg68fab165klnsnk3dpvl", "gjeqe526plbf1g8mklp59enfd789njgi"),
-            ("gjeqe526plbf1g8mklp59enfd789njgi", "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom"),
+            (
+                "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom",
+                "35mthgpgcu1qg68fab165klnsnk3dpvl",
+            ),
+            (
+                "35mthgpgcu1qg68fab165klnsnk3dpvl",
+                "gjeqe526plbf1g8mklp59enfd789njgi",
+            ),
+            (
+                "gjeqe526plbf1g8mklp59enfd789njgi",
+                "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom",
+            ),
         ] {
             z += &format!("{h} NSEC3 1 1 0 - {next} A RRSIG\n{h} RRSIG NSEC3 {SIG}\n");
         }
     } else {
-        for (o, next) in [("@", "a.b"), ("a.b", "ns"), ("ns", "sec"), ("sec", "sub"), ("sub", "*.w"), ("*.w", "@")] {
+        for (o, next) in [
+            ("@", "a.b"),
+            ("a.b", "ns"),
+            ("ns", "sec"),
+            ("sec", "sub"),
+            ("sub", "*.w"),
+            ("*.w", "@"),
+        ] {
             z += &format!("{o} NSEC {next} A NS RRSIG NSEC\n{o} RRSIG NSEC {SIG}\n");
         }
     }
@@ -67,11 +87,17 @@ fn responder() -> &'static Responder {
                     tsig::Algorithm::HmacSha256,
                     b"fuzz",
                 )],
-                transfer_keys: vec![(b"\x01s\x07example\x00".to_vec().into(), b"\x01k\x00".to_vec().into())],
+                transfer_keys: vec![(
+                    b"\x01s\x07example\x00".to_vec().into(),
+                    b"\x01k\x00".to_vec().into(),
+                )],
                 // NOTIFY from loopback for one zone, and a secondary zone
                 // not transferred yet.
                 notify_allow: vec![
-                    (b"\x02s3\x07example\x00".to_vec().into(), vec![Prefix::parse("127.0.0.0/8").unwrap()]),
+                    (
+                        b"\x02s3\x07example\x00".to_vec().into(),
+                        vec![Prefix::parse("127.0.0.0/8").unwrap()],
+                    ),
                     (b"\x07pending\x07example\x00".to_vec().into(), vec![]),
                 ],
             },
@@ -94,7 +120,13 @@ fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
-        match r.handle_at(data, t, "127.0.0.1".parse().unwrap(), 1_700_000_000, &mut out) {
+        match r.handle_at(
+            data,
+            t,
+            "127.0.0.1".parse().unwrap(),
+            1_700_000_000,
+            &mut out,
+        ) {
             Outcome::Reply => {
                 assert!(out.len() >= 12);
                 // Well-formed for another parser: compression pointers

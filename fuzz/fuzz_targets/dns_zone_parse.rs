@@ -10,7 +10,10 @@ struct Loader;
 impl IncludeLoader for Loader {
     fn load(&mut self, path: &str, _including: &str) -> Result<(String, Vec<u8>), String> {
         if path.len() % 2 == 0 {
-            Ok((path.to_string(), format!("inc{} A 192.0.2.1\n$INCLUDE {path}x\n", path.len()).into_bytes()))
+            Ok((
+                path.to_string(),
+                format!("inc{} A 192.0.2.1\n$INCLUDE {path}x\n", path.len()).into_bytes(),
+            ))
         } else {
             Err("no".into())
         }
@@ -18,7 +21,9 @@ impl IncludeLoader for Loader {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(origin) = Name::parse("example.com.", None) else { return };
+    let Ok(origin) = Name::parse("example.com.", None) else {
+        return;
+    };
     let opts = ParseOptions {
         origin: Some(origin.clone()),
         max_include_depth: 4,

@@ -24,7 +24,9 @@ fn frames(input: &[u8], step: usize, policy: BareLf) -> Vec<String> {
                     if line.eq_ignore_ascii_case(b"DATA") {
                         f.expect_data();
                     } else if let Some(n) = line.strip_prefix(b"BDAT ") {
-                        let n = std::str::from_utf8(n).ok().and_then(|n| n.parse::<u64>().ok());
+                        let n = std::str::from_utf8(n)
+                            .ok()
+                            .and_then(|n| n.parse::<u64>().ok());
                         f.expect_chunk(n.unwrap_or(0) % 300);
                     }
                     out.push(format!("L{bare_lf}:{line:?}"));
@@ -47,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
         return;
     };
-    let policy = if ctl & 1 == 0 { BareLf::Normalize } else { BareLf::Reject };
+    let policy = if ctl & 1 == 0 {
+        BareLf::Normalize
+    } else {
+        BareLf::Reject
+    };
     let step = usize::from(ctl >> 1) % 7 + 1;
     assert_eq!(frames(rest, step, policy), frames(rest, rest.len(), policy));
 

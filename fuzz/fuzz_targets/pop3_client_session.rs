@@ -17,7 +17,10 @@ fn commands() -> Vec<Command> {
         Command::Uidl(None),
         Command::Retr(1),
         Command::Top { msg: 1, lines: 2 },
-        Command::Auth { mechanism: Some("LOGIN".into()), initial_response: None },
+        Command::Auth {
+            mechanism: Some("LOGIN".into()),
+            initial_response: None,
+        },
         Command::Quit,
     ]
 }
@@ -46,7 +49,13 @@ fn run(input: &[u8], step: usize, stls: bool) -> (Vec<ClientEvent>, Option<Clien
                     // The other commands are held back behind STLS until
                     // it is answered.
                     let answered = evs.iter().any(|e| {
-                        matches!(e, ClientEvent::Response { command: Command::Stls, .. })
+                        matches!(
+                            e,
+                            ClientEvent::Response {
+                                command: Command::Stls,
+                                ..
+                            }
+                        )
                     });
                     if stls && !answered {
                         assert_eq!(b, b"STLS\r\n");

@@ -28,7 +28,10 @@ fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize, flags: u8) -> b
         if let Ok(Event::Authenticate(c)) = &ev {
             let plaintext = matches!(c, Credentials::Plain { .. } | Credentials::Login { .. });
             assert!(!tls_required || s.tls_active(), "login before TLS: {c:?}");
-            assert!(!(plaintext_requires_tls && plaintext) || s.tls_active(), "plaintext before TLS");
+            assert!(
+                !(plaintext_requires_tls && plaintext) || s.tls_active(),
+                "plaintext before TLS"
+            );
         }
         match ev {
             Err(Interrupt::Output(b)) => out.extend(b),
@@ -51,7 +54,10 @@ fn drive(s: &mut ServerSession, out: &mut Vec<u8>, chunk: usize, flags: u8) -> b
                     let list = MESSAGES
                         .iter()
                         .enumerate()
-                        .map(|(i, m)| MessageInfo { size: m.len() as u64, uid: format!("u{i}") })
+                        .map(|(i, m)| MessageInfo {
+                            size: m.len() as u64,
+                            uid: format!("u{i}"),
+                        })
                         .collect();
                     s.maildrop_opened(list).unwrap();
                 }
@@ -126,7 +132,10 @@ fuzz_target!(|data: &[u8]| {
                 // Idle past the timeout: closed, without a response.
                 timed_out = true;
                 let before = out.len();
-                assert!(drive(&mut s, &mut out, step, flags), "not closed after timeout");
+                assert!(
+                    drive(&mut s, &mut out, step, flags),
+                    "not closed after timeout"
+                );
                 assert_eq!(out.len(), before, "output after timeout");
                 break;
             }
@@ -148,5 +157,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Output stays proportional to input (responses are short, messages
     // are small here).
-    assert!(out.len() <= 200 + input.len() * 64, "{} for {}", out.len(), input.len());
+    assert!(
+        out.len() <= 200 + input.len() * 64,
+        "{} for {}",
+        out.len(),
+        input.len()
+    );
 });

@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
         ..sendmail::Invocation::default()
     };
     let message = sendmail::read_message(rest, inv.ignore_dots);
-    let (out, rcpts) = sendmail::prepare(message, &inv, "s@h.example", "h.example", std::time::UNIX_EPOCH);
+    let (out, rcpts) = sendmail::prepare(
+        message,
+        &inv,
+        "s@h.example",
+        "h.example",
+        std::time::UNIX_EPOCH,
+    );
     for (i, b) in out.iter().enumerate() {
         if *b == b'\n' {
             assert!(i > 0 && out[i - 1] == b'\r');

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(r) = Record::parse(text) {
         let again = r.to_string();
-        assert_eq!(Record::parse(&again).as_ref(), Ok(&r), "{text:?} -> {again:?}");
+        assert_eq!(
+            Record::parse(&again).as_ref(),
+            Ok(&r),
+            "{text:?} -> {again:?}"
+        );
     }
     for exp in [false, true] {
         if let Ok(m) = MacroString::parse(text, exp) {
