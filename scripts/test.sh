@@ -80,6 +80,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # --- static checks -----------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check
+# The fuzz crate is outside the workspace; formatting it needs no build.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy"
 cargo clippy -j "$JOBS" --workspace --all-targets --locked -- -D warnings
 
