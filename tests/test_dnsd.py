@@ -360,6 +360,70 @@ def test_shared_config_file(daemons, tmp_path):
     assert out.returncode != 0 and "line 11" in out.stderr and "colour" in out.stderr
 
 
+def test_server_identity_and_extended_errors(server, daemons, tmp_path):
+    """What NSD and Knot send: CH TXT id.server/version.bind, NSID when
+    asked (RFC 5001), and an Extended DNS Error saying why a query was
+    refused (RFC 8914)."""
+    import dns.edns
+    port, _ = server
+    version = "dnsd " + next(
+        line.split('"')[1] for line in (ROOT / "Cargo.toml").read_text().splitlines()
+        if line.startswith("version = "))
+
+    def chaos(p, name, rdtype="TXT", nsid=False):
+        opts = [dns.edns.GenericOption(dns.edns.NSID, b"")] if nsid else []
+        q = dns.message.make_query(name, rdtype, rdclass="CH", use_edns=0, options=opts)
+        return dns.query.udp(q, "127.0.0.1", port=p, timeout=3)
+
+    def ede(r):
+        return [o.code for o in r.options if o.otype == dns.edns.EDE]
+
+    # The built-in defaults: [global] hostname, our name and version, no NSID.
+    r = chaos(port, "id.server.", nsid=True)
+    assert r.rcode() == dns.rcode.NOERROR and not r.flags & dns.flags.AA
+    assert [(a.ttl, a.rdclass, a[0].strings) for a in r.answer] == [(0, 3, (b"mail.csuvnetwork.com",))]
+    assert not [o for o in r.options if o.otype == dns.edns.NSID]
+    assert chaos(port, "VERSION.bind.").answer[0][0].strings == (version.encode(),)
+    # Refusals say why: not our zone (20), transfer not allowed (18), a
+    # CHAOS name we do not answer (21); none without EDNS in the query.
+    q = dns.message.make_query("www.example.org.", "A", use_edns=0)
+    r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.REFUSED and ede(r) == [20]
+    assert ede(chaos(port, "authors.bind.")) == [21]
+    assert ede(chaos(port, "id.server.", "A")) == [21]
+    r = ask(port, "www.example.org.", "A")
+    assert r.rcode() == dns.rcode.REFUSED and r.edns < 0
+    assert ede(ask(port, "csuvnetwork.com.", "A")) == []
+
+    # Configured: an NSID, our own identity, the version hidden, no
+    # transfers from loopback.
+    port2 = free_port()
+    cfg = tmp_path / "mail.toml"
+    cfg.write_text(
+        f'[dnsd]\nlisten = ["127.0.0.1:{port2}"]\n'
+        f'zones = [{{ origin = "csuvnetwork.com", file = "{LAB_ZONE}" }}]\n'
+        'nsid = "ns1.csuvnetwork.com"\nidentity = "ns1"\nhide_version = true\naxfr_allow = []\n'
+    )
+    daemons([bin_path("dnsd"), "--config", cfg])
+    wait_tcp(port2)
+    r = chaos(port2, "hostname.bind.", nsid=True)
+    assert r.answer[0][0].strings == (b"ns1",)
+    assert [o.to_wire() for o in r.options if o.otype == dns.edns.NSID] == [b"ns1.csuvnetwork.com"]
+    assert chaos(port2, "version.server.").rcode() == dns.rcode.REFUSED
+    q = dns.message.make_query("csuvnetwork.com.", "AXFR", use_edns=0)
+    r = dns.query.tcp(q, "127.0.0.1", port=port2, timeout=3)
+    assert r.rcode() == dns.rcode.REFUSED and ede(r) == [18]
+    if HAVE_DIG:
+        out = dig(port2, "+nsid", "mail.csuvnetwork.com", "A")
+        assert 'NSID: 6e 73 31 2e 63 73 75 76 6e 65 74 77 6f 72 6b 2e 63 6f 6d ("ns1.csuvnetwork.com")' in out, out
+        out = dig(port2, "www.example.org", "A")
+        assert "status: REFUSED" in out and "EDE: 20 (Not Authoritative)" in out, out
+    # A bad NSID stops dnsd at start with the line that holds it.
+    cfg.write_text(cfg.read_text().replace('nsid = "ns1.csuvnetwork.com"', 'nsid = "0xabc"'))
+    out = subprocess.run([bin_path("dnsd"), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "nsid" in out.stderr and "line 4" in out.stderr, out.stderr
+
+
 def test_sighup_reload(daemons, tmp_path):
     port = free_port()
     zf = tmp_path / "csuvnetwork.com.zone"

@@ -100,6 +100,11 @@ fn responder() -> &'static Responder {
                     ),
                     (b"\x07pending\x07example\x00".to_vec().into(), vec![]),
                 ],
+                // NSID and the CHAOS names, so their answers are checked
+                // too; the version is hidden (refused).
+                nsid: Some(b"fuzz-ns".to_vec().into()),
+                identity: Some(b"ns.example".to_vec().into()),
+                version: None,
             },
         )
     })
@@ -107,11 +112,12 @@ fn responder() -> &'static Responder {
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    // The same query with an OPT record (payload 1232, DO) appended.
+    // The same query with an OPT record (payload 1232, DO, an NSID
+    // request) appended.
     if data.len() >= 12 && data[10..12] == [0, 0] {
         let mut q = data.to_vec();
         q[11] = 1;
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 4, 0, 3, 0, 0]);
         check(&q);
     }
 });

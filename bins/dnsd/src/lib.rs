@@ -93,7 +93,8 @@ fn prefixes(key: &str, nets: &[mail_config::IpNet]) -> Result<Vec<Prefix>, Error
         .collect()
 }
 
-fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
+fn responder_config(cfg: &Config) -> Result<ResponderConfig, Error> {
+    let d = &cfg.dnsd;
     let axfr_allow = prefixes("axfr_allow", &d.axfr_allow)?;
     let tsig_keys = tsig_keys(d)?;
     let mut transfer_keys = Vec::new();
@@ -114,12 +115,26 @@ fn responder_config(d: &Dnsd) -> Result<ResponderConfig, Error> {
             .collect();
         notify_allow.push((apex.into(), from));
     }
+    let text = |hide: bool, v: &str, default: &str| {
+        let v = if v.is_empty() { default } else { v };
+        (!hide).then(|| v.as_bytes().into())
+    };
     Ok(ResponderConfig {
         udp_payload_max: d.udp_payload_max.max(512),
         axfr_allow,
         tsig_keys,
         transfer_keys,
         notify_allow,
+        nsid: d
+            .nsid_octets()
+            .map_err(|e| Error::Invalid(format!("nsid {e}")))?
+            .map(Into::into),
+        identity: text(d.hide_identity, &d.identity, &cfg.global.hostname),
+        version: text(
+            d.hide_version,
+            &d.version,
+            concat!("dnsd ", env!("CARGO_PKG_VERSION")),
+        ),
     })
 }
 
@@ -828,7 +843,7 @@ pub async fn start_with(
 ) -> Result<Running, Error> {
     let d = &cfg.dnsd;
     let sources = sources_for(d, &default_zones)?;
-    let rcfg = responder_config(d)?;
+    let rcfg = responder_config(&cfg)?;
     let (catalog, loaded) =
         load_catalog_over(&sources, None, d.ixfr_history, d.serial_policy).map_err(Error::Zones)?;
     let secondaries: Vec<(Box<[u8]>, Arc<tokio::sync::Notify>)> = d
@@ -1010,7 +1025,7 @@ impl Service for Running {
             warn!("dnsd listen, workers and tcp_* settings change only on restart");
         }
         let sources = sources_for(d, &self.default_zones)?;
-        let rcfg = responder_config(d)?;
+        let rcfg = responder_config(&cfg)?;
         let mut applied = match self.applied.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -1429,9 +1444,28 @@ mod tests {
             axfr_allow: vec!["192.0.2.0/24".parse().unwrap()],
             ..Dnsd::default()
         };
-        let r = responder_config(&d).unwrap();
+        let mut cfg = Config {
+            dnsd: d.clone(),
+            ..Config::default()
+        };
+        let r = responder_config(&cfg).unwrap();
         assert_eq!(r.udp_payload_max, 1400);
         assert_eq!(r.axfr_allow, vec![Prefix::parse("192.0.2.0/24").unwrap()]);
+        // The identity defaults to the host name, the version to ours,
+        // and no NSID is sent unless one is set.
+        assert_eq!(r.identity.as_deref(), Some(&b"mail.csuvnetwork.com"[..]));
+        let version = format!("dnsd {}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(r.version.as_deref(), Some(version.as_bytes()));
+        assert_eq!(r.nsid, None);
+        cfg.dnsd.nsid = "0x6e73".into();
+        cfg.dnsd.identity = "ns1".into();
+        cfg.dnsd.hide_version = true;
+        let r = responder_config(&cfg).unwrap();
+        assert_eq!(r.nsid.as_deref(), Some(&b"ns"[..]));
+        assert_eq!(r.identity.as_deref(), Some(&b"ns1"[..]));
+        assert_eq!(r.version, None);
+        cfg.dnsd.hide_identity = true;
+        assert_eq!(responder_config(&cfg).unwrap().identity, None);
         assert_eq!(worker_count(&Dnsd { workers: 3, ..d }), 3);
         let mut cfg = Config::default();
         assert!(!logs_queries(&cfg));

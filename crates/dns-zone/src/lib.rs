@@ -84,7 +84,7 @@ pub use parser::{
 };
 pub use rdata::parse_ttl;
 pub use responder::{
-    rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKey, TransferKind,
+    ede, rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKey, TransferKind,
     Transport,
 };
 pub use rrl::{RateLimiter, RrlConfig};

@@ -16,6 +16,20 @@ use crate::tsig::{Checked, Key, RequestTsig, Signer};
 use crate::types::{class, rtype};
 use crate::zone::{Catalog, Node, RRset, Zone};
 
+/// Extended DNS Error INFO-CODEs we send (RFC 8914 section 4), in the
+/// OPT of answers to queries that had one.
+pub mod ede {
+    #![allow(missing_docs)]
+    /// A secondary zone not transferred yet, or past its expiry.
+    pub const NOT_READY: u16 = 14;
+    /// A transfer or NOTIFY from a client the access lists do not name.
+    pub const PROHIBITED: u16 = 18;
+    /// A name in none of our zones.
+    pub const NOT_AUTHORITATIVE: u16 = 20;
+    /// A CHAOS query other than the server's identity and version.
+    pub const NOT_SUPPORTED: u16 = 21;
+}
+
 /// Response codes (RFC 1035 4.1.1, RFC 6891 9).
 pub mod rcode {
     #![allow(missing_docs)]
@@ -102,6 +116,16 @@ pub struct ResponderConfig {
     /// Secondary zones (lowercased wire apex) and the primaries whose
     /// NOTIFY they accept (RFC 1996 3.10).
     pub notify_allow: Vec<(Box<[u8]>, Vec<Prefix>)>,
+    /// The name server identifier sent to queries that ask for it with
+    /// an NSID option (RFC 5001); `None` sends none (at most 512 octets
+    /// are sent).
+    pub nsid: Option<Box<[u8]>>,
+    /// The text of `CH TXT id.server` and `hostname.bind` (RFC 4892);
+    /// `None` refuses them (at most 255 octets are sent).
+    pub identity: Option<Box<[u8]>>,
+    /// The text of `CH TXT version.server` and `version.bind`; `None`
+    /// refuses them (at most 255 octets are sent).
+    pub version: Option<Box<[u8]>>,
 }
 
 impl Default for ResponderConfig {
@@ -112,6 +136,9 @@ impl Default for ResponderConfig {
             tsig_keys: vec![],
             transfer_keys: vec![],
             notify_allow: vec![],
+            nsid: None,
+            identity: None,
+            version: None,
         }
     }
 }
@@ -141,7 +168,8 @@ pub struct Transfer {
     id: u16,
     flags_rd: u8,
     question: Vec<u8>,
-    opt: Option<[u8; 11]>,
+    /// Our OPT record, as written.
+    opt: Option<Box<[u8]>>,
     /// IXFR: the client's serial.
     ixfr_from: Option<u32>,
     /// Signs every message when the request was signed (RFC 8945 5.3.1).
@@ -573,6 +601,44 @@ struct Edns {
     version: u8,
     /// DO (RFC 3225): the client wants DNSSEC records.
     dnssec_ok: bool,
+    /// The query has an NSID option (RFC 5001 2.1).
+    nsid: bool,
+}
+
+/// Our OPT record (RFC 6891 6.1.2) with its options.
+#[derive(Debug, Clone, Copy)]
+struct Opt<'c> {
+    payload: u16,
+    ext_rcode: u8,
+    /// DO echoed (RFC 3225 3).
+    dnssec_ok: bool,
+    /// Our NSID, when the query asked for it (RFC 5001 2.2).
+    nsid: Option<&'c [u8]>,
+    /// Extended DNS Error INFO-CODE, no EXTRA-TEXT (RFC 8914 2).
+    ede: Option<u16>,
+}
+
+impl Opt<'_> {
+    fn len(&self) -> usize {
+        11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.ede.map_or(0, |_| 6)
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) {
+        let size = self.payload.to_be_bytes();
+        let flags = if self.dnssec_ok { 0x80 } else { 0 };
+        let rdlen = u16::try_from(self.len() - 11).unwrap_or(0).to_be_bytes();
+        buf.extend_from_slice(&[0, 0, 41, size[0], size[1], self.ext_rcode, 0, flags, 0]);
+        buf.extend_from_slice(&rdlen);
+        if let Some(n) = self.nsid {
+            buf.extend_from_slice(&[0, 3]);
+            buf.extend_from_slice(&u16::try_from(n.len()).unwrap_or(0).to_be_bytes());
+            buf.extend_from_slice(n);
+        }
+        if let Some(code) = self.ede {
+            buf.extend_from_slice(&[0, 15, 0, 2]);
+            buf.extend_from_slice(&code.to_be_bytes());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -682,7 +748,7 @@ impl Responder {
                 };
                 w.header(id, 0x80 | (flags1 & 0x79), (rc & 0xf) as u8);
                 if let Some(e) = &edns {
-                    w.buf.extend_from_slice(&self.opt_rr(ext, e.dnssec_ok));
+                    self.opt(e, ext, None).write(&mut w.buf);
                     w.ar = 1;
                 }
                 w.patch_counts();
@@ -765,7 +831,6 @@ impl Responder {
         signed: Option<&Signer>,
     ) -> Outcome {
         let signed_by = signed.map(|s| s.key_name().to_vec());
-        let opt = q.edns.as_ref().map(|e| self.opt_rr(0, e.dnssec_ok));
         // Lowercased question name (RFC 4343).
         let qname = q
             .question
@@ -790,7 +855,6 @@ impl Responder {
             client,
             &mut w,
             limit,
-            opt,
             lc,
             signed_by.as_deref(),
             &mut synth,
@@ -807,18 +871,20 @@ impl Responder {
         client: IpAddr,
         w: &mut Writer<'a>,
         limit: usize,
-        opt: Option<[u8; 11]>,
         lc: &'a [u8],
         signed_by: Option<&[u8]>,
         synth: &'a mut Vec<u8>,
     ) -> Outcome {
         let do_bit = q.edns.as_ref().is_some_and(|e| e.dnssec_ok);
-        let simple = |w: &mut Writer<'a>, rc: u16, ext: u8| {
+        let opt = q.edns.as_ref().map(|e| self.opt(e, 0, None));
+        // An answer with no records: the question, and our OPT when the
+        // query had one, with the Extended DNS Error if any (RFC 8914).
+        let simple = |w: &mut Writer<'a>, rc: u16, ext: u8, ede: Option<u16>| {
             w.header(q.id, 0x80 | (q.opcode << 3) | q.rd, (rc & 0xf) as u8 | q.cd);
             w.buf.extend_from_slice(q.question);
             w.qd = 1;
-            if opt.is_some() {
-                w.buf.extend_from_slice(&self.opt_rr(ext, do_bit));
+            if let Some(e) = &q.edns {
+                self.opt(e, ext, ede).write(&mut w.buf);
                 w.ar = 1;
             }
             w.patch_counts();
@@ -827,7 +893,7 @@ impl Responder {
         if let Some(e) = &q.edns {
             if e.version != 0 {
                 // RFC 6891 6.1.3: BADVERS, upper RCODE bits in the OPT TTL.
-                return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8);
+                return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8, None);
             }
         }
         if q.opcode == 4 {
@@ -842,13 +908,13 @@ impl Responder {
                     .find(|(a, _)| **a == **apex)
                     .is_none_or(|(_, key)| signed_by == Some(&**key));
                 if q.qtype != rtype::SOA || !key_ok || !from.iter().any(|p| p.contains(client)) {
-                    return simple(w, rcode::REFUSED, 0);
+                    return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
                 }
                 w.header(q.id, 0x80 | (4 << 3) | 0x04 | q.rd, 0);
                 w.buf.extend_from_slice(q.question);
                 w.qd = 1;
-                if opt.is_some() {
-                    w.buf.extend_from_slice(&self.opt_rr(0, do_bit));
+                if let Some(opt) = &opt {
+                    opt.write(&mut w.buf);
                     w.ar = 1;
                 }
                 w.patch_counts();
@@ -857,13 +923,13 @@ impl Responder {
         }
         if q.opcode != 0 {
             // NOTIFY for other zones, UPDATE, IQUERY...: not implemented.
-            return simple(w, rcode::NOTIMP, 0);
+            return simple(w, rcode::NOTIMP, 0, None);
         }
         match q.qtype {
-            rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0),
+            rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0, None),
             // RFC 1995 3: an IXFR query carries the client's SOA.
-            rtype::IXFR if q.ixfr_serial.is_none() => return simple(w, rcode::FORMERR, 0),
-            rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0),
+            rtype::IXFR if q.ixfr_serial.is_none() => return simple(w, rcode::FORMERR, 0, None),
+            rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0, None),
             _ => {}
         }
         let catalog: &'a Catalog = &self.catalog;
@@ -881,19 +947,38 @@ impl Responder {
                 .iter()
                 .any(|(apex, _)| crate::name::is_subdomain(lc, apex)) =>
             {
-                return simple(w, rcode::SERVFAIL, 0)
+                return simple(w, rcode::SERVFAIL, 0, Some(ede::NOT_READY))
+            }
+            // The server's name and version, as NSD, Knot and BIND answer
+            // them (RFC 4892 2).
+            _ if q.qclass == class::CH => {
+                let text = match lc {
+                    b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => &self.config.identity,
+                    b"\x07version\x06server\x00" | b"\x07version\x04bind\x00" => {
+                        &self.config.version
+                    }
+                    _ => return simple(w, rcode::REFUSED, 0, Some(ede::NOT_SUPPORTED)),
+                };
+                let Some(text) = text else {
+                    return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
+                };
+                if q.qtype != rtype::TXT && q.qtype != rtype::ANY {
+                    return simple(w, rcode::REFUSED, 0, Some(ede::NOT_SUPPORTED));
+                }
+                chaos_txt(w, q, text, opt);
+                return Outcome::Reply;
             }
             // Not ours: no recursion, RA clear.
-            _ => return simple(w, rcode::REFUSED, 0),
+            _ => return simple(w, rcode::REFUSED, 0, Some(ede::NOT_AUTHORITATIVE)),
         };
         if zone.is_expired() {
             // A secondary zone past its SOA expire (RFC 1035 4.3.5).
-            return simple(w, rcode::SERVFAIL, 0);
+            return simple(w, rcode::SERVFAIL, 0, Some(ede::NOT_READY));
         }
         if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
             if q.qtype == rtype::AXFR && transport == Transport::Udp {
                 // RFC 5936 4.2: AXFR is a TCP-only exchange.
-                return simple(w, rcode::NOTIMP, 0);
+                return simple(w, rcode::NOTIMP, 0, None);
             }
             // IXFR has AXFR's access list (BIND's allow-transfer), and
             // the zone's TSIG key when it has one.
@@ -907,7 +992,7 @@ impl Responder {
                 || !key_ok
                 || !self.config.axfr_allow.iter().any(|p| p.contains(client))
             {
-                return simple(w, rcode::REFUSED, 0);
+                return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
             }
             if transport == Transport::Udp {
                 // RFC 1995 2: over UDP, the current SOA tells the client
@@ -930,7 +1015,11 @@ impl Responder {
                 id: q.id,
                 flags_rd: q.rd,
                 question: q.question.to_vec(),
-                opt,
+                opt: opt.map(|o| {
+                    let mut b = Vec::with_capacity(o.len());
+                    o.write(&mut b);
+                    b.into()
+                }),
                 ixfr_from: if q.qtype == rtype::IXFR {
                     q.ixfr_serial
                 } else {
@@ -951,12 +1040,44 @@ impl Responder {
         Outcome::Reply
     }
 
-    /// Our OPT record; DO echoed (RFC 3225 3).
-    fn opt_rr(&self, ext_rcode: u8, dnssec_ok: bool) -> [u8; 11] {
-        let size = self.config.udp_payload_max.max(512).to_be_bytes();
-        let flags = if dnssec_ok { 0x80 } else { 0 };
-        [0, 0, 41, size[0], size[1], ext_rcode, 0, flags, 0, 0, 0]
+    /// Our OPT record for a query with `edns`.
+    fn opt(&self, edns: &Edns, ext_rcode: u8, ede: Option<u16>) -> Opt<'_> {
+        Opt {
+            payload: self.config.udp_payload_max.max(512),
+            ext_rcode,
+            dnssec_ok: edns.dnssec_ok,
+            nsid: self
+                .config
+                .nsid
+                .as_deref()
+                .filter(|_| edns.nsid)
+                .map(|n| n.get(..512).unwrap_or(n)),
+            ede,
+        }
     }
+}
+
+/// The answer to a CHAOS TXT query for the server's name or version: one
+/// TXT record, TTL 0, owner the question's name, not authoritative (as
+/// NSD, Knot and BIND send it).
+fn chaos_txt(w: &mut Writer<'_>, q: &Query<'_>, text: &[u8], opt: Option<Opt<'_>>) {
+    let text = text.get(..255).unwrap_or(text);
+    w.header(q.id, 0x80 | q.rd, q.cd);
+    w.buf.extend_from_slice(q.question);
+    w.qd = 1;
+    // Owner: a pointer to the question name (offset 12).
+    w.buf
+        .extend_from_slice(&[0xc0, 12, 0, 16, 0, 3, 0, 0, 0, 0]);
+    let len = text.len() as u8;
+    w.buf.extend_from_slice(&(u16::from(len) + 1).to_be_bytes());
+    w.buf.push(len);
+    w.buf.extend_from_slice(text);
+    w.an = 1;
+    if let Some(opt) = opt {
+        opt.write(&mut w.buf);
+        w.ar = 1;
+    }
+    w.patch_counts();
 }
 
 /// Writes an RRset and, with DNSSEC, its RRSIGs right after it (RFC 4035
@@ -990,10 +1111,10 @@ fn render<'a>(
     rc: u16,
     aa: bool,
     limit: usize,
-    opt: Option<[u8; 11]>,
+    opt: Option<Opt<'_>>,
     sec: bool,
 ) {
-    let opt_len = if opt.is_some() { 11 } else { 0 };
+    let opt_len = opt.map_or(0, |o| o.len());
     let neg_ttl = zone.negative_ttl();
     for (owner, set) in &s.answer {
         w.an += write_set(w, *owner, set, None, sec);
@@ -1035,7 +1156,7 @@ fn render<'a>(
         }
     }
     if let Some(opt) = opt {
-        w.buf.extend_from_slice(&opt);
+        opt.write(&mut w.buf);
         w.ar += 1;
     }
     if let Some(b) = w.buf.get_mut(2) {
@@ -1168,11 +1289,13 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
             }
             // Options must tile the RDATA exactly.
             let mut o = 0usize;
+            let mut nsid = false;
             while o < rdata.len() {
                 let h: [u8; 4] = rdata
                     .get(o..o + 4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(ParseFail::FormErr)?;
+                nsid |= u16::from_be_bytes([h[0], h[1]]) == 3;
                 o += 4 + usize::from(u16::from_be_bytes([h[2], h[3]]));
             }
             if o != rdata.len() {
@@ -1182,6 +1305,7 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
                 payload: rclass,
                 version: ttl[1],
                 dnssec_ok: ttl[2] & 0x80 != 0,
+                nsid,
             });
         }
     }

@@ -1530,3 +1530,194 @@ long DNAME {long_target}\nloop DNAME x.loop.e.test.\n"
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert!(m.answers().len() <= 2 * 14);
 }
+
+/// A query with EDNS and, if `nsid`, an empty NSID option (RFC 5001 2.1).
+fn query_with(qname: &str, qtype: RecordType, qclass: DNSClass, nsid: bool) -> Vec<u8> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let mut m = Message::new();
+    m.set_id(0x5151);
+    let mut qq = Query::query(hickory_proto::rr::Name::from_ascii(qname).unwrap(), qtype);
+    qq.set_query_class(qclass);
+    m.add_query(qq);
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(1232);
+    if nsid {
+        e.options_mut().insert(EdnsOption::Unknown(3, vec![]));
+    }
+    m.set_edns(e);
+    m.to_bytes().unwrap()
+}
+
+/// The data of option `code` in the answer's OPT.
+fn option(m: &Message, code: u16) -> Option<Vec<u8>> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.extensions().as_ref()?.option(EdnsCode::from(code))? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        other => panic!("option {code} read as {other:?}"),
+    }
+}
+
+fn identified() -> Responder {
+    responder_with(
+        &[],
+        ResponderConfig {
+            nsid: Some(b"ns1.example".to_vec().into()),
+            identity: Some(b"mail.csuvnetwork.com".to_vec().into()),
+            version: Some(b"dnsd 0.1.0".to_vec().into()),
+            ..ResponderConfig::default()
+        },
+    )
+}
+
+#[test]
+fn nsid_only_when_asked_and_configured() {
+    let r = identified();
+    for (q, t) in [
+        (
+            query_with("www.example.com.", RecordType::A, DNSClass::IN, true),
+            Transport::Udp,
+        ),
+        (
+            query_with("www.other.org.", RecordType::A, DNSClass::IN, true),
+            Transport::Tcp,
+        ),
+        (
+            query_with("nope.example.com.", RecordType::A, DNSClass::IN, true),
+            Transport::Udp,
+        ),
+    ] {
+        let m = Message::from_vec(&ask_raw(&r, &q, t).unwrap()).unwrap();
+        assert_eq!(option(&m, 3).as_deref(), Some(&b"ns1.example"[..]), "{m:?}");
+    }
+    // Not asked: not sent (RFC 5001 2.2).
+    let q = query_with("www.example.com.", RecordType::A, DNSClass::IN, false);
+    let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(option(&m, 3), None);
+    // Asked but not configured: nothing either.
+    let q = query_with("www.example.com.", RecordType::A, DNSClass::IN, true);
+    let m = Message::from_vec(&ask_raw(&responder(), &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(option(&m, 3), None);
+    assert!(!m.answers().is_empty());
+}
+
+#[test]
+fn refusals_say_why_with_extended_errors() {
+    // RFC 8914 4: the codes NSD and Knot send for the same refusals.
+    let cfg = ResponderConfig {
+        axfr_allow: vec![Prefix::parse("192.0.2.0/24").unwrap()],
+        ..ResponderConfig::default()
+    };
+    let r = responder_with(&[], cfg);
+    let ede = |q: &[u8], t| {
+        let m = Message::from_vec(&ask_raw(&r, q, t).unwrap()).unwrap();
+        (m.response_code(), option(&m, 15))
+    };
+    let not_ours = query_with("www.other.org.", RecordType::A, DNSClass::IN, false);
+    assert_eq!(
+        ede(&not_ours, Transport::Udp),
+        (ResponseCode::Refused, Some(vec![0, 20]))
+    );
+    let axfr = query_with("example.com.", RecordType::AXFR, DNSClass::IN, false);
+    assert_eq!(
+        ede(&axfr, Transport::Tcp),
+        (ResponseCode::Refused, Some(vec![0, 18]))
+    );
+    let chaos = query_with("example.com.", RecordType::A, DNSClass::CH, false);
+    assert_eq!(
+        ede(&chaos, Transport::Udp),
+        (ResponseCode::Refused, Some(vec![0, 21]))
+    );
+    // Answers and the other errors carry none.
+    let q = query_with("www.example.com.", RecordType::A, DNSClass::IN, false);
+    assert_eq!(ede(&q, Transport::Udp), (ResponseCode::NoError, None));
+    let q = query_with("nope.example.com.", RecordType::A, DNSClass::IN, false);
+    assert_eq!(ede(&q, Transport::Udp), (ResponseCode::NXDomain, None));
+    // Without EDNS in the query there is no OPT to carry one.
+    let q = query_bytes("www.other.org.", RecordType::A, None);
+    let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::Refused);
+    assert!(m.extensions().is_none());
+}
+
+#[test]
+fn a_secondary_zone_not_loaded_is_not_ready() {
+    let cfg = ResponderConfig {
+        notify_allow: vec![(b"\x03sec\x07example\x00".to_vec().into(), vec![])],
+        ..ResponderConfig::default()
+    };
+    let r = responder_with(&[], cfg);
+    let q = query_with("www.sec.example.", RecordType::A, DNSClass::IN, false);
+    let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(option(&m, 15), Some(vec![0, 14]));
+}
+
+#[test]
+fn chaos_txt_gives_identity_and_version() {
+    let r = identified();
+    for (qname, qtype, want) in [
+        ("id.server.", RecordType::TXT, "mail.csuvnetwork.com"),
+        ("HOSTNAME.Bind.", RecordType::TXT, "mail.csuvnetwork.com"),
+        ("version.server.", RecordType::ANY, "dnsd 0.1.0"),
+        ("version.bind.", RecordType::TXT, "dnsd 0.1.0"),
+    ] {
+        let q = query_with(qname, qtype, DNSClass::CH, true);
+        for t in [Transport::Udp, Transport::Tcp] {
+            let m = Message::from_vec(&ask_raw(&r, &q, t).unwrap()).unwrap();
+            assert_eq!(m.response_code(), ResponseCode::NoError);
+            // As NSD, Knot and BIND: not authoritative, TTL 0, the name
+            // as asked.
+            assert!(!m.authoritative());
+            let [a] = m.answers() else { panic!("{m:?}") };
+            assert_eq!(a.name().to_ascii(), qname);
+            assert_eq!(a.dns_class(), DNSClass::CH);
+            assert_eq!(a.ttl(), 0);
+            assert_eq!(a.data().to_string(), want);
+            assert_eq!(option(&m, 3).as_deref(), Some(&b"ns1.example"[..]));
+        }
+    }
+    // Other types at those names, and other names, are not supported;
+    // hidden values (None) are prohibited.
+    let refused = |r: &Responder, qname: &str, qtype| {
+        let q = query_with(qname, qtype, DNSClass::CH, false);
+        let m = Message::from_vec(&ask_raw(r, &q, Transport::Udp).unwrap()).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::Refused);
+        assert!(m.answers().is_empty());
+        option(&m, 15)
+    };
+    assert_eq!(refused(&r, "id.server.", RecordType::A), Some(vec![0, 21]));
+    assert_eq!(
+        refused(&r, "authors.bind.", RecordType::TXT),
+        Some(vec![0, 21])
+    );
+    let hidden = responder();
+    assert_eq!(
+        refused(&hidden, "id.server.", RecordType::TXT),
+        Some(vec![0, 18])
+    );
+    assert_eq!(
+        refused(&hidden, "version.bind.", RecordType::TXT),
+        Some(vec![0, 18])
+    );
+    // In class IN the names are ordinary names (not ours).
+    let q = query_with("version.bind.", RecordType::TXT, DNSClass::IN, false);
+    let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::Refused);
+    assert_eq!(option(&m, 15), Some(vec![0, 20]));
+}
+
+#[test]
+fn a_long_identity_is_cut_to_one_string_and_nsid_to_512() {
+    let r = responder_with(
+        &[],
+        ResponderConfig {
+            nsid: Some(vec![b'n'; 600].into()),
+            identity: Some(vec![b'i'; 300].into()),
+            ..ResponderConfig::default()
+        },
+    );
+    let q = query_with("id.server.", RecordType::TXT, DNSClass::CH, true);
+    let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.answers()[0].data().to_string(), "i".repeat(255));
+    assert_eq!(option(&m, 3).map(|n| n.len()), Some(512));
+}

@@ -672,6 +672,20 @@ pub struct Dnsd {
     pub rrl_exempt_clients: Vec<IpNet>,
     /// Log what would be limited but send every answer (BIND's `log-only`).
     pub rrl_log_only: bool,
+    /// The name server identifier sent to clients that ask for it (RFC
+    /// 5001 NSID, `dig +nsid`): text, or hex digits after `0x` (Knot's
+    /// form); `""` sends none (NSD's `nsid`, BIND's `server-id`).
+    pub nsid: String,
+    /// The answer to `CH TXT id.server` and `hostname.bind` (RFC 4892);
+    /// `""`: `[global] hostname` (NSD's `identity`).
+    pub identity: String,
+    /// Refuse `id.server` and `hostname.bind` (NSD's `hide-identity`).
+    pub hide_identity: bool,
+    /// The answer to `CH TXT version.server` and `version.bind`; `""`:
+    /// `dnsd` and its version (NSD's `version`).
+    pub version: String,
+    /// Refuse `version.server` and `version.bind` (NSD's `hide-version`).
+    pub hide_version: bool,
 }
 
 impl Default for Dnsd {
@@ -707,6 +721,41 @@ impl Default for Dnsd {
                 IpNet::from_str("::1/128").unwrap_or(IpNet::LOOPBACK_V4),
             ],
             rrl_log_only: false,
+            nsid: String::new(),
+            identity: String::new(),
+            hide_identity: false,
+            version: String::new(),
+            hide_version: false,
+        }
+    }
+}
+
+impl Dnsd {
+    /// The NSID octets of [`Dnsd::nsid`]: `None` when empty, an error
+    /// text for bad hex or more than 512 octets.
+    pub fn nsid_octets(&self) -> Result<Option<Vec<u8>>, String> {
+        let v = &self.nsid;
+        let octets = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(hex) => {
+                if hex.is_empty() || hex.len() % 2 != 0 {
+                    return Err(format!("{v:?}: hex needs an even number of digits"));
+                }
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| {
+                        hex.get(i..i + 2)
+                            .and_then(|d| u8::from_str_radix(d, 16).ok())
+                            .ok_or_else(|| format!("{v:?} is not hex"))
+                    })
+                    .collect::<Result<Vec<u8>, String>>()?
+            }
+            None => v.as_bytes().to_vec(),
+        };
+        match octets.len() {
+            0 => Ok(None),
+            // Room for it in a 512-octet UDP answer's worth of OPT.
+            1..=512 => Ok(Some(octets)),
+            n => Err(format!("{n} octets, more than 512")),
         }
     }
 }
@@ -1006,6 +1055,15 @@ impl Config {
                 "udp_payload_max",
                 format!("{} is below the DNS minimum of 512", d.udp_payload_max),
             );
+        }
+        if let Err(e) = d.nsid_octets() {
+            return bad("dnsd", "nsid", e);
+        }
+        for (key, v) in [("identity", &d.identity), ("version", &d.version)] {
+            // One TXT character-string (RFC 1035 3.3).
+            if v.len() > 255 {
+                return bad("dnsd", key, format!("{} octets, more than 255", v.len()));
+            }
         }
         if d.ixfr_history > 10_000 {
             return bad(
@@ -1485,6 +1543,30 @@ serial_policy = "unixtime"
         assert_eq!(d.zones[1].file, Path::new("/etc/example.org.zone"));
         assert_eq!(d.zones[1].notify, vec!["127.0.0.1:5301".parse().unwrap()]);
         assert_eq!(d.ixfr_history, 20);
+        // No NSID, identity and version from elsewhere, none hidden.
+        assert_eq!(d.nsid_octets(), Ok(None));
+        assert_eq!((&*d.identity, d.hide_identity), ("", false));
+        assert_eq!((&*d.version, d.hide_version), ("", false));
+    }
+
+    #[test]
+    fn dnsd_nsid_is_text_or_hex_and_bounded() {
+        let d = |text: &str| parse(text).map(|c| c.dnsd);
+        let n = d("[dnsd]\nnsid = \"ns1.example\"\n").unwrap();
+        assert_eq!(n.nsid_octets(), Ok(Some(b"ns1.example".to_vec())));
+        let n = d("[dnsd]\nnsid = \"0x6E7331ff\"\nhide_version = true\n").unwrap();
+        assert_eq!(n.nsid_octets(), Ok(Some(vec![0x6e, 0x73, 0x31, 0xff])));
+        assert!(n.hide_version);
+        for bad in ["0x6", "0x", "0xzz", &"n".repeat(513)] {
+            let e = parse(&format!("[dnsd]\nnsid = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("line 2") && e.contains("nsid"), "{e}");
+        }
+        let e = parse(&format!("[dnsd]\nidentity = \"{}\"\n", "i".repeat(256)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("identity") && e.contains("255"), "{e}");
     }
 
     #[test]
