@@ -1482,9 +1482,21 @@ fn resolve<'a>(
             dst.make_ascii_lowercase();
             cur_len = new_len;
             let next = buf.get(..new_len).unwrap_or_default();
+            // A name below a DNAME already in the answer would redirect
+            // again through it (a DNAME pointing below itself, or a
+            // ring of them): stop here, as NSD does, rather than repeat
+            // it; the client follows the CNAME and synthesizes the rest.
+            let redirected_again = || {
+                s.answer.iter().any(|((o, _), set)| {
+                    set.rtype == rtype::DNAME
+                        && next.len() > o.len()
+                        && crate::name::is_subdomain(next, o)
+                })
+            };
             if !crate::name::is_subdomain(next, apex_key)
                 || chain > MAX_CHAIN
                 || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
+                || redirected_again()
             {
                 return (rcode::NOERROR, true, s);
             }
