@@ -273,12 +273,14 @@ def test_sendmail_hands_mail_to_both_domains(tmp_path, daemons):
 class Sink:
     """A tiny SMTP server on loopback that advertises exactly `caps`,
     accepts everything and records each transaction's MAIL/RCPT lines and
-    raw DATA bytes (dot-unstuffed)."""
+    raw DATA bytes (dot-unstuffed). With `broken_tls`, STARTTLS is
+    answered 220 and followed by bytes that are no TLS record."""
 
-    def __init__(self, caps):
+    def __init__(self, caps, broken_tls=False):
         import socketserver
         import threading
         self.caps = list(caps)
+        self.broken_tls = broken_tls
         self.transactions = []
         self.lines = []
         sink = self
@@ -321,6 +323,10 @@ class Sink:
                     elif verb == "QUIT":
                         self.reply("221 2.0.0 Bye")
                         return
+                    elif verb == "STAR" and sink.broken_tls:
+                        self.reply("220 2.0.0 Ready to start TLS")
+                        self.wfile.write(b"this is not a TLS record\r\n")
+                        return
                     else:
                         self.reply("250 2.0.0 Ok")
 
@@ -349,6 +355,29 @@ def sink_pair(tmp_path, daemons, caps):
     local = Instance(tmp_path, daemons, "csuvnetwork.com",
                      transport=f"example.org smtp:[127.0.0.1]:{sink.port}\n")
     return local, sink
+
+
+def test_a_broken_starttls_is_retried_without_tls(tmp_path, daemons):
+    """Opportunistic TLS as Postfix's `may`: a handshake that fails defers
+    the first attempt; the retry falls back to plaintext at once, so the
+    mail is not stuck until it bounces."""
+    sink = Sink(["PIPELINING", "STARTTLS"], broken_tls=True)
+    local = Instance(tmp_path, daemons, "csuvnetwork.com",
+                     transport=f"example.org smtp:[127.0.0.1]:{sink.port}\n",
+                     extra="[outbound]\nminimal_backoff_time = 1\nmaximal_backoff_time = 1\n")
+    try:
+        assert local.submit(["a@example.org"]) == {}
+        [t] = sink.wait(1)
+        assert t["rcpt"] == ["RCPT TO:<a@example.org>"], t
+        assert b"hello over there" in t["data"]
+        assert sink.lines.count("STARTTLS") == 2, sink.lines  # the first attempt, then the retry's
+        wait_queue_empty(local)
+        out = local.smtpd.output()
+        assert "dsn=4.7.5, status=deferred (TLS handshake with 127.0.0.1[127.0.0.1] failed" in out, out[-3000:]
+        assert "TLS failed; trying again without TLS" in out
+        assert "dsn=2.0.0, status=sent" in out
+    finally:
+        sink.close()
 
 
 def test_dsn_parameters_are_passed_on_and_8bit_is_downgraded(tmp_path, daemons):

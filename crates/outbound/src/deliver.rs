@@ -140,6 +140,13 @@ pub struct Message<'a> {
     /// and per recipient index `NOTIFY`, `ORCPT`) are passed on to a next
     /// hop that offers DSN; `None`: no parameters.
     pub envelope: Option<&'a OutEnvelope>,
+    /// With opportunistic TLS, a host whose TLS handshake fails, or whose
+    /// connection is lost inside TLS, is tried again at once without TLS
+    /// (unless we hold AUTH credentials for it). Postfix allows this once
+    /// the message has waited `minimal_backoff_time`: a first attempt
+    /// defers instead, and a server whose TLS is broken for good still
+    /// gets the mail on the retry rather than bouncing it days later.
+    pub plaintext_fallback: bool,
 }
 
 /// The RFC 3461 parameters to pass on (section 4: an MTA relaying to a
@@ -313,7 +320,18 @@ pub async fn deliver_then_close(
         for &ip in &hop.addresses {
             let addr = SocketAddr::new(ip, hop.port);
             let remote = format!("{}[{}]:{}", hop.host, addr.ip(), addr.port());
-            match attempt(hop, addr, msg, settings).await {
+            let mut outcome = attempt(hop, addr, msg, settings, settings.tls).await;
+            if let Err((failure, true)) = &outcome {
+                if plaintext_fallback(settings, hop, msg) {
+                    info!(
+                        relay = remote,
+                        error = failure.text,
+                        "TLS failed; trying again without TLS"
+                    );
+                    outcome = attempt(hop, addr, msg, settings, ClientTls::None).await;
+                }
+            }
+            match outcome {
                 Ok((report, closing)) => {
                     let results = verdicts(&report, msg.recipients, &hop.host, addr, &remote);
                     for r in &results {
@@ -328,7 +346,7 @@ pub async fn deliver_then_close(
                     }
                     return (results, Some(closing));
                 }
-                Err(failure) => {
+                Err((failure, _)) => {
                     debug!(relay = remote, error = failure.text, "host failed");
                     last = failure;
                 }
@@ -350,13 +368,32 @@ pub async fn deliver_then_close(
     (results, None)
 }
 
+/// Whether a TLS failure with `hop` may be followed at once by a try
+/// without TLS (Postfix's PLAINTEXT_FALLBACK_OK_AFTER_* rules): the policy
+/// is opportunistic, the message has waited (see
+/// [`Message::plaintext_fallback`]), and we hold no AUTH credentials for
+/// the host, which would then have to cross the network unencrypted.
+fn plaintext_fallback(settings: &ClientSettings, hop: &Hop, msg: Message<'_>) -> bool {
+    let credentials = settings.credentials.is_some()
+        || settings
+            .passwords
+            .as_ref()
+            .is_some_and(|p| p.lookup(&hop.host, hop.port).is_some());
+    settings.tls == ClientTls::Opportunistic && msg.plaintext_fallback && !credentials
+}
+
 /// The client session's configuration for one connection to `hop` at
 /// `addr`: the hop's credentials, if any, only inside TLS unless `addr`
 /// is a loopback address.
-fn client_config(settings: &ClientSettings, hop: &Hop, addr: SocketAddr) -> ClientConfig {
+fn client_config(
+    settings: &ClientSettings,
+    hop: &Hop,
+    addr: SocketAddr,
+    tls: ClientTls,
+) -> ClientConfig {
     let mut cfg = ClientConfig::new(settings.helo.clone());
     cfg.tls = if settings.connector.is_some() {
-        settings.tls
+        tls
     } else {
         ClientTls::None
     };
@@ -378,12 +415,15 @@ fn client_config(settings: &ClientSettings, hop: &Hop, addr: SocketAddr) -> Clie
 
 /// One connection: the session up to the end of the transaction (the
 /// report), and what is left of it (`QUIT`).
+/// A failure is `(why, whether TLS failed)`: the handshake, or the
+/// connection inside TLS (lost or timed out), not a server's refusal.
 async fn attempt(
     hop: &Hop,
     addr: SocketAddr,
     msg: Message<'_>,
     settings: &ClientSettings,
-) -> Result<(MessageReport, Closing), HostFailure> {
+    tls: ClientTls,
+) -> Result<(MessageReport, Closing), (HostFailure, bool)> {
     let host = format!("{}[{}]", hop.host, addr.ip());
     let tcp = match tokio::time::timeout(
         settings.connect_timeout,
@@ -393,31 +433,41 @@ async fn attempt(
     {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
-            return Err(HostFailure {
-                status: "4.4.1",
-                text: format!("connect to {host}:{}: {}", addr.port(), os_error_text(&e)),
-            })
+            return Err((
+                HostFailure {
+                    status: "4.4.1",
+                    text: format!("connect to {host}:{}: {}", addr.port(), os_error_text(&e)),
+                },
+                false,
+            ))
         }
         Err(_) => {
-            return Err(HostFailure {
-                status: "4.4.1",
-                text: format!("connect to {host}:{}: Connection timed out", addr.port()),
-            })
+            return Err((
+                HostFailure {
+                    status: "4.4.1",
+                    text: format!("connect to {host}:{}: Connection timed out", addr.port()),
+                },
+                false,
+            ))
         }
     };
     let _ = tcp.set_nodelay(true);
     let mut driver = Driver::new(Stream::Plain(tcp)).with_write_timeout(DATA_BLOCK_TIMEOUT);
-    let cfg = client_config(settings, hop, addr);
+    let cfg = client_config(settings, hop, addr, tls);
     let mut session = ClientSession::new(cfg, vec![outgoing(&msg)], driver.now());
     let lost = |stage: &str| HostFailure {
         status: "4.4.2",
         text: format!("lost connection with {host} while {stage}"),
     };
+    // Set once STARTTLS was answered 220: a transport failure from then
+    // on is a TLS failure.
+    let mut in_tls = false;
     loop {
         match driver.next(&mut session, false).await {
             Ok(ClientEvent::StartTls) => {
+                in_tls = true;
                 let Some(connector) = &settings.connector else {
-                    return Err(lost("starting TLS without a TLS configuration"));
+                    return Err((lost("starting TLS without a TLS configuration"), false));
                 };
                 let name = ServerName::try_from(hop.host.clone())
                     .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
@@ -428,14 +478,17 @@ async fn attempt(
                     Ok(info) => {
                         info!(relay = host, tls = %info, "Untrusted TLS connection established");
                         if session.tls_established().is_err() {
-                            return Err(lost("starting TLS"));
+                            return Err((lost("starting TLS"), true));
                         }
                     }
                     Err(e) => {
-                        return Err(HostFailure {
-                            status: "4.7.5",
-                            text: format!("TLS handshake with {host} failed: {e}"),
-                        })
+                        return Err((
+                            HostFailure {
+                                status: "4.7.5",
+                                text: format!("TLS handshake with {host} failed: {e}"),
+                            },
+                            true,
+                        ))
                     }
                 }
             }
@@ -454,20 +507,29 @@ async fn attempt(
                     },
                 ));
             }
-            Ok(ClientEvent::Failed(e)) => return Err(session_failure(&host, e)),
+            Ok(ClientEvent::Failed(e)) => {
+                let transport = matches!(e, ClientError::Timeout | ClientError::ConnectionClosed);
+                return Err((session_failure(&host, e), in_tls && transport));
+            }
             Err(Stop::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(HostFailure {
-                    status: "4.4.2",
-                    text: format!("conversation with {host} timed out while sending"),
-                })
+                return Err((
+                    HostFailure {
+                        status: "4.4.2",
+                        text: format!("conversation with {host} timed out while sending"),
+                    },
+                    in_tls,
+                ))
             }
             Err(Stop::Io(e)) => {
-                return Err(HostFailure {
-                    status: "4.4.2",
-                    text: format!("lost connection with {host}: {e}"),
-                })
+                return Err((
+                    HostFailure {
+                        status: "4.4.2",
+                        text: format!("lost connection with {host}: {e}"),
+                    },
+                    in_tls,
+                ))
             }
-            Err(_) => return Err(lost("sending the message")),
+            Err(_) => return Err((lost("sending the message"), in_tls)),
         }
     }
 }
@@ -781,7 +843,7 @@ mod tests {
         let settings = relayhost_settings();
         let hop = relayhost();
         for far in ["192.0.2.25:587", "[2001:db8::25]:587"] {
-            let cfg = client_config(&settings, &hop, far.parse().unwrap());
+            let cfg = client_config(&settings, &hop, far.parse().unwrap(), settings.tls);
             assert!(cfg.auth_requires_tls, "{far}");
             assert!(cfg.credentials.is_some());
             let (sent, events) = talk(cfg);
@@ -798,7 +860,7 @@ mod tests {
             "[::1]:587",
             "[::ffff:127.0.0.1]:587",
         ] {
-            let cfg = client_config(&settings, &hop, near.parse().unwrap());
+            let cfg = client_config(&settings, &hop, near.parse().unwrap(), settings.tls);
             assert!(!cfg.auth_requires_tls, "{near}");
             let (sent, _) = talk(cfg);
             assert!(sent.contains("AUTH PLAIN "), "{near}: {sent}");
@@ -808,7 +870,12 @@ mod tests {
             host: "mx.example.org".into(),
             ..relayhost()
         };
-        let cfg = client_config(&settings, &other, "192.0.2.25:587".parse().unwrap());
+        let cfg = client_config(
+            &settings,
+            &other,
+            "192.0.2.25:587".parse().unwrap(),
+            settings.tls,
+        );
         assert!(cfg.credentials.is_none() && !cfg.auth_requires_tls);
     }
 }

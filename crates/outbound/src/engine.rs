@@ -855,11 +855,17 @@ impl<R: Route, F: Finisher> Inner<R, F> {
             }
             *last = Some(tokio::time::Instant::now());
         }
+        // Postfix's PREACTIVE_DELAY >= minimal_backoff_time: not on the
+        // first attempt (a TLS failure may pass), but on every retry.
+        let waited = SystemTime::now()
+            .duration_since(env.arrival)
+            .is_ok_and(|age| age >= self.cfg.schedule.minimal_backoff);
         let msg = Message {
             sender: &env.sender,
             recipients: rcpts,
             content,
             envelope: Some(env),
+            plaintext_fallback: waited,
         };
         while let Some(conn) = self.take_idle(&dest) {
             match conn.reuse(msg).await {

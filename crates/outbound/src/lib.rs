@@ -20,7 +20,13 @@
 //! let settings = ClientSettings::new("mail.example.org", Some(unauthenticated_connector()?));
 //! let hops = [Hop { host: "mx.example.net".into(), preference: Some(10), addresses: vec!["192.0.2.25".parse()?], port: 25 }];
 //! let rcpts = [(0, "someone@example.net".to_string())];
-//! let msg = Message { sender: "me@example.org", recipients: &rcpts, content: b"Subject: hi\r\n\r\nhello\r\n", envelope: None };
+//! let msg = Message {
+//!     sender: "me@example.org",
+//!     recipients: &rcpts,
+//!     content: b"Subject: hi\r\n\r\nhello\r\n",
+//!     envelope: None,
+//!     plaintext_fallback: false,
+//! };
 //! for r in deliver(&hops, msg, &settings).await {
 //!     println!("{} {:?} {}", r.rcpt, r.verdict, r.text);
 //! }

@@ -46,6 +46,7 @@ async fn per_recipient_verdicts_over_opportunistic_tls() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let r: Vec<RcptResult> = deliver(&hops, msg, &settings()).await;
     let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
@@ -87,6 +88,7 @@ async fn nothing_reachable_defers_everyone() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let r = deliver(&hops, msg, &settings()).await;
     assert_eq!(r.len(), 2);
@@ -116,6 +118,7 @@ async fn a_temporary_refusal_touches_only_its_recipient() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let r = deliver(&hops, msg, &settings()).await;
     let verdicts: Vec<Verdict> = r.iter().map(|x| x.verdict).collect();
@@ -139,6 +142,7 @@ async fn required_tls_without_starttls_defers() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let mut s = settings();
     s.tls = ClientTls::Required;
@@ -203,6 +207,7 @@ async fn results_come_before_quit() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let (r, closing) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -319,6 +324,7 @@ async fn dsn_parameters_go_to_a_dsn_next_hop_only() {
         recipients: &to,
         content: BODY,
         envelope: Some(&env),
+        plaintext_fallback: false,
     };
     let (addr, got) = sink(&["PIPELINING", "DSN"]).await;
     let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
@@ -356,6 +362,7 @@ async fn too_big_or_needing_smtputf8_bounces_without_mail() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let (addr, got) = sink(&["SIZE 10"]).await;
     let r = deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
@@ -413,6 +420,7 @@ async fn eight_bit_goes_as_8bitmime_or_quoted_printable() {
         recipients: &to,
         content: body.as_bytes(),
         envelope: None,
+        plaintext_fallback: false,
     };
     let (addr, got) = sink(&["8BITMIME"]).await;
     deliver(&[hop("mx.example.org", addr)], msg, &settings()).await;
@@ -441,6 +449,7 @@ async fn relay_passwords_per_hop_and_a_refusal_defers() {
         recipients: &to,
         content: BODY,
         envelope: None,
+        plaintext_fallback: false,
     };
     let (addr, got) = sink(&["AUTH PLAIN LOGIN"]).await;
     let mut s = settings();
@@ -478,4 +487,122 @@ async fn relay_passwords_per_hop_and_a_refusal_defers() {
         "SASL authentication failed; server mx.example.org[127.0.0.1] said: 535 5.7.8 Error: authentication failed"
     );
     assert!(!got.await.unwrap().contains("MAIL"));
+}
+
+/// A server that offers STARTTLS, answers it `220`, then sends bytes
+/// that are no TLS record and closes; a session without STARTTLS is
+/// served normally. Each connection's lines come back on the channel.
+async fn broken_tls_sink() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut r = BufReader::new(r);
+                let mut got = String::new();
+                let _ = w.write_all(b"220 broken ESMTP\r\n").await;
+                let mut in_data = false;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    got.push_str(&line);
+                    let reply: &[u8] = if in_data {
+                        if line != ".\r\n" {
+                            continue;
+                        }
+                        in_data = false;
+                        b"250 2.0.0 Ok: queued\r\n"
+                    } else {
+                        match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                            "EHLO" => b"250-broken\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                            "STAR" => {
+                                let _ = w.write_all(b"220 2.0.0 Ready to start TLS\r\n").await;
+                                let _ = w.write_all(b"this is not a TLS record\r\n").await;
+                                break;
+                            }
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 Bye\r\n").await;
+                                break;
+                            }
+                            _ => b"250 Ok\r\n",
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send(got);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tls_handshake_is_retried_without_tls_once_the_message_has_waited() {
+    let to = rcpts(&["a@example.org"]);
+    let first = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+        envelope: None,
+        plaintext_fallback: false,
+    };
+    // A first attempt defers (the handshake might work next time).
+    let (addr, mut conns) = broken_tls_sink().await;
+    let hops = [hop("mx.example.org", addr)];
+    let r = deliver(&hops, first, &settings()).await;
+    assert_eq!(
+        (r[0].verdict, r[0].status.as_str()),
+        (Verdict::Temporary, "4.7.5")
+    );
+    assert!(
+        r[0].text
+            .starts_with("TLS handshake with mx.example.org[127.0.0.1] failed"),
+        "{}",
+        r[0].text
+    );
+    assert!(conns.recv().await.unwrap().contains("STARTTLS\r\n"));
+    // A retry falls back at once to plaintext on the same host, as
+    // Postfix's opportunistic TLS does.
+    let retry = Message {
+        plaintext_fallback: true,
+        ..first
+    };
+    let r = deliver(&hops, retry, &settings()).await;
+    assert_eq!(r[0].verdict, Verdict::Sent, "{r:#?}");
+    assert!(conns.recv().await.unwrap().contains("STARTTLS\r\n"));
+    let plain = conns.recv().await.unwrap();
+    assert!(!plain.contains("STARTTLS"), "{plain}");
+    assert!(plain.contains("RCPT TO:<a@example.org>\r\n"), "{plain}");
+    // Not with TLS required, nor with AUTH credentials for the host
+    // (the password would cross in the clear).
+    let mut required = settings();
+    required.tls = ClientTls::Required;
+    let r = deliver(&hops, retry, &required).await;
+    assert_eq!(r[0].verdict, Verdict::Temporary);
+    let mut with_password = settings();
+    with_password.credentials = Some(("relay".into(), "s3cret".to_owned().into()));
+    let r = deliver(&hops, retry, &with_password).await;
+    assert_eq!(
+        (r[0].verdict, r[0].status.as_str()),
+        (Verdict::Temporary, "4.7.5")
+    );
+    for _ in 0..2 {
+        assert!(conns.recv().await.unwrap().contains("STARTTLS\r\n"));
+    }
+    assert!(conns.try_recv().is_err(), "no plaintext try");
 }
