@@ -72,7 +72,7 @@ async fn lab() -> Lab {
     .unwrap();
     let dns = dnsd::start(cfg).await.unwrap();
     let addr = dns.local_addrs()[0];
-    let resolver = DnsResolver::with_name_servers(&[addr], Duration::from_secs(2));
+    let resolver = DnsResolver::with_name_servers(&[addr], Duration::from_secs(2)).unwrap();
     Lab {
         dns,
         resolver,
@@ -232,7 +232,8 @@ async fn a_silent_server_is_a_temporary_failure() {
     // A bound UDP socket that never answers (and no TCP listener).
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let r =
-        DnsResolver::with_name_servers(&[silent.local_addr().unwrap()], Duration::from_millis(200));
+        DnsResolver::with_name_servers(&[silent.local_addr().unwrap()], Duration::from_millis(200))
+            .unwrap();
     let t = target("multi.route.test");
     let started = std::time::Instant::now();
     let e = r.route(&t, &SelectOptions::default(), 0).await.unwrap_err();

@@ -14,7 +14,7 @@
 //! let resolver = DnsResolver::with_name_servers(
 //!     &["127.0.0.1:5300".parse().unwrap()],
 //!     std::time::Duration::from_secs(5),
-//! );
+//! )?;
 //! let target = Target::for_domain("csuvnetwork.com").unwrap();
 //! let hops = resolver.route(&target, &SelectOptions::default(), netkit::resolve::random_seed()).await;
 //! # Ok(()) }
@@ -186,15 +186,14 @@ impl DnsResolver {
     }
 
     /// These name servers, asked over UDP and over TCP when an answer is
-    /// truncated, with `timeout` per query and two attempts.
-    ///
-    /// # Panics
-    ///
-    /// If the resolver cannot be built, which does not happen: nothing is
-    /// read and the TLS configuration is given (see `build`). The daemons
-    /// use [`DnsResolver::from_config`], which returns the error instead.
-    pub fn with_name_servers(servers: &[SocketAddr], timeout: Duration) -> Self {
-        Self::servers_with(servers, timeout, 2).expect("a resolver for fixed name servers")
+    /// truncated, with `timeout` per query and two attempts. Nothing is
+    /// read from the system, so this fails only if the TLS set-up the
+    /// resolver builds fails (see `build`).
+    pub fn with_name_servers(
+        servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Self, SetupError> {
+        Self::servers_with(servers, timeout, 2)
     }
 
     fn servers_with(
