@@ -156,6 +156,22 @@ def test_mail_crosses_to_the_other_instance(tmp_path, daemons):
     assert "status=sent (host " in out
 
 
+def test_over_the_remote_recipient_limit_the_rest_go_at_once(tmp_path, daemons):
+    """A remote that takes one recipient per transaction (452 4.5.3 to the
+    others, RFC 5321 4.5.3.1.10): each further transaction follows at once,
+    not after the 300 s backoff."""
+    remote = Instance(tmp_path, daemons, "example.org", smtpd_extra="recipient_limit = 1")
+    local = Instance(tmp_path, daemons, "csuvnetwork.com",
+                     transport=f"example.org smtp:[127.0.0.1]:{remote.smtp}\n")
+    assert local.submit(["a@example.org", "b@example.org", "user2@example.org"]) == {}
+    for user in ("a", "b", "user2"):
+        remote.wait_inbox(user, 1, timeout=15)
+    wait_queue_empty(local)
+    out = local.smtpd.output()
+    assert out.count("dsn=4.5.3, status=deferred (host 127.0.0.1[127.0.0.1] said: 452 4.5.3") == 3, out[-3000:]
+    assert out.count("status=sent") == 3
+
+
 def test_a_refused_recipient_gets_a_failure_notice(tmp_path, daemons):
     local, remote = pair(tmp_path, daemons)
     assert local.submit(["nobody@example.org", "b@example.org"]) == {}

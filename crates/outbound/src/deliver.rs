@@ -124,6 +124,12 @@ pub struct RcptResult {
     /// in RFC 3461 section 4.2's sense (no success notice will come from
     /// further on, so one with `NOTIFY=SUCCESS` gets ours).
     pub relayed: bool,
+    /// [`Verdict::Temporary`] because the server's recipient limit was
+    /// reached (`452` to RCPT, or `552 5.5.3`: RFC 5321 section
+    /// 4.5.3.1.10) in a transaction that delivered to the others: send
+    /// again at once in a new transaction ("100-recipient chunks")
+    /// rather than after the backoff.
+    pub retry_now: bool,
 }
 
 /// The message of one attempt: sender, the recipients with their index,
@@ -363,6 +369,7 @@ pub async fn deliver_then_close(
             remote: None,
             text: last.text.clone(),
             relayed: false,
+            retry_now: false,
         })
         .collect();
     (results, None)
@@ -618,6 +625,13 @@ fn verdict_of(r: &Reply) -> Verdict {
 }
 
 /// Per recipient: the reply that decided it, in Postfix's words.
+/// The server's limit of recipients per transaction, as RFC 5321 section
+/// 4.5.3.1.10 says a server shows it: `452`, or (older servers) `552`
+/// with the enhanced status 5.5.3, "too many recipients" (RFC 3463).
+fn too_many_recipients(r: &Reply) -> bool {
+    r.code() == 452 || (r.code() == 552 && status_of(r) == "5.5.3")
+}
+
 fn verdicts(
     report: &MessageReport,
     rcpts: &[(usize, String)],
@@ -639,6 +653,7 @@ fn verdicts(
         remote: Some(remote.to_owned()),
         text: said(r, command),
         relayed: verdict_of(r) == Verdict::Sent && !report.dsn_offered,
+        retry_now: false,
     };
     // Decided before MAIL from the EHLO reply, in Postfix's words.
     let not_sent = report.not_sent.map(|n| match n {
@@ -669,12 +684,23 @@ fn verdicts(
                     remote: Some(remote.to_owned()),
                     text: text.clone(),
                     relayed: false,
+                    retry_now: false,
                 };
             }
             if !report.mail.is_positive() {
                 return result(*i, &report.mail, "MAIL FROM");
             }
             match report.recipients.get(k) {
+                Some((_, r)) if too_many_recipients(r) => RcptResult {
+                    verdict: Verdict::Temporary,
+                    status: if r.code() == 552 {
+                        "4.5.3".into()
+                    } else {
+                        status_of(r)
+                    },
+                    retry_now: report.accepted(),
+                    ..result(*i, r, "RCPT TO")
+                },
                 Some((_, r)) if !r.is_positive() => result(*i, r, "RCPT TO"),
                 Some(_) => match &report.data {
                     Some(d) if d.is_positive() => result(*i, d, "end of DATA"),
@@ -689,6 +715,7 @@ fn verdicts(
                             addr.ip()
                         ),
                         relayed: false,
+                        retry_now: false,
                     },
                 },
                 None => RcptResult {
@@ -701,6 +728,7 @@ fn verdicts(
                         addr.ip()
                     ),
                     relayed: false,
+                    retry_now: false,
                 },
             }
         })
@@ -836,6 +864,60 @@ mod tests {
             }
         }
         (sent, events)
+    }
+
+    #[test]
+    fn a_recipient_limit_defers_the_rest_for_a_new_transaction_at_once() {
+        // RFC 5321 4.5.3.1.10: 452 (or 552 5.5.3 from older servers) to
+        // RCPT is the server's limit per transaction, not a verdict on
+        // the address.
+        let report = |rcpt: Vec<Reply>, data: Option<Reply>| MessageReport {
+            index: 0,
+            mail: Reply::new(250, (2, 1, 0), "Ok"),
+            recipients: rcpt.into_iter().map(|r| (String::new(), r)).collect(),
+            data,
+            not_sent: None,
+            dsn_offered: true,
+            downgraded: false,
+        };
+        let rcpts: Vec<(usize, String)> =
+            (0..4).map(|i| (i, format!("r{i}@example.org"))).collect();
+        let ok = Reply::new(250, (2, 1, 5), "Ok");
+        let limit = Reply::new(452, (4, 5, 3), "Error: too many recipients");
+        let old_limit = Reply::new(552, (5, 5, 3), "Too many recipients");
+        let full = Reply::new(552, (5, 2, 2), "Mailbox full");
+        let r = report(
+            vec![ok.clone(), limit.clone(), old_limit, full],
+            Some(Reply::new(250, (2, 0, 0), "Ok: queued")),
+        );
+        let addr: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let v = verdicts(&r, &rcpts, "mx.example.org", addr, "mx");
+        let got: Vec<(Verdict, &str, bool)> = v
+            .iter()
+            .map(|x| (x.verdict, x.status.as_str(), x.retry_now))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Sent, "2.0.0", false),
+                (Verdict::Temporary, "4.5.3", true),
+                (Verdict::Temporary, "4.5.3", true),
+                (Verdict::Permanent, "5.2.2", false),
+            ]
+        );
+        assert!(v[1]
+            .text
+            .contains("said: 452 4.5.3 Error: too many recipients (in reply to RCPT TO command)"));
+        // Nobody delivered (the first RCPT already over the limit, or the
+        // message refused): an ordinary deferral, so no loop.
+        let r = report(vec![limit.clone(), limit.clone()], None);
+        let v = verdicts(&r, &rcpts[..2], "mx.example.org", addr, "mx");
+        assert!(v
+            .iter()
+            .all(|x| x.verdict == Verdict::Temporary && !x.retry_now));
+        let r = report(vec![ok, limit], Some(Reply::new(554, (5, 6, 0), "No")));
+        let v = verdicts(&r, &rcpts[..2], "mx.example.org", addr, "mx");
+        assert_eq!((v[0].verdict, v[1].retry_now), (Verdict::Permanent, false));
     }
 
     #[test]

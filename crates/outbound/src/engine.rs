@@ -776,6 +776,11 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                     Verdict::Permanent => Outcome::Bounced,
                     Verdict::Temporary => {
                         match self.cfg.schedule.after_failure(arrival, now, bounce) {
+                            // The server's recipient limit, with progress
+                            // made: the rest go in the next transaction.
+                            AfterFailure::RetryAt(_) if r.retry_now => {
+                                Outcome::Deferred { next: now }
+                            }
                             AfterFailure::RetryAt(next) => Outcome::Deferred { next },
                             AfterFailure::Expire => Outcome::Bounced,
                         }
@@ -837,6 +842,7 @@ impl<R: Route, F: Finisher> Inner<R, F> {
                         remote: None,
                         text: f.text.clone(),
                         relayed: false,
+                        retry_now: false,
                     })
                     .collect();
                 return (results, None);
