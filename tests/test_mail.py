@@ -781,10 +781,23 @@ def test_login_with_full_address(lab):
 
 def test_vrfy_as_postfix_answers_it(lab):
     s = lab.smtp_client()
+    s.ehlo()
+    assert s.has_extn("vrfy")  # listed after SIZE, as Postfix lists it
     code, _ = s.verify("user1@csuvnetwork.com")
     assert code == 252
     code, text = s.verify("nosuch@csuvnetwork.com")
     assert code == 550 and text.startswith(b"5.1.1"), text
+    s.quit()
+
+
+def test_vrfy_can_be_disabled(tmp_path, daemons):
+    lab = Lab(tmp_path, daemons, extra="disable_vrfy_command = true")
+    s = lab.smtp_client()
+    s.ehlo()
+    assert not s.has_extn("vrfy")
+    assert s.verify("user1@csuvnetwork.com") == (502, b"5.5.1 VRFY command is disabled")
+    # Mail still goes through.
+    s.sendmail("user2@csuvnetwork.com", ["user1@csuvnetwork.com"], b"Subject: v\r\n\r\nx\r\n")
     s.quit()
 
 

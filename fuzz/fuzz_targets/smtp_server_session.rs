@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     cfg.max_message_size = 4096;
     cfg.max_recipients = 8;
     cfg.record_transcript = flags & 8 != 0;
+    cfg.vrfy = flags & 16 == 0;
     cfg.plaintext_auth_requires_tls = tls_flags & 1 != 0;
     cfg.tls_required = tls_flags & 2 != 0;
     cfg.tls_active = tls_flags & 4 != 0;

@@ -819,6 +819,7 @@ fn session_config(settings: &Settings, kind: Listener, peer: SocketAddr) -> Serv
     let mut c = ServerConfig::new(cfg.global.hostname.clone());
     c.max_message_size = s.message_size_limit;
     c.max_recipients = s.recipient_limit;
+    c.vrfy = !s.disable_vrfy_command;
     c.max_errors = s.error_limit;
     c.bare_lf = match s.bare_newline {
         BareNewline::Normalize => BareLf::Normalize,

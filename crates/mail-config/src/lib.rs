@@ -187,6 +187,9 @@ pub struct Smtpd {
     pub message_size_limit: u64,
     /// Recipients per message (`smtpd_recipient_limit`).
     pub recipient_limit: usize,
+    /// Refuse VRFY (`502 5.5.1`) and leave it out of EHLO, so that
+    /// addresses cannot be probed with it (`disable_vrfy_command`).
+    pub disable_vrfy_command: bool,
     /// Concurrent connections in total (`default_process_limit`); lowered
     /// at start to what the file descriptor limit allows. When full, a
     /// client with few connections takes the slot of a not yet
@@ -434,6 +437,7 @@ impl Default for Smtpd {
             tls_certificates: Vec::new(),
             message_size_limit: 10_240_000,
             recipient_limit: 1000,
+            disable_vrfy_command: false,
             max_connections: 20_000,
             max_connections_per_client: 50,
             command_timeout: Secs(300),

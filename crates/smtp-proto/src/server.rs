@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub smtputf8: bool,
     /// Advertise and accept CHUNKING / BDAT (RFC 3030).
     pub chunking: bool,
+    /// Advertise and answer VRFY (RFC 5321 section 3.5.3), as Postfix
+    /// does; off, VRFY gets `502 5.5.1` (Postfix's
+    /// `disable_vrfy_command = yes`), so addresses cannot be probed.
+    pub vrfy: bool,
     /// Advertise `DSN` (RFC 3461 section 4), as Postfix does: the host
     /// stores `RET=`, `ENVID=`, `NOTIFY=` and `ORCPT=` and honours them.
     /// Off, those parameters get `555` like any unknown one (section 4:
@@ -90,7 +94,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: 10240000-octet messages, 1000 recipients, 20 errors,
     /// 3 failed AUTHs, 2048-octet lines, bare LF normalised, no AUTH, no
-    /// TLS (and so no TLS policy), HELO required, SMTPUTF8, CHUNKING and DSN on, 300 s / 180 s
+    /// TLS (and so no TLS policy), HELO required, SMTPUTF8, CHUNKING, VRFY and DSN on, 300 s / 180 s
     /// timeouts; 300 s budgets for a command line and for the first command
     /// (section 4.5.3.2.7's five minutes per command, as a total).
     pub fn new(hostname: impl Into<String>) -> Self {
@@ -117,6 +121,7 @@ impl ServerConfig {
             require_helo: true,
             smtputf8: true,
             chunking: true,
+            vrfy: true,
             dsn: true,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
@@ -907,6 +912,10 @@ impl Core {
                 self.reply(250, (2, 0, 0), "Ok");
                 After::Nothing
             }
+            Command::Vrfy(_) if !self.cfg.vrfy => {
+                self.reply(502, (5, 5, 1), "VRFY command is disabled");
+                After::Nothing
+            }
             Command::Vrfy(arg) => {
                 let argument = arg.into_owned();
                 self.awaiting = Some(Awaiting::Vrfy(argument.clone()));
@@ -918,11 +927,12 @@ impl Core {
                 After::Nothing
             }
             Command::Help(_) => {
-                self.reply(
-                    214,
-                    (2, 0, 0),
-                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET VRFY NOOP QUIT AUTH STARTTLS HELP",
-                );
+                let text = if self.cfg.vrfy {
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET VRFY NOOP QUIT AUTH STARTTLS HELP"
+                } else {
+                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT AUTH STARTTLS HELP"
+                };
+                self.reply(214, (2, 0, 0), text);
                 After::Nothing
             }
             Command::Quit => {
@@ -956,6 +966,10 @@ impl Core {
             } else {
                 "SIZE".to_owned()
             });
+            // Postfix's order: PIPELINING, SIZE, VRFY, (ETRN,) STARTTLS...
+            if self.cfg.vrfy {
+                lines.push("VRFY".into());
+            }
             if self.cfg.tls_available && !self.tls {
                 lines.push("STARTTLS".into());
             }

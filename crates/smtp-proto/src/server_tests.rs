@@ -134,7 +134,7 @@ fn exchange(h: &mut Host, input: &str) -> String {
     h.take()
 }
 
-const EHLO_REPLY: &str = "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+const EHLO_REPLY: &str = "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
 
 #[test]
 fn lab_transcript_byte_for_byte() {
@@ -148,7 +148,7 @@ fn lab_transcript_byte_for_byte() {
     let ehlo = exchange(&mut h, "EHLO user2-PC\r\n");
     assert_eq!(
         ehlo,
-        "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+        "250-mail.csuvnetwork.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
     );
     assert_eq!(exchange(&mut h, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
     assert_eq!(exchange(&mut h, "dXNlcjI=\r\n"), "334 UGFzc3dvcmQ6\r\n");
@@ -252,6 +252,25 @@ fn greeting_helo_and_basic_replies() {
 }
 
 #[test]
+fn vrfy_can_be_disabled_as_postfix_does() {
+    // disable_vrfy_command = yes: not advertised, refused, not in HELP.
+    let mut c = cfg();
+    c.vrfy = false;
+    let mut h = Host::new(c);
+    h.run();
+    h.take();
+    let ehlo = exchange(&mut h, "EHLO client.test\r\n");
+    assert_eq!(ehlo, EHLO_REPLY.replace("250-VRFY\r\n", ""));
+    assert_eq!(
+        exchange(&mut h, "VRFY user1\r\n"),
+        "502 5.5.1 VRFY command is disabled\r\n"
+    );
+    assert!(!exchange(&mut h, "HELP\r\n").contains("VRFY"));
+    // The session goes on.
+    assert_eq!(exchange(&mut h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+#[test]
 fn ehlo_capabilities() {
     let mut h = Host::new(cfg());
     h.run();
@@ -269,7 +288,7 @@ fn ehlo_capabilities() {
     h.take();
     assert_eq!(
         exchange(&mut h, "EHLO c\r\n"),
-        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-VRFY\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
     );
     assert_eq!(
         exchange(&mut h, "AUTH PLAIN\r\n"),
@@ -289,7 +308,7 @@ fn ehlo_capabilities() {
     );
     assert_eq!(
         exchange(&mut h, "EHLO c\r\n"),
-        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-AUTH PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
+        "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-VRFY\r\n250-AUTH PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"
     );
     assert_eq!(
         exchange(&mut h, "STARTTLS\r\n"),
