@@ -623,6 +623,21 @@ impl Opt<'_> {
         11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.ede.map_or(0, |_| 6)
     }
 
+    /// Without its options when the reply would not fit in `limit` octets
+    /// with them (`used` written so far): NSID and the Extended DNS Error
+    /// give way before any record, as NSD leaves them out when the buffer
+    /// has no room.
+    fn fit(self, used: usize, limit: usize) -> Self {
+        if used + self.len() <= limit {
+            return self;
+        }
+        Opt {
+            nsid: None,
+            ede: None,
+            ..self
+        }
+    }
+
     fn write(&self, buf: &mut Vec<u8>) {
         let size = self.payload.to_be_bytes();
         let flags = if self.dnssec_ok { 0x80 } else { 0 };
@@ -748,7 +763,9 @@ impl Responder {
                 };
                 w.header(id, 0x80 | (flags1 & 0x79), (rc & 0xf) as u8);
                 if let Some(e) = &edns {
-                    self.opt(e, ext, None).write(&mut w.buf);
+                    self.opt(e, ext, None)
+                        .fit(w.buf.len(), 512)
+                        .write(&mut w.buf);
                     w.ar = 1;
                 }
                 w.patch_counts();
@@ -884,7 +901,9 @@ impl Responder {
             w.buf.extend_from_slice(q.question);
             w.qd = 1;
             if let Some(e) = &q.edns {
-                self.opt(e, ext, ede).write(&mut w.buf);
+                self.opt(e, ext, ede)
+                    .fit(w.buf.len(), limit)
+                    .write(&mut w.buf);
                 w.ar = 1;
             }
             w.patch_counts();
@@ -913,8 +932,8 @@ impl Responder {
                 w.header(q.id, 0x80 | (4 << 3) | 0x04 | q.rd, 0);
                 w.buf.extend_from_slice(q.question);
                 w.qd = 1;
-                if let Some(opt) = &opt {
-                    opt.write(&mut w.buf);
+                if let Some(opt) = opt {
+                    opt.fit(w.buf.len(), limit).write(&mut w.buf);
                     w.ar = 1;
                 }
                 w.patch_counts();
@@ -959,13 +978,14 @@ impl Responder {
                     }
                     _ => return simple(w, rcode::REFUSED, 0, Some(ede::NOT_SUPPORTED)),
                 };
-                let Some(text) = text else {
-                    return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
-                };
+                // The type first, as NSD checks it.
                 if q.qtype != rtype::TXT && q.qtype != rtype::ANY {
                     return simple(w, rcode::REFUSED, 0, Some(ede::NOT_SUPPORTED));
                 }
-                chaos_txt(w, q, text, opt);
+                let Some(text) = text else {
+                    return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
+                };
+                chaos_txt(w, q, text, opt, limit);
                 return Outcome::Reply;
             }
             // Not ours: no recursion, RA clear.
@@ -1060,7 +1080,7 @@ impl Responder {
 /// The answer to a CHAOS TXT query for the server's name or version: one
 /// TXT record, TTL 0, owner the question's name, not authoritative (as
 /// NSD, Knot and BIND send it).
-fn chaos_txt(w: &mut Writer<'_>, q: &Query<'_>, text: &[u8], opt: Option<Opt<'_>>) {
+fn chaos_txt(w: &mut Writer<'_>, q: &Query<'_>, text: &[u8], opt: Option<Opt<'_>>, limit: usize) {
     let text = text.get(..255).unwrap_or(text);
     w.header(q.id, 0x80 | q.rd, q.cd);
     w.buf.extend_from_slice(q.question);
@@ -1073,8 +1093,10 @@ fn chaos_txt(w: &mut Writer<'_>, q: &Query<'_>, text: &[u8], opt: Option<Opt<'_>
     w.buf.push(len);
     w.buf.extend_from_slice(text);
     w.an = 1;
+    // The question is one of four short names and the text at most 255
+    // octets: without options this fits the 512 octets every client takes.
     if let Some(opt) = opt {
-        opt.write(&mut w.buf);
+        opt.fit(w.buf.len(), limit).write(&mut w.buf);
         w.ar = 1;
     }
     w.patch_counts();
@@ -1114,7 +1136,6 @@ fn render<'a>(
     opt: Option<Opt<'_>>,
     sec: bool,
 ) {
-    let opt_len = opt.map_or(0, |o| o.len());
     let neg_ttl = zone.negative_ttl();
     for (owner, set) in &s.answer {
         w.an += write_set(w, *owner, set, None, sec);
@@ -1123,6 +1144,9 @@ fn render<'a>(
         w.ns += write_set(w, *owner, set, negative.then_some(neg_ttl), sec);
     }
     let main_end = w.buf.len();
+    // The OPT's options give way before the answer and authority do.
+    let opt = opt.map(|o| o.fit(main_end, limit));
+    let opt_len = opt.map_or(0, |o| o.len());
     // Additional data is dropped RRset by RRset, never separating an
     // RRset from its signatures.
     let mut ends_ar: Vec<(usize, u16)> = Vec::new();
@@ -1482,21 +1506,10 @@ fn resolve<'a>(
             dst.make_ascii_lowercase();
             cur_len = new_len;
             let next = buf.get(..new_len).unwrap_or_default();
-            // A name below a DNAME already in the answer would redirect
-            // again through it (a DNAME pointing below itself, or a
-            // ring of them): stop here, as NSD does, rather than repeat
-            // it; the client follows the CNAME and synthesizes the rest.
-            let redirected_again = || {
-                s.answer.iter().any(|((o, _), set)| {
-                    set.rtype == rtype::DNAME
-                        && next.len() > o.len()
-                        && crate::name::is_subdomain(next, o)
-                })
-            };
             if !crate::name::is_subdomain(next, apex_key)
                 || chain > MAX_CHAIN
                 || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
-                || redirected_again()
+                || below_answered_dname(&s, next)
             {
                 return (rcode::NOERROR, true, s);
             }
@@ -1603,6 +1616,7 @@ fn resolve<'a>(
             if !crate::name::is_subdomain(next, apex_key)
                 || chain > MAX_CHAIN
                 || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
+                || below_answered_dname(&s, next)
             {
                 return (rcode::NOERROR, true, s);
             }
@@ -1616,6 +1630,17 @@ fn resolve<'a>(
         }
         return (rcode::NOERROR, true, s);
     }
+}
+
+/// Whether `name` (lowercased) is below a DNAME already in the answer: it
+/// would be redirected through it again (a DNAME pointing below itself,
+/// a ring of DNAMEs, a CNAME leading back). The chain stops there, as
+/// NSD's does, rather than repeat the DNAME; the client follows the last
+/// CNAME and synthesizes the rest itself.
+fn below_answered_dname(s: &Sections<'_>, name: &[u8]) -> bool {
+    s.answer.iter().any(|((o, _), set)| {
+        set.rtype == rtype::DNAME && name.len() > o.len() && crate::name::is_subdomain(name, o)
+    })
 }
 
 /// Adds a node's RRset of type `rt` to the authority section once.

@@ -1563,6 +1563,27 @@ z.f A 192.0.2.7\n",
         ]
     );
     assert_eq!(m.answers()[3].data().to_string(), "z.x.y.a.e.test.");
+    // A CNAME that leads back below a DNAME in the answer stops there
+    // too: the DNAME is not written twice.
+    let r2 = small_responder(
+        "$TTL 60\n@ SOA ns root 1 2 3 4 5\n NS ns\nns A 192.0.2.1\n\
+d DNAME e.e.test.\ny.e CNAME z.d.e.test.\n",
+        "e.test.",
+    );
+    let m = ask(&r2, "y.d.e.test.", RecordType::A);
+    let kinds: Vec<String> = m
+        .answers()
+        .iter()
+        .map(|a| format!("{} {}", a.name(), a.record_type()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "d.e.test. Unknown",
+            "y.d.e.test. CNAME",
+            "y.e.e.test. CNAME"
+        ]
+    );
     // Distinct DNAMEs one after the other are all followed.
     let m = ask(&r, "z.c.e.test.", RecordType::A);
     assert_eq!(m.answers().len(), 5);
@@ -1730,6 +1751,10 @@ fn chaos_txt_gives_identity_and_version() {
     );
     let hidden = responder();
     assert_eq!(
+        refused(&hidden, "id.server.", RecordType::A),
+        Some(vec![0, 21])
+    );
+    assert_eq!(
         refused(&hidden, "id.server.", RecordType::TXT),
         Some(vec![0, 18])
     );
@@ -1742,6 +1767,49 @@ fn chaos_txt_gives_identity_and_version() {
     let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
     assert_eq!(m.response_code(), ResponseCode::Refused);
     assert_eq!(option(&m, 15), Some(vec![0, 20]));
+}
+
+#[test]
+fn options_give_way_when_the_reply_would_not_fit() {
+    // A 480-octet NSID does not fit a 512-octet UDP reply with the
+    // answer: the records win, the NSID is left out (as NSD does); over
+    // TCP, or with a larger EDNS size, it is sent.
+    let r = responder_with(
+        &[],
+        ResponderConfig {
+            nsid: Some(vec![b'n'; 480].into()),
+            identity: Some(vec![b'i'; 200].into()),
+            ..ResponderConfig::default()
+        },
+    );
+    let ask_sized = |qname: &str, qtype, qclass, size: u16, t| {
+        let mut q = query_with(qname, qtype, qclass, true);
+        // The OPT's CLASS is the payload size: after its owner (1) and
+        // TYPE (2), 11 + 4 octets from the end (the NSID option last).
+        let at = q.len() - 4 - 11 + 3;
+        q[at..at + 2].copy_from_slice(&size.to_be_bytes());
+        let out = ask_raw(&r, &q, t).unwrap();
+        (out.len(), Message::from_vec(&out).unwrap())
+    };
+    for (qname, qtype, qclass) in [
+        ("www.example.com.", RecordType::A, DNSClass::IN),
+        ("www.other.org.", RecordType::A, DNSClass::IN),
+        ("id.server.", RecordType::TXT, DNSClass::CH),
+        ("id.server.", RecordType::A, DNSClass::CH),
+        ("big.example.com.", RecordType::TXT, DNSClass::IN),
+    ] {
+        let (len, m) = ask_sized(qname, qtype, qclass, 512, Transport::Udp);
+        assert!(len <= 512, "{qname} {qtype}: {len}");
+        assert_eq!(option(&m, 3), None, "{qname}");
+        assert!(m.extensions().is_some(), "the OPT stays");
+        let (_, m) = ask_sized(qname, qtype, qclass, 512, Transport::Tcp);
+        assert_eq!(option(&m, 3).map(|n| n.len()), Some(480), "{qname}");
+        let (len, m) = ask_sized(qname, qtype, qclass, 1232, Transport::Udp);
+        assert!(len <= 1232);
+        if qname != "big.example.com." {
+            assert_eq!(option(&m, 3).map(|n| n.len()), Some(480), "{qname}");
+        }
+    }
 }
 
 #[test]
