@@ -271,7 +271,10 @@ impl Closing {
     /// Sends `msg` over this idle connection (`RSET`, then the
     /// transaction). `Err` gives the connection back when it failed
     /// before the transaction began (the server had gone, or refused
-    /// `RSET`): nothing was sent, so the caller connects anew.
+    /// `RSET`): nothing was sent, so the caller connects anew. A failure
+    /// once `MAIL` was sent defers every recipient instead: after the
+    /// final dot the server may have taken the message, and sending it
+    /// again at once would deliver it twice (Postfix defers too).
     pub async fn reuse(mut self, msg: Message<'_>) -> Result<(Vec<RcptResult>, Closing), Closing> {
         if self
             .session
@@ -286,6 +289,28 @@ impl Closing {
                 Ok(ClientEvent::Message(report)) => {
                     self.uses += 1;
                     let results = verdicts(&report, msg.recipients, &self.name, self.addr, &remote);
+                    return Ok((results, self));
+                }
+                Ok(ClientEvent::Failed(_)) | Err(_) if self.session.in_transaction() => {
+                    let text = format!(
+                        "lost connection with {}[{}] while sending the message \
+                         over a reused connection",
+                        self.name,
+                        self.addr.ip()
+                    );
+                    let results = msg
+                        .recipients
+                        .iter()
+                        .map(|(i, _)| RcptResult {
+                            rcpt: *i,
+                            verdict: Verdict::Temporary,
+                            status: "4.4.2".into(),
+                            remote: Some(remote.clone()),
+                            text: text.clone(),
+                            relayed: false,
+                            retry_now: false,
+                        })
+                        .collect();
                     return Ok((results, self));
                 }
                 Ok(ClientEvent::Failed(_)) | Err(_) => return Err(self),
@@ -624,14 +649,18 @@ fn verdict_of(r: &Reply) -> Verdict {
     }
 }
 
-/// Per recipient: the reply that decided it, in Postfix's words.
 /// The server's limit of recipients per transaction, as RFC 5321 section
-/// 4.5.3.1.10 says a server shows it: `452`, or (older servers) `552`
-/// with the enhanced status 5.5.3, "too many recipients" (RFC 3463).
+/// 4.5.3.1.10 says a server shows it: `452`, or (older servers) `552`,
+/// with the enhanced status 5.5.3, "too many recipients" (RFC 3463), when
+/// there is one (`452 4.2.2`, a full mailbox, is not a limit).
 fn too_many_recipients(r: &Reply) -> bool {
-    r.code() == 452 || (r.code() == 552 && status_of(r) == "5.5.3")
+    match r.status() {
+        Some(s) => matches!(r.code(), 452 | 552) && (s.subject, s.detail) == (5, 3),
+        None => r.code() == 452,
+    }
 }
 
+/// Per recipient: the reply that decided it, in Postfix's words.
 fn verdicts(
     report: &MessageReport,
     rcpts: &[(usize, String)],

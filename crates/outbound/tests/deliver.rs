@@ -606,3 +606,82 @@ async fn a_failed_tls_handshake_is_retried_without_tls_once_the_message_has_wait
     }
     assert!(conns.try_recv().is_err(), "no plaintext try");
 }
+
+/// A server that serves the first transaction, keeps the connection, and
+/// in the next one closes without a word when it reads a line starting
+/// with `drop_at` (`RSET`, or `.` for the end of the data).
+async fn drops_second(drop_at: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 once ESMTP\r\n").await.unwrap();
+        let (mut in_data, mut done) = (false, 0);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if done == 1 && line.starts_with(drop_at) && (drop_at != "." || in_data) {
+                return;
+            }
+            let reply: &[u8] = if in_data {
+                if line != ".\r\n" {
+                    continue;
+                }
+                in_data = false;
+                done += 1;
+                b"250 2.0.0 Ok: queued\r\n"
+            } else {
+                match line.get(..4).unwrap_or("") {
+                    "EHLO" => b"250-once\r\n250 PIPELINING\r\n",
+                    "DATA" => {
+                        in_data = true;
+                        b"354 go\r\n"
+                    }
+                    _ => b"250 Ok\r\n",
+                }
+            };
+            w.write_all(reply).await.unwrap();
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_lost_in_the_transaction_defers_instead_of_resending() {
+    let to = rcpts(&["a@example.org"]);
+    let msg = Message {
+        sender: "me@example.net",
+        recipients: &to,
+        content: BODY,
+        envelope: None,
+        plaintext_fallback: false,
+    };
+    let mut s = ClientSettings::new("mail.example.net", None);
+    s.keep_open = true;
+    // Gone at the RSET: nothing was sent, the caller may connect anew.
+    let addr = drops_second("RSET").await;
+    let (r, closing) = deliver_then_close(&[hop("mx.example.org", addr)], msg, &s).await;
+    assert_eq!(r[0].verdict, Verdict::Sent);
+    assert!(closing.unwrap().reuse(msg).await.is_err());
+    // Gone after the final dot: the server may have the message, so it
+    // is deferred, not handed back for an immediate second try.
+    let addr = drops_second(".").await;
+    let (r, closing) = deliver_then_close(&[hop("mx.example.org", addr)], msg, &s).await;
+    assert_eq!(r[0].verdict, Verdict::Sent);
+    let Ok((r, _)) = closing.unwrap().reuse(msg).await else {
+        panic!("a failure inside the transaction must report its recipients")
+    };
+    assert_eq!(
+        (r[0].verdict, r[0].status.as_str()),
+        (Verdict::Temporary, "4.4.2")
+    );
+    assert_eq!(
+        r[0].text,
+        "lost connection with mx.example.org[127.0.0.1] while sending the message over a reused connection"
+    );
+}

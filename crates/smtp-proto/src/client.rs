@@ -424,6 +424,14 @@ impl ClientSession {
         Ok(())
     }
 
+    /// A transaction is under way: `MAIL` was sent for a message whose
+    /// [`ClientEvent::Message`] has not come yet. A failure now may have
+    /// left the message with the server (after the final dot), so the
+    /// host must not send it again at once.
+    pub fn in_transaction(&self) -> bool {
+        self.report.is_some()
+    }
+
     /// Ends an idle kept connection: `QUIT` is sent when the session is
     /// driven next. No effect on a session that is not idle.
     pub fn end(&mut self) {
