@@ -84,6 +84,9 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy"
 cargo clippy -j "$JOBS" --workspace --all-targets --locked -- -D warnings
+log "cargo doc"
+# The crate docs are what embedders read: no broken or private links.
+RUSTDOCFLAGS="-D warnings" cargo doc -j "$JOBS" --workspace --no-deps --locked -q
 
 # --- unit, property and doc tests -------------------------------------------
 log "cargo test"

@@ -366,9 +366,10 @@ impl Drop for ConnPermit {
 const RESERVED_FDS: u64 = 256;
 
 /// How many connections `nofile` file descriptors carry: what is left
-/// after [`RESERVED_FDS`], of which a quarter is kept for the second
-/// descriptor a connection may hold while it writes a message or reads a
-/// maildrop.
+/// after the 256 kept for everything else (listeners, the queue journal,
+/// Maildir files, the passwd file, logging), of which a quarter is kept
+/// for the second descriptor a connection may hold while it writes a
+/// message or reads a maildrop.
 pub fn fd_connection_budget(nofile: u64) -> usize {
     let usable = nofile.saturating_sub(RESERVED_FDS) / 4 * 3;
     usize::try_from(usable).unwrap_or(usize::MAX).max(1)
