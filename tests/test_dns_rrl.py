@@ -40,16 +40,20 @@ def start(daemons, tmp_path, extra=""):
     return port, d
 
 
-def flood(port, source, names, rdtype="A", settle=0.5):
+def flood(port, source, names, rdtype="A", settle=0.5, options=None):
     """Send one UDP query per name from `source` as fast as possible, then
     collect answers until `settle` seconds pass without one. Returns
-    (full answers, truncated answers, no answer)."""
+    (full answers, truncated answers, no answer). With `options`, the
+    queries have EDNS with these options."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((source, 0))
     s.settimeout(settle)
     sent = {}
     for i, name in enumerate(names):
-        q = dns.message.make_query(name, rdtype)
+        if options is None:
+            q = dns.message.make_query(name, rdtype)
+        else:
+            q = dns.message.make_query(name, rdtype, use_edns=0, options=options)
         q.id = i
         sent[i] = q
         s.sendto(q.to_wire(), ("127.0.0.1", port))
@@ -106,6 +110,39 @@ def test_flood_is_limited_slipped_and_tcp_retry_answers(daemons, tmp_path):
     time.sleep(WINDOW + 0.2)
     full, tc, dropped = flood(port, "127.0.0.2", ["mail.csuvnetwork.com"] * 2, settle=0.3)
     assert len(full) == 2
+
+
+def test_a_valid_server_cookie_is_not_rate_limited(daemons, tmp_path):
+    """DNS Cookies (RFC 7873, RFC 9018): a client that returns our Server
+    Cookie is at the address it claims, so a flood from it is no spoofed
+    amplification; BIND answers it in full, and so does dnsd."""
+    import shutil
+    import subprocess
+    import dns.edns
+    port, _ = start(daemons, tmp_path)
+    client_cookie = bytes(range(1, 9))
+    q = dns.message.make_query("mail.csuvnetwork.com", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(dns.edns.COOKIE, client_cookie)])
+    r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3, source="127.0.0.4")
+    [got] = [o.to_wire() for o in r.options if o.otype == dns.edns.COOKIE]
+    # Our Client Cookie back, then a 16-octet Server Cookie (version 1).
+    assert len(got) == 24 and got[:8] == client_cookie and got[8] == 1
+    cookie = [dns.edns.GenericOption(dns.edns.COOKIE, got)]
+    full, tc, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 40, options=cookie)
+    assert (len(full), len(tc), dropped) == (40, 0, 0)
+    # A forged Server Cookie counts for nothing: limited like any query.
+    forged = [dns.edns.GenericOption(dns.edns.COOKIE, got[:-1] + bytes([got[-1] ^ 1]))]
+    full, tc, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 40, options=forged)
+    assert len(full) <= RATE + 2 and len(tc) + dropped >= 30, (len(full), len(tc), dropped)
+    # A malformed COOKIE option is FORMERR (RFC 7873 5.2.2).
+    q = dns.message.make_query("mail.csuvnetwork.com", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(dns.edns.COOKIE, b"short")])
+    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.FORMERR
+    if shutil.which("dig"):
+        out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tcp", "+cookie", "mail.csuvnetwork.com"],
+                             capture_output=True, text=True, timeout=20).stdout
+        assert "; COOKIE: " in out and "(good)" in out, out
 
 
 def test_other_names_and_nxdomain_per_zone(daemons, tmp_path):

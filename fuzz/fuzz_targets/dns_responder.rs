@@ -62,6 +62,10 @@ a.b A 192.0.2.2\na.b RRSIG A {SIG}\nsub NS ns.sub\nns.sub A 192.0.2.3\nsec NS ns
     z
 }
 
+/// The Server Cookie secret: every cookie in a reply must check with it.
+const SECRET: [u8; 16] = [0x42; 16];
+const NOW: u64 = 1_700_000_000;
+
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
     R.get_or_init(|| {
@@ -106,6 +110,7 @@ fn responder() -> &'static Responder {
                 nsid: Some(vec![b'n'; 300].into()),
                 identity: Some(b"ns.example".to_vec().into()),
                 version: None,
+                cookie_secret: Some(SECRET),
             },
         )
     })
@@ -114,11 +119,14 @@ fn responder() -> &'static Responder {
 fuzz_target!(|data: &[u8]| {
     check(data);
     // The same query with an OPT record (payload 1232, DO, an NSID
-    // request) appended.
+    // request, a Client Cookie) appended.
     if data.len() >= 12 && data[10..12] == [0, 0] {
         let mut q = data.to_vec();
         q[11] = 1;
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 4, 0, 3, 0, 0]);
+        q.extend_from_slice(&[
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 16, 0, 3, 0, 0, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6,
+            7, 8,
+        ]);
         check(&q);
     }
 });
@@ -127,19 +135,24 @@ fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
-        match r.handle_at(
-            data,
-            t,
-            "127.0.0.1".parse().unwrap(),
-            1_700_000_000,
-            &mut out,
-        ) {
+        match r.handle_at(data, t, "127.0.0.1".parse().unwrap(), NOW, &mut out) {
             Outcome::Reply => {
                 assert!(out.len() >= 12);
                 // Well-formed for another parser: compression pointers
                 // point back, the counts match the sections.
-                if let Err(e) = hickory_proto::op::Message::from_vec(&out) {
-                    panic!("reply does not parse: {e}\n{out:02x?}");
+                let reply = match hickory_proto::op::Message::from_vec(&out) {
+                    Ok(m) => m,
+                    Err(e) => panic!("reply does not parse: {e}\n{out:02x?}"),
+                };
+                // A COOKIE we send is one we would take back (RFC 9018).
+                use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+                if let Some(EdnsOption::Unknown(_, c)) = reply
+                    .extensions()
+                    .as_ref()
+                    .and_then(|e| e.option(EdnsCode::from(10u16)))
+                {
+                    let ip = "127.0.0.1".parse().unwrap();
+                    assert!(dns_zone::cookie::QueryCookie::parse(c).is_valid(&SECRET, ip, NOW));
                 }
                 if t == Transport::Udp {
                     // The client's own limit (RFC 6891 6.2.5: 512 at

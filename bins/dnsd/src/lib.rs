@@ -135,7 +135,29 @@ fn responder_config(cfg: &Config) -> Result<ResponderConfig, Error> {
             &d.version,
             concat!("dnsd ", env!("CARGO_PKG_VERSION")),
         ),
+        cookie_secret: if d.answer_cookie {
+            Some(
+                d.cookie_secret_octets()
+                    .map_err(|e| Error::Invalid(format!("cookie_secret {e}")))?
+                    .map_or_else(random_cookie_secret, Ok)?,
+            )
+        } else {
+            None
+        },
     })
+}
+
+/// The Server Cookie secret when none is configured: random, and the same
+/// for the life of the process, so a reload does not make the cookies
+/// handed out invalid.
+fn random_cookie_secret() -> Result<[u8; 16], Error> {
+    static SECRET: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(|| {
+            let mut s = [0u8; 16];
+            getrandom::getrandom(&mut s).ok().map(|()| s)
+        })
+        .ok_or_else(|| Error::Invalid("no randomness for the cookie secret".into()))
 }
 
 /// The `tsig_keys` of `[dnsd]`, decoded.
@@ -1200,7 +1222,9 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                         let now = *now_ms.get_or_insert_with(|| {
                             u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
                         });
-                        if !rate_limit(limiter, now, peer, out) {
+                        if !rate_limit(limiter, now, peer, out, || {
+                            responder.has_valid_cookie(query, peer.ip(), unix)
+                        }) {
                             if query_log {
                                 info!(target: "dnsd::query", client = %peer, proto = "udp", q = %describe(query), "dropped by rate limit");
                             }
@@ -1232,9 +1256,21 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
 }
 
 /// Applies response rate limiting to the UDP answer in `out`: false when
-/// it is dropped; a slipped answer is rewritten to its truncated form.
-fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// it is dropped; a slipped answer is rewritten to its truncated form. A
+/// query with a valid Server Cookie (`cookie_ok`, asked only when the
+/// answer would be limited) comes from the address it claims, so it is
+/// answered in full, as BIND does.
+fn rate_limit(
+    limiter: &RateLimiter,
+    now_ms: u64,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+    cookie_ok: impl FnOnce() -> bool,
+) -> bool {
     let d = limiter.check(now_ms, peer.ip(), out);
+    if d.action != Action::Send && cookie_ok() {
+        return true;
+    }
     if d.started {
         // Once per episode, as BIND's "limit ... responses to ..." line.
         info!(target: "dnsd::rrl", client = %peer.ip(), kind = ?d.kind, log_only = limiter.config().log_only, "rate limit started");
@@ -1466,6 +1502,16 @@ mod tests {
         assert_eq!(r.version, None);
         cfg.dnsd.hide_identity = true;
         assert_eq!(responder_config(&cfg).unwrap().identity, None);
+        // Cookies: on, with one random secret for the life of the process
+        // (a reload keeps it), or the configured one, or off.
+        let random = responder_config(&cfg).unwrap().cookie_secret;
+        assert!(random.is_some());
+        assert_eq!(responder_config(&cfg).unwrap().cookie_secret, random);
+        cfg.dnsd.cookie_secret = "e5e973e5a6b2a43f48e7dc849e37bfcf".into();
+        let set = responder_config(&cfg).unwrap().cookie_secret.unwrap();
+        assert_eq!(set[..3], [0xe5, 0xe9, 0x73]);
+        cfg.dnsd.answer_cookie = false;
+        assert_eq!(responder_config(&cfg).unwrap().cookie_secret, None);
         assert_eq!(worker_count(&Dnsd { workers: 3, ..d }), 3);
         let mut cfg = Config::default();
         assert!(!logs_queries(&cfg));

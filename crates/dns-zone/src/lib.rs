@@ -61,6 +61,7 @@
     )
 )]
 
+pub mod cookie;
 mod dnssec;
 mod error;
 pub mod ixfr;

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cookie::QueryCookie;
 use crate::dnssec::{label_offsets, wildcard_of};
 use crate::name::MAX_NAME_LEN;
 use crate::tsig::{Checked, Key, RequestTsig, Signer};
@@ -126,6 +127,11 @@ pub struct ResponderConfig {
     /// The text of `CH TXT version.server` and `version.bind`; `None`
     /// refuses them (at most 255 octets are sent).
     pub version: Option<Box<[u8]>>,
+    /// The secret of our Server Cookies (RFC 7873, RFC 9018): a query
+    /// with a COOKIE option gets its Client Cookie back with a Server
+    /// Cookie made with it; `None` ignores COOKIE options (as NSD and
+    /// Knot do by default). Servers behind one address share it.
+    pub cookie_secret: Option<[u8; 16]>,
 }
 
 impl Default for ResponderConfig {
@@ -139,6 +145,7 @@ impl Default for ResponderConfig {
             nsid: None,
             identity: None,
             version: None,
+            cookie_secret: None,
         }
     }
 }
@@ -603,6 +610,11 @@ struct Edns {
     dnssec_ok: bool,
     /// The query has an NSID option (RFC 5001 2.1).
     nsid: bool,
+    /// The query's COOKIE option (RFC 7873 4).
+    cookie: Option<QueryCookie>,
+    /// Our COOKIE option for the answer: the Client Cookie and a fresh
+    /// Server Cookie (RFC 7873 5.2.3), when cookies are on.
+    cookie_reply: Option<[u8; 24]>,
 }
 
 /// Our OPT record (RFC 6891 6.1.2) with its options.
@@ -616,25 +628,36 @@ struct Opt<'c> {
     nsid: Option<&'c [u8]>,
     /// Extended DNS Error INFO-CODE, no EXTRA-TEXT (RFC 8914 2).
     ede: Option<u16>,
+    /// The Client Cookie and our Server Cookie (RFC 7873 5.2.3).
+    cookie: Option<[u8; 24]>,
 }
 
 impl Opt<'_> {
     fn len(&self) -> usize {
-        11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.ede.map_or(0, |_| 6)
+        11 + self.nsid.map_or(0, |n| 4 + n.len())
+            + self.ede.map_or(0, |_| 6)
+            + self.cookie.map_or(0, |_| 28)
     }
 
     /// Without its options when the reply would not fit in `limit` octets
     /// with them (`used` written so far): NSID and the Extended DNS Error
     /// give way before any record, as NSD leaves them out when the buffer
-    /// has no room.
+    /// has no room, and then the cookie.
     fn fit(self, used: usize, limit: usize) -> Self {
         if used + self.len() <= limit {
             return self;
         }
-        Opt {
+        let lean = Opt {
             nsid: None,
             ede: None,
             ..self
+        };
+        if used + lean.len() <= limit {
+            return lean;
+        }
+        Opt {
+            cookie: None,
+            ..lean
         }
     }
 
@@ -652,6 +675,10 @@ impl Opt<'_> {
         if let Some(code) = self.ede {
             buf.extend_from_slice(&[0, 15, 0, 2]);
             buf.extend_from_slice(&code.to_be_bytes());
+        }
+        if let Some(c) = &self.cookie {
+            buf.extend_from_slice(&[0, 10, 0, 24]);
+            buf.extend_from_slice(c);
         }
     }
 }
@@ -731,7 +758,7 @@ impl Responder {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
-        let q = match parse_query(query) {
+        let mut q = match parse_query(query) {
             Ok(q) => q,
             Err(ParseFail::Silent) => return Outcome::Drop,
             Err(ParseFail::FormErr) => {
@@ -773,6 +800,16 @@ impl Responder {
                 return Outcome::Reply;
             }
         };
+        if let (Some(secret), Some(e)) = (&self.config.cookie_secret, &mut q.edns) {
+            // RFC 7873 5.2.3/5.2.4: the Client Cookie back with a fresh
+            // Server Cookie, whether or not the one sent was valid.
+            if let Some(cc) = e.cookie.and_then(|c| c.client()) {
+                let mut r = [0u8; 24];
+                r[..8].copy_from_slice(&cc);
+                r[8..].copy_from_slice(&crate::cookie::server_cookie(secret, &cc, client, now));
+                e.cookie_reply = Some(r);
+            }
+        }
         let limit = match transport {
             Transport::Tcp => 65_535,
             Transport::Udp => match &q.edns {
@@ -913,6 +950,10 @@ impl Responder {
             if e.version != 0 {
                 // RFC 6891 6.1.3: BADVERS, upper RCODE bits in the OPT TTL.
                 return simple(w, rcode::BADVERS, (rcode::BADVERS >> 4) as u8, None);
+            }
+            if self.config.cookie_secret.is_some() && e.cookie == Some(QueryCookie::Malformed) {
+                // RFC 7873 5.2.2.
+                return simple(w, rcode::FORMERR, 0, None);
             }
         }
         if q.opcode == 4 {
@@ -1073,7 +1114,24 @@ impl Responder {
                 .filter(|_| edns.nsid)
                 .map(|n| n.get(..512).unwrap_or(n)),
             ede,
+            cookie: edns.cookie_reply,
         }
+    }
+
+    /// Whether `query` returns a valid Server Cookie of ours for `client`
+    /// at `now` (RFC 7873 5.2.4): it comes from that address, so it is no
+    /// spoofed amplification attempt. dnsd does not rate-limit it, as
+    /// BIND does not. False when cookies are off.
+    pub fn has_valid_cookie(&self, query: &[u8], client: IpAddr, now: u64) -> bool {
+        let Some(secret) = &self.config.cookie_secret else {
+            return false;
+        };
+        let Ok(q) = parse_query(query) else {
+            return false;
+        };
+        q.edns
+            .and_then(|e| e.cookie)
+            .is_some_and(|c| c.is_valid(secret, client, now))
     }
 }
 
@@ -1314,13 +1372,23 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
             // Options must tile the RDATA exactly.
             let mut o = 0usize;
             let mut nsid = false;
+            let mut cookie = None;
             while o < rdata.len() {
                 let h: [u8; 4] = rdata
                     .get(o..o + 4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(ParseFail::FormErr)?;
-                nsid |= u16::from_be_bytes([h[0], h[1]]) == 3;
-                o += 4 + usize::from(u16::from_be_bytes([h[2], h[3]]));
+                let code = u16::from_be_bytes([h[0], h[1]]);
+                let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+                nsid |= code == 3;
+                if code == crate::cookie::OPTION_CODE {
+                    // Two COOKIE options are as malformed as a bad one.
+                    cookie = Some(match (cookie, rdata.get(o + 4..o + 4 + len)) {
+                        (None, Some(data)) => QueryCookie::parse(data),
+                        _ => QueryCookie::Malformed,
+                    });
+                }
+                o += 4 + len;
             }
             if o != rdata.len() {
                 return Err(ParseFail::FormErr);
@@ -1330,6 +1398,8 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
                 version: ttl[1],
                 dnssec_ok: ttl[2] & 0x80 != 0,
                 nsid,
+                cookie,
+                cookie_reply: None,
             });
         }
     }

@@ -2,6 +2,7 @@
 //! the known traps, RFC behaviours), decoding answers with hickory-proto.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -1826,4 +1827,93 @@ fn a_long_identity_is_cut_to_one_string_and_nsid_to_512() {
     let m = Message::from_vec(&ask_raw(&r, &q, Transport::Udp).unwrap()).unwrap();
     assert_eq!(m.answers()[0].data().to_string(), "i".repeat(255));
     assert_eq!(option(&m, 3).map(|n| n.len()), Some(512));
+}
+
+/// A query with EDNS carrying these COOKIE options' data.
+fn query_with_cookies(qname: &str, cookies: &[&[u8]]) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(0x7873);
+    m.add_query(Query::query(
+        hickory_proto::rr::Name::from_ascii(qname).unwrap(),
+        RecordType::A,
+    ));
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(1232);
+    m.set_edns(e);
+    let mut q = m.to_bytes().unwrap();
+    // hickory keeps one option per code: append the OPT RDATA by hand.
+    let mut rdata = Vec::new();
+    for c in cookies {
+        rdata.extend_from_slice(&[0, 10, 0, c.len() as u8]);
+        rdata.extend_from_slice(c);
+    }
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+    q.extend_from_slice(&rdata);
+    q
+}
+
+#[test]
+fn dns_cookies_as_rfc_7873_and_9018_say() {
+    let secret = [0x5a; 16];
+    let r = responder_with(
+        &[],
+        ResponderConfig {
+            cookie_secret: Some(secret),
+            ..ResponderConfig::default()
+        },
+    );
+    let client: IpAddr = "192.0.2.7".parse().unwrap();
+    let now = 1_700_000_000;
+    let ask_at = |r: &Responder, q: &[u8], now: u64| {
+        let mut out = Vec::new();
+        assert!(matches!(
+            r.handle_at(q, Transport::Udp, client, now, &mut out),
+            Outcome::Reply
+        ));
+        Message::from_vec(&out).unwrap()
+    };
+    // A Client Cookie alone: the answer, and our Server Cookie for it.
+    let cc = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    let m = ask_at(&r, &query_with_cookies("www.example.com.", &[&cc]), now);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(!m.answers().is_empty());
+    let got = option(&m, 10).expect("a COOKIE in the answer");
+    assert_eq!(got.len(), 24);
+    assert_eq!(got[..8], cc);
+    let sent_back = query_with_cookies("www.example.com.", &[&got]);
+    assert!(crate::cookie::QueryCookie::parse(&got).is_valid(&secret, client, now));
+    // Returned, it is valid for this client (so dnsd does not rate-limit
+    // it), not for another address, and not after an hour.
+    assert!(r.has_valid_cookie(&sent_back, client, now + 10));
+    assert!(!r.has_valid_cookie(&sent_back, "192.0.2.8".parse().unwrap(), now));
+    assert!(!r.has_valid_cookie(&sent_back, client, now + 3601));
+    // A stale or foreign Server Cookie still gets an answer and a fresh one.
+    let m = ask_at(&r, &sent_back, now + 7200);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    let fresh = option(&m, 10).unwrap();
+    assert!(crate::cookie::QueryCookie::parse(&fresh).is_valid(&secret, client, now + 7200));
+    // RFC 7873 5.2.2: a malformed option, or two, is FORMERR (with our OPT).
+    for bad in [
+        query_with_cookies("www.example.com.", &[&cc[..5]]),
+        query_with_cookies("www.example.com.", &[&[9u8; 12]]),
+        query_with_cookies("www.example.com.", &[&cc, &cc]),
+    ] {
+        let m = ask_at(&r, &bad, now);
+        assert_eq!(m.response_code(), ResponseCode::FormErr);
+        assert!(m.extensions().is_some());
+        assert_eq!(option(&m, 10), None);
+    }
+    // No COOKIE asked, none sent; cookies off, the option is ignored.
+    let m = ask(&r, "www.example.com.", RecordType::A);
+    assert_eq!(option(&m, 10), None);
+    let off = responder();
+    let m = ask_at(
+        &off,
+        &query_with_cookies("www.example.com.", &[&cc[..5]]),
+        now,
+    );
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(option(&m, 10), None);
+    assert!(!off.has_valid_cookie(&sent_back, client, now));
 }

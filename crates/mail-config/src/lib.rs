@@ -690,6 +690,14 @@ pub struct Dnsd {
     pub version: String,
     /// Refuse `version.server` and `version.bind` (NSD's `hide-version`).
     pub hide_version: bool,
+    /// Answer DNS Cookies (RFC 7873, with RFC 9018's Server Cookies), as
+    /// BIND does; a query that returns a valid one is not rate-limited
+    /// (NSD's `answer-cookie`).
+    pub answer_cookie: bool,
+    /// The Server Cookie secret, 32 hex digits; `""`: a random one at
+    /// start. Servers behind one anycast address share it (NSD's
+    /// `cookie-secret`).
+    pub cookie_secret: String,
 }
 
 impl Default for Dnsd {
@@ -730,11 +738,33 @@ impl Default for Dnsd {
             hide_identity: false,
             version: String::new(),
             hide_version: false,
+            answer_cookie: true,
+            cookie_secret: String::new(),
         }
     }
 }
 
 impl Dnsd {
+    /// The octets of [`Dnsd::cookie_secret`]: `None` when empty, an error
+    /// text unless it is 32 hex digits.
+    pub fn cookie_secret_octets(&self) -> Result<Option<[u8; 16]>, String> {
+        let v = &self.cookie_secret;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let mut out = [0u8; 16];
+        if v.len() != 32 {
+            return Err(format!("{} characters, not 32 hex digits", v.len()));
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = v
+                .get(2 * i..2 * i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(|| "not 32 hex digits".to_owned())?;
+        }
+        Ok(Some(out))
+    }
+
     /// The NSID octets of [`Dnsd::nsid`]: `None` when empty, an error
     /// text for bad hex or more than 512 octets.
     pub fn nsid_octets(&self) -> Result<Option<Vec<u8>>, String> {
@@ -1062,6 +1092,9 @@ impl Config {
         }
         if let Err(e) = d.nsid_octets() {
             return bad("dnsd", "nsid", e);
+        }
+        if let Err(e) = d.cookie_secret_octets() {
+            return bad("dnsd", "cookie_secret", e);
         }
         for (key, v) in [("identity", &d.identity), ("version", &d.version)] {
             // One TXT character-string (RFC 1035 3.3).
@@ -1551,6 +1584,8 @@ serial_policy = "unixtime"
         assert_eq!(d.nsid_octets(), Ok(None));
         assert_eq!((&*d.identity, d.hide_identity), ("", false));
         assert_eq!((&*d.version, d.hide_version), ("", false));
+        assert!(d.answer_cookie);
+        assert_eq!(d.cookie_secret_octets(), Ok(None));
     }
 
     #[test]
@@ -1566,6 +1601,25 @@ serial_policy = "unixtime"
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("line 2") && e.contains("nsid"), "{e}");
+        }
+        let c = d(
+            "[dnsd]\ncookie_secret = \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\nanswer_cookie = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cookie_secret_octets().unwrap().unwrap()[..2],
+            [0xe5, 0xe9]
+        );
+        assert!(!c.answer_cookie);
+        for bad in [
+            "e5e973",
+            "z5e973e5a6b2a43f48e7dc849e37bfcf",
+            "e5e973e5a6b2a43f48e7dc849e37bfcf00",
+        ] {
+            let e = parse(&format!("[dnsd]\ncookie_secret = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("line 2") && e.contains("cookie_secret"), "{e}");
         }
         let e = parse(&format!("[dnsd]\nidentity = \"{}\"\n", "i".repeat(256)))
             .unwrap_err()
