@@ -1222,9 +1222,11 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
                         let now = *now_ms.get_or_insert_with(|| {
                             u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
                         });
-                        if !rate_limit(limiter, now, peer, out, || {
-                            responder.has_valid_cookie(query, peer.ip(), unix)
-                        }) {
+                        // A valid Server Cookie (only in a query with an
+                        // additional record) skips RRL, as in BIND.
+                        let cookie_ok = query.get(10..12).is_some_and(|ar| ar != [0, 0])
+                            && responder.has_valid_cookie(query, peer.ip(), unix);
+                        if !cookie_ok && !rate_limit(limiter, now, peer, out) {
                             if query_log {
                                 info!(target: "dnsd::query", client = %peer, proto = "udp", q = %describe(query), "dropped by rate limit");
                             }
@@ -1256,21 +1258,11 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
 }
 
 /// Applies response rate limiting to the UDP answer in `out`: false when
-/// it is dropped; a slipped answer is rewritten to its truncated form. A
-/// query with a valid Server Cookie (`cookie_ok`, asked only when the
-/// answer would be limited) comes from the address it claims, so it is
-/// answered in full, as BIND does.
-fn rate_limit(
-    limiter: &RateLimiter,
-    now_ms: u64,
-    peer: SocketAddr,
-    out: &mut Vec<u8>,
-    cookie_ok: impl FnOnce() -> bool,
-) -> bool {
+/// it is dropped; a slipped answer is rewritten to its truncated form. (A
+/// query with a valid Server Cookie comes from the address it claims: the
+/// caller answers it in full without counting it, as BIND does.)
+fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
     let d = limiter.check(now_ms, peer.ip(), out);
-    if d.action != Action::Send && cookie_ok() {
-        return true;
-    }
     if d.started {
         // Once per episode, as BIND's "limit ... responses to ..." line.
         info!(target: "dnsd::rrl", client = %peer.ip(), kind = ?d.kind, log_only = limiter.config().log_only, "rate limit started");

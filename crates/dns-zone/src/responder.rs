@@ -639,25 +639,19 @@ impl Opt<'_> {
             + self.cookie.map_or(0, |_| 28)
     }
 
-    /// Without its options when the reply would not fit in `limit` octets
-    /// with them (`used` written so far): NSID and the Extended DNS Error
-    /// give way before any record, as NSD leaves them out when the buffer
-    /// has no room, and then the cookie.
+    /// Without NSID and the Extended DNS Error when the reply would not
+    /// fit in `limit` octets with them (`used` written so far): they give
+    /// way before any record, as NSD leaves them out when the buffer has
+    /// no room. The cookie stays (RFC 7873 5.2.3: the reply SHALL have
+    /// it); header, question and a lean OPT always fit in 512 octets.
     fn fit(self, used: usize, limit: usize) -> Self {
         if used + self.len() <= limit {
             return self;
         }
-        let lean = Opt {
+        Opt {
             nsid: None,
             ede: None,
             ..self
-        };
-        if used + lean.len() <= limit {
-            return lean;
-        }
-        Opt {
-            cookie: None,
-            ..lean
         }
     }
 
@@ -734,8 +728,9 @@ impl Responder {
 
     /// Answers one query from `client`. `out` is cleared and holds the
     /// response when the outcome is [`Outcome::Reply`]. Without the time,
-    /// a TSIG-signed query gets BADTIME: hosts that take signed queries
-    /// call [`handle_at`](Self::handle_at).
+    /// a TSIG-signed query gets BADTIME and Server Cookies are stamped
+    /// 1970 (never valid when returned): hosts that take signed queries
+    /// or answer cookies call [`handle_at`](Self::handle_at).
     pub fn handle(
         &self,
         query: &[u8],
@@ -774,7 +769,7 @@ impl Responder {
                 *out = w.buf;
                 return Outcome::Reply;
             }
-            Err(ParseFail::NoQuestion(edns)) => {
+            Err(ParseFail::NoQuestion(mut edns)) => {
                 // No question to answer; the OPT is answered with ours
                 // (RFC 6891 6.1.1), BADVERS first like any query (6.1.3).
                 // NSD answers such a query NOERROR, Knot and BIND as here.
@@ -784,8 +779,13 @@ impl Responder {
                     query.get(1).copied().unwrap_or(0),
                 ]);
                 let flags1 = query.get(2).copied().unwrap_or(0);
+                // RFC 7873 5.4: a QUERY with no question but a Client
+                // Cookie asks for a Server Cookie: NOERROR with it.
+                let cookie_asked =
+                    flags1 & 0x78 == 0 && self.set_cookie_reply(&mut edns, client, now);
                 let (rc, ext) = match &edns {
                     Some(e) if e.version != 0 => (rcode::BADVERS, (rcode::BADVERS >> 4) as u8),
+                    _ if cookie_asked => (rcode::NOERROR, 0),
                     _ => (rcode::FORMERR, 0),
                 };
                 w.header(id, 0x80 | (flags1 & 0x79), (rc & 0xf) as u8);
@@ -800,16 +800,7 @@ impl Responder {
                 return Outcome::Reply;
             }
         };
-        if let (Some(secret), Some(e)) = (&self.config.cookie_secret, &mut q.edns) {
-            // RFC 7873 5.2.3/5.2.4: the Client Cookie back with a fresh
-            // Server Cookie, whether or not the one sent was valid.
-            if let Some(cc) = e.cookie.and_then(|c| c.client()) {
-                let mut r = [0u8; 24];
-                r[..8].copy_from_slice(&cc);
-                r[8..].copy_from_slice(&crate::cookie::server_cookie(secret, &cc, client, now));
-                e.cookie_reply = Some(r);
-            }
-        }
+        self.set_cookie_reply(&mut q.edns, client, now);
         let limit = match transport {
             Transport::Tcp => 65_535,
             Transport::Udp => match &q.edns {
@@ -1101,6 +1092,24 @@ impl Responder {
         Outcome::Reply
     }
 
+    /// RFC 7873 5.2.3/5.2.4: with cookies on and a Client Cookie in the
+    /// query, our COOKIE option for the answer: the Client Cookie with a
+    /// fresh Server Cookie, whether or not the one sent was valid. Returns
+    /// whether there is one.
+    fn set_cookie_reply(&self, edns: &mut Option<Edns>, client: IpAddr, now: u64) -> bool {
+        let (Some(secret), Some(e)) = (&self.config.cookie_secret, edns) else {
+            return false;
+        };
+        let Some(cc) = e.cookie.and_then(|c| c.client()) else {
+            return false;
+        };
+        let mut r = [0u8; 24];
+        r[..8].copy_from_slice(&cc);
+        r[8..].copy_from_slice(&crate::cookie::server_cookie(secret, &cc, client, now));
+        e.cookie_reply = Some(r);
+        true
+    }
+
     /// Our OPT record for a query with `edns`.
     fn opt(&self, edns: &Edns, ext_rcode: u8, ede: Option<u16>) -> Opt<'_> {
         Opt {
@@ -1381,12 +1390,9 @@ fn parse_query(msg: &[u8]) -> Result<Query<'_>, ParseFail> {
                 let code = u16::from_be_bytes([h[0], h[1]]);
                 let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
                 nsid |= code == 3;
-                if code == crate::cookie::OPTION_CODE {
-                    // Two COOKIE options are as malformed as a bad one.
-                    cookie = Some(match (cookie, rdata.get(o + 4..o + 4 + len)) {
-                        (None, Some(data)) => QueryCookie::parse(data),
-                        _ => QueryCookie::Malformed,
-                    });
+                if code == crate::cookie::OPTION_CODE && cookie.is_none() {
+                    // RFC 7873 5.2: only the first COOKIE option counts.
+                    cookie = rdata.get(o + 4..o + 4 + len).map(QueryCookie::parse);
                 }
                 o += 4 + len;
             }

@@ -1893,11 +1893,28 @@ fn dns_cookies_as_rfc_7873_and_9018_say() {
     assert_eq!(m.response_code(), ResponseCode::NoError);
     let fresh = option(&m, 10).unwrap();
     assert!(crate::cookie::QueryCookie::parse(&fresh).is_valid(&secret, client, now + 7200));
-    // RFC 7873 5.2.2: a malformed option, or two, is FORMERR (with our OPT).
+    // RFC 7873 5.2: only the first COOKIE option counts.
+    let m = ask_at(
+        &r,
+        &query_with_cookies("www.example.com.", &[&cc, &[9u8; 5]]),
+        now,
+    );
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(option(&m, 10).unwrap()[..8], cc);
+    // RFC 7873 5.4: no question, a Client Cookie: NOERROR and a Server
+    // Cookie (the way a client asks for one).
+    let mut ask_cookie = query_with_cookies("www.example.com.", &[&cc]);
+    let qlen = 12 + 17 + 4;
+    ask_cookie.drain(12..qlen);
+    ask_cookie[5] = 0;
+    let m = ask_at(&r, &ask_cookie, now);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.queries().is_empty());
+    assert_eq!(option(&m, 10).unwrap()[..8], cc);
+    // RFC 7873 5.2.2: a malformed option is FORMERR (with our OPT).
     for bad in [
         query_with_cookies("www.example.com.", &[&cc[..5]]),
         query_with_cookies("www.example.com.", &[&[9u8; 12]]),
-        query_with_cookies("www.example.com.", &[&cc, &cc]),
     ] {
         let m = ask_at(&r, &bad, now);
         assert_eq!(m.response_code(), ResponseCode::FormErr);

@@ -298,20 +298,7 @@ impl Closing {
                         self.name,
                         self.addr.ip()
                     );
-                    let results = msg
-                        .recipients
-                        .iter()
-                        .map(|(i, _)| RcptResult {
-                            rcpt: *i,
-                            verdict: Verdict::Temporary,
-                            status: "4.4.2".into(),
-                            remote: Some(remote.clone()),
-                            text: text.clone(),
-                            relayed: false,
-                            retry_now: false,
-                        })
-                        .collect();
-                    return Ok((results, self));
+                    return Ok((deferred_all(&msg, "4.4.2", Some(remote), &text), self));
                 }
                 Ok(ClientEvent::Failed(_)) | Err(_) => return Err(self),
                 Ok(_) => {}
@@ -384,20 +371,28 @@ pub async fn deliver_then_close(
             }
         }
     }
-    let results = msg
-        .recipients
+    (deferred_all(&msg, last.status, None, &last.text), None)
+}
+
+/// The same temporary result for every recipient of `msg`.
+fn deferred_all(
+    msg: &Message<'_>,
+    status: &str,
+    remote: Option<String>,
+    text: &str,
+) -> Vec<RcptResult> {
+    msg.recipients
         .iter()
         .map(|(i, _)| RcptResult {
             rcpt: *i,
             verdict: Verdict::Temporary,
-            status: last.status.to_owned(),
-            remote: None,
-            text: last.text.clone(),
+            status: status.to_owned(),
+            remote: remote.clone(),
+            text: text.to_owned(),
             relayed: false,
             retry_now: false,
         })
-        .collect();
-    (results, None)
+        .collect()
 }
 
 /// Whether a TLS failure with `hop` may be followed at once by a try
