@@ -752,17 +752,13 @@ impl Dnsd {
         if v.is_empty() {
             return Ok(None);
         }
-        let mut out = [0u8; 16];
         if v.len() != 32 {
             return Err(format!("{} characters, not 32 hex digits", v.len()));
         }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = v
-                .get(2 * i..2 * i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-                .ok_or_else(|| "not 32 hex digits".to_owned())?;
-        }
-        Ok(Some(out))
+        hex_octets(v)
+            .and_then(|o| <[u8; 16]>::try_from(o).ok())
+            .map(Some)
+            .ok_or_else(|| "not 32 hex digits".to_owned())
     }
 
     /// The NSID octets of [`Dnsd::nsid`]: `None` when empty, an error
@@ -774,14 +770,7 @@ impl Dnsd {
                 if hex.is_empty() || hex.len() % 2 != 0 {
                     return Err(format!("{v:?}: hex needs an even number of digits"));
                 }
-                (0..hex.len())
-                    .step_by(2)
-                    .map(|i| {
-                        hex.get(i..i + 2)
-                            .and_then(|d| u8::from_str_radix(d, 16).ok())
-                            .ok_or_else(|| format!("{v:?} is not hex"))
-                    })
-                    .collect::<Result<Vec<u8>, String>>()?
+                hex_octets(hex).ok_or_else(|| format!("{v:?} is not hex"))?
             }
             None => v.as_bytes().to_vec(),
         };
@@ -792,6 +781,17 @@ impl Dnsd {
             n => Err(format!("{n} octets, more than 512")),
         }
     }
+}
+
+/// The octets an even number of hex digits spell; `None` otherwise.
+fn hex_octets(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect()
 }
 
 /// One zone of `[dnsd]`: `{ origin = "csuvnetwork.com", file = "..." }`.
