@@ -2,8 +2,10 @@
 binary on loopback, flooded with dnspython from several loopback source
 addresses (127.0.0.2, 127.0.0.3, ... bound by the client socket, each a
 "client network" of its own /24 or sharing one). Above the limit UDP answers
-are dropped or slipped (sent truncated, TC=1, question only), a TCP retry
-gets the full answer, and exempt or other networks are not affected."""
+are dropped or slipped (sent truncated, TC=1, question only; BADCOOKIE
+with a Server Cookie to a client that sent a Client Cookie), a TCP retry
+(or a UDP one with the cookie) gets the full answer, and exempt or other
+networks are not affected."""
 import signal
 import socket
 import time
@@ -43,8 +45,8 @@ def start(daemons, tmp_path, extra=""):
 def flood(port, source, names, rdtype="A", settle=0.5, options=None):
     """Send one UDP query per name from `source` as fast as possible, then
     collect answers until `settle` seconds pass without one. Returns
-    (full answers, truncated answers, no answer). With `options`, the
-    queries have EDNS with these options."""
+    (full answers, slipped answers (TC or BADCOOKIE), no answer). With
+    `options`, the queries have EDNS with these options."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((source, 0))
     s.settimeout(settle)
@@ -65,7 +67,7 @@ def flood(port, source, names, rdtype="A", settle=0.5, options=None):
             break
         r = dns.message.from_wire(data)
         assert r.id in sent
-        if r.flags & dns.flags.TC:
+        if r.flags & dns.flags.TC or r.rcode() == dns.rcode.BADCOOKIE:
             truncated.append(r)
         else:
             full.append(r)
@@ -84,7 +86,7 @@ def test_flood_is_limited_slipped_and_tcp_retry_answers(daemons, tmp_path):
     for r in full:
         assert r.answer and r.answer[0].to_text().endswith("192.168.3.10")
     # The slipped form: header kept (ID, QR, AA, RD), TC set, the question,
-    # no records at all (not even OPT).
+    # no records at all (the query had no OPT, so neither has the answer).
     for r in tc:
         assert r.flags & dns.flags.QR and r.flags & dns.flags.AA and r.flags & dns.flags.RD
         assert r.rcode() == dns.rcode.NOERROR
@@ -131,9 +133,33 @@ def test_a_valid_server_cookie_is_not_rate_limited(daemons, tmp_path):
     full, tc, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 40, options=cookie)
     assert (len(full), len(tc), dropped) == (40, 0, 0)
     # A forged Server Cookie counts for nothing: limited like any query.
+    # The slipped answers say BADCOOKIE (as BIND's do), no records but our
+    # OPT with a fresh Server Cookie, so the client can ask again over UDP
+    # with it instead of falling back to TCP.
     forged = [dns.edns.GenericOption(dns.edns.COOKIE, got[:-1] + bytes([got[-1] ^ 1]))]
-    full, tc, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 40, options=forged)
-    assert len(full) <= RATE + 2 and len(tc) + dropped >= 30, (len(full), len(tc), dropped)
+    full, slipped, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 40, options=forged)
+    assert len(full) <= RATE + 2 and len(slipped) + dropped >= 30, (len(full), len(slipped), dropped)
+    assert slipped and abs(len(slipped) - dropped) <= 2
+    for r in slipped:
+        assert r.rcode() == dns.rcode.BADCOOKIE and not r.flags & dns.flags.TC
+        assert not r.flags & dns.flags.AA and r.flags & dns.flags.RD
+        assert [q.name.to_text() for q in r.question] == ["mail.csuvnetwork.com."]
+        assert not r.answer and not r.authority and r.edns == 0
+    [fresh] = [o.to_wire() for o in slipped[-1].options if o.otype == dns.edns.COOKIE]
+    assert fresh[:8] == client_cookie and len(fresh) == 24
+    # That cookie, sent back, is answered in full at once (still limited
+    # without it: the account is in debt).
+    retry = [dns.edns.GenericOption(dns.edns.COOKIE, fresh)]
+    full, slipped, dropped = flood(port, "127.0.0.4", ["mail.csuvnetwork.com"] * 10, options=retry)
+    assert (len(full), len(slipped), dropped) == (10, 0, 0)
+    for r in full:
+        assert r.rcode() == dns.rcode.NOERROR and r.answer
+    # A client without a cookie in the same network still gets TC.
+    full, slipped, dropped = flood(port, "127.0.0.5", ["mail.csuvnetwork.com"] * 10,
+                                   options=[])
+    assert not full and slipped, (len(full), len(slipped), dropped)
+    for r in slipped:
+        assert r.flags & dns.flags.TC and r.rcode() == dns.rcode.NOERROR and r.edns == 0
     # A malformed COOKIE option is FORMERR (RFC 7873 5.2.2).
     q = dns.message.make_query("mail.csuvnetwork.com", "A", use_edns=0,
                                options=[dns.edns.GenericOption(dns.edns.COOKIE, b"short")])

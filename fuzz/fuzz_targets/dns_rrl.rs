@@ -1,13 +1,14 @@
 //! The response rate limiter fed arbitrary response bytes from arbitrary
 //! clients at arbitrary times: it reads names and sections out of the
 //! response to classify it, so hostile bytes must never panic it. Checks:
-//! no panic; a truncated response is a whole header plus at most the
-//! question, with TC set.
+//! no panic; a slipped response is a whole header plus at most the
+//! question and the OPT record, never longer than the response, with TC
+//! set or (for a client with a cookie) no records but the OPT.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use dns_zone::rrl::{truncate, RateLimiter, RrlConfig};
+use dns_zone::rrl::{slip, RateLimiter, RrlConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -32,9 +33,13 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = rrl.check(u64::from(ctl[3]) * 1000, client, resp);
         let mut copy = resp.to_vec();
-        if truncate(&mut copy) {
+        let bad_cookie = ctl[2] & 2 != 0;
+        if slip(&mut copy, bad_cookie) {
             assert!(copy.len() >= 12 && copy.len() <= resp.len());
-            assert!(copy.get(2).is_some_and(|b| b & 0x02 != 0), "TC not set");
+            assert_eq!(copy.get(6..11), Some(&[0u8; 5][..]), "records kept");
+            let tc = copy.get(2).is_some_and(|b| b & 0x02 != 0);
+            let with_opt = copy.get(11) == Some(&1);
+            assert!(tc || (bad_cookie && with_opt), "neither TC nor BADCOOKIE");
         }
     }
 });

@@ -44,8 +44,8 @@ use bytes::{Bytes, BytesMut};
 use dns_zone::rrl::{self, Action, RateLimiter, RrlConfig};
 use dns_zone::tsig;
 use dns_zone::{
-    rcode, Catalog, Diff, IncludeLoader, Name, Outcome, Prefix, Responder, ResponderConfig,
-    Transport, Zone,
+    rcode, Catalog, CookieCheck, Diff, IncludeLoader, Name, Outcome, Prefix, Responder,
+    ResponderConfig, Transport, Zone,
 };
 use mail_config::{Config, Dnsd, SerialPolicy};
 use netkit::Service;
@@ -144,6 +144,9 @@ fn responder_config(cfg: &Config) -> Result<ResponderConfig, Error> {
         } else {
             None
         },
+        cookie_secrets_accepted: d
+            .cookie_secrets_accepted_octets()
+            .map_err(|e| Error::Invalid(format!("cookie_secrets_accepted {e}")))?,
     })
 }
 
@@ -1215,18 +1218,19 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
             let Some((query, peer)) = batch.packet(i) else {
                 continue;
             };
-            match responder.handle_at(query, Transport::Udp, peer.ip(), unix, out) {
+            let answered = responder.respond(query, Transport::Udp, peer.ip(), unix, out);
+            match answered.outcome {
                 Outcome::Reply => {
-                    if let Some(limiter) = limiter {
+                    // A valid Server Cookie proves the address: such a
+                    // query is neither limited nor counted, as in BIND.
+                    if let (Some(limiter), false) = (limiter, answered.cookie == CookieCheck::Valid)
+                    {
                         // One clock reading per batch: the batch arrived at once.
                         let now = *now_ms.get_or_insert_with(|| {
                             u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
                         });
-                        // A valid Server Cookie (only in a query with an
-                        // additional record) skips RRL, as in BIND.
-                        let cookie_ok = query.get(10..12).is_some_and(|ar| ar != [0, 0])
-                            && responder.has_valid_cookie(query, peer.ip(), unix);
-                        if !cookie_ok && !rate_limit(limiter, now, peer, out) {
+                        let cookie = answered.cookie == CookieCheck::Unverified;
+                        if !rate_limit(limiter, now, peer, cookie, out) {
                             if query_log {
                                 info!(target: "dnsd::query", client = %peer, proto = "udp", q = %describe(query), "dropped by rate limit");
                             }
@@ -1258,10 +1262,18 @@ fn udp_worker(sock: std::net::UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBo
 }
 
 /// Applies response rate limiting to the UDP answer in `out`: false when
-/// it is dropped; a slipped answer is rewritten to its truncated form. (A
-/// query with a valid Server Cookie comes from the address it claims: the
-/// caller answers it in full without counting it, as BIND does.)
-fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// it is dropped; a slipped answer is rewritten to its slipped form, which
+/// for a client that sent a Client Cookie (`cookie`) is BADCOOKIE with a
+/// Server Cookie, else TC. (A query with a valid Server Cookie comes from
+/// the address it claims: the caller answers it in full without counting
+/// it, as BIND does.)
+fn rate_limit(
+    limiter: &RateLimiter,
+    now_ms: u64,
+    peer: SocketAddr,
+    cookie: bool,
+    out: &mut Vec<u8>,
+) -> bool {
     let d = limiter.check(now_ms, peer.ip(), out);
     if d.started {
         // Once per episode, as BIND's "limit ... responses to ..." line.
@@ -1270,7 +1282,7 @@ fn rate_limit(limiter: &RateLimiter, now_ms: u64, peer: SocketAddr, out: &mut Ve
     match d.action {
         Action::Send => true,
         Action::Drop => false,
-        Action::Slip => rrl::truncate(out),
+        Action::Slip => rrl::slip(out, cookie),
     }
 }
 

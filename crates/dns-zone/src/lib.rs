@@ -85,8 +85,8 @@ pub use parser::{
 };
 pub use rdata::parse_ttl;
 pub use responder::{
-    ede, rcode, Outcome, Prefix, Responder, ResponderConfig, Transfer, TransferKey, TransferKind,
-    Transport,
+    ede, rcode, CookieCheck, Outcome, Prefix, Responder, ResponderConfig, Response, Transfer,
+    TransferKey, TransferKind, Transport,
 };
 pub use rrl::{RateLimiter, RrlConfig};
 pub use zone::{BuildResult, Catalog, Node, RRset, Zone, ZoneBuilder};

@@ -31,7 +31,7 @@ pub mod ede {
     pub const NOT_SUPPORTED: u16 = 21;
 }
 
-/// Response codes (RFC 1035 4.1.1, RFC 6891 9).
+/// Response codes (RFC 1035 4.1.1, RFC 6891 9, RFC 7873 8).
 pub mod rcode {
     #![allow(missing_docs)]
     pub const NOERROR: u16 = 0;
@@ -42,6 +42,8 @@ pub mod rcode {
     pub const REFUSED: u16 = 5;
     pub const YXDOMAIN: u16 = 6;
     pub const BADVERS: u16 = 16;
+    /// RFC 7873 8.
+    pub const BADCOOKIE: u16 = 23;
 }
 
 /// How the query arrived.
@@ -132,6 +134,10 @@ pub struct ResponderConfig {
     /// Cookie made with it; `None` ignores COOKIE options (as NSD and
     /// Knot do by default). Servers behind one address share it.
     pub cookie_secret: Option<[u8; 16]>,
+    /// Further secrets whose Server Cookies are accepted, never used for
+    /// new ones: the secret being rolled in or out (RFC 9018 4.5; BIND's
+    /// second `cookie-secret`, NSD's staging secret).
+    pub cookie_secrets_accepted: Vec<[u8; 16]>,
 }
 
 impl Default for ResponderConfig {
@@ -146,8 +152,33 @@ impl Default for ResponderConfig {
             identity: None,
             version: None,
             cookie_secret: None,
+            cookie_secrets_accepted: vec![],
         }
     }
+}
+
+/// What a query's COOKIE option (RFC 7873) was worth, as the responder
+/// judged it: what a host's rate limiter needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieCheck {
+    /// No usable Client Cookie, or cookies are off.
+    None,
+    /// A Client Cookie, and no Server Cookie of ours still fresh for
+    /// this client: the address may be spoofed.
+    Unverified,
+    /// A Server Cookie we made for this client address (RFC 7873 5.2.4):
+    /// the query comes from where it says.
+    Valid,
+}
+
+/// The result of [`Responder::respond`].
+#[derive(Debug)]
+#[must_use]
+pub struct Response {
+    /// What to do.
+    pub outcome: Outcome,
+    /// The query's cookie, as checked.
+    pub cookie: CookieCheck,
 }
 
 /// What to do with a query.
@@ -752,6 +783,36 @@ impl Responder {
         now: u64,
         out: &mut Vec<u8>,
     ) -> Outcome {
+        self.respond(query, transport, client, now, out).outcome
+    }
+
+    /// [`handle_at`](Self::handle_at), also telling what the query's
+    /// cookie was worth: a host applying response rate limiting spares a
+    /// [`CookieCheck::Valid`] query (as BIND does) and slips a
+    /// [`CookieCheck::Unverified`] one as BADCOOKIE
+    /// ([`rrl::slip`](crate::rrl::slip)).
+    pub fn respond(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Response {
+        let mut cookie = CookieCheck::None;
+        let outcome = self.respond_inner(query, transport, client, now, out, &mut cookie);
+        Response { outcome, cookie }
+    }
+
+    fn respond_inner(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        now: u64,
+        out: &mut Vec<u8>,
+        cookie: &mut CookieCheck,
+    ) -> Outcome {
         out.clear();
         let mut q = match parse_query(query) {
             Ok(q) => q,
@@ -781,8 +842,8 @@ impl Responder {
                 let flags1 = query.get(2).copied().unwrap_or(0);
                 // RFC 7873 5.4: a QUERY with no question but a Client
                 // Cookie asks for a Server Cookie: NOERROR with it.
-                let cookie_asked =
-                    flags1 & 0x78 == 0 && self.set_cookie_reply(&mut edns, client, now);
+                *cookie = self.set_cookie_reply(&mut edns, client, now);
+                let cookie_asked = flags1 & 0x78 == 0 && *cookie != CookieCheck::None;
                 let (rc, ext) = match &edns {
                     Some(e) if e.version != 0 => (rcode::BADVERS, (rcode::BADVERS >> 4) as u8),
                     _ if cookie_asked => (rcode::NOERROR, 0),
@@ -800,7 +861,7 @@ impl Responder {
                 return Outcome::Reply;
             }
         };
-        self.set_cookie_reply(&mut q.edns, client, now);
+        *cookie = self.set_cookie_reply(&mut q.edns, client, now);
         let limit = match transport {
             Transport::Tcp => 65_535,
             Transport::Udp => match &q.edns {
@@ -1095,19 +1156,29 @@ impl Responder {
     /// RFC 7873 5.2.3/5.2.4: with cookies on and a Client Cookie in the
     /// query, our COOKIE option for the answer: the Client Cookie with a
     /// fresh Server Cookie, whether or not the one sent was valid. Returns
-    /// whether there is one.
-    fn set_cookie_reply(&self, edns: &mut Option<Edns>, client: IpAddr, now: u64) -> bool {
+    /// what the one sent was worth.
+    fn set_cookie_reply(&self, edns: &mut Option<Edns>, client: IpAddr, now: u64) -> CookieCheck {
         let (Some(secret), Some(e)) = (&self.config.cookie_secret, edns) else {
-            return false;
+            return CookieCheck::None;
         };
-        let Some(cc) = e.cookie.and_then(|c| c.client()) else {
-            return false;
+        let Some(sent) = e.cookie else {
+            return CookieCheck::None;
+        };
+        let Some(cc) = sent.client() else {
+            return CookieCheck::None;
         };
         let mut r = [0u8; 24];
         r[..8].copy_from_slice(&cc);
         r[8..].copy_from_slice(&crate::cookie::server_cookie(secret, &cc, client, now));
         e.cookie_reply = Some(r);
-        true
+        let valid = std::iter::once(secret)
+            .chain(&self.config.cookie_secrets_accepted)
+            .any(|s| sent.is_valid(s, client, now));
+        if valid {
+            CookieCheck::Valid
+        } else {
+            CookieCheck::Unverified
+        }
     }
 
     /// Our OPT record for a query with `edns`.
@@ -1125,22 +1196,6 @@ impl Responder {
             ede,
             cookie: edns.cookie_reply,
         }
-    }
-
-    /// Whether `query` returns a valid Server Cookie of ours for `client`
-    /// at `now` (RFC 7873 5.2.4): it comes from that address, so it is no
-    /// spoofed amplification attempt. dnsd does not rate-limit it, as
-    /// BIND does not. False when cookies are off.
-    pub fn has_valid_cookie(&self, query: &[u8], client: IpAddr, now: u64) -> bool {
-        let Some(secret) = &self.config.cookie_secret else {
-            return false;
-        };
-        let Ok(q) = parse_query(query) else {
-            return false;
-        };
-        q.edns
-            .and_then(|e| e.cookie)
-            .is_some_and(|c| c.is_valid(secret, client, now))
     }
 }
 

@@ -390,25 +390,90 @@ impl RateLimiter {
     }
 }
 
-/// Rewrites `response` in place into its slipped form: the header as it
-/// was with TC set, the question kept, every other section empty (RFC 1035
-/// section 4.1.1: TC says the message was truncated; the client asks again
-/// over TCP). Returns false, leaving `response` unusable, when it has no
-/// readable header or question.
+/// Rewrites `response` in place into its slipped form with TC set:
+/// [`slip`] without a cookie to answer.
 pub fn truncate(response: &mut Vec<u8>) -> bool {
+    slip(response, false)
+}
+
+/// Rewrites `response` in place into its slipped form: the header, the
+/// question and the OPT record (our EDNS, with the COOKIE option) kept,
+/// every other record dropped. The client is told to ask again where it
+/// cannot be spoofed:
+///
+/// * with `bad_cookie` (the query had a Client Cookie and no valid Server
+///   Cookie of ours), as BADCOOKIE (RFC 7873 5.2.3, AA and AD clear): the
+///   client repeats the query over UDP with the Server Cookie it has just
+///   received, which is not rate-limited, as BIND does;
+/// * otherwise with TC set (RFC 1035 section 4.1.1): it repeats it over
+///   TCP. A response without an OPT record cannot carry BADCOOKIE and
+///   gets TC too.
+///
+/// Returns false, leaving `response` unusable, when it has no readable
+/// header or question.
+pub fn slip(response: &mut Vec<u8>, bad_cookie: bool) -> bool {
     let end = match question_end(response) {
         Some(end) => end,
         None => return false,
     };
-    response.truncate(end);
-    if let Some(flags) = response.get_mut(2) {
-        *flags |= 0x02;
+    let opt = find_opt(response, end);
+    let mut len = end;
+    if let Some(r) = &opt {
+        len += r.len();
+        response.copy_within(r.clone(), end);
     }
-    // QDCOUNT stays; ANCOUNT, NSCOUNT and ARCOUNT become 0.
+    response.truncate(len);
+    // RFC 6891 6.1.3: BADCOOKIE (23) is an extended RCODE: its low four
+    // bits in the header, the rest in the OPT TTL's first octet, right
+    // after the root owner, type and class.
+    let bad_cookie = bad_cookie && opt.is_some();
+    if let (Some(f1), true) = (response.get_mut(2), bad_cookie) {
+        *f1 &= !0x06;
+    } else if let Some(f1) = response.get_mut(2) {
+        *f1 |= 0x02;
+    }
+    if bad_cookie {
+        if let Some(f2) = response.get_mut(3) {
+            *f2 = (*f2 & 0xd0) | (rcode::BADCOOKIE & 0xf) as u8;
+        }
+        if let Some(ext) = response.get_mut(end + 5) {
+            *ext = (rcode::BADCOOKIE >> 4) as u8;
+        }
+    }
+    // QDCOUNT stays; ANCOUNT and NSCOUNT become 0, ARCOUNT 1 with an OPT.
     if let Some(counts) = response.get_mut(6..12) {
-        counts.fill(0);
+        counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(opt.is_some())]);
     }
     true
+}
+
+/// Where the OPT record of `msg` is: in the additional section, owned by
+/// the root (RFC 6891 6.1.1); `end` is where the question ends.
+fn find_opt(msg: &[u8], end: usize) -> Option<std::ops::Range<usize>> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    let (an, ns, ar) = (count(6)?, count(8)?, count(10)?);
+    let mut pos = end;
+    for i in 0..an + ns + ar {
+        let start = pos;
+        let at = skip_name(msg, pos)?;
+        let fixed: [u8; 10] = msg.get(at..at + 10)?.try_into().ok()?;
+        let [t0, t1, _, _, _, _, _, _, l0, l1] = fixed;
+        let rtype = u16::from_be_bytes([t0, t1]);
+        let rdlen = usize::from(u16::from_be_bytes([l0, l1]));
+        pos = at + 10 + rdlen;
+        if pos > msg.len() {
+            return None;
+        }
+        if i >= an + ns && rtype == 41 && at == start + 1 && msg.get(start) == Some(&0) {
+            return Some(start..pos);
+        }
+    }
+    None
 }
 
 /// The end of the header and question section (QDCOUNT 0 or 1).
@@ -756,6 +821,53 @@ mod tests {
         assert!(!truncate(&mut cut));
     }
 
+    #[test]
+    fn slipped_form_keeps_the_opt_and_says_badcookie_to_cookie_clients() {
+        use hickory_proto::op::{Message, ResponseCode};
+        // Two answers, one authority record, then our OPT with a cookie.
+        let mut full = response(0xbeef, "www.example.com", 1, 0x04 | 0x01, 0, 2, 1);
+        full[11] = 1;
+        let opt_at = full.len();
+        full.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 28, 0, 10, 0, 24]);
+        full.extend_from_slice(&[0x5a; 24]);
+        let opt = full[opt_at..].to_vec();
+        let q_end = 12 + 17 + 4;
+
+        let mut tc = full.clone();
+        assert!(slip(&mut tc, false));
+        assert_eq!(tc.len(), q_end + opt.len());
+        assert_eq!(tc[2], full[2] | 0x02, "TC set, AA kept");
+        assert_eq!(&tc[6..12], &[0, 0, 0, 0, 0, 1], "the OPT alone");
+        assert_eq!(&tc[q_end..], &opt[..], "OPT and cookie kept");
+        let m = Message::from_vec(&tc).unwrap();
+        assert!(m.truncated());
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+
+        let mut bad = full.clone();
+        assert!(slip(&mut bad, true));
+        assert_eq!(bad.len(), q_end + opt.len());
+        assert_eq!(bad[2], (full[2] & !0x04), "AA clear, TC clear, RD kept");
+        let m = Message::from_vec(&bad).unwrap();
+        assert!(!m.truncated());
+        assert_eq!(m.response_code(), ResponseCode::BADCOOKIE);
+        assert_eq!(m.queries().len(), 1);
+        assert!(m.answers().is_empty() && m.name_servers().is_empty());
+        assert!(m.extensions().is_some());
+
+        // No OPT: BADCOOKIE cannot be said; TC it is.
+        let mut plain = response(0xbeef, "www.example.com", 1, 0x04, 0, 1, 0);
+        assert!(slip(&mut plain, true));
+        assert_eq!(plain.len(), q_end);
+        assert_eq!(plain[2] & 0x02, 0x02);
+        assert_eq!(plain[3] & 0x0f, 0);
+        // An OPT not owned by the root is not ours to keep.
+        let mut odd = full.clone();
+        odd[opt_at] = 0xc0;
+        odd.insert(opt_at + 1, 12);
+        assert!(slip(&mut odd, true));
+        assert_eq!(odd.len(), q_end);
+    }
+
     proptest::proptest! {
         /// Any bytes (a response is ours, but the limiter must not trust
         /// it): no panic, and a slipped form is a header plus at most the
@@ -769,7 +881,13 @@ mod tests {
             if truncate(&mut m) {
                 proptest::prop_assert!(m.len() >= 12 && m.len() <= msg.len());
                 proptest::prop_assert_eq!(m[2] & 0x02, 0x02);
-                proptest::prop_assert_eq!(&m[6..12], &[0u8; 6][..]);
+                proptest::prop_assert_eq!(&m[6..11], &[0u8; 5][..]);
+                proptest::prop_assert!(m[11] <= 1);
+                proptest::prop_assert_eq!(&m[..2], &msg[..2]);
+            }
+            let mut m = msg.clone();
+            if slip(&mut m, true) {
+                proptest::prop_assert!(m.len() >= 12 && m.len() <= msg.len());
                 proptest::prop_assert_eq!(&m[..2], &msg[..2]);
             }
         }

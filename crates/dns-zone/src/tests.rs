@@ -1885,9 +1885,42 @@ fn dns_cookies_as_rfc_7873_and_9018_say() {
     assert!(crate::cookie::QueryCookie::parse(&got).is_valid(&secret, client, now));
     // Returned, it is valid for this client (so dnsd does not rate-limit
     // it), not for another address, and not after an hour.
-    assert!(r.has_valid_cookie(&sent_back, client, now + 10));
-    assert!(!r.has_valid_cookie(&sent_back, "192.0.2.8".parse().unwrap(), now));
-    assert!(!r.has_valid_cookie(&sent_back, client, now + 3601));
+    let check = |r: &Responder, q: &[u8], ip: &str, now: u64| {
+        r.respond(q, Transport::Udp, ip.parse().unwrap(), now, &mut Vec::new())
+            .cookie
+    };
+    assert_eq!(
+        check(&r, &sent_back, "192.0.2.7", now + 10),
+        CookieCheck::Valid
+    );
+    assert_eq!(
+        check(&r, &sent_back, "192.0.2.8", now),
+        CookieCheck::Unverified
+    );
+    assert_eq!(
+        check(&r, &sent_back, "192.0.2.7", now + 3601),
+        CookieCheck::Unverified
+    );
+    let first = query_with_cookies("www.example.com.", &[&cc]);
+    assert_eq!(check(&r, &first, "192.0.2.7", now), CookieCheck::Unverified);
+    // RFC 9018 4.5: during a rollover the other secret's cookies count;
+    // new ones are made with the first.
+    let rolled = responder_with(
+        &[],
+        ResponderConfig {
+            cookie_secret: Some([0x77; 16]),
+            cookie_secrets_accepted: vec![[0x11; 16], secret],
+            ..ResponderConfig::default()
+        },
+    );
+    assert_eq!(
+        check(&rolled, &sent_back, "192.0.2.7", now),
+        CookieCheck::Valid
+    );
+    let m = ask_at(&rolled, &sent_back, now);
+    let fresh = option(&m, 10).unwrap();
+    assert!(crate::cookie::QueryCookie::parse(&fresh).is_valid(&[0x77; 16], client, now));
+    assert!(!crate::cookie::QueryCookie::parse(&fresh).is_valid(&secret, client, now));
     // A stale or foreign Server Cookie still gets an answer and a fresh one.
     let m = ask_at(&r, &sent_back, now + 7200);
     assert_eq!(m.response_code(), ResponseCode::NoError);
@@ -1932,5 +1965,5 @@ fn dns_cookies_as_rfc_7873_and_9018_say() {
     );
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert_eq!(option(&m, 10), None);
-    assert!(!off.has_valid_cookie(&sent_back, client, now));
+    assert_eq!(check(&off, &sent_back, "192.0.2.7", now), CookieCheck::None);
 }

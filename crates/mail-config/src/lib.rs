@@ -698,6 +698,12 @@ pub struct Dnsd {
     /// start. Servers behind one anycast address share it (NSD's
     /// `cookie-secret`).
     pub cookie_secret: String,
+    /// Further secrets, 32 hex digits each, whose Server Cookies are
+    /// still (or already) accepted but never made: a rollover (RFC 9018
+    /// 4.5) first lists the new secret here on every server, then makes
+    /// it `cookie_secret` with the old one here, then drops the old one
+    /// (BIND's second `cookie-secret`, NSD's staging secret).
+    pub cookie_secrets_accepted: Vec<String>,
 }
 
 impl Default for Dnsd {
@@ -740,6 +746,7 @@ impl Default for Dnsd {
             hide_version: false,
             answer_cookie: true,
             cookie_secret: String::new(),
+            cookie_secrets_accepted: Vec::new(),
         }
     }
 }
@@ -752,13 +759,16 @@ impl Dnsd {
         if v.is_empty() {
             return Ok(None);
         }
-        if v.len() != 32 {
-            return Err(format!("{} characters, not 32 hex digits", v.len()));
-        }
-        hex_octets(v)
-            .and_then(|o| <[u8; 16]>::try_from(o).ok())
-            .map(Some)
-            .ok_or_else(|| "not 32 hex digits".to_owned())
+        secret_octets(v).map(Some)
+    }
+
+    /// The octets of [`Dnsd::cookie_secrets_accepted`]: an error text
+    /// unless each is 32 hex digits.
+    pub fn cookie_secrets_accepted_octets(&self) -> Result<Vec<[u8; 16]>, String> {
+        self.cookie_secrets_accepted
+            .iter()
+            .map(|v| secret_octets(v).map_err(|e| format!("{v:?}: {e}")))
+            .collect()
     }
 
     /// The NSID octets of [`Dnsd::nsid`]: `None` when empty, an error
@@ -784,6 +794,16 @@ impl Dnsd {
 }
 
 /// The octets an even number of hex digits spell; `None` otherwise.
+/// A cookie secret: 32 hex digits.
+fn secret_octets(v: &str) -> Result<[u8; 16], String> {
+    if v.len() != 32 {
+        return Err(format!("{} characters, not 32 hex digits", v.len()));
+    }
+    hex_octets(v)
+        .and_then(|o| <[u8; 16]>::try_from(o).ok())
+        .ok_or_else(|| "not 32 hex digits".to_owned())
+}
+
 fn hex_octets(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len())
         .step_by(2)
@@ -1095,6 +1115,9 @@ impl Config {
         }
         if let Err(e) = d.cookie_secret_octets() {
             return bad("dnsd", "cookie_secret", e);
+        }
+        if let Err(e) = d.cookie_secrets_accepted_octets() {
+            return bad("dnsd", "cookie_secrets_accepted", e);
         }
         for (key, v) in [("identity", &d.identity), ("version", &d.version)] {
             // One TXT character-string (RFC 1035 3.3).
@@ -1621,6 +1644,19 @@ serial_policy = "unixtime"
                 .to_string();
             assert!(e.contains("line 2") && e.contains("cookie_secret"), "{e}");
         }
+        // A rollover: the old and the coming secret accepted as well.
+        let r = d("[dnsd]\ncookie_secrets_accepted = [\"00112233445566778899aabbccddeeff\", \"ffeeddccbbaa99887766554433221100\"]\n").unwrap();
+        let acc = r.cookie_secrets_accepted_octets().unwrap();
+        assert_eq!((acc.len(), acc[0][1], acc[1][0]), (2, 0x11, 0xff));
+        let e = parse(
+            "[dnsd]\ncookie_secrets_accepted = [\"00112233445566778899aabbccddeeff\", \"abc\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("cookie_secrets_accepted") && e.contains("\"abc\""),
+            "{e}"
+        );
         let e = parse(&format!("[dnsd]\nidentity = \"{}\"\n", "i".repeat(256)))
             .unwrap_err()
             .to_string();
