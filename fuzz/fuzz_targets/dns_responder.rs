@@ -10,8 +10,8 @@
 use std::sync::{Arc, OnceLock};
 
 use dns_zone::{
-    load_zone, tsig, Catalog, Name, NoIncludes, Outcome, Prefix, Responder, ResponderConfig,
-    Transport,
+    load_zone, tsig, Catalog, CookieCheck, Name, NoIncludes, Outcome, Prefix, Responder,
+    ResponderConfig, Transport,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -111,6 +111,7 @@ fn responder() -> &'static Responder {
                 identity: Some(b"ns.example".to_vec().into()),
                 version: None,
                 cookie_secret: Some(SECRET),
+                cookie_secrets_accepted: vec![[0x24; 16]],
             },
         )
     })
@@ -135,7 +136,8 @@ fn check(data: &[u8]) {
     let r = responder();
     let mut out = Vec::new();
     for t in [Transport::Udp, Transport::Tcp] {
-        match r.handle_at(data, t, "127.0.0.1".parse().unwrap(), NOW, &mut out) {
+        let answered = r.respond(data, t, "127.0.0.1".parse().unwrap(), NOW, &mut out);
+        match answered.outcome {
             Outcome::Reply => {
                 assert!(out.len() >= 12);
                 // Well-formed for another parser: compression pointers
@@ -153,6 +155,21 @@ fn check(data: &[u8]) {
                 {
                     let ip = "127.0.0.1".parse().unwrap();
                     assert!(dns_zone::cookie::QueryCookie::parse(c).is_valid(&SECRET, ip, NOW));
+                } else {
+                    // RFC 7873 5.2.3: a judged Client Cookie is answered.
+                    assert_eq!(answered.cookie, CookieCheck::None, "no COOKIE in the reply");
+                }
+                // The rate limiter's slipped form of it parses too, and
+                // says BADCOOKIE only with our OPT.
+                let mut slipped = out.clone();
+                let bad_cookie = answered.cookie == CookieCheck::Unverified;
+                if dns_zone::rrl::slip(&mut slipped, bad_cookie) {
+                    let m = match hickory_proto::op::Message::from_vec(&slipped) {
+                        Ok(m) => m,
+                        Err(e) => panic!("slipped reply does not parse: {e}\n{slipped:02x?}"),
+                    };
+                    assert!(m.answers().is_empty() && m.name_servers().is_empty());
+                    assert!(m.truncated() || m.extensions().is_some());
                 }
                 if t == Transport::Udp {
                     // The client's own limit (RFC 6891 6.2.5: 512 at
