@@ -13,6 +13,7 @@ import time
 
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -299,6 +300,51 @@ def test_dname_substitution(daemons, tmp_path):
     if HAVE_DIG:
         out = dig(port, "+short", "A", "x.old.dn.test")
         assert out.split() == ["new.dn.test.", "x.new.dn.test.", "192.0.2.60"]
+
+
+def test_answers_the_reference_servers_agree_on(daemons, tmp_path):
+    """Where NSD, Knot and BIND all answer alike: DS at a cut comes from
+    the parent even when the child zone is served too (RFC 4035
+    3.1.4.1); a CNAME query below a DNAME gets the DNAME and its CNAME
+    only; a CNAME into a delegation gets the referral after it (RFC 1034
+    4.3.2 step 3b); transfers of a non-zone name are NOTAUTH; a NOTIFY for
+    a primary zone is REFUSED."""
+    parent = tmp_path / "p.test.zone"
+    parent.write_text("$TTL 3600\n@ SOA ns1 hostmaster 1 3600 900 604800 300\n@ NS ns1\n"
+                      "ns1 A 192.0.2.1\nchild NS ns.child\nns.child A 192.0.2.2\n"
+                      "child DS 54321 13 2 FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210\n"
+                      "old DNAME new\nnew A 192.0.2.3\ninto CNAME www.child\n")
+    child = tmp_path / "child.p.test.zone"
+    child.write_text("$TTL 600\n@ SOA ns hostmaster 1 3600 900 604800 120\n@ NS ns\n"
+                     "ns A 192.0.2.2\nwww A 192.0.2.4\n")
+    port = free_port()
+    daemons([bin_path("dnsd"), "--listen", f"127.0.0.1:{port}",
+             "--zone", f"p.test={parent}", "--zone", f"child.p.test={child}", "--workers", "1"])
+    wait_tcp(port)
+    r = ask(port, "child.p.test.", "DS")
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    assert [(x.name.to_text(), x.ttl, x[0].key_tag) for x in r.answer] == [("child.p.test.", 3600, 54321)]
+    r = ask(port, "child.p.test.", "SOA")
+    assert r.answer[0][0].minimum == 120
+    r = ask(port, "x.old.p.test.", "CNAME")
+    assert r.rcode() == dns.rcode.NOERROR and not r.authority
+    assert [dns.rdatatype.to_text(x.rdtype) for x in r.answer] == ["DNAME", "CNAME"]
+    # The child's A is not the parent's to give: the referral follows the
+    # CNAME (as from a parent that does not also serve the child).
+    r = ask(port, "into.p.test.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+    assert [x.name.to_text() for x in r.answer] == ["into.p.test."]
+    assert [(x.name.to_text(), dns.rdatatype.to_text(x.rdtype)) for x in r.authority] == [("child.p.test.", "NS")]
+    assert [x[0].address for x in r.additional] == ["192.0.2.2"]
+    r = ask(port, "ns1.p.test.", "AXFR", tcp=True)
+    assert r.rcode() == dns.rcode.NOTAUTH
+    notify = dns.message.make_query("p.test.", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    r = dns.query.udp(notify, "127.0.0.1", port=port, timeout=3)
+    assert r.rcode() == dns.rcode.REFUSED
+    if HAVE_DIG:
+        out = dig(port, "+norec", "DS", "child.p.test")
+        assert "status: NOERROR" in out and "54321 13 2" in out, out
 
 
 def test_tcp_pipelining(server):

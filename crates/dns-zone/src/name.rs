@@ -143,6 +143,15 @@ pub(crate) fn labels(wire: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// The parent of the uncompressed wire name `wire` (its first label cut
+/// off); `None` for the root.
+pub(crate) fn parent(wire: &[u8]) -> Option<&[u8]> {
+    match usize::from(*wire.first()?) {
+        0 => None,
+        len => wire.get(1 + len..),
+    }
+}
+
 /// Length of the uncompressed wire name at the start of `wire`, if valid.
 pub(crate) fn wire_name_len(wire: &[u8]) -> Option<usize> {
     let mut pos = 0usize;

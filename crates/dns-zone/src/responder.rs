@@ -41,6 +41,7 @@ pub mod rcode {
     pub const NOTIMP: u16 = 4;
     pub const REFUSED: u16 = 5;
     pub const YXDOMAIN: u16 = 6;
+    pub const NOTAUTH: u16 = 9;
     pub const BADVERS: u16 = 16;
     /// RFC 7873 8.
     pub const BADCOOKIE: u16 = 23;
@@ -1033,19 +1034,46 @@ impl Responder {
                 return Outcome::Notify(apex.clone());
             }
         }
+        if q.opcode == 4 {
+            // A NOTIFY for a zone we are primary of, or do not serve: we
+            // take none from anyone (NSD: REFUSED; RFC 1996 leaves it open).
+            let ede = if self.catalog.find(lc).is_some() {
+                ede::PROHIBITED
+            } else {
+                ede::NOT_AUTHORITATIVE
+            };
+            return simple(w, rcode::REFUSED, 0, Some(ede));
+        }
         if q.opcode != 0 {
-            // NOTIFY for other zones, UPDATE, IQUERY...: not implemented.
+            // UPDATE, IQUERY, STATUS...: not implemented.
             return simple(w, rcode::NOTIMP, 0, None);
         }
         match q.qtype {
             rtype::MAILA | rtype::MAILB => return simple(w, rcode::NOTIMP, 0, None),
-            // RFC 1995 3: an IXFR query carries the client's SOA.
-            rtype::IXFR if q.ixfr_serial.is_none() => return simple(w, rcode::FORMERR, 0, None),
             rtype::OPT | rtype::TSIG => return simple(w, rcode::FORMERR, 0, None),
+            // RFC 5936 4.2: AXFR is a TCP-only exchange (NSD and Knot:
+            // NOTIMP, whatever the name).
+            rtype::AXFR if transport == Transport::Udp => return simple(w, rcode::NOTIMP, 0, None),
             _ => {}
         }
         let catalog: &'a Catalog = &self.catalog;
-        let zone: &'a Arc<Zone> = match catalog.find(lc) {
+        let mut found = catalog.find(lc);
+        if q.qtype == rtype::DS {
+            // RFC 4035 3.1.4.1: DS is the parent side's record. When we
+            // serve both sides of the cut, the parent zone answers.
+            if let Some(parent) = found
+                .filter(|z| z.apex_key() == lc)
+                .and_then(|_| crate::name::parent(lc))
+                .and_then(|p| catalog.find(p))
+                .filter(|p| {
+                    p.node_entry(lc)
+                        .is_some_and(|(_, n)| n.rrset(rtype::NS).is_some())
+                })
+            {
+                found = Some(parent);
+            }
+        }
+        let zone: &'a Arc<Zone> = match found {
             Some(z)
                 if q.qclass == z.class() || (q.qclass == class::ANY && q.qtype != rtype::AXFR) =>
             {
@@ -1081,6 +1109,11 @@ impl Responder {
                 chaos_txt(w, q, text, opt, limit);
                 return Outcome::Reply;
             }
+            // A transfer of a zone we do not serve: NSD, Knot and BIND
+            // all say NOTAUTH (RFC 5936 2.2.1 names no code).
+            _ if matches!(q.qtype, rtype::AXFR | rtype::IXFR) => {
+                return simple(w, rcode::NOTAUTH, 0, None)
+            }
             // Not ours: no recursion, RA clear.
             _ => return simple(w, rcode::REFUSED, 0, Some(ede::NOT_AUTHORITATIVE)),
         };
@@ -1089,9 +1122,13 @@ impl Responder {
             return simple(w, rcode::SERVFAIL, 0, Some(ede::NOT_READY));
         }
         if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-            if q.qtype == rtype::AXFR && transport == Transport::Udp {
-                // RFC 5936 4.2: AXFR is a TCP-only exchange.
-                return simple(w, rcode::NOTIMP, 0, None);
+            if lc != zone.apex_key() {
+                // Not a zone's name: NOTAUTH, as NSD, Knot and BIND say.
+                return simple(w, rcode::NOTAUTH, 0, None);
+            }
+            if q.qtype == rtype::IXFR && q.ixfr_serial.is_none() {
+                // RFC 1995 3: an IXFR query carries the client's SOA.
+                return simple(w, rcode::FORMERR, 0, None);
             }
             // IXFR has AXFR's access list (BIND's allow-transfer), and
             // the zone's TSIG key when it has one.
@@ -1101,10 +1138,7 @@ impl Responder {
                 .iter()
                 .find(|(apex, _)| **apex == *zone.apex_key())
                 .is_none_or(|(_, key)| signed_by == Some(&**key));
-            if lc != zone.apex_key()
-                || !key_ok
-                || !self.config.axfr_allow.iter().any(|p| p.contains(client))
-            {
+            if !key_ok || !self.config.axfr_allow.iter().any(|p| p.contains(client)) {
                 return simple(w, rcode::REFUSED, 0, Some(ede::PROHIBITED));
             }
             if transport == Transport::Udp {
@@ -1569,18 +1603,17 @@ fn resolve<'a>(
             }
         }
         if let Some((k, node)) = referral {
-            if chain == 0 {
-                // Referral: AA clear, NS in authority, glue in additional.
-                if let Some(ns) = node.rrset(rtype::NS) {
-                    s.authority.push(((k, node.name_wire()), ns, false));
-                    if sec {
-                        referral_ds(zone, &mut s, k, node);
-                    }
-                    add_targets(zone, ns, 0, &mut s.additional);
+            // Referral: NS in authority, glue in additional; AA clear
+            // unless a CNAME or DNAME of ours led here (RFC 1034 4.3.2
+            // step 3b after 3a: the answer so far is authoritative).
+            if let Some(ns) = node.rrset(rtype::NS) {
+                s.authority.push(((k, node.name_wire()), ns, false));
+                if sec {
+                    referral_ds(zone, &mut s, k, node);
                 }
-                return (rcode::NOERROR, false, s);
+                add_targets(zone, ns, 0, &mut s.additional);
             }
-            return (rcode::NOERROR, true, s);
+            return (rcode::NOERROR, chain > 0, s);
         }
         if let Some((start, downer, dset)) = dname {
             // RFC 6672 3.2: the DNAME, then a CNAME from the name asked
@@ -1637,7 +1670,10 @@ fn resolve<'a>(
             dst.make_ascii_lowercase();
             cur_len = new_len;
             let next = buf.get(..new_len).unwrap_or_default();
-            if !crate::name::is_subdomain(next, apex_key)
+            // RFC 1034 4.3.2 step 3a: asked for a CNAME, the synthesized
+            // CNAME is the answer; its target is not looked up.
+            if qtype == rtype::CNAME
+                || !crate::name::is_subdomain(next, apex_key)
                 || chain > MAX_CHAIN
                 || s.answer.iter().any(|(o, _)| o.0.eq_ignore_ascii_case(next))
                 || below_answered_dname(&s, next)

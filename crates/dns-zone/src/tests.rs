@@ -1012,8 +1012,13 @@ fn notimp_badvers_and_class() {
     let mut notify = query_bytes("example.com.", RecordType::SOA, None);
     notify[2] = (notify[2] & 0x87) | (4 << 3);
     let m = Message::from_vec(&ask_raw(&r, &notify, Transport::Udp).unwrap()).unwrap();
-    assert_eq!(m.response_code(), ResponseCode::NotImp);
+    // A NOTIFY for a zone we are primary of: refused, as NSD does.
+    assert_eq!(m.response_code(), ResponseCode::Refused);
     assert_eq!(m.op_code(), OpCode::Notify);
+    let mut update = query_bytes("example.com.", RecordType::SOA, None);
+    update[2] = (update[2] & 0x87) | (5 << 3);
+    let m = Message::from_vec(&ask_raw(&r, &update, Transport::Udp).unwrap()).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NotImp);
     // IXFR without the client's SOA (RFC 1995 3): FORMERR.
     let m = ask(&r, "example.com.", RecordType::IXFR);
     assert_eq!(m.response_code(), ResponseCode::FormErr);
@@ -1966,4 +1971,152 @@ fn dns_cookies_as_rfc_7873_and_9018_say() {
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert_eq!(option(&m, 10), None);
     assert_eq!(check(&off, &sent_back, "192.0.2.7", now), CookieCheck::None);
+}
+
+/// What NSD, Knot and BIND all answer differently from a naive
+/// longest-zone, follow-everything lookup: DS from the parent side of a
+/// cut when both sides are ours (RFC 4035 3.1.4.1), a DNAME's CNAME is
+/// the answer to a CNAME query (RFC 1034 4.3.2 step 3a), a CNAME into a
+/// delegation gets the referral (step 3b), transfers of what is not a
+/// zone are NOTAUTH, and NOTIFY for a primary zone is REFUSED.
+#[test]
+fn answers_nsd_knot_and_bind_agree_on() {
+    const CHILD: &str =
+        "$TTL 300\n@ SOA ns h 1 2 3 4 120\n@ NS ns\nns A 192.0.2.53\nwww A 192.0.2.54\n";
+    const D: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n\
+        dn DNAME t.d.example.\nhost.t A 192.0.2.9\ncn CNAME x.deleg\n\
+        deleg NS ns.deleg\nns.deleg A 192.0.2.53\n";
+    let r = responder_with(
+        &[("sub.example.com.", CHILD), ("d.example.", D)],
+        ResponderConfig {
+            axfr_allow: vec![Prefix::parse("127.0.0.0/8").unwrap()],
+            ..ResponderConfig::default()
+        },
+    );
+    // DS at the cut: the parent's record, authoritative.
+    let m = ask(&r, "sub.example.com.", RecordType::DS);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.authoritative());
+    assert_eq!(
+        texts(m.answers()),
+        ["sub.example.com. 3600 DS 12345 8 2 ABCDEF01"]
+    );
+    // Other types at the child apex: the child's.
+    let m = ask(&r, "sub.example.com.", RecordType::NS);
+    assert!(m.authoritative());
+    assert_eq!(
+        texts(m.answers()),
+        ["sub.example.com. 300 NS ns.sub.example.com."]
+    );
+    let m = ask(&r, "www.sub.example.com.", RecordType::DS);
+    assert_eq!(texts(m.name_servers())[0].split(' ').nth(2), Some("SOA"));
+    assert!(m.name_servers()[0].name().to_string() == "sub.example.com.");
+    // A CNAME query below a DNAME: the DNAME and its CNAME, nothing else,
+    // whether or not the target exists.
+    for (q, target) in [
+        ("nx.dn.d.example.", "nx.t.d.example."),
+        ("host.dn.d.example.", "host.t.d.example."),
+        ("a.b.dn.d.example.", "a.b.t.d.example."),
+    ] {
+        let m = ask(&r, q, RecordType::CNAME);
+        assert_eq!(m.response_code(), ResponseCode::NoError, "{q}");
+        assert!(m.authoritative());
+        let got = texts(m.answers());
+        assert_eq!(got.len(), 2, "{q}: {got:?}");
+        assert!(
+            got[0].starts_with("dn.d.example. 300 ")
+                && m.answers()[0].record_type() == RecordType::from(39)
+        );
+        assert_eq!(got[1], format!("{q} 300 CNAME {target}"));
+        assert!(
+            m.name_servers().is_empty(),
+            "{q}: {:?}",
+            texts(m.name_servers())
+        );
+    }
+    // Other types still follow the CNAME.
+    let m = ask(&r, "host.dn.d.example.", RecordType::A);
+    assert_eq!(m.answers().len(), 3);
+    let m = ask(&r, "nx.dn.d.example.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    // A CNAME into a delegation: the CNAME, then the referral with glue;
+    // AA stays (the CNAME is ours).
+    let m = ask(&r, "cn.d.example.", RecordType::A);
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.authoritative());
+    assert_eq!(
+        texts(m.answers()),
+        ["cn.d.example. 300 CNAME x.deleg.d.example."]
+    );
+    assert_eq!(
+        texts(m.name_servers()),
+        ["deleg.d.example. 300 NS ns.deleg.d.example."]
+    );
+    assert_eq!(
+        texts(m.additionals()),
+        ["ns.deleg.d.example. 300 A 192.0.2.53"]
+    );
+    // Transfers of a name that is no zone's apex, or in no zone: NOTAUTH;
+    // AXFR over UDP: NOTIMP whatever the name; IXFR without the SOA of
+    // the client at the apex: FORMERR.
+    for (q, t, tr, rc) in [
+        (
+            "www.example.com.",
+            RecordType::AXFR,
+            Transport::Tcp,
+            ResponseCode::NotAuth,
+        ),
+        (
+            "nothere.test.",
+            RecordType::AXFR,
+            Transport::Tcp,
+            ResponseCode::NotAuth,
+        ),
+        (
+            "www.example.com.",
+            RecordType::IXFR,
+            Transport::Udp,
+            ResponseCode::NotAuth,
+        ),
+        (
+            "nothere.test.",
+            RecordType::IXFR,
+            Transport::Tcp,
+            ResponseCode::NotAuth,
+        ),
+        (
+            "www.example.com.",
+            RecordType::AXFR,
+            Transport::Udp,
+            ResponseCode::NotImp,
+        ),
+        (
+            "nothere.test.",
+            RecordType::AXFR,
+            Transport::Udp,
+            ResponseCode::NotImp,
+        ),
+        (
+            "example.com.",
+            RecordType::IXFR,
+            Transport::Udp,
+            ResponseCode::FormErr,
+        ),
+    ] {
+        let raw = ask_raw(&r, &query_bytes(q, t, None), tr).unwrap();
+        let m = Message::from_vec(&raw).unwrap();
+        assert_eq!(m.response_code(), rc, "{q} {t} {tr:?}");
+    }
+    // NOTIFY: for a primary zone of ours, REFUSED (Prohibited); for a
+    // name in no zone, REFUSED (Not Authoritative).
+    for (q, code) in [("example.com.", 18u8), ("nothere.test.", 20)] {
+        let mut notify = query_bytes(q, RecordType::SOA, Some(1232));
+        notify[2] = (notify[2] & 0x87) | (4 << 3) | 0x04;
+        let m = Message::from_vec(&ask_raw(&r, &notify, Transport::Udp).unwrap()).unwrap();
+        assert_eq!(
+            (m.op_code(), m.response_code()),
+            (OpCode::Notify, ResponseCode::Refused)
+        );
+        assert_eq!(option(&m, 15), Some(vec![0, code]), "{q}");
+    }
 }
