@@ -5,6 +5,7 @@ user1@csuvnetwork.com; the message lands in user1's Maildir with trace
 headers; user1 reads it by POP3 byte for byte; MX for csuvnetwork.com
 resolves to mail.csuvnetwork.com with its address.
 """
+import base64
 import os
 import pathlib
 import poplib
@@ -581,6 +582,32 @@ def test_pop3_capa_lists_the_login_capabilities_in_both_states(lab):
     p.quit()
     assert "USER" in before and "SASL" in before
     assert after == before
+
+
+def test_pop3_quit_with_an_argument_still_expunges_and_long_passwords_work(lab):
+    """Leniencies Dovecot has and clients count on: `QUIT now` (arguments
+    ignored) still applies the deletions, and a password longer than a
+    255-octet command line logs in by USER/PASS and by AUTH PLAIN."""
+    s = lab.smtp_client()
+    for i in range(2):
+        s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message(f"q{i}"))
+    s.quit()
+    p = lab.pop()
+    p.dele(1)
+    assert p._shortcmd("QUIT now").startswith(b"+OK")
+    p.close()
+    assert len(lab.inbox()) == 1
+    long_pw = "L0ng-" + "x" * 395
+    mailctl(lab, "user", "add", "longpw", "--password-stdin", stdin=long_pw.encode() + b"\n")
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    q.user("longpw")
+    assert q.pass_(long_pw).startswith(b"+OK")
+    q.quit()
+    q = poplib.POP3("127.0.0.1", lab.pop3, timeout=10)
+    ir = base64.b64encode(b"\0longpw\0" + long_pw.encode()).decode()
+    assert q._shortcmd(f"AUTH PLAIN {ir}").startswith(b"+OK")
+    assert "CAPA" in q.capa()
+    q.quit()
 
 
 def test_pop3_retr_of_a_message_removed_meanwhile_is_expunged_not_sys_temp(lab):

@@ -81,6 +81,9 @@ pub enum CommandError {
     /// A decimal number does not fit in 32 bits.
     #[error("Message number too large: {0}")]
     NumberTooLarge(String),
+    /// `TOP`'s line count is not plain decimal.
+    #[error("Invalid line count: {0}")]
+    InvalidLineCount(String),
     /// An argument holds control characters, invalid UTF-8 or is malformed.
     #[error("Invalid arguments.")]
     InvalidArgument,
@@ -154,11 +157,13 @@ impl Command {
                     digest: digest.to_owned(),
                 }
             }
-            b"QUIT" => none(&args, Command::Quit)?,
-            b"STAT" => none(&args, Command::Stat)?,
-            b"NOOP" => none(&args, Command::Noop)?,
-            b"RSET" => none(&args, Command::Rset)?,
-            b"CAPA" => none(&args, Command::Capa)?,
+            // Arguments to these are ignored, as Dovecot ignores them: a
+            // `QUIT now` refused would leave the client's deletions undone.
+            b"QUIT" => Command::Quit,
+            b"STAT" => Command::Stat,
+            b"NOOP" => Command::Noop,
+            b"RSET" => Command::Rset,
+            b"CAPA" => Command::Capa,
             b"STLS" => none(&args, Command::Stls)?,
             b"LIST" => Command::List(opt_msg(&args)?),
             b"UIDL" => Command::Uidl(opt_msg(&args)?),
@@ -250,8 +255,13 @@ impl Command {
 /// A keyword made safe to echo in an error response: printable ASCII only,
 /// at most 16 characters.
 fn printable_keyword(kw: &[u8]) -> String {
-    kw.iter()
-        .take(16)
+    printable(kw, 16)
+}
+
+/// `arg` made safe to echo: printable ASCII only, at most `max` characters.
+fn printable(arg: &[u8], max: usize) -> String {
+    arg.iter()
+        .take(max)
         .map(|&b| {
             if (0x21..0x7f).contains(&b) {
                 char::from(b)
@@ -309,11 +319,12 @@ fn mechanism(m: &str) -> Result<String, CommandError> {
 
 /// Parses a non-negative decimal number: digits only, no sign, no overflow.
 pub(crate) fn decimal(s: &str) -> Result<u32, CommandError> {
+    // A number is echoed whole (a command line holds at most 255).
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CommandError::InvalidNumber(printable_keyword(s.as_bytes())));
+        return Err(CommandError::InvalidNumber(printable(s.as_bytes(), 64)));
     }
     s.parse::<u32>()
-        .map_err(|_| CommandError::NumberTooLarge(printable_keyword(s.as_bytes())))
+        .map_err(|_| CommandError::NumberTooLarge(printable(s.as_bytes(), 64)))
 }
 
 /// The line count of `TOP`: any non-negative decimal number (RFC 1939
@@ -323,6 +334,7 @@ pub(crate) fn decimal(s: &str) -> Result<u32, CommandError> {
 pub(crate) fn line_count(s: &str) -> Result<u32, CommandError> {
     match decimal(s) {
         Err(CommandError::NumberTooLarge(_)) => Ok(u32::MAX),
+        Err(CommandError::InvalidNumber(n)) => Err(CommandError::InvalidLineCount(n)),
         r => r,
     }
 }
@@ -408,9 +420,15 @@ mod tests {
         );
         assert_eq!(
             p("LIST 99999999999999999999999"),
-            Err(CommandError::NumberTooLarge("9999999999999999".into()))
+            Err(CommandError::NumberTooLarge(
+                "99999999999999999999999".into()
+            ))
         );
-        assert_eq!(p("TOP 1 -1"), Err(CommandError::InvalidNumber("-1".into())));
+        assert_eq!(
+            p("TOP 1 -1"),
+            Err(CommandError::InvalidLineCount("-1".into()))
+        );
+        assert_eq!(p("TOP x 1"), Err(CommandError::InvalidNumber("x".into())));
         // A line count beyond u32 means "all of it", not an error.
         assert_eq!(
             p("TOP 1 99999999999"),
@@ -437,7 +455,12 @@ mod tests {
     fn argument_counts() {
         assert_eq!(p("RETR"), Err(CommandError::MissingArgument));
         assert_eq!(p("RETR 1 2"), Err(CommandError::TooManyArguments));
-        assert_eq!(p("STAT 1"), Err(CommandError::TooManyArguments));
+        // Ignored where there are none to take, as Dovecot ignores them.
+        for c in ["STAT 1", "QUIT now", "NOOP x y", "RSET x", "CAPA foo"] {
+            assert!(p(c).is_ok(), "{c}");
+        }
+        assert_eq!(p("QUIT now"), Ok(Command::Quit));
+        assert_eq!(p("STLS x"), Err(CommandError::TooManyArguments));
         assert_eq!(p("TOP 1"), Err(CommandError::MissingArgument));
         assert_eq!(p("USER"), Err(CommandError::MissingArgument));
         assert_eq!(p("USER a b"), Err(CommandError::TooManyArguments));

@@ -35,8 +35,10 @@
 //! # Framing decisions
 //!
 //! Command lines are at most 255 octets including CRLF (RFC 2449 section
-//! 4). A longer line gets `-ERR Input line too long.` and is skipped up to
-//! its end; none of its bytes are ever parsed as a command. A bare LF ends
+//! 4), except that before login `PASS` and `AUTH` lines may be as long as
+//! a SASL response (a long password, a long initial response), as Dovecot
+//! takes them. A longer line gets `-ERR Input line too long.` and is
+//! skipped up to its end; none of its bytes are ever parsed as a command. A bare LF ends
 //! a command line as CRLF does (Dovecot accepts bare LF on POP3 command
 //! lines; the client sends no message data, so there is nothing to
 //! smuggle). A CR elsewhere in a line makes it invalid. SASL responses

@@ -19,6 +19,15 @@ use crate::top::TopFilter;
 /// LOGIN or CRAM-MD5 response with room to spare.
 pub const MAX_SASL_LINE: usize = 8192;
 
+/// Whether a command line may exceed [`MAX_COMMAND_LINE`]: `PASS` (a long
+/// password) and `AUTH` (an initial response as long as any SASL response,
+/// RFC 5034 section 4) may, up to [`MAX_SASL_LINE`], as Dovecot takes
+/// them; any other longer line is refused.
+fn long_line_allowed(line: &[u8]) -> bool {
+    let kw = line.get(..5).unwrap_or_default();
+    kw.eq_ignore_ascii_case(b"PASS ") || kw.eq_ignore_ascii_case(b"AUTH ")
+}
+
 /// The shortest idle timeout RFC 1939 section 3 allows.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -500,13 +509,24 @@ impl ServerSession {
             if self.out.len() >= OUTPUT_HIGH_WATER {
                 return Err(Interrupt::Output(std::mem::take(&mut self.out)));
             }
-            let limit = if self.sasl.is_some() {
+            // Before login a PASS or AUTH line may be long (see
+            // `long_line_allowed`); which one it is shows once it is read.
+            let limit = if self.sasl.is_some() || self.state == SessionState::Authorization {
                 MAX_SASL_LINE
             } else {
                 MAX_COMMAND_LINE
             };
             self.input.set_line_cap(limit);
             match self.input.next_frame() {
+                Frame::Line { line, len, .. }
+                    if len > MAX_COMMAND_LINE
+                        && self.sasl.is_none()
+                        && !long_line_allowed(line) =>
+                {
+                    self.log(Direction::Client, "<line too long, skipped>".into());
+                    self.bad(Response::err("Input line too long."));
+                    self.count_bad_command();
+                }
                 Frame::Line { line, .. } => {
                     let line = line.to_vec();
                     // What is left started no earlier than the last input.
@@ -903,7 +923,9 @@ impl ServerSession {
 
     fn capa(&mut self) {
         // AUTH-RESP-CODE: the [AUTH] and [SYS/...] codes of RFC 3206.
+        // CAPA itself first, as Dovecot lists it.
         let mut caps: Vec<String> = vec![
+            "CAPA".into(),
             "TOP".into(),
             "UIDL".into(),
             "RESP-CODES".into(),
@@ -1032,7 +1054,10 @@ impl ServerSession {
             .copied()
             .find(|m| m.as_str().eq_ignore_ascii_case(mech))
         else {
-            self.reply(Response::err("Unsupported authentication mechanism."));
+            self.reply(Response::err_code(
+                ResponseCode::Auth,
+                "Unsupported authentication mechanism.",
+            ));
             return;
         };
         if m.is_plaintext() && !self.plaintext_allowed() {
@@ -1054,8 +1079,13 @@ impl ServerSession {
             (_, ts) => ts.unwrap_or_default(),
         };
         let initial = initial.as_ref().map(|ir| ir.expose().as_bytes());
-        let step = ServerExchange::start(m, initial, &challenge);
-        self.sasl_step(step);
+        match ServerExchange::start(m, initial, &challenge) {
+            ServerStep::BadBase64 => self.reply(Response::err_code(
+                ResponseCode::Auth,
+                "Invalid base64 data in initial response.",
+            )),
+            step => self.sasl_step(step),
+        }
     }
 
     fn challenge(&mut self, next: ServerExchange, b64: &str) {
@@ -1082,9 +1112,10 @@ impl ServerSession {
             ServerStep::Challenge(next, text) => self.challenge(next, &text),
             // RFC 5034 section 4: the client cancels; reply -ERR.
             ServerStep::Cancelled => self.reply(Response::err("Authentication aborted by client.")),
-            ServerStep::BadBase64 => {
-                self.reply(Response::err("Invalid base64 data in continued response."))
-            }
+            ServerStep::BadBase64 => self.reply(Response::err_code(
+                ResponseCode::Auth,
+                "Invalid base64 data in continued response.",
+            )),
             ServerStep::Malformed => self.sasl_fail(),
             // Acting as another user is not supported.
             ServerStep::Done(Credentials::Plain {

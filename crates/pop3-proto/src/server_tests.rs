@@ -486,7 +486,8 @@ fn unknown_and_malformed_commands() {
         after_login("RETR 4294967296\r\n"),
         "-ERR Message number too large: 4294967296\r\n"
     );
-    assert_eq!(after_login("STAT 1\r\n"), "-ERR Too many arguments.\r\n");
+    assert_eq!(after_login("STAT 1\r\n"), "+OK 3 100\r\n");
+    assert_eq!(after_login("TOP 1 x\r\n"), "-ERR Invalid line count: x\r\n");
     assert_eq!(after_login("USER a\x01\r\n"), "-ERR Invalid arguments.\r\n");
     // A CR inside a line is not a line end.
     assert_eq!(
@@ -853,7 +854,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(config.clone(), &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
+        "+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
          SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n"
     );
     // After login the same list (RFC 2449 section 5: what AUTHORIZATION
@@ -867,7 +868,7 @@ fn capa() {
     assert_eq!(
         out,
         format!(
-            "{LOGGED_IN}+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
+            "{LOGGED_IN}+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\n\
              SASL PLAIN LOGIN CRAM-MD5\r\nSTLS\r\nIMPLEMENTATION test 1\r\n.\r\n\
              -ERR Command not valid in TRANSACTION state.\r\n"
         )
@@ -879,7 +880,7 @@ fn capa() {
     };
     assert_eq!(
         run_with(strict, &mut Host::new(), "CAPA\r\n"),
-        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
+        "+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n\
          SASL CRAM-MD5\r\n.\r\n"
     );
 }
@@ -972,11 +973,15 @@ fn auth_plain() {
     );
     assert_eq!(
         run("AUTH PLAIN !!!\r\n"),
-        "-ERR Invalid base64 data in continued response.\r\n"
+        "-ERR [AUTH] Invalid base64 data in initial response.\r\n"
+    );
+    assert_eq!(
+        run("AUTH PLAIN\r\n!!!\r\n"),
+        "+ \r\n-ERR [AUTH] Invalid base64 data in continued response.\r\n"
     );
     assert_eq!(
         run("AUTH DIGEST-MD5\r\n"),
-        "-ERR Unsupported authentication mechanism.\r\n"
+        "-ERR [AUTH] Unsupported authentication mechanism.\r\n"
     );
 }
 
@@ -1076,8 +1081,37 @@ fn long_lines() {
         format!("{LOGGED_IN}-ERR Input line too long.\r\n+OK Logging out.\r\n")
     );
     assert_eq!(host.updates, vec![vec![]]);
-    // SASL responses may be longer than 255 octets.
+    // Before login a long PASS or AUTH line is taken (up to 8 KiB, as
+    // Dovecot takes them); USER is not, nor anything after login.
     let pw = "p".repeat(400);
+    let mut host = Host::new();
+    host.users
+        .push(("big", Box::leak(pw.clone().into_boxed_str())));
+    assert_eq!(
+        run_with(
+            cfg(),
+            &mut host,
+            &format!("USER big\r\nPASS {pw}\r\nQUIT\r\n")
+        ),
+        "+OK\r\n+OK Logged in.\r\n+OK Logging out.\r\n"
+    );
+    let mut host = Host::new();
+    host.users
+        .push(("big", Box::leak(pw.clone().into_boxed_str())));
+    let ir = b64(format!("\0big\0{pw}").as_bytes());
+    assert_eq!(
+        run_with(cfg(), &mut host, &format!("AUTH PLAIN {ir}\r\n")),
+        "+OK Logged in.\r\n"
+    );
+    assert_eq!(
+        run(&format!("PASS {}\r\nNOOP\r\n", "p".repeat(9000))),
+        "-ERR Input line too long.\r\n-ERR Command not valid in AUTHORIZATION state.\r\n"
+    );
+    assert_eq!(
+        run(&format!("{LOGIN}PASS {}\r\n", "p".repeat(300))),
+        format!("{LOGGED_IN}-ERR Input line too long.\r\n")
+    );
+    // SASL responses may be longer than 255 octets.
     let mut host = Host::new();
     host.users
         .push(("big", Box::leak(pw.clone().into_boxed_str())));
@@ -1475,7 +1509,7 @@ fn logged_in_sessions_keep_only_the_idle_timer_and_line_budget() {
 // ---- TLS policy and the STLS wall (RFC 2595, RFC 8314) ----
 
 const CAPA_HEAD: &str =
-    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
+    "+OK Capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
 
 fn apop_line(user: &str, secret: &str) -> String {
     format!("APOP {user} {}\r\n", mail_session::apop_digest(TS, secret))
