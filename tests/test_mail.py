@@ -1040,3 +1040,49 @@ def test_recipient_at_our_own_address_literal_is_local(lab):
     s.quit()
     assert len(lab.inbox("user1")) == 1 and len(lab.inbox("user2")) == 1
     assert "relay=" not in lab.smtpd.output()
+
+
+def test_what_postfix_3_7_answers_alike(lab):
+    """Behaviours a Postfix 3.7 comparison showed: a line not starting with
+    a letter ends the session; QUIT takes arguments; a delivered message
+    forgives earlier errors; junk commands beyond the limit count as
+    errors; DSN parameters twice are 501, unsupported values 555."""
+    out, closed = raw_dialogue(lab.smtp, b"EHLO c\r\n.\r\nNOOP\r\n")
+    assert closed and out.endswith(b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"), out
+    out, closed = raw_dialogue(lab.smtp, b"QUIT now\r\n")
+    assert closed and out == b"221 2.0.0 Bye\r\n", out
+    s = lab.smtp_client()
+    for _ in range(15):
+        assert s.docmd("FOO")[0] == 500
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"], message("forgiven"))
+    for _ in range(10):
+        assert s.docmd("FOO")[0] == 500
+    assert s.noop()[0] == 250
+    assert s.docmd("MAIL FROM:<a@b.example> RET=FULL RET=HDRS")[0] == 501
+    assert s.docmd("MAIL FROM:<a@b.example> BODY=FOO")[0] == 555
+    assert s.docmd("MAIL FROM:<a@b.example>")[0] == 250
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com> ORCPT=bogus")[0] == 501
+    s.quit()
+    # 130 NOOPs in one write: 120 answered, then 421 (100 free, 20 errors).
+    out, closed = raw_dialogue(lab.smtp, b"EHLO c\r\n" + b"NOOP\r\n" * 130)
+    assert closed and out.count(b"250 2.0.0 Ok\r\n") == 120, out[-200:]
+    assert out.endswith(b"421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n")
+
+
+def test_quoted_pairs_bare_cr_and_smtputf8_received(lab):
+    """`"user\\1"@domain` is user1 (RFC 5321 4.1.2); a bare CR in DATA is
+    stored as a space (RFC 5321 2.3.8, as Postfix stores it); an SMTPUTF8
+    message's Received says `with UTF8SMTP` (RFC 6531 3.7.3)."""
+    s = lab.smtp_client()
+    s.sendmail("user2@mail.csuvnetwork.com", ['"user\\1"@csuvnetwork.com'],
+               b"Subject: cr\r\n\r\nbody\r.\rMAIL FROM:<evil@b.example>\r\n")
+    s.sendmail("user2@mail.csuvnetwork.com", ["user1@csuvnetwork.com"],
+               "Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode(), mail_options=["SMTPUTF8"])
+    s.quit()
+    files = [p.read_bytes() for p in lab.inbox()]
+    assert len(files) == 2
+    cr = next(f for f in files if b"Subject: cr" in f)
+    assert b"body . MAIL FROM:<evil@b.example>" in cr.replace(b"\r\n", b"\n")
+    assert b"\r." not in cr.replace(b"\r\n", b"\n")
+    utf8 = next(f for f in files if "caf\u00e9".encode() in f)
+    assert b" with UTF8SMTP id " in utf8, utf8[:400]

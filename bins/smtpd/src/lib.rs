@@ -644,6 +644,8 @@ struct Txn {
     from: String,
     /// MAIL's RFC 3461 `RET=` and `ENVID=`, as given.
     ret: Option<String>,
+    /// MAIL had `SMTPUTF8` (RFC 6531): the Received `with` says so.
+    smtputf8: bool,
     envid: Option<String>,
     rcpts: Recipients,
     /// Recipients in other domains (the client may relay).
@@ -821,6 +823,7 @@ fn session_config(settings: &Settings, kind: Listener, peer: SocketAddr) -> Serv
     c.max_recipients = s.recipient_limit;
     c.vrfy = !s.disable_vrfy_command;
     c.max_errors = s.error_limit;
+    c.max_junk_commands = s.junk_command_limit;
     c.bare_lf = match s.bare_newline {
         BareNewline::Normalize => BareLf::Normalize,
         BareNewline::Reject => BareLf::Reject,
@@ -947,6 +950,7 @@ impl Conn {
                     },
                     ret: params.ret.as_deref().map(str::to_owned),
                     envid: params.envid.as_deref().map(str::to_owned),
+                    smtputf8: params.smtputf8,
                     ..Txn::default()
                 };
                 session.decide(Verdict::Accept)
@@ -1124,13 +1128,19 @@ impl Conn {
     /// with it (RFC 5321 section 3.3), so its sender and recipients move in.
     fn envelope(&mut self, session: &ServerSession) -> mailstore::Envelope {
         let authed = session.authenticated_user().is_some();
-        // RFC 3848's names; HELO over TLS stays "SMTP", as Postfix writes.
-        let protocol = match (self.esmtp, self.tls.is_some(), authed) {
-            (false, _, _) => mailstore::Protocol::Smtp,
-            (true, false, false) => mailstore::Protocol::Esmtp,
-            (true, false, true) => mailstore::Protocol::Esmtpa,
-            (true, true, false) => mailstore::Protocol::Esmtps,
-            (true, true, true) => mailstore::Protocol::Esmtpsa,
+        // RFC 3848's names, RFC 6531 section 3.7.3's for SMTPUTF8 mail;
+        // HELO over TLS stays "SMTP", as Postfix writes.
+        use mailstore::Protocol as P;
+        let protocol = match (self.esmtp, self.txn.smtputf8, self.tls.is_some(), authed) {
+            (false, _, _, _) => P::Smtp,
+            (true, false, false, false) => P::Esmtp,
+            (true, false, false, true) => P::Esmtpa,
+            (true, false, true, false) => P::Esmtps,
+            (true, false, true, true) => P::Esmtpsa,
+            (true, true, false, false) => P::Utf8smtp,
+            (true, true, false, true) => P::Utf8smtpa,
+            (true, true, true, false) => P::Utf8smtps,
+            (true, true, true, true) => P::Utf8smtpsa,
         };
         let now = SystemTime::now();
         let mut rcpts = std::mem::take(&mut self.txn.rcpts);

@@ -206,8 +206,12 @@ pub struct Smtpd {
     pub first_command_timeout: Secs,
     /// Wait for each block of DATA (RFC 5321 section 4.5.3.2: 3 minutes).
     pub data_timeout: Secs,
-    /// Errors before `421` and close (`smtpd_hard_error_limit`).
+    /// Errors before `421` and close (`smtpd_hard_error_limit`); a
+    /// message accepted forgives those so far.
     pub error_limit: u32,
+    /// NOOP, RSET, VRFY and HELP commands before each further one counts
+    /// as an error (`smtpd_junk_command_limit`); 0: no limit.
+    pub junk_command_limit: u32,
     /// Pause after each failed AUTH, against password guessing
     /// (`smtpd_error_sleep_time`).
     pub auth_failure_delay: Secs,
@@ -445,6 +449,7 @@ impl Default for Smtpd {
             first_command_timeout: Secs(60),
             data_timeout: Secs(180),
             error_limit: 20,
+            junk_command_limit: 100,
             auth_failure_delay: Secs(1),
             auth_failure_limit: 3,
             auth_penalty: Secs(2),

@@ -31,6 +31,10 @@
 //! `\r.\r\n` and `\r\n.\r` thus never end a message (CVE-2023-51764 and
 //! relatives).
 //!
+//! A bare CR inside a DATA body is passed on as a space (RFC 5321
+//! section 2.3.8 allows CR only before LF; Postfix stores it so), so that
+//! `<CR>.<CR>` cannot end a relayed copy early at a laxer next hop.
+//!
 //! Other lines that start with `.` and have more on them lose that dot
 //! (RFC 5321 section 4.5.2); a lone `.` that does not end the data is kept
 //! as it is.
@@ -358,6 +362,7 @@ impl Framer {
             }
         }
         out.extend_from_slice(avail.get(run..i.max(run)).unwrap_or_default());
+        blank_bare_cr(&mut out);
         self.pos += i;
         if ended {
             self.mode = Mode::Line;
@@ -378,6 +383,24 @@ impl Framer {
         } else {
             Frame::Data(out)
         }
+    }
+}
+
+/// Turns each bare CR (one not followed by LF) of a DATA frame into a
+/// space, as Postfix stores them: RFC 5321 section 2.3.8 lets CR appear
+/// only in CRLF, and a message relayed with `<CR>.<CR>` in it could end
+/// early at a next hop that takes that for the end of data. A frame never
+/// ends in a CR whose LF is still to come (it is held back).
+fn blank_bare_cr(out: &mut [u8]) {
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'\r', out.get(from..).unwrap_or_default()) {
+        let at = from + off;
+        if out.get(at + 1) != Some(&b'\n') {
+            if let Some(b) = out.get_mut(at) {
+                *b = b' ';
+            }
+        }
+        from = at + 1;
     }
 }
 
@@ -519,9 +542,15 @@ mod tests {
         // The CRLF of the DATA command counts: an immediate "." ends.
         let (body, end, _) = all_steps(b".\r\n", BareLf::Normalize);
         assert_eq!((body.as_slice(), end), (&b""[..], Some(false)));
-        // Lines without a line end are passed on as they come.
+        // Lines without a line end are passed on as they come, a bare CR
+        // as a space (RFC 5321 section 2.3.8), whatever the split.
         let (body, end, _) = all_steps(b"abc\rdef", BareLf::Normalize);
-        assert_eq!((body.as_slice(), end), (&b"abc\rdef"[..], None));
+        assert_eq!((body.as_slice(), end), (&b"abc def"[..], None));
+        let (body, end, _) = all_steps(b"a\r\rb\r\r\nc\r.\r\n.\r\n", BareLf::Normalize);
+        assert_eq!(
+            (body.as_slice(), end),
+            (&b"a  b \r\nc .\r\n"[..], Some(false))
+        );
     }
 
     #[test]

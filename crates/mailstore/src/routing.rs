@@ -485,10 +485,29 @@ fn normalize_domain(d: &str) -> String {
     d.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn unquote(s: &str) -> &str {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
+/// A local part without its quoting: `"user\1"` is `user1` (RFC 5321
+/// section 4.1.2: a quoted-pair stands for its second character), as
+/// Postfix canonicalises it.
+fn unquote(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return s.into();
+    };
+    if !inner.contains('\\') {
+        return inner.into();
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some(q) => out.push(q),
+                // The closing quote was escaped: not a quoted string.
+                None => return s.into(),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -526,6 +545,19 @@ mod tests {
         assert_eq!(
             r.route("\"user2\"@localhost.csuvnetwork.com").unwrap(),
             local(&["user2"])
+        );
+        // A quoted-pair is its second character (RFC 5321 section 4.1.2).
+        assert_eq!(
+            r.route("\"user\\1\"@csuvnetwork.com").unwrap(),
+            local(&["user1"])
+        );
+        assert_eq!(
+            r.route("\"us\\er\\2\"@csuvnetwork.com").unwrap(),
+            local(&["user2"])
+        );
+        assert_eq!(
+            r.route("\"user1\\\"@csuvnetwork.com").unwrap(),
+            Route::UnknownUser
         );
         assert_eq!(
             r.route("nobody@csuvnetwork.com").unwrap(),

@@ -44,6 +44,16 @@ pub enum Protocol {
     Esmtps,
     /// `EHLO` over TLS with successful AUTH.
     Esmtpsa,
+    /// `EHLO` and `MAIL ... SMTPUTF8` (RFC 6531 section 3.7.3), and
+    /// with TLS, AUTH or both: `UTF8SMTP`, `UTF8SMTPS`, `UTF8SMTPA`,
+    /// `UTF8SMTPSA`.
+    Utf8smtp,
+    /// `UTF8SMTP` with successful AUTH.
+    Utf8smtpa,
+    /// `UTF8SMTP` over TLS.
+    Utf8smtps,
+    /// `UTF8SMTP` over TLS with successful AUTH.
+    Utf8smtpsa,
     /// Local injection (no SMTP client): the `Received:` header then has
     /// neither `from` nor `with` clause, like Postfix's pickup.
     Local,
@@ -58,6 +68,10 @@ impl Protocol {
             Protocol::Esmtpa => "ESMTPA",
             Protocol::Esmtps => "ESMTPS",
             Protocol::Esmtpsa => "ESMTPSA",
+            Protocol::Utf8smtp => "UTF8SMTP",
+            Protocol::Utf8smtpa => "UTF8SMTPA",
+            Protocol::Utf8smtps => "UTF8SMTPS",
+            Protocol::Utf8smtpsa => "UTF8SMTPSA",
             Protocol::Local => "local",
         }
     }

@@ -134,9 +134,14 @@ pub enum ParseError {
     /// Malformed mailbox or path in MAIL or RCPT (`501 5.1.7` / `501 5.1.3`).
     #[error("bad address syntax in {0} command")]
     BadAddress(Verb),
-    /// Malformed ESMTP parameter (`501 5.5.4`).
+    /// Malformed ESMTP parameter (`501 5.5.4`), or one given twice.
     #[error("bad parameter syntax in {0} command")]
     BadParameter(Verb),
+    /// A known ESMTP parameter with a value (or without one) that this
+    /// implementation does not support, e.g. `BODY=FOO`, a bare `SIZE`,
+    /// `SMTPUTF8=YES` (`555 5.5.4`, RFC 5321 section 4.1.1.11).
+    #[error("unsupported parameter value in {0} command")]
+    UnsupportedParameter(Verb),
 }
 
 impl ParseError {
@@ -157,6 +162,8 @@ impl ParseError {
                 (5, 5, 4),
                 format!("Bad {} parameter syntax", v.as_str()),
             ),
+            // Postfix words it "Unsupported option: <param>".
+            ParseError::UnsupportedParameter(_) => Reply::new(555, (5, 5, 4), "Unsupported option"),
         }
     }
 }
@@ -481,13 +488,14 @@ impl<'a> Command<'a> {
                 };
                 let mut params = MailParameters::default();
                 let bad = ParseError::BadParameter(verb);
+                let unsupported = ParseError::UnsupportedParameter(verb);
                 for_each_param(
                     rest,
                     |k, v| {
                         if k.eq_ignore_ascii_case("SIZE") {
-                            params.size = Some(parse_decimal(v.ok_or(bad)?).ok_or(bad)?);
+                            params.size = Some(parse_decimal(v.ok_or(unsupported)?).ok_or(bad)?);
                         } else if k.eq_ignore_ascii_case("BODY") {
-                            let v = v.ok_or(bad)?;
+                            let v = v.ok_or(unsupported)?;
                             params.body = Some(if v.eq_ignore_ascii_case("7BIT") {
                                 BodyType::SevenBit
                             } else if v.eq_ignore_ascii_case("8BITMIME") {
@@ -495,25 +503,28 @@ impl<'a> Command<'a> {
                             } else if v.eq_ignore_ascii_case("BINARYMIME") {
                                 BodyType::BinaryMime
                             } else {
-                                return Err(bad);
+                                return Err(unsupported);
                             });
                         } else if k.eq_ignore_ascii_case("SMTPUTF8") {
                             if v.is_some() {
-                                return Err(bad);
+                                return Err(unsupported);
                             }
                             params.smtputf8 = true;
                         } else if k.eq_ignore_ascii_case("AUTH") {
                             params.auth = Some(Cow::Borrowed(v.ok_or(bad)?));
                         } else if k.eq_ignore_ascii_case("RET") {
-                            // RFC 3461 section 4.3: "FULL" / "HDRS".
+                            // RFC 3461 section 4.3: "FULL" / "HDRS", once
+                            // (section 4: a parameter at most once).
                             let v = v
                                 .filter(|v| {
                                     v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS")
                                 })
+                                .filter(|_| params.ret.is_none())
                                 .ok_or(bad)?;
                             params.ret = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ENVID") {
-                            params.envid = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            let v = v.filter(|_| params.envid.is_none()).ok_or(bad)?;
+                            params.envid = Some(Cow::Borrowed(v));
                         } else {
                             params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
                         }
@@ -537,11 +548,17 @@ impl<'a> Command<'a> {
                 for_each_param(
                     rest,
                     |k, v| {
+                        // RFC 3461 section 4: each at most once.
                         if k.eq_ignore_ascii_case("NOTIFY") {
-                            let v = v.filter(|v| is_notify_value(v)).ok_or(bad)?;
+                            let v = v
+                                .filter(|v| is_notify_value(v) && params.notify.is_none())
+                                .ok_or(bad)?;
                             params.notify = Some(Cow::Borrowed(v));
                         } else if k.eq_ignore_ascii_case("ORCPT") {
-                            params.orcpt = Some(Cow::Borrowed(v.ok_or(bad)?));
+                            let v = v
+                                .filter(|v| is_orcpt_value(v) && params.orcpt.is_none())
+                                .ok_or(bad)?;
+                            params.orcpt = Some(Cow::Borrowed(v));
                         } else {
                             params.other.push((Cow::Borrowed(k), v.map(Cow::Borrowed)));
                         }
@@ -551,14 +568,16 @@ impl<'a> Command<'a> {
                 )?;
                 Ok(Command::Rcpt { to, params })
             }
-            Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => {
+            // Arguments to QUIT are ignored, as Postfix ignores them: the
+            // client means to leave, and a 501 would leave it waiting.
+            Verb::Quit => Ok(Command::Quit),
+            Verb::Data | Verb::Rset | Verb::StartTls => {
                 if args.is_some() {
                     return Err(ParseError::Syntax(verb));
                 }
                 Ok(match verb {
                     Verb::Data => Command::Data,
                     Verb::Rset => Command::Rset,
-                    Verb::Quit => Command::Quit,
                     _ => Command::StartTls,
                 })
             }
@@ -1071,7 +1090,16 @@ fn is_notify_value(v: &str) -> bool {
         })
 }
 
-/// An unknown command line that is no SMTP at all: a message header field
+/// RFC 3461 section 4.2: `ORCPT=addr-type;xtext`, the address type an
+/// atom (`rfc822`, `utf-8`), the address not empty.
+fn is_orcpt_value(v: &str) -> bool {
+    v.split_once(';').is_some_and(|(t, a)| {
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !a.is_empty()
+    })
+}
+
+/// An unknown command line that is no SMTP at all: one that does not start
+/// with a letter (`.`, a body line, a binary blob), a message header field
 /// (`Subject: hi`) or an HTTP request (`GET`, `POST`, `CONNECT`). A server
 /// that sees one has lost the command stream: a client that went on
 /// pipelining its message after a refused DATA (RFC 2920 section 3.1
@@ -1079,6 +1107,12 @@ fn is_notify_value(v: &str) -> bool {
 /// would run commands written inside a message, so the session ends (as
 /// Postfix's `smtpd_forbidden_commands` and its header check do).
 pub fn is_non_smtp_line(line: &[u8]) -> bool {
+    // No SMTP verb starts with anything but a letter: Postfix's default
+    // `smtpd_forbidden_commands` ends the session on `/^[^A-Z]/` too, so
+    // a `.` or a body line after a refused DATA is never answered.
+    if line.first().is_some_and(|b| !b.is_ascii_alphabetic()) {
+        return true;
+    }
     let word_end = line
         .iter()
         .position(|&b| b == b' ' || b == b'\t' || b == b':')
@@ -1127,6 +1161,20 @@ mod tests {
             ("RCPT TO:<a@b> NOTIFY=", Verb::Rcpt),
             ("MAIL FROM:<a@b> RET=ALL", Verb::Mail),
             ("MAIL FROM:<a@b> RET=", Verb::Mail),
+            // Each at most once (RFC 3461 section 4), as Postfix checks.
+            ("MAIL FROM:<a@b> RET=FULL RET=HDRS", Verb::Mail),
+            ("MAIL FROM:<a@b> RET=FULL ret=FULL", Verb::Mail),
+            ("MAIL FROM:<a@b> ENVID=a ENVID=b", Verb::Mail),
+            ("RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=SUCCESS", Verb::Rcpt),
+            (
+                "RCPT TO:<a@b> ORCPT=rfc822;a@b ORCPT=rfc822;c@d",
+                Verb::Rcpt,
+            ),
+            // Section 4.2: addr-type ";" xtext.
+            ("RCPT TO:<a@b> ORCPT=bogus", Verb::Rcpt),
+            ("RCPT TO:<a@b> ORCPT=;a@b", Verb::Rcpt),
+            ("RCPT TO:<a@b> ORCPT=rfc822;", Verb::Rcpt),
+            ("RCPT TO:<a@b> ORCPT=rfc 822;a@b", Verb::Rcpt),
         ] {
             assert_eq!(p(bad), Err(ParseError::BadParameter(verb)), "{bad}");
         }
@@ -1142,20 +1190,27 @@ mod tests {
             "GET / HTTP/1.0",
             "post /x HTTP/1.1",
             "CONNECT mail:25 HTTP/1.0",
+            // Not starting with a letter (Postfix: /^[^A-Z]/).
+            " ",
+            " NOOP",
+            ":x",
+            ".",
+            "..",
+            "*",
+            "1",
+            "<a>",
+            "\u{0}NOOP",
         ] {
             assert!(is_non_smtp_line(l.as_bytes()), "{l}");
         }
         for l in [
             "",
-            " ",
             "FOO",
             "FOO bar: baz",
             "MAIL FROM:<a@b>",
             "RCPT TO:<a@b>",
-            ":x",
             "GETX",
             "hello world",
-            ".",
         ] {
             assert!(!is_non_smtp_line(l.as_bytes()), "{l}");
         }
@@ -1180,7 +1235,8 @@ mod tests {
         assert_eq!(p("HELP"), Ok(Command::Help(None)));
         assert_eq!(p("HELP MAIL"), Ok(Command::Help(Some("MAIL".into()))));
         assert_eq!(p("DATA x"), Err(ParseError::Syntax(Verb::Data)));
-        assert_eq!(p("QUIT now"), Err(ParseError::Syntax(Verb::Quit)));
+        // Postfix ignores QUIT's arguments; so do we.
+        assert_eq!(p("QUIT now"), Ok(Command::Quit));
         assert_eq!(p("STARTTLS x"), Err(ParseError::Syntax(Verb::StartTls)));
         assert_eq!(p("RSET x"), Err(ParseError::Syntax(Verb::Rset)));
     }
@@ -1341,18 +1397,21 @@ mod tests {
             p("MAIL FROM:<a@b> SIZE=99999999999999999999"),
             Err(ParseError::BadParameter(Verb::Mail))
         );
-        assert_eq!(
-            p("MAIL FROM:<a@b> SIZE"),
-            Err(ParseError::BadParameter(Verb::Mail))
-        );
-        assert_eq!(
-            p("MAIL FROM:<a@b> BODY=9BIT"),
-            Err(ParseError::BadParameter(Verb::Mail))
-        );
-        assert_eq!(
-            p("MAIL FROM:<a@b> SMTPUTF8=yes"),
-            Err(ParseError::BadParameter(Verb::Mail))
-        );
+        // A known parameter with a value we do not support: 555, as
+        // Postfix answers (RFC 5321 section 4.1.1.11).
+        for l in [
+            "MAIL FROM:<a@b> SIZE",
+            "MAIL FROM:<a@b> BODY=9BIT",
+            "MAIL FROM:<a@b> BODY",
+            "MAIL FROM:<a@b> SMTPUTF8=yes",
+        ] {
+            assert_eq!(
+                p(l),
+                Err(ParseError::UnsupportedParameter(Verb::Mail)),
+                "{l}"
+            );
+            assert_eq!(p(l).unwrap_err().reply().code(), 555);
+        }
         assert_eq!(
             p("MAIL FROM:<a@b> -X=1"),
             Err(ParseError::BadParameter(Verb::Mail))

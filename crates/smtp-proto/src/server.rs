@@ -29,8 +29,14 @@ pub struct ServerConfig {
     pub max_message_size: u64,
     /// Recipients per transaction (`452 4.5.3` beyond).
     pub max_recipients: usize,
-    /// Client errors before `421 4.7.0 ... too many errors` and close.
+    /// Client errors before `421 4.7.0 ... too many errors` and close. A
+    /// message accepted forgives the errors so far, as Postfix does.
     pub max_errors: u32,
+    /// NOOP, RSET, VRFY and HELP commands before each further one counts
+    /// as an error (Postfix's `smtpd_junk_command_limit`), so a client
+    /// cannot hold a session with them for ever; 0: no limit. A message
+    /// accepted starts the count again.
+    pub max_junk_commands: u32,
     /// Command line limit in octets, CRLF included (RFC 5321 section
     /// 4.5.3.1.4: at least 512, more with the parameters of the
     /// extensions offered).
@@ -104,6 +110,7 @@ impl ServerConfig {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
             // RFC 5321 section 4.5.3.1.4's 512 octets grow with the
             // extensions offered: AUTH= (RFC 4954 section 5) and ORCPT=
             // (RFC 3461 section 4.2) up to 500 more each, ENVID= up to
@@ -158,15 +165,22 @@ pub struct Envelope {
 impl Envelope {
     /// The `with` keyword of the `Received:` field (RFC 5321 section
     /// 4.4, registry of RFC 3848): `ESMTP`, `ESMTPS` (TLS), `ESMTPA`
-    /// (AUTH), `ESMTPSA` (both); `SMTP` after HELO, which RFC 3848 gives
-    /// no TLS or AUTH variant (AUTH needs EHLO anyway).
+    /// (AUTH), `ESMTPSA` (both); `UTF8SMTP`, `UTF8SMTPS`, `UTF8SMTPA`,
+    /// `UTF8SMTPSA` for a `MAIL ... SMTPUTF8` transaction (RFC 6531
+    /// section 3.7.3); `SMTP` after HELO, which RFC 3848 gives no TLS or
+    /// AUTH variant (AUTH needs EHLO anyway).
     pub fn protocol(&self) -> &'static str {
-        match (self.esmtp, self.tls, self.authenticated.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, false, true) => "ESMTPA",
-            (true, true, false) => "ESMTPS",
-            (true, true, true) => "ESMTPSA",
+        let utf8 = self.params.smtputf8;
+        match (self.esmtp, utf8, self.tls, self.authenticated.is_some()) {
+            (false, _, _, _) => "SMTP",
+            (true, false, false, false) => "ESMTP",
+            (true, false, false, true) => "ESMTPA",
+            (true, false, true, false) => "ESMTPS",
+            (true, false, true, true) => "ESMTPSA",
+            (true, true, false, false) => "UTF8SMTP",
+            (true, true, false, true) => "UTF8SMTPA",
+            (true, true, true, false) => "UTF8SMTPS",
+            (true, true, true, true) => "UTF8SMTPSA",
         }
     }
 }
@@ -341,6 +355,8 @@ struct Core {
     tls: bool,
     tx: Option<Transaction>,
     errors: u32,
+    /// NOOP, RSET, VRFY and HELP since the start or the last message.
+    junk: u32,
     last_input: Duration,
     /// When the session started (greeting), for `first_command_timeout`.
     started: Duration,
@@ -384,6 +400,7 @@ impl ServerSession {
             tls,
             tx: None,
             errors: 0,
+            junk: 0,
             last_input: now,
             started: now,
             commanded: false,
@@ -594,6 +611,7 @@ impl ServerSession {
                     Verdict::Accept => c.reply(252, (2, 0, 0), &arg),
                     Verdict::Reject(r) => c.send_reply(&r),
                 }
+                c.count_junk();
                 Ok(())
             }
             other => {
@@ -662,6 +680,12 @@ impl ServerSession {
                 c.flush = true;
                 match delivery {
                     Delivery::Accepted { queue_id } => {
+                        // A client that delivers is forgiven its errors
+                        // (Postfix: error and junk counts start again), so
+                        // a connection reused for many messages, each
+                        // with a rejected recipient, is not cut off.
+                        c.errors = 0;
+                        c.junk = 0;
                         c.reply(250, (2, 0, 0), &format!("Ok: queued as {queue_id}"));
                     }
                     Delivery::Failed(r) => c.send_reply(&r),
@@ -750,6 +774,16 @@ impl Core {
             let text = format!("{} Error: too many errors", self.cfg.hostname);
             self.reply(421, (4, 7, 0), &text);
             self.closing = true;
+        }
+    }
+
+    /// Count a NOOP, RSET, VRFY or HELP, after its reply; past
+    /// `max_junk_commands` each counts as an error too.
+    fn count_junk(&mut self) {
+        self.junk = self.junk.saturating_add(1);
+        let limit = self.cfg.max_junk_commands;
+        if limit > 0 && self.junk > limit {
+            self.count_error();
         }
     }
 
@@ -906,14 +940,17 @@ impl Core {
                 self.abort_body(AbortReason::Reset);
                 self.tx = None;
                 self.reply(250, (2, 0, 0), "Ok");
+                self.count_junk();
                 After::Nothing
             }
             Command::Noop(_) => {
                 self.reply(250, (2, 0, 0), "Ok");
+                self.count_junk();
                 After::Nothing
             }
             Command::Vrfy(_) if !self.cfg.vrfy => {
                 self.reply(502, (5, 5, 1), "VRFY command is disabled");
+                self.count_junk();
                 After::Nothing
             }
             Command::Vrfy(arg) => {
@@ -933,6 +970,7 @@ impl Core {
                     "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT AUTH STARTTLS HELP"
                 };
                 self.reply(214, (2, 0, 0), text);
+                self.count_junk();
                 After::Nothing
             }
             Command::Quit => {

@@ -708,6 +708,82 @@ fn too_many_errors() {
     assert!(h.closed);
 }
 
+#[test]
+fn a_delivered_message_forgives_errors_and_junk_as_postfix_does() {
+    let mut c = cfg();
+    c.max_errors = 3;
+    c.max_junk_commands = 4;
+    let mut h = ready(c);
+    // Two errors, then a message: the count starts again.
+    let out = exchange(
+        &mut h,
+        "A\r\nB\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@nowhere.invalid>\r\n",
+    );
+    assert!(out.ends_with("550 5.1.1 Recipient address rejected: User unknown\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"), "{out}");
+    let mut h = ready({
+        let mut c = cfg();
+        c.max_errors = 3;
+        c.max_junk_commands = 4;
+        c
+    });
+    let out = exchange(
+        &mut h,
+        "A\r\nB\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@c.test>\r\nDATA\r\nhi\r\n.\r\nC\r\nD\r\nNOOP\r\n",
+    );
+    assert!(out.contains("250 2.0.0 Ok: queued as Q1\r\n500"), "{out}");
+    assert!(
+        out.ends_with("500 5.5.2 Error: command not recognized\r\n250 2.0.0 Ok\r\n"),
+        "{out}"
+    );
+    assert!(!h.closed);
+    // Junk: four NOOP, RSET, VRFY or HELP are free; each one more is an
+    // error (Postfix's smtpd_junk_command_limit), answered first.
+    let mut c = cfg();
+    c.max_errors = 2;
+    c.max_junk_commands = 4;
+    let mut h = ready(c);
+    let out = exchange(&mut h, "RSET\r\nVRFY u\r\nHELP\r\nNOOP\r\nNOOP\r\n");
+    assert!(!h.closed, "{out}");
+    let out = exchange(&mut h, "NOOP\r\n");
+    assert_eq!(
+        out,
+        "250 2.0.0 Ok\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"
+    );
+    assert!(h.closed);
+    // 0: no junk limit.
+    let mut c = cfg();
+    c.max_junk_commands = 0;
+    let mut h = ready(c);
+    let out = exchange(&mut h, &"NOOP\r\n".repeat(200));
+    assert_eq!(out, "250 2.0.0 Ok\r\n".repeat(200));
+}
+
+#[test]
+fn quit_with_arguments_and_lines_not_starting_with_a_letter() {
+    let mut h = ready(cfg());
+    assert_eq!(exchange(&mut h, "QUIT now\r\n"), "221 2.0.0 Bye\r\n");
+    assert!(h.closed);
+    // After a refused DATA, the message's own lines are no commands: the
+    // first one that cannot be SMTP ends the session (Postfix's default
+    // smtpd_forbidden_commands, /^[^A-Z]/ among them).
+    for line in [".", " NOOP", "*", "1", "<a>", "-x"] {
+        let mut h = ready(cfg());
+        let out = exchange(&mut h, &format!("{line}\r\nNOOP\r\n"));
+        assert_eq!(
+            out, "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n",
+            "{line}"
+        );
+        assert!(h.closed);
+    }
+    let mut h = ready(cfg());
+    let out = exchange(
+        &mut h,
+        "MAIL FROM:<a@b.test>\r\nDATA\r\nhello world\r\n.\r\nNOOP\r\n",
+    );
+    assert!(out.ends_with("500 5.5.2 Error: command not recognized\r\n221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"), "{out}");
+    assert!(h.closed);
+}
+
 fn start_data(c: ServerConfig) -> Host {
     let mut h = ready(c);
     assert_eq!(
@@ -1251,6 +1327,7 @@ fn end_of_message_reply_not_held_back() {
 fn transcript_is_bounded() {
     let mut c = cfg();
     c.record_transcript = true;
+    c.max_junk_commands = 0;
     let mut h = ready(c);
     for _ in 0..1000 {
         h.feed(b"NOOP\r\n");
@@ -1874,4 +1951,13 @@ fn envelope_protocol_names() {
     assert_eq!(env.protocol(), "ESMTPA");
     env.authenticated = None;
     assert_eq!(env.protocol(), "ESMTP");
+    // RFC 6531 section 3.7.3.
+    env.params.smtputf8 = true;
+    assert_eq!(env.protocol(), "UTF8SMTP");
+    env.tls = true;
+    assert_eq!(env.protocol(), "UTF8SMTPS");
+    env.authenticated = Some("u".into());
+    assert_eq!(env.protocol(), "UTF8SMTPSA");
+    env.tls = false;
+    assert_eq!(env.protocol(), "UTF8SMTPA");
 }

@@ -95,7 +95,11 @@ fn command() -> impl Strategy<Value = Command<'static>> {
             Just("FAILURE,DELAY"),
             Just("success,failure,delay")
         ]),
-        prop::option::of(value()),
+        // RFC 3461 section 4.2: addr-type ";" xtext.
+        prop::option::of(
+            (prop_oneof![Just("rfc822"), Just("utf-8")], value())
+                .prop_map(|(t, v)| format!("{t};{v}")),
+        ),
         other_params(),
     )
         .prop_map(|(to, notify, orcpt, other)| Command::Rcpt {
@@ -360,8 +364,9 @@ proptest! {
     }
 }
 
-/// What the client promises to send for a body: bare LF becomes CRLF and
-/// a missing final line end is added.
+/// What the server receives for a body: the client turns a bare LF into
+/// CRLF and adds a missing final line end; the server turns a bare CR
+/// into a space (RFC 5321 section 2.3.8).
 fn normalise_body(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, &b) in body.iter().enumerate() {
@@ -372,6 +377,11 @@ fn normalise_body(body: &[u8]) -> Vec<u8> {
     }
     if !out.is_empty() && !out.ends_with(b"\n") {
         out.extend_from_slice(b"\r\n");
+    }
+    for i in 0..out.len() {
+        if out[i] == b'\r' && out.get(i + 1) != Some(&b'\n') {
+            out[i] = b' ';
+        }
     }
     out
 }
