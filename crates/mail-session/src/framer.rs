@@ -294,10 +294,6 @@ impl Framer {
         let mut out = Vec::with_capacity(avail.len() + avail.len() / 64);
         let mut i = 0usize; // next unexamined byte
         let mut run = 0usize; // first byte not yet copied to `out`
-                              // Index where the current line began within `avail` (0 when it
-                              // began in an earlier call; its trailing CR, if any, was held back
-                              // so it is still in `avail`).
-        let mut floor = 0usize;
         let mut ended = false;
         loop {
             if at_line_start {
@@ -327,42 +323,55 @@ impl Framer {
                     }
                 }
                 at_line_start = false;
-                floor = i;
             }
             let rest = avail.get(i..).unwrap_or_default();
-            match memchr::memchr(b'\n', rest) {
-                Some(off) => {
-                    let lf = i + off;
-                    let crlf = lf > floor && avail.get(lf - 1) == Some(&b'\r');
-                    if crlf {
+            // One pass finds both line ends and bare CRs.
+            let Some(off) = memchr::memchr2(b'\r', b'\n', rest) else {
+                // Partial line, no CR in it: pass it on.
+                i = avail.len();
+                break;
+            };
+            let at = i + off;
+            if avail.get(at) == Some(&b'\r') {
+                match avail.get(at + 1) {
+                    // CRLF: the line ends.
+                    Some(b'\n') => {
                         prev_crlf = true;
-                    } else {
-                        prev_crlf = false;
-                        match self.policy {
-                            BareLf::Normalize => {
-                                out.extend_from_slice(avail.get(run..lf).unwrap_or_default());
-                                out.extend_from_slice(b"\r\n");
-                                run = lf + 1;
-                            }
-                            BareLf::Reject => bare = true,
-                        }
+                        i = at + 2;
+                        at_line_start = true;
                     }
-                    i = lf + 1;
-                    at_line_start = true;
-                }
-                None => {
-                    // Partial line: pass it on, except a trailing CR whose
-                    // meaning (CRLF or bare CR) depends on the next byte.
-                    i = avail.len();
-                    if i > floor && avail.last() == Some(&b'\r') {
-                        i -= 1;
+                    // A bare CR: passed on as a space (RFC 5321 section
+                    // 2.3.8 allows CR only before LF; Postfix stores it
+                    // so), and the line goes on.
+                    Some(_) => {
+                        out.extend_from_slice(avail.get(run..at).unwrap_or_default());
+                        out.push(b' ');
+                        run = at + 1;
+                        i = at + 1;
                     }
-                    break;
+                    // A trailing CR: its meaning (CRLF or bare CR) depends
+                    // on the next byte, so it waits.
+                    None => {
+                        i = at;
+                        break;
+                    }
                 }
+                continue;
             }
+            // A bare LF (a CR before it would have been found first).
+            prev_crlf = false;
+            match self.policy {
+                BareLf::Normalize => {
+                    out.extend_from_slice(avail.get(run..at).unwrap_or_default());
+                    out.extend_from_slice(b"\r\n");
+                    run = at + 1;
+                }
+                BareLf::Reject => bare = true,
+            }
+            i = at + 1;
+            at_line_start = true;
         }
         out.extend_from_slice(avail.get(run..i.max(run)).unwrap_or_default());
-        blank_bare_cr(&mut out);
         self.pos += i;
         if ended {
             self.mode = Mode::Line;
@@ -383,24 +392,6 @@ impl Framer {
         } else {
             Frame::Data(out)
         }
-    }
-}
-
-/// Turns each bare CR (one not followed by LF) of a DATA frame into a
-/// space, as Postfix stores them: RFC 5321 section 2.3.8 lets CR appear
-/// only in CRLF, and a message relayed with `<CR>.<CR>` in it could end
-/// early at a next hop that takes that for the end of data. A frame never
-/// ends in a CR whose LF is still to come (it is held back).
-fn blank_bare_cr(out: &mut [u8]) {
-    let mut from = 0;
-    while let Some(off) = memchr::memchr(b'\r', out.get(from..).unwrap_or_default()) {
-        let at = from + off;
-        if out.get(at + 1) != Some(&b'\n') {
-            if let Some(b) = out.get_mut(at) {
-                *b = b' ';
-            }
-        }
-        from = at + 1;
     }
 }
 
