@@ -898,6 +898,9 @@ impl Responder {
                 algorithm,
                 signer,
             } => {
+                // The reply carries no OPT, so no cookie: the verdict must
+                // not promise one (a host would slip it as BADCOOKIE).
+                *cookie = CookieCheck::None;
                 // RFC 8945 5.2: NOTAUTH, the TSIG error in our TSIG record;
                 // BADTIME signed, with our time as other data.
                 let mut w = Writer::new(std::mem::take(out));
@@ -1063,12 +1066,10 @@ impl Responder {
             // serve both sides of the cut, the parent zone answers.
             if let Some(parent) = found
                 .filter(|z| z.apex_key() == lc)
-                .and_then(|_| crate::name::parent(lc))
-                .and_then(|p| catalog.find(p))
-                .filter(|p| {
-                    p.node_entry(lc)
-                        .is_some_and(|(_, n)| n.rrset(rtype::NS).is_some())
-                })
+                .and_then(|z| Some((z, catalog.find(crate::name::parent(lc)?)?)))
+                .filter(|(z, p)| p.class() == z.class() && !p.is_expired())
+                .map(|(_, p)| p)
+                .filter(|p| is_cut_of(p, lc))
             {
                 found = Some(parent);
             }
@@ -1321,7 +1322,7 @@ fn render<'a>(
                 .copied()
                 .unwrap_or((main_end, 0));
             // RFC 9471: a referral missing glue must make the client retry.
-            tc = !aa && !s.authority.is_empty() && keep.1 < w.ar;
+            tc = s.referral && keep.1 < w.ar;
             w.buf.truncate(keep.0);
             w.ar = keep.1;
         } else {
@@ -1531,6 +1532,8 @@ struct Sections<'a> {
     /// (owner, rrset, is the negative-answer SOA)
     authority: Vec<(Owner<'a>, RRset<'a>, bool)>,
     additional: Vec<(Owner<'a>, RRset<'a>)>,
+    /// The answer ends in a referral (possibly after a CNAME or DNAME).
+    referral: bool,
 }
 
 /// RFC 1034 4.3.2 steps 3 and 4 inside one zone, with RFC 4592 wildcards.
@@ -1612,6 +1615,7 @@ fn resolve<'a>(
                     referral_ds(zone, &mut s, k, node);
                 }
                 add_targets(zone, ns, 0, &mut s.additional);
+                s.referral = true;
             }
             return (rcode::NOERROR, chain > 0, s);
         }
@@ -1797,6 +1801,27 @@ fn resolve<'a>(
         }
         return (rcode::NOERROR, true, s);
     }
+}
+
+/// Whether `zone` delegates `cut` (lowercased wire) itself: NS there, and
+/// no zone cut above it inside `zone` (a cut below another is occluded,
+/// RFC 4035 3.1.4.1 wants the DS from the zone that delegates `cut`).
+fn is_cut_of(zone: &Zone, cut: &[u8]) -> bool {
+    let has_ns = |name: &[u8]| {
+        zone.node_entry(name)
+            .is_some_and(|(_, n)| n.rrset(rtype::NS).is_some())
+    };
+    if !has_ns(cut) {
+        return false;
+    }
+    let mut name = crate::name::parent(cut);
+    while let Some(n) = name.filter(|n| *n != zone.apex_key()) {
+        if has_ns(n) {
+            return false;
+        }
+        name = crate::name::parent(n);
+    }
+    true
 }
 
 /// Whether `name` (lowercased) is below a DNAME already in the answer: it

@@ -416,17 +416,15 @@ pub fn slip(response: &mut Vec<u8>, bad_cookie: bool) -> bool {
         Some(end) => end,
         None => return false,
     };
-    let opt = find_opt(response, end);
-    let mut len = end;
-    if let Some(r) = &opt {
-        len += r.len();
-        response.copy_within(r.clone(), end);
+    let lean = find_opt(response, end).and_then(|r| lean_opt(response.get(r)?));
+    response.truncate(end);
+    if let Some((opt, len)) = &lean {
+        response.extend_from_slice(opt.get(..*len).unwrap_or_default());
     }
-    response.truncate(len);
     // RFC 6891 6.1.3: BADCOOKIE (23) is an extended RCODE: its low four
     // bits in the header, the rest in the OPT TTL's first octet, right
     // after the root owner, type and class.
-    let bad_cookie = bad_cookie && opt.is_some();
+    let bad_cookie = bad_cookie && lean.is_some();
     if let (Some(f1), true) = (response.get_mut(2), bad_cookie) {
         *f1 &= !0x06;
     } else if let Some(f1) = response.get_mut(2) {
@@ -442,9 +440,37 @@ pub fn slip(response: &mut Vec<u8>, bad_cookie: bool) -> bool {
     }
     // QDCOUNT stays; ANCOUNT and NSCOUNT become 0, ARCOUNT 1 with an OPT.
     if let Some(counts) = response.get_mut(6..12) {
-        counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(opt.is_some())]);
+        counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(lean.is_some())]);
     }
     true
+}
+
+/// Our OPT record `opt` cut down for a slipped answer: its payload size,
+/// version and flags, and of its options only the COOKIE (NSID or an
+/// Extended DNS Error would make the slip, meant to be small, larger than
+/// the query). The extended RCODE starts at 0. At most 55 octets.
+fn lean_opt(opt: &[u8]) -> Option<([u8; 55], usize)> {
+    let mut out = [0u8; 55];
+    out.get_mut(..11)?.copy_from_slice(opt.get(..11)?);
+    // Extended RCODE 0 (a BADCOOKIE sets it); RDLENGTH is set below.
+    *out.get_mut(5)? = 0;
+    let mut options = opt.get(11..)?;
+    let mut len = 0usize;
+    while let Some((code_len, more)) = options.split_first_chunk::<4>() {
+        let [c0, c1, l0, l1] = *code_len;
+        let olen = usize::from(u16::from_be_bytes([l0, l1]));
+        let data = more.get(..olen)?;
+        if u16::from_be_bytes([c0, c1]) == crate::cookie::OPTION_CODE && olen <= 40 {
+            out.get_mut(11..15)?.copy_from_slice(code_len);
+            out.get_mut(15..15 + olen)?.copy_from_slice(data);
+            len = 4 + olen;
+            break;
+        }
+        options = more.get(olen..)?;
+    }
+    out.get_mut(9..11)?
+        .copy_from_slice(&(len as u16).to_be_bytes());
+    Some((out, 11 + len))
 }
 
 /// Where the OPT record of `msg` is: in the additional section, owned by
@@ -854,6 +880,34 @@ mod tests {
         assert!(m.answers().is_empty() && m.name_servers().is_empty());
         assert!(m.extensions().is_some());
 
+        // NSID and an Extended DNS Error do not come along: a slip stays
+        // small (here 300 octets of NSID would make it ten times the query).
+        let mut big = response(0xbeef, "www.example.com", 1, 0x04, 0, 1, 0);
+        big[11] = 1;
+        big.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0]);
+        big.extend_from_slice(&((4 + 300 + 6 + 28) as u16).to_be_bytes());
+        big.extend_from_slice(&[0, 3, 1, 44]);
+        big.extend_from_slice(&[b'n'; 300]);
+        big.extend_from_slice(&[0, 15, 0, 2, 0, 20]);
+        big.extend_from_slice(&[0, 10, 0, 24]);
+        big.extend_from_slice(&[0x5a; 24]);
+        assert!(slip(&mut big, true));
+        assert_eq!(big.len(), q_end + opt.len());
+        assert_eq!(&big[q_end..q_end + 5], &[0, 0, 41, 0x04, 0xd0]);
+        assert_eq!(&big[q_end + 7..q_end + 11], &[0x80, 0, 0, 28]);
+        assert_eq!(&big[q_end + 11..], &opt[11..]);
+        assert_eq!(big[q_end + 5], 1, "BADCOOKIE's upper bits");
+        // Without a COOKIE the OPT stays, empty.
+        let mut plain_opt = response(0xbeef, "www.example.com", 1, 0x04, 0, 1, 0);
+        plain_opt[11] = 1;
+        plain_opt.extend_from_slice(&[
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 8, 0, 3, 0, 4, 1, 2, 3, 4,
+        ]);
+        assert!(slip(&mut plain_opt, false));
+        assert_eq!(
+            &plain_opt[q_end..],
+            &[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]
+        );
         // No OPT: BADCOOKIE cannot be said; TC it is.
         let mut plain = response(0xbeef, "www.example.com", 1, 0x04, 0, 1, 0);
         assert!(slip(&mut plain, true));

@@ -2120,3 +2120,63 @@ fn answers_nsd_knot_and_bind_agree_on() {
         assert_eq!(option(&m, 15), Some(vec![0, code]), "{q}");
     }
 }
+
+/// Review fixes: the TC of a referral that lost glue also after a CNAME;
+/// DS from a parent only where that parent delegates the name itself; no
+/// cookie verdict for a TSIG failure, whose reply has no OPT.
+#[test]
+fn referral_tc_after_cname_occluded_ds_and_tsig_failure_cookie() {
+    let mut d = String::from(
+        "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\ncn CNAME x.deleg\n",
+    );
+    for i in 0..13 {
+        d.push_str(&format!(
+            "deleg NS ns{i}.deleg\nns{i}.deleg A 192.0.2.{i}\nns{i}.deleg AAAA 2001:db8::{i}\n"
+        ));
+    }
+    const P: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\n\
+        b NS ns.b\nns.b A 192.0.2.2\na.b NS x.a.b\nx.a.b A 192.0.2.4\na.b DS 1 8 2 ABCDEF01\n";
+    const AB: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 77\n@ NS ns\nns A 192.0.2.3\n";
+    let r = responder_with(
+        &[
+            ("d.example.", &d),
+            ("p.example.", P),
+            ("a.b.p.example.", AB),
+        ],
+        ResponderConfig {
+            cookie_secret: Some([1; 16]),
+            ..ResponderConfig::default()
+        },
+    );
+    // Direct and through a CNAME: glue cut at 512 octets, TC set.
+    for q in ["x.deleg.d.example.", "cn.d.example."] {
+        let raw = ask_raw(&r, &query_bytes(q, RecordType::A, None), Transport::Udp).unwrap();
+        assert!(raw.len() <= 512);
+        let m = Message::from_vec(&raw).unwrap();
+        assert!(m.truncated(), "{q}");
+        assert_eq!(m.name_servers().len(), 13, "{q}");
+    }
+    // a.b is below b's cut in p.example: p.example does not delegate it,
+    // so the zone a.b.p.example answers (NODATA, its own SOA).
+    let m = ask(&r, "a.b.p.example.", RecordType::DS);
+    assert!(m.authoritative() && m.answers().is_empty());
+    assert_eq!(m.name_servers()[0].name().to_string(), "a.b.p.example.");
+    // A TSIG with an unknown key: NOTAUTH, no OPT, so no cookie verdict.
+    let mut q = query_with_cookies("ns.d.example.", &[&[7u8; 8]]);
+    let key = tsig::Key::new(&name("nokey."), tsig::Algorithm::HmacSha256, b"secret");
+    let _ = tsig::sign_request(&mut q, &key, 1_700_000_000);
+    let mut out = Vec::new();
+    let got = r.respond(
+        &q,
+        Transport::Udp,
+        "192.0.2.9".parse().unwrap(),
+        1_700_000_000,
+        &mut out,
+    );
+    assert!(matches!(got.outcome, Outcome::Reply));
+    assert_eq!(got.cookie, CookieCheck::None);
+    assert_eq!(
+        Message::from_vec(&out).unwrap().response_code(),
+        ResponseCode::NotAuth
+    );
+}

@@ -209,7 +209,7 @@ pub struct Smtpd {
     /// Errors before `421` and close (`smtpd_hard_error_limit`); a
     /// message accepted forgives those so far.
     pub error_limit: u32,
-    /// NOOP, RSET, VRFY and HELP commands before each further one counts
+    /// NOOP, RSET, VRFY, HELP, HELO and EHLO commands before each further one counts
     /// as an error (`smtpd_junk_command_limit`); 0: no limit.
     pub junk_command_limit: u32,
     /// Pause after each failed AUTH, against password guessing
@@ -798,7 +798,6 @@ impl Dnsd {
     }
 }
 
-/// The octets an even number of hex digits spell; `None` otherwise.
 /// A cookie secret: 32 hex digits.
 fn secret_octets(v: &str) -> Result<[u8; 16], String> {
     if v.len() != 32 {
@@ -809,6 +808,7 @@ fn secret_octets(v: &str) -> Result<[u8; 16], String> {
         .ok_or_else(|| "not 32 hex digits".to_owned())
 }
 
+/// The octets an even number of hex digits spell; `None` otherwise.
 fn hex_octets(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len())
         .step_by(2)

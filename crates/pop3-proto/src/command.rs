@@ -319,7 +319,8 @@ fn mechanism(m: &str) -> Result<String, CommandError> {
 
 /// Parses a non-negative decimal number: digits only, no sign, no overflow.
 pub(crate) fn decimal(s: &str) -> Result<u32, CommandError> {
-    // A number is echoed whole (a command line holds at most 255).
+    // A number is echoed up to 64 characters (Dovecot echoes it whole;
+    // 16, the keyword's bound, cut ordinary 20-digit numbers).
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(CommandError::InvalidNumber(printable(s.as_bytes(), 64)));
     }

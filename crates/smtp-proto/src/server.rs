@@ -32,10 +32,10 @@ pub struct ServerConfig {
     /// Client errors before `421 4.7.0 ... too many errors` and close. A
     /// message accepted forgives the errors so far, as Postfix does.
     pub max_errors: u32,
-    /// NOOP, RSET, VRFY and HELP commands before each further one counts
-    /// as an error (Postfix's `smtpd_junk_command_limit`), so a client
-    /// cannot hold a session with them for ever; 0: no limit. A message
-    /// accepted starts the count again.
+    /// NOOP, RSET, VRFY, HELP, HELO and EHLO commands before each further
+    /// one counts as an error (Postfix's `smtpd_junk_command_limit`), so a
+    /// client cannot hold a session with them for ever; 0: no limit. A
+    /// message accepted starts the count again.
     pub max_junk_commands: u32,
     /// Command line limit in octets, CRLF included (RFC 5321 section
     /// 4.5.3.1.4: at least 512, more with the parameters of the
@@ -355,7 +355,8 @@ struct Core {
     tls: bool,
     tx: Option<Transaction>,
     errors: u32,
-    /// NOOP, RSET, VRFY and HELP since the start or the last message.
+    /// NOOP, RSET, VRFY, HELP, HELO and EHLO since the start or the last
+    /// accepted message.
     junk: u32,
     last_input: Duration,
     /// When the session started (greeting), for `first_command_timeout`.
@@ -777,12 +778,14 @@ impl Core {
         }
     }
 
-    /// Count a NOOP, RSET, VRFY or HELP, after its reply; past
+    /// Count a NOOP, RSET, VRFY, HELP, HELO or EHLO, after its reply; past
     /// `max_junk_commands` each counts as an error too.
     fn count_junk(&mut self) {
         self.junk = self.junk.saturating_add(1);
         let limit = self.cfg.max_junk_commands;
-        if limit > 0 && self.junk > limit {
+        // Counted as Postfix counts (`junk_cmds++ > limit`): the first
+        // error comes with the (limit + 2)th such command.
+        if limit > 0 && self.junk > limit.saturating_add(1) {
             self.count_error();
         }
     }
@@ -1030,6 +1033,9 @@ impl Core {
         }
         // RFC 2920 section 3.2: the EHLO reply is never held back.
         self.flush = true;
+        // Postfix counts HELO and EHLO as junk too: a loop of them (each
+        // resets the transaction) must not hold the session for ever.
+        self.count_junk();
         After::Nothing
     }
 

@@ -736,12 +736,14 @@ fn a_delivered_message_forgives_errors_and_junk_as_postfix_does() {
         "{out}"
     );
     assert!(!h.closed);
-    // Junk: four NOOP, RSET, VRFY or HELP are free; each one more is an
+    // Junk: four NOOP, RSET, VRFY, HELP, HELO or EHLO are free; each one more is an
     // error (Postfix's smtpd_junk_command_limit), answered first.
     let mut c = cfg();
     c.max_errors = 2;
     c.max_junk_commands = 4;
     let mut h = ready(c);
+    // (The EHLO of `ready` was the first; as in Postfix, the first error
+    // comes with the sixth.)
     let out = exchange(&mut h, "RSET\r\nVRFY u\r\nHELP\r\nNOOP\r\nNOOP\r\n");
     assert!(!h.closed, "{out}");
     let out = exchange(&mut h, "NOOP\r\n");
@@ -750,6 +752,18 @@ fn a_delivered_message_forgives_errors_and_junk_as_postfix_does() {
         "250 2.0.0 Ok\r\n421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"
     );
     assert!(h.closed);
+    // A loop of EHLO (each resetting the transaction) is junk too.
+    let mut c = cfg();
+    c.max_errors = 2;
+    c.max_junk_commands = 4;
+    let mut h = ready(c);
+    exchange(&mut h, &"EHLO x\r\n".repeat(4));
+    assert!(!h.closed);
+    let out = exchange(&mut h, "HELO x\r\nHELO x\r\n");
+    assert!(
+        out.ends_with("421 4.7.0 mail.csuvnetwork.com Error: too many errors\r\n"),
+        "{out}"
+    );
     // 0: no junk limit.
     let mut c = cfg();
     c.max_junk_commands = 0;
