@@ -1062,6 +1062,10 @@ def test_what_postfix_3_7_answers_alike(lab):
     assert s.docmd("MAIL FROM:<a@b.example> BODY=FOO")[0] == 555
     assert s.docmd("MAIL FROM:<a@b.example>")[0] == 250
     assert s.docmd("RCPT TO:<user1@csuvnetwork.com> ORCPT=bogus")[0] == 501
+    s.rset()
+    # Dots out of place in a sender's local part: accepted, as by Postfix.
+    assert s.docmd("MAIL FROM:<a..b@docomo.example>")[0] == 250
+    assert s.docmd("RCPT TO:<user1@csuvnetwork.com>")[0] == 250
     s.quit()
     # 130 NOOPs in one write: 120 answered, then 421 (100 free, 20 errors).
     out, closed = raw_dialogue(lab.smtp, b"EHLO c\r\n" + b"NOOP\r\n" * 130)

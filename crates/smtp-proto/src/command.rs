@@ -881,30 +881,29 @@ fn parse_mailbox(s: &str) -> Option<Mailbox<'_>> {
         }
     } else {
         // Dot-string = Atom *("." Atom), checked while looking for the '@'
-        // (not atext, so the first '@' ends a valid local part).
+        // (not atext, so the first '@' ends a valid local part). Dots out
+        // of place (`a..b`, `.a`, `a.`) are let through, as Postfix lets
+        // them (`strict_rfc821_envelopes = no`): such addresses are in use
+        // (some mobile carriers hand them out), and refusing their mail
+        // would lose it for a rule no one can read anything else from.
         let bytes = s.as_bytes();
-        let mut prev_dot = true;
+        let mut atext_seen = false;
         let mut i = 0;
         loop {
             let c = *bytes.get(i)?;
             if c == b'@' {
                 break;
-            } else if c == b'.' {
-                if prev_dot {
-                    return None;
-                }
-                prev_dot = true;
             } else if is_atext(c) {
-                prev_dot = false;
-            } else {
+                atext_seen = true;
+            } else if c != b'.' {
                 return None;
             }
             i += 1;
         }
-        // Empty local part or trailing dot. A later '@' would belong to the
-        // local part, which then is no dot-string; a domain name cannot
+        // No atext at all (empty, or dots only). A later '@' would belong to
+        // the local part, which then is no dot-string; a domain name cannot
         // hold one, an address literal can.
-        if prev_dot || (bytes.get(i + 1) == Some(&b'[') && bytes.get(i + 1..)?.contains(&b'@')) {
+        if !atext_seen || (bytes.get(i + 1) == Some(&b'[') && bytes.get(i + 1..)?.contains(&b'@')) {
             return None;
         }
         i
@@ -1365,14 +1364,15 @@ mod tests {
         assert_eq!(p("MAIL FROM:<a@b"), Err(ParseError::BadAddress(Verb::Mail)));
         assert_eq!(p("MAIL FROM:<a>"), Err(ParseError::BadAddress(Verb::Mail)));
         assert_eq!(p("MAIL FROM:<a@>"), Err(ParseError::BadAddress(Verb::Mail)));
-        assert_eq!(
-            p("MAIL FROM:<.a@b>"),
-            Err(ParseError::BadAddress(Verb::Mail))
-        );
-        assert_eq!(
-            p("MAIL FROM:<a..b@c>"),
-            Err(ParseError::BadAddress(Verb::Mail))
-        );
+        // Dots out of place are let through, as Postfix lets them; a local
+        // part of dots alone is not.
+        for ok in ["MAIL FROM:<.a@b>", "MAIL FROM:<a..b@c>", "MAIL FROM:<a.@c>"] {
+            let c = p(ok).unwrap();
+            assert_eq!(p(&c.to_string()), Ok(c.clone()), "{ok}");
+        }
+        for bad in ["MAIL FROM:<.@b>", "MAIL FROM:<..@b>", "RCPT TO:<.@b>"] {
+            assert!(matches!(p(bad), Err(ParseError::BadAddress(_))), "{bad}");
+        }
         assert_eq!(
             p("MAIL FROM:<a@-b.c>"),
             Err(ParseError::BadAddress(Verb::Mail))
