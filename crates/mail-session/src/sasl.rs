@@ -275,6 +275,9 @@ impl ServerExchange {
             Mechanism::Login => ServerExchange::LoginUser,
             Mechanism::CramMd5 => ServerExchange::CramMd5(challenge.to_owned()),
         };
+        // An empty initial response to LOGIN gives no user name: the
+        // exchange starts by asking for one, as Postfix and Dovecot do.
+        let initial = initial.filter(|l| !(mechanism == Mechanism::Login && *l == b"="));
         match initial {
             Some(line) => first.step(line),
             None => {
@@ -576,6 +579,12 @@ mod tests {
         assert!(matches!(
             ServerExchange::LoginUser.step(b"="),
             ServerStep::Malformed
+        ));
+        // `AUTH LOGIN =` (an empty initial response) asks for the user
+        // name, as Postfix and Dovecot do.
+        assert!(matches!(
+            ServerExchange::start(Mechanism::Login, Some(b"="), ""),
+            ServerStep::Challenge(ServerExchange::LoginUser, ref t) if t == LOGIN_USERNAME_CHALLENGE
         ));
 
         let ch = "<1.2@host>";
