@@ -85,24 +85,34 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
 }
 
 /// Dot-stuffs a message body for SMTP DATA (RFC 5321 section 4.5.2) and
-/// appends the end of data. Every line end becomes CRLF (a bare LF too)
-/// and a missing final line end is added, so a sender using this can never
-/// produce an ambiguous end of data (the SMTP smuggling class).
+/// appends the end of data. Every line end becomes CRLF (a bare LF too),
+/// a bare CR becomes a space (section 2.3.8: a client sends CR only in
+/// CRLF), and a missing final line end is added, so a sender using this
+/// can never produce an ambiguous end of data (the SMTP smuggling class).
 pub fn stuff_data(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
     let mut s = DotStuffer::new();
     let mut start = 0;
+    let mut blanked = Vec::new();
+    let mut push_line = |line: &[u8], s: &mut DotStuffer, out: &mut Vec<u8>| {
+        if memchr::memchr(b'\r', line).is_some() {
+            blanked.clear();
+            blanked.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
+            s.push(&blanked, out);
+        } else {
+            s.push(line, out);
+        }
+        s.push(b"\r\n", out);
+    };
     for lf in memchr::memchr_iter(b'\n', body) {
         let line = body.get(start..lf).unwrap_or_default();
-        s.push(line.strip_suffix(b"\r").unwrap_or(line), &mut out);
-        s.push(b"\r\n", &mut out);
+        push_line(line.strip_suffix(b"\r").unwrap_or(line), &mut s, &mut out);
         start = lf + 1;
     }
     let tail = body.get(start..).unwrap_or_default();
     if !tail.is_empty() {
-        // A trailing CR is content, not half a line end.
-        s.push(tail, &mut out);
-        s.push(b"\r\n", &mut out);
+        // A trailing CR is a bare CR too, not half a line end.
+        push_line(tail, &mut s, &mut out);
     }
     s.finish(&mut out);
     out
@@ -214,8 +224,11 @@ mod tests {
         assert_eq!(stuff_data(b"a\r\n.b\r\n.\r\n"), b"a\r\n..b\r\n..\r\n.\r\n");
         assert_eq!(stuff_data(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
         assert_eq!(stuff_data(b".x"), b"..x\r\n.\r\n");
-        assert_eq!(stuff_data(b"a\rb\r\n"), b"a\rb\r\n.\r\n");
-        assert_eq!(stuff_data(b"a\r"), b"a\r\r\n.\r\n");
+        // A bare CR goes as a space (RFC 5321 section 2.3.8).
+        assert_eq!(stuff_data(b"a\rb\r\n"), b"a b\r\n.\r\n");
+        assert_eq!(stuff_data(b"a\r"), b"a \r\n.\r\n");
+        assert_eq!(stuff_data(b"x\r.\r\n"), b"x .\r\n.\r\n");
+        assert_eq!(stuff_data(b"\r.\rMAIL\r\r\n"), b" . MAIL \r\n.\r\n");
     }
 
     #[test]
