@@ -651,3 +651,28 @@ def test_notify_never_suppresses_the_failure_notice(tmp_path, daemons):
     time.sleep(1)
     assert local.inbox("user2") == []
     assert "non-delivery notification" not in local.smtpd.output()
+
+
+def test_a_bare_cr_never_leaves_as_a_bare_cr(tmp_path, daemons):
+    """RFC 5321 2.3.8: CR only in CRLF. Mail received by smtpd has its bare
+    CRs stored as spaces (as Postfix stores them); locally injected mail
+    (sendmail) has them sent as spaces by our client. Either way the next
+    hop never sees `<CR>.<CR>`."""
+    local, sink = sink_pair(tmp_path, daemons, ["8BITMIME"])
+    try:
+        s = smtplib.SMTP("127.0.0.1", local.submission, timeout=10)
+        s.login("user2", PW)
+        s.sendmail("user2@csuvnetwork.com", ["a@example.org"],
+                   b"Subject: smtp\r\n\r\nbody\r.\rMAIL FROM:<evil@b.example>\r\n")
+        s.quit()
+        r = subprocess.run([bin_path("sendmail"), "-C", local.config, "a@example.org"],
+                           input=b"Subject: local\n\nlocal\r.\rMAIL FROM:<evil@b.example>\n",
+                           capture_output=True)
+        assert r.returncode == 0, r.stderr
+        got = sink.wait(2)
+        for t in got:
+            body = t["data"].replace(b"\r\n", b"")
+            assert b"\r" not in body, t["data"]
+            assert b" . MAIL FROM:<evil@b.example>" in t["data"], t["data"]
+    finally:
+        sink.close()
