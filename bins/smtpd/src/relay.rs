@@ -561,20 +561,6 @@ pub(crate) fn sign_local<'a>(
 /// injected (durable) and its file removed; recipients refused get a
 /// failure notice. A message that cannot be injected now stays for the
 /// next scan.
-/// `content` with each CR not followed by LF turned into a space.
-fn blank_bare_cr(content: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let bare = |(i, &b): (usize, &u8)| b == b'\r' && content.get(i + 1) != Some(&b'\n');
-    if !content.iter().enumerate().any(bare) {
-        return content.into();
-    }
-    content
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| if bare((i, &b)) { b' ' } else { b })
-        .collect::<Vec<u8>>()
-        .into()
-}
-
 pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usize {
     let files = match mailstore::pickup::waiting(dir) {
         Ok(f) => f,
@@ -598,7 +584,7 @@ pub(crate) fn pickup_scan(shared: &crate::Shared, dir: &std::path::Path) -> usiz
         // pickup hands it, which comes from no client at all). A bare CR
         // becomes a space first, as smtpd stores one and our client would
         // send one (RFC 5321 2.3.8), so the signature covers what leaves.
-        let content = blank_bare_cr(&msg.content);
+        let content = mail_session::blank_bare_cr(&msg.content);
         let content = sign_local(&shared.settings().signer, &content);
         let injected = match inject(
             shared,
@@ -680,19 +666,6 @@ mod tests {
             key,
         };
         Signer::new(vec![entry], vec!["from".into(), "subject".into()])
-    }
-
-    #[test]
-    fn bare_crs_of_picked_up_mail_become_spaces() {
-        let clean = b"Subject: s\r\n\r\nbody\r\n";
-        assert!(matches!(
-            super::blank_bare_cr(clean),
-            std::borrow::Cow::Borrowed(_)
-        ));
-        assert_eq!(
-            &*super::blank_bare_cr(b"a\r.\rb\r\n\r\r\nc\r"),
-            b"a . b\r\n \r\nc "
-        );
     }
 
     #[test]

@@ -69,5 +69,5 @@ pub use framer::{BareLf, Frame, Framer, DATA_WINDOW};
 pub use sasl::{apop_digest, cram_md5_digest, digest_eq, Credentials, Mechanism};
 pub use secret::Secret;
 pub use session::{Interrupt, Session};
-pub use stuff::{stuff, stuff_data, unstuff, DotStuffer, DotUnstuffer};
+pub use stuff::{blank_bare_cr, stuff, stuff_data, unstuff, DotStuffer, DotUnstuffer};
 pub use transcript::{Direction, EntryKind, Transcript, TranscriptEntry};

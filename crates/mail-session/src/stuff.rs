@@ -84,6 +84,23 @@ pub fn stuff(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `content` with each bare CR (one not followed by LF) turned into a
+/// space: RFC 5321 section 2.3.8 allows CR only in CRLF. Borrowed when
+/// there is none, the common case.
+pub fn blank_bare_cr(content: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = |i: usize| content.get(i + 1) != Some(&b'\n');
+    if !memchr::memchr_iter(b'\r', content).any(bare) {
+        return content.into();
+    }
+    let mut out = content.to_vec();
+    for i in memchr::memchr_iter(b'\r', content).filter(|&i| bare(i)) {
+        if let Some(b) = out.get_mut(i) {
+            *b = b' ';
+        }
+    }
+    out.into()
+}
+
 /// Dot-stuffs a message body for SMTP DATA (RFC 5321 section 4.5.2) and
 /// appends the end of data. Every line end becomes CRLF (a bare LF too),
 /// a bare CR becomes a space (section 2.3.8: a client sends CR only in
@@ -93,15 +110,9 @@ pub fn stuff_data(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
     let mut s = DotStuffer::new();
     let mut start = 0;
-    let mut blanked = Vec::new();
-    let mut push_line = |line: &[u8], s: &mut DotStuffer, out: &mut Vec<u8>| {
-        if memchr::memchr(b'\r', line).is_some() {
-            blanked.clear();
-            blanked.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
-            s.push(&blanked, out);
-        } else {
-            s.push(line, out);
-        }
+    // A line here has no LF, so every CR left in it is bare.
+    let push_line = |line: &[u8], s: &mut DotStuffer, out: &mut Vec<u8>| {
+        s.push(&blank_bare_cr(line), out);
         s.push(b"\r\n", out);
     };
     for lf in memchr::memchr_iter(b'\n', body) {
@@ -224,6 +235,14 @@ mod tests {
         assert_eq!(stuff_data(b"a\r\n.b\r\n.\r\n"), b"a\r\n..b\r\n..\r\n.\r\n");
         assert_eq!(stuff_data(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
         assert_eq!(stuff_data(b".x"), b"..x\r\n.\r\n");
+        assert!(matches!(
+            blank_bare_cr(b"Subject: s\r\n\r\nbody\r\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            &*blank_bare_cr(b"a\r.\rb\r\n\r\r\nc\r"),
+            b"a . b\r\n \r\nc "
+        );
         // A bare CR goes as a space (RFC 5321 section 2.3.8).
         assert_eq!(stuff_data(b"a\rb\r\n"), b"a b\r\n.\r\n");
         assert_eq!(stuff_data(b"a\r"), b"a \r\n.\r\n");
